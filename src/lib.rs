@@ -1,1 +1,49 @@
-//! placeholder
+//! # Macula Bridge
+//!
+//! The Rust implementation of the Macula mesh's bridge/relay tier: one library and
+//! one binary (`macula`) with two modes, `macula bridge` and `macula node`.
+//!
+//! ## Map of the components
+//!
+//! Pure parts (no tokio, no clocks — tested without sockets):
+//! - [`wire`] — the frame format: 8-byte header + MessagePack body, the message
+//!   types, a streaming [`wire::FrameDecoder`] (coalesced and split frames), error codes.
+//!   Spec: `docs/PROTOCOL.md`.
+//! - [`topic`] — topic and pattern syntax (`*` one segment, `**` zero or more) and
+//!   [`topic::PatternTrie`], the matcher behind every routing decision.
+//! - [`router`] — the interest table: which peer holds which pattern, with a
+//!   lock-free snapshot for the publish path and the deltas interest propagation needs.
+//! - [`dedup`] — the bounded window of seen message ids.
+//! - [`config`] + [`defaults`] — layered configuration (defaults → TOML → `MACULA_*`
+//!   env → flags) and every default with its reason.
+//!
+//! Async parts (tokio + quinn):
+//! - [`transport`] — QUIC endpoints (quinn + rustls, ALPN `macula`), development
+//!   and production TLS.
+//! - [`session`] — per-connection plumbing: bounded control/data queues, batching
+//!   writers, QoS 1 custody and retransmission, the handshake.
+//! - [`server`] — the accept loop (one task per connection, connection cap).
+//! - [`node`] — `macula node`: local pub/sub for clients plus one uplink to a bridge.
+//! - [`bridge`] — `macula bridge`: interest-routed relay between the nodes of each realm.
+//! - [`client`] — the Rust client API (`connect`, `publish`, `subscribe`, `unsubscribe`).
+//! - [`metrics`] + [`admin`] — the Prometheus registry and the admin HTTP listener
+//!   (`/metrics`, `/health/live`, `/health/ready`).
+//!
+//! Architecture: `docs/ARCHITECTURE.md`. Benchmarks: `docs/BENCHMARKS.md`.
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod bridge;
+pub mod client;
+pub mod config;
+pub mod dedup;
+pub mod defaults;
+pub mod metrics;
+pub mod node;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod topic;
+pub mod transport;
+pub mod wire;

@@ -1,1 +1,265 @@
-fn main() {}
+//! `macula`: the bridge worker and edge node binary. Thin: parse the command line,
+//! load the configuration, start logging, run the mode, wait for a signal, drain.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use macula::config::Config;
+use macula::metrics::Metrics;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "macula", version, about = "Macula bridge worker and edge node")]
+struct Cli {
+    /// TOML configuration file (layered over built-in defaults, under MACULA_* env and flags).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (development certificate, state).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Log filter, tracing EnvFilter syntax (e.g. `info`, `macula=debug`).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a bridge worker: relay pub/sub between the nodes connected to it.
+    Bridge(BridgeArgs),
+    /// Run an edge node: serve local clients, uplink to a bridge.
+    Node(NodeArgs),
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(clap::Args, Default)]
+struct BridgeArgs {
+    /// UDP address for QUIC from nodes (default 0.0.0.0:9443).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Admin HTTP address for /metrics and /health (default 0.0.0.0:8080).
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Realm this bridge accepts (repeatable; default io.macula).
+    #[arg(long = "realm")]
+    realms: Vec<String>,
+}
+
+#[derive(clap::Args, Default)]
+struct NodeArgs {
+    /// UDP address for QUIC from clients (default 0.0.0.0:9444).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Admin HTTP address (default 0.0.0.0:8081).
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Realm of this node (default io.macula).
+    #[arg(long)]
+    realm: Option<String>,
+    /// Cluster id (default "default").
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Bridge to uplink to, host:port (default 127.0.0.1:9443).
+    #[arg(long)]
+    uplink: Option<String>,
+    /// Run without an uplink.
+    #[arg(long, conflicts_with = "uplink")]
+    standalone: bool,
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the effective configuration; exit 1 with the reason if it is invalid.
+    Check,
+}
+
+/// Command-line overrides, the last figment layer. Only `Some` fields are set.
+#[derive(Serialize, Default)]
+struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bridge: Option<BridgeOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<NodeOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log: Option<LogOverrides>,
+}
+
+#[derive(Serialize, Default)]
+struct BridgeOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    realms: Option<Vec<String>>,
+}
+
+#[derive(Serialize, Default)]
+struct NodeOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    realm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uplink: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+struct LogOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level: Option<String>,
+}
+
+fn overrides(cli: &Cli) -> Overrides {
+    let mut o = Overrides {
+        data_dir: cli.data_dir.clone(),
+        log: cli.log_level.clone().map(|l| LogOverrides { level: Some(l) }),
+        ..Default::default()
+    };
+    match &cli.cmd {
+        Cmd::Bridge(b) => {
+            o.bridge = Some(BridgeOverrides {
+                listen: b.listen.clone(),
+                admin_listen: b.admin_listen.clone(),
+                realms: (!b.realms.is_empty()).then(|| b.realms.clone()),
+            })
+        }
+        Cmd::Node(n) => {
+            o.node = Some(NodeOverrides {
+                listen: n.listen.clone(),
+                admin_listen: n.admin_listen.clone(),
+                realm: n.realm.clone(),
+                cluster: n.cluster.clone(),
+                uplink: n.uplink.clone(),
+            })
+        }
+        Cmd::Config { .. } => {}
+    }
+    o
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut cfg = match Config::load(cli.config.as_deref(), &overrides(&cli)).and_then(|c| c.validate().map(|_| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("macula: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Cmd::Node(n) = &cli.cmd {
+        if n.standalone {
+            cfg.node.uplink = None;
+        }
+    }
+    if let Cmd::Config { cmd: ConfigCmd::Check } = &cli.cmd {
+        print!("{}", cfg.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("macula: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.cmd, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "fatal");
+            eprintln!("macula: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_cancel = CancellationToken::new();
+    let grace = Duration::from_millis(cfg.limits.drain_grace_ms);
+    let admin_addr = match cmd {
+        Cmd::Bridge(_) => cfg.bridge.admin_listen,
+        _ => cfg.node.admin_listen,
+    };
+    let admin = match admin_addr {
+        Some(addr) => {
+            let listener = macula::admin::bind(addr).await?;
+            tracing::info!(admin = %listener.local_addr()?, "admin listener started");
+            let state = macula::admin::AdminState { metrics: metrics.clone(), ready: ready.clone() };
+            Some(tokio::spawn(macula::admin::serve_listener(listener, state, admin_cancel.clone())))
+        }
+        None => None,
+    };
+    match cmd {
+        Cmd::Bridge(_) => {
+            let h = macula::bridge::start(cfg, metrics).await?;
+            ready.store(true, Ordering::Release);
+            wait_for_signal().await;
+            ready.store(false, Ordering::Release);
+            tracing::info!("shutting down");
+            h.shutdown(grace).await;
+        }
+        Cmd::Node(_) => {
+            let h = macula::node::start(cfg, metrics).await?;
+            ready.store(true, Ordering::Release);
+            wait_for_signal().await;
+            ready.store(false, Ordering::Release);
+            tracing::info!("shutting down");
+            h.shutdown(grace).await;
+        }
+        Cmd::Config { .. } => unreachable!("handled before the runtime starts"),
+    }
+    admin_cancel.cancel();
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

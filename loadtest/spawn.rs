@@ -1,0 +1,194 @@
+//! Child processes of the `macula` binary for `--spawn` runs: a bridge and nodes on
+//! loopback, each with its own data directory and admin port. Every child is
+//! killed when the [`Fleet`] is dropped or [`Fleet::stop`] is called.
+
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::process::{Child, Command};
+
+/// One spawned process.
+pub struct Proc {
+    pub name: String,
+    pub quic: SocketAddr,
+    pub admin: SocketAddr,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+/// The processes of one run.
+pub struct Fleet {
+    pub procs: Vec<Proc>,
+    pub dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+/// Finds the `macula` binary next to this executable (or `$LOADTEST_MACULA_BIN`).
+pub fn macula_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("LOADTEST_MACULA_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let me = std::env::current_exe().context("current_exe")?;
+    let p = me.with_file_name(format!("macula{}", std::env::consts::EXE_SUFFIX));
+    if !p.exists() {
+        bail!("{} not found; build it with `cargo build --release` or set LOADTEST_MACULA_BIN", p.display());
+    }
+    Ok(p)
+}
+
+/// A UDP port free on `ip` right now.
+pub fn free_udp(ip: &str) -> Result<SocketAddr> {
+    Ok(UdpSocket::bind((ip, 0))?.local_addr()?)
+}
+
+/// A TCP port free on `ip` right now.
+pub fn free_tcp(ip: &str) -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?)
+}
+
+impl Fleet {
+    /// An empty fleet using the `macula` binary at `bin`.
+    pub fn new(bin: PathBuf) -> Result<Fleet> {
+        Ok(Fleet { procs: Vec::new(), dir: tempfile::tempdir()?, bin })
+    }
+
+    /// Starts a bridge on `ip`; `extra` are more command-line arguments.
+    pub fn bridge(&mut self, name: &str, ip: &str, extra: &[&str]) -> Result<usize> {
+        let quic = free_udp(ip)?;
+        let admin = free_tcp(ip)?;
+        let mut args = vec![
+            "bridge".to_string(),
+            "--listen".into(),
+            quic.to_string(),
+            "--admin-listen".into(),
+            admin.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn(name, quic, admin, args)
+    }
+
+    /// Starts a node on `ip` with an uplink to `uplink`; `extra` are more arguments.
+    pub fn node(&mut self, name: &str, ip: &str, cluster: &str, uplink: SocketAddr, extra: &[&str]) -> Result<usize> {
+        let quic = free_udp(ip)?;
+        let admin = free_tcp(ip)?;
+        let mut args = vec![
+            "node".to_string(),
+            "--listen".into(),
+            quic.to_string(),
+            "--admin-listen".into(),
+            admin.to_string(),
+            "--cluster".into(),
+            cluster.into(),
+            "--uplink".into(),
+            uplink.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn(name, quic, admin, args)
+    }
+
+    fn spawn(&mut self, name: &str, quic: SocketAddr, admin: SocketAddr, mut args: Vec<String>) -> Result<usize> {
+        let data = self.dir.path().join(name);
+        std::fs::create_dir_all(&data)?;
+        args.push("--data-dir".into());
+        args.push(data.display().to_string());
+        let child = self.start(name, &args)?;
+        self.procs.push(Proc { name: name.into(), quic, admin, args, child: Some(child) });
+        Ok(self.procs.len() - 1)
+    }
+
+    fn start(&self, name: &str, args: &[String]) -> Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))?;
+        Command::new(&self.bin)
+            .args(args)
+            .env("MACULA_LOG__LEVEL", std::env::var("MACULA_LOG__LEVEL").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawn {} {}", self.bin.display(), args.join(" ")))
+    }
+
+    /// Kills process `i` with SIGKILL and waits for it.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
+    /// Starts process `i` again with the same arguments (same ports, same data dir).
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        let child = self.start(&self.procs[i].name.clone(), &self.procs[i].args.clone())?;
+        self.procs[i].child = Some(child);
+        Ok(())
+    }
+
+    /// Where process `name` writes its log.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// Waits until every process answers `/health/ready` (or fails after `timeout`).
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        for p in &mut self.procs {
+            let Some(child) = p.child.as_mut() else { continue };
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    bail!("{} exited early with {status}; see {}", p.name, self.dir.path().join(format!("{}.log", p.name)).display());
+                }
+                if http_get(p.admin, "/health/ready").map(|(code, _)| code == 200).unwrap_or(false) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("{} not ready after {timeout:?}", p.name);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills every child and waits for them.
+    pub async fn stop(&mut self) {
+        for p in &mut self.procs {
+            if let Some(c) = p.child.as_mut() {
+                let _ = c.start_kill();
+            }
+        }
+        for p in &mut self.procs {
+            if let Some(c) = p.child.as_mut() {
+                let _ = c.wait().await;
+            }
+        }
+    }
+}
+
+/// Minimal blocking HTTP/1.1 GET; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Sum of all samples of metric `name` in a Prometheus text body.
+pub fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ') | Some(b'{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,295 @@
+//! Admin HTTP/1.1 listener: `/metrics` and health probes, apart from the QUIC data plane.
+//!
+//! | request | response |
+//! |---|---|
+//! | `GET /metrics` | 200, Prometheus text format 0.0.4 ([`crate::metrics::Metrics::encode_text`]) |
+//! | `GET /health/live` | 200 `ok` while the process serves HTTP at all (liveness) |
+//! | `GET /health/ready` | 200 `ready` when [`AdminState::ready`] is set, else 503 `not ready` |
+//! | other path | 404 `not found` |
+//! | known path, method other than GET/HEAD | 405 `method not allowed`, with `Allow: GET, HEAD` |
+//!
+//! Each connection is served in a task tracked by a [`TaskTracker`]; on shutdown the listener
+//! stops accepting, asks open connections to finish their current request, and waits at most
+//! [`defaults::ADMIN_SHUTDOWN_GRACE`] for them.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::defaults;
+use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
+
+/// What the admin endpoints read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Metrics served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Readiness reported by `/health/ready`: set by the mode once it serves traffic (for a node:
+    /// uplink settled), cleared when it starts draining.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Errors of the admin listener.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The TCP listen socket could not be bound.
+    #[error("cannot bind admin listener on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds `addr` and serves until `shutdown` is cancelled (see the module doc for the routes).
+///
+/// # Errors
+/// [`AdminError::Bind`] if the address cannot be bound.
+pub async fn serve(
+    addr: SocketAddr,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> Result<(), AdminError> {
+    let listener = bind(addr).await?;
+    serve_listener(listener, state, shutdown).await
+}
+
+/// Binds the admin TCP listener, so callers can learn the port (bind `:0` in tests) before
+/// [`serve_listener`].
+///
+/// # Errors
+/// [`AdminError::Bind`] if the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AdminError::Bind { addr, source })
+}
+
+/// Serves admin requests on `listener` until `shutdown` is cancelled, then stops accepting and
+/// waits up to [`defaults::ADMIN_SHUTDOWN_GRACE`] for requests in flight.
+///
+/// Accept errors (e.g. out of file descriptors) are logged and retried after a short pause; they
+/// do not end the listener.
+///
+/// # Errors
+/// None at present; the `Result` leaves room for fatal listener errors.
+pub async fn serve_listener(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> Result<(), AdminError> {
+    let tracker = TaskTracker::new();
+    if let Ok(local) = listener.local_addr() {
+        tracing::info!(local.addr = %local, "admin listener started");
+    }
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(defaults::ADMIN_ACCEPT_RETRY) => continue,
+                    }
+                }
+            },
+        };
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&req, &state)) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(defaults::ADMIN_HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(remote.addr = %remote, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(defaults::ADMIN_SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::debug!(
+            open = tracker.len(),
+            "admin connections still open after the grace period"
+        );
+    }
+    tracing::info!("admin listener stopped");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Private helpers
+// ---------------------------------------------------------------------------------------------
+
+fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let known = matches!(path, "/metrics" | "/health/live" | "/health/ready");
+    if !known {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    match path {
+        "/metrics" => {
+            let mut resp = Response::new(Full::new(Bytes::from(state.metrics.encode_text())));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE));
+            resp
+        }
+        "/health/live" => text(StatusCode::OK, "ok\n"),
+        _ if state.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+        _ => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Sends one raw HTTP/1.1 request and returns (status code, headers, body).
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let code = head[9..12].parse().unwrap();
+        (code, head.to_ascii_lowercase(), body.to_string())
+    }
+
+    async fn start() -> (
+        SocketAddr,
+        AdminState,
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), AdminError>>,
+    ) {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AdminState {
+            metrics: Metrics::new(),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve_listener(listener, state.clone(), shutdown.clone()));
+        (addr, state, shutdown, task)
+    }
+
+    #[tokio::test]
+    async fn routes_and_readiness() {
+        let (addr, state, shutdown, task) = start().await;
+
+        let (code, head, body) = request(addr, "GET", "/health/live").await;
+        assert_eq!((code, body.as_str()), (200, "ok\n"));
+        assert!(head.contains("content-type: text/plain"));
+
+        let (code, _, body) = request(addr, "GET", "/health/ready").await;
+        assert_eq!((code, body.as_str()), (503, "not ready\n"));
+        state.ready.store(true, Ordering::Release);
+        let (code, _, body) = request(addr, "GET", "/health/ready").await;
+        assert_eq!((code, body.as_str()), (200, "ready\n"));
+
+        state.metrics.messages_published_total.inc_by(7);
+        let (code, head, body) = request(addr, "GET", "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(
+            head.contains("content-type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+        assert!(body.contains("macula_messages_published_total 7"), "{body}");
+
+        let (code, _, _) = request(addr, "GET", "/nope").await;
+        assert_eq!(code, 404);
+        let (code, head, _) = request(addr, "POST", "/metrics").await;
+        assert_eq!(code, 405);
+        assert!(head.contains("allow: get, head"), "{head}");
+        let (code, _, body) = request(addr, "HEAD", "/health/live").await;
+        assert_eq!((code, body.as_str()), (200, ""));
+
+        shutdown.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("stops promptly")
+            .unwrap()
+            .unwrap();
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn shutdown_with_an_idle_keep_alive_connection() {
+        let (addr, _state, shutdown, task) = start().await;
+        // An idle keep-alive connection must not hold the shutdown for long.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(std::str::from_utf8(&buf[..n])
+            .unwrap()
+            .starts_with("HTTP/1.1 200"));
+        shutdown.cancel();
+        tokio::time::timeout(defaults::ADMIN_SHUTDOWN_GRACE * 2, task)
+            .await
+            .expect("stops within the grace period")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn bind_error_names_the_address() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let err = bind(addr).await.unwrap_err();
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+}

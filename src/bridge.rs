@@ -1,0 +1,400 @@
+//! `macula bridge`: relays pub/sub between the nodes of the clusters below it.
+//!
+//! Routing is by interest only. Each realm has its own [`RouteTable`] of node
+//! connections and the patterns each node announced. A publish from node *U* goes
+//! to every *other* node of U's realm holding a matching pattern — never back to U,
+//! never to a node without interest, never to another realm — and a node never
+//! re-sends what came down from the bridge. Every message therefore crosses each
+//! link at most once: the N² amplification of the Erlang mesh (Macula v0.16 defect 4)
+//! is impossible by construction.
+//!
+//! Interest flows the other way too: each node is told which patterns the *rest*
+//! of its realm holds ([`interest_delta`]), so it only sends up what someone wants.
+//!
+//! QoS 1 acknowledgements are chained: the bridge acknowledges a publish to U only
+//! after every node it relayed it to has acknowledged it ([`AckTrack`]). If the
+//! bridge dies first, U still holds the publish and sends it again after it
+//! reconnects; receivers de-duplicate by message id.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{Connection, Endpoint, RecvStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, Instrument};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::router::{interest_delta, PatternChange, Peers, RouteTable};
+use crate::session::{
+    self, accept_session, close, error_frame, fill, AckTrack, Offer, Outbound, PeerTx,
+    SessionError, WriterConfig,
+};
+use crate::topic;
+use crate::wire::{
+    self, Connected, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Pong, Qos, RawFrame,
+    Role, SubAck, Subscribe, Unsubscribe,
+};
+
+/// A running bridge. Call [`BridgeHandle::shutdown`] to stop it.
+pub struct BridgeHandle {
+    /// Address the node listener is bound to.
+    pub local_addr: SocketAddr,
+    /// This bridge's id.
+    pub node_id: NodeId,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    endpoint: Endpoint,
+}
+
+impl BridgeHandle {
+    /// Stops accepting, closes every connection with `SHUTTING_DOWN`, waits at most
+    /// `grace` for connection tasks to end.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shutdown.cancel();
+        self.endpoint
+            .close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");
+        self.tracker.close();
+        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+    }
+}
+
+struct Shared {
+    node_id: NodeId,
+    cfg: Config,
+    metrics: Arc<Metrics>,
+    realms: HashMap<String, RouteTable<PeerTx>>,
+    next_key: AtomicU64,
+}
+
+/// Starts a bridge from `cfg`. Errors: binding or TLS setup failed.
+pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeHandle> {
+    let endpoint = crate::transport::server_endpoint(cfg.bridge.listen, &cfg.tls, &cfg.transport, &cfg.data_dir)?;
+    let local_addr = endpoint.local_addr()?;
+    let node_id: NodeId = rand::random();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let realms = cfg
+        .bridge
+        .realms
+        .iter()
+        .map(|r| (r.clone(), RouteTable::new(cfg.limits.max_subscriptions_per_connection)))
+        .collect();
+    let shared = Arc::new(Shared {
+        node_id,
+        metrics: metrics.clone(),
+        realms,
+        next_key: AtomicU64::new(1),
+        cfg,
+    });
+    let s = shared.clone();
+    tracker.spawn(crate::server::accept_loop(
+        endpoint.clone(),
+        shared.cfg.limits.max_connections,
+        "node",
+        metrics,
+        tracker.clone(),
+        shutdown.clone(),
+        move |conn| {
+            let s = s.clone();
+            let span = info_span!("node", remote.addr = %conn.remote_address());
+            async move { serve_node(s, conn).await }.instrument(span)
+        },
+    ));
+    info!(listen = %local_addr, realms = ?shared.cfg.bridge.realms, "bridge started");
+    Ok(BridgeHandle { local_addr, node_id, shutdown, tracker, endpoint })
+}
+
+type Fatal = (ErrorCode, String);
+
+fn interest_frames(pattern: &str) -> (Bytes, Bytes) {
+    let topics = vec![pattern.to_string()];
+    (
+        Frame::Subscribe(Subscribe { topics: topics.clone(), qos: Qos::AtLeastOnce, correlation_id: 0 }).to_bytes(),
+        Frame::Unsubscribe(Unsubscribe { topics, correlation_id: 0 }).to_bytes(),
+    )
+}
+
+/// Tells every node of the realm how the interest of the *others* changed
+/// (runs under the realm table's lock, so deltas leave in order).
+fn propagate(changes: &[PatternChange], peers: Peers<'_, PeerTx>) {
+    for c in changes {
+        let (sub, unsub) = interest_frames(&c.pattern);
+        for (key, tx) in peers.iter() {
+            let frame = match interest_delta(c, key) {
+                Some(true) => sub.clone(),
+                Some(false) => unsub.clone(),
+                None => continue,
+            };
+            if tx.ctrl.try_send(Outbound::Frame(frame)).is_err() {
+                close(&tx.conn, ErrorCode::SlowConsumer, "control queue full");
+            }
+        }
+    }
+}
+
+async fn serve_node(shared: Arc<Shared>, conn: Connection) {
+    let metrics = shared.metrics.clone();
+    let limits = &shared.cfg.limits;
+    let (mut send, recv, decoder, connect) = match accept_session(&conn, limits.max_frame_size).await {
+        Ok(s) => s,
+        Err(e) => {
+            let (code, msg) = match &e {
+                SessionError::Wire(w) => (w.code(), w.to_string()),
+                SessionError::Protocol(m) => (ErrorCode::NotConnected, m.clone()),
+                _ => return debug!(error = %e, "session ended before connect"),
+            };
+            metrics.protocol_error(code.as_str());
+            return close(&conn, code, &msg);
+        }
+    };
+    metrics.frames_in.inc(MessageType::Connect as u8, 0);
+    let refuse = if !connect.versions.contains(&wire::PROTOCOL_VERSION) {
+        Some((ErrorCode::UnsupportedVersion, format!("versions {:?} not supported", connect.versions)))
+    } else if connect.role != Role::Node {
+        Some((ErrorCode::Protocol, "a bridge accepts only nodes".to_string()))
+    } else if !shared.realms.contains_key(&connect.realm) {
+        Some((ErrorCode::UnknownRealm, format!("unknown realm {:?}", connect.realm)))
+    } else {
+        None
+    };
+    if let Some((code, msg)) = refuse {
+        metrics.protocol_error(code.as_str());
+        let _ = tokio::time::timeout(session::CLOSE_LINGER, async {
+            send.write_all(&error_frame(code, msg.clone(), Some(connect.correlation_id))).await?;
+            send.finish()?;
+            send.stopped().await.map(|_| ()).map_err(quinn::WriteError::from)
+        })
+        .await;
+        return close(&conn, code, &msg);
+    }
+    let table = &shared.realms[&connect.realm];
+    let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
+    let inflight = limits.max_inflight as usize;
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(inflight + 1024);
+    let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue);
+    let (pending_tx, pending_rx) = mpsc::channel(inflight.max(1));
+    let tx = PeerTx {
+        key,
+        ctrl: ctrl_tx.clone(),
+        data: data_tx,
+        conn: conn.clone(),
+        max_frame: connect.max_frame_size as usize + wire::HEADER_LEN,
+    };
+    let welcome = Frame::Connected(Connected {
+        version: wire::PROTOCOL_VERSION,
+        node_id: shared.node_id,
+        realm: connect.realm.clone(),
+        max_frame_size: limits.max_frame_size,
+        max_inflight: limits.max_inflight,
+        keepalive_ms: shared.cfg.transport.keep_alive_ms as u32,
+        correlation_id: connect.correlation_id,
+    });
+    let _ = ctrl_tx.try_send(Outbound::Frame(welcome.to_bytes()));
+    table.add_peer(key, tx.clone(), |tx, others| {
+        for chunk in others.chunks(1000) {
+            let f = Frame::Subscribe(Subscribe { topics: chunk.to_vec(), qos: Qos::AtLeastOnce, correlation_id: 0 });
+            let _ = tx.ctrl.try_send(Outbound::Frame(f.to_bytes()));
+        }
+    });
+    info!(realm = %connect.realm, cluster = %connect.cluster, "node connected");
+    let cancel = CancellationToken::new();
+    let wcfg = WriterConfig {
+        write_timeout: Duration::from_millis(limits.slow_consumer_timeout_ms.max(1)),
+        metrics: metrics.clone(),
+    };
+    let writer = tokio::spawn(session::run_writer(send, ctrl_rx, data_rx, Some(pending_tx), cancel.clone(), wcfg));
+    let end = node_reader(&shared, table, &tx, recv, decoder, pending_rx).await;
+    table.remove_peer(key, propagate);
+    info!(realm = %connect.realm, cluster = %connect.cluster, "node disconnected");
+    if let Err((code, msg)) = end {
+        metrics.protocol_error(code.as_str());
+        let _ = ctrl_tx.try_send(Outbound::Frame(error_frame(code, msg.clone(), None)));
+        cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+        return close(&conn, code, &msg);
+    }
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    conn.close(0u32.into(), b"bye");
+}
+
+fn nonfatal(me: &PeerTx, metrics: &Metrics, code: ErrorCode, msg: String, corr: Option<u64>) {
+    metrics.protocol_error(code.as_str());
+    let _ = me.ctrl.try_send(Outbound::Frame(error_frame(code, msg, corr)));
+}
+
+async fn node_reader(
+    shared: &Shared,
+    table: &RouteTable<PeerTx>,
+    me: &PeerTx,
+    mut recv: RecvStream,
+    mut decoder: FrameDecoder,
+    mut pending: mpsc::Receiver<Arc<AckTrack>>,
+) -> Result<(), Fatal> {
+    let metrics = &shared.metrics;
+    let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
+    let mut scratch = Vec::new();
+    loop {
+        loop {
+            let raw = match decoder.next_frame() {
+                Ok(Some(raw)) => raw,
+                Ok(None) => break,
+                Err(e) => return Err((e.code(), e.to_string())),
+            };
+            metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
+            if handle_node_frame(shared, table, me, &raw, &mut scratch, &mut pending, slow).await? {
+                return Ok(());
+            }
+        }
+        match fill(&mut recv, &mut decoder).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(SessionError::Wire(e)) => return Err((e.code(), e.to_string())),
+            Err(e) => {
+                debug!(error = %e, "node stream ended");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Handles one frame from a node; `Ok(true)` ends the session cleanly.
+async fn handle_node_frame(
+    shared: &Shared,
+    table: &RouteTable<PeerTx>,
+    me: &PeerTx,
+    raw: &RawFrame,
+    scratch: &mut Vec<u32>,
+    pending: &mut mpsc::Receiver<Arc<AckTrack>>,
+    slow: Duration,
+) -> Result<bool, Fatal> {
+    let metrics = &shared.metrics;
+    let Some(t) = raw.msg_type() else {
+        nonfatal(me, metrics, ErrorCode::UnknownType, format!("unknown message type 0x{:02x}", raw.header.msg_type), None);
+        return Ok(false);
+    };
+    match t {
+        MessageType::Publish => {
+            let view = match raw.publish_view() {
+                Ok(v) => v,
+                Err(e) => {
+                    nonfatal(me, metrics, e.code(), e.to_string(), None);
+                    return Ok(false);
+                }
+            };
+            let reliable = view.qos == Qos::AtLeastOnce;
+            if let Err(e) = topic::validate_topic(view.topic) {
+                nonfatal(me, metrics, ErrorCode::InvalidTopic, format!("topic {:?}: {e}", view.topic), None);
+                metrics.messages_dropped_total.with_label_values(&["invalid"]).inc();
+                if reliable {
+                    let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
+                }
+                return Ok(false);
+            }
+            metrics.messages_published_total.inc();
+            let snap = table.load();
+            snap.collect(view.topic, scratch);
+            scratch.retain(|&i| snap.target(i).0 != me.key);
+            if scratch.is_empty() {
+                metrics.messages_dropped_total.with_label_values(&["no_route"]).inc();
+                if reliable {
+                    let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
+                }
+                return Ok(false);
+            }
+            let track = reliable.then(|| AckTrack::new(view.message_id, scratch.len() as u32, me.ctrl.clone()));
+            for &idx in scratch.iter() {
+                let (_, tx) = snap.target(idx);
+                if raw.bytes.len() > tx.max_frame {
+                    metrics.messages_dropped_total.with_label_values(&["too_large"]).inc();
+                    continue;
+                }
+                let item = match &track {
+                    Some(t) => Outbound::Tracked(raw.bytes.clone(), t.clone()),
+                    None => Outbound::Frame(raw.bytes.clone()),
+                };
+                match tx.offer(item, reliable, slow).await {
+                    Offer::Queued => metrics.messages_relayed_total.inc(),
+                    Offer::QueueFull => metrics.messages_dropped_total.with_label_values(&["queue_full"]).inc(),
+                    Offer::SlowConsumer => metrics.messages_dropped_total.with_label_values(&["slow_consumer"]).inc(),
+                    Offer::Closed | Offer::TooLarge => metrics.messages_dropped_total.with_label_values(&["closed"]).inc(),
+                }
+            }
+        }
+        MessageType::PubAck => match raw.decode() {
+            Ok(Frame::PubAck(a)) => {
+                for id in a.ids.iter().chain(a.no_route.iter()) {
+                    // Acks arrive in the order the tracked frames were written;
+                    // anything skipped stays unacknowledged upstream and is retransmitted.
+                    while let Ok(track) = pending.try_recv() {
+                        if track.id == *id {
+                            track.ack_one();
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(_) => unreachable!("decode follows the header type"),
+            Err(e) => nonfatal(me, metrics, e.code(), e.to_string(), None),
+        },
+        MessageType::Subscribe | MessageType::Unsubscribe => {
+            let (topics, corr, sub) = match raw.decode() {
+                Ok(Frame::Subscribe(s)) => (s.topics, s.correlation_id, true),
+                Ok(Frame::Unsubscribe(u)) => (u.topics, u.correlation_id, false),
+                Ok(_) => unreachable!("decode follows the header type"),
+                Err(e) => {
+                    nonfatal(me, metrics, e.code(), e.to_string(), None);
+                    return Ok(false);
+                }
+            };
+            let patterns: Result<Vec<String>, String> = topics
+                .iter()
+                .map(|t| topic::normalize_pattern(t).map_err(|e| format!("pattern {t:?}: {e}")))
+                .collect();
+            let patterns = match patterns {
+                Ok(p) => p,
+                Err(msg) => {
+                    nonfatal(me, metrics, ErrorCode::InvalidTopic, msg, Some(corr));
+                    return Ok(false);
+                }
+            };
+            let count = if sub {
+                match table.subscribe(me.key, &patterns, propagate) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        nonfatal(me, metrics, ErrorCode::LimitExceeded, e.to_string(), Some(corr));
+                        return Ok(false);
+                    }
+                }
+            } else {
+                table.unsubscribe(me.key, &patterns, propagate)
+            };
+            metrics.subscriptions.set(shared.realms.values().map(|t| t.load().patterns() as i64).sum());
+            let ack = Frame::SubAck(SubAck { correlation_id: corr, count: count as u32 });
+            let _ = me.ctrl.try_send(Outbound::Frame(ack.to_bytes()));
+        }
+        MessageType::Ping => {
+            if let Ok(Frame::Ping(p)) = raw.decode() {
+                let _ = me.ctrl.try_send(Outbound::Frame(Frame::Pong(Pong { correlation_id: p.correlation_id }).to_bytes()));
+            }
+        }
+        MessageType::Disconnect => return Ok(true),
+        MessageType::Connect => return Err((ErrorCode::AlreadyConnected, "connect sent twice".into())),
+        MessageType::Error => {
+            if let Ok(Frame::Error(e)) = raw.decode() {
+                debug!(code = e.code, message = %e.message, "node reported an error");
+            }
+        }
+        MessageType::Pong | MessageType::SubAck => {}
+        other => nonfatal(me, metrics, ErrorCode::Protocol, format!("{} is not accepted from a node", other.as_str()), None),
+    }
+    Ok(false)
+}

@@ -1,0 +1,578 @@
+//! The Rust client API: connect to a node, publish, subscribe, unsubscribe.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), macula::client::ClientError> {
+//! use macula::client::{Client, ClientOptions};
+//! use macula::wire::Qos;
+//! let client = Client::connect(ClientOptions::default()).await?;
+//! let mut sub = client.subscribe("sensors.*.temp").await?;
+//! client.publish("sensors.kitchen.temp", "21.5".into(), Qos::AtLeastOnce).await?;
+//! let msg = sub.recv().await.expect("delivered");
+//! assert_eq!(msg.topic(), "sensors.kitchen.temp");
+//! # Ok(()) }
+//! ```
+//!
+//! One QUIC connection, one bidirectional stream. A background writer batches
+//! outgoing frames and keeps QoS 1 publishes until the node acknowledges them (at
+//! most the node's `max_inflight` at once: `publish` waits for room — that is the
+//! backpressure). A background reader de-duplicates deliveries by message id and
+//! hands each to every local [`Subscription`] whose pattern matches.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use quinn::{Connection, Endpoint, RecvStream};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{TlsConfig, TransportConfig};
+use crate::dedup::DedupWindow;
+use crate::metrics::Metrics;
+use crate::session::{self, fill, now_us, open_session, Outbound, ReliableState, SessionError, WriterConfig};
+use crate::topic::{self, PatternTrie, TopicError};
+use crate::wire::{
+    self, Connect, Frame, FrameDecoder, MessageId, MessageType, Pong, PubAck, Qos, Role,
+    Subscribe, Unsubscribe, WireError,
+};
+
+/// How to reach a node.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `host:port` of the node (default `127.0.0.1:9444`).
+    pub addr: String,
+    /// TLS server name to verify (default `localhost`).
+    pub server_name: String,
+    /// Realm to join (default `io.macula`); must be the node's realm.
+    pub realm: String,
+    /// TLS settings (default: development mode, accepts the node's self-signed certificate).
+    pub tls: TlsConfig,
+    /// QUIC transport settings.
+    pub transport: TransportConfig,
+    /// Where client-side TLS material lives (unused in development mode).
+    pub data_dir: PathBuf,
+    /// Largest frame body this client accepts, in bytes.
+    pub max_frame_size: u32,
+    /// Outgoing queue length, in frames.
+    pub queue: usize,
+    /// Buffer of each subscription, in messages. QoS 0 deliveries beyond it are
+    /// dropped (counted in [`ClientStats::dropped`]); QoS 1 deliveries wait.
+    pub subscription_buffer: usize,
+    /// Message ids remembered for de-duplication.
+    pub dedup_window: usize,
+    /// Retransmit an unacknowledged QoS 1 publish after this long.
+    pub ack_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        let cfg = crate::config::Config::default();
+        ClientOptions {
+            addr: format!("127.0.0.1:{}", cfg.node.listen.port()),
+            server_name: "localhost".into(),
+            realm: cfg.node.realm,
+            tls: cfg.tls,
+            transport: cfg.transport,
+            data_dir: cfg.data_dir,
+            max_frame_size: cfg.limits.max_frame_size,
+            queue: cfg.limits.outbound_queue,
+            subscription_buffer: 65_536,
+            dedup_window: cfg.limits.dedup_window,
+            ack_timeout: Duration::from_millis(cfg.limits.ack_timeout_ms),
+        }
+    }
+}
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Resolving, binding or connecting failed.
+    #[error("connect to {addr}: {reason}")]
+    Connect {
+        /// Target.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The session failed (handshake refused, connection lost, protocol error).
+    #[error("session: {0}")]
+    Session(#[from] SessionError),
+    /// A topic or pattern is invalid (checked before sending).
+    #[error("invalid topic {topic:?}: {source}")]
+    InvalidTopic {
+        /// The offending topic or pattern.
+        topic: String,
+        /// Why.
+        source: TopicError,
+    },
+    /// Encoding failed (e.g. the frame exceeds the node's max frame size).
+    #[error("encode: {0}")]
+    Wire(#[from] WireError),
+    /// The node refused a request with an error frame.
+    #[error("node refused: code {code}: {message}")]
+    Refused {
+        /// Error code (see `docs/PROTOCOL.md`).
+        code: u16,
+        /// The node's message.
+        message: String,
+    },
+    /// The node did not answer in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+}
+
+/// Counters of one client (monotonic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Publishes handed to the connection.
+    pub published: u64,
+    /// QoS 1 publishes acknowledged by the node.
+    pub acked: u64,
+    /// Deliveries handed to subscriptions.
+    pub received: u64,
+    /// Deliveries dropped as duplicates.
+    pub duplicates: u64,
+    /// QoS 0 deliveries dropped because a subscription buffer was full.
+    pub dropped: u64,
+}
+
+/// A message delivered to a subscription. Topic and payload share the received
+/// frame's memory (no copy).
+#[derive(Debug, Clone)]
+pub struct Message {
+    topic: Bytes,
+    /// The payload.
+    pub payload: Bytes,
+    /// QoS it was published with.
+    pub qos: Qos,
+    /// Id set by the publisher.
+    pub message_id: MessageId,
+    /// Publisher's wall clock at publish, µs since the Unix epoch.
+    pub ts_us: Option<u64>,
+}
+
+impl Message {
+    /// The concrete topic it was published on.
+    pub fn topic(&self) -> &str {
+        // Validated as UTF-8 when the frame was decoded.
+        std::str::from_utf8(&self.topic).unwrap_or("")
+    }
+}
+
+/// A stream of messages matching one pattern. Dropping it unsubscribes.
+pub struct Subscription {
+    rx: mpsc::Receiver<Message>,
+    id: u64,
+    pattern: String,
+    inner: Arc<Inner>,
+}
+
+impl Subscription {
+    /// The next message; `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+
+    /// Takes up to `limit` ready messages into `out` (waits for at least one);
+    /// returns how many, 0 once the connection is closed.
+    pub async fn recv_many(&mut self, out: &mut Vec<Message>, limit: usize) -> usize {
+        self.rx.recv_many(out, limit).await
+    }
+
+    /// The (normalised) pattern.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.inner.remove_sub(self.id, &self.pattern);
+    }
+}
+
+type SubTrie = PatternTrie<Vec<(u64, mpsc::Sender<Message>)>>;
+
+struct Inner {
+    conn: Connection,
+    _endpoint: Endpoint,
+    ctrl: mpsc::Sender<Outbound>,
+    data: mpsc::Sender<Outbound>,
+    subs: Mutex<SubTrie>,
+    subs_snap: ArcSwap<SubTrie>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<u32, ClientError>>>>,
+    next_corr: AtomicU64,
+    next_sub: AtomicU64,
+    session_id: [u8; 8],
+    next_seq: AtomicU64,
+    published: AtomicU64,
+    published_qos1: AtomicU64,
+    acked: Arc<AtomicU64>,
+    acked_notify: Arc<Notify>,
+    received: AtomicU64,
+    duplicates: AtomicU64,
+    dropped: AtomicU64,
+    subscription_buffer: usize,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    max_frame: u32,
+}
+
+/// A connection to a node. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects and completes the `CONNECT`/`CONNECTED` handshake.
+    ///
+    /// Errors: [`ClientError::Connect`] (resolve/bind/QUIC), [`ClientError::Session`]
+    /// (refused, e.g. unknown realm → `SessionError::Peer { code: 6, .. }`).
+    pub async fn connect(opts: ClientOptions) -> Result<Client, ClientError> {
+        let cerr = |reason: String| ClientError::Connect { addr: opts.addr.clone(), reason };
+        let addr = tokio::net::lookup_host(&opts.addr)
+            .await
+            .map_err(|e| cerr(e.to_string()))?
+            .next()
+            .ok_or_else(|| cerr("no address".into()))?;
+        let bind = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+        let endpoint = crate::transport::client_endpoint(bind.parse().expect("valid literal"), &opts.tls, &opts.transport, &opts.data_dir)
+            .map_err(|e| cerr(e.to_string()))?;
+        let connecting = endpoint.connect(addr, &opts.server_name).map_err(|e| cerr(e.to_string()))?;
+        let conn = tokio::time::timeout(session::HANDSHAKE_TIMEOUT, connecting)
+            .await
+            .map_err(|_| ClientError::Timeout("QUIC handshake"))?
+            .map_err(|e| cerr(e.to_string()))?;
+        let node_id: wire::NodeId = rand::random();
+        let connect = Connect {
+            versions: vec![wire::PROTOCOL_VERSION],
+            node_id,
+            realm: opts.realm.clone(),
+            cluster: String::new(),
+            role: Role::Client,
+            capabilities: vec!["pubsub".into(), "qos1".into()],
+            max_frame_size: opts.max_frame_size,
+            correlation_id: 1,
+        };
+        let (mut send, recv, decoder, welcome) = open_session(&conn, connect, opts.max_frame_size).await?;
+        let (ctrl_tx, mut ctrl_rx) = mpsc::channel(welcome.max_inflight as usize + 1024);
+        let (data_tx, mut data_rx) = mpsc::channel(opts.queue.max(1));
+        let (acks_tx, mut acks_rx) = session::ack_channel(welcome.max_inflight as usize);
+        // Client-side counters are not exported; a private registry keeps them apart.
+        let metrics = Metrics::new();
+        let mut state = ReliableState::new(welcome.max_inflight as usize, opts.ack_timeout, Duration::ZERO, metrics.clone());
+        let inner = Arc::new(Inner {
+            conn: conn.clone(),
+            _endpoint: endpoint,
+            ctrl: ctrl_tx,
+            data: data_tx,
+            subs: Mutex::new(PatternTrie::new()),
+            subs_snap: ArcSwap::from_pointee(PatternTrie::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_corr: AtomicU64::new(2),
+            next_sub: AtomicU64::new(1),
+            session_id: rand::random(),
+            next_seq: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            published_qos1: AtomicU64::new(0),
+            acked: state.acked.clone(),
+            acked_notify: state.acked_notify.clone(),
+            received: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            subscription_buffer: opts.subscription_buffer.max(1),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            max_frame: welcome.max_frame_size,
+        });
+        let wcfg = WriterConfig { write_timeout: Duration::from_secs(30), metrics };
+        let w_inner = inner.clone();
+        inner.tasks.spawn(async move {
+            let _ = session::run_reliable_writer(&mut send, &mut state, &mut ctrl_rx, &mut data_rx, &mut acks_rx, &w_inner.cancel, &wcfg).await;
+            let _ = send.finish();
+            w_inner.acked_notify.notify_waiters();
+        });
+        let r_inner = inner.clone();
+        let dedup = DedupWindow::new(opts.dedup_window);
+        inner.tasks.spawn(async move {
+            let r = reader(&r_inner, recv, decoder, dedup, acks_tx).await;
+            r_inner.fail_pending(r.err());
+            r_inner.cancel.cancel();
+            r_inner.acked_notify.notify_waiters();
+        });
+        inner.tasks.close();
+        Ok(Client { inner })
+    }
+
+    /// Publishes `payload` on `topic`. Returns once the frame is queued; with QoS 1
+    /// it waits while `max_inflight` publishes are unacknowledged. Use
+    /// [`flush`](Self::flush) to wait for acknowledgements.
+    ///
+    /// Errors: [`ClientError::InvalidTopic`], [`ClientError::Wire`] (too large),
+    /// [`ClientError::Closed`].
+    pub async fn publish(&self, topic: &str, payload: Bytes, qos: Qos) -> Result<MessageId, ClientError> {
+        let mut buf = BytesMut::new();
+        self.publish_buf(&mut buf, topic, &payload, qos).await
+    }
+
+    /// Like [`publish`](Self::publish) but encodes into `arena`, so a publishing
+    /// loop that reuses one arena allocates once per ~64 KiB instead of once per
+    /// message.
+    pub async fn publish_buf(&self, arena: &mut BytesMut, topic: &str, payload: &[u8], qos: Qos) -> Result<MessageId, ClientError> {
+        topic::validate_topic(topic).map_err(|source| ClientError::InvalidTopic { topic: topic.into(), source })?;
+        let inner = &self.inner;
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&inner.session_id);
+        id[8..].copy_from_slice(&inner.next_seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        if arena.capacity() - arena.len() < payload.len() + topic.len() + 64 {
+            arena.reserve((payload.len() + topic.len() + 64).max(64 * 1024));
+        }
+        wire::encode_publish(arena, topic, payload, qos, &id, Some(now_us()))?;
+        let frame = arena.split().freeze();
+        if frame.len() > inner.max_frame as usize + wire::HEADER_LEN {
+            return Err(ClientError::Wire(WireError::FrameTooLarge { len: frame.len() as u64, max: inner.max_frame }));
+        }
+        let item = match qos {
+            Qos::AtMostOnce => Outbound::Frame(frame),
+            Qos::AtLeastOnce => {
+                inner.published_qos1.fetch_add(1, Ordering::Relaxed);
+                Outbound::Custody(id, frame)
+            }
+        };
+        inner.data.send(item).await.map_err(|_| ClientError::Closed)?;
+        inner.published.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// Waits until every QoS 1 publish made so far is acknowledged (or `timeout`).
+    pub async fn flush(&self, timeout: Duration) -> Result<(), ClientError> {
+        let inner = &self.inner;
+        let target = inner.published_qos1.load(Ordering::Acquire);
+        let wait = async {
+            loop {
+                let notified = inner.acked_notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if inner.acked.load(Ordering::Acquire) >= target {
+                    return Ok(());
+                }
+                if inner.cancel.is_cancelled() {
+                    return Err(ClientError::Closed);
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| ClientError::Timeout("acknowledgements"))?
+    }
+
+    /// Subscribes to `pattern` (`*` = one segment, `**` = zero or more). Resolves when
+    /// the node confirms with `SUBACK`.
+    ///
+    /// Errors: [`ClientError::InvalidTopic`], [`ClientError::Refused`],
+    /// [`ClientError::Timeout`], [`ClientError::Closed`].
+    pub async fn subscribe(&self, pattern: &str) -> Result<Subscription, ClientError> {
+        let pattern = topic::normalize_pattern(pattern).map_err(|source| ClientError::InvalidTopic { topic: pattern.into(), source })?;
+        let inner = &self.inner;
+        let (tx, rx) = mpsc::channel(inner.subscription_buffer);
+        let id = inner.next_sub.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut subs = inner.subs.lock().unwrap_or_else(|e| e.into_inner());
+            subs.entry_or_insert_with(&pattern, Vec::new).push((id, tx));
+            inner.subs_snap.store(Arc::new(subs.clone()));
+        }
+        let sub = Subscription { rx, id, pattern: pattern.clone(), inner: inner.clone() };
+        let corr = inner.next_corr.fetch_add(1, Ordering::Relaxed);
+        let frame = Frame::Subscribe(Subscribe { topics: vec![pattern], qos: Qos::AtLeastOnce, correlation_id: corr });
+        inner.request(corr, frame).await?;
+        Ok(sub)
+    }
+
+    /// Unsubscribes explicitly and waits for the node's confirmation.
+    pub async fn unsubscribe(&self, sub: Subscription) -> Result<(), ClientError> {
+        let pattern = sub.pattern.clone();
+        let still_held = {
+            let inner = &self.inner;
+            let mut subs = inner.subs.lock().unwrap_or_else(|e| e.into_inner());
+            let held = Inner::remove_local(&mut subs, sub.id, &pattern);
+            inner.subs_snap.store(Arc::new(subs.clone()));
+            held
+        };
+        std::mem::forget(sub);
+        if still_held {
+            return Ok(());
+        }
+        let corr = self.inner.next_corr.fetch_add(1, Ordering::Relaxed);
+        let frame = Frame::Unsubscribe(Unsubscribe { topics: vec![pattern], correlation_id: corr });
+        self.inner.request(corr, frame).await.map(|_| ())
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> ClientStats {
+        let i = &self.inner;
+        ClientStats {
+            published: i.published.load(Ordering::Relaxed),
+            acked: i.acked.load(Ordering::Relaxed),
+            received: i.received.load(Ordering::Relaxed),
+            duplicates: i.duplicates.load(Ordering::Relaxed),
+            dropped: i.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// True once the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Sends `DISCONNECT`, closes the connection and waits for the background tasks.
+    pub async fn close(self) {
+        let inner = &self.inner;
+        let bye = Frame::Disconnect(wire::Disconnect { code: 0, reason: "bye".into() });
+        let _ = inner.ctrl.try_send(Outbound::Frame(bye.to_bytes()));
+        inner.cancel.cancel();
+        inner.conn.close(0u32.into(), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(2), inner.tasks.wait()).await;
+    }
+}
+
+impl Inner {
+    async fn request(&self, corr: u64, frame: Frame) -> Result<u32, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(corr, tx);
+        self.ctrl.send(Outbound::Frame(frame.to_bytes())).await.map_err(|_| ClientError::Closed)?;
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => {
+                self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&corr);
+                Err(ClientError::Timeout("SUBACK"))
+            }
+        }
+    }
+
+    fn resolve(&self, corr: u64, r: Result<u32, ClientError>) -> bool {
+        match self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&corr) {
+            Some(tx) => {
+                let _ = tx.send(r);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn fail_pending(&self, _err: Option<SessionError>) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Removes subscription `id`; true if another local subscription still holds the pattern.
+    fn remove_local(subs: &mut SubTrie, id: u64, pattern: &str) -> bool {
+        let mut still = false;
+        if let Some(v) = subs.get_mut(pattern) {
+            v.retain(|(i, _)| *i != id);
+            still = !v.is_empty();
+        }
+        if !still {
+            subs.remove(pattern);
+        }
+        still
+    }
+
+    fn remove_sub(&self, id: u64, pattern: &str) {
+        let still = {
+            let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
+            let held = Self::remove_local(&mut subs, id, pattern);
+            self.subs_snap.store(Arc::new(subs.clone()));
+            held
+        };
+        if !still {
+            let corr = self.next_corr.fetch_add(1, Ordering::Relaxed);
+            let f = Frame::Unsubscribe(Unsubscribe { topics: vec![pattern.to_string()], correlation_id: corr });
+            let _ = self.ctrl.try_send(Outbound::Frame(f.to_bytes()));
+        }
+    }
+}
+
+async fn reader(
+    inner: &Inner,
+    mut recv: RecvStream,
+    mut decoder: FrameDecoder,
+    mut dedup: DedupWindow,
+    acks_tx: mpsc::Sender<PubAck>,
+) -> Result<(), SessionError> {
+    loop {
+        while let Some(raw) = decoder.next_frame()? {
+            match raw.msg_type() {
+                Some(MessageType::Publish) => {
+                    let view = raw.publish_view()?;
+                    let reliable = view.qos == Qos::AtLeastOnce;
+                    if dedup.insert(view.message_id) {
+                        let msg = Message {
+                            topic: raw.bytes.slice_ref(view.topic.as_bytes()),
+                            payload: raw.bytes.slice_ref(view.payload),
+                            qos: view.qos,
+                            message_id: view.message_id,
+                            ts_us: view.ts_us,
+                        };
+                        let subs = inner.subs_snap.load_full();
+                        let mut targets: Vec<&mpsc::Sender<Message>> = Vec::new();
+                        subs.for_each_match(view.topic, |v| targets.extend(v.iter().map(|(_, tx)| tx)));
+                        for tx in targets {
+                            if reliable {
+                                if tx.send(msg.clone()).await.is_ok() {
+                                    inner.received.fetch_add(1, Ordering::Relaxed);
+                                }
+                            } else if tx.try_send(msg.clone()).is_ok() {
+                                inner.received.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                inner.dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    } else {
+                        inner.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if reliable {
+                        let _ = inner.ctrl.try_send(Outbound::Ack(view.message_id));
+                    }
+                }
+                Some(MessageType::PubAck) => {
+                    if let Frame::PubAck(a) = raw.decode()? {
+                        let _ = acks_tx.try_send(a);
+                    }
+                }
+                Some(MessageType::SubAck) => {
+                    if let Frame::SubAck(a) = raw.decode()? {
+                        inner.resolve(a.correlation_id, Ok(a.count));
+                    }
+                }
+                Some(MessageType::Error) => {
+                    if let Frame::Error(e) = raw.decode()? {
+                        let handled = e.correlation_id.is_some_and(|c| {
+                            inner.resolve(c, Err(ClientError::Refused { code: e.code, message: e.message.clone() }))
+                        });
+                        if !handled {
+                            tracing::warn!(code = e.code, message = %e.message, "node reported an error");
+                        }
+                    }
+                }
+                Some(MessageType::Ping) => {
+                    if let Frame::Ping(p) = raw.decode()? {
+                        let _ = inner.ctrl.try_send(Outbound::Frame(Frame::Pong(Pong { correlation_id: p.correlation_id }).to_bytes()));
+                    }
+                }
+                Some(MessageType::Disconnect) => return Ok(()),
+                _ => {}
+            }
+        }
+        if !fill(&mut recv, &mut decoder).await? {
+            return Ok(());
+        }
+    }
+}

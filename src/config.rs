@@ -1,0 +1,730 @@
+//! Configuration: the file/environment form, loaded in layers and validated.
+//!
+//! Layers, each overriding the one before (see `docs/CONFIG.md` for every key):
+//!
+//! 1. the built-in defaults of [`crate::defaults`];
+//! 2. a TOML file, given with `--config PATH` (optional; a path that cannot be read is an error);
+//! 3. the environment: `MACULA_` + the key path in upper case with `__` between levels, e.g.
+//!    `MACULA_NODE__REALM=com.example`, plus the Macula v0.16 names `MACULA_TLS_MODE`,
+//!    `MACULA_TLS_CERTFILE`, `MACULA_TLS_KEYFILE`, `MACULA_TLS_CACERTFILE` and
+//!    `MACULA_TLS_VERIFY_HOSTNAME` mapped onto `tls.*` (the nested names win if both are set);
+//! 4. command-line overrides: any serializable value with the same nested shape as [`Config`]
+//!    whose `None` fields are skipped (`#[serde(skip_serializing_if = "Option::is_none")]`).
+//!
+//! Keys are snake_case and unknown keys are errors, in every layer, so typos do not pass
+//! silently. Load errors name the key and where its value came from (file path or variable).
+//! [`Config::load`] only extracts; [`Config::validate`] checks ranges and relations, and every
+//! caller must run it before using the values.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::defaults;
+
+/// Prefix of every environment variable read by [`Config::load`].
+pub const ENV_PREFIX: &str = "MACULA_";
+
+/// Macula v0.16 flat environment names (after [`ENV_PREFIX`]) and the key each one sets.
+pub const LEGACY_ENV: [(&str, &str); 5] = [
+    ("TLS_MODE", "tls.mode"),
+    ("TLS_CERTFILE", "tls.cert_file"),
+    ("TLS_KEYFILE", "tls.key_file"),
+    ("TLS_CACERTFILE", "tls.ca_file"),
+    ("TLS_VERIFY_HOSTNAME", "tls.verify_hostname"),
+];
+
+/// The whole configuration of one macula process (both modes share one file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for state kept across restarts (the development certificate). Default
+    /// `macula-data`, relative to the working directory.
+    pub data_dir: PathBuf,
+    /// Settings of `macula bridge`.
+    pub bridge: BridgeConfig,
+    /// Settings of `macula node`.
+    pub node: NodeConfig,
+    /// TLS: development or production trust, certificates, mTLS.
+    pub tls: TlsConfig,
+    /// QUIC transport tuning (quinn).
+    pub transport: TransportConfig,
+    /// Protocol and resource limits, timers.
+    pub limits: LimitsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Settings of `macula bridge`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeConfig {
+    /// Data-plane (QUIC, UDP) listen address. Default [`defaults::DEFAULT_BRIDGE_LISTEN`].
+    pub listen: SocketAddr,
+    /// Admin HTTP listen address (TCP), `None` (written `"off"`) disables it. Default
+    /// [`defaults::DEFAULT_BRIDGE_ADMIN`].
+    #[serde(with = "opt_socket_addr")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Realms this bridge accepts (reverse-DNS names); a peer announcing another realm is
+    /// refused. Default `["io.macula"]`.
+    pub realms: Vec<String>,
+}
+
+/// Settings of `macula node`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Data-plane (QUIC, UDP) listen address for local clients. Default
+    /// [`defaults::DEFAULT_NODE_LISTEN`].
+    pub listen: SocketAddr,
+    /// Admin HTTP listen address (TCP), `None` (written `"off"`) disables it. Default
+    /// [`defaults::DEFAULT_NODE_ADMIN`].
+    #[serde(with = "opt_socket_addr")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Realm (tenant namespace, reverse-DNS name) of this node. Default `io.macula`.
+    pub realm: String,
+    /// Cluster this node belongs to. Default `default`.
+    pub cluster: String,
+    /// `host:port` of this node's bridge; `None` (written `"off"`) runs standalone. Default
+    /// [`defaults::DEFAULT_UPLINK`] (the bridge on the same host).
+    #[serde(with = "opt_string")]
+    pub uplink: Option<String>,
+    /// TLS server name (SNI, and the name verified in production) of the uplink. Default
+    /// `localhost`.
+    pub uplink_server_name: String,
+}
+
+/// Trust mode of TLS (Macula v0.16 `MACULA_TLS_MODE`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// A self-signed certificate is generated and kept in `data_dir`; clients accept any server
+    /// certificate. Never for production.
+    Development,
+    /// Certificates come from files; clients verify the chain against `ca_file` (and the host
+    /// name unless `verify_hostname = false`).
+    Production,
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Trust mode. Default `development`.
+    pub mode: TlsMode,
+    /// PEM certificate chain served by this process (leaf first). Required in production.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`. Required in production.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificate(s) used to verify peers. Required in production.
+    pub ca_file: Option<PathBuf>,
+    /// Production: verify the peer's host name against its certificate. Default `true`.
+    pub verify_hostname: bool,
+    /// Production: require and verify client certificates against `ca_file` (mutual TLS).
+    /// Default `false`.
+    pub require_client_cert: bool,
+}
+
+/// QUIC transport tuning; see [`crate::defaults`] for why each default is what it is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// Keep-alive interval, ms; must be below `idle_timeout_ms`. Default 5000.
+    pub keep_alive_ms: u64,
+    /// Idle timeout (RFC 9000 §10.1), ms. Default 30000.
+    pub idle_timeout_ms: u64,
+    /// Per-stream receive window, bytes. Default 1 MiB.
+    pub stream_receive_window: u64,
+    /// Per-connection receive window, bytes. Default 2 MiB.
+    pub receive_window: u64,
+    /// Per-connection send window, bytes. Default 2 MiB.
+    pub send_window: u64,
+    /// UDP socket send and receive buffer requested from the kernel, bytes; 0 keeps the OS
+    /// default. Default 4 MiB.
+    pub udp_socket_buffer: usize,
+    /// Most concurrent bidirectional streams a peer may open. Default 4.
+    pub max_concurrent_bidi_streams: u64,
+}
+
+/// Protocol and resource limits, and protocol timers; see [`crate::defaults`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest frame body, bytes, in [1 KiB, 64 MiB]. Default 1 MiB.
+    pub max_frame_size: u32,
+    /// Most unacknowledged QoS 1 messages per connection. Default 8192.
+    pub max_inflight: u32,
+    /// Outbound queue capacity per connection, frames. Default 8192.
+    pub outbound_queue: usize,
+    /// Most concurrent connections. Default 10000.
+    pub max_connections: usize,
+    /// Most subscriptions per connection. Default 10000.
+    pub max_subscriptions_per_connection: usize,
+    /// Seen-message-id window for de-duplication, ids. Default 65536.
+    pub dedup_window: usize,
+    /// Blocked-write time before a peer is a slow consumer, ms. Default 2000.
+    pub slow_consumer_timeout_ms: u64,
+    /// QoS 1 retransmission timeout, ms. Default 5000.
+    pub ack_timeout_ms: u64,
+    /// Time for an uplink to settle after (re)connecting, ms. Default 3000.
+    pub uplink_settle_ms: u64,
+    /// First uplink reconnection delay, ms. Default 100.
+    pub reconnect_initial_backoff_ms: u64,
+    /// Largest uplink reconnection delay, ms. Default 5000.
+    pub reconnect_max_backoff_ms: u64,
+    /// Drain grace period on shutdown, ms. Default 10000.
+    pub drain_grace_ms: u64,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Filter in `tracing_subscriber::EnvFilter` syntax (e.g. `info,macula=debug`). Default
+    /// `info`.
+    pub level: String,
+    /// Emit JSON lines instead of human-readable text. Default `false`.
+    pub json: bool,
+}
+
+/// Errors of loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file given with `--config` could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    ReadFile {
+        /// The path given.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Extraction failed: bad TOML, unknown key, wrong type. The message names the key and its
+    /// source (file path or environment variable); all errors are listed, one per line.
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    /// A value is out of range or inconsistent with another one.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key path, e.g. `transport.keep_alive_ms`.
+        key: &'static str,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Load(Box::new(e))
+    }
+}
+
+impl Config {
+    /// Loads the configuration through all layers (defaults → `file` → `MACULA_*` environment →
+    /// `overrides`). Does not validate: call [`Config::validate`] next.
+    ///
+    /// `overrides` must serialize to the nested shape of [`Config`] (e.g. a struct with a
+    /// `node: NodeOverrides { realm: Option<String> }` field) with `None` fields skipped.
+    ///
+    /// # Errors
+    /// [`ConfigError::ReadFile`] if `file` is given but is not a readable file;
+    /// [`ConfigError::Load`] for a TOML syntax error, an unknown key or a wrongly typed value.
+    pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            std::fs::File::open(path).map_err(|source| ConfigError::ReadFile {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let legacy: Vec<&str> = LEGACY_ENV.iter().map(|(name, _)| *name).collect();
+        let nested = Env::prefixed(ENV_PREFIX)
+            .filter(|k| {
+                !LEGACY_ENV
+                    .iter()
+                    .any(|(name, _)| k.as_str().eq_ignore_ascii_case(name))
+            })
+            .split("__");
+        let flat = Env::prefixed(ENV_PREFIX).only(&legacy).map(|k| {
+            LEGACY_ENV
+                .iter()
+                .find(|(name, _)| k.as_str().eq_ignore_ascii_case(name))
+                .map(|(_, key)| (*key).into())
+                .unwrap_or_else(|| k.into())
+        });
+        figment = figment
+            .merge(flat)
+            .merge(nested)
+            .merge(Serialized::defaults(overrides));
+        Ok(figment.extract()?)
+    }
+
+    /// Checks ranges and relations between values; the first problem is returned.
+    ///
+    /// Checked: `data_dir` non-empty; realms non-empty and reverse-DNS-like; cluster name; uplink
+    /// `host:port`; uplink server name is a valid TLS name; production mode has readable
+    /// `cert_file`, `key_file` and `ca_file`; mTLS only in production; keep-alive below idle
+    /// timeout; flow-control windows ≥ `max_frame_size`; `max_frame_size` in [1 KiB, 64 MiB]; limits and
+    /// timers non-zero; initial backoff ≤ max backoff; the log filter parses.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key and the reason.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        self.validate_modes()?;
+        self.validate_tls()?;
+        self.validate_transport()?;
+        self.validate_limits()?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return invalid("log.level", format!("not a valid filter: {e}"));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, loadable again as a config file (used by
+    /// `macula config check`). `None` addresses are written as `"off"`.
+    pub fn to_toml(&self) -> String {
+        match toml::to_string_pretty(self) {
+            Ok(s) => s,
+            Err(e) => format!("# the configuration cannot be written as TOML: {e}\n"),
+        }
+    }
+
+    fn validate_modes(&self) -> Result<(), ConfigError> {
+        if self.bridge.realms.is_empty() {
+            return invalid("bridge.realms", "must list at least one realm");
+        }
+        for realm in &self.bridge.realms {
+            if let Err(reason) = check_realm(realm) {
+                return invalid("bridge.realms", format!("{realm:?}: {reason}"));
+            }
+        }
+        if let Err(reason) = check_realm(&self.node.realm) {
+            return invalid("node.realm", format!("{:?}: {reason}", self.node.realm));
+        }
+        let cluster = &self.node.cluster;
+        if cluster.is_empty()
+            || cluster.len() > 64
+            || !cluster
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        {
+            return invalid(
+                "node.cluster",
+                format!("{cluster:?}: must be 1-64 characters of [a-z0-9._-]"),
+            );
+        }
+        if let Some(uplink) = &self.node.uplink {
+            if let Err(reason) = check_host_port(uplink) {
+                return invalid("node.uplink", format!("{uplink:?}: {reason}"));
+            }
+        }
+        let name = self.node.uplink_server_name.clone();
+        if rustls::pki_types::ServerName::try_from(name.clone()).is_err() {
+            return invalid(
+                "node.uplink_server_name",
+                format!("{name:?} is not a valid DNS name or IP address"),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let tls = &self.tls;
+        match tls.mode {
+            TlsMode::Development => {
+                if tls.require_client_cert {
+                    return invalid(
+                        "tls.require_client_cert",
+                        "mutual TLS needs tls.mode = \"production\" (a CA to verify clients)",
+                    );
+                }
+            }
+            TlsMode::Production => {
+                let files: [(&'static str, &Option<PathBuf>, &str); 3] = [
+                    (
+                        "tls.cert_file",
+                        &tls.cert_file,
+                        "the certificate this process serves",
+                    ),
+                    (
+                        "tls.key_file",
+                        &tls.key_file,
+                        "the private key of tls.cert_file",
+                    ),
+                    ("tls.ca_file", &tls.ca_file, "the CA that verifies peers"),
+                ];
+                for (key, path, what) in files {
+                    match path {
+                        None => {
+                            return invalid(key, format!("required in production mode: {what}"))
+                        }
+                        Some(p) if !p.is_file() => {
+                            return invalid(key, format!("{} is not a readable file", p.display()))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_transport(&self) -> Result<(), ConfigError> {
+        let t = &self.transport;
+        let frame = u64::from(self.limits.max_frame_size);
+        if t.idle_timeout_ms == 0 {
+            return invalid("transport.idle_timeout_ms", "must be > 0");
+        }
+        if quinn::IdleTimeout::try_from(Duration::from_millis(t.idle_timeout_ms)).is_err() {
+            return invalid("transport.idle_timeout_ms", "too large for QUIC");
+        }
+        if t.keep_alive_ms == 0 || t.keep_alive_ms >= t.idle_timeout_ms {
+            return invalid(
+                "transport.keep_alive_ms",
+                format!(
+                    "must be > 0 and < transport.idle_timeout_ms ({} ms), or idle connections close",
+                    t.idle_timeout_ms
+                ),
+            );
+        }
+        let windows: [(&'static str, u64); 3] = [
+            ("transport.stream_receive_window", t.stream_receive_window),
+            ("transport.receive_window", t.receive_window),
+            ("transport.send_window", t.send_window),
+        ];
+        for (key, value) in windows {
+            if value < frame {
+                return invalid(
+                    key,
+                    format!(
+                        "{value} bytes is below limits.max_frame_size ({frame} bytes): \
+                         a largest frame would need many round trips of flow-control credit"
+                    ),
+                );
+            }
+            if value > quinn::VarInt::MAX.into_inner() {
+                return invalid(key, "larger than a QUIC variable-length integer (2^62 - 1)");
+            }
+        }
+        if t.udp_socket_buffer > i32::MAX as usize {
+            return invalid(
+                "transport.udp_socket_buffer",
+                "must be < 2 GiB (0 = OS default)",
+            );
+        }
+        if !(1..=1024).contains(&t.max_concurrent_bidi_streams) {
+            return invalid(
+                "transport.max_concurrent_bidi_streams",
+                "must be in [1, 1024]",
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if !(defaults::MIN_MAX_FRAME_SIZE..=defaults::MAX_MAX_FRAME_SIZE)
+            .contains(&l.max_frame_size)
+        {
+            return invalid(
+                "limits.max_frame_size",
+                format!(
+                    "{} bytes is outside [{}, {}]",
+                    l.max_frame_size,
+                    defaults::MIN_MAX_FRAME_SIZE,
+                    defaults::MAX_MAX_FRAME_SIZE
+                ),
+            );
+        }
+        let non_zero: [(&'static str, u64); 11] = [
+            ("limits.max_inflight", u64::from(l.max_inflight)),
+            ("limits.outbound_queue", l.outbound_queue as u64),
+            ("limits.max_connections", l.max_connections as u64),
+            (
+                "limits.max_subscriptions_per_connection",
+                l.max_subscriptions_per_connection as u64,
+            ),
+            ("limits.dedup_window", l.dedup_window as u64),
+            (
+                "limits.slow_consumer_timeout_ms",
+                l.slow_consumer_timeout_ms,
+            ),
+            ("limits.ack_timeout_ms", l.ack_timeout_ms),
+            ("limits.uplink_settle_ms", l.uplink_settle_ms),
+            (
+                "limits.reconnect_initial_backoff_ms",
+                l.reconnect_initial_backoff_ms,
+            ),
+            (
+                "limits.reconnect_max_backoff_ms",
+                l.reconnect_max_backoff_ms,
+            ),
+            ("limits.drain_grace_ms", l.drain_grace_ms),
+        ];
+        for (key, value) in non_zero {
+            if value == 0 {
+                return invalid(key, "must be > 0");
+            }
+        }
+        if l.reconnect_initial_backoff_ms > l.reconnect_max_backoff_ms {
+            return invalid(
+                "limits.reconnect_initial_backoff_ms",
+                format!(
+                    "must be <= limits.reconnect_max_backoff_ms ({} ms)",
+                    l.reconnect_max_backoff_ms
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl TransportConfig {
+    /// [`TransportConfig::keep_alive_ms`] as a [`Duration`].
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_millis(self.keep_alive_ms)
+    }
+    /// [`TransportConfig::idle_timeout_ms`] as a [`Duration`].
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+impl LimitsConfig {
+    /// [`LimitsConfig::slow_consumer_timeout_ms`] as a [`Duration`].
+    pub fn slow_consumer_timeout(&self) -> Duration {
+        Duration::from_millis(self.slow_consumer_timeout_ms)
+    }
+    /// [`LimitsConfig::ack_timeout_ms`] as a [`Duration`].
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.ack_timeout_ms)
+    }
+    /// [`LimitsConfig::uplink_settle_ms`] as a [`Duration`].
+    pub fn uplink_settle(&self) -> Duration {
+        Duration::from_millis(self.uplink_settle_ms)
+    }
+    /// [`LimitsConfig::reconnect_initial_backoff_ms`] as a [`Duration`].
+    pub fn reconnect_initial_backoff(&self) -> Duration {
+        Duration::from_millis(self.reconnect_initial_backoff_ms)
+    }
+    /// [`LimitsConfig::reconnect_max_backoff_ms`] as a [`Duration`].
+    pub fn reconnect_max_backoff(&self) -> Duration {
+        Duration::from_millis(self.reconnect_max_backoff_ms)
+    }
+    /// [`LimitsConfig::drain_grace_ms`] as a [`Duration`].
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_millis(self.drain_grace_ms)
+    }
+}
+
+/// Whether `name` is an acceptable realm name: 1–253 characters of `[a-z0-9.-]`, dot-separated
+/// labels that are non-empty and neither start nor end with `-` (reverse-DNS style, e.g.
+/// `io.macula`). Wire code uses the same rule for realms announced by peers.
+pub fn is_valid_realm(name: &str) -> bool {
+    check_realm(name).is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Private helpers
+// ---------------------------------------------------------------------------------------------
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    })
+}
+
+fn check_realm(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("must be 1-253 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    {
+        return Err("only [a-z0-9.-] allowed (reverse-DNS style, e.g. io.macula)");
+    }
+    if name
+        .split('.')
+        .any(|label| label.is_empty() || label.starts_with('-') || label.ends_with('-'))
+    {
+        return Err("labels must be non-empty and not start or end with '-'");
+    }
+    Ok(())
+}
+
+fn check_host_port(s: &str) -> Result<(), &'static str> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = s.rsplit_once(':').ok_or("expected host:port")?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err("port must be in 1-65535"),
+    }
+    if host.is_empty() || host.contains(':') || host.contains(char::is_whitespace) {
+        return Err("expected host:port (IPv6 addresses in brackets)");
+    }
+    Ok(())
+}
+
+/// Parses an address given as text, falling back to "unspecified:0" which never occurs in the
+/// defaults (they are constants checked by the tests).
+fn addr(s: &str) -> SocketAddr {
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Values that mean "none" for optional addresses (TOML has no null).
+const OFF_WORDS: [&str; 3] = ["", "off", "none"];
+
+/// Serde for `Option<SocketAddr>` written as a string, `"off"` for `None`.
+mod opt_socket_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        if super::OFF_WORDS.contains(&s.trim().to_ascii_lowercase().as_str()) {
+            return Ok(None);
+        }
+        s.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::invalid_value(
+                serde::de::Unexpected::Str(&s),
+                &"an ip:port socket address or \"off\"",
+            )
+        })
+    }
+}
+
+/// Serde for `Option<String>`, `"off"` for `None`.
+mod opt_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_deref().unwrap_or("off"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let s = String::deserialize(d)?;
+        let t = s.trim();
+        if super::OFF_WORDS.contains(&t.to_ascii_lowercase().as_str()) {
+            Ok(None)
+        } else {
+            Ok(Some(t.to_string()))
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(defaults::DEFAULT_DATA_DIR),
+            bridge: BridgeConfig::default(),
+            node: NodeConfig::default(),
+            tls: TlsConfig::default(),
+            transport: TransportConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            listen: addr(defaults::DEFAULT_BRIDGE_LISTEN),
+            admin_listen: Some(addr(defaults::DEFAULT_BRIDGE_ADMIN)),
+            realms: vec![defaults::DEFAULT_REALM.to_string()],
+        }
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: addr(defaults::DEFAULT_NODE_LISTEN),
+            admin_listen: Some(addr(defaults::DEFAULT_NODE_ADMIN)),
+            realm: defaults::DEFAULT_REALM.to_string(),
+            cluster: defaults::DEFAULT_CLUSTER.to_string(),
+            uplink: Some(defaults::DEFAULT_UPLINK.to_string()),
+            uplink_server_name: defaults::DEFAULT_UPLINK_SERVER_NAME.to_string(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            mode: TlsMode::Development,
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            verify_hostname: true,
+            require_client_cert: false,
+        }
+    }
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            keep_alive_ms: defaults::KEEP_ALIVE_MS,
+            idle_timeout_ms: defaults::IDLE_TIMEOUT_MS,
+            stream_receive_window: defaults::STREAM_RECEIVE_WINDOW,
+            receive_window: defaults::CONNECTION_RECEIVE_WINDOW,
+            send_window: defaults::SEND_WINDOW,
+            udp_socket_buffer: defaults::UDP_SOCKET_BUFFER,
+            max_concurrent_bidi_streams: defaults::MAX_CONCURRENT_BIDI_STREAMS,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_frame_size: defaults::MAX_FRAME_SIZE,
+            max_inflight: defaults::MAX_INFLIGHT,
+            outbound_queue: defaults::OUTBOUND_QUEUE,
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_subscriptions_per_connection: defaults::MAX_SUBSCRIPTIONS_PER_CONNECTION,
+            dedup_window: defaults::DEDUP_WINDOW,
+            slow_consumer_timeout_ms: defaults::SLOW_CONSUMER_TIMEOUT_MS,
+            ack_timeout_ms: defaults::ACK_TIMEOUT_MS,
+            uplink_settle_ms: defaults::UPLINK_SETTLE_MS,
+            reconnect_initial_backoff_ms: defaults::RECONNECT_INITIAL_BACKOFF_MS,
+            reconnect_max_backoff_ms: defaults::RECONNECT_MAX_BACKOFF_MS,
+            drain_grace_ms: defaults::DRAIN_GRACE_MS,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: defaults::DEFAULT_LOG_LEVEL.to_string(),
+            json: false,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error
+mod tests;

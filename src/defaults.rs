@@ -1,0 +1,201 @@
+//! Every default value of macula, in one place.
+//!
+//! Each constant states its unit and why it has the value it has. The configuration
+//! ([`crate::config`]) starts from these values; the file, the `MACULA_*` environment and the
+//! command line override them (see `docs/CONFIG.md`). Nothing else in the crate should carry a
+//! magic number that an operator might want to know about.
+
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------------------------
+// Addresses and names
+// ---------------------------------------------------------------------------------------------
+
+/// Default QUIC port (UDP) of a bridge: 9443, as in Macula v0.16 (`macula-v0.16.md`, "Wire").
+pub const DEFAULT_PORT: u16 = 9443;
+
+/// Default data-plane listen address of `macula bridge` (UDP, QUIC): all interfaces, port
+/// [`DEFAULT_PORT`], so a node on another host reaches it without configuration.
+pub const DEFAULT_BRIDGE_LISTEN: &str = "0.0.0.0:9443";
+
+/// Default data-plane listen address of `macula node` (UDP, QUIC): port 9444, one above the
+/// bridge, so a bridge and a node can run side by side on one host with no configuration.
+pub const DEFAULT_NODE_LISTEN: &str = "0.0.0.0:9444";
+
+/// Default uplink of a node (`host:port` of its bridge): the bridge on the same host, which is
+/// the zero-configuration development setup (`macula bridge` + `macula node`).
+pub const DEFAULT_UPLINK: &str = "127.0.0.1:9443";
+
+/// Default TLS server name (SNI, and the name verified in production mode) a node uses for its
+/// uplink: `localhost`, which the development certificate covers.
+pub const DEFAULT_UPLINK_SERVER_NAME: &str = "localhost";
+
+/// Default admin (HTTP/1.1 `/metrics`, `/health/*`) listen address of a bridge (TCP): port 8080,
+/// the health/metrics port of Macula v0.16.
+pub const DEFAULT_BRIDGE_ADMIN: &str = "0.0.0.0:8080";
+
+/// Default admin listen address of a node (TCP): port 8081, one above the bridge's, so both run
+/// on one host without a clash.
+pub const DEFAULT_NODE_ADMIN: &str = "0.0.0.0:8081";
+
+/// Default realm (tenant namespace, reverse-DNS name) of a node and the one realm a bridge
+/// accepts by default: `io.macula`, the realm of the Macula examples.
+pub const DEFAULT_REALM: &str = "io.macula";
+
+/// Default cluster name of a node: `default` (a cluster is 1–10 nodes at one site).
+pub const DEFAULT_CLUSTER: &str = "default";
+
+/// Default directory for state kept across restarts (the development certificate): relative to
+/// the working directory, so a first run needs no setup.
+pub const DEFAULT_DATA_DIR: &str = "macula-data";
+
+/// Default log filter, in `tracing_subscriber::EnvFilter` syntax: `info` (lifecycle events, no
+/// per-frame events).
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// QUIC ALPN protocol id of the macula wire protocol (RFC 7301; Macula v0.16 uses `macula`).
+/// Both sides require it: a peer offering another protocol fails the handshake.
+pub const ALPN: &[u8] = b"macula";
+
+// ---------------------------------------------------------------------------------------------
+// Protocol limits
+// ---------------------------------------------------------------------------------------------
+
+/// Largest frame body accepted or sent, in bytes: 1 MiB. The Erlang implementation had no limit
+/// (defect 2); a bound is checked before any memory is reserved. 1 MiB covers any sensible
+/// pub/sub payload while keeping `connections × frame` memory bounded.
+pub const MAX_FRAME_SIZE: u32 = 1024 * 1024;
+
+/// Smallest value `limits.max_frame_size` may be configured to, in bytes: 1 KiB (smaller would
+/// refuse ordinary control frames).
+pub const MIN_MAX_FRAME_SIZE: u32 = 1024;
+
+/// Largest value `limits.max_frame_size` may be configured to, in bytes: 64 MiB (larger frames
+/// belong on a blob store, not on a relay).
+pub const MAX_MAX_FRAME_SIZE: u32 = 64 * 1024 * 1024;
+
+/// Size of the frame header, in bytes (version, type, flags, reserved, u32 body length), as in
+/// Macula v0.16 ("Wire").
+pub const FRAME_HEADER_SIZE: u32 = 8;
+
+/// Most QoS 1 messages sent on one connection and not yet acknowledged (PUBACK), in messages:
+/// 8192. Past this the sender backpressures instead of buffering without bound.
+pub const MAX_INFLIGHT: u32 = 8192;
+
+/// Capacity of the outbound queue of one connection, in frames: 8192. A full queue is a slow
+/// consumer: QoS 0 frames are dropped and counted, QoS 1 backpressures (lessons, 3).
+pub const OUTBOUND_QUEUE: usize = 8192;
+
+/// Most concurrent connections one process accepts: 10,000, the v1.0 roadmap target. Further
+/// connections are refused (and counted) rather than degrading everyone.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// Most subscriptions (topic filters) one connection may hold: 10,000. Bounds the topic trie
+/// against one misbehaving client (lessons, 2).
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 10_000;
+
+/// Size of the seen-message-id window used to deliver each message once, in message ids: 65,536
+/// (defect 4 and lessons, 9: loops and duplicates are the recurring hierarchy bug).
+pub const DEDUP_WINDOW: usize = 65_536;
+
+// ---------------------------------------------------------------------------------------------
+// Timers
+// ---------------------------------------------------------------------------------------------
+
+/// How long a write to a peer may stay blocked before the peer is declared a slow consumer and
+/// disconnected, in milliseconds: 2 s, as iroh-relay's write timeout (lessons, 3).
+pub const SLOW_CONSUMER_TIMEOUT_MS: u64 = 2_000;
+/// [`SLOW_CONSUMER_TIMEOUT_MS`] as a [`Duration`].
+pub const SLOW_CONSUMER_TIMEOUT: Duration = Duration::from_millis(SLOW_CONSUMER_TIMEOUT_MS);
+
+/// How long a QoS 1 message waits for its PUBACK before it is retransmitted, in milliseconds:
+/// 5 s, well above a WAN round trip plus queueing, so retransmissions stay rare.
+pub const ACK_TIMEOUT_MS: u64 = 5_000;
+/// [`ACK_TIMEOUT_MS`] as a [`Duration`].
+pub const ACK_TIMEOUT: Duration = Duration::from_millis(ACK_TIMEOUT_MS);
+
+/// After an uplink (re)connects, how long a node waits for its subscriptions to be re-announced
+/// before it reports ready, in milliseconds: 3 s.
+pub const UPLINK_SETTLE_MS: u64 = 3_000;
+/// [`UPLINK_SETTLE_MS`] as a [`Duration`].
+pub const UPLINK_SETTLE: Duration = Duration::from_millis(UPLINK_SETTLE_MS);
+
+/// First delay before reconnecting a lost uplink, in milliseconds: 100 ms (quick recovery from a
+/// bridge restart); doubled, with jitter, on each failure.
+pub const RECONNECT_INITIAL_BACKOFF_MS: u64 = 100;
+/// [`RECONNECT_INITIAL_BACKOFF_MS`] as a [`Duration`].
+pub const RECONNECT_INITIAL_BACKOFF: Duration = Duration::from_millis(RECONNECT_INITIAL_BACKOFF_MS);
+
+/// Largest delay between uplink reconnection attempts, in milliseconds: 5 s, so a fleet does not
+/// hammer a recovering bridge yet reconnects within seconds.
+pub const RECONNECT_MAX_BACKOFF_MS: u64 = 5_000;
+/// [`RECONNECT_MAX_BACKOFF_MS`] as a [`Duration`].
+pub const RECONNECT_MAX_BACKOFF: Duration = Duration::from_millis(RECONNECT_MAX_BACKOFF_MS);
+
+/// Grace period of a drain (SIGTERM): how long connected peers get to move before the endpoint
+/// closes, in milliseconds: 10 s, below Kubernetes' default 30 s termination grace period.
+pub const DRAIN_GRACE_MS: u64 = 10_000;
+/// [`DRAIN_GRACE_MS`] as a [`Duration`].
+pub const DRAIN_GRACE: Duration = Duration::from_millis(DRAIN_GRACE_MS);
+
+// ---------------------------------------------------------------------------------------------
+// QUIC transport (quinn)
+// ---------------------------------------------------------------------------------------------
+
+/// QUIC keep-alive interval, in milliseconds: 5 s. Keeps NAT bindings open (typical UDP NAT
+/// timeouts are 30 s or more) and detects a dead peer well within [`IDLE_TIMEOUT_MS`]; it must
+/// stay shorter than the idle timeout or idle connections die.
+pub const KEEP_ALIVE_MS: u64 = 5_000;
+/// [`KEEP_ALIVE_MS`] as a [`Duration`].
+pub const KEEP_ALIVE: Duration = Duration::from_millis(KEEP_ALIVE_MS);
+
+/// QUIC idle timeout (RFC 9000 §10.1), in milliseconds: 30 s, six keep-alive intervals, so a few
+/// lost keep-alives do not close a healthy connection.
+pub const IDLE_TIMEOUT_MS: u64 = 30_000;
+/// [`IDLE_TIMEOUT_MS`] as a [`Duration`].
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(IDLE_TIMEOUT_MS);
+
+/// Per-stream receive window (flow-control credit), in bytes: 1 MiB.
+///
+/// Sized for ~10,000 connections rather than one fat connection: the worst-case buffered memory
+/// is `connections × window` (10,000 × 1 MiB = 10 GiB at the limit, and in practice far less),
+/// versus quinn's default of 1.25 MB per stream. macula uses one bidirectional stream per
+/// connection, so this is also most of the connection's credit (lessons, 5). It must be at least
+/// [`MAX_FRAME_SIZE`]; it need not hold a frame and its header at once, because quinn returns
+/// credit as the reader consumes bytes, so a largest frame costs at most one extra credit round
+/// trip.
+pub const STREAM_RECEIVE_WINDOW: u64 = 1024 * 1024;
+
+/// Per-connection receive window, over all streams, in bytes: 2 MiB. With one data stream per
+/// connection twice the stream window is ample; the worst-case memory is `connections × window`.
+pub const CONNECTION_RECEIVE_WINDOW: u64 = 2 * 1024 * 1024;
+
+/// Per-connection send window (unacknowledged bytes in flight), in bytes: 2 MiB, versus quinn's
+/// default of 10 MB, which is sized for one fat connection; at 10,000 connections the send
+/// buffers must stay small (lessons, 5). 2 MiB still fills ~160 Mbit/s at 100 ms RTT.
+pub const SEND_WINDOW: u64 = 2 * 1024 * 1024;
+
+/// Requested kernel send and receive buffer of the UDP socket, in bytes: 4 MiB. One endpoint is
+/// one socket for all connections; the Linux default (~200 KiB) drops bursts at thousands of
+/// connections (lessons, 5). The kernel caps it at `net.core.{r,w}mem_max`.
+pub const UDP_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Most concurrent bidirectional streams a peer may open, in streams: 4. macula uses one stream
+/// per connection; a little headroom covers a stream being replaced, anything more is misuse.
+pub const MAX_CONCURRENT_BIDI_STREAMS: u64 = 4;
+
+// ---------------------------------------------------------------------------------------------
+// Admin HTTP listener
+// ---------------------------------------------------------------------------------------------
+
+/// How long the admin listener waits for requests in flight when it shuts down: 2 s. Admin
+/// requests are tiny; a scraper that takes longer is cut off rather than delaying exit.
+pub const ADMIN_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long an admin client may take to send its request headers: 10 s, so idle or slow
+/// connections (slowloris) cannot pile up on the admin port.
+pub const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause after a failed `accept` on the admin port (e.g. out of file descriptors) before the
+/// next try: 100 ms, so the loop does not spin.
+pub const ADMIN_ACCEPT_RETRY: Duration = Duration::from_millis(100);

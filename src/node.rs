@@ -1,0 +1,691 @@
+//! `macula node`: the lean edge mode.
+//!
+//! A node accepts application clients over QUIC (role `client`), keeps their
+//! subscriptions in a [`RouteTable`], delivers publishes locally, and holds one
+//! uplink to its bridge (role `node`) for everything that crosses clusters:
+//!
+//! - it announces to the bridge the union of its clients' patterns (a pattern is
+//!   sent when its first holder appears and withdrawn when its last one leaves);
+//! - the bridge announces back which patterns the *rest* of the realm wants; a local
+//!   publish goes up only when that remote interest matches its topic;
+//! - a publish that came down from the bridge is delivered locally and never sent
+//!   back up (no re-fan-out: the tree cannot amplify);
+//! - QoS 1 publishes going up stay in the uplink's custody until the bridge
+//!   acknowledges them and are retransmitted after a timeout or a reconnect;
+//!   publishes coming down are de-duplicated by message id.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use quinn::{Connection, Endpoint, RecvStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::config::Config;
+use crate::dedup::DedupWindow;
+use crate::metrics::Metrics;
+use crate::router::{PatternChange, Peers, RouteTable};
+use crate::session::{
+    self, accept_session, close, error_frame, fill, observe_latency, open_session, Offer,
+    Outbound, PeerTx, ReliableState, SessionError, WriterConfig,
+};
+use crate::topic::{self, PatternTrie};
+use crate::wire::{
+    self, Connect, Connected, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Pong, PubAck,
+    Qos, RawFrame, Role, SubAck, Subscribe, Unsubscribe,
+};
+
+/// Most patterns per `SUBSCRIBE` frame a node sends when re-announcing its interest.
+const PATTERNS_PER_FRAME: usize = 1000;
+
+/// A running node. Dropping it does not stop it: call [`NodeHandle::shutdown`].
+pub struct NodeHandle {
+    /// Address the client listener is bound to.
+    pub local_addr: SocketAddr,
+    /// This node's id.
+    pub node_id: NodeId,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    endpoint: Endpoint,
+}
+
+impl NodeHandle {
+    /// Stops accepting, closes every connection with `SHUTTING_DOWN`, and waits
+    /// (at most `grace`) for the connection tasks to finish.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shutdown.cancel();
+        self.endpoint
+            .close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");
+        self.tracker.close();
+        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+    }
+}
+
+/// What local publishers and the uplink reader share.
+struct Shared {
+    realm: String,
+    cluster: String,
+    node_id: NodeId,
+    cfg: Config,
+    metrics: Arc<Metrics>,
+    local: RouteTable<PeerTx>,
+    uplink: Option<UplinkTx>,
+    remote: ArcSwap<RemoteInterest>,
+    next_key: AtomicU64,
+}
+
+/// Queues into the uplink task.
+#[derive(Clone)]
+struct UplinkTx {
+    ctrl: mpsc::Sender<Outbound>,
+    data: mpsc::Sender<Outbound>,
+}
+
+/// What the rest of the realm wants, as last told by the bridge.
+struct RemoteInterest {
+    trie: PatternTrie<()>,
+    /// Until then (just after a reconnect) every publish goes up: the bridge's
+    /// view of the realm is still being rebuilt.
+    settle_until: Option<Instant>,
+}
+
+impl RemoteInterest {
+    fn wants(&self, topic: &str) -> bool {
+        if let Some(t) = self.settle_until {
+            if Instant::now() < t {
+                return true;
+            }
+        }
+        self.trie.any_match(topic)
+    }
+}
+
+/// Starts a node from `cfg`: binds the client listener and, if configured, starts
+/// the uplink. Errors: binding or TLS setup failed.
+pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHandle> {
+    let endpoint = crate::transport::server_endpoint(cfg.node.listen, &cfg.tls, &cfg.transport, &cfg.data_dir)?;
+    let local_addr = endpoint.local_addr()?;
+    let node_id: NodeId = rand::random();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let limits = &cfg.limits;
+    let (uplink, uplink_rx) = if cfg.node.uplink.is_some() {
+        let (ctrl_tx, ctrl_rx) = mpsc::channel(limits.max_inflight as usize + 1024);
+        let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue);
+        (Some(UplinkTx { ctrl: ctrl_tx, data: data_tx }), Some((ctrl_rx, data_rx)))
+    } else {
+        (None, None)
+    };
+    let shared = Arc::new(Shared {
+        realm: cfg.node.realm.clone(),
+        cluster: cfg.node.cluster.clone(),
+        node_id,
+        metrics: metrics.clone(),
+        local: RouteTable::new(limits.max_subscriptions_per_connection),
+        uplink,
+        remote: ArcSwap::from_pointee(RemoteInterest { trie: PatternTrie::new(), settle_until: None }),
+        next_key: AtomicU64::new(1),
+        cfg,
+    });
+    if let Some((ctrl_rx, data_rx)) = uplink_rx {
+        let client_ep = crate::transport::client_endpoint(
+            "0.0.0.0:0".parse().expect("valid literal"),
+            &shared.cfg.tls,
+            &shared.cfg.transport,
+            &shared.cfg.data_dir,
+        )?;
+        let s = shared.clone();
+        let cancel = shutdown.clone();
+        tracker.spawn(
+            run_uplink(s, client_ep, ctrl_rx, data_rx, cancel).instrument(info_span!("uplink")),
+        );
+    }
+    let s = shared.clone();
+    tracker.spawn(crate::server::accept_loop(
+        endpoint.clone(),
+        shared.cfg.limits.max_connections,
+        "client",
+        metrics,
+        tracker.clone(),
+        shutdown.clone(),
+        move |conn| {
+            let s = s.clone();
+            let span = info_span!("client", remote.addr = %conn.remote_address());
+            async move { serve_client(s, conn).await }.instrument(span)
+        },
+    ));
+    info!(listen = %local_addr, realm = %shared.realm, cluster = %shared.cluster, "node started");
+    Ok(NodeHandle { local_addr, node_id, shutdown, tracker, endpoint })
+}
+
+fn writer_config(shared: &Shared) -> WriterConfig {
+    WriterConfig {
+        write_timeout: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms.max(1)),
+        metrics: shared.metrics.clone(),
+    }
+}
+
+/// Validates a `CONNECT` against this node: version, role, realm.
+fn check_connect(c: &Connect, realm: &str, role: Role) -> Result<(), (ErrorCode, String)> {
+    if !c.versions.contains(&wire::PROTOCOL_VERSION) {
+        return Err((
+            ErrorCode::UnsupportedVersion,
+            format!("versions {:?} not supported; this peer speaks {}", c.versions, wire::PROTOCOL_VERSION),
+        ));
+    }
+    if c.role != role {
+        return Err((ErrorCode::Protocol, format!("role {:?} not accepted here", c.role)));
+    }
+    if c.realm != realm {
+        return Err((ErrorCode::UnknownRealm, format!("unknown realm {:?}", c.realm)));
+    }
+    Ok(())
+}
+
+/// Ends a session with a fatal error: error frame first (best effort), then a
+/// QUIC close carrying the same code.
+async fn fatal(conn: &Connection, send: Option<&mut quinn::SendStream>, metrics: &Metrics, code: ErrorCode, msg: &str) {
+    metrics.protocol_error(code.as_str());
+    if let Some(send) = send {
+        let _ = tokio::time::timeout(session::CLOSE_LINGER, async {
+            send.write_all(&error_frame(code, msg, None)).await?;
+            send.finish()?;
+            send.stopped().await.map(|_| ()).map_err(quinn::WriteError::from)
+        })
+        .await;
+    }
+    close(conn, code, msg);
+}
+
+async fn serve_client(shared: Arc<Shared>, conn: Connection) {
+    let metrics = shared.metrics.clone();
+    let limits = &shared.cfg.limits;
+    let (mut send, recv, decoder, connect) = match accept_session(&conn, limits.max_frame_size).await {
+        Ok(s) => s,
+        Err(e) => return reject(&conn, &metrics, e).await,
+    };
+    metrics.frames_in.inc(MessageType::Connect as u8, 0);
+    if let Err((code, msg)) = check_connect(&connect, &shared.realm, Role::Client) {
+        debug!(%msg, "connect refused");
+        return fatal(&conn, Some(&mut send), &metrics, code, &msg).await;
+    }
+    let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(limits.max_inflight as usize + 1024);
+    let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue);
+    let tx = PeerTx {
+        key,
+        ctrl: ctrl_tx.clone(),
+        data: data_tx,
+        conn: conn.clone(),
+        max_frame: connect.max_frame_size as usize + wire::HEADER_LEN,
+    };
+    let connected = Frame::Connected(Connected {
+        version: wire::PROTOCOL_VERSION,
+        node_id: shared.node_id,
+        realm: shared.realm.clone(),
+        max_frame_size: limits.max_frame_size,
+        max_inflight: limits.max_inflight,
+        keepalive_ms: shared.cfg.transport.keep_alive_ms as u32,
+        correlation_id: connect.correlation_id,
+    });
+    let _ = ctrl_tx.try_send(Outbound::Frame(connected.to_bytes()));
+    shared.local.add_peer(key, tx.clone(), |_, _| {});
+    let cancel = CancellationToken::new();
+    let writer = tokio::spawn(session::run_writer(send, ctrl_rx, data_rx, None, cancel.clone(), writer_config(&shared)));
+    let end = client_reader(&shared, &tx, recv, decoder).await;
+    let up = shared.uplink.clone();
+    shared.local.remove_peer(key, |changes, _| announce_up(up.as_ref(), changes));
+    match end {
+        Ok(()) => {}
+        Err((code, msg)) => {
+            metrics.protocol_error(code.as_str());
+            let _ = ctrl_tx.try_send(Outbound::Frame(error_frame(code, msg.clone(), None)));
+            cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+            close(&conn, code, &msg);
+            return;
+        }
+    }
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    conn.close(0u32.into(), b"bye");
+}
+
+/// A session that failed before `CONNECT` was read.
+async fn reject(conn: &Connection, metrics: &Metrics, e: SessionError) {
+    let (code, msg) = match &e {
+        SessionError::Wire(w) => (w.code(), w.to_string()),
+        SessionError::Protocol(m) => (ErrorCode::NotConnected, m.clone()),
+        SessionError::Timeout(_) => (ErrorCode::Protocol, e.to_string()),
+        _ => {
+            debug!(error = %e, "session ended before connect");
+            return;
+        }
+    };
+    debug!(%msg, "session refused");
+    fatal(conn, None, metrics, code, &msg).await;
+}
+
+/// Sends pattern appearances / disappearances to the bridge (called under the
+/// local table lock, so they leave in order).
+fn announce_up(up: Option<&UplinkTx>, changes: &[PatternChange]) {
+    let Some(up) = up else { return };
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    for c in changes {
+        if c.before.is_empty() && !c.after.is_empty() {
+            added.push(c.pattern.clone());
+        } else if !c.before.is_empty() && c.after.is_empty() {
+            removed.push(c.pattern.clone());
+        }
+    }
+    if !added.is_empty() {
+        let f = Frame::Subscribe(Subscribe { topics: added, qos: Qos::AtLeastOnce, correlation_id: 0 });
+        let _ = up.ctrl.try_send(Outbound::Frame(f.to_bytes()));
+    }
+    if !removed.is_empty() {
+        let f = Frame::Unsubscribe(Unsubscribe { topics: removed, correlation_id: 0 });
+        let _ = up.ctrl.try_send(Outbound::Frame(f.to_bytes()));
+    }
+}
+
+/// Validates and normalises subscription patterns.
+fn normalize_all(topics: &[String]) -> Result<Vec<String>, String> {
+    topics
+        .iter()
+        .map(|t| topic::normalize_pattern(t).map_err(|e| format!("pattern {t:?}: {e}")))
+        .collect()
+}
+
+type Fatal = (ErrorCode, String);
+
+/// Reads one client's frames until it leaves. Non-fatal problems are answered
+/// with an error frame and counted; a fatal one is returned.
+async fn client_reader(shared: &Shared, me: &PeerTx, mut recv: RecvStream, mut decoder: FrameDecoder) -> Result<(), Fatal> {
+    let metrics = &shared.metrics;
+    let mut scratch = Vec::new();
+    let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
+    loop {
+        loop {
+            let raw = match decoder.next_frame() {
+                Ok(Some(raw)) => raw,
+                Ok(None) => break,
+                Err(e) => return Err((e.code(), e.to_string())),
+            };
+            metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
+            if let Some(end) = handle_client_frame(shared, me, &raw, &mut scratch, slow).await? {
+                return Ok(end);
+            }
+        }
+        match fill(&mut recv, &mut decoder).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(SessionError::Wire(e)) => return Err((e.code(), e.to_string())),
+            Err(e) => {
+                debug!(error = %e, "client stream ended");
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn nonfatal(me: &PeerTx, metrics: &Metrics, code: ErrorCode, msg: String, corr: Option<u64>) {
+    metrics.protocol_error(code.as_str());
+    let _ = me.ctrl.try_send(Outbound::Frame(error_frame(code, msg, corr)));
+}
+
+/// Handles one frame from a client. `Ok(Some(()))` ends the session cleanly.
+async fn handle_client_frame(
+    shared: &Shared,
+    me: &PeerTx,
+    raw: &RawFrame,
+    scratch: &mut Vec<u32>,
+    slow: Duration,
+) -> Result<Option<()>, Fatal> {
+    let metrics = &shared.metrics;
+    let Some(t) = raw.msg_type() else {
+        nonfatal(me, metrics, ErrorCode::UnknownType, format!("unknown message type 0x{:02x}", raw.header.msg_type), None);
+        return Ok(None);
+    };
+    match t {
+        MessageType::Publish => {
+            let view = match raw.publish_view() {
+                Ok(v) => v,
+                Err(e) => {
+                    nonfatal(me, metrics, e.code(), e.to_string(), None);
+                    metrics.messages_dropped_total.with_label_values(&["invalid"]).inc();
+                    return Ok(None);
+                }
+            };
+            if let Err(e) = topic::validate_topic(view.topic) {
+                nonfatal(me, metrics, ErrorCode::InvalidTopic, format!("topic {:?}: {e}", view.topic), None);
+                metrics.messages_dropped_total.with_label_values(&["invalid"]).inc();
+                return Ok(None);
+            }
+            metrics.messages_published_total.inc();
+            let reliable = view.qos == Qos::AtLeastOnce;
+            deliver_local(shared, &raw.bytes, view.topic, reliable, view.ts_us, scratch, slow).await;
+            if let Some(up) = &shared.uplink {
+                if shared.remote.load().wants(view.topic) {
+                    if reliable {
+                        if up.data.send(Outbound::Custody(view.message_id, raw.bytes.clone())).await.is_ok() {
+                            metrics.messages_relayed_total.inc();
+                        }
+                    } else if up.data.try_send(Outbound::Frame(raw.bytes.clone())).is_ok() {
+                        metrics.messages_relayed_total.inc();
+                    } else {
+                        metrics.messages_dropped_total.with_label_values(&["queue_full"]).inc();
+                    }
+                }
+            }
+            if reliable && me.ctrl.try_send(Outbound::Ack(view.message_id)).is_err() {
+                nonfatal(me, metrics, ErrorCode::InflightExceeded, "more QoS 1 publishes in flight than max_inflight".into(), None);
+            }
+        }
+        MessageType::Subscribe | MessageType::Unsubscribe => {
+            let (topics, corr, sub) = match raw.decode() {
+                Ok(Frame::Subscribe(s)) => (s.topics, s.correlation_id, true),
+                Ok(Frame::Unsubscribe(u)) => (u.topics, u.correlation_id, false),
+                Ok(_) => unreachable!("decode follows the header type"),
+                Err(e) => {
+                    nonfatal(me, metrics, e.code(), e.to_string(), None);
+                    return Ok(None);
+                }
+            };
+            let patterns = match normalize_all(&topics) {
+                Ok(p) => p,
+                Err(msg) => {
+                    nonfatal(me, metrics, ErrorCode::InvalidTopic, msg, Some(corr));
+                    return Ok(None);
+                }
+            };
+            let up = shared.uplink.as_ref();
+            let emit = |c: &[PatternChange], _: Peers<'_, PeerTx>| announce_up(up, c);
+            let count = if sub {
+                match shared.local.subscribe(me.key, &patterns, emit) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        nonfatal(me, metrics, ErrorCode::LimitExceeded, e.to_string(), Some(corr));
+                        return Ok(None);
+                    }
+                }
+            } else {
+                shared.local.unsubscribe(me.key, &patterns, emit)
+            };
+            metrics.subscriptions.set(shared.local.load().patterns() as i64);
+            let ack = Frame::SubAck(SubAck { correlation_id: corr, count: count as u32 });
+            let _ = me.ctrl.try_send(Outbound::Frame(ack.to_bytes()));
+        }
+        MessageType::PubAck => {}
+        MessageType::Ping => {
+            if let Ok(Frame::Ping(p)) = raw.decode() {
+                let pong = Frame::Pong(Pong { correlation_id: p.correlation_id });
+                let _ = me.ctrl.try_send(Outbound::Frame(pong.to_bytes()));
+            }
+        }
+        MessageType::Disconnect => return Ok(Some(())),
+        MessageType::Connect => {
+            return Err((ErrorCode::AlreadyConnected, "connect sent twice".into()));
+        }
+        MessageType::Error => {
+            if let Ok(Frame::Error(e)) = raw.decode() {
+                debug!(code = e.code, message = %e.message, "client reported an error");
+            }
+        }
+        other => {
+            nonfatal(me, metrics, ErrorCode::Protocol, format!("{} is not accepted from a client", other.as_str()), None);
+        }
+    }
+    Ok(None)
+}
+
+/// Delivers one publish frame to every local client whose pattern matches.
+async fn deliver_local(
+    shared: &Shared,
+    frame: &Bytes,
+    topic: &str,
+    reliable: bool,
+    ts_us: Option<u64>,
+    scratch: &mut Vec<u32>,
+    slow: Duration,
+) {
+    let snap = shared.local.load();
+    snap.collect(topic, scratch);
+    let metrics = &shared.metrics;
+    for &idx in scratch.iter() {
+        let (_, tx) = snap.target(idx);
+        if frame.len() > tx.max_frame {
+            metrics.messages_dropped_total.with_label_values(&["too_large"]).inc();
+            continue;
+        }
+        match tx.offer(Outbound::Frame(frame.clone()), reliable, slow).await {
+            Offer::Queued => {
+                metrics.messages_delivered_total.inc();
+                observe_latency(metrics, ts_us);
+            }
+            Offer::QueueFull => metrics.messages_dropped_total.with_label_values(&["queue_full"]).inc(),
+            Offer::SlowConsumer => metrics.messages_dropped_total.with_label_values(&["slow_consumer"]).inc(),
+            Offer::Closed | Offer::TooLarge => metrics.messages_dropped_total.with_label_values(&["closed"]).inc(),
+        }
+    }
+}
+
+/// The uplink task: connect, announce interest, relay, reconnect with backoff.
+async fn run_uplink(
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    mut ctrl_rx: mpsc::Receiver<Outbound>,
+    mut data_rx: mpsc::Receiver<Outbound>,
+    cancel: CancellationToken,
+) {
+    let limits = shared.cfg.limits.clone();
+    let target = shared.cfg.node.uplink.clone().unwrap_or_default();
+    let server_name = shared.cfg.node.uplink_server_name.clone();
+    let mut state = ReliableState::new(
+        limits.max_inflight as usize,
+        Duration::from_millis(limits.ack_timeout_ms),
+        Duration::from_millis(limits.uplink_settle_ms),
+        shared.metrics.clone(),
+    );
+    let (acks_tx, mut acks_rx) = session::ack_channel(limits.max_inflight as usize);
+    let mut dedup = DedupWindow::new(limits.dedup_window);
+    let initial = Duration::from_millis(limits.reconnect_initial_backoff_ms.max(1));
+    let max = Duration::from_millis(limits.reconnect_max_backoff_ms.max(1));
+    let mut backoff = initial;
+    let wcfg = writer_config(&shared);
+    let connected_flag = AtomicBool::new(false);
+    let mut attempt: u64 = 0;
+    while !cancel.is_cancelled() {
+        if attempt > 0 {
+            shared.metrics.uplink_reconnects_total.inc();
+            let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 4);
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+            }
+            backoff = (backoff * 2).min(max);
+        }
+        attempt += 1;
+        let conn = match connect_uplink(&shared, &endpoint, &target, &server_name).await {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(uplink = %target, error = %e, "uplink connect failed");
+                continue;
+            }
+        };
+        let (mut send, recv, decoder, welcome) = match open_session(&conn, connect_frame(&shared), limits.max_frame_size).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(uplink = %target, error = %e, "uplink session refused");
+                continue;
+            }
+        };
+        backoff = initial;
+        state.window = (welcome.max_inflight as usize).max(1);
+        connected_flag.store(true, Ordering::Relaxed);
+        shared.metrics.connections_open.with_label_values(&["uplink"]).inc();
+        info!(uplink = %target, "uplink connected");
+        shared.remote.store(Arc::new(RemoteInterest {
+            trie: PatternTrie::new(),
+            settle_until: Some(Instant::now() + state.settle),
+        }));
+        // Re-announce our interest: drain stale control items (old acks, old
+        // interest deltas) and read the full pattern set atomically.
+        let announce: Vec<Bytes> = shared.local.with_all_patterns(|patterns| {
+            while ctrl_rx.try_recv().is_ok() {}
+            patterns
+                .chunks(PATTERNS_PER_FRAME)
+                .map(|c| Frame::Subscribe(Subscribe { topics: c.to_vec(), qos: Qos::AtLeastOnce, correlation_id: 0 }).to_bytes())
+                .collect()
+        });
+        let mut ok = true;
+        for f in announce {
+            if send.write_all(&f).await.is_err() {
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            let session_cancel = CancellationToken::new();
+            let writer = async {
+                let r = session::run_reliable_writer(&mut send, &mut state, &mut ctrl_rx, &mut data_rx, &mut acks_rx, &session_cancel, &wcfg).await;
+                conn.close(0u32.into(), b"uplink writer ended");
+                r
+            };
+            let reader = async {
+                let r = uplink_reader(&shared, recv, decoder, &mut dedup, &acks_tx).await;
+                session_cancel.cancel();
+                r
+            };
+            let stop = async {
+                cancel.cancelled().await;
+                session_cancel.cancel();
+                conn.close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");
+            };
+            let (w, r) = tokio::select! {
+                pair = async { tokio::join!(writer, reader) } => pair,
+                _ = stop => (Ok(()), Ok(())),
+            };
+            debug!(writer = ?w.err(), reader = ?r.err(), "uplink session ended");
+        }
+        shared.metrics.connections_open.with_label_values(&["uplink"]).dec();
+        connected_flag.store(false, Ordering::Relaxed);
+        warn!(uplink = %target, unacked = state.unacked(), "uplink lost; reconnecting");
+    }
+}
+
+fn connect_frame(shared: &Shared) -> Connect {
+    Connect {
+        versions: vec![wire::PROTOCOL_VERSION],
+        node_id: shared.node_id,
+        realm: shared.realm.clone(),
+        cluster: shared.cluster.clone(),
+        role: Role::Node,
+        capabilities: vec!["pubsub".into(), "qos1".into()],
+        max_frame_size: shared.cfg.limits.max_frame_size,
+        correlation_id: 1,
+    }
+}
+
+async fn connect_uplink(_shared: &Shared, endpoint: &Endpoint, target: &str, server_name: &str) -> anyhow::Result<Connection> {
+    let addr = tokio::net::lookup_host(target)
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{target} resolved to no address"))?;
+    let conn = tokio::time::timeout(session::HANDSHAKE_TIMEOUT, endpoint.connect(addr, server_name)?).await??;
+    Ok(conn)
+}
+
+/// Reads what the bridge sends: publishes for local subscribers, acknowledgements
+/// of our publishes, and the realm's interest.
+async fn uplink_reader(
+    shared: &Shared,
+    mut recv: RecvStream,
+    mut decoder: FrameDecoder,
+    dedup: &mut DedupWindow,
+    acks_tx: &mpsc::Sender<PubAck>,
+) -> Result<(), SessionError> {
+    let metrics = &shared.metrics;
+    let up = shared.uplink.as_ref().expect("uplink reader runs only with an uplink");
+    let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
+    let mut scratch = Vec::new();
+    loop {
+        while let Some(raw) = decoder.next_frame()? {
+            metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
+            match raw.msg_type() {
+                Some(MessageType::Publish) => {
+                    let view = match raw.publish_view() {
+                        Ok(v) => v,
+                        Err(e) => {
+                            metrics.protocol_error(e.code().as_str());
+                            continue;
+                        }
+                    };
+                    let reliable = view.qos == Qos::AtLeastOnce;
+                    if dedup.insert(view.message_id) {
+                        deliver_local(shared, &raw.bytes, view.topic, reliable, view.ts_us, &mut scratch, slow).await;
+                    } else {
+                        metrics.messages_deduplicated_total.inc();
+                    }
+                    if reliable {
+                        let _ = up.ctrl.try_send(Outbound::Ack(view.message_id));
+                    }
+                }
+                Some(MessageType::PubAck) => match raw.decode() {
+                    Ok(Frame::PubAck(a)) => {
+                        let _ = acks_tx.try_send(a);
+                    }
+                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
+                },
+                Some(MessageType::Subscribe) | Some(MessageType::Unsubscribe) => {
+                    let (topics, add) = match raw.decode() {
+                        Ok(Frame::Subscribe(s)) => (s.topics, true),
+                        Ok(Frame::Unsubscribe(u)) => (u.topics, false),
+                        _ => {
+                            metrics.protocol_error(ErrorCode::MalformedBody.as_str());
+                            continue;
+                        }
+                    };
+                    let Ok(patterns) = normalize_all(&topics) else {
+                        metrics.protocol_error(ErrorCode::InvalidTopic.as_str());
+                        continue;
+                    };
+                    shared.remote.rcu(|cur| {
+                        let mut trie = cur.trie.clone();
+                        for p in &patterns {
+                            if add {
+                                trie.insert(p, ());
+                            } else {
+                                trie.remove(p);
+                            }
+                        }
+                        RemoteInterest { trie, settle_until: cur.settle_until }
+                    });
+                }
+                Some(MessageType::Ping) => {
+                    if let Ok(Frame::Ping(p)) = raw.decode() {
+                        let pong = Frame::Pong(Pong { correlation_id: p.correlation_id });
+                        let _ = up.ctrl.try_send(Outbound::Frame(pong.to_bytes()));
+                    }
+                }
+                Some(MessageType::Error) => {
+                    if let Ok(Frame::Error(e)) = raw.decode() {
+                        warn!(code = e.code, message = %e.message, "bridge reported an error");
+                    }
+                }
+                Some(MessageType::SubAck) | Some(MessageType::Pong) => {}
+                _ => metrics.protocol_error(ErrorCode::Protocol.as_str()),
+            }
+        }
+        if !fill(&mut recv, &mut decoder).await? {
+            return Err(SessionError::Eof);
+        }
+    }
+}

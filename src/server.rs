@@ -1,0 +1,65 @@
+//! The accept loop shared by `macula node` and `macula bridge`: one task per QUIC
+//! connection, tracked so shutdown can wait for all of them, with a connection cap.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{Connection, Endpoint};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::metrics::Metrics;
+
+/// Accepts connections on `endpoint` until `shutdown` is cancelled, running
+/// `handler` for each in its own task on `tracker`. Beyond `max_connections`
+/// open connections new attempts are refused at the QUIC level and counted
+/// (`macula_connections_rejected_total{reason="limit"}`).
+pub async fn accept_loop<F, Fut>(
+    endpoint: Endpoint,
+    max_connections: usize,
+    role: &'static str,
+    metrics: Arc<Metrics>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    F: Fn(Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    loop {
+        let incoming = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+        };
+        if metrics.connections_open.with_label_values(&[role]).get() as usize >= max_connections {
+            metrics.connections_rejected_total.with_label_values(&["max_connections"]).inc();
+            incoming.refuse();
+            continue;
+        }
+        let handler = handler.clone();
+        let metrics = metrics.clone();
+        tracker.spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match tokio::time::timeout(Duration::from_secs(10), incoming).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    debug!(remote.addr = %remote, error = %e, "handshake failed");
+                    metrics.connections_rejected_total.with_label_values(&["handshake"]).inc();
+                    return;
+                }
+                Err(_) => {
+                    warn!(remote.addr = %remote, "handshake timed out");
+                    metrics.connections_rejected_total.with_label_values(&["handshake"]).inc();
+                    return;
+                }
+            };
+            metrics.connections_accepted_total.with_label_values(&[role]).inc();
+            metrics.connections_open.with_label_values(&[role]).inc();
+            handler(conn).await;
+            metrics.connections_open.with_label_values(&[role]).dec();
+        });
+    }
+}

@@ -1,0 +1,676 @@
+//! Per-connection plumbing shared by the node, the bridge and the client: the
+//! outbound queues, the batching writer tasks, the session handshake and the
+//! reader loop helpers.
+//!
+//! Every Macula QUIC connection carries one bidirectional stream, opened by the
+//! connecting side, with frames in both directions (`docs/PROTOCOL.md`, "Streams").
+//! Each side runs one reader (the task that owns the connection) and one writer task.
+//! Writers drain two bounded queues — control first, then data — in batches and
+//! write each batch with one `write_all_chunks` call, so a burst of small messages
+//! costs one stream write rather than one per message. Acknowledgements queued for
+//! the peer are coalesced into as few `PUBACK` frames as possible.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::router::PeerKey;
+use crate::wire::{
+    self, Connect, Connected, ErrorCode, ErrorFrame, Frame, FrameDecoder, MessageId, PubAck,
+    RawFrame, WireError,
+};
+
+/// Most frames a writer takes from its queues for one batched write.
+pub const WRITE_BATCH: usize = 512;
+/// Most message ids in one `PUBACK` frame (18 bytes each → ~74 KB, below any sane max frame).
+pub const MAX_ACKS_PER_FRAME: usize = 4096;
+/// Largest chunk read from a stream at once, in bytes.
+pub const READ_CHUNK: usize = 256 * 1024;
+/// How long a session may take from QUIC handshake to `CONNECTED`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing writer waits for the peer to read the final frames.
+pub const CLOSE_LINGER: Duration = Duration::from_millis(500);
+
+/// One item for a connection's writer.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A complete encoded frame, written as is (zero copy for relayed publishes).
+    Frame(Bytes),
+    /// A QoS 1 publish relayed by a bridge: written, then remembered until the peer
+    /// acknowledges it, when `track` counts down toward the upstream acknowledgement.
+    Tracked(Bytes, Arc<AckTrack>),
+    /// A QoS 1 publish this side is responsible for: kept until acknowledged and
+    /// retransmitted after a timeout or a reconnect (reliable writers only).
+    Custody(MessageId, Bytes),
+    /// Acknowledge this message id to the peer (coalesced into `PUBACK.ids`).
+    Ack(MessageId),
+    /// Tell the peer no subscriber wanted this message (`PUBACK.no_route`).
+    NoRoute(MessageId),
+}
+
+/// Countdown for a QoS 1 publish a bridge relayed to several nodes: when every
+/// recipient has acknowledged, the upstream node gets its acknowledgement. Dropped
+/// without reaching zero (a recipient vanished), nothing is acknowledged and the
+/// upstream node retransmits after its ack timeout; receivers de-duplicate.
+#[derive(Debug)]
+pub struct AckTrack {
+    /// The message id.
+    pub id: MessageId,
+    remaining: AtomicU32,
+    upstream: mpsc::Sender<Outbound>,
+}
+
+impl AckTrack {
+    /// A countdown from `recipients`, acknowledging to `upstream` (its control queue).
+    pub fn new(id: MessageId, recipients: u32, upstream: mpsc::Sender<Outbound>) -> Arc<Self> {
+        Arc::new(AckTrack {
+            id,
+            remaining: AtomicU32::new(recipients),
+            upstream,
+        })
+    }
+
+    /// One recipient acknowledged; returns true when this was the last one.
+    pub fn ack_one(&self) -> bool {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The upstream control queue is sized for its in-flight window; if it is
+            // full anyway the upstream retransmits after its ack timeout.
+            let _ = self.upstream.try_send(Outbound::Ack(self.id));
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Sending half of a connection, shared with whoever routes to it.
+#[derive(Clone, Debug)]
+pub struct PeerTx {
+    /// Process-local key of the peer.
+    pub key: PeerKey,
+    /// Control queue (written before data).
+    pub ctrl: mpsc::Sender<Outbound>,
+    /// Data queue (publishes).
+    pub data: mpsc::Sender<Outbound>,
+    /// The connection, to close it on a policy violation (slow consumer).
+    pub conn: Connection,
+    /// Largest frame the peer accepts, in bytes including the header.
+    pub max_frame: usize,
+}
+
+/// Outcome of offering a frame to a peer's data queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Queued.
+    Queued,
+    /// QoS 0 and the queue was full: dropped.
+    QueueFull,
+    /// QoS 1 and the queue stayed full past the slow-consumer timeout: the peer
+    /// was disconnected.
+    SlowConsumer,
+    /// The peer is gone.
+    Closed,
+    /// The frame exceeds what the peer accepts.
+    TooLarge,
+}
+
+impl PeerTx {
+    /// Offers `item` to the data queue: QoS 0 never waits (drop when full);
+    /// QoS 1 waits up to `slow_timeout`, then closes the peer as a slow consumer.
+    pub async fn offer(&self, item: Outbound, reliable: bool, slow_timeout: Duration) -> Offer {
+        match self.data.try_send(item) {
+            Ok(()) => Offer::Queued,
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                if !reliable {
+                    return Offer::QueueFull;
+                }
+                match tokio::time::timeout(slow_timeout, self.data.send(item)).await {
+                    Ok(Ok(())) => Offer::Queued,
+                    Ok(Err(_)) => Offer::Closed,
+                    Err(_) => {
+                        close(&self.conn, ErrorCode::SlowConsumer, "slow consumer");
+                        Offer::SlowConsumer
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The QUIC connection failed or was closed.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Writing to the stream failed.
+    #[error("write: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// Reading from the stream failed.
+    #[error("read: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// The peer sent something that makes the stream untrustworthy.
+    #[error("wire: {0}")]
+    Wire(#[from] WireError),
+    /// The peer answered with an error frame.
+    #[error("peer error {code}: {message}")]
+    Peer {
+        /// Raw error code.
+        code: u16,
+        /// Peer's message.
+        message: String,
+    },
+    /// The peer broke the session protocol (e.g. no CONNECT first).
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// A step took too long.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    /// The peer's stream ended.
+    #[error("stream closed by peer")]
+    Eof,
+}
+
+/// Closes `conn` with the application error `code` and a human-readable reason.
+pub fn close(conn: &Connection, code: ErrorCode, reason: &str) {
+    conn.close(VarInt::from_u32(code as u16 as u32), reason.as_bytes());
+}
+
+/// Encodes an error frame.
+pub fn error_frame(code: ErrorCode, message: impl Into<String>, correlation_id: Option<u64>) -> Bytes {
+    Frame::Error(ErrorFrame {
+        code: code as u16,
+        message: message.into(),
+        correlation_id,
+    })
+    .to_bytes()
+}
+
+/// Reads the next chunk of `recv` into `decoder`. Returns `false` at end of stream
+/// (after checking no partial frame is left).
+pub async fn fill(recv: &mut RecvStream, decoder: &mut FrameDecoder) -> Result<bool, SessionError> {
+    match recv.read_chunk(READ_CHUNK, true).await? {
+        Some(chunk) => {
+            decoder.extend(&chunk.bytes);
+            Ok(true)
+        }
+        None => {
+            decoder.finish()?;
+            Ok(false)
+        }
+    }
+}
+
+/// Reads until one whole frame is available.
+pub async fn next_frame(recv: &mut RecvStream, decoder: &mut FrameDecoder) -> Result<RawFrame, SessionError> {
+    loop {
+        if let Some(f) = decoder.next_frame()? {
+            return Ok(f);
+        }
+        if !fill(recv, decoder).await? {
+            return Err(SessionError::Eof);
+        }
+    }
+}
+
+/// Server side of the handshake: accepts the stream and reads the `CONNECT` frame.
+/// Any other first frame is a `NOT_CONNECTED` protocol error.
+pub async fn accept_session(
+    conn: &Connection,
+    max_frame_size: u32,
+) -> Result<(SendStream, RecvStream, FrameDecoder, Connect), SessionError> {
+    let fut = async {
+        let (send, mut recv) = conn.accept_bi().await?;
+        let mut decoder = FrameDecoder::new(max_frame_size);
+        let raw = next_frame(&mut recv, &mut decoder).await?;
+        match raw.decode()? {
+            Frame::Connect(c) => Ok((send, recv, decoder, c)),
+            other => Err(SessionError::Protocol(format!(
+                "expected connect, got {}",
+                other.msg_type().as_str()
+            ))),
+        }
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
+        .await
+        .map_err(|_| SessionError::Timeout("handshake"))?
+}
+
+/// Client side of the handshake: opens the stream, sends `connect`, waits for
+/// `CONNECTED` (or an error frame, returned as [`SessionError::Peer`]).
+pub async fn open_session(
+    conn: &Connection,
+    connect: Connect,
+    max_frame_size: u32,
+) -> Result<(SendStream, RecvStream, FrameDecoder, Connected), SessionError> {
+    let fut = async {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_all(&Frame::Connect(connect).to_bytes()).await?;
+        let mut decoder = FrameDecoder::new(max_frame_size);
+        let raw = next_frame(&mut recv, &mut decoder).await?;
+        match raw.decode()? {
+            Frame::Connected(c) => Ok((send, recv, decoder, c)),
+            Frame::Error(e) => Err(SessionError::Peer {
+                code: e.code,
+                message: e.message,
+            }),
+            other => Err(SessionError::Protocol(format!(
+                "expected connected, got {}",
+                other.msg_type().as_str()
+            ))),
+        }
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
+        .await
+        .map_err(|_| SessionError::Timeout("handshake"))?
+}
+
+/// Accumulates one batch of outgoing frames and acknowledgements.
+struct Batch {
+    chunks: Vec<Bytes>,
+    acks: Vec<MessageId>,
+    no_route: Vec<MessageId>,
+    frames: u64,
+    bytes: u64,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Batch {
+            chunks: Vec::with_capacity(WRITE_BATCH + 2),
+            acks: Vec::new(),
+            no_route: Vec::new(),
+            frames: 0,
+            bytes: 0,
+        }
+    }
+
+    fn push_frame(&mut self, frame: Bytes, metrics: &Metrics) {
+        metrics.frames_out.inc(frame.get(1).copied().unwrap_or(0), frame.len());
+        self.frames += 1;
+        self.bytes += frame.len() as u64;
+        self.chunks.push(frame);
+    }
+
+    /// Encodes pending acks as PUBACK frames, placed before the data in this batch.
+    fn seal(&mut self, metrics: &Metrics) {
+        if self.acks.is_empty() && self.no_route.is_empty() {
+            return;
+        }
+        let mut acks = std::mem::take(&mut self.acks);
+        let mut no_route = std::mem::take(&mut self.no_route);
+        let mut frames = Vec::new();
+        while !acks.is_empty() || !no_route.is_empty() {
+            let a: Vec<MessageId> = acks.drain(..acks.len().min(MAX_ACKS_PER_FRAME)).collect();
+            let n: Vec<MessageId> = no_route
+                .drain(..no_route.len().min(MAX_ACKS_PER_FRAME))
+                .collect();
+            let mut buf = BytesMut::new();
+            // PUBACK of at most 2 × 4096 ids stays far below u32::MAX.
+            if Frame::PubAck(PubAck { ids: a, no_route: n }).encode(&mut buf).is_ok() {
+                frames.push(buf.freeze());
+            }
+        }
+        for f in frames.into_iter().rev() {
+            metrics.frames_out.inc(f[1], f.len());
+            self.chunks.insert(0, f);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.acks.is_empty() && self.no_route.is_empty()
+    }
+
+    async fn write(&mut self, send: &mut SendStream, timeout: Duration) -> Result<(), SessionError> {
+        if self.chunks.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(timeout, send.write_all_chunks(&mut self.chunks)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(SessionError::Timeout("write")),
+        }
+        self.chunks.clear();
+        self.frames = 0;
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+/// Settings of a writer task.
+#[derive(Clone)]
+pub struct WriterConfig {
+    /// A batched write that takes longer is fatal for the session (slow or dead peer).
+    pub write_timeout: Duration,
+    /// Metrics to count frames into.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Writer for the accepting side (node → client, bridge → node). `pending` receives,
+/// in write order, the [`AckTrack`] of every tracked frame; its capacity is the
+/// in-flight window toward this peer, so the writer stops writing tracked frames
+/// while the peer owes that many acknowledgements.
+pub async fn run_writer(
+    mut send: SendStream,
+    mut ctrl_rx: mpsc::Receiver<Outbound>,
+    mut data_rx: mpsc::Receiver<Outbound>,
+    pending: Option<mpsc::Sender<Arc<AckTrack>>>,
+    cancel: CancellationToken,
+    cfg: WriterConfig,
+) -> Result<(), SessionError> {
+    let mut items = Vec::with_capacity(WRITE_BATCH);
+    let mut batch = Batch::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            i = ctrl_rx.recv() => i,
+            i = data_rx.recv() => i,
+        };
+        let closing = match first {
+            Some(i) => {
+                items.push(i);
+                false
+            }
+            None => true,
+        };
+        if closing {
+            while let Ok(item) = ctrl_rx.try_recv() {
+                items.push(item);
+            }
+        } else {
+            let room = WRITE_BATCH.saturating_sub(items.len());
+            if room > 0 {
+                while items.len() < WRITE_BATCH {
+                    match ctrl_rx.try_recv().or_else(|_| data_rx.try_recv()) {
+                        Ok(i) => items.push(i),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        for item in items.drain(..) {
+            match item {
+                Outbound::Frame(f) | Outbound::Custody(_, f) => batch.push_frame(f, &cfg.metrics),
+                Outbound::Tracked(f, track) => {
+                    if let Some(p) = &pending {
+                        if p.send(track).await.is_err() {
+                            return Err(SessionError::Eof);
+                        }
+                    }
+                    batch.push_frame(f, &cfg.metrics);
+                }
+                Outbound::Ack(id) => batch.acks.push(id),
+                Outbound::NoRoute(id) => batch.no_route.push(id),
+            }
+        }
+        if !batch.is_empty() {
+            batch.seal(&cfg.metrics);
+            batch.write(&mut send, cfg.write_timeout).await?;
+        }
+        if closing {
+            let _ = send.finish();
+            let _ = tokio::time::timeout(CLOSE_LINGER, send.stopped()).await;
+            return Ok(());
+        }
+    }
+}
+
+/// One QoS 1 publish awaiting its acknowledgement.
+#[derive(Debug)]
+struct Unacked {
+    seq: u64,
+    frame: Bytes,
+    due: Instant,
+    attempts: u32,
+}
+
+/// Timer-driven retransmissions of one publish before it is given up (counted as
+/// `macula_messages_dropped_total{reason="retries_exhausted"}`). Resends after a
+/// reconnect do not count: a bridge restart never makes a node give up.
+pub const MAX_RETRANSMITS: u32 = 20;
+
+/// State of a reliable writer (client → node, node → bridge). It outlives a
+/// connection: after a reconnect every unacknowledged publish is written again, in
+/// the order it was first sent.
+pub struct ReliableState {
+    unacked: HashMap<MessageId, Unacked>,
+    next_seq: u64,
+    /// Most unacknowledged publishes at once (the peer's `max_inflight`).
+    pub window: usize,
+    /// Retransmit a publish not acknowledged after this long.
+    pub ack_timeout: Duration,
+    /// After a (re)connect, the peer's interest table may still be filling up: a
+    /// `no_route` answer within this window is retried, not final.
+    pub settle: Duration,
+    session_started: Instant,
+    /// Publishes settled so far (monotonic): acknowledged, answered `no_route` after
+    /// the settle window, or given up after [`MAX_RETRANSMITS`].
+    pub acked: Arc<AtomicU64>,
+    /// Woken whenever publishes are acknowledged.
+    pub acked_notify: Arc<Notify>,
+    metrics: Arc<Metrics>,
+}
+
+/// How soon a `no_route` answer inside the settle window is retried.
+pub const NO_ROUTE_RETRY: Duration = Duration::from_millis(200);
+/// How often a reliable writer looks for publishes due for retransmission.
+pub const RETRANSMIT_TICK: Duration = Duration::from_millis(100);
+
+impl ReliableState {
+    /// Fresh state with the given window and timeouts.
+    pub fn new(window: usize, ack_timeout: Duration, settle: Duration, metrics: Arc<Metrics>) -> Self {
+        ReliableState {
+            unacked: HashMap::new(),
+            next_seq: 0,
+            window: window.max(1),
+            ack_timeout,
+            settle,
+            session_started: Instant::now(),
+            acked: Arc::new(AtomicU64::new(0)),
+            acked_notify: Arc::new(Notify::new()),
+            metrics,
+        }
+    }
+
+    /// Publishes awaiting acknowledgement.
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+
+    fn on_puback(&mut self, ack: PubAck, now: Instant) {
+        let mut done = 0u64;
+        for id in ack.ids {
+            if self.unacked.remove(&id).is_some() {
+                done += 1;
+            }
+        }
+        let settling = now.duration_since(self.session_started) < self.settle;
+        for id in ack.no_route {
+            if settling {
+                if let Some(u) = self.unacked.get_mut(&id) {
+                    u.due = now + NO_ROUTE_RETRY;
+                }
+            } else if self.unacked.remove(&id).is_some() {
+                self.metrics.messages_dropped_total.with_label_values(&["no_route"]).inc();
+                done += 1;
+            }
+        }
+        if done > 0 {
+            self.metrics.inflight_messages.sub(done as i64);
+            self.acked.fetch_add(done, Ordering::Release);
+            self.acked_notify.notify_waiters();
+        }
+    }
+
+    fn take_custody(&mut self, id: MessageId, frame: Bytes, now: Instant) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let due = now + self.ack_timeout;
+        if self.unacked.insert(id, Unacked { seq, frame, due, attempts: 0 }).is_none() {
+            self.metrics.inflight_messages.inc();
+        }
+    }
+
+    fn due_frames(&mut self, now: Instant, all: bool) -> Vec<Bytes> {
+        if !all {
+            let before = self.unacked.len();
+            self.unacked.retain(|_, u| u.due > now || u.attempts < MAX_RETRANSMITS);
+            let given_up = (before - self.unacked.len()) as u64;
+            if given_up > 0 {
+                self.metrics
+                    .messages_dropped_total
+                    .with_label_values(&["retries_exhausted"])
+                    .inc_by(given_up);
+                self.metrics.inflight_messages.sub(given_up as i64);
+                self.acked.fetch_add(given_up, Ordering::Release);
+                self.acked_notify.notify_waiters();
+            }
+        }
+        let mut due: Vec<(u64, Bytes)> = self
+            .unacked
+            .values_mut()
+            .filter(|u| all || u.due <= now)
+            .map(|u| {
+                if !all {
+                    u.attempts += 1;
+                }
+                u.due = now + Duration::max(self.ack_timeout, NO_ROUTE_RETRY);
+                (u.seq, u.frame.clone())
+            })
+            .collect();
+        due.sort_unstable_by_key(|(s, _)| *s);
+        due.into_iter().map(|(_, f)| f).collect()
+    }
+}
+
+/// Writer for the connecting side (client → node, node → bridge), which keeps
+/// custody of QoS 1 publishes until acknowledged. `acks_rx` carries the `PUBACK`
+/// frames the reader received. Returns when cancelled, when the queues close, or
+/// on a write error; `state` survives for the next session.
+pub async fn run_reliable_writer(
+    send: &mut SendStream,
+    state: &mut ReliableState,
+    ctrl_rx: &mut mpsc::Receiver<Outbound>,
+    data_rx: &mut mpsc::Receiver<Outbound>,
+    acks_rx: &mut mpsc::Receiver<PubAck>,
+    cancel: &CancellationToken,
+    cfg: &WriterConfig,
+) -> Result<(), SessionError> {
+    let mut batch = Batch::new();
+    state.session_started = Instant::now();
+    let resend = state.due_frames(Instant::now(), true);
+    if !resend.is_empty() {
+        state.metrics.qos1_retransmissions_total.inc_by(resend.len() as u64);
+        for f in resend {
+            batch.push_frame(f, &cfg.metrics);
+        }
+        batch.write(send, cfg.write_timeout).await?;
+    }
+    let mut tick = tokio::time::interval(RETRANSMIT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut items = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let room = state.window.saturating_sub(state.unacked.len()).min(WRITE_BATCH);
+        let now_closing = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => true,
+            Some(ack) = acks_rx.recv() => {
+                let now = Instant::now();
+                state.on_puback(ack, now);
+                while let Ok(ack) = acks_rx.try_recv() {
+                    state.on_puback(ack, now);
+                }
+                false
+            }
+            i = ctrl_rx.recv() => match i { Some(i) => { items.push(i); false } None => true },
+            i = data_rx.recv(), if room > 0 => match i { Some(i) => { items.push(i); false } None => true },
+            _ = tick.tick() => {
+                let due = state.due_frames(Instant::now(), false);
+                if !due.is_empty() {
+                    state.metrics.qos1_retransmissions_total.inc_by(due.len() as u64);
+                    for f in due {
+                        batch.push_frame(f, &cfg.metrics);
+                    }
+                }
+                false
+            }
+        };
+        if now_closing {
+            return Ok(());
+        }
+        let now = Instant::now();
+        while let Ok(i) = ctrl_rx.try_recv() {
+            items.push(i);
+        }
+        let mut room = state.window.saturating_sub(state.unacked.len());
+        for item in items.drain(..) {
+            match item {
+                Outbound::Frame(f) | Outbound::Tracked(f, _) => batch.push_frame(f, &cfg.metrics),
+                Outbound::Custody(id, f) => {
+                    room = room.saturating_sub(1);
+                    state.take_custody(id, f.clone(), now);
+                    batch.push_frame(f, &cfg.metrics);
+                }
+                Outbound::Ack(id) => batch.acks.push(id),
+                Outbound::NoRoute(id) => batch.no_route.push(id),
+            }
+        }
+        while room > 0 && batch.chunks.len() < WRITE_BATCH {
+            match data_rx.try_recv() {
+                Ok(Outbound::Custody(id, f)) => {
+                    room -= 1;
+                    state.take_custody(id, f.clone(), now);
+                    batch.push_frame(f, &cfg.metrics);
+                }
+                Ok(Outbound::Frame(f)) | Ok(Outbound::Tracked(f, _)) => batch.push_frame(f, &cfg.metrics),
+                Ok(Outbound::Ack(id)) => batch.acks.push(id),
+                Ok(Outbound::NoRoute(id)) => batch.no_route.push(id),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            batch.seal(&cfg.metrics);
+            batch.write(send, cfg.write_timeout).await?;
+        }
+    }
+}
+
+/// Builds the `PUBACK` handling channel pair used between a reader and its reliable writer.
+pub fn ack_channel(window: usize) -> (mpsc::Sender<PubAck>, mpsc::Receiver<PubAck>) {
+    mpsc::channel(window.clamp(64, 65_536))
+}
+
+/// Current wall-clock time in µs since the Unix epoch (for `ts_us`).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Observes the delivery latency of a publish carrying `ts_us`.
+pub fn observe_latency(metrics: &Metrics, ts_us: Option<u64>) {
+    if let Some(ts) = ts_us {
+        let now = now_us();
+        if now >= ts {
+            metrics.delivery_latency_seconds.observe((now - ts) as f64 / 1e6);
+        }
+    }
+}
+
+/// Maps a wire error to the code sent to the peer and counts it.
+pub fn count_error(metrics: &Metrics, code: ErrorCode) {
+    metrics.protocol_error(code.as_str());
+}
+
+/// Re-export for modules building connect frames.
+pub use wire::PROTOCOL_VERSION;

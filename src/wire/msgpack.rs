@@ -1,0 +1,192 @@
+//! Minimal MessagePack helpers: the hand-written writers of the publish hot path, their
+//! exact sizes, and a non-recursive structure check run before serde sees a body.
+//!
+//! Format: the MessagePack specification (github.com/msgpack/msgpack/blob/master/spec.md).
+
+use bytes::BufMut;
+
+/// Deepest nesting accepted in a body (our schemas use 2: map → array → bin).
+pub(crate) const MAX_DEPTH: usize = 16;
+
+/// Writes a map header for `n` entries.
+pub(crate) fn put_map_len(dst: &mut impl BufMut, n: u32) {
+    if n < 16 {
+        dst.put_u8(0x80 | n as u8);
+    } else if n <= u16::MAX as u32 {
+        dst.put_u8(0xde);
+        dst.put_u16(n as u16);
+    } else {
+        dst.put_u8(0xdf);
+        dst.put_u32(n);
+    }
+}
+
+/// Writes a str (header + UTF-8 bytes). The caller ensures `s.len() <= u32::MAX`.
+pub(crate) fn put_str(dst: &mut impl BufMut, s: &str) {
+    let n = s.len();
+    if n < 32 {
+        dst.put_u8(0xa0 | n as u8);
+    } else if n <= u8::MAX as usize {
+        dst.put_u8(0xd9);
+        dst.put_u8(n as u8);
+    } else if n <= u16::MAX as usize {
+        dst.put_u8(0xda);
+        dst.put_u16(n as u16);
+    } else {
+        dst.put_u8(0xdb);
+        dst.put_u32(n as u32);
+    }
+    dst.put_slice(s.as_bytes());
+}
+
+/// Writes a bin (header + bytes). The caller ensures `b.len() <= u32::MAX`.
+pub(crate) fn put_bin(dst: &mut impl BufMut, b: &[u8]) {
+    let n = b.len();
+    if n <= u8::MAX as usize {
+        dst.put_u8(0xc4);
+        dst.put_u8(n as u8);
+    } else if n <= u16::MAX as usize {
+        dst.put_u8(0xc5);
+        dst.put_u16(n as u16);
+    } else {
+        dst.put_u8(0xc6);
+        dst.put_u32(n as u32);
+    }
+    dst.put_slice(b);
+}
+
+/// Writes an unsigned integer in its most compact form.
+pub(crate) fn put_uint(dst: &mut impl BufMut, v: u64) {
+    if v < 128 {
+        dst.put_u8(v as u8);
+    } else if v <= u8::MAX as u64 {
+        dst.put_u8(0xcc);
+        dst.put_u8(v as u8);
+    } else if v <= u16::MAX as u64 {
+        dst.put_u8(0xcd);
+        dst.put_u16(v as u16);
+    } else if v <= u32::MAX as u64 {
+        dst.put_u8(0xce);
+        dst.put_u32(v as u32);
+    } else {
+        dst.put_u8(0xcf);
+        dst.put_u64(v);
+    }
+}
+
+/// Writes a boolean.
+pub(crate) fn put_bool(dst: &mut impl BufMut, v: bool) {
+    dst.put_u8(if v { 0xc3 } else { 0xc2 });
+}
+
+/// Encoded size of a str of `n` bytes, header included.
+pub(crate) fn str_size(n: usize) -> u64 {
+    let head = match n {
+        0..=31 => 1,
+        32..=255 => 2,
+        256..=65535 => 3,
+        _ => 5,
+    };
+    head + n as u64
+}
+
+/// Encoded size of a bin of `n` bytes, header included.
+pub(crate) fn bin_size(n: usize) -> u64 {
+    let head = match n {
+        0..=255 => 2,
+        256..=65535 => 3,
+        _ => 5,
+    };
+    head + n as u64
+}
+
+/// Encoded size of an unsigned integer.
+pub(crate) fn uint_size(v: u64) -> u64 {
+    match v {
+        0..=127 => 1,
+        128..=255 => 2,
+        256..=65535 => 3,
+        65536..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+/// Checks that `buf` holds exactly one MessagePack map, nested at most [`MAX_DEPTH`] deep,
+/// with no bytes after it. Iterative (no recursion), allocation-free, O(number of items).
+pub(crate) fn check_single_map(buf: &[u8]) -> Result<(), &'static str> {
+    match buf.first() {
+        Some(0x80..=0x8f | 0xde | 0xdf) => {}
+        Some(_) => return Err("body is not a map"),
+        None => return Err("empty body"),
+    }
+    // stack[d] = items still to read at depth d.
+    let mut stack = [0u64; MAX_DEPTH + 1];
+    let mut depth = 0usize;
+    stack[0] = 1;
+    let mut pos = 0usize;
+    loop {
+        while stack[depth] == 0 {
+            if depth == 0 {
+                return if pos == buf.len() {
+                    Ok(())
+                } else {
+                    Err("trailing bytes after the body map")
+                };
+            }
+            depth -= 1;
+        }
+        stack[depth] -= 1;
+        let marker = *buf.get(pos).ok_or("body ends inside a value")?;
+        pos += 1;
+        let (skip, children): (u64, u64) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (read_be(buf, &mut pos, 1)?, 0),
+            0xc5 | 0xda => (read_be(buf, &mut pos, 2)?, 0),
+            0xc6 | 0xdb => (read_be(buf, &mut pos, 4)?, 0),
+            0xc7 => (read_be(buf, &mut pos, 1)? + 1, 0),
+            0xc8 => (read_be(buf, &mut pos, 2)? + 1, 0),
+            0xc9 => (read_be(buf, &mut pos, 4)? + 1, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, read_be(buf, &mut pos, 2)?),
+            0xdd => (0, read_be(buf, &mut pos, 4)?),
+            0xde => (0, 2 * read_be(buf, &mut pos, 2)?),
+            0xdf => (0, 2 * read_be(buf, &mut pos, 4)?),
+            0xc1 => return Err("reserved marker 0xc1"),
+        };
+        let rest = (buf.len() - pos) as u64;
+        if skip > rest {
+            return Err("body ends inside a value");
+        }
+        pos += skip as usize;
+        if children > 0 {
+            // Every item takes at least one byte: reject impossible counts early.
+            if children > (buf.len() - pos) as u64 {
+                return Err("container declares more items than bytes remain");
+            }
+            if depth == MAX_DEPTH {
+                return Err("nesting too deep");
+            }
+            depth += 1;
+            stack[depth] = children;
+        }
+    }
+}
+
+fn read_be(buf: &[u8], pos: &mut usize, n: usize) -> Result<u64, &'static str> {
+    let bytes = buf
+        .get(*pos..*pos + n)
+        .ok_or("body ends inside a value header")?;
+    *pos += n;
+    Ok(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+}

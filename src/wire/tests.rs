@@ -1,0 +1,684 @@
+//! Tests of the wire codec: exact-bytes snapshots, edge cases, and property tests
+//! (round trip, computed length, arbitrary splits, no panics on hostile input).
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+
+use super::msgpack::{put_bin, put_map_len, put_str, put_uint};
+use super::*;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn one_frame(bytes: &[u8]) -> RawFrame {
+    let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+    d.extend(bytes);
+    let f = d.next_frame().expect("valid header").expect("whole frame");
+    assert_eq!(d.buffered(), 0);
+    f
+}
+
+/// A raw frame of type `t` with a hand-built body.
+fn raw(t: u8, body: &[u8]) -> RawFrame {
+    let mut b = BytesMut::new();
+    Header {
+        version: PROTOCOL_VERSION,
+        msg_type: t,
+        flags: 0,
+        body_len: body.len() as u32,
+    }
+    .encode(&mut b);
+    b.extend_from_slice(body);
+    one_frame(&b)
+}
+
+fn sample_publish() -> Publish {
+    Publish {
+        topic: "a.b".into(),
+        payload: Bytes::from_static(b"hi"),
+        qos: Qos::AtLeastOnce,
+        retain: false,
+        message_id: message_id([1, 2, 3, 4, 5, 6, 7, 8], 42),
+        ts_us: Some(1_700_000_000_000_000),
+    }
+}
+
+/// The example frame quoted in docs/PROTOCOL.md.
+const PUBLISH_HEX: &str = concat!(
+    "0110000000000048",
+    "85",
+    "a5746f706963",
+    "a3612e62",
+    "a77061796c6f6164",
+    "c4026869",
+    "a3716f73",
+    "01",
+    "aa6d6573736167655f6964",
+    "c410",
+    "0102030405060708",
+    "000000000000002a",
+    "a574735f7573",
+    "cf00060a24181e4000",
+);
+
+#[test]
+fn header_snapshot_and_round_trip() {
+    let h = Header {
+        version: 1,
+        msg_type: 0x10,
+        flags: 0,
+        body_len: 0x0102_0304,
+    };
+    let mut b = BytesMut::new();
+    h.encode(&mut b);
+    assert_eq!(hex(&b), "0110000001020304");
+    let arr: [u8; 8] = b[..].try_into().unwrap();
+    assert_eq!(Header::decode(&arr), h);
+}
+
+#[test]
+fn publish_snapshot() {
+    let f = Frame::Publish(sample_publish());
+    let bytes = f.to_bytes();
+    assert_eq!(hex(&bytes), PUBLISH_HEX);
+    let mut hot = BytesMut::new();
+    let p = sample_publish();
+    encode_publish(
+        &mut hot,
+        &p.topic,
+        &p.payload,
+        p.qos,
+        &p.message_id,
+        p.ts_us,
+    )
+    .unwrap();
+    assert_eq!(&hot[..], &bytes[..]);
+    assert_eq!(one_frame(&bytes).decode().unwrap(), f);
+}
+
+/// The example connect quoted in docs/PROTOCOL.md.
+const CONNECT_HEX: &str = concat!(
+    "010100000000008d",
+    "88",
+    "a876657273696f6e73",
+    "9101",
+    "a76e6f64655f6964",
+    "c420",
+    "1111111111111111111111111111111111111111111111111111111111111111",
+    "a57265616c6d",
+    "a9696f2e6d6163756c61",
+    "a7636c7573746572",
+    "a0",
+    "a4726f6c65",
+    "a6636c69656e74",
+    "ac6361706162696c6974696573",
+    "90",
+    "ae6d61785f6672616d655f73697a65",
+    "ce00100000",
+    "ae636f7272656c6174696f6e5f6964",
+    "01",
+);
+
+#[test]
+fn connect_snapshot() {
+    let f = Frame::Connect(Connect {
+        versions: vec![1],
+        node_id: [0x11; 32],
+        realm: "io.macula".into(),
+        cluster: String::new(),
+        role: Role::Client,
+        capabilities: vec![],
+        max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+        correlation_id: 1,
+    });
+    let bytes = f.to_bytes();
+    assert_eq!(hex(&bytes), CONNECT_HEX);
+    assert_eq!(one_frame(&bytes).decode().unwrap(), f);
+}
+
+#[test]
+fn protocol_doc_quotes_the_snapshots() {
+    let doc = include_str!("../../docs/PROTOCOL.md");
+    assert!(
+        doc.contains(PUBLISH_HEX),
+        "docs/PROTOCOL.md §11 publish is out of date"
+    );
+    assert!(
+        doc.contains(CONNECT_HEX),
+        "docs/PROTOCOL.md §11 connect is out of date"
+    );
+}
+
+#[test]
+fn ping_and_error_snapshots() {
+    let ping = Frame::Ping(Ping { correlation_id: 7 }).to_bytes();
+    assert_eq!(
+        hex(&ping),
+        "0103000000000011_81ae636f7272656c6174696f6e5f696407".replace('_', "")
+    );
+    let err = Frame::Error(ErrorFrame {
+        code: 9,
+        message: String::new(),
+        correlation_id: None,
+    })
+    .to_bytes();
+    // {"code": 9, "message": ""}: the absent optional key is omitted.
+    assert_eq!(
+        hex(&err),
+        "0106000000000010_82a4636f646509a76d657373616765a0".replace('_', "")
+    );
+}
+
+#[test]
+fn message_type_and_error_code_tables() {
+    for t in MessageType::ALL {
+        assert_eq!(MessageType::from_u8(t as u8), Some(t));
+        assert!(!is_reserved_macula_type(t as u8));
+    }
+    let labels: std::collections::HashSet<_> =
+        MessageType::ALL.iter().map(|t| t.as_str()).collect();
+    assert_eq!(labels.len(), MessageType::ALL.len());
+    assert_eq!(MessageType::PubAck.as_str(), "puback");
+    assert_eq!(MessageType::from_u8(0x13), None);
+    assert!(is_reserved_macula_type(0x13) && is_reserved_macula_type(0x89));
+    assert!(!is_reserved_macula_type(0x8a) && !is_reserved_macula_type(0x00));
+    for (i, c) in ErrorCode::ALL.iter().enumerate() {
+        assert_eq!(*c as u16, i as u16 + 1);
+        assert_eq!(ErrorCode::from_u16(*c as u16), Some(*c));
+    }
+    assert_eq!(ErrorCode::from_u16(0), None);
+    assert_eq!(ErrorCode::from_u16(17), None);
+    assert_eq!(ErrorCode::SlowConsumer.as_str(), "slow_consumer");
+    assert!(ErrorCode::Truncated.is_fatal() && !ErrorCode::UnknownType.is_fatal());
+    assert!(!ErrorCode::InflightExceeded.is_fatal() && !ErrorCode::MalformedBody.is_fatal());
+}
+
+#[test]
+fn message_id_layout_and_negotiation() {
+    let id = message_id([9; 8], 0x0102);
+    assert_eq!(&id[8..], &[0, 0, 0, 0, 0, 0, 1, 2]);
+    assert_eq!(message_id_parts(&id), ([9; 8], 0x0102));
+    assert_eq!(negotiate_version(&[2, 1]), Some(1));
+    assert_eq!(negotiate_version(&[2]), None);
+    assert_eq!(negotiate_version(&[]), None);
+}
+
+#[test]
+fn oversized_length_rejected_from_header_alone() {
+    let mut d = FrameDecoder::new(1024);
+    d.extend(&[1, 0x10, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    let err = d.next_frame().unwrap_err();
+    assert_eq!(
+        err,
+        WireError::FrameTooLarge {
+            len: u64::from(u32::MAX),
+            max: 1024
+        }
+    );
+    assert_eq!(err.code(), ErrorCode::FrameTooLarge);
+    assert!(d.capacity() < 1024, "no memory reserved from the length");
+    // Poisoned: the same error again, input discarded.
+    d.extend(&[0; 64]);
+    assert_eq!(d.buffered(), 0);
+    assert_eq!(d.next_frame().unwrap_err(), err);
+    assert_eq!(d.finish().unwrap_err(), err);
+}
+
+#[test]
+fn body_exactly_at_max_accepted() {
+    let mut d = FrameDecoder::new(4);
+    d.extend(&[1, 0x03, 0, 0, 0, 0, 0, 4, 0x81, 0xa1, b'x', 0]);
+    let f = d.next_frame().unwrap().unwrap();
+    assert_eq!(f.header.body_len, 4);
+}
+
+#[test]
+fn wrong_version_and_reserved_byte() {
+    let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+    d.extend(&[2, 0x03, 0, 0, 0, 0, 0, 0]);
+    let e = d.next_frame().unwrap_err();
+    assert_eq!(e, WireError::UnsupportedVersion { got: 2 });
+    assert_eq!(e.code(), ErrorCode::UnsupportedVersion);
+
+    let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+    d.extend(&[1, 0x03, 0, 7, 0, 0, 0, 0]);
+    let e = d.next_frame().unwrap_err();
+    assert_eq!(e, WireError::Reserved { byte: 7 });
+    assert_eq!(e.code(), ErrorCode::Protocol);
+}
+
+#[test]
+fn flags_are_ignored_on_receive() {
+    let mut b = BytesMut::from(&Frame::Ping(Ping { correlation_id: 1 }).to_bytes()[..]);
+    b[2] = 0xff;
+    let f = one_frame(&b);
+    assert_eq!(f.header.flags, 0xff);
+    assert_eq!(f.decode().unwrap(), Frame::Ping(Ping { correlation_id: 1 }));
+}
+
+#[test]
+fn unknown_type_passes_through_and_stream_continues() {
+    let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+    d.extend(&[1, 0x20, 0, 0, 0, 0, 0, 2, 0x80, 0x80]);
+    d.extend(&Frame::Pong(Pong { correlation_id: 3 }).to_bytes());
+    let unknown = d.next_frame().unwrap().unwrap();
+    assert_eq!(unknown.msg_type(), None);
+    assert_eq!(&unknown.body()[..], &[0x80, 0x80]);
+    let e = unknown.decode().unwrap_err();
+    assert_eq!(e, WireError::UnknownType { msg_type: 0x20 });
+    assert_eq!(e.code(), ErrorCode::UnknownType);
+    let next = d.next_frame().unwrap().unwrap().decode().unwrap();
+    assert_eq!(next, Frame::Pong(Pong { correlation_id: 3 }));
+    assert!(d.next_frame().unwrap().is_none());
+    d.finish().unwrap();
+}
+
+#[test]
+fn finish_reports_truncation() {
+    let bytes = Frame::Ping(Ping { correlation_id: 1 }).to_bytes();
+    let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+    d.extend(&bytes[..5]);
+    assert!(d.next_frame().unwrap().is_none());
+    assert_eq!(
+        d.finish().unwrap_err(),
+        WireError::Truncated { buffered: 5 }
+    );
+    d.extend(&bytes[5..12]);
+    assert!(d.next_frame().unwrap().is_none());
+    assert_eq!(d.finish().unwrap_err().code(), ErrorCode::Truncated);
+}
+
+#[test]
+fn publish_payload_is_zero_copy_and_view_matches() {
+    let f = one_frame(&Frame::Publish(sample_publish()).to_bytes());
+    let Frame::Publish(p) = f.decode().unwrap() else {
+        panic!("not a publish")
+    };
+    let range = f.bytes.as_ptr() as usize..f.bytes.as_ptr() as usize + f.bytes.len();
+    assert!(range.contains(&(p.payload.as_ptr() as usize)));
+    let v = f.publish_view().unwrap();
+    assert_eq!(
+        (v.topic, v.payload, v.qos),
+        ("a.b", &b"hi"[..], Qos::AtLeastOnce)
+    );
+    assert_eq!(
+        (v.message_id, v.ts_us, v.retain),
+        (p.message_id, p.ts_us, false)
+    );
+    let ping = one_frame(&Frame::Ping(Ping { correlation_id: 1 }).to_bytes());
+    assert!(matches!(
+        ping.publish_view(),
+        Err(WireError::Malformed { .. })
+    ));
+}
+
+/// A publish body with the given message id bytes, qos and retain flag.
+fn publish_body(id: &[u8], qos: u64, retain: Option<bool>) -> BytesMut {
+    let mut b = BytesMut::new();
+    put_map_len(&mut b, 4 + u32::from(retain.is_some()));
+    put_str(&mut b, "topic");
+    put_str(&mut b, "t");
+    put_str(&mut b, "payload");
+    put_bin(&mut b, b"p");
+    put_str(&mut b, "qos");
+    put_uint(&mut b, qos);
+    put_str(&mut b, "message_id");
+    put_bin(&mut b, id);
+    if let Some(r) = retain {
+        put_str(&mut b, "retain");
+        super::msgpack::put_bool(&mut b, r);
+    }
+    b
+}
+
+#[test]
+fn field_validation() {
+    let ok = raw(0x10, &publish_body(&[0; 16], 0, Some(false)));
+    assert!(ok.decode().is_ok());
+    let e = raw(0x10, &publish_body(&[0; 15], 0, None))
+        .decode()
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        WireError::InvalidField {
+            field: "message_id",
+            ..
+        }
+    ));
+    let e = raw(0x10, &publish_body(&[0; 16], 2, None))
+        .publish_view()
+        .unwrap_err();
+    assert_eq!(e, WireError::UnsupportedQos { qos: 2 });
+    assert_eq!(e.code(), ErrorCode::UnsupportedQos);
+    let e = raw(0x10, &publish_body(&[0; 16], 300, None))
+        .decode()
+        .unwrap_err();
+    assert_eq!(e, WireError::UnsupportedQos { qos: 255 });
+    let e = raw(0x10, &publish_body(&[0; 16], 1, Some(true)))
+        .decode()
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        WireError::InvalidField {
+            field: "retain",
+            ..
+        }
+    ));
+    assert_eq!(e.code(), ErrorCode::MalformedBody);
+
+    let mut c = BytesMut::new();
+    put_map_len(&mut c, 7);
+    for (k, v) in [("realm", "r"), ("cluster", ""), ("role", "client")] {
+        put_str(&mut c, k);
+        put_str(&mut c, v);
+    }
+    put_str(&mut c, "versions");
+    c.extend_from_slice(&[0x91, 1]);
+    put_str(&mut c, "max_frame_size");
+    put_uint(&mut c, 1000);
+    put_str(&mut c, "correlation_id");
+    put_uint(&mut c, 1);
+    put_str(&mut c, "node_id");
+    let mut short = c.clone();
+    put_bin(&mut c, &[7; 32]);
+    put_bin(&mut short, &[7; 31]);
+    // Capabilities absent → empty.
+    let Frame::Connect(conn) = raw(0x01, &c).decode().unwrap() else {
+        panic!("not a connect")
+    };
+    assert!(conn.capabilities.is_empty() && conn.role == Role::Client);
+    let e = raw(0x01, &short).decode().unwrap_err();
+    assert!(matches!(
+        e,
+        WireError::InvalidField {
+            field: "node_id",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn body_shape_checks() {
+    let mut extra = publish_body(&[0; 16], 0, None);
+    extra[0] += 1; // one more entry: an unknown key with a nested value is ignored
+    put_str(&mut extra, "future_key");
+    extra.extend_from_slice(&[0x92, 0x81, 0xa1, b'k', 0xc0, 0x01]);
+    assert!(raw(0x10, &extra).decode().is_ok());
+
+    let mut trailing = publish_body(&[0; 16], 0, None);
+    trailing.extend_from_slice(&[0xc0]);
+    let e = raw(0x10, &trailing).decode().unwrap_err();
+    assert!(matches!(e, WireError::Malformed { msg_type: 0x10, .. }));
+    assert_eq!(e.code(), ErrorCode::MalformedBody);
+
+    // An array in place of the map, an empty body, a missing key, deep nesting.
+    for body in [
+        &[0x91, 0x07][..],
+        &[],
+        &[0x80],
+        &[0x81, 0xa1, b'x', 0x91, 0x91, 0x91],
+    ] {
+        assert!(raw(0x03, body).decode().is_err());
+    }
+    let mut deep = vec![0x81, 0xa1, b'x'];
+    deep.extend(std::iter::repeat_n(0x91, 10_000));
+    deep.push(0xc0);
+    assert!(matches!(
+        raw(0x03, &deep).decode(),
+        Err(WireError::Malformed { .. })
+    ));
+}
+
+#[test]
+fn encode_limits_leave_dst_unchanged() {
+    let mut p = sample_publish();
+    p.payload = Bytes::from(vec![0u8; 100]);
+    let f = Frame::Publish(p);
+    let mut dst = BytesMut::from(&b"keep"[..]);
+    let e = f.encode_limited(&mut dst, 50).unwrap_err();
+    assert!(matches!(e, WireError::FrameTooLarge { max: 50, .. }));
+    assert_eq!(&dst[..], b"keep");
+    let sub = Frame::Subscribe(Subscribe {
+        topics: vec!["x".repeat(100)],
+        qos: Qos::AtMostOnce,
+        correlation_id: 1,
+    });
+    assert!(sub.encode_limited(&mut dst, 50).is_err());
+    assert_eq!(&dst[..], b"keep");
+    sub.encode_limited(&mut dst, 1000).unwrap();
+    assert_eq!(dst.len(), 4 + sub.encoded_len());
+}
+
+// ---------------------------------------------------------------- property tests
+
+fn text() -> impl Strategy<Value = String> {
+    "\\PC{0,40}"
+}
+
+fn mid() -> impl Strategy<Value = MessageId> {
+    any::<[u8; 16]>()
+}
+
+fn qos_s() -> impl Strategy<Value = Qos> {
+    prop_oneof![Just(Qos::AtMostOnce), Just(Qos::AtLeastOnce)]
+}
+
+fn publish_s() -> impl Strategy<Value = Publish> {
+    (
+        text(),
+        prop::collection::vec(any::<u8>(), 0..600),
+        qos_s(),
+        mid(),
+        any::<Option<u64>>(),
+    )
+        .prop_map(|(topic, payload, qos, message_id, ts_us)| Publish {
+            topic,
+            payload: payload.into(),
+            qos,
+            retain: false,
+            message_id,
+            ts_us,
+        })
+}
+
+fn frame_s() -> impl Strategy<Value = Frame> {
+    let topics = || prop::collection::vec(text(), 0..5);
+    prop_oneof![
+        (
+            prop::collection::vec(any::<u8>(), 0..4),
+            any::<[u8; 32]>(),
+            (text(), text()),
+            any::<bool>(),
+            prop::collection::vec(text(), 0..4),
+            any::<u32>(),
+            any::<u64>(),
+        )
+            .prop_map(
+                |(versions, node_id, (realm, cluster), node, capabilities, mfs, cid)| {
+                    Frame::Connect(Connect {
+                        versions,
+                        node_id,
+                        realm,
+                        cluster,
+                        role: if node { Role::Node } else { Role::Client },
+                        capabilities,
+                        max_frame_size: mfs,
+                        correlation_id: cid,
+                    })
+                }
+            ),
+        (
+            any::<u8>(),
+            any::<[u8; 32]>(),
+            text(),
+            any::<[u32; 3]>(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(version, node_id, realm, [max_frame_size, max_inflight, keepalive_ms], cid)| {
+                    Frame::Connected(Connected {
+                        version,
+                        node_id,
+                        realm,
+                        max_frame_size,
+                        max_inflight,
+                        keepalive_ms,
+                        correlation_id: cid,
+                    })
+                }
+            ),
+        (any::<u16>(), text())
+            .prop_map(|(code, reason)| Frame::Disconnect(Disconnect { code, reason })),
+        any::<u64>().prop_map(|correlation_id| Frame::Ping(Ping { correlation_id })),
+        any::<u64>().prop_map(|correlation_id| Frame::Pong(Pong { correlation_id })),
+        (any::<u16>(), text(), any::<Option<u64>>()).prop_map(|(code, message, cid)| {
+            Frame::Error(ErrorFrame {
+                code,
+                message,
+                correlation_id: cid,
+            })
+        }),
+        publish_s().prop_map(Frame::Publish),
+        (topics(), qos_s(), any::<u64>()).prop_map(|(topics, qos, correlation_id)| {
+            Frame::Subscribe(Subscribe {
+                topics,
+                qos,
+                correlation_id,
+            })
+        }),
+        (topics(), any::<u64>()).prop_map(|(topics, correlation_id)| {
+            Frame::Unsubscribe(Unsubscribe {
+                topics,
+                correlation_id,
+            })
+        }),
+        (
+            prop::collection::vec(mid(), 0..20),
+            prop::collection::vec(mid(), 0..5)
+        )
+            .prop_map(|(ids, no_route)| Frame::PubAck(PubAck { ids, no_route })),
+        (any::<u64>(), any::<u32>()).prop_map(|(correlation_id, count)| {
+            Frame::SubAck(SubAck {
+                correlation_id,
+                count,
+            })
+        }),
+    ]
+}
+
+/// Feeds `stream` to a decoder in the given chunk sizes and decodes every frame.
+fn decode_chunked(stream: &[u8], cuts: &[usize]) -> Vec<Frame> {
+    let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    for &n in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+        let end = pos.saturating_add(n).min(stream.len());
+        d.extend(&stream[pos..end]);
+        pos = end;
+        while let Some(raw) = d.next_frame().expect("valid stream") {
+            out.push(raw.decode().expect("valid frame"));
+        }
+        if pos == stream.len() {
+            break;
+        }
+    }
+    d.finish().expect("no partial frame left");
+    out
+}
+
+/// Exercises every decoding entry point on `bytes`; only checks that nothing panics.
+fn decode_everything(bytes: &[u8]) {
+    let mut d = FrameDecoder::new(4096);
+    d.extend(bytes);
+    while let Ok(Some(raw)) = d.next_frame() {
+        let _ = raw.decode();
+        let _ = raw.publish_view();
+        let _ = raw.body();
+    }
+    let _ = d.finish();
+}
+
+proptest! {
+    #[test]
+    fn round_trip_every_frame(f in frame_s()) {
+        let bytes = f.to_bytes();
+        prop_assert_eq!(bytes.len(), f.encoded_len());
+        let raw = one_frame(&bytes);
+        prop_assert_eq!(raw.header.body_len as usize, bytes.len() - HEADER_LEN);
+        prop_assert_eq!(raw.msg_type(), Some(f.msg_type()));
+        prop_assert_eq!(raw.decode().unwrap(), f);
+    }
+
+    #[test]
+    fn hot_publish_encoder_matches_frame_encoder(p in publish_s()) {
+        let mut hot = BytesMut::new();
+        encode_publish(&mut hot, &p.topic, &p.payload, p.qos, &p.message_id, p.ts_us).unwrap();
+        prop_assert_eq!(
+            hot.len() as u64,
+            HEADER_LEN as u64 + publish_body_len(p.topic.len(), p.payload.len(), p.ts_us)
+        );
+        let frame = Frame::Publish(p.clone());
+        prop_assert_eq!(&hot[..], &frame.to_bytes()[..]);
+        let raw = one_frame(&hot);
+        let v = raw.publish_view().unwrap();
+        prop_assert_eq!((v.topic, v.payload), (&p.topic[..], &p.payload[..]));
+        prop_assert_eq!((v.qos, v.message_id, v.ts_us), (p.qos, p.message_id, p.ts_us));
+    }
+
+    #[test]
+    fn any_split_yields_the_same_frames(
+        frames in prop::collection::vec(frame_s(), 1..6),
+        cuts in prop::collection::vec(0usize..64, 0..40),
+    ) {
+        let mut stream = BytesMut::new();
+        for f in &frames {
+            f.encode(&mut stream).unwrap();
+        }
+        prop_assert_eq!(decode_chunked(&stream, &cuts), frames.clone());
+        prop_assert_eq!(decode_chunked(&stream, &[1; 0]), frames.clone());
+        let bytewise = vec![1; stream.len()];
+        prop_assert_eq!(decode_chunked(&stream, &bytewise), frames);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        decode_everything(&bytes);
+        // Also behind a valid header of every type.
+        for t in MessageType::ALL {
+            let mut b = vec![1, t as u8, 0, 0];
+            b.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            b.extend_from_slice(&bytes);
+            decode_everything(&b);
+        }
+    }
+
+    #[test]
+    fn truncated_frames_never_panic(f in frame_s(), cut in any::<prop::sample::Index>()) {
+        let bytes = f.to_bytes();
+        let n = cut.index(bytes.len());
+        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+        d.extend(&bytes[..n]);
+        prop_assert!(d.next_frame().unwrap().is_none());
+        prop_assert_eq!(d.finish().is_err(), n > 0);
+        // A body cut short but declared whole must fail to decode, not panic.
+        if n > HEADER_LEN {
+            let mut short = BytesMut::from(&bytes[..n]);
+            short[4..8].copy_from_slice(&((n - HEADER_LEN) as u32).to_be_bytes());
+            decode_everything(&short);
+        }
+    }
+
+    #[test]
+    fn bit_flipped_frames_never_panic(
+        f in frame_s(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), 0u8..8), 1..4),
+    ) {
+        let mut bytes = BytesMut::from(&f.to_bytes()[..]);
+        for (i, bit) in flips {
+            let i = i.index(bytes.len());
+            bytes[i] ^= 1 << bit;
+        }
+        decode_everything(&bytes);
+    }
+}

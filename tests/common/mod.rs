@@ -1,0 +1,76 @@
+//! Shared helpers for the integration tests: real `macula` processes on 127.0.0.x.
+#![allow(dead_code)]
+
+#[path = "../../loadtest/spawn.rs"]
+pub mod spawn;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use macula::client::{Client, ClientOptions, Message, Subscription};
+use macula::wire::Qos;
+
+pub use spawn::Fleet;
+
+/// A fleet using the `macula` binary cargo built for these tests.
+pub fn fleet() -> Fleet {
+    Fleet::new(env!("CARGO_BIN_EXE_macula").into()).expect("temp dir")
+}
+
+/// Client options for a node at `addr` in `realm`.
+pub fn opts(addr: SocketAddr, realm: &str) -> ClientOptions {
+    ClientOptions {
+        addr: addr.to_string(),
+        realm: realm.to_string(),
+        ..ClientOptions::default()
+    }
+}
+
+/// Connects a client to `addr` in realm `io.macula`.
+pub async fn client(addr: SocketAddr) -> Client {
+    Client::connect(opts(addr, "io.macula")).await.expect("client connects")
+}
+
+/// Publishes QoS 0 probes on `topic` until `sub` receives one (the route through
+/// the bridge is then live), then discards any further probes. Panics after 20 s.
+pub async fn wait_route(publisher: &Client, sub: &mut Subscription, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        publisher.publish(topic, "probe".into(), Qos::AtMostOnce).await.expect("probe");
+        match tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+            Ok(Some(m)) if m.topic() == topic => break,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("subscription closed while waiting for the route"),
+            Err(_) => assert!(Instant::now() < deadline, "route {topic} not established in 20 s"),
+        }
+    }
+    // Late probes (sent before the first one arrived) may still be on their way:
+    // publish a marker and skip everything up to it.
+    publisher.publish(topic, "marker".into(), Qos::AtLeastOnce).await.expect("marker");
+    loop {
+        let m = recv(sub).await;
+        if m.topic() == topic && &m.payload[..] == b"marker" {
+            break;
+        }
+    }
+}
+
+/// Next message or panic after 10 s.
+pub async fn recv(sub: &mut Subscription) -> Message {
+    tokio::time::timeout(Duration::from_secs(10), sub.recv())
+        .await
+        .expect("message within 10 s")
+        .expect("subscription open")
+}
+
+/// Value of one Prometheus sample (`name{labels}` exactly as exposed, or bare name).
+pub fn metric(admin: SocketAddr, sample: &str) -> f64 {
+    let (_, body) = spawn::http_get(admin, "/metrics").expect("metrics");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == sample).then(|| v.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
