@@ -14,7 +14,11 @@ mod spawn;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "macula-loadtest", version, about = "Load generator for Macula clusters")]
+#[command(
+    name = "macula-loadtest",
+    version,
+    about = "Load generator for Macula clusters"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -28,11 +32,15 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.cmd {
         Cmd::Pubsub(args) => rt.block_on(pubsub::run(args)),
     }

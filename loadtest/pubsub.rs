@@ -116,13 +116,20 @@ pub async fn run(a: Args) -> Result<()> {
     let mut fleet = None;
     let (pub_addr, sub_addr) = if a.spawn {
         let mut f = Fleet::new(spawn::macula_bin()?)?;
-        let (ip_b, ip_1, ip_2) = if a.single_ip { ("127.0.0.1", "127.0.0.1", "127.0.0.1") } else { ("127.0.0.1", "127.0.0.2", "127.0.0.3") };
+        let (ip_b, ip_1, ip_2) = if a.single_ip {
+            ("127.0.0.1", "127.0.0.1", "127.0.0.1")
+        } else {
+            ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+        };
         let b = f.bridge("bridge", ip_b, &[])?;
         let bridge_addr = f.procs[b].quic;
         let n1 = f.node("node-a", ip_1, "cluster-a", bridge_addr, &[])?;
         let n2 = f.node("node-b", ip_2, "cluster-b", bridge_addr, &[])?;
         let (pa, sa) = (f.procs[n1].quic.to_string(), f.procs[n2].quic.to_string());
-        eprintln!("spawned bridge {bridge_addr}, node-a {pa}, node-b {sa} (logs in {})", f.dir.path().display());
+        eprintln!(
+            "spawned bridge {bridge_addr}, node-a {pa}, node-b {sa} (logs in {})",
+            f.dir.path().display()
+        );
         fleet = Some(f);
         (pa, sa)
     } else {
@@ -160,24 +167,41 @@ struct SubResult {
     last: Option<Instant>,
 }
 
-async fn scenario(a: &Args, pub_addr: &str, sub_addr: &str, fleet: Option<&Fleet>) -> Result<Report> {
-    let qos = if a.qos == 1 { Qos::AtLeastOnce } else { Qos::AtMostOnce };
+async fn scenario(
+    a: &Args,
+    pub_addr: &str,
+    sub_addr: &str,
+    fleet: Option<&Fleet>,
+) -> Result<Report> {
+    let qos = if a.qos == 1 {
+        Qos::AtLeastOnce
+    } else {
+        Qos::AtMostOnce
+    };
     let mut subs = Vec::new();
     let mut sub_clients = Vec::new();
     for _ in 0..a.subscribers {
-        let c = Client::connect(opts(sub_addr, a)).await.context("subscriber connect")?;
+        let c = Client::connect(opts(sub_addr, a))
+            .await
+            .context("subscriber connect")?;
         subs.push(c.subscribe(PATTERN).await.context("subscribe")?);
         sub_clients.push(c);
     }
     let mut pubs = Vec::new();
     for _ in 0..a.publishers {
-        pubs.push(Client::connect(opts(pub_addr, a)).await.context("publisher connect")?);
+        pubs.push(
+            Client::connect(opts(pub_addr, a))
+                .await
+                .context("publisher connect")?,
+        );
     }
     // Wait until the route across the bridge is live: probes until every subscriber sees one.
     let deadline = Instant::now() + Duration::from_secs(20);
     for s in subs.iter_mut() {
         loop {
-            pubs[0].publish(PROBE_TOPIC, "probe".into(), Qos::AtMostOnce).await?;
+            pubs[0]
+                .publish(PROBE_TOPIC, "probe".into(), Qos::AtMostOnce)
+                .await?;
             match tokio::time::timeout(Duration::from_millis(100), s.recv()).await {
                 Ok(Some(m)) if m.topic() == PROBE_TOPIC => break,
                 Ok(Some(_)) => {}
@@ -216,7 +240,21 @@ async fn scenario(a: &Args, pub_addr: &str, sub_addr: &str, fleet: Option<&Fleet
         let dur = Duration::from_secs(a.duration);
         let rate = if a.rate == 0 { 0 } else { per_pub_rate.max(1) };
         let pub_id = i as u64;
-        pub_tasks.push(tokio::spawn(async move { publisher(p, pub_id, rate, dur, payload, qos, base, total).await }));
+        pub_tasks.push(tokio::spawn(async move {
+            publisher(
+                p,
+                PubPlan {
+                    pub_id,
+                    rate,
+                    dur,
+                    payload,
+                    qos,
+                    base,
+                },
+                total,
+            )
+            .await
+        }));
     }
 
     // Live progress.
@@ -263,7 +301,9 @@ async fn scenario(a: &Args, pub_addr: &str, sub_addr: &str, fleet: Option<&Fleet
     let expected_each = sent;
     // Let subscribers drain, bounded.
     let drain_deadline = Instant::now() + Duration::from_secs(a.drain);
-    while delivered_live.load(Ordering::Relaxed) < expected_each * a.subscribers as u64 && Instant::now() < drain_deadline {
+    while delivered_live.load(Ordering::Relaxed) < expected_each * a.subscribers as u64
+        && Instant::now() < drain_deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, Ordering::Release);
@@ -276,7 +316,12 @@ async fn scenario(a: &Args, pub_addr: &str, sub_addr: &str, fleet: Option<&Fleet
         let r = t.await?;
         delivered += r.delivered;
         duplicated += r.duplicated;
-        let unique = r.seen.iter().flatten().map(|w| w.count_ones() as u64).sum::<u64>();
+        let unique = r
+            .seen
+            .iter()
+            .flatten()
+            .map(|w| w.count_ones() as u64)
+            .sum::<u64>();
         lost += expected_each.saturating_sub(unique);
         hist.add(&r.hist)?;
         if let Some(l) = r.last {
@@ -296,7 +341,10 @@ async fn scenario(a: &Args, pub_addr: &str, sub_addr: &str, fleet: Option<&Fleet
     for c in sub_clients {
         c.close().await;
     }
-    let span = last_delivery.duration_since(base).max(publish_elapsed).as_secs_f64();
+    let span = last_delivery
+        .duration_since(base)
+        .max(publish_elapsed)
+        .as_secs_f64();
     Ok(Report {
         scenario: "pubsub",
         spawned: a.spawn,
@@ -312,7 +360,11 @@ async fn scenario(a: &Args, pub_addr: &str, sub_addr: &str, fleet: Option<&Fleet
         delivered,
         lost,
         duplicated,
-        throughput_msgs_per_s: if span > 0.0 { delivered as f64 / span } else { 0.0 },
+        throughput_msgs_per_s: if span > 0.0 {
+            delivered as f64 / span
+        } else {
+            0.0
+        },
         publish_rate_msgs_per_s: sent as f64 / publish_elapsed.as_secs_f64().max(1e-9),
         latency_us: Latency {
             p50: hist.value_at_quantile(0.50),
@@ -328,7 +380,25 @@ async fn scenario(a: &Args, pub_addr: &str, sub_addr: &str, fleet: Option<&Fleet
 
 /// Publishes at `rate` msg/s (0 = flat out) for `dur`; returns how many were sent.
 /// Payload: u64 publisher-local sequence (publisher id in the top 16 bits), u64 ns since `base`.
-async fn publisher(p: Client, pub_id: u64, rate: u64, dur: Duration, payload: usize, qos: Qos, base: Instant, total: Arc<AtomicU64>) -> Result<u64> {
+/// What one publisher task does.
+struct PubPlan {
+    pub_id: u64,
+    rate: u64,
+    dur: Duration,
+    payload: usize,
+    qos: Qos,
+    base: Instant,
+}
+
+async fn publisher(p: Client, plan: PubPlan, total: Arc<AtomicU64>) -> Result<u64> {
+    let PubPlan {
+        pub_id,
+        rate,
+        dur,
+        payload,
+        qos,
+        base,
+    } = plan;
     let mut arena = BytesMut::with_capacity(256 * 1024);
     let mut body = vec![0u8; payload];
     let start = Instant::now();
@@ -341,7 +411,11 @@ async fn publisher(p: Client, pub_id: u64, rate: u64, dur: Duration, payload: us
         if elapsed >= dur {
             break;
         }
-        let target = if rate == 0 { seq + 256 } else { (rate as f64 * elapsed.as_secs_f64()) as u64 };
+        let target = if rate == 0 {
+            seq + 256
+        } else {
+            (rate as f64 * elapsed.as_secs_f64()) as u64
+        };
         while seq < target {
             let key = (pub_id << 48) | seq;
             body[..8].copy_from_slice(&key.to_be_bytes());
@@ -361,7 +435,12 @@ async fn publisher(p: Client, pub_id: u64, rate: u64, dur: Duration, payload: us
     Ok(seq)
 }
 
-async fn subscriber(mut s: Subscription, base: Instant, live: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> SubResult {
+async fn subscriber(
+    mut s: Subscription,
+    base: Instant,
+    live: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> SubResult {
     let mut r = SubResult {
         seen: Vec::new(),
         delivered: 0,
@@ -405,7 +484,9 @@ async fn subscriber(mut s: Subscription, base: Instant, live: Arc<AtomicU64>, st
             }
             bits[w] |= 1 << b;
             r.delivered += 1;
-            let _ = r.hist.record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
+            let _ = r
+                .hist
+                .record((now_ns.saturating_sub(sent_ns) / 1000).max(1));
         }
         live.fetch_add(n as u64, Ordering::Relaxed);
         r.last = Some(Instant::now());

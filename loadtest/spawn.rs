@@ -2,8 +2,8 @@
 //! loopback, each with its own data directory and admin port. Every child is
 //! killed when the [`Fleet`] is dropped or [`Fleet::stop`] is called.
 
-use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -35,7 +35,10 @@ pub fn macula_bin() -> Result<PathBuf> {
     let me = std::env::current_exe().context("current_exe")?;
     let p = me.with_file_name(format!("macula{}", std::env::consts::EXE_SUFFIX));
     if !p.exists() {
-        bail!("{} not found; build it with `cargo build --release` or set LOADTEST_MACULA_BIN", p.display());
+        bail!(
+            "{} not found; build it with `cargo build --release` or set LOADTEST_MACULA_BIN",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -53,7 +56,11 @@ pub fn free_tcp(ip: &str) -> Result<SocketAddr> {
 impl Fleet {
     /// An empty fleet using the `macula` binary at `bin`.
     pub fn new(bin: PathBuf) -> Result<Fleet> {
-        Ok(Fleet { procs: Vec::new(), dir: tempfile::tempdir()?, bin })
+        Ok(Fleet {
+            procs: Vec::new(),
+            dir: tempfile::tempdir()?,
+            bin,
+        })
     }
 
     /// Starts a bridge on `ip`; `extra` are more command-line arguments.
@@ -72,7 +79,14 @@ impl Fleet {
     }
 
     /// Starts a node on `ip` with an uplink to `uplink`; `extra` are more arguments.
-    pub fn node(&mut self, name: &str, ip: &str, cluster: &str, uplink: SocketAddr, extra: &[&str]) -> Result<usize> {
+    pub fn node(
+        &mut self,
+        name: &str,
+        ip: &str,
+        cluster: &str,
+        uplink: SocketAddr,
+        extra: &[&str],
+    ) -> Result<usize> {
         let quic = free_udp(ip)?;
         let admin = free_tcp(ip)?;
         let mut args = vec![
@@ -90,13 +104,25 @@ impl Fleet {
         self.spawn(name, quic, admin, args)
     }
 
-    fn spawn(&mut self, name: &str, quic: SocketAddr, admin: SocketAddr, mut args: Vec<String>) -> Result<usize> {
+    fn spawn(
+        &mut self,
+        name: &str,
+        quic: SocketAddr,
+        admin: SocketAddr,
+        mut args: Vec<String>,
+    ) -> Result<usize> {
         let data = self.dir.path().join(name);
         std::fs::create_dir_all(&data)?;
         args.push("--data-dir".into());
         args.push(data.display().to_string());
         let child = self.start(name, &args)?;
-        self.procs.push(Proc { name: name.into(), quic, admin, args, child: Some(child) });
+        self.procs.push(Proc {
+            name: name.into(),
+            quic,
+            admin,
+            args,
+            child: Some(child),
+        });
         Ok(self.procs.len() - 1)
     }
 
@@ -107,7 +133,10 @@ impl Fleet {
             .open(self.dir.path().join(format!("{name}.log")))?;
         Command::new(&self.bin)
             .args(args)
-            .env("MACULA_LOG__LEVEL", std::env::var("MACULA_LOG__LEVEL").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "MACULA_LOG__LEVEL",
+                std::env::var("MACULA_LOG__LEVEL").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -140,12 +169,21 @@ impl Fleet {
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         for p in &mut self.procs {
-            let Some(child) = p.child.as_mut() else { continue };
+            let Some(child) = p.child.as_mut() else {
+                continue;
+            };
             loop {
                 if let Some(status) = child.try_wait()? {
-                    bail!("{} exited early with {status}; see {}", p.name, self.dir.path().join(format!("{}.log", p.name)).display());
+                    bail!(
+                        "{} exited early with {status}; see {}",
+                        p.name,
+                        self.dir.path().join(format!("{}.log", p.name)).display()
+                    );
                 }
-                if http_get(p.admin, "/health/ready").map(|(code, _)| code == 200).unwrap_or(false) {
+                if http_get(p.admin, "/health/ready")
+                    .map(|(code, _)| code == 200)
+                    .unwrap_or(false)
+                {
                     break;
                 }
                 if Instant::now() > deadline {
@@ -176,11 +214,21 @@ impl Fleet {
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
-    let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
@@ -188,7 +236,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
 pub fn metric_sum(body: &str, name: &str) -> f64 {
     body.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ') | Some(b'{')))
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ') | Some(b'{'))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

@@ -76,7 +76,12 @@ struct Shared {
 
 /// Starts a bridge from `cfg`. Errors: binding or TLS setup failed.
 pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeHandle> {
-    let endpoint = crate::transport::server_endpoint(cfg.bridge.listen, &cfg.tls, &cfg.transport, &cfg.data_dir)?;
+    let endpoint = crate::transport::server_endpoint(
+        cfg.bridge.listen,
+        &cfg.tls,
+        &cfg.transport,
+        &cfg.data_dir,
+    )?;
     let local_addr = endpoint.local_addr()?;
     let node_id: NodeId = rand::random();
     let shutdown = CancellationToken::new();
@@ -85,7 +90,12 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         .bridge
         .realms
         .iter()
-        .map(|r| (r.clone(), RouteTable::new(cfg.limits.max_subscriptions_per_connection)))
+        .map(|r| {
+            (
+                r.clone(),
+                RouteTable::new(cfg.limits.max_subscriptions_per_connection),
+            )
+        })
         .collect();
     let shared = Arc::new(Shared {
         node_id,
@@ -109,7 +119,13 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         },
     ));
     info!(listen = %local_addr, realms = ?shared.cfg.bridge.realms, "bridge started");
-    Ok(BridgeHandle { local_addr, node_id, shutdown, tracker, endpoint })
+    Ok(BridgeHandle {
+        local_addr,
+        node_id,
+        shutdown,
+        tracker,
+        endpoint,
+    })
 }
 
 type Fatal = (ErrorCode, String);
@@ -117,8 +133,17 @@ type Fatal = (ErrorCode, String);
 fn interest_frames(pattern: &str) -> (Bytes, Bytes) {
     let topics = vec![pattern.to_string()];
     (
-        Frame::Subscribe(Subscribe { topics: topics.clone(), qos: Qos::AtLeastOnce, correlation_id: 0 }).to_bytes(),
-        Frame::Unsubscribe(Unsubscribe { topics, correlation_id: 0 }).to_bytes(),
+        Frame::Subscribe(Subscribe {
+            topics: topics.clone(),
+            qos: Qos::AtLeastOnce,
+            correlation_id: 0,
+        })
+        .to_bytes(),
+        Frame::Unsubscribe(Unsubscribe {
+            topics,
+            correlation_id: 0,
+        })
+        .to_bytes(),
     )
 }
 
@@ -143,34 +168,52 @@ fn propagate(changes: &[PatternChange], peers: Peers<'_, PeerTx>) {
 async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     let metrics = shared.metrics.clone();
     let limits = &shared.cfg.limits;
-    let (mut send, recv, decoder, connect) = match accept_session(&conn, limits.max_frame_size).await {
-        Ok(s) => s,
-        Err(e) => {
-            let (code, msg) = match &e {
-                SessionError::Wire(w) => (w.code(), w.to_string()),
-                SessionError::Protocol(m) => (ErrorCode::NotConnected, m.clone()),
-                _ => return debug!(error = %e, "session ended before connect"),
-            };
-            metrics.protocol_error(code.as_str());
-            return close(&conn, code, &msg);
-        }
-    };
+    let (mut send, recv, decoder, connect) =
+        match accept_session(&conn, limits.max_frame_size).await {
+            Ok(s) => s,
+            Err(e) => {
+                let (code, msg) = match &e {
+                    SessionError::Wire(w) => (w.code(), w.to_string()),
+                    SessionError::Protocol(m) => (ErrorCode::NotConnected, m.clone()),
+                    _ => return debug!(error = %e, "session ended before connect"),
+                };
+                metrics.protocol_error(code.as_str());
+                return close(&conn, code, &msg);
+            }
+        };
     metrics.frames_in.inc(MessageType::Connect as u8, 0);
     let refuse = if !connect.versions.contains(&wire::PROTOCOL_VERSION) {
-        Some((ErrorCode::UnsupportedVersion, format!("versions {:?} not supported", connect.versions)))
+        Some((
+            ErrorCode::UnsupportedVersion,
+            format!("versions {:?} not supported", connect.versions),
+        ))
     } else if connect.role != Role::Node {
-        Some((ErrorCode::Protocol, "a bridge accepts only nodes".to_string()))
+        Some((
+            ErrorCode::Protocol,
+            "a bridge accepts only nodes".to_string(),
+        ))
     } else if !shared.realms.contains_key(&connect.realm) {
-        Some((ErrorCode::UnknownRealm, format!("unknown realm {:?}", connect.realm)))
+        Some((
+            ErrorCode::UnknownRealm,
+            format!("unknown realm {:?}", connect.realm),
+        ))
     } else {
         None
     };
     if let Some((code, msg)) = refuse {
         metrics.protocol_error(code.as_str());
         let _ = tokio::time::timeout(session::CLOSE_LINGER, async {
-            send.write_all(&error_frame(code, msg.clone(), Some(connect.correlation_id))).await?;
+            send.write_all(&error_frame(
+                code,
+                msg.clone(),
+                Some(connect.correlation_id),
+            ))
+            .await?;
             send.finish()?;
-            send.stopped().await.map(|_| ()).map_err(quinn::WriteError::from)
+            send.stopped()
+                .await
+                .map(|_| ())
+                .map_err(quinn::WriteError::from)
         })
         .await;
         return close(&conn, code, &msg);
@@ -200,7 +243,11 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     let _ = ctrl_tx.try_send(Outbound::Frame(welcome.to_bytes()));
     table.add_peer(key, tx.clone(), |tx, others| {
         for chunk in others.chunks(1000) {
-            let f = Frame::Subscribe(Subscribe { topics: chunk.to_vec(), qos: Qos::AtLeastOnce, correlation_id: 0 });
+            let f = Frame::Subscribe(Subscribe {
+                topics: chunk.to_vec(),
+                qos: Qos::AtLeastOnce,
+                correlation_id: 0,
+            });
             let _ = tx.ctrl.try_send(Outbound::Frame(f.to_bytes()));
         }
     });
@@ -210,7 +257,14 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         write_timeout: Duration::from_millis(limits.slow_consumer_timeout_ms.max(1)),
         metrics: metrics.clone(),
     };
-    let writer = tokio::spawn(session::run_writer(send, ctrl_rx, data_rx, Some(pending_tx), cancel.clone(), wcfg));
+    let writer = tokio::spawn(session::run_writer(
+        send,
+        ctrl_rx,
+        data_rx,
+        Some(pending_tx),
+        cancel.clone(),
+        wcfg,
+    ));
     let end = node_reader(&shared, table, &tx, recv, decoder, pending_rx).await;
     table.remove_peer(key, propagate);
     info!(realm = %connect.realm, cluster = %connect.cluster, "node disconnected");
@@ -228,7 +282,9 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
 
 fn nonfatal(me: &PeerTx, metrics: &Metrics, code: ErrorCode, msg: String, corr: Option<u64>) {
     metrics.protocol_error(code.as_str());
-    let _ = me.ctrl.try_send(Outbound::Frame(error_frame(code, msg, corr)));
+    let _ = me
+        .ctrl
+        .try_send(Outbound::Frame(error_frame(code, msg, corr)));
 }
 
 async fn node_reader(
@@ -278,7 +334,13 @@ async fn handle_node_frame(
 ) -> Result<bool, Fatal> {
     let metrics = &shared.metrics;
     let Some(t) = raw.msg_type() else {
-        nonfatal(me, metrics, ErrorCode::UnknownType, format!("unknown message type 0x{:02x}", raw.header.msg_type), None);
+        nonfatal(
+            me,
+            metrics,
+            ErrorCode::UnknownType,
+            format!("unknown message type 0x{:02x}", raw.header.msg_type),
+            None,
+        );
         return Ok(false);
     };
     match t {
@@ -292,8 +354,17 @@ async fn handle_node_frame(
             };
             let reliable = view.qos == Qos::AtLeastOnce;
             if let Err(e) = topic::validate_topic(view.topic) {
-                nonfatal(me, metrics, ErrorCode::InvalidTopic, format!("topic {:?}: {e}", view.topic), None);
-                metrics.messages_dropped_total.with_label_values(&["invalid"]).inc();
+                nonfatal(
+                    me,
+                    metrics,
+                    ErrorCode::InvalidTopic,
+                    format!("topic {:?}: {e}", view.topic),
+                    None,
+                );
+                metrics
+                    .messages_dropped_total
+                    .with_label_values(&["invalid"])
+                    .inc();
                 if reliable {
                     let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
                 }
@@ -304,17 +375,24 @@ async fn handle_node_frame(
             snap.collect(view.topic, scratch);
             scratch.retain(|&i| snap.target(i).0 != me.key);
             if scratch.is_empty() {
-                metrics.messages_dropped_total.with_label_values(&["no_route"]).inc();
+                metrics
+                    .messages_dropped_total
+                    .with_label_values(&["no_route"])
+                    .inc();
                 if reliable {
                     let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
                 }
                 return Ok(false);
             }
-            let track = reliable.then(|| AckTrack::new(view.message_id, scratch.len() as u32, me.ctrl.clone()));
+            let track = reliable
+                .then(|| AckTrack::new(view.message_id, scratch.len() as u32, me.ctrl.clone()));
             for &idx in scratch.iter() {
                 let (_, tx) = snap.target(idx);
                 if raw.bytes.len() > tx.max_frame {
-                    metrics.messages_dropped_total.with_label_values(&["too_large"]).inc();
+                    metrics
+                        .messages_dropped_total
+                        .with_label_values(&["too_large"])
+                        .inc();
                     continue;
                 }
                 let item = match &track {
@@ -323,9 +401,18 @@ async fn handle_node_frame(
                 };
                 match tx.offer(item, reliable, slow).await {
                     Offer::Queued => metrics.messages_relayed_total.inc(),
-                    Offer::QueueFull => metrics.messages_dropped_total.with_label_values(&["queue_full"]).inc(),
-                    Offer::SlowConsumer => metrics.messages_dropped_total.with_label_values(&["slow_consumer"]).inc(),
-                    Offer::Closed | Offer::TooLarge => metrics.messages_dropped_total.with_label_values(&["closed"]).inc(),
+                    Offer::QueueFull => metrics
+                        .messages_dropped_total
+                        .with_label_values(&["queue_full"])
+                        .inc(),
+                    Offer::SlowConsumer => metrics
+                        .messages_dropped_total
+                        .with_label_values(&["slow_consumer"])
+                        .inc(),
+                    Offer::Closed | Offer::TooLarge => metrics
+                        .messages_dropped_total
+                        .with_label_values(&["closed"])
+                        .inc(),
                 }
             }
         }
@@ -370,31 +457,59 @@ async fn handle_node_frame(
                 match table.subscribe(me.key, &patterns, propagate) {
                     Ok(n) => n,
                     Err(e) => {
-                        nonfatal(me, metrics, ErrorCode::LimitExceeded, e.to_string(), Some(corr));
+                        nonfatal(
+                            me,
+                            metrics,
+                            ErrorCode::LimitExceeded,
+                            e.to_string(),
+                            Some(corr),
+                        );
                         return Ok(false);
                     }
                 }
             } else {
                 table.unsubscribe(me.key, &patterns, propagate)
             };
-            metrics.subscriptions.set(shared.realms.values().map(|t| t.load().patterns() as i64).sum());
-            let ack = Frame::SubAck(SubAck { correlation_id: corr, count: count as u32 });
+            metrics.subscriptions.set(
+                shared
+                    .realms
+                    .values()
+                    .map(|t| t.load().patterns() as i64)
+                    .sum(),
+            );
+            let ack = Frame::SubAck(SubAck {
+                correlation_id: corr,
+                count: count as u32,
+            });
             let _ = me.ctrl.try_send(Outbound::Frame(ack.to_bytes()));
         }
         MessageType::Ping => {
             if let Ok(Frame::Ping(p)) = raw.decode() {
-                let _ = me.ctrl.try_send(Outbound::Frame(Frame::Pong(Pong { correlation_id: p.correlation_id }).to_bytes()));
+                let _ = me.ctrl.try_send(Outbound::Frame(
+                    Frame::Pong(Pong {
+                        correlation_id: p.correlation_id,
+                    })
+                    .to_bytes(),
+                ));
             }
         }
         MessageType::Disconnect => return Ok(true),
-        MessageType::Connect => return Err((ErrorCode::AlreadyConnected, "connect sent twice".into())),
+        MessageType::Connect => {
+            return Err((ErrorCode::AlreadyConnected, "connect sent twice".into()))
+        }
         MessageType::Error => {
             if let Ok(Frame::Error(e)) = raw.decode() {
                 debug!(code = e.code, message = %e.message, "node reported an error");
             }
         }
         MessageType::Pong | MessageType::SubAck => {}
-        other => nonfatal(me, metrics, ErrorCode::Protocol, format!("{} is not accepted from a node", other.as_str()), None),
+        other => nonfatal(
+            me,
+            metrics,
+            ErrorCode::Protocol,
+            format!("{} is not accepted from a node", other.as_str()),
+            None,
+        ),
     }
     Ok(false)
 }

@@ -34,11 +34,13 @@ use tokio_util::task::TaskTracker;
 use crate::config::{TlsConfig, TransportConfig};
 use crate::dedup::DedupWindow;
 use crate::metrics::Metrics;
-use crate::session::{self, fill, now_us, open_session, Outbound, ReliableState, SessionError, WriterConfig};
+use crate::session::{
+    self, fill, now_us, open_session, Outbound, ReliableState, SessionError, WriterConfig,
+};
 use crate::topic::{self, PatternTrie, TopicError};
 use crate::wire::{
-    self, Connect, Frame, FrameDecoder, MessageId, MessageType, Pong, PubAck, Qos, Role,
-    Subscribe, Unsubscribe, WireError,
+    self, Connect, Frame, FrameDecoder, MessageId, MessageType, Pong, PubAck, Qos, Role, Subscribe,
+    Unsubscribe, WireError,
 };
 
 /// How to reach a node.
@@ -238,16 +240,30 @@ impl Client {
     /// Errors: [`ClientError::Connect`] (resolve/bind/QUIC), [`ClientError::Session`]
     /// (refused, e.g. unknown realm → `SessionError::Peer { code: 6, .. }`).
     pub async fn connect(opts: ClientOptions) -> Result<Client, ClientError> {
-        let cerr = |reason: String| ClientError::Connect { addr: opts.addr.clone(), reason };
+        let cerr = |reason: String| ClientError::Connect {
+            addr: opts.addr.clone(),
+            reason,
+        };
         let addr = tokio::net::lookup_host(&opts.addr)
             .await
             .map_err(|e| cerr(e.to_string()))?
             .next()
             .ok_or_else(|| cerr("no address".into()))?;
-        let bind = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
-        let endpoint = crate::transport::client_endpoint(bind.parse().expect("valid literal"), &opts.tls, &opts.transport, &opts.data_dir)
+        let bind = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        };
+        let endpoint = crate::transport::client_endpoint(
+            bind.parse().expect("valid literal"),
+            &opts.tls,
+            &opts.transport,
+            &opts.data_dir,
+        )
+        .map_err(|e| cerr(e.to_string()))?;
+        let connecting = endpoint
+            .connect(addr, &opts.server_name)
             .map_err(|e| cerr(e.to_string()))?;
-        let connecting = endpoint.connect(addr, &opts.server_name).map_err(|e| cerr(e.to_string()))?;
         let conn = tokio::time::timeout(session::HANDSHAKE_TIMEOUT, connecting)
             .await
             .map_err(|_| ClientError::Timeout("QUIC handshake"))?
@@ -263,13 +279,24 @@ impl Client {
             max_frame_size: opts.max_frame_size,
             correlation_id: 1,
         };
-        let (mut send, recv, decoder, welcome) = open_session(&conn, connect, opts.max_frame_size).await?;
-        let (ctrl_tx, mut ctrl_rx) = mpsc::channel(welcome.max_inflight as usize + 1024);
-        let (data_tx, mut data_rx) = mpsc::channel(opts.queue.max(1));
-        let (acks_tx, mut acks_rx) = session::ack_channel(welcome.max_inflight as usize);
+        let (mut send, recv, decoder, welcome) =
+            open_session(&conn, connect, opts.max_frame_size).await?;
+        let (ctrl_tx, ctrl_rx) = mpsc::channel(welcome.max_inflight as usize + 1024);
+        let (data_tx, data_rx) = mpsc::channel(opts.queue.max(1));
+        let (acks_tx, acks_rx) = session::ack_channel(welcome.max_inflight as usize);
+        let mut queues = session::ReliableQueues {
+            ctrl: ctrl_rx,
+            data: data_rx,
+            acks: acks_rx,
+        };
         // Client-side counters are not exported; a private registry keeps them apart.
         let metrics = Metrics::new();
-        let mut state = ReliableState::new(welcome.max_inflight as usize, opts.ack_timeout, Duration::ZERO, metrics.clone());
+        let mut state = ReliableState::new(
+            welcome.max_inflight as usize,
+            opts.ack_timeout,
+            Duration::ZERO,
+            metrics.clone(),
+        );
         let inner = Arc::new(Inner {
             conn: conn.clone(),
             _endpoint: endpoint,
@@ -294,10 +321,21 @@ impl Client {
             tasks: TaskTracker::new(),
             max_frame: welcome.max_frame_size,
         });
-        let wcfg = WriterConfig { write_timeout: Duration::from_secs(30), metrics };
+        let wcfg = WriterConfig {
+            write_timeout: Duration::from_secs(30),
+            metrics,
+        };
         let w_inner = inner.clone();
         inner.tasks.spawn(async move {
-            let _ = session::run_reliable_writer(&mut send, &mut state, &mut ctrl_rx, &mut data_rx, &mut acks_rx, &w_inner.cancel, &wcfg).await;
+            let _ = session::run_reliable_writer(
+                &mut send,
+                &mut state,
+                &mut queues,
+                &w_inner.cancel,
+                &wcfg,
+                None,
+            )
+            .await;
             let _ = send.finish();
             w_inner.acked_notify.notify_waiters();
         });
@@ -319,7 +357,12 @@ impl Client {
     ///
     /// Errors: [`ClientError::InvalidTopic`], [`ClientError::Wire`] (too large),
     /// [`ClientError::Closed`].
-    pub async fn publish(&self, topic: &str, payload: Bytes, qos: Qos) -> Result<MessageId, ClientError> {
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: Qos,
+    ) -> Result<MessageId, ClientError> {
         let mut buf = BytesMut::new();
         self.publish_buf(&mut buf, topic, &payload, qos).await
     }
@@ -327,8 +370,17 @@ impl Client {
     /// Like [`publish`](Self::publish) but encodes into `arena`, so a publishing
     /// loop that reuses one arena allocates once per ~64 KiB instead of once per
     /// message.
-    pub async fn publish_buf(&self, arena: &mut BytesMut, topic: &str, payload: &[u8], qos: Qos) -> Result<MessageId, ClientError> {
-        topic::validate_topic(topic).map_err(|source| ClientError::InvalidTopic { topic: topic.into(), source })?;
+    pub async fn publish_buf(
+        &self,
+        arena: &mut BytesMut,
+        topic: &str,
+        payload: &[u8],
+        qos: Qos,
+    ) -> Result<MessageId, ClientError> {
+        topic::validate_topic(topic).map_err(|source| ClientError::InvalidTopic {
+            topic: topic.into(),
+            source,
+        })?;
         let inner = &self.inner;
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&inner.session_id);
@@ -339,7 +391,10 @@ impl Client {
         wire::encode_publish(arena, topic, payload, qos, &id, Some(now_us()))?;
         let frame = arena.split().freeze();
         if frame.len() > inner.max_frame as usize + wire::HEADER_LEN {
-            return Err(ClientError::Wire(WireError::FrameTooLarge { len: frame.len() as u64, max: inner.max_frame }));
+            return Err(ClientError::Wire(WireError::FrameTooLarge {
+                len: frame.len() as u64,
+                max: inner.max_frame,
+            }));
         }
         let item = match qos {
             Qos::AtMostOnce => Outbound::Frame(frame),
@@ -348,7 +403,11 @@ impl Client {
                 Outbound::Custody(id, frame)
             }
         };
-        inner.data.send(item).await.map_err(|_| ClientError::Closed)?;
+        inner
+            .data
+            .send(item)
+            .await
+            .map_err(|_| ClientError::Closed)?;
         inner.published.fetch_add(1, Ordering::Relaxed);
         Ok(id)
     }
@@ -371,7 +430,9 @@ impl Client {
                 notified.await;
             }
         };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| ClientError::Timeout("acknowledgements"))?
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| ClientError::Timeout("acknowledgements"))?
     }
 
     /// Subscribes to `pattern` (`*` = one segment, `**` = zero or more). Resolves when
@@ -380,7 +441,11 @@ impl Client {
     /// Errors: [`ClientError::InvalidTopic`], [`ClientError::Refused`],
     /// [`ClientError::Timeout`], [`ClientError::Closed`].
     pub async fn subscribe(&self, pattern: &str) -> Result<Subscription, ClientError> {
-        let pattern = topic::normalize_pattern(pattern).map_err(|source| ClientError::InvalidTopic { topic: pattern.into(), source })?;
+        let pattern =
+            topic::normalize_pattern(pattern).map_err(|source| ClientError::InvalidTopic {
+                topic: pattern.into(),
+                source,
+            })?;
         let inner = &self.inner;
         let (tx, rx) = mpsc::channel(inner.subscription_buffer);
         let id = inner.next_sub.fetch_add(1, Ordering::Relaxed);
@@ -389,9 +454,18 @@ impl Client {
             subs.entry_or_insert_with(&pattern, Vec::new).push((id, tx));
             inner.subs_snap.store(Arc::new(subs.clone()));
         }
-        let sub = Subscription { rx, id, pattern: pattern.clone(), inner: inner.clone() };
+        let sub = Subscription {
+            rx,
+            id,
+            pattern: pattern.clone(),
+            inner: inner.clone(),
+        };
         let corr = inner.next_corr.fetch_add(1, Ordering::Relaxed);
-        let frame = Frame::Subscribe(Subscribe { topics: vec![pattern], qos: Qos::AtLeastOnce, correlation_id: corr });
+        let frame = Frame::Subscribe(Subscribe {
+            topics: vec![pattern],
+            qos: Qos::AtLeastOnce,
+            correlation_id: corr,
+        });
         inner.request(corr, frame).await?;
         Ok(sub)
     }
@@ -411,7 +485,10 @@ impl Client {
             return Ok(());
         }
         let corr = self.inner.next_corr.fetch_add(1, Ordering::Relaxed);
-        let frame = Frame::Unsubscribe(Unsubscribe { topics: vec![pattern], correlation_id: corr });
+        let frame = Frame::Unsubscribe(Unsubscribe {
+            topics: vec![pattern],
+            correlation_id: corr,
+        });
         self.inner.request(corr, frame).await.map(|_| ())
     }
 
@@ -435,7 +512,10 @@ impl Client {
     /// Sends `DISCONNECT`, closes the connection and waits for the background tasks.
     pub async fn close(self) {
         let inner = &self.inner;
-        let bye = Frame::Disconnect(wire::Disconnect { code: 0, reason: "bye".into() });
+        let bye = Frame::Disconnect(wire::Disconnect {
+            code: 0,
+            reason: "bye".into(),
+        });
         let _ = inner.ctrl.try_send(Outbound::Frame(bye.to_bytes()));
         inner.cancel.cancel();
         inner.conn.close(0u32.into(), b"bye");
@@ -446,20 +526,34 @@ impl Client {
 impl Inner {
     async fn request(&self, corr: u64, frame: Frame) -> Result<u32, ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(corr, tx);
-        self.ctrl.send(Outbound::Frame(frame.to_bytes())).await.map_err(|_| ClientError::Closed)?;
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(corr, tx);
+        self.ctrl
+            .send(Outbound::Frame(frame.to_bytes()))
+            .await
+            .map_err(|_| ClientError::Closed)?;
         match tokio::time::timeout(Duration::from_secs(10), rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ClientError::Closed),
             Err(_) => {
-                self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&corr);
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&corr);
                 Err(ClientError::Timeout("SUBACK"))
             }
         }
     }
 
     fn resolve(&self, corr: u64, r: Result<u32, ClientError>) -> bool {
-        match self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&corr) {
+        match self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&corr)
+        {
             Some(tx) => {
                 let _ = tx.send(r);
                 true
@@ -469,7 +563,10 @@ impl Inner {
     }
 
     fn fail_pending(&self, _err: Option<SessionError>) {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Removes subscription `id`; true if another local subscription still holds the pattern.
@@ -494,7 +591,10 @@ impl Inner {
         };
         if !still {
             let corr = self.next_corr.fetch_add(1, Ordering::Relaxed);
-            let f = Frame::Unsubscribe(Unsubscribe { topics: vec![pattern.to_string()], correlation_id: corr });
+            let f = Frame::Unsubscribe(Unsubscribe {
+                topics: vec![pattern.to_string()],
+                correlation_id: corr,
+            });
             let _ = self.ctrl.try_send(Outbound::Frame(f.to_bytes()));
         }
     }
@@ -523,7 +623,9 @@ async fn reader(
                         };
                         let subs = inner.subs_snap.load_full();
                         let mut targets: Vec<&mpsc::Sender<Message>> = Vec::new();
-                        subs.for_each_match(view.topic, |v| targets.extend(v.iter().map(|(_, tx)| tx)));
+                        subs.for_each_match(view.topic, |v| {
+                            targets.extend(v.iter().map(|(_, tx)| tx))
+                        });
                         for tx in targets {
                             if reliable {
                                 if tx.send(msg.clone()).await.is_ok() {
@@ -555,7 +657,13 @@ async fn reader(
                 Some(MessageType::Error) => {
                     if let Frame::Error(e) = raw.decode()? {
                         let handled = e.correlation_id.is_some_and(|c| {
-                            inner.resolve(c, Err(ClientError::Refused { code: e.code, message: e.message.clone() }))
+                            inner.resolve(
+                                c,
+                                Err(ClientError::Refused {
+                                    code: e.code,
+                                    message: e.message.clone(),
+                                }),
+                            )
                         });
                         if !handled {
                             tracing::warn!(code = e.code, message = %e.message, "node reported an error");
@@ -564,7 +672,12 @@ async fn reader(
                 }
                 Some(MessageType::Ping) => {
                     if let Frame::Ping(p) = raw.decode()? {
-                        let _ = inner.ctrl.try_send(Outbound::Frame(Frame::Pong(Pong { correlation_id: p.correlation_id }).to_bytes()));
+                        let _ = inner.ctrl.try_send(Outbound::Frame(
+                            Frame::Pong(Pong {
+                                correlation_id: p.correlation_id,
+                            })
+                            .to_bytes(),
+                        ));
                     }
                 }
                 Some(MessageType::Disconnect) => return Ok(()),

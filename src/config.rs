@@ -170,7 +170,7 @@ pub struct LimitsConfig {
     pub slow_consumer_timeout_ms: u64,
     /// QoS 1 retransmission timeout, ms. Default 5000.
     pub ack_timeout_ms: u64,
-    /// Time for an uplink to settle after (re)connecting, ms. Default 3000.
+    /// Time for an uplink to settle after (re)connecting, ms (see `defaults::UPLINK_SETTLE_MS`). Default 5000.
     pub uplink_settle_ms: u64,
     /// First uplink reconnection delay, ms. Default 100.
     pub reconnect_initial_backoff_ms: u64,

@@ -114,11 +114,25 @@ pub const ACK_TIMEOUT_MS: u64 = 5_000;
 /// [`ACK_TIMEOUT_MS`] as a [`Duration`].
 pub const ACK_TIMEOUT: Duration = Duration::from_millis(ACK_TIMEOUT_MS);
 
-/// After an uplink (re)connects, how long a node waits for its subscriptions to be re-announced
-/// before it reports ready, in milliseconds: 3 s.
-pub const UPLINK_SETTLE_MS: u64 = 3_000;
+/// After an uplink (re)connects, how long the node treats the bridge's view of the realm as
+/// still rebuilding, in milliseconds: 5 s. Inside this window every local publish goes up (the
+/// remote interest is not known yet) and a `no_route` answer to a QoS 1 publish is retried
+/// rather than final, so messages accepted while the bridge was down reach subscribers whose
+/// nodes re-subscribe a little later. 5 s covers the other nodes' heartbeat detection (3 s)
+/// plus their first reconnect attempts.
+pub const UPLINK_SETTLE_MS: u64 = 5_000;
 /// [`UPLINK_SETTLE_MS`] as a [`Duration`].
 pub const UPLINK_SETTLE: Duration = Duration::from_millis(UPLINK_SETTLE_MS);
+
+/// Interval of the application heartbeat (`PING`) a node sends on its uplink. One
+/// uplink per node makes a 1 s heartbeat cheap (~40 bytes/s).
+pub const UPLINK_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Silence on the uplink after which the bridge is declared dead and the node
+/// reconnects. QUIC alone would notice only at the idle timeout or on a stateless
+/// reset whose arrival PTO backoff can delay by many seconds; 3 missed heartbeats
+/// bound re-homing after a bridge crash to ~3 s plus reconnect backoff.
+pub const UPLINK_DEAD_AFTER: Duration = Duration::from_secs(3);
 
 /// First delay before reconnecting a lost uplink, in milliseconds: 100 ms (quick recovery from a
 /// bridge restart); doubled, with jitter, on each failure.

@@ -129,7 +129,10 @@ struct LogOverrides {
 fn overrides(cli: &Cli) -> Overrides {
     let mut o = Overrides {
         data_dir: cli.data_dir.clone(),
-        log: cli.log_level.clone().map(|l| LogOverrides { level: Some(l) }),
+        log: cli
+            .log_level
+            .clone()
+            .map(|l| LogOverrides { level: Some(l) }),
         ..Default::default()
     };
     match &cli.cmd {
@@ -156,7 +159,9 @@ fn overrides(cli: &Cli) -> Overrides {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut cfg = match Config::load(cli.config.as_deref(), &overrides(&cli)).and_then(|c| c.validate().map(|_| c)) {
+    let mut cfg = match Config::load(cli.config.as_deref(), &overrides(&cli))
+        .and_then(|c| c.validate().map(|_| c))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("macula: invalid configuration: {e}");
@@ -168,12 +173,18 @@ fn main() -> ExitCode {
             cfg.node.uplink = None;
         }
     }
-    if let Cmd::Config { cmd: ConfigCmd::Check } = &cli.cmd {
+    if let Cmd::Config {
+        cmd: ConfigCmd::Check,
+    } = &cli.cmd
+    {
         print!("{}", cfg.to_toml());
         return ExitCode::SUCCESS;
     }
     init_logging(&cfg);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("macula: cannot start the runtime: {e}");
@@ -193,7 +204,9 @@ fn main() -> ExitCode {
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cfg.log.json {
         builder.json().init();
     } else {
@@ -214,8 +227,15 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
         Some(addr) => {
             let listener = macula::admin::bind(addr).await?;
             tracing::info!(admin = %listener.local_addr()?, "admin listener started");
-            let state = macula::admin::AdminState { metrics: metrics.clone(), ready: ready.clone() };
-            Some(tokio::spawn(macula::admin::serve_listener(listener, state, admin_cancel.clone())))
+            let state = macula::admin::AdminState {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+            };
+            Some(tokio::spawn(macula::admin::serve_listener(
+                listener,
+                state,
+                admin_cancel.clone(),
+            )))
         }
         None => None,
     };

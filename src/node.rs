@@ -29,11 +29,12 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::Config;
 use crate::dedup::DedupWindow;
+use crate::defaults;
 use crate::metrics::Metrics;
 use crate::router::{PatternChange, Peers, RouteTable};
 use crate::session::{
-    self, accept_session, close, error_frame, fill, observe_latency, open_session, Offer,
-    Outbound, PeerTx, ReliableState, SessionError, WriterConfig,
+    self, accept_session, close, error_frame, fill, observe_latency, open_session, Offer, Outbound,
+    PeerTx, ReliableState, SessionError, WriterConfig,
 };
 use crate::topic::{self, PatternTrie};
 use crate::wire::{
@@ -110,7 +111,12 @@ impl RemoteInterest {
 /// Starts a node from `cfg`: binds the client listener and, if configured, starts
 /// the uplink. Errors: binding or TLS setup failed.
 pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHandle> {
-    let endpoint = crate::transport::server_endpoint(cfg.node.listen, &cfg.tls, &cfg.transport, &cfg.data_dir)?;
+    let endpoint = crate::transport::server_endpoint(
+        cfg.node.listen,
+        &cfg.tls,
+        &cfg.transport,
+        &cfg.data_dir,
+    )?;
     let local_addr = endpoint.local_addr()?;
     let node_id: NodeId = rand::random();
     let shutdown = CancellationToken::new();
@@ -119,7 +125,13 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
     let (uplink, uplink_rx) = if cfg.node.uplink.is_some() {
         let (ctrl_tx, ctrl_rx) = mpsc::channel(limits.max_inflight as usize + 1024);
         let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue);
-        (Some(UplinkTx { ctrl: ctrl_tx, data: data_tx }), Some((ctrl_rx, data_rx)))
+        (
+            Some(UplinkTx {
+                ctrl: ctrl_tx,
+                data: data_tx,
+            }),
+            Some((ctrl_rx, data_rx)),
+        )
     } else {
         (None, None)
     };
@@ -130,7 +142,10 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         metrics: metrics.clone(),
         local: RouteTable::new(limits.max_subscriptions_per_connection),
         uplink,
-        remote: ArcSwap::from_pointee(RemoteInterest { trie: PatternTrie::new(), settle_until: None }),
+        remote: ArcSwap::from_pointee(RemoteInterest {
+            trie: PatternTrie::new(),
+            settle_until: None,
+        }),
         next_key: AtomicU64::new(1),
         cfg,
     });
@@ -162,7 +177,13 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         },
     ));
     info!(listen = %local_addr, realm = %shared.realm, cluster = %shared.cluster, "node started");
-    Ok(NodeHandle { local_addr, node_id, shutdown, tracker, endpoint })
+    Ok(NodeHandle {
+        local_addr,
+        node_id,
+        shutdown,
+        tracker,
+        endpoint,
+    })
 }
 
 fn writer_config(shared: &Shared) -> WriterConfig {
@@ -177,27 +198,46 @@ fn check_connect(c: &Connect, realm: &str, role: Role) -> Result<(), (ErrorCode,
     if !c.versions.contains(&wire::PROTOCOL_VERSION) {
         return Err((
             ErrorCode::UnsupportedVersion,
-            format!("versions {:?} not supported; this peer speaks {}", c.versions, wire::PROTOCOL_VERSION),
+            format!(
+                "versions {:?} not supported; this peer speaks {}",
+                c.versions,
+                wire::PROTOCOL_VERSION
+            ),
         ));
     }
     if c.role != role {
-        return Err((ErrorCode::Protocol, format!("role {:?} not accepted here", c.role)));
+        return Err((
+            ErrorCode::Protocol,
+            format!("role {:?} not accepted here", c.role),
+        ));
     }
     if c.realm != realm {
-        return Err((ErrorCode::UnknownRealm, format!("unknown realm {:?}", c.realm)));
+        return Err((
+            ErrorCode::UnknownRealm,
+            format!("unknown realm {:?}", c.realm),
+        ));
     }
     Ok(())
 }
 
 /// Ends a session with a fatal error: error frame first (best effort), then a
 /// QUIC close carrying the same code.
-async fn fatal(conn: &Connection, send: Option<&mut quinn::SendStream>, metrics: &Metrics, code: ErrorCode, msg: &str) {
+async fn fatal(
+    conn: &Connection,
+    send: Option<&mut quinn::SendStream>,
+    metrics: &Metrics,
+    code: ErrorCode,
+    msg: &str,
+) {
     metrics.protocol_error(code.as_str());
     if let Some(send) = send {
         let _ = tokio::time::timeout(session::CLOSE_LINGER, async {
             send.write_all(&error_frame(code, msg, None)).await?;
             send.finish()?;
-            send.stopped().await.map(|_| ()).map_err(quinn::WriteError::from)
+            send.stopped()
+                .await
+                .map(|_| ())
+                .map_err(quinn::WriteError::from)
         })
         .await;
     }
@@ -207,10 +247,11 @@ async fn fatal(conn: &Connection, send: Option<&mut quinn::SendStream>, metrics:
 async fn serve_client(shared: Arc<Shared>, conn: Connection) {
     let metrics = shared.metrics.clone();
     let limits = &shared.cfg.limits;
-    let (mut send, recv, decoder, connect) = match accept_session(&conn, limits.max_frame_size).await {
-        Ok(s) => s,
-        Err(e) => return reject(&conn, &metrics, e).await,
-    };
+    let (mut send, recv, decoder, connect) =
+        match accept_session(&conn, limits.max_frame_size).await {
+            Ok(s) => s,
+            Err(e) => return reject(&conn, &metrics, e).await,
+        };
     metrics.frames_in.inc(MessageType::Connect as u8, 0);
     if let Err((code, msg)) = check_connect(&connect, &shared.realm, Role::Client) {
         debug!(%msg, "connect refused");
@@ -238,10 +279,19 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
     let _ = ctrl_tx.try_send(Outbound::Frame(connected.to_bytes()));
     shared.local.add_peer(key, tx.clone(), |_, _| {});
     let cancel = CancellationToken::new();
-    let writer = tokio::spawn(session::run_writer(send, ctrl_rx, data_rx, None, cancel.clone(), writer_config(&shared)));
+    let writer = tokio::spawn(session::run_writer(
+        send,
+        ctrl_rx,
+        data_rx,
+        None,
+        cancel.clone(),
+        writer_config(&shared),
+    ));
     let end = client_reader(&shared, &tx, recv, decoder).await;
     let up = shared.uplink.clone();
-    shared.local.remove_peer(key, |changes, _| announce_up(up.as_ref(), changes));
+    shared
+        .local
+        .remove_peer(key, |changes, _| announce_up(up.as_ref(), changes));
     match end {
         Ok(()) => {}
         Err((code, msg)) => {
@@ -287,11 +337,18 @@ fn announce_up(up: Option<&UplinkTx>, changes: &[PatternChange]) {
         }
     }
     if !added.is_empty() {
-        let f = Frame::Subscribe(Subscribe { topics: added, qos: Qos::AtLeastOnce, correlation_id: 0 });
+        let f = Frame::Subscribe(Subscribe {
+            topics: added,
+            qos: Qos::AtLeastOnce,
+            correlation_id: 0,
+        });
         let _ = up.ctrl.try_send(Outbound::Frame(f.to_bytes()));
     }
     if !removed.is_empty() {
-        let f = Frame::Unsubscribe(Unsubscribe { topics: removed, correlation_id: 0 });
+        let f = Frame::Unsubscribe(Unsubscribe {
+            topics: removed,
+            correlation_id: 0,
+        });
         let _ = up.ctrl.try_send(Outbound::Frame(f.to_bytes()));
     }
 }
@@ -308,7 +365,12 @@ type Fatal = (ErrorCode, String);
 
 /// Reads one client's frames until it leaves. Non-fatal problems are answered
 /// with an error frame and counted; a fatal one is returned.
-async fn client_reader(shared: &Shared, me: &PeerTx, mut recv: RecvStream, mut decoder: FrameDecoder) -> Result<(), Fatal> {
+async fn client_reader(
+    shared: &Shared,
+    me: &PeerTx,
+    mut recv: RecvStream,
+    mut decoder: FrameDecoder,
+) -> Result<(), Fatal> {
     let metrics = &shared.metrics;
     let mut scratch = Vec::new();
     let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
@@ -338,7 +400,9 @@ async fn client_reader(shared: &Shared, me: &PeerTx, mut recv: RecvStream, mut d
 
 fn nonfatal(me: &PeerTx, metrics: &Metrics, code: ErrorCode, msg: String, corr: Option<u64>) {
     metrics.protocol_error(code.as_str());
-    let _ = me.ctrl.try_send(Outbound::Frame(error_frame(code, msg, corr)));
+    let _ = me
+        .ctrl
+        .try_send(Outbound::Frame(error_frame(code, msg, corr)));
 }
 
 /// Handles one frame from a client. `Ok(Some(()))` ends the session cleanly.
@@ -351,7 +415,13 @@ async fn handle_client_frame(
 ) -> Result<Option<()>, Fatal> {
     let metrics = &shared.metrics;
     let Some(t) = raw.msg_type() else {
-        nonfatal(me, metrics, ErrorCode::UnknownType, format!("unknown message type 0x{:02x}", raw.header.msg_type), None);
+        nonfatal(
+            me,
+            metrics,
+            ErrorCode::UnknownType,
+            format!("unknown message type 0x{:02x}", raw.header.msg_type),
+            None,
+        );
         return Ok(None);
     };
     match t {
@@ -360,33 +430,62 @@ async fn handle_client_frame(
                 Ok(v) => v,
                 Err(e) => {
                     nonfatal(me, metrics, e.code(), e.to_string(), None);
-                    metrics.messages_dropped_total.with_label_values(&["invalid"]).inc();
+                    metrics
+                        .messages_dropped_total
+                        .with_label_values(&["invalid"])
+                        .inc();
                     return Ok(None);
                 }
             };
             if let Err(e) = topic::validate_topic(view.topic) {
-                nonfatal(me, metrics, ErrorCode::InvalidTopic, format!("topic {:?}: {e}", view.topic), None);
-                metrics.messages_dropped_total.with_label_values(&["invalid"]).inc();
+                nonfatal(
+                    me,
+                    metrics,
+                    ErrorCode::InvalidTopic,
+                    format!("topic {:?}: {e}", view.topic),
+                    None,
+                );
+                metrics
+                    .messages_dropped_total
+                    .with_label_values(&["invalid"])
+                    .inc();
                 return Ok(None);
             }
             metrics.messages_published_total.inc();
             let reliable = view.qos == Qos::AtLeastOnce;
-            deliver_local(shared, &raw.bytes, view.topic, reliable, view.ts_us, scratch, slow).await;
+            deliver_local(
+                shared, &raw.bytes, view.topic, reliable, view.ts_us, scratch, slow,
+            )
+            .await;
             if let Some(up) = &shared.uplink {
                 if shared.remote.load().wants(view.topic) {
                     if reliable {
-                        if up.data.send(Outbound::Custody(view.message_id, raw.bytes.clone())).await.is_ok() {
+                        if up
+                            .data
+                            .send(Outbound::Custody(view.message_id, raw.bytes.clone()))
+                            .await
+                            .is_ok()
+                        {
                             metrics.messages_relayed_total.inc();
                         }
                     } else if up.data.try_send(Outbound::Frame(raw.bytes.clone())).is_ok() {
                         metrics.messages_relayed_total.inc();
                     } else {
-                        metrics.messages_dropped_total.with_label_values(&["queue_full"]).inc();
+                        metrics
+                            .messages_dropped_total
+                            .with_label_values(&["queue_full"])
+                            .inc();
                     }
                 }
             }
             if reliable && me.ctrl.try_send(Outbound::Ack(view.message_id)).is_err() {
-                nonfatal(me, metrics, ErrorCode::InflightExceeded, "more QoS 1 publishes in flight than max_inflight".into(), None);
+                nonfatal(
+                    me,
+                    metrics,
+                    ErrorCode::InflightExceeded,
+                    "more QoS 1 publishes in flight than max_inflight".into(),
+                    None,
+                );
             }
         }
         MessageType::Subscribe | MessageType::Unsubscribe => {
@@ -412,21 +511,34 @@ async fn handle_client_frame(
                 match shared.local.subscribe(me.key, &patterns, emit) {
                     Ok(n) => n,
                     Err(e) => {
-                        nonfatal(me, metrics, ErrorCode::LimitExceeded, e.to_string(), Some(corr));
+                        nonfatal(
+                            me,
+                            metrics,
+                            ErrorCode::LimitExceeded,
+                            e.to_string(),
+                            Some(corr),
+                        );
                         return Ok(None);
                     }
                 }
             } else {
                 shared.local.unsubscribe(me.key, &patterns, emit)
             };
-            metrics.subscriptions.set(shared.local.load().patterns() as i64);
-            let ack = Frame::SubAck(SubAck { correlation_id: corr, count: count as u32 });
+            metrics
+                .subscriptions
+                .set(shared.local.load().patterns() as i64);
+            let ack = Frame::SubAck(SubAck {
+                correlation_id: corr,
+                count: count as u32,
+            });
             let _ = me.ctrl.try_send(Outbound::Frame(ack.to_bytes()));
         }
         MessageType::PubAck => {}
         MessageType::Ping => {
             if let Ok(Frame::Ping(p)) = raw.decode() {
-                let pong = Frame::Pong(Pong { correlation_id: p.correlation_id });
+                let pong = Frame::Pong(Pong {
+                    correlation_id: p.correlation_id,
+                });
                 let _ = me.ctrl.try_send(Outbound::Frame(pong.to_bytes()));
             }
         }
@@ -440,7 +552,13 @@ async fn handle_client_frame(
             }
         }
         other => {
-            nonfatal(me, metrics, ErrorCode::Protocol, format!("{} is not accepted from a client", other.as_str()), None);
+            nonfatal(
+                me,
+                metrics,
+                ErrorCode::Protocol,
+                format!("{} is not accepted from a client", other.as_str()),
+                None,
+            );
         }
     }
     Ok(None)
@@ -462,17 +580,32 @@ async fn deliver_local(
     for &idx in scratch.iter() {
         let (_, tx) = snap.target(idx);
         if frame.len() > tx.max_frame {
-            metrics.messages_dropped_total.with_label_values(&["too_large"]).inc();
+            metrics
+                .messages_dropped_total
+                .with_label_values(&["too_large"])
+                .inc();
             continue;
         }
-        match tx.offer(Outbound::Frame(frame.clone()), reliable, slow).await {
+        match tx
+            .offer(Outbound::Frame(frame.clone()), reliable, slow)
+            .await
+        {
             Offer::Queued => {
                 metrics.messages_delivered_total.inc();
                 observe_latency(metrics, ts_us);
             }
-            Offer::QueueFull => metrics.messages_dropped_total.with_label_values(&["queue_full"]).inc(),
-            Offer::SlowConsumer => metrics.messages_dropped_total.with_label_values(&["slow_consumer"]).inc(),
-            Offer::Closed | Offer::TooLarge => metrics.messages_dropped_total.with_label_values(&["closed"]).inc(),
+            Offer::QueueFull => metrics
+                .messages_dropped_total
+                .with_label_values(&["queue_full"])
+                .inc(),
+            Offer::SlowConsumer => metrics
+                .messages_dropped_total
+                .with_label_values(&["slow_consumer"])
+                .inc(),
+            Offer::Closed | Offer::TooLarge => metrics
+                .messages_dropped_total
+                .with_label_values(&["closed"])
+                .inc(),
         }
     }
 }
@@ -481,8 +614,8 @@ async fn deliver_local(
 async fn run_uplink(
     shared: Arc<Shared>,
     endpoint: Endpoint,
-    mut ctrl_rx: mpsc::Receiver<Outbound>,
-    mut data_rx: mpsc::Receiver<Outbound>,
+    ctrl_rx: mpsc::Receiver<Outbound>,
+    data_rx: mpsc::Receiver<Outbound>,
     cancel: CancellationToken,
 ) {
     let limits = shared.cfg.limits.clone();
@@ -494,7 +627,12 @@ async fn run_uplink(
         Duration::from_millis(limits.uplink_settle_ms),
         shared.metrics.clone(),
     );
-    let (acks_tx, mut acks_rx) = session::ack_channel(limits.max_inflight as usize);
+    let (acks_tx, acks_rx) = session::ack_channel(limits.max_inflight as usize);
+    let mut queues = session::ReliableQueues {
+        ctrl: ctrl_rx,
+        data: data_rx,
+        acks: acks_rx,
+    };
     let mut dedup = DedupWindow::new(limits.dedup_window);
     let initial = Duration::from_millis(limits.reconnect_initial_backoff_ms.max(1));
     let max = Duration::from_millis(limits.reconnect_max_backoff_ms.max(1));
@@ -520,17 +658,22 @@ async fn run_uplink(
                 continue;
             }
         };
-        let (mut send, recv, decoder, welcome) = match open_session(&conn, connect_frame(&shared), limits.max_frame_size).await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(uplink = %target, error = %e, "uplink session refused");
-                continue;
-            }
-        };
+        let (mut send, recv, decoder, welcome) =
+            match open_session(&conn, connect_frame(&shared), limits.max_frame_size).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(uplink = %target, error = %e, "uplink session refused");
+                    continue;
+                }
+            };
         backoff = initial;
         state.window = (welcome.max_inflight as usize).max(1);
         connected_flag.store(true, Ordering::Relaxed);
-        shared.metrics.connections_open.with_label_values(&["uplink"]).inc();
+        shared
+            .metrics
+            .connections_open
+            .with_label_values(&["uplink"])
+            .inc();
         info!(uplink = %target, "uplink connected");
         shared.remote.store(Arc::new(RemoteInterest {
             trie: PatternTrie::new(),
@@ -539,10 +682,17 @@ async fn run_uplink(
         // Re-announce our interest: drain stale control items (old acks, old
         // interest deltas) and read the full pattern set atomically.
         let announce: Vec<Bytes> = shared.local.with_all_patterns(|patterns| {
-            while ctrl_rx.try_recv().is_ok() {}
+            while queues.ctrl.try_recv().is_ok() {}
             patterns
                 .chunks(PATTERNS_PER_FRAME)
-                .map(|c| Frame::Subscribe(Subscribe { topics: c.to_vec(), qos: Qos::AtLeastOnce, correlation_id: 0 }).to_bytes())
+                .map(|c| {
+                    Frame::Subscribe(Subscribe {
+                        topics: c.to_vec(),
+                        qos: Qos::AtLeastOnce,
+                        correlation_id: 0,
+                    })
+                    .to_bytes()
+                })
                 .collect()
         });
         let mut ok = true;
@@ -553,14 +703,25 @@ async fn run_uplink(
             }
         }
         if ok {
+            let liveness =
+                session::Liveness::new(defaults::UPLINK_HEARTBEAT, defaults::UPLINK_DEAD_AFTER);
             let session_cancel = CancellationToken::new();
             let writer = async {
-                let r = session::run_reliable_writer(&mut send, &mut state, &mut ctrl_rx, &mut data_rx, &mut acks_rx, &session_cancel, &wcfg).await;
+                let r = session::run_reliable_writer(
+                    &mut send,
+                    &mut state,
+                    &mut queues,
+                    &session_cancel,
+                    &wcfg,
+                    Some(&liveness),
+                )
+                .await;
                 conn.close(0u32.into(), b"uplink writer ended");
                 r
             };
             let reader = async {
-                let r = uplink_reader(&shared, recv, decoder, &mut dedup, &acks_tx).await;
+                let r =
+                    uplink_reader(&shared, recv, decoder, &mut dedup, &acks_tx, &liveness).await;
                 session_cancel.cancel();
                 r
             };
@@ -575,7 +736,11 @@ async fn run_uplink(
             };
             debug!(writer = ?w.err(), reader = ?r.err(), "uplink session ended");
         }
-        shared.metrics.connections_open.with_label_values(&["uplink"]).dec();
+        shared
+            .metrics
+            .connections_open
+            .with_label_values(&["uplink"])
+            .dec();
         connected_flag.store(false, Ordering::Relaxed);
         warn!(uplink = %target, unacked = state.unacked(), "uplink lost; reconnecting");
     }
@@ -594,12 +759,21 @@ fn connect_frame(shared: &Shared) -> Connect {
     }
 }
 
-async fn connect_uplink(_shared: &Shared, endpoint: &Endpoint, target: &str, server_name: &str) -> anyhow::Result<Connection> {
+async fn connect_uplink(
+    _shared: &Shared,
+    endpoint: &Endpoint,
+    target: &str,
+    server_name: &str,
+) -> anyhow::Result<Connection> {
     let addr = tokio::net::lookup_host(target)
         .await?
         .next()
         .ok_or_else(|| anyhow::anyhow!("{target} resolved to no address"))?;
-    let conn = tokio::time::timeout(session::HANDSHAKE_TIMEOUT, endpoint.connect(addr, server_name)?).await??;
+    let conn = tokio::time::timeout(
+        session::HANDSHAKE_TIMEOUT,
+        endpoint.connect(addr, server_name)?,
+    )
+    .await??;
     Ok(conn)
 }
 
@@ -611,9 +785,13 @@ async fn uplink_reader(
     mut decoder: FrameDecoder,
     dedup: &mut DedupWindow,
     acks_tx: &mpsc::Sender<PubAck>,
+    liveness: &session::Liveness,
 ) -> Result<(), SessionError> {
     let metrics = &shared.metrics;
-    let up = shared.uplink.as_ref().expect("uplink reader runs only with an uplink");
+    let up = shared
+        .uplink
+        .as_ref()
+        .expect("uplink reader runs only with an uplink");
     let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
     let mut scratch = Vec::new();
     loop {
@@ -630,7 +808,16 @@ async fn uplink_reader(
                     };
                     let reliable = view.qos == Qos::AtLeastOnce;
                     if dedup.insert(view.message_id) {
-                        deliver_local(shared, &raw.bytes, view.topic, reliable, view.ts_us, &mut scratch, slow).await;
+                        deliver_local(
+                            shared,
+                            &raw.bytes,
+                            view.topic,
+                            reliable,
+                            view.ts_us,
+                            &mut scratch,
+                            slow,
+                        )
+                        .await;
                     } else {
                         metrics.messages_deduplicated_total.inc();
                     }
@@ -666,12 +853,17 @@ async fn uplink_reader(
                                 trie.remove(p);
                             }
                         }
-                        RemoteInterest { trie, settle_until: cur.settle_until }
+                        RemoteInterest {
+                            trie,
+                            settle_until: cur.settle_until,
+                        }
                     });
                 }
                 Some(MessageType::Ping) => {
                     if let Ok(Frame::Ping(p)) = raw.decode() {
-                        let pong = Frame::Pong(Pong { correlation_id: p.correlation_id });
+                        let pong = Frame::Pong(Pong {
+                            correlation_id: p.correlation_id,
+                        });
                         let _ = up.ctrl.try_send(Outbound::Frame(pong.to_bytes()));
                     }
                 }
@@ -687,5 +879,6 @@ async fn uplink_reader(
         if !fill(&mut recv, &mut decoder).await? {
             return Err(SessionError::Eof);
         }
+        liveness.touch();
     }
 }

@@ -43,7 +43,8 @@ impl<T> RouteSnapshot<T> {
     /// calls so the hot path does not allocate.
     pub fn collect(&self, topic: &str, out: &mut Vec<u32>) {
         out.clear();
-        self.trie.for_each_match(topic, |idxs| out.extend_from_slice(idxs));
+        self.trie
+            .for_each_match(topic, |idxs| out.extend_from_slice(idxs));
         if out.len() > 1 {
             out.sort_unstable();
             out.dedup();
@@ -305,7 +306,10 @@ impl<T: Clone> RouteTable<T> {
         }
         let mut trie = PatternTrie::new();
         for (pattern, holders) in &m.holders {
-            let idxs: Vec<u32> = holders.iter().filter_map(|k| index.get(k).copied()).collect();
+            let idxs: Vec<u32> = holders
+                .iter()
+                .filter_map(|k| index.get(k).copied())
+                .collect();
             if !idxs.is_empty() {
                 trie.insert(pattern, idxs);
             }
@@ -381,7 +385,11 @@ mod tests {
         let mut ch = Vec::new();
         t.remove_peer(1, |c, _| ch = c.to_vec());
         assert_eq!(ch.len(), 1);
-        assert_eq!(interest_delta(&ch[0], 2), Some(false), "2 no longer sees others' interest");
+        assert_eq!(
+            interest_delta(&ch[0], 2),
+            Some(false),
+            "2 no longer sees others' interest"
+        );
         assert_eq!(interest_delta(&ch[0], 3), None, "3 still sees 2's interest");
         t.remove_peer(2, |_, _| {});
         assert_eq!(t.load().patterns(), 0);
@@ -394,11 +402,21 @@ mod tests {
         t.add_peer(1, (), |_, _| {});
         t.add_peer(2, (), |_, _| {});
         let mut ch = Vec::new();
-        t.subscribe(1, &pats(&["a"]), |c, _| ch = c.to_vec()).unwrap();
-        assert_eq!(interest_delta(&ch[0], 1), None, "own interest is not echoed");
+        t.subscribe(1, &pats(&["a"]), |c, _| ch = c.to_vec())
+            .unwrap();
+        assert_eq!(
+            interest_delta(&ch[0], 1),
+            None,
+            "own interest is not echoed"
+        );
         assert_eq!(interest_delta(&ch[0], 2), Some(true));
-        t.subscribe(2, &pats(&["a"]), |c, _| ch = c.to_vec()).unwrap();
-        assert_eq!(interest_delta(&ch[0], 1), Some(true), "1 now sees 2's interest");
+        t.subscribe(2, &pats(&["a"]), |c, _| ch = c.to_vec())
+            .unwrap();
+        assert_eq!(
+            interest_delta(&ch[0], 1),
+            Some(true),
+            "1 now sees 2's interest"
+        );
         assert_eq!(interest_delta(&ch[0], 2), None);
         let mut initial = Vec::new();
         t.add_peer(3, (), |_, p| initial = p);

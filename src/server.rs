@@ -35,7 +35,10 @@ pub async fn accept_loop<F, Fut>(
             i = endpoint.accept() => match i { Some(i) => i, None => break },
         };
         if metrics.connections_open.with_label_values(&[role]).get() as usize >= max_connections {
-            metrics.connections_rejected_total.with_label_values(&["max_connections"]).inc();
+            metrics
+                .connections_rejected_total
+                .with_label_values(&["max_connections"])
+                .inc();
             incoming.refuse();
             continue;
         }
@@ -47,16 +50,25 @@ pub async fn accept_loop<F, Fut>(
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
                     debug!(remote.addr = %remote, error = %e, "handshake failed");
-                    metrics.connections_rejected_total.with_label_values(&["handshake"]).inc();
+                    metrics
+                        .connections_rejected_total
+                        .with_label_values(&["handshake"])
+                        .inc();
                     return;
                 }
                 Err(_) => {
                     warn!(remote.addr = %remote, "handshake timed out");
-                    metrics.connections_rejected_total.with_label_values(&["handshake"]).inc();
+                    metrics
+                        .connections_rejected_total
+                        .with_label_values(&["handshake"])
+                        .inc();
                     return;
                 }
             };
-            metrics.connections_accepted_total.with_label_values(&[role]).inc();
+            metrics
+                .connections_accepted_total
+                .with_label_values(&[role])
+                .inc();
             metrics.connections_open.with_label_values(&[role]).inc();
             handler(conn).await;
             metrics.connections_open.with_label_values(&[role]).dec();

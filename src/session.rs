@@ -186,7 +186,11 @@ pub fn close(conn: &Connection, code: ErrorCode, reason: &str) {
 }
 
 /// Encodes an error frame.
-pub fn error_frame(code: ErrorCode, message: impl Into<String>, correlation_id: Option<u64>) -> Bytes {
+pub fn error_frame(
+    code: ErrorCode,
+    message: impl Into<String>,
+    correlation_id: Option<u64>,
+) -> Bytes {
     Frame::Error(ErrorFrame {
         code: code as u16,
         message: message.into(),
@@ -211,7 +215,10 @@ pub async fn fill(recv: &mut RecvStream, decoder: &mut FrameDecoder) -> Result<b
 }
 
 /// Reads until one whole frame is available.
-pub async fn next_frame(recv: &mut RecvStream, decoder: &mut FrameDecoder) -> Result<RawFrame, SessionError> {
+pub async fn next_frame(
+    recv: &mut RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<RawFrame, SessionError> {
     loop {
         if let Some(f) = decoder.next_frame()? {
             return Ok(f);
@@ -295,7 +302,9 @@ impl Batch {
     }
 
     fn push_frame(&mut self, frame: Bytes, metrics: &Metrics) {
-        metrics.frames_out.inc(frame.get(1).copied().unwrap_or(0), frame.len());
+        metrics
+            .frames_out
+            .inc(frame.get(1).copied().unwrap_or(0), frame.len());
         self.frames += 1;
         self.bytes += frame.len() as u64;
         self.chunks.push(frame);
@@ -316,7 +325,13 @@ impl Batch {
                 .collect();
             let mut buf = BytesMut::new();
             // PUBACK of at most 2 × 4096 ids stays far below u32::MAX.
-            if Frame::PubAck(PubAck { ids: a, no_route: n }).encode(&mut buf).is_ok() {
+            if Frame::PubAck(PubAck {
+                ids: a,
+                no_route: n,
+            })
+            .encode(&mut buf)
+            .is_ok()
+            {
                 frames.push(buf.freeze());
             }
         }
@@ -330,7 +345,11 @@ impl Batch {
         self.chunks.is_empty() && self.acks.is_empty() && self.no_route.is_empty()
     }
 
-    async fn write(&mut self, send: &mut SendStream, timeout: Duration) -> Result<(), SessionError> {
+    async fn write(
+        &mut self,
+        send: &mut SendStream,
+        timeout: Duration,
+    ) -> Result<(), SessionError> {
         if self.chunks.is_empty() {
             return Ok(());
         }
@@ -467,7 +486,12 @@ pub const RETRANSMIT_TICK: Duration = Duration::from_millis(100);
 
 impl ReliableState {
     /// Fresh state with the given window and timeouts.
-    pub fn new(window: usize, ack_timeout: Duration, settle: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        window: usize,
+        ack_timeout: Duration,
+        settle: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         ReliableState {
             unacked: HashMap::new(),
             next_seq: 0,
@@ -500,7 +524,10 @@ impl ReliableState {
                     u.due = now + NO_ROUTE_RETRY;
                 }
             } else if self.unacked.remove(&id).is_some() {
-                self.metrics.messages_dropped_total.with_label_values(&["no_route"]).inc();
+                self.metrics
+                    .messages_dropped_total
+                    .with_label_values(&["no_route"])
+                    .inc();
                 done += 1;
             }
         }
@@ -515,7 +542,19 @@ impl ReliableState {
         let seq = self.next_seq;
         self.next_seq += 1;
         let due = now + self.ack_timeout;
-        if self.unacked.insert(id, Unacked { seq, frame, due, attempts: 0 }).is_none() {
+        if self
+            .unacked
+            .insert(
+                id,
+                Unacked {
+                    seq,
+                    frame,
+                    due,
+                    attempts: 0,
+                },
+            )
+            .is_none()
+        {
             self.metrics.inflight_messages.inc();
         }
     }
@@ -523,7 +562,8 @@ impl ReliableState {
     fn due_frames(&mut self, now: Instant, all: bool) -> Vec<Bytes> {
         if !all {
             let before = self.unacked.len();
-            self.unacked.retain(|_, u| u.due > now || u.attempts < MAX_RETRANSMITS);
+            self.unacked
+                .retain(|_, u| u.due > now || u.attempts < MAX_RETRANSMITS);
             let given_up = (before - self.unacked.len()) as u64;
             if given_up > 0 {
                 self.metrics
@@ -552,24 +592,45 @@ impl ReliableState {
     }
 }
 
+/// The receiving ends a reliable writer drains; they outlive one connection.
+pub struct ReliableQueues {
+    /// Control items (interest frames, acknowledgements owed to the peer).
+    pub ctrl: mpsc::Receiver<Outbound>,
+    /// Publishes.
+    pub data: mpsc::Receiver<Outbound>,
+    /// `PUBACK`s the reader received for our publishes.
+    pub acks: mpsc::Receiver<PubAck>,
+}
+
 /// Writer for the connecting side (client → node, node → bridge), which keeps
-/// custody of QoS 1 publishes until acknowledged. `acks_rx` carries the `PUBACK`
+/// custody of QoS 1 publishes until acknowledged. `queues.acks` carries the `PUBACK`
 /// frames the reader received. Returns when cancelled, when the queues close, or
 /// on a write error; `state` survives for the next session.
 pub async fn run_reliable_writer(
     send: &mut SendStream,
     state: &mut ReliableState,
-    ctrl_rx: &mut mpsc::Receiver<Outbound>,
-    data_rx: &mut mpsc::Receiver<Outbound>,
-    acks_rx: &mut mpsc::Receiver<PubAck>,
+    queues: &mut ReliableQueues,
     cancel: &CancellationToken,
     cfg: &WriterConfig,
+    liveness: Option<&Liveness>,
 ) -> Result<(), SessionError> {
     let mut batch = Batch::new();
     state.session_started = Instant::now();
+    if let Some(l) = liveness {
+        l.touch();
+    }
+    let ping_every = liveness
+        .map(|l| l.ping_every)
+        .unwrap_or(Duration::from_secs(3600));
+    let mut ping_tick = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    ping_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ping_seq = 0u64;
     let resend = state.due_frames(Instant::now(), true);
     if !resend.is_empty() {
-        state.metrics.qos1_retransmissions_total.inc_by(resend.len() as u64);
+        state
+            .metrics
+            .qos1_retransmissions_total
+            .inc_by(resend.len() as u64);
         for f in resend {
             batch.push_frame(f, &cfg.metrics);
         }
@@ -579,20 +640,33 @@ pub async fn run_reliable_writer(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut items = Vec::with_capacity(WRITE_BATCH);
     loop {
-        let room = state.window.saturating_sub(state.unacked.len()).min(WRITE_BATCH);
+        let room = state
+            .window
+            .saturating_sub(state.unacked.len())
+            .min(WRITE_BATCH);
         let now_closing = tokio::select! {
             biased;
             _ = cancel.cancelled() => true,
-            Some(ack) = acks_rx.recv() => {
+            Some(ack) = queues.acks.recv() => {
                 let now = Instant::now();
                 state.on_puback(ack, now);
-                while let Ok(ack) = acks_rx.try_recv() {
+                while let Ok(ack) = queues.acks.try_recv() {
                     state.on_puback(ack, now);
                 }
                 false
             }
-            i = ctrl_rx.recv() => match i { Some(i) => { items.push(i); false } None => true },
-            i = data_rx.recv(), if room > 0 => match i { Some(i) => { items.push(i); false } None => true },
+            i = queues.ctrl.recv() => match i { Some(i) => { items.push(i); false } None => true },
+            i = queues.data.recv(), if room > 0 => match i { Some(i) => { items.push(i); false } None => true },
+            _ = ping_tick.tick(), if liveness.is_some() => {
+                if let Some(l) = liveness {
+                    if l.silent_for() >= l.dead_after {
+                        return Err(SessionError::Timeout("peer silent (heartbeat)"));
+                    }
+                }
+                ping_seq += 1;
+                batch.push_frame(Frame::Ping(wire::Ping { correlation_id: ping_seq }).to_bytes(), &cfg.metrics);
+                false
+            }
             _ = tick.tick() => {
                 let due = state.due_frames(Instant::now(), false);
                 if !due.is_empty() {
@@ -608,7 +682,7 @@ pub async fn run_reliable_writer(
             return Ok(());
         }
         let now = Instant::now();
-        while let Ok(i) = ctrl_rx.try_recv() {
+        while let Ok(i) = queues.ctrl.try_recv() {
             items.push(i);
         }
         let mut room = state.window.saturating_sub(state.unacked.len());
@@ -625,13 +699,15 @@ pub async fn run_reliable_writer(
             }
         }
         while room > 0 && batch.chunks.len() < WRITE_BATCH {
-            match data_rx.try_recv() {
+            match queues.data.try_recv() {
                 Ok(Outbound::Custody(id, f)) => {
                     room -= 1;
                     state.take_custody(id, f.clone(), now);
                     batch.push_frame(f, &cfg.metrics);
                 }
-                Ok(Outbound::Frame(f)) | Ok(Outbound::Tracked(f, _)) => batch.push_frame(f, &cfg.metrics),
+                Ok(Outbound::Frame(f)) | Ok(Outbound::Tracked(f, _)) => {
+                    batch.push_frame(f, &cfg.metrics)
+                }
                 Ok(Outbound::Ack(id)) => batch.acks.push(id),
                 Ok(Outbound::NoRoute(id)) => batch.no_route.push(id),
                 Err(_) => break,
@@ -641,6 +717,44 @@ pub async fn run_reliable_writer(
             batch.seal(&cfg.metrics);
             batch.write(send, cfg.write_timeout).await?;
         }
+    }
+}
+
+/// Application-level liveness of a session: the reader records when it last
+/// received anything; the reliable writer sends a `PING` every `ping_every` and
+/// ends the session when the peer has been silent for `dead_after`. QUIC alone
+/// notices a dead peer only after its idle timeout or a stateless reset, which
+/// with PTO backoff can take many seconds; an uplink must re-home faster.
+#[derive(Clone, Debug)]
+pub struct Liveness {
+    last_rx_ms: Arc<AtomicU64>,
+    epoch: Instant,
+    /// Interval between heartbeats.
+    pub ping_every: Duration,
+    /// Silence after which the peer is declared dead.
+    pub dead_after: Duration,
+}
+
+impl Liveness {
+    /// Fresh liveness state (the peer counts as just heard from).
+    pub fn new(ping_every: Duration, dead_after: Duration) -> Self {
+        Liveness {
+            last_rx_ms: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+            ping_every,
+            dead_after,
+        }
+    }
+
+    /// Records that something was received now.
+    pub fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_rx_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_rx_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
     }
 }
 
@@ -662,7 +776,9 @@ pub fn observe_latency(metrics: &Metrics, ts_us: Option<u64>) {
     if let Some(ts) = ts_us {
         let now = now_us();
         if now >= ts {
-            metrics.delivery_latency_seconds.observe((now - ts) as f64 / 1e6);
+            metrics
+                .delivery_latency_seconds
+                .observe((now - ts) as f64 / 1e6);
         }
     }
 }

@@ -127,7 +127,8 @@ pub fn server_endpoint(
 ) -> Result<quinn::Endpoint, TransportError> {
     let server = server_config(tls, transport, data_dir)?;
     let client = client_config(tls, transport, data_dir)?;
-    let mut endpoint = endpoint(bind, Some(server), transport)?;
+    let reset_key = stateless_reset_key(data_dir)?;
+    let mut endpoint = endpoint(bind, Some(server), transport, Some(reset_key))?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
 }
@@ -144,7 +145,7 @@ pub fn client_endpoint(
     data_dir: &Path,
 ) -> Result<quinn::Endpoint, TransportError> {
     let client = client_config(tls, transport, data_dir)?;
-    let mut endpoint = endpoint(bind, None, transport)?;
+    let mut endpoint = endpoint(bind, None, transport, None)?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
 }
@@ -341,6 +342,44 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TransportError> {
 // Private helpers
 // ---------------------------------------------------------------------------------------------
 
+/// File in the data directory holding the stateless-reset secret.
+pub const RESET_KEY_FILE: &str = "stateless-reset.key";
+
+/// The HMAC key quinn derives stateless-reset tokens from (RFC 9000 §10.3), kept in
+/// `data_dir/stateless-reset.key` (32 random bytes, mode 0600, created on first start).
+/// Because a restarted process reuses it, peers of the previous incarnation get a
+/// stateless reset they recognise on their next packet and reconnect within one
+/// round trip instead of waiting out the idle timeout.
+///
+/// # Errors
+/// [`TransportError::WriteDevCert`] if the file cannot be read or created.
+pub fn stateless_reset_key(data_dir: &Path) -> Result<ring::hmac::Key, TransportError> {
+    let path = data_dir.join(RESET_KEY_FILE);
+    let secret = match std::fs::read(&path) {
+        Ok(b) if b.len() == 32 => b,
+        _ => {
+            let fresh: [u8; 32] = rand::random();
+            let write = || -> io::Result<()> {
+                std::fs::create_dir_all(data_dir)?;
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, fresh)?;
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+                }
+                std::fs::rename(&tmp, &path)
+            };
+            write().map_err(|source| TransportError::WriteDevCert {
+                path: path.clone(),
+                source,
+            })?;
+            fresh.to_vec()
+        }
+    };
+    Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret))
+}
+
 /// Whether the development-mode warning was logged already.
 static DEV_WARNED: AtomicBool = AtomicBool::new(false);
 
@@ -353,16 +392,16 @@ fn endpoint(
     bind: SocketAddr,
     server: Option<quinn::ServerConfig>,
     transport: &TransportConfig,
+    reset_key: Option<ring::hmac::Key>,
 ) -> Result<quinn::Endpoint, TransportError> {
     let socket = udp_socket(bind, transport.udp_socket_buffer)
         .map_err(|source| TransportError::Bind { addr: bind, source })?;
-    quinn::Endpoint::new(
-        EndpointConfig::default(),
-        server,
-        socket,
-        Arc::new(TokioRuntime),
-    )
-    .map_err(|source| TransportError::Bind { addr: bind, source })
+    let config = match reset_key {
+        Some(key) => EndpointConfig::new(Arc::new(key)),
+        None => EndpointConfig::default(),
+    };
+    quinn::Endpoint::new(config, server, socket, Arc::new(TokioRuntime))
+        .map_err(|source| TransportError::Bind { addr: bind, source })
 }
 
 /// A bound, non-blocking UDP socket with send/receive buffers of `buffer` bytes requested
@@ -703,7 +742,7 @@ mod tests {
             }))
             .with_no_client_auth();
         crypto.alpn_protocols = vec![b"h3".to_vec()];
-        let mut client = endpoint(localhost(), None, &transport()).unwrap();
+        let mut client = endpoint(localhost(), None, &transport(), None).unwrap();
         client.set_default_client_config(quinn::ClientConfig::new(Arc::new(
             QuicClientConfig::try_from(crypto).unwrap(),
         )));

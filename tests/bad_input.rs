@@ -25,10 +25,22 @@ struct Raw {
 
 async fn raw_connect(addr: SocketAddr) -> Raw {
     let cfg = Config::default();
-    let ep = macula::transport::client_endpoint("0.0.0.0:0".parse().unwrap(), &cfg.tls, &cfg.transport, &cfg.data_dir).unwrap();
+    let ep = macula::transport::client_endpoint(
+        "0.0.0.0:0".parse().unwrap(),
+        &cfg.tls,
+        &cfg.transport,
+        &cfg.data_dir,
+    )
+    .unwrap();
     let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
     let (send, recv) = conn.open_bi().await.unwrap();
-    Raw { conn, send, recv, decoder: FrameDecoder::new(wire::DEFAULT_MAX_FRAME_SIZE), _ep: ep }
+    Raw {
+        conn,
+        send,
+        recv,
+        decoder: FrameDecoder::new(wire::DEFAULT_MAX_FRAME_SIZE),
+        _ep: ep,
+    }
 }
 
 fn connect_frame(realm: &str) -> Bytes {
@@ -61,7 +73,10 @@ impl Raw {
             if let Some(raw) = self.decoder.next_frame().unwrap() {
                 return Some(raw.decode().unwrap());
             }
-            match tokio::time::timeout(Duration::from_secs(10), self.recv.read_chunk(65536, true)).await.expect("answer within 10 s") {
+            match tokio::time::timeout(Duration::from_secs(10), self.recv.read_chunk(65536, true))
+                .await
+                .expect("answer within 10 s")
+            {
                 Ok(Some(c)) => self.decoder.extend(&c.bytes),
                 _ => return None,
             }
@@ -81,14 +96,20 @@ impl Raw {
 
     /// Waits for the connection to be closed; returns the application close code.
     async fn close_code(&self) -> u64 {
-        match tokio::time::timeout(Duration::from_secs(10), self.conn.closed()).await.expect("closed within 10 s") {
+        match tokio::time::timeout(Duration::from_secs(10), self.conn.closed())
+            .await
+            .expect("closed within 10 s")
+        {
             quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
             other => panic!("unexpected close: {other}"),
         }
     }
 
     async fn still_alive(&mut self) {
-        self.send.write_all(&Frame::Ping(Ping { correlation_id: 99 }).to_bytes()).await.unwrap();
+        self.send
+            .write_all(&Frame::Ping(Ping { correlation_id: 99 }).to_bytes())
+            .await
+            .unwrap();
         loop {
             match self.next().await {
                 Some(Frame::Pong(p)) => {
@@ -115,7 +136,15 @@ fn header(version: u8, msg_type: u8, len: u32) -> BytesMut {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_is_answered_counted_and_survived() {
     let mut f = fleet();
-    let n = f.node("node", "127.0.0.5", "c", "127.0.0.1:9".parse().unwrap(), &[]).unwrap();
+    let n = f
+        .node(
+            "node",
+            "127.0.0.5",
+            "c",
+            "127.0.0.1:9".parse().unwrap(),
+            &[],
+        )
+        .unwrap();
     f.wait_ready(Duration::from_secs(20)).await.unwrap();
     let addr = f.procs[n].quic;
     let admin = f.procs[n].admin;
@@ -146,7 +175,10 @@ async fn every_bad_input_is_answered_counted_and_survived() {
         ts_us: None,
     })
     .to_bytes();
-    r.send.write_all(&publish[..publish.len() / 2]).await.unwrap();
+    r.send
+        .write_all(&publish[..publish.len() / 2])
+        .await
+        .unwrap();
     r.send.finish().unwrap();
     assert_eq!(r.close_code().await, ErrorCode::Truncated as u64);
 
@@ -176,7 +208,11 @@ async fn every_bad_input_is_answered_counted_and_survived() {
     });
     r.send.write_all(&bad_topic.to_bytes()).await.unwrap();
     assert_eq!(r.error_code().await, ErrorCode::InvalidTopic as u16);
-    let bad_pattern = Frame::Subscribe(Subscribe { topics: vec!["good.x y".into()], qos: Qos::AtMostOnce, correlation_id: 5 });
+    let bad_pattern = Frame::Subscribe(Subscribe {
+        topics: vec!["good.x y".into()],
+        qos: Qos::AtMostOnce,
+        correlation_id: 5,
+    });
     r.send.write_all(&bad_pattern.to_bytes()).await.unwrap();
     loop {
         match r.next().await {
@@ -193,29 +229,56 @@ async fn every_bad_input_is_answered_counted_and_survived() {
 
     // Unknown realm at connect: error frame then close.
     let mut r = raw_connect(addr).await;
-    r.send.write_all(&connect_frame("org.nowhere")).await.unwrap();
+    r.send
+        .write_all(&connect_frame("org.nowhere"))
+        .await
+        .unwrap();
     assert_eq!(r.error_code().await, ErrorCode::UnknownRealm as u16);
     assert_eq!(r.close_code().await, ErrorCode::UnknownRealm as u64);
 
     // A first frame that is not CONNECT.
     let mut r = raw_connect(addr).await;
-    r.send.write_all(&Frame::Ping(Ping { correlation_id: 1 }).to_bytes()).await.unwrap();
+    r.send
+        .write_all(&Frame::Ping(Ping { correlation_id: 1 }).to_bytes())
+        .await
+        .unwrap();
     assert_eq!(r.close_code().await, ErrorCode::NotConnected as u64);
 
     // Random garbage instead of a frame.
     let mut r = raw_connect(addr).await;
-    r.send.write_all(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 1, 2, 3]).await.unwrap();
+    r.send
+        .write_all(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 1, 2, 3])
+        .await
+        .unwrap();
     let code = r.close_code().await;
-    assert!(code == ErrorCode::UnsupportedVersion as u64 || code == ErrorCode::Protocol as u64, "code {code}");
+    assert!(
+        code == ErrorCode::UnsupportedVersion as u64 || code == ErrorCode::Protocol as u64,
+        "code {code}"
+    );
 
     // The well-behaved clients never noticed.
-    good_pub.publish("good.news", "still here".into(), Qos::AtLeastOnce).await.unwrap();
+    good_pub
+        .publish("good.news", "still here".into(), Qos::AtLeastOnce)
+        .await
+        .unwrap();
     let m = recv(&mut good_sub).await;
     assert_eq!(&m.payload[..], b"still here");
 
     // And every case was counted.
-    for code in ["frame_too_large", "unsupported_version", "truncated", "unknown_type", "malformed_body", "invalid_topic", "unknown_realm", "not_connected"] {
-        let v = metric(admin, &format!("macula_protocol_errors_total{{code=\"{code}\"}}"));
+    for code in [
+        "frame_too_large",
+        "unsupported_version",
+        "truncated",
+        "unknown_type",
+        "malformed_body",
+        "invalid_topic",
+        "unknown_realm",
+        "not_connected",
+    ] {
+        let v = metric(
+            admin,
+            &format!("macula_protocol_errors_total{{code=\"{code}\"}}"),
+        );
         assert!(v >= 1.0, "{code} counted: {v}");
     }
     f.stop().await;

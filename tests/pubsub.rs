@@ -25,7 +25,11 @@ async fn publish_crosses_two_nodes_through_the_bridge() {
 
     for i in 0..100u32 {
         publisher
-            .publish("orders.created", i.to_be_bytes().to_vec().into(), Qos::AtLeastOnce)
+            .publish(
+                "orders.created",
+                i.to_be_bytes().to_vec().into(),
+                Qos::AtLeastOnce,
+            )
             .await
             .unwrap();
     }
@@ -56,36 +60,79 @@ async fn wildcard_subscriptions_match_across_clusters() {
     wait_route(&publisher, &mut one, "sensors.probe.temp").await;
     wait_route(&publisher, &mut many, "metrics.probe").await;
 
-    for t in ["sensors.kitchen.temp", "sensors.a.b.temp", "sensors.hall.humidity", "sensors.end.temp"] {
-        publisher.publish(t, t.as_bytes().to_vec().into(), Qos::AtLeastOnce).await.unwrap();
+    for t in [
+        "sensors.kitchen.temp",
+        "sensors.a.b.temp",
+        "sensors.hall.humidity",
+        "sensors.end.temp",
+    ] {
+        publisher
+            .publish(t, t.as_bytes().to_vec().into(), Qos::AtLeastOnce)
+            .await
+            .unwrap();
     }
-    for t in ["metrics", "metrics.cpu", "metrics.cpu.core0.load", "metricsx", "metrics.end"] {
-        publisher.publish(t, t.as_bytes().to_vec().into(), Qos::AtLeastOnce).await.unwrap();
+    for t in [
+        "metrics",
+        "metrics.cpu",
+        "metrics.cpu.core0.load",
+        "metricsx",
+        "metrics.end",
+    ] {
+        publisher
+            .publish(t, t.as_bytes().to_vec().into(), Qos::AtLeastOnce)
+            .await
+            .unwrap();
     }
     publisher.flush(Duration::from_secs(10)).await.unwrap();
     // Same publisher, same path: order is kept, so the sentinel (last) arriving
     // right after the matching ones proves the others were filtered out.
-    let got: Vec<String> = [recv(&mut one).await, recv(&mut one).await].iter().map(|m| m.topic().to_string()).collect();
-    assert_eq!(got, ["sensors.kitchen.temp", "sensors.end.temp"], "`*` matches exactly one segment");
+    let got: Vec<String> = [recv(&mut one).await, recv(&mut one).await]
+        .iter()
+        .map(|m| m.topic().to_string())
+        .collect();
+    assert_eq!(
+        got,
+        ["sensors.kitchen.temp", "sensors.end.temp"],
+        "`*` matches exactly one segment"
+    );
     let mut got = Vec::new();
     for _ in 0..4 {
         got.push(recv(&mut many).await.topic().to_string());
     }
-    assert_eq!(got, ["metrics", "metrics.cpu", "metrics.cpu.core0.load", "metrics.end"], "`**` matches zero or more");
+    assert_eq!(
+        got,
+        [
+            "metrics",
+            "metrics.cpu",
+            "metrics.cpu.core0.load",
+            "metrics.end"
+        ],
+        "`**` matches zero or more"
+    );
     f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realms_are_isolated() {
     let mut f = fleet();
-    let b = f.bridge("bridge", "127.0.0.1", &["--realm", "io.macula", "--realm", "com.other"]).unwrap();
+    let b = f
+        .bridge(
+            "bridge",
+            "127.0.0.1",
+            &["--realm", "io.macula", "--realm", "com.other"],
+        )
+        .unwrap();
     let baddr = f.procs[b].quic;
     let na = f.node("node-a", "127.0.0.2", "a", baddr, &[]).unwrap();
     let nb = f.node("node-b", "127.0.0.3", "b", baddr, &[]).unwrap();
-    let nc = f.node("node-c", "127.0.0.4", "c", baddr, &["--realm", "com.other"]).unwrap();
+    let nc = f
+        .node("node-c", "127.0.0.4", "c", baddr, &["--realm", "com.other"])
+        .unwrap();
     f.wait_ready(Duration::from_secs(20)).await.unwrap();
 
-    let other = Client::connect(common::opts(f.procs[nc].quic, "com.other")).await.unwrap();
+    let other = Client::connect(common::opts(f.procs[nc].quic, "com.other"))
+        .await
+        .unwrap();
     let mut other_sub = other.subscribe("secret.**").await.unwrap();
     let sub_client = client(f.procs[nb].quic).await;
     let mut sub = sub_client.subscribe("secret.**").await.unwrap();
@@ -93,13 +140,25 @@ async fn realms_are_isolated() {
     wait_route(&publisher, &mut sub, "secret.probe").await;
 
     // The other realm's route is live too (its own publisher reaches it).
-    let other_pub = Client::connect(common::opts(f.procs[nc].quic, "com.other")).await.unwrap();
+    let other_pub = Client::connect(common::opts(f.procs[nc].quic, "com.other"))
+        .await
+        .unwrap();
     wait_route(&other_pub, &mut other_sub, "secret.probe").await;
     let relayed_before = metric(f.procs[b].admin, "macula_messages_relayed_total");
-    let c_in_before = metric(f.procs[nc].admin, "macula_frames_received_total{type=\"publish\"}");
+    let c_in_before = metric(
+        f.procs[nc].admin,
+        "macula_frames_received_total{type=\"publish\"}",
+    );
 
     for i in 0..50u32 {
-        publisher.publish("secret.plans", i.to_be_bytes().to_vec().into(), Qos::AtLeastOnce).await.unwrap();
+        publisher
+            .publish(
+                "secret.plans",
+                i.to_be_bytes().to_vec().into(),
+                Qos::AtLeastOnce,
+            )
+            .await
+            .unwrap();
     }
     publisher.flush(Duration::from_secs(10)).await.unwrap();
     for _ in 0..50 {
@@ -107,13 +166,28 @@ async fn realms_are_isolated() {
     }
     // Every publish was relayed exactly once (to node-b), and node-c received no publish.
     let relayed = metric(f.procs[b].admin, "macula_messages_relayed_total") - relayed_before;
-    assert_eq!(relayed, 50.0, "relayed only to the one interested node of the realm");
-    let c_in = metric(f.procs[nc].admin, "macula_frames_received_total{type=\"publish\"}") - c_in_before;
+    assert_eq!(
+        relayed, 50.0,
+        "relayed only to the one interested node of the realm"
+    );
+    let c_in = metric(
+        f.procs[nc].admin,
+        "macula_frames_received_total{type=\"publish\"}",
+    ) - c_in_before;
     assert_eq!(c_in, 0.0, "nothing crossed into realm com.other");
-    assert!(other_sub.recv_many(&mut Vec::new(), 1).now_or_never().is_none(), "other realm saw nothing");
+    assert!(
+        other_sub
+            .recv_many(&mut Vec::new(), 1)
+            .now_or_never()
+            .is_none(),
+        "other realm saw nothing"
+    );
 
     // A client of the wrong realm is refused by the node.
-    let err = Client::connect(common::opts(f.procs[na].quic, "com.other")).await.err().expect("refused");
+    let err = Client::connect(common::opts(f.procs[na].quic, "com.other"))
+        .await
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("realm"), "{err}");
     f.stop().await;
 }
@@ -142,7 +216,13 @@ async fn qos1_survives_a_bridge_restart() {
                 half_tx.send(()).await.unwrap();
                 killed_rx.recv().await.unwrap();
             }
-            p.publish("ledger.entry", i.to_be_bytes().to_vec().into(), Qos::AtLeastOnce).await.unwrap();
+            p.publish(
+                "ledger.entry",
+                i.to_be_bytes().to_vec().into(),
+                Qos::AtLeastOnce,
+            )
+            .await
+            .unwrap();
         }
     });
     half_rx.recv().await.unwrap();
@@ -152,16 +232,32 @@ async fn qos1_survives_a_bridge_restart() {
     pub_task.await.unwrap();
     f.restart(b).unwrap();
     f.wait_ready(Duration::from_secs(20)).await.unwrap();
-    publisher.flush(Duration::from_secs(30)).await.expect("every publish acknowledged");
+    publisher
+        .flush(Duration::from_secs(30))
+        .await
+        .expect("every publish acknowledged");
 
     let mut seen = HashSet::new();
     while seen.len() < N as usize {
-        let m = recv(&mut sub).await;
+        let m = match tokio::time::timeout(Duration::from_secs(15), sub.recv()).await {
+            Ok(Some(m)) => m,
+            _ => {
+                let missing: Vec<u32> = (0..N).filter(|i| !seen.contains(i)).take(20).collect();
+                let logs = std::fs::read_to_string(f.log_path("node-a")).unwrap_or_default();
+                panic!(
+                    "{} of {N} delivered; first missing {missing:?}\nnode-a log:\n{logs}",
+                    seen.len()
+                );
+            }
+        };
         if m.topic() != "ledger.entry" {
             continue;
         }
         let i = u32::from_be_bytes(m.payload[..4].try_into().unwrap());
-        assert!(seen.insert(i), "message {i} delivered twice to the application");
+        assert!(
+            seen.insert(i),
+            "message {i} delivered twice to the application"
+        );
     }
     assert_eq!(seen.len(), N as usize);
     assert!(metric(f.procs[na].admin, "macula_uplink_reconnects_total") >= 1.0);

@@ -28,7 +28,9 @@ pub fn opts(addr: SocketAddr, realm: &str) -> ClientOptions {
 
 /// Connects a client to `addr` in realm `io.macula`.
 pub async fn client(addr: SocketAddr) -> Client {
-    Client::connect(opts(addr, "io.macula")).await.expect("client connects")
+    Client::connect(opts(addr, "io.macula"))
+        .await
+        .expect("client connects")
 }
 
 /// Publishes QoS 0 probes on `topic` until `sub` receives one (the route through
@@ -36,17 +38,26 @@ pub async fn client(addr: SocketAddr) -> Client {
 pub async fn wait_route(publisher: &Client, sub: &mut Subscription, topic: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        publisher.publish(topic, "probe".into(), Qos::AtMostOnce).await.expect("probe");
+        publisher
+            .publish(topic, "probe".into(), Qos::AtMostOnce)
+            .await
+            .expect("probe");
         match tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
             Ok(Some(m)) if m.topic() == topic => break,
             Ok(Some(_)) => {}
             Ok(None) => panic!("subscription closed while waiting for the route"),
-            Err(_) => assert!(Instant::now() < deadline, "route {topic} not established in 20 s"),
+            Err(_) => assert!(
+                Instant::now() < deadline,
+                "route {topic} not established in 20 s"
+            ),
         }
     }
     // Late probes (sent before the first one arrived) may still be on their way:
     // publish a marker and skip everything up to it.
-    publisher.publish(topic, "marker".into(), Qos::AtLeastOnce).await.expect("marker");
+    publisher
+        .publish(topic, "marker".into(), Qos::AtLeastOnce)
+        .await
+        .expect("marker");
     loop {
         let m = recv(sub).await;
         if m.topic() == topic && &m.payload[..] == b"marker" {
