@@ -59,6 +59,10 @@ pub struct Args {
     /// Spawn all processes on one loopback address instead of 127.0.0.1/.2/.3.
     #[arg(long)]
     single_ip: bool,
+    /// Connect subscribers to the publishers' node: measures one node relaying
+    /// between two of its clients (no bridge hop).
+    #[arg(long)]
+    same_node: bool,
 }
 
 /// Latency percentiles in µs.
@@ -77,6 +81,7 @@ pub struct Latency {
 pub struct Report {
     scenario: &'static str,
     spawned: bool,
+    same_node: bool,
     rate_target: u64,
     duration_s: u64,
     payload_bytes: usize,
@@ -126,6 +131,7 @@ pub async fn run(a: Args) -> Result<()> {
         let n1 = f.node("node-a", ip_1, "cluster-a", bridge_addr, &[])?;
         let n2 = f.node("node-b", ip_2, "cluster-b", bridge_addr, &[])?;
         let (pa, sa) = (f.procs[n1].quic.to_string(), f.procs[n2].quic.to_string());
+        let sa = if a.same_node { pa.clone() } else { sa };
         eprintln!(
             "spawned bridge {bridge_addr}, node-a {pa}, node-b {sa} (logs in {})",
             f.dir.path().display()
@@ -133,7 +139,12 @@ pub async fn run(a: Args) -> Result<()> {
         fleet = Some(f);
         (pa, sa)
     } else {
-        (a.pub_addr.clone(), a.sub_addr.clone())
+        let sa = if a.same_node {
+            a.pub_addr.clone()
+        } else {
+            a.sub_addr.clone()
+        };
+        (a.pub_addr.clone(), sa)
     };
     let result = tokio::select! {
         r = async {
@@ -300,10 +311,21 @@ async fn scenario(
     sent_done.store(true, Ordering::Relaxed);
     let expected_each = sent;
     // Let subscribers drain, bounded.
+    // Stop at the drain deadline, or earlier once deliveries stopped for a second
+    // (QoS 0 drops mean some messages never arrive).
     let drain_deadline = Instant::now() + Duration::from_secs(a.drain);
-    while delivered_live.load(Ordering::Relaxed) < expected_each * a.subscribers as u64
-        && Instant::now() < drain_deadline
-    {
+    let mut last = (delivered_live.load(Ordering::Relaxed), Instant::now());
+    loop {
+        let now_delivered = delivered_live.load(Ordering::Relaxed);
+        if now_delivered >= expected_each * a.subscribers as u64 || Instant::now() >= drain_deadline
+        {
+            break;
+        }
+        if now_delivered != last.0 {
+            last = (now_delivered, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(1) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, Ordering::Release);
@@ -348,6 +370,7 @@ async fn scenario(
     Ok(Report {
         scenario: "pubsub",
         spawned: a.spawn,
+        same_node: a.same_node,
         rate_target: a.rate,
         duration_s: a.duration,
         payload_bytes: a.payload,

@@ -98,10 +98,15 @@ struct RemoteInterest {
 }
 
 impl RemoteInterest {
-    fn wants(&self, topic: &str) -> bool {
-        if let Some(t) = self.settle_until {
-            if Instant::now() < t {
-                return true;
+    /// Whether a publish on `topic` should go up. Inside the settle window every
+    /// QoS 1 publish goes up (the bridge may not know the realm's interest yet and
+    /// answers `no_route`, which is retried); QoS 0 follows the known interest only.
+    fn wants(&self, topic: &str, reliable: bool) -> bool {
+        if reliable {
+            if let Some(t) = self.settle_until {
+                if Instant::now() < t {
+                    return true;
+                }
             }
         }
         self.trie.any_match(topic)
@@ -458,7 +463,7 @@ async fn handle_client_frame(
             )
             .await;
             if let Some(up) = &shared.uplink {
-                if shared.remote.load().wants(view.topic) {
+                if shared.remote.load().wants(view.topic, reliable) {
                     if reliable {
                         if up
                             .data
