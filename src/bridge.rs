@@ -17,13 +17,12 @@
 //! reconnects; receivers de-duplicate by message id.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use quinn::{Connection, Endpoint, RecvStream};
+use quinn::{Connection, RecvStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,39 +31,19 @@ use tracing::{debug, info, info_span, Instrument};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::router::{interest_delta, PatternChange, Peers, RouteTable};
+pub use crate::server::ServerHandle;
 use crate::session::{
-    self, accept_session, close, error_frame, fill, AckTrack, Offer, Outbound, PeerTx,
-    SessionError, WriterConfig,
+    self, accept_session, close, fill, AckTrack, Offer, Outbound, PeerTx, SessionError,
+    WriterConfig,
 };
 use crate::topic;
 use crate::wire::{
-    self, Connected, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Pong, Qos, RawFrame,
-    Role, SubAck, Subscribe, Unsubscribe,
+    self, Connected, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role,
+    SubAck, Subscribe, Unsubscribe,
 };
 
-/// A running bridge. Call [`BridgeHandle::shutdown`] to stop it.
-pub struct BridgeHandle {
-    /// Address the node listener is bound to.
-    pub local_addr: SocketAddr,
-    /// This bridge's id.
-    pub node_id: NodeId,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-    endpoint: Endpoint,
-}
-
-impl BridgeHandle {
-    /// Stops accepting, closes every connection with `SHUTTING_DOWN`, waits at most
-    /// `grace` for connection tasks to end.
-    pub async fn shutdown(self, grace: Duration) {
-        self.shutdown.cancel();
-        self.endpoint
-            .close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");
-        self.tracker.close();
-        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
-        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
-    }
-}
+/// A running bridge; see [`ServerHandle`].
+pub type BridgeHandle = ServerHandle;
 
 struct Shared {
     node_id: NodeId,
@@ -171,52 +150,22 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     let (mut send, recv, decoder, connect) =
         match accept_session(&conn, limits.max_frame_size).await {
             Ok(s) => s,
-            Err(e) => {
-                let (code, msg) = match &e {
-                    SessionError::Wire(w) => (w.code(), w.to_string()),
-                    SessionError::Protocol(m) => (ErrorCode::NotConnected, m.clone()),
-                    _ => return debug!(error = %e, "session ended before connect"),
-                };
-                metrics.protocol_error(code.as_str());
-                return close(&conn, code, &msg);
-            }
+            Err(e) => return session::reject_before_connect(&conn, &metrics, e).await,
         };
     metrics.frames_in.inc(MessageType::Connect as u8, 0);
-    let refuse = if !connect.versions.contains(&wire::PROTOCOL_VERSION) {
-        Some((
-            ErrorCode::UnsupportedVersion,
-            format!("versions {:?} not supported", connect.versions),
-        ))
-    } else if connect.role != Role::Node {
-        Some((
-            ErrorCode::Protocol,
-            "a bridge accepts only nodes".to_string(),
-        ))
-    } else if !shared.realms.contains_key(&connect.realm) {
-        Some((
-            ErrorCode::UnknownRealm,
-            format!("unknown realm {:?}", connect.realm),
-        ))
-    } else {
-        None
-    };
-    if let Some((code, msg)) = refuse {
-        metrics.protocol_error(code.as_str());
-        let _ = tokio::time::timeout(session::CLOSE_LINGER, async {
-            send.write_all(&error_frame(
-                code,
-                msg.clone(),
-                Some(connect.correlation_id),
-            ))
-            .await?;
-            send.finish()?;
-            send.stopped()
-                .await
-                .map(|_| ())
-                .map_err(quinn::WriteError::from)
-        })
+    let realms = &shared.realms;
+    if let Err((code, msg)) =
+        session::check_connect(&connect, Role::Node, |r| realms.contains_key(r))
+    {
+        return session::refuse(
+            &conn,
+            Some(&mut send),
+            &metrics,
+            code,
+            &msg,
+            Some(connect.correlation_id),
+        )
         .await;
-        return close(&conn, code, &msg);
     }
     let table = &shared.realms[&connect.realm];
     let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
@@ -268,23 +217,7 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     let end = node_reader(&shared, table, &tx, recv, decoder, pending_rx).await;
     table.remove_peer(key, propagate);
     info!(realm = %connect.realm, cluster = %connect.cluster, "node disconnected");
-    if let Err((code, msg)) = end {
-        metrics.protocol_error(code.as_str());
-        let _ = ctrl_tx.try_send(Outbound::Frame(error_frame(code, msg.clone(), None)));
-        cancel.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
-        return close(&conn, code, &msg);
-    }
-    cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
-    conn.close(0u32.into(), b"bye");
-}
-
-fn nonfatal(me: &PeerTx, metrics: &Metrics, code: ErrorCode, msg: String, corr: Option<u64>) {
-    metrics.protocol_error(code.as_str());
-    let _ = me
-        .ctrl
-        .try_send(Outbound::Frame(error_frame(code, msg, corr)));
+    session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
 }
 
 async fn node_reader(
@@ -334,8 +267,7 @@ async fn handle_node_frame(
 ) -> Result<bool, Fatal> {
     let metrics = &shared.metrics;
     let Some(t) = raw.msg_type() else {
-        nonfatal(
-            me,
+        me.send_error(
             metrics,
             ErrorCode::UnknownType,
             format!("unknown message type 0x{:02x}", raw.header.msg_type),
@@ -348,14 +280,13 @@ async fn handle_node_frame(
             let view = match raw.publish_view() {
                 Ok(v) => v,
                 Err(e) => {
-                    nonfatal(me, metrics, e.code(), e.to_string(), None);
+                    me.send_error(metrics, e.code(), e.to_string(), None);
                     return Ok(false);
                 }
             };
             let reliable = view.qos == Qos::AtLeastOnce;
             if let Err(e) = topic::validate_topic(view.topic) {
-                nonfatal(
-                    me,
+                me.send_error(
                     metrics,
                     ErrorCode::InvalidTopic,
                     format!("topic {:?}: {e}", view.topic),
@@ -430,45 +361,31 @@ async fn handle_node_frame(
                 }
             }
             Ok(_) => unreachable!("decode follows the header type"),
-            Err(e) => nonfatal(me, metrics, e.code(), e.to_string(), None),
+            Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
         },
         MessageType::Subscribe | MessageType::Unsubscribe => {
-            let (topics, corr, sub) = match raw.decode() {
-                Ok(Frame::Subscribe(s)) => (s.topics, s.correlation_id, true),
-                Ok(Frame::Unsubscribe(u)) => (u.topics, u.correlation_id, false),
-                Ok(_) => unreachable!("decode follows the header type"),
-                Err(e) => {
-                    nonfatal(me, metrics, e.code(), e.to_string(), None);
+            let req = match session::decode_interest(raw) {
+                Ok(r) => r,
+                Err((code, msg, corr)) => {
+                    me.send_error(metrics, code, msg, corr);
                     return Ok(false);
                 }
             };
-            let patterns: Result<Vec<String>, String> = topics
-                .iter()
-                .map(|t| topic::normalize_pattern(t).map_err(|e| format!("pattern {t:?}: {e}")))
-                .collect();
-            let patterns = match patterns {
-                Ok(p) => p,
-                Err(msg) => {
-                    nonfatal(me, metrics, ErrorCode::InvalidTopic, msg, Some(corr));
-                    return Ok(false);
-                }
-            };
-            let count = if sub {
-                match table.subscribe(me.key, &patterns, propagate) {
+            let count = if req.subscribe {
+                match table.subscribe(me.key, &req.patterns, propagate) {
                     Ok(n) => n,
                     Err(e) => {
-                        nonfatal(
-                            me,
+                        me.send_error(
                             metrics,
                             ErrorCode::LimitExceeded,
                             e.to_string(),
-                            Some(corr),
+                            Some(req.correlation_id),
                         );
                         return Ok(false);
                     }
                 }
             } else {
-                table.unsubscribe(me.key, &patterns, propagate)
+                table.unsubscribe(me.key, &req.patterns, propagate)
             };
             metrics.subscriptions.set(
                 shared
@@ -477,22 +394,12 @@ async fn handle_node_frame(
                     .map(|t| t.load().patterns() as i64)
                     .sum(),
             );
-            let ack = Frame::SubAck(SubAck {
-                correlation_id: corr,
+            me.send_ctrl(Frame::SubAck(SubAck {
+                correlation_id: req.correlation_id,
                 count: count as u32,
-            });
-            let _ = me.ctrl.try_send(Outbound::Frame(ack.to_bytes()));
+            }));
         }
-        MessageType::Ping => {
-            if let Ok(Frame::Ping(p)) = raw.decode() {
-                let _ = me.ctrl.try_send(Outbound::Frame(
-                    Frame::Pong(Pong {
-                        correlation_id: p.correlation_id,
-                    })
-                    .to_bytes(),
-                ));
-            }
-        }
+        MessageType::Ping => me.pong(raw),
         MessageType::Disconnect => return Ok(true),
         MessageType::Connect => {
             return Err((ErrorCode::AlreadyConnected, "connect sent twice".into()))
@@ -503,8 +410,7 @@ async fn handle_node_frame(
             }
         }
         MessageType::Pong | MessageType::SubAck => {}
-        other => nonfatal(
-            me,
+        other => me.send_error(
             metrics,
             ErrorCode::Protocol,
             format!("{} is not accepted from a node", other.as_str()),

@@ -14,7 +14,6 @@
 //!   acknowledges them and are retransmitted after a timeout or a reconnect;
 //!   publishes coming down are de-duplicated by message id.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,9 +31,10 @@ use crate::dedup::DedupWindow;
 use crate::defaults;
 use crate::metrics::Metrics;
 use crate::router::{PatternChange, Peers, RouteTable};
+pub use crate::server::ServerHandle;
 use crate::session::{
-    self, accept_session, close, error_frame, fill, observe_latency, open_session, Offer, Outbound,
-    PeerTx, ReliableState, SessionError, WriterConfig,
+    self, accept_session, fill, observe_latency, open_session, Offer, Outbound, PeerTx,
+    ReliableState, SessionError, WriterConfig,
 };
 use crate::topic::{self, PatternTrie};
 use crate::wire::{
@@ -45,29 +45,8 @@ use crate::wire::{
 /// Most patterns per `SUBSCRIBE` frame a node sends when re-announcing its interest.
 const PATTERNS_PER_FRAME: usize = 1000;
 
-/// A running node. Dropping it does not stop it: call [`NodeHandle::shutdown`].
-pub struct NodeHandle {
-    /// Address the client listener is bound to.
-    pub local_addr: SocketAddr,
-    /// This node's id.
-    pub node_id: NodeId,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-    endpoint: Endpoint,
-}
-
-impl NodeHandle {
-    /// Stops accepting, closes every connection with `SHUTTING_DOWN`, and waits
-    /// (at most `grace`) for the connection tasks to finish.
-    pub async fn shutdown(self, grace: Duration) {
-        self.shutdown.cancel();
-        self.endpoint
-            .close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");
-        self.tracker.close();
-        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
-        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
-    }
-}
+/// A running node; see [`ServerHandle`].
+pub type NodeHandle = ServerHandle;
 
 /// What local publishers and the uplink reader share.
 struct Shared {
@@ -198,69 +177,27 @@ fn writer_config(shared: &Shared) -> WriterConfig {
     }
 }
 
-/// Validates a `CONNECT` against this node: version, role, realm.
-fn check_connect(c: &Connect, realm: &str, role: Role) -> Result<(), (ErrorCode, String)> {
-    if !c.versions.contains(&wire::PROTOCOL_VERSION) {
-        return Err((
-            ErrorCode::UnsupportedVersion,
-            format!(
-                "versions {:?} not supported; this peer speaks {}",
-                c.versions,
-                wire::PROTOCOL_VERSION
-            ),
-        ));
-    }
-    if c.role != role {
-        return Err((
-            ErrorCode::Protocol,
-            format!("role {:?} not accepted here", c.role),
-        ));
-    }
-    if c.realm != realm {
-        return Err((
-            ErrorCode::UnknownRealm,
-            format!("unknown realm {:?}", c.realm),
-        ));
-    }
-    Ok(())
-}
-
-/// Ends a session with a fatal error: error frame first (best effort), then a
-/// QUIC close carrying the same code.
-async fn fatal(
-    conn: &Connection,
-    send: Option<&mut quinn::SendStream>,
-    metrics: &Metrics,
-    code: ErrorCode,
-    msg: &str,
-) {
-    metrics.protocol_error(code.as_str());
-    if let Some(send) = send {
-        let _ = tokio::time::timeout(session::CLOSE_LINGER, async {
-            send.write_all(&error_frame(code, msg, None)).await?;
-            send.finish()?;
-            send.stopped()
-                .await
-                .map(|_| ())
-                .map_err(quinn::WriteError::from)
-        })
-        .await;
-    }
-    close(conn, code, msg);
-}
-
 async fn serve_client(shared: Arc<Shared>, conn: Connection) {
     let metrics = shared.metrics.clone();
     let limits = &shared.cfg.limits;
     let (mut send, recv, decoder, connect) =
         match accept_session(&conn, limits.max_frame_size).await {
             Ok(s) => s,
-            Err(e) => return reject(&conn, &metrics, e).await,
+            Err(e) => return session::reject_before_connect(&conn, &metrics, e).await,
         };
     metrics.frames_in.inc(MessageType::Connect as u8, 0);
-    if let Err((code, msg)) = check_connect(&connect, &shared.realm, Role::Client) {
+    if let Err((code, msg)) = session::check_connect(&connect, Role::Client, |r| r == shared.realm)
+    {
         debug!(%msg, "connect refused");
-        return fatal(&conn, Some(&mut send), &metrics, code, &msg).await;
+        return session::refuse(
+            &conn,
+            Some(&mut send),
+            &metrics,
+            code,
+            &msg,
+            Some(connect.correlation_id),
+        )
+        .await;
     }
     let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
     let (ctrl_tx, ctrl_rx) = mpsc::channel(limits.max_inflight as usize + 1024);
@@ -297,35 +234,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
     shared
         .local
         .remove_peer(key, |changes, _| announce_up(up.as_ref(), changes));
-    match end {
-        Ok(()) => {}
-        Err((code, msg)) => {
-            metrics.protocol_error(code.as_str());
-            let _ = ctrl_tx.try_send(Outbound::Frame(error_frame(code, msg.clone(), None)));
-            cancel.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
-            close(&conn, code, &msg);
-            return;
-        }
-    }
-    cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
-    conn.close(0u32.into(), b"bye");
-}
-
-/// A session that failed before `CONNECT` was read.
-async fn reject(conn: &Connection, metrics: &Metrics, e: SessionError) {
-    let (code, msg) = match &e {
-        SessionError::Wire(w) => (w.code(), w.to_string()),
-        SessionError::Protocol(m) => (ErrorCode::NotConnected, m.clone()),
-        SessionError::Timeout(_) => (ErrorCode::Protocol, e.to_string()),
-        _ => {
-            debug!(error = %e, "session ended before connect");
-            return;
-        }
-    };
-    debug!(%msg, "session refused");
-    fatal(conn, None, metrics, code, &msg).await;
+    session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
 }
 
 /// Sends pattern appearances / disappearances to the bridge (called under the
@@ -356,14 +265,6 @@ fn announce_up(up: Option<&UplinkTx>, changes: &[PatternChange]) {
         });
         let _ = up.ctrl.try_send(Outbound::Frame(f.to_bytes()));
     }
-}
-
-/// Validates and normalises subscription patterns.
-fn normalize_all(topics: &[String]) -> Result<Vec<String>, String> {
-    topics
-        .iter()
-        .map(|t| topic::normalize_pattern(t).map_err(|e| format!("pattern {t:?}: {e}")))
-        .collect()
 }
 
 type Fatal = (ErrorCode, String);
@@ -403,13 +304,6 @@ async fn client_reader(
     }
 }
 
-fn nonfatal(me: &PeerTx, metrics: &Metrics, code: ErrorCode, msg: String, corr: Option<u64>) {
-    metrics.protocol_error(code.as_str());
-    let _ = me
-        .ctrl
-        .try_send(Outbound::Frame(error_frame(code, msg, corr)));
-}
-
 /// Handles one frame from a client. `Ok(Some(()))` ends the session cleanly.
 async fn handle_client_frame(
     shared: &Shared,
@@ -420,8 +314,7 @@ async fn handle_client_frame(
 ) -> Result<Option<()>, Fatal> {
     let metrics = &shared.metrics;
     let Some(t) = raw.msg_type() else {
-        nonfatal(
-            me,
+        me.send_error(
             metrics,
             ErrorCode::UnknownType,
             format!("unknown message type 0x{:02x}", raw.header.msg_type),
@@ -434,7 +327,7 @@ async fn handle_client_frame(
             let view = match raw.publish_view() {
                 Ok(v) => v,
                 Err(e) => {
-                    nonfatal(me, metrics, e.code(), e.to_string(), None);
+                    me.send_error(metrics, e.code(), e.to_string(), None);
                     metrics
                         .messages_dropped_total
                         .with_label_values(&["invalid"])
@@ -443,8 +336,7 @@ async fn handle_client_frame(
                 }
             };
             if let Err(e) = topic::validate_topic(view.topic) {
-                nonfatal(
-                    me,
+                me.send_error(
                     metrics,
                     ErrorCode::InvalidTopic,
                     format!("topic {:?}: {e}", view.topic),
@@ -484,8 +376,7 @@ async fn handle_client_frame(
                 }
             }
             if reliable && me.ctrl.try_send(Outbound::Ack(view.message_id)).is_err() {
-                nonfatal(
-                    me,
+                me.send_error(
                     metrics,
                     ErrorCode::InflightExceeded,
                     "more QoS 1 publishes in flight than max_inflight".into(),
@@ -494,59 +385,41 @@ async fn handle_client_frame(
             }
         }
         MessageType::Subscribe | MessageType::Unsubscribe => {
-            let (topics, corr, sub) = match raw.decode() {
-                Ok(Frame::Subscribe(s)) => (s.topics, s.correlation_id, true),
-                Ok(Frame::Unsubscribe(u)) => (u.topics, u.correlation_id, false),
-                Ok(_) => unreachable!("decode follows the header type"),
-                Err(e) => {
-                    nonfatal(me, metrics, e.code(), e.to_string(), None);
-                    return Ok(None);
-                }
-            };
-            let patterns = match normalize_all(&topics) {
-                Ok(p) => p,
-                Err(msg) => {
-                    nonfatal(me, metrics, ErrorCode::InvalidTopic, msg, Some(corr));
+            let req = match session::decode_interest(raw) {
+                Ok(r) => r,
+                Err((code, msg, corr)) => {
+                    me.send_error(metrics, code, msg, corr);
                     return Ok(None);
                 }
             };
             let up = shared.uplink.as_ref();
             let emit = |c: &[PatternChange], _: Peers<'_, PeerTx>| announce_up(up, c);
-            let count = if sub {
-                match shared.local.subscribe(me.key, &patterns, emit) {
+            let count = if req.subscribe {
+                match shared.local.subscribe(me.key, &req.patterns, emit) {
                     Ok(n) => n,
                     Err(e) => {
-                        nonfatal(
-                            me,
+                        me.send_error(
                             metrics,
                             ErrorCode::LimitExceeded,
                             e.to_string(),
-                            Some(corr),
+                            Some(req.correlation_id),
                         );
                         return Ok(None);
                     }
                 }
             } else {
-                shared.local.unsubscribe(me.key, &patterns, emit)
+                shared.local.unsubscribe(me.key, &req.patterns, emit)
             };
             metrics
                 .subscriptions
                 .set(shared.local.load().patterns() as i64);
-            let ack = Frame::SubAck(SubAck {
-                correlation_id: corr,
+            me.send_ctrl(Frame::SubAck(SubAck {
+                correlation_id: req.correlation_id,
                 count: count as u32,
-            });
-            let _ = me.ctrl.try_send(Outbound::Frame(ack.to_bytes()));
+            }));
         }
         MessageType::PubAck => {}
-        MessageType::Ping => {
-            if let Ok(Frame::Ping(p)) = raw.decode() {
-                let pong = Frame::Pong(Pong {
-                    correlation_id: p.correlation_id,
-                });
-                let _ = me.ctrl.try_send(Outbound::Frame(pong.to_bytes()));
-            }
-        }
+        MessageType::Ping => me.pong(raw),
         MessageType::Disconnect => return Ok(Some(())),
         MessageType::Connect => {
             return Err((ErrorCode::AlreadyConnected, "connect sent twice".into()));
@@ -557,8 +430,7 @@ async fn handle_client_frame(
             }
         }
         other => {
-            nonfatal(
-                me,
+            me.send_error(
                 metrics,
                 ErrorCode::Protocol,
                 format!("{} is not accepted from a client", other.as_str()),
@@ -837,17 +709,12 @@ async fn uplink_reader(
                     _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
                 },
                 Some(MessageType::Subscribe) | Some(MessageType::Unsubscribe) => {
-                    let (topics, add) = match raw.decode() {
-                        Ok(Frame::Subscribe(s)) => (s.topics, true),
-                        Ok(Frame::Unsubscribe(u)) => (u.topics, false),
-                        _ => {
-                            metrics.protocol_error(ErrorCode::MalformedBody.as_str());
+                    let (patterns, add) = match session::decode_interest(&raw) {
+                        Ok(r) => (r.patterns, r.subscribe),
+                        Err((code, _, _)) => {
+                            metrics.protocol_error(code.as_str());
                             continue;
                         }
-                    };
-                    let Ok(patterns) = normalize_all(&topics) else {
-                        metrics.protocol_error(ErrorCode::InvalidTopic.as_str());
-                        continue;
                     };
                     shared.remote.rcu(|cur| {
                         let mut trie = cur.trie.clone();

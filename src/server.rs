@@ -11,6 +11,32 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
+use crate::wire::{ErrorCode, NodeId};
+
+/// A running node or bridge. Dropping it does not stop it: call
+/// [`ServerHandle::shutdown`].
+pub struct ServerHandle {
+    /// Address the QUIC listener is bound to.
+    pub local_addr: std::net::SocketAddr,
+    /// This process's id.
+    pub node_id: NodeId,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) endpoint: Endpoint,
+}
+
+impl ServerHandle {
+    /// Stops accepting, closes every connection with `SHUTTING_DOWN`, and waits at
+    /// most `grace` for the connection tasks to finish and the endpoint to go idle.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shutdown.cancel();
+        self.endpoint
+            .close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");
+        self.tracker.close();
+        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        let _ = tokio::time::timeout(grace, self.endpoint.wait_idle()).await;
+    }
+}
 
 /// Accepts connections on `endpoint` until `shutdown` is cancelled, running
 /// `handler` for each in its own task on `tracker`. Beyond `max_connections`

@@ -106,6 +106,168 @@ pub struct PeerTx {
     pub max_frame: usize,
 }
 
+impl PeerTx {
+    /// Answers with a non-fatal error frame (the session goes on) and counts it.
+    pub fn send_error(&self, metrics: &Metrics, code: ErrorCode, msg: String, corr: Option<u64>) {
+        metrics.protocol_error(code.as_str());
+        let _ = self
+            .ctrl
+            .try_send(Outbound::Frame(error_frame(code, msg, corr)));
+    }
+
+    /// Queues a control frame (best effort: a full control queue means the peer
+    /// is not reading, and its writer will time out).
+    pub fn send_ctrl(&self, frame: Frame) {
+        let _ = self.ctrl.try_send(Outbound::Frame(frame.to_bytes()));
+    }
+
+    /// Answers a `PING` frame with its `PONG`.
+    pub fn pong(&self, raw: &RawFrame) {
+        if let Ok(Frame::Ping(p)) = raw.decode() {
+            self.send_ctrl(Frame::Pong(wire::Pong {
+                correlation_id: p.correlation_id,
+            }));
+        }
+    }
+}
+
+/// A validated `SUBSCRIBE` or `UNSUBSCRIBE`: patterns normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterestRequest {
+    /// Normalised patterns.
+    pub patterns: Vec<String>,
+    /// The request's correlation id (echoed in `SUBACK`).
+    pub correlation_id: u64,
+    /// `true` for subscribe, `false` for unsubscribe.
+    pub subscribe: bool,
+}
+
+/// Decodes and validates a `SUBSCRIBE`/`UNSUBSCRIBE` frame. Errors carry the code,
+/// a message and the correlation id when it was readable.
+pub fn decode_interest(
+    raw: &RawFrame,
+) -> Result<InterestRequest, (ErrorCode, String, Option<u64>)> {
+    let (topics, correlation_id, subscribe) = match raw.decode() {
+        Ok(Frame::Subscribe(s)) => (s.topics, s.correlation_id, true),
+        Ok(Frame::Unsubscribe(u)) => (u.topics, u.correlation_id, false),
+        Ok(other) => {
+            return Err((
+                ErrorCode::Protocol,
+                format!("{} is not an interest frame", other.msg_type().as_str()),
+                None,
+            ))
+        }
+        Err(e) => return Err((e.code(), e.to_string(), None)),
+    };
+    let patterns = topics
+        .iter()
+        .map(|t| crate::topic::normalize_pattern(t).map_err(|e| format!("pattern {t:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|msg| (ErrorCode::InvalidTopic, msg, Some(correlation_id)))?;
+    Ok(InterestRequest {
+        patterns,
+        correlation_id,
+        subscribe,
+    })
+}
+
+/// Validates a `CONNECT`: a version both sides speak, the `role` this side
+/// accepts, and a realm `accepts_realm` allows. Errors: `UNSUPPORTED_VERSION`,
+/// `PROTOCOL` (wrong role), `UNKNOWN_REALM` — all fatal for the session.
+pub fn check_connect(
+    c: &Connect,
+    role: wire::Role,
+    accepts_realm: impl Fn(&str) -> bool,
+) -> Result<(), (ErrorCode, String)> {
+    if !c.versions.contains(&wire::PROTOCOL_VERSION) {
+        return Err((
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "versions {:?} not supported; this peer speaks {}",
+                c.versions,
+                wire::PROTOCOL_VERSION
+            ),
+        ));
+    }
+    if c.role != role {
+        return Err((
+            ErrorCode::Protocol,
+            format!("role {:?} not accepted here", c.role),
+        ));
+    }
+    if !accepts_realm(&c.realm) {
+        return Err((
+            ErrorCode::UnknownRealm,
+            format!("unknown realm {:?}", c.realm),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a session: error frame on `send` when there is one (best effort, waits
+/// at most [`CLOSE_LINGER`] for the peer to read it), then a QUIC close with the same code.
+pub async fn refuse(
+    conn: &Connection,
+    send: Option<&mut SendStream>,
+    metrics: &Metrics,
+    code: ErrorCode,
+    msg: &str,
+    corr: Option<u64>,
+) {
+    metrics.protocol_error(code.as_str());
+    if let Some(send) = send {
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            send.write_all(&error_frame(code, msg, corr)).await?;
+            send.finish()?;
+            send.stopped()
+                .await
+                .map(|_| ())
+                .map_err(quinn::WriteError::from)
+        })
+        .await;
+    }
+    close(conn, code, msg);
+}
+
+/// Ends a session whose `CONNECT` could not be read: a framing or protocol error
+/// gets a QUIC close with its code; a vanished peer is only logged.
+pub async fn reject_before_connect(conn: &Connection, metrics: &Metrics, e: SessionError) {
+    let (code, msg) = match &e {
+        SessionError::Wire(w) => (w.code(), w.to_string()),
+        SessionError::Protocol(m) => (ErrorCode::NotConnected, m.clone()),
+        SessionError::Timeout(_) => (ErrorCode::Protocol, e.to_string()),
+        _ => {
+            tracing::debug!(error = %e, "session ended before connect");
+            return;
+        }
+    };
+    tracing::debug!(%msg, "session refused");
+    refuse(conn, None, metrics, code, &msg, None).await;
+}
+
+/// Ends an accepted session once its reader returned `end`: on a fatal error the
+/// error frame goes out through the writer first; the writer is stopped (waiting at
+/// most 1 s) and the connection closed with the error's code, or 0 on a clean end.
+pub async fn finish_session(
+    conn: &Connection,
+    ctrl: &mpsc::Sender<Outbound>,
+    cancel: CancellationToken,
+    writer: tokio::task::JoinHandle<Result<(), SessionError>>,
+    end: Result<(), (ErrorCode, String)>,
+    metrics: &Metrics,
+) {
+    if let Err((code, msg)) = &end {
+        metrics.protocol_error(code.as_str());
+        let _ = ctrl.try_send(Outbound::Frame(error_frame(*code, msg.clone(), None)));
+    }
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    match end {
+        Err((code, msg)) => close(conn, code, &msg),
+        Ok(()) => conn.close(0u32.into(), b"bye"),
+    }
+}
+
 /// Outcome of offering a frame to a peer's data queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
