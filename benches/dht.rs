@@ -1,0 +1,2 @@
+//! Placeholder until the DHT module lands (issue 3).
+fn main() {}
