@@ -292,10 +292,7 @@ async fn handle_node_frame(
                     format!("topic {:?}: {e}", view.topic),
                     None,
                 );
-                metrics
-                    .messages_dropped_total
-                    .with_label_values(&["invalid"])
-                    .inc();
+                metrics.dropped("invalid");
                 if reliable {
                     let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
                 }
@@ -306,10 +303,7 @@ async fn handle_node_frame(
             snap.collect(view.topic, scratch);
             scratch.retain(|&i| snap.target(i).0 != me.key);
             if scratch.is_empty() {
-                metrics
-                    .messages_dropped_total
-                    .with_label_values(&["no_route"])
-                    .inc();
+                metrics.dropped("no_route");
                 if reliable {
                     let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
                 }
@@ -320,10 +314,7 @@ async fn handle_node_frame(
             for &idx in scratch.iter() {
                 let (_, tx) = snap.target(idx);
                 if raw.bytes.len() > tx.max_frame {
-                    metrics
-                        .messages_dropped_total
-                        .with_label_values(&["too_large"])
-                        .inc();
+                    metrics.dropped("too_large");
                     continue;
                 }
                 let item = match &track {
@@ -332,18 +323,9 @@ async fn handle_node_frame(
                 };
                 match tx.offer(item, reliable, slow).await {
                     Offer::Queued => metrics.messages_relayed_total.inc(),
-                    Offer::QueueFull => metrics
-                        .messages_dropped_total
-                        .with_label_values(&["queue_full"])
-                        .inc(),
-                    Offer::SlowConsumer => metrics
-                        .messages_dropped_total
-                        .with_label_values(&["slow_consumer"])
-                        .inc(),
-                    Offer::Closed | Offer::TooLarge => metrics
-                        .messages_dropped_total
-                        .with_label_values(&["closed"])
-                        .inc(),
+                    Offer::QueueFull => metrics.dropped("queue_full"),
+                    Offer::SlowConsumer => metrics.dropped("slow_consumer"),
+                    Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
                 }
             }
         }

@@ -278,7 +278,7 @@ async fn client_reader(
     mut decoder: FrameDecoder,
 ) -> Result<(), Fatal> {
     let metrics = &shared.metrics;
-    let mut scratch = Vec::new();
+    let mut ctx = ReadCtx::new();
     let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
     loop {
         loop {
@@ -288,12 +288,12 @@ async fn client_reader(
                 Err(e) => return Err((e.code(), e.to_string())),
             };
             metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
-            if let Some(end) = handle_client_frame(shared, me, &raw, &mut scratch, slow).await? {
+            if let Some(end) = handle_client_frame(shared, me, &raw, &mut ctx, slow).await? {
                 return Ok(end);
             }
         }
         match fill(&mut recv, &mut decoder).await {
-            Ok(true) => {}
+            Ok(true) => ctx.now_us = session::now_us(),
             Ok(false) => return Ok(()),
             Err(SessionError::Wire(e)) => return Err((e.code(), e.to_string())),
             Err(e) => {
@@ -309,7 +309,7 @@ async fn handle_client_frame(
     shared: &Shared,
     me: &PeerTx,
     raw: &RawFrame,
-    scratch: &mut Vec<u32>,
+    ctx: &mut ReadCtx,
     slow: Duration,
 ) -> Result<Option<()>, Fatal> {
     let metrics = &shared.metrics;
@@ -328,10 +328,7 @@ async fn handle_client_frame(
                 Ok(v) => v,
                 Err(e) => {
                     me.send_error(metrics, e.code(), e.to_string(), None);
-                    metrics
-                        .messages_dropped_total
-                        .with_label_values(&["invalid"])
-                        .inc();
+                    metrics.dropped("invalid");
                     return Ok(None);
                 }
             };
@@ -342,16 +339,13 @@ async fn handle_client_frame(
                     format!("topic {:?}: {e}", view.topic),
                     None,
                 );
-                metrics
-                    .messages_dropped_total
-                    .with_label_values(&["invalid"])
-                    .inc();
+                metrics.dropped("invalid");
                 return Ok(None);
             }
             metrics.messages_published_total.inc();
             let reliable = view.qos == Qos::AtLeastOnce;
             deliver_local(
-                shared, &raw.bytes, view.topic, reliable, view.ts_us, scratch, slow,
+                shared, &raw.bytes, view.topic, reliable, view.ts_us, ctx, slow,
             )
             .await;
             if let Some(up) = &shared.uplink {
@@ -368,10 +362,7 @@ async fn handle_client_frame(
                     } else if up.data.try_send(Outbound::Frame(raw.bytes.clone())).is_ok() {
                         metrics.messages_relayed_total.inc();
                     } else {
-                        metrics
-                            .messages_dropped_total
-                            .with_label_values(&["queue_full"])
-                            .inc();
+                        metrics.dropped("queue_full");
                     }
                 }
             }
@@ -441,6 +432,24 @@ async fn handle_client_frame(
     Ok(None)
 }
 
+/// Per-reader scratch state for the delivery path, reused across frames so the
+/// hot path neither allocates nor reads the clock per message.
+struct ReadCtx {
+    /// Indices of matching targets (cleared per publish).
+    targets: Vec<u32>,
+    /// Wall clock (µs since the Unix epoch) when the current chunk was received.
+    now_us: u64,
+}
+
+impl ReadCtx {
+    fn new() -> Self {
+        ReadCtx {
+            targets: Vec::new(),
+            now_us: session::now_us(),
+        }
+    }
+}
+
 /// Delivers one publish frame to every local client whose pattern matches.
 async fn deliver_local(
     shared: &Shared,
@@ -448,19 +457,16 @@ async fn deliver_local(
     topic: &str,
     reliable: bool,
     ts_us: Option<u64>,
-    scratch: &mut Vec<u32>,
+    ctx: &mut ReadCtx,
     slow: Duration,
 ) {
     let snap = shared.local.load();
-    snap.collect(topic, scratch);
+    snap.collect(topic, &mut ctx.targets);
     let metrics = &shared.metrics;
-    for &idx in scratch.iter() {
+    for &idx in ctx.targets.iter() {
         let (_, tx) = snap.target(idx);
         if frame.len() > tx.max_frame {
-            metrics
-                .messages_dropped_total
-                .with_label_values(&["too_large"])
-                .inc();
+            metrics.dropped("too_large");
             continue;
         }
         match tx
@@ -469,20 +475,11 @@ async fn deliver_local(
         {
             Offer::Queued => {
                 metrics.messages_delivered_total.inc();
-                observe_latency(metrics, ts_us);
+                observe_latency(metrics, ts_us, ctx.now_us);
             }
-            Offer::QueueFull => metrics
-                .messages_dropped_total
-                .with_label_values(&["queue_full"])
-                .inc(),
-            Offer::SlowConsumer => metrics
-                .messages_dropped_total
-                .with_label_values(&["slow_consumer"])
-                .inc(),
-            Offer::Closed | Offer::TooLarge => metrics
-                .messages_dropped_total
-                .with_label_values(&["closed"])
-                .inc(),
+            Offer::QueueFull => metrics.dropped("queue_full"),
+            Offer::SlowConsumer => metrics.dropped("slow_consumer"),
+            Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
         }
     }
 }
@@ -670,7 +667,7 @@ async fn uplink_reader(
         .as_ref()
         .expect("uplink reader runs only with an uplink");
     let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
-    let mut scratch = Vec::new();
+    let mut ctx = ReadCtx::new();
     loop {
         while let Some(raw) = decoder.next_frame()? {
             metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
@@ -686,13 +683,7 @@ async fn uplink_reader(
                     let reliable = view.qos == Qos::AtLeastOnce;
                     if dedup.insert(view.message_id) {
                         deliver_local(
-                            shared,
-                            &raw.bytes,
-                            view.topic,
-                            reliable,
-                            view.ts_us,
-                            &mut scratch,
-                            slow,
+                            shared, &raw.bytes, view.topic, reliable, view.ts_us, &mut ctx, slow,
                         )
                         .await;
                     } else {
@@ -751,6 +742,7 @@ async fn uplink_reader(
         if !fill(&mut recv, &mut decoder).await? {
             return Err(SessionError::Eof);
         }
+        ctx.now_us = session::now_us();
         liveness.touch();
     }
 }

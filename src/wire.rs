@@ -16,6 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 mod codec;
 mod framing;
 mod msgpack;
+mod publish;
 #[cfg(test)]
 mod tests;
 

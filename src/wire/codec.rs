@@ -188,9 +188,7 @@ impl RawFrame {
                 reason: "publish_view called on a non-publish frame".into(),
             });
         }
-        let body = self.body_slice();
-        check_body(t, body)?;
-        publish_view_of(body)
+        super::publish::parse_publish(self.body_slice())
     }
 
     fn checked_type(&self) -> Result<MessageType, WireError> {
@@ -402,7 +400,9 @@ fn de<'a, T: Deserialize<'a>>(t: MessageType, body: &'a [u8]) -> Result<T, WireE
     })
 }
 
-fn publish_view_of(body: &[u8]) -> Result<PublishView<'_>, WireError> {
+/// The serde-based publish decoder: used by the owned decode and, in tests, as the
+/// oracle the hand-written hot-path parser (`publish.rs`) is checked against.
+pub(crate) fn publish_view_of(body: &[u8]) -> Result<PublishView<'_>, WireError> {
     let w: PublishDe = de(MessageType::Publish, body)?;
     if w.retain {
         return Err(WireError::InvalidField {

@@ -682,3 +682,39 @@ proptest! {
         decode_everything(&bytes);
     }
 }
+
+/// The serde path (structure check + rmp-serde) that the hand-written parser replaces.
+fn serde_view(body: &[u8]) -> Option<PublishView<'_>> {
+    super::msgpack::check_single_map(body).ok()?;
+    super::codec::publish_view_of(body).ok()
+}
+
+proptest! {
+    #[test]
+    fn hand_written_publish_parser_agrees_with_serde(
+        p in publish_s(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), 0u8..8), 0..4),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let frame = Frame::Publish(p).to_bytes();
+        let mut body = frame[HEADER_LEN..].to_vec();
+        for (i, bit) in flips {
+            let i = i.index(body.len());
+            body[i] ^= 1 << bit;
+        }
+        if truncate {
+            body.truncate(cut.index(body.len() + 1));
+        }
+        let fast = super::publish::parse_publish(&body).ok();
+        prop_assert_eq!(fast, serde_view(&body));
+    }
+
+    #[test]
+    fn hand_written_publish_parser_agrees_on_random_maps(body in prop::collection::vec(any::<u8>(), 0..64)) {
+        let mut framed = vec![0x86];
+        framed.extend_from_slice(&body);
+        prop_assert_eq!(super::publish::parse_publish(&framed).ok(), serde_view(&framed));
+        prop_assert_eq!(super::publish::parse_publish(&body).ok(), serde_view(&body));
+    }
+}
