@@ -607,6 +607,11 @@ async fn reader(
     mut dedup: DedupWindow,
     acks_tx: mpsc::Sender<PubAck>,
 ) -> Result<(), SessionError> {
+    // The subscription snapshot is loaded once per received chunk (and again after
+    // each SUBACK, so messages right after a new subscription are not missed); QoS 1
+    // targets are collected into a reused vector: no allocation per message.
+    let mut subs = inner.subs_snap.load_full();
+    let mut reliable_targets: Vec<mpsc::Sender<Message>> = Vec::new();
     loop {
         while let Some(raw) = decoder.next_frame()? {
             match raw.msg_type() {
@@ -621,21 +626,28 @@ async fn reader(
                             message_id: view.message_id,
                             ts_us: view.ts_us,
                         };
-                        let subs = inner.subs_snap.load_full();
-                        let mut targets: Vec<&mpsc::Sender<Message>> = Vec::new();
-                        subs.for_each_match(view.topic, |v| {
-                            targets.extend(v.iter().map(|(_, tx)| tx))
-                        });
-                        for tx in targets {
-                            if reliable {
+                        if reliable {
+                            reliable_targets.clear();
+                            subs.for_each_match(view.topic, |v| {
+                                reliable_targets.extend(v.iter().map(|(_, tx)| tx.clone()))
+                            });
+                            for tx in reliable_targets.drain(..) {
                                 if tx.send(msg.clone()).await.is_ok() {
                                     inner.received.fetch_add(1, Ordering::Relaxed);
                                 }
-                            } else if tx.try_send(msg.clone()).is_ok() {
-                                inner.received.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                inner.dropped.fetch_add(1, Ordering::Relaxed);
                             }
+                        } else {
+                            let (mut ok, mut full) = (0, 0);
+                            subs.for_each_match(view.topic, |v| {
+                                for (_, tx) in v {
+                                    match tx.try_send(msg.clone()) {
+                                        Ok(()) => ok += 1,
+                                        Err(_) => full += 1,
+                                    }
+                                }
+                            });
+                            inner.received.fetch_add(ok, Ordering::Relaxed);
+                            inner.dropped.fetch_add(full, Ordering::Relaxed);
                         }
                     } else {
                         inner.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -651,6 +663,7 @@ async fn reader(
                 }
                 Some(MessageType::SubAck) => {
                     if let Frame::SubAck(a) = raw.decode()? {
+                        subs = inner.subs_snap.load_full();
                         inner.resolve(a.correlation_id, Ok(a.count));
                     }
                 }
@@ -687,5 +700,6 @@ async fn reader(
         if !fill(&mut recv, &mut decoder).await? {
             return Ok(());
         }
+        subs = inner.subs_snap.load_full();
     }
 }

@@ -14,6 +14,10 @@
 //! - [`router`] — the interest table: which peer holds which pattern, with a
 //!   lock-free snapshot for the publish path and the deltas interest propagation needs.
 //! - [`dedup`] — the bounded window of seen message ids.
+//! - [`dht`] — the Kademlia core: ids (SHA-256 of the public key, realm-scoped keys), the
+//!   k-bucket [`dht::RoutingTable`], the iterative [`dht::Lookup`] state machine and the
+//!   TTL-enforcing [`dht::RecordStore`]. Design: `docs/DHT.md`. Not yet wired to the
+//!   network (issue 3).
 //! - [`config`] + [`defaults`] — layered configuration (defaults → TOML → `MACULA_*`
 //!   env → flags) and every default with its reason.
 //!
@@ -39,6 +43,7 @@ pub mod client;
 pub mod config;
 pub mod dedup;
 pub mod defaults;
+pub mod dht;
 pub mod metrics;
 pub mod node;
 pub mod router;
