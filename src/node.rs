@@ -514,6 +514,7 @@ async fn run_uplink(
     let wcfg = writer_config(&shared);
     let connected_flag = AtomicBool::new(false);
     let mut attempt: u64 = 0;
+    let mut sessions: u64 = 0;
     while !cancel.is_cancelled() {
         if attempt > 0 {
             shared.metrics.uplink_reconnects_total.inc();
@@ -549,9 +550,16 @@ async fn run_uplink(
             .with_label_values(&["uplink"])
             .inc();
         info!(uplink = %target, "uplink connected");
+        // The settle window matters only after a reconnect: the bridge may have
+        // restarted and still be relearning the realm's interest while we hold
+        // publishes accepted during the outage. On the first connect the bridge sends
+        // the realm's complete interest straight away (and we hold nothing that was
+        // meant for remote subscribers), so QoS 1 follows the known interest at once.
+        let settle_until = (sessions > 0).then(|| Instant::now() + state.settle);
+        sessions += 1;
         shared.remote.store(Arc::new(RemoteInterest {
             trie: PatternTrie::new(),
-            settle_until: Some(Instant::now() + state.settle),
+            settle_until,
         }));
         // Re-announce our interest: drain stale control items (old acks, old
         // interest deltas) and read the full pattern set atomically.

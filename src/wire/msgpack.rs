@@ -138,32 +138,8 @@ pub(crate) fn check_single_map(buf: &[u8]) -> Result<(), &'static str> {
         stack[depth] -= 1;
         let marker = *buf.get(pos).ok_or("body ends inside a value")?;
         pos += 1;
-        let (skip, children): (u64, u64) = match marker {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
-            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
-            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
-            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
-            0xc4 | 0xd9 => (read_be(buf, &mut pos, 1)?, 0),
-            0xc5 | 0xda => (read_be(buf, &mut pos, 2)?, 0),
-            0xc6 | 0xdb => (read_be(buf, &mut pos, 4)?, 0),
-            0xc7 => (read_be(buf, &mut pos, 1)? + 1, 0),
-            0xc8 => (read_be(buf, &mut pos, 2)? + 1, 0),
-            0xc9 => (read_be(buf, &mut pos, 4)? + 1, 0),
-            0xcc | 0xd0 => (1, 0),
-            0xcd | 0xd1 => (2, 0),
-            0xca | 0xce | 0xd2 => (4, 0),
-            0xcb | 0xcf | 0xd3 => (8, 0),
-            0xd4 => (2, 0),
-            0xd5 => (3, 0),
-            0xd6 => (5, 0),
-            0xd7 => (9, 0),
-            0xd8 => (17, 0),
-            0xdc => (0, read_be(buf, &mut pos, 2)?),
-            0xdd => (0, read_be(buf, &mut pos, 4)?),
-            0xde => (0, 2 * read_be(buf, &mut pos, 2)?),
-            0xdf => (0, 2 * read_be(buf, &mut pos, 4)?),
-            0xc1 => return Err("reserved marker 0xc1"),
-        };
+        let (skip, children) =
+            marker_extent(marker, |n| read_be(buf, &mut pos, n))?.ok_or("reserved marker 0xc1")?;
         let rest = (buf.len() - pos) as u64;
         if skip > rest {
             return Err("body ends inside a value");
@@ -181,6 +157,41 @@ pub(crate) fn check_single_map(buf: &[u8]) -> Result<(), &'static str> {
             stack[depth] = children;
         }
     }
+}
+
+/// What follows a MessagePack marker byte: `(bytes to skip, child items to read)`.
+/// `read(n)` reads an n-byte big-endian length that follows the marker. `None` for
+/// the reserved marker 0xc1. Shared by the structure check and the hot-path parser.
+pub(crate) fn marker_extent<E>(
+    marker: u8,
+    mut read: impl FnMut(usize) -> Result<u64, E>,
+) -> Result<Option<(u64, u64)>, E> {
+    Ok(Some(match marker {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+        0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+        0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+        0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+        0xc4 | 0xd9 => (read(1)?, 0),
+        0xc5 | 0xda => (read(2)?, 0),
+        0xc6 | 0xdb => (read(4)?, 0),
+        0xc7 => (read(1)? + 1, 0),
+        0xc8 => (read(2)? + 1, 0),
+        0xc9 => (read(4)? + 1, 0),
+        0xcc | 0xd0 => (1, 0),
+        0xcd | 0xd1 => (2, 0),
+        0xca | 0xce | 0xd2 => (4, 0),
+        0xcb | 0xcf | 0xd3 => (8, 0),
+        0xd4 => (2, 0),
+        0xd5 => (3, 0),
+        0xd6 => (5, 0),
+        0xd7 => (9, 0),
+        0xd8 => (17, 0),
+        0xdc => (0, read(2)?),
+        0xdd => (0, read(4)?),
+        0xde => (0, 2 * read(2)?),
+        0xdf => (0, 2 * read(4)?),
+        0xc1 => return Ok(None),
+    }))
 }
 
 fn read_be(buf: &[u8], pos: &mut usize, n: usize) -> Result<u64, &'static str> {

@@ -7,7 +7,7 @@
 //! trailing bytes refused. Like the serde path it also accepts `str` where `bin` is
 //! expected and vice versa. No allocation; the only UTF-8 check is the topic's.
 
-use super::msgpack::MAX_DEPTH;
+use super::msgpack::{marker_extent, MAX_DEPTH};
 use super::{MessageId, MessageType, PublishView, Qos, WireError};
 
 /// Parses a publish body into a borrowed view.
@@ -186,32 +186,8 @@ impl<'a> Reader<'a> {
             }
             stack[depth] -= 1;
             let marker = self.byte()?;
-            let (skip, children): (u64, u64) = match marker {
-                0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
-                0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
-                0x90..=0x9f => (0, u64::from(marker & 0x0f)),
-                0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
-                0xc4 | 0xd9 => (self.be(1)?, 0),
-                0xc5 | 0xda => (self.be(2)?, 0),
-                0xc6 | 0xdb => (self.be(4)?, 0),
-                0xc7 => (self.be(1)? + 1, 0),
-                0xc8 => (self.be(2)? + 1, 0),
-                0xc9 => (self.be(4)? + 1, 0),
-                0xcc | 0xd0 => (1, 0),
-                0xcd | 0xd1 => (2, 0),
-                0xca | 0xce | 0xd2 => (4, 0),
-                0xcb | 0xcf | 0xd3 => (8, 0),
-                0xd4 => (2, 0),
-                0xd5 => (3, 0),
-                0xd6 => (5, 0),
-                0xd7 => (9, 0),
-                0xd8 => (17, 0),
-                0xdc => (0, self.be(2)?),
-                0xdd => (0, self.be(4)?),
-                0xde => (0, 2 * self.be(2)?),
-                0xdf => (0, 2 * self.be(4)?),
-                0xc1 => return Err(malformed("reserved marker 0xc1")),
-            };
+            let (skip, children) = marker_extent(marker, |n| self.be(n))?
+                .ok_or_else(|| malformed("reserved marker 0xc1"))?;
             self.take(skip)?;
             if children > 0 {
                 if children > (self.buf.len() - self.pos) as u64 {
