@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{TlsConfig, TransportConfig};
 use crate::dedup::DedupWindow;
+use crate::defaults;
 use crate::metrics::Metrics;
 use crate::session::{
     self, fill, now_us, open_session, Outbound, ReliableState, SessionError, WriterConfig,
@@ -69,6 +70,13 @@ pub struct ClientOptions {
     pub dedup_window: usize,
     /// Retransmit an unacknowledged QoS 1 publish after this long.
     pub ack_timeout: Duration,
+    /// Reconnect when the connection is lost (default true): the client then
+    /// re-subscribes every pattern and re-sends every unacknowledged QoS 1 publish.
+    pub reconnect: bool,
+    /// First reconnect delay; doubles (with jitter) up to `reconnect_max_backoff`.
+    pub reconnect_initial_backoff: Duration,
+    /// Largest reconnect delay.
+    pub reconnect_max_backoff: Duration,
 }
 
 impl Default for ClientOptions {
@@ -86,6 +94,11 @@ impl Default for ClientOptions {
             subscription_buffer: 65_536,
             dedup_window: cfg.limits.dedup_window,
             ack_timeout: Duration::from_millis(cfg.limits.ack_timeout_ms),
+            reconnect: true,
+            reconnect_initial_backoff: Duration::from_millis(
+                cfg.limits.reconnect_initial_backoff_ms,
+            ),
+            reconnect_max_backoff: Duration::from_millis(cfg.limits.reconnect_max_backoff_ms),
         }
     }
 }
@@ -144,6 +157,8 @@ pub struct ClientStats {
     pub duplicates: u64,
     /// QoS 0 deliveries dropped because a subscription buffer was full.
     pub dropped: u64,
+    /// Sessions re-established after the connection to the node was lost.
+    pub reconnects: u64,
 }
 
 /// A message delivered to a subscription. Topic and payload share the received
@@ -204,8 +219,8 @@ impl Drop for Subscription {
 type SubTrie = PatternTrie<Vec<(u64, mpsc::Sender<Message>)>>;
 
 struct Inner {
-    conn: Connection,
-    _endpoint: Endpoint,
+    /// The current connection (replaced on reconnect).
+    conn: Mutex<Connection>,
     ctrl: mpsc::Sender<Outbound>,
     data: mpsc::Sender<Outbound>,
     subs: Mutex<SubTrie>,
@@ -222,6 +237,7 @@ struct Inner {
     received: AtomicU64,
     duplicates: AtomicU64,
     dropped: AtomicU64,
+    reconnects: AtomicU64,
     subscription_buffer: usize,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -261,45 +277,27 @@ impl Client {
             &opts.data_dir,
         )
         .map_err(|e| cerr(e.to_string()))?;
-        let connecting = endpoint
-            .connect(addr, &opts.server_name)
-            .map_err(|e| cerr(e.to_string()))?;
-        let conn = tokio::time::timeout(session::HANDSHAKE_TIMEOUT, connecting)
-            .await
-            .map_err(|_| ClientError::Timeout("QUIC handshake"))?
-            .map_err(|e| cerr(e.to_string()))?;
         let node_id: wire::NodeId = rand::random();
-        let connect = Connect {
-            versions: vec![wire::PROTOCOL_VERSION],
-            node_id,
-            realm: opts.realm.clone(),
-            cluster: String::new(),
-            role: Role::Client,
-            capabilities: vec!["pubsub".into(), "qos1".into()],
-            max_frame_size: opts.max_frame_size,
-            correlation_id: 1,
-        };
-        let (mut send, recv, decoder, welcome) =
-            open_session(&conn, connect, opts.max_frame_size).await?;
+        let first = establish(&opts, &endpoint, node_id).await?;
+        let welcome = &first.welcome;
         let (ctrl_tx, ctrl_rx) = mpsc::channel(welcome.max_inflight as usize + 1024);
         let (data_tx, data_rx) = mpsc::channel(opts.queue.max(1));
         let (acks_tx, acks_rx) = session::ack_channel(welcome.max_inflight as usize);
-        let mut queues = session::ReliableQueues {
+        let queues = session::ReliableQueues {
             ctrl: ctrl_rx,
             data: data_rx,
             acks: acks_rx,
         };
         // Client-side counters are not exported; a private registry keeps them apart.
         let metrics = Metrics::new();
-        let mut state = ReliableState::new(
+        let state = ReliableState::new(
             welcome.max_inflight as usize,
             opts.ack_timeout,
             Duration::ZERO,
             metrics.clone(),
         );
         let inner = Arc::new(Inner {
-            conn: conn.clone(),
-            _endpoint: endpoint,
+            conn: Mutex::new(first.conn.clone()),
             ctrl: ctrl_tx,
             data: data_tx,
             subs: Mutex::new(PatternTrie::new()),
@@ -316,37 +314,27 @@ impl Client {
             received: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
             subscription_buffer: opts.subscription_buffer.max(1),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             max_frame: welcome.max_frame_size,
         });
-        let wcfg = WriterConfig {
-            write_timeout: Duration::from_secs(30),
-            metrics,
+        let manager = SessionManager {
+            inner: inner.clone(),
+            opts,
+            endpoint,
+            node_id,
+            state,
+            queues,
+            acks_tx,
+            dedup: None,
+            wcfg: WriterConfig {
+                write_timeout: Duration::from_secs(30),
+                metrics,
+            },
         };
-        let w_inner = inner.clone();
-        inner.tasks.spawn(async move {
-            let _ = session::run_reliable_writer(
-                &mut send,
-                &mut state,
-                &mut queues,
-                &w_inner.cancel,
-                &wcfg,
-                None,
-            )
-            .await;
-            let _ = send.finish();
-            w_inner.acked_notify.notify_waiters();
-        });
-        let r_inner = inner.clone();
-        let dedup = DedupWindow::new(opts.dedup_window);
-        inner.tasks.spawn(async move {
-            let r = reader(&r_inner, recv, decoder, dedup, acks_tx).await;
-            r_inner.fail_pending(r.err());
-            r_inner.cancel.cancel();
-            r_inner.acked_notify.notify_waiters();
-        });
+        inner.tasks.spawn(manager.run(first));
         inner.tasks.close();
         Ok(Client { inner })
     }
@@ -501,6 +489,7 @@ impl Client {
             received: i.received.load(Ordering::Relaxed),
             duplicates: i.duplicates.load(Ordering::Relaxed),
             dropped: i.dropped.load(Ordering::Relaxed),
+            reconnects: i.reconnects.load(Ordering::Relaxed),
         }
     }
 
@@ -518,7 +507,11 @@ impl Client {
         });
         let _ = inner.ctrl.try_send(Outbound::Frame(bye.to_bytes()));
         inner.cancel.cancel();
-        inner.conn.close(0u32.into(), b"bye");
+        inner
+            .conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(2), inner.tasks.wait()).await;
     }
 }
@@ -604,8 +597,9 @@ async fn reader(
     inner: &Inner,
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
-    mut dedup: DedupWindow,
-    acks_tx: mpsc::Sender<PubAck>,
+    dedup: &mut DedupWindow,
+    acks_tx: &mpsc::Sender<PubAck>,
+    liveness: &session::Liveness,
 ) -> Result<(), SessionError> {
     // The subscription snapshot is loaded once per received chunk (and again after
     // each SUBACK, so messages right after a new subscription are not missed); QoS 1
@@ -701,5 +695,204 @@ async fn reader(
             return Ok(());
         }
         subs = inner.subs_snap.load_full();
+        liveness.touch();
+    }
+}
+
+/// One established session: the connection, its stream and the node's `CONNECTED`.
+struct Established {
+    conn: Connection,
+    send: quinn::SendStream,
+    recv: RecvStream,
+    decoder: FrameDecoder,
+    welcome: wire::Connected,
+}
+
+/// QUIC handshake plus `CONNECT`/`CONNECTED`.
+async fn establish(
+    opts: &ClientOptions,
+    endpoint: &Endpoint,
+    node_id: wire::NodeId,
+) -> Result<Established, ClientError> {
+    let cerr = |reason: String| ClientError::Connect {
+        addr: opts.addr.clone(),
+        reason,
+    };
+    let addr = tokio::net::lookup_host(&opts.addr)
+        .await
+        .map_err(|e| cerr(e.to_string()))?
+        .next()
+        .ok_or_else(|| cerr("no address".into()))?;
+    let connecting = endpoint
+        .connect(addr, &opts.server_name)
+        .map_err(|e| cerr(e.to_string()))?;
+    let conn = tokio::time::timeout(session::HANDSHAKE_TIMEOUT, connecting)
+        .await
+        .map_err(|_| ClientError::Timeout("QUIC handshake"))?
+        .map_err(|e| cerr(e.to_string()))?;
+    let connect = Connect {
+        versions: vec![wire::PROTOCOL_VERSION],
+        node_id,
+        realm: opts.realm.clone(),
+        cluster: String::new(),
+        role: Role::Client,
+        capabilities: vec!["pubsub".into(), "qos1".into()],
+        max_frame_size: opts.max_frame_size,
+        correlation_id: 1,
+    };
+    let (send, recv, decoder, welcome) = open_session(&conn, connect, opts.max_frame_size).await?;
+    Ok(Established {
+        conn,
+        send,
+        recv,
+        decoder,
+        welcome,
+    })
+}
+
+/// Owns what outlives one connection — QoS 1 custody, the queues, the
+/// de-duplication window — and re-establishes the session when it is lost.
+struct SessionManager {
+    inner: Arc<Inner>,
+    opts: ClientOptions,
+    endpoint: Endpoint,
+    node_id: wire::NodeId,
+    state: ReliableState,
+    queues: session::ReliableQueues,
+    acks_tx: mpsc::Sender<PubAck>,
+    dedup: Option<DedupWindow>,
+    wcfg: WriterConfig,
+}
+
+impl SessionManager {
+    async fn run(mut self, first: Established) {
+        let inner = self.inner.clone();
+        let mut dedup = self
+            .dedup
+            .take()
+            .unwrap_or_else(|| DedupWindow::new(self.opts.dedup_window));
+        let mut next = Some(first);
+        let mut backoff = self
+            .opts
+            .reconnect_initial_backoff
+            .max(Duration::from_millis(1));
+        loop {
+            let est = match next.take() {
+                Some(e) => e,
+                None => {
+                    let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 4);
+                    tokio::select! {
+                        _ = inner.cancel.cancelled() => break,
+                        _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+                    }
+                    backoff = (backoff * 2).min(self.opts.reconnect_max_backoff);
+                    match establish(&self.opts, &self.endpoint, self.node_id).await {
+                        Ok(e) => {
+                            inner.reconnects.fetch_add(1, Ordering::Relaxed);
+                            e
+                        }
+                        // The node refused us (e.g. the realm is gone): retrying cannot help.
+                        Err(ClientError::Session(SessionError::Peer { code, message })) => {
+                            tracing::warn!(code, %message, "node refused the reconnect; giving up");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "reconnect failed");
+                            continue;
+                        }
+                    }
+                }
+            };
+            backoff = self
+                .opts
+                .reconnect_initial_backoff
+                .max(Duration::from_millis(1));
+            let Established {
+                conn,
+                mut send,
+                recv,
+                decoder,
+                welcome,
+            } = est;
+            *inner.conn.lock().unwrap_or_else(|e| e.into_inner()) = conn.clone();
+            self.state.window = (welcome.max_inflight as usize).max(1);
+            if inner.reconnects.load(Ordering::Relaxed) > 0 && self.resume(&mut send).await.is_err()
+            {
+                conn.close(0u32.into(), b"resume failed");
+                continue;
+            }
+            let liveness =
+                session::Liveness::new(defaults::UPLINK_HEARTBEAT, defaults::UPLINK_DEAD_AFTER);
+            let session_cancel = CancellationToken::new();
+            let writer = async {
+                let r = session::run_reliable_writer(
+                    &mut send,
+                    &mut self.state,
+                    &mut self.queues,
+                    &session_cancel,
+                    &self.wcfg,
+                    Some(&liveness),
+                )
+                .await;
+                if inner.cancel.is_cancelled() {
+                    // Flush what close() queued (DISCONNECT) before the stream ends.
+                    let _ = send.finish();
+                }
+                conn.close(0u32.into(), b"session ended");
+                r
+            };
+            let reader = async {
+                let r = reader(&inner, recv, decoder, &mut dedup, &self.acks_tx, &liveness).await;
+                session_cancel.cancel();
+                r
+            };
+            let stop = async {
+                inner.cancel.cancelled().await;
+                session_cancel.cancel();
+            };
+            let (w, r) = tokio::select! {
+                pair = async { tokio::join!(writer, reader) } => pair,
+                _ = stop => (Ok(()), Ok(())),
+            };
+            tracing::debug!(writer = ?w.err(), reader = ?r.err(), "client session ended");
+            inner.acked_notify.notify_waiters();
+            if inner.cancel.is_cancelled() || !self.opts.reconnect {
+                break;
+            }
+        }
+        inner.fail_pending(None);
+        inner.cancel.cancel();
+        inner.acked_notify.notify_waiters();
+    }
+
+    /// After a reconnect: announce every pattern again, then re-send the control
+    /// frames queued during the outage (pending SUBSCRIBE/UNSUBSCRIBE requests keep
+    /// their correlation ids, so their callers still get a SUBACK). Acknowledgements
+    /// owed to the previous session are dropped: the node forgot those deliveries.
+    async fn resume(&mut self, send: &mut quinn::SendStream) -> Result<(), quinn::WriteError> {
+        let patterns: Vec<String> = {
+            let subs = self.inner.subs.lock().unwrap_or_else(|e| e.into_inner());
+            subs.iter().map(|(p, _)| p).collect()
+        };
+        let mut frames = Vec::new();
+        for chunk in patterns.chunks(1000) {
+            frames.push(
+                Frame::Subscribe(Subscribe {
+                    topics: chunk.to_vec(),
+                    qos: Qos::AtLeastOnce,
+                    correlation_id: 0,
+                })
+                .to_bytes(),
+            );
+        }
+        while let Ok(item) = self.queues.ctrl.try_recv() {
+            if let Outbound::Frame(f) = item {
+                frames.push(f);
+            }
+        }
+        for f in frames {
+            send.write_all(&f).await?;
+        }
+        Ok(())
     }
 }

@@ -63,7 +63,7 @@ pub const ERROR_CODE_LABELS: [&str; 17] = [
 
 /// Message types of the wire protocol and their `type` label; any other byte counts as `other`.
 /// (A local copy: the wire module owns the numbers; this table must follow it.)
-pub const TYPE_LABELS: [(u8, &str); 11] = [
+pub const TYPE_LABELS: [(u8, &str); 21] = [
     (0x01, "connect"),
     (0x02, "disconnect"),
     (0x03, "ping"),
@@ -75,6 +75,16 @@ pub const TYPE_LABELS: [(u8, &str); 11] = [
     (0x12, "unsubscribe"),
     (0x14, "puback"),
     (0x15, "suback"),
+    (0x20, "call"),
+    (0x21, "reply"),
+    (0x26, "register"),
+    (0x27, "unregister"),
+    (0x40, "find_node"),
+    (0x41, "find_node_reply"),
+    (0x42, "store"),
+    (0x43, "find_value"),
+    (0x44, "find_value_reply"),
+    (0x45, "store_ack"),
 ];
 
 /// Label of message types not in [`TYPE_LABELS`].
@@ -491,6 +501,17 @@ mod tests {
             text.contains("macula_sent_bytes_total{type=\"suback\"} 21"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn type_labels_follow_the_wire_module() {
+        use crate::wire::MessageType;
+        let wire: Vec<(u8, &str)> = MessageType::ALL
+            .iter()
+            .map(|t| (*t as u8, t.as_str()))
+            .collect();
+        assert_eq!(TYPE_LABELS.to_vec(), wire);
+        const { assert!(TYPE_LABELS.len() < 255, "slot indices fit in a u8") };
     }
 
     #[test]

@@ -68,20 +68,41 @@ struct UplinkTx {
     data: mpsc::Sender<Outbound>,
 }
 
+/// Correlation id of the interest announcement a node sends first on every
+/// uplink session. The bridge queues the realm's current interest before it
+/// answers this `SUBSCRIBE`, so its `SUBACK` marks "interest snapshot complete".
+const INTEREST_SYNC: u64 = u64::MAX;
+
 /// What the rest of the realm wants, as last told by the bridge.
+#[derive(Clone)]
 struct RemoteInterest {
     trie: PatternTrie<()>,
-    /// Until then (just after a reconnect) every publish goes up: the bridge's
-    /// view of the realm is still being rebuilt.
+    /// False until the bridge's interest snapshot of this session is complete
+    /// (and before the first session): interest is unknown, so every QoS 1
+    /// publish goes into the uplink's custody rather than being judged unwanted.
+    synced: bool,
+    /// Until then (just after a reconnect) every QoS 1 publish goes up: the bridge
+    /// may have restarted and still be relearning the other nodes' interest.
     settle_until: Option<Instant>,
 }
 
 impl RemoteInterest {
-    /// Whether a publish on `topic` should go up. Inside the settle window every
-    /// QoS 1 publish goes up (the bridge may not know the realm's interest yet and
-    /// answers `no_route`, which is retried); QoS 0 follows the known interest only.
+    fn unknown() -> Self {
+        RemoteInterest {
+            trie: PatternTrie::new(),
+            synced: false,
+            settle_until: None,
+        }
+    }
+
+    /// Whether a publish on `topic` should go up. While interest is unknown or
+    /// settling, every QoS 1 publish goes up (a `no_route` answer inside the
+    /// settle window is retried); QoS 0 follows the known interest only.
     fn wants(&self, topic: &str, reliable: bool) -> bool {
         if reliable {
+            if !self.synced {
+                return true;
+            }
             if let Some(t) = self.settle_until {
                 if Instant::now() < t {
                     return true;
@@ -126,10 +147,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         metrics: metrics.clone(),
         local: RouteTable::new(limits.max_subscriptions_per_connection),
         uplink,
-        remote: ArcSwap::from_pointee(RemoteInterest {
-            trie: PatternTrie::new(),
-            settle_until: None,
-        }),
+        remote: ArcSwap::from_pointee(RemoteInterest::unknown()),
         next_key: AtomicU64::new(1),
         cfg,
     });
@@ -558,20 +576,29 @@ async fn run_uplink(
         let settle_until = (sessions > 0).then(|| Instant::now() + state.settle);
         sessions += 1;
         shared.remote.store(Arc::new(RemoteInterest {
-            trie: PatternTrie::new(),
             settle_until,
+            ..RemoteInterest::unknown()
         }));
         // Re-announce our interest: drain stale control items (old acks, old
         // interest deltas) and read the full pattern set atomically.
         let announce: Vec<Bytes> = shared.local.with_all_patterns(|patterns| {
             while queues.ctrl.try_recv().is_ok() {}
-            patterns
-                .chunks(PATTERNS_PER_FRAME)
-                .map(|c| {
+            // Always at least one frame (possibly with no topics): the last one
+            // carries INTEREST_SYNC, and its SUBACK marks the snapshot complete.
+            let chunks: Vec<&[String]> = if patterns.is_empty() {
+                vec![&[]]
+            } else {
+                patterns.chunks(PATTERNS_PER_FRAME).collect()
+            };
+            let last = chunks.len() - 1;
+            chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
                     Frame::Subscribe(Subscribe {
                         topics: c.to_vec(),
                         qos: Qos::AtLeastOnce,
-                        correlation_id: 0,
+                        correlation_id: if i == last { INTEREST_SYNC } else { 0 },
                     })
                     .to_bytes()
                 })
@@ -726,7 +753,7 @@ async fn uplink_reader(
                         }
                         RemoteInterest {
                             trie,
-                            settle_until: cur.settle_until,
+                            ..(**cur).clone()
                         }
                     });
                 }
@@ -743,7 +770,17 @@ async fn uplink_reader(
                         warn!(code = e.code, message = %e.message, "bridge reported an error");
                     }
                 }
-                Some(MessageType::SubAck) | Some(MessageType::Pong) => {}
+                Some(MessageType::SubAck) => {
+                    if let Ok(Frame::SubAck(a)) = raw.decode() {
+                        if a.correlation_id == INTEREST_SYNC {
+                            shared.remote.rcu(|cur| RemoteInterest {
+                                synced: true,
+                                ..(**cur).clone()
+                            });
+                        }
+                    }
+                }
+                Some(MessageType::Pong) => {}
                 _ => metrics.protocol_error(ErrorCode::Protocol.as_str()),
             }
         }

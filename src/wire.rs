@@ -14,13 +14,21 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 mod codec;
+mod dht_rpc;
 mod framing;
 mod msgpack;
 mod publish;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dht_rpc;
 
 pub use codec::{encode_publish, publish_body_len, PublishView, RawFrame};
+pub use dht_rpc::{
+    Call, FindNode, FindNodeReply, FindValue, FindValueReply, Register, Reply, RpcError, Store,
+    StoreAck, Unregister, WireContact, WireRecord, MAX_CONTACTS, MAX_DHT_VALUE, MAX_HOPS,
+    MAX_PROCEDURES, MAX_RECORDS,
+};
 pub use framing::FrameDecoder;
 
 /// The only protocol version this build speaks (header byte 0, `Connect.versions`).
@@ -105,7 +113,10 @@ impl Header {
     }
 }
 
-/// The message types v1 implements (header byte 1). Ids follow the Macula design v0.16.
+/// The message types v1 implements (header byte 1). Ids follow the Macula design v0.16
+/// (`store_ack`, `register` and `unregister` are new ids). The DHT and RPC types are
+/// implemented by the DHT/RPC services (issue 3); until those exist, nodes and bridges
+/// refuse them with a non-fatal `PROTOCOL` error.
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageType {
@@ -129,13 +140,33 @@ pub enum MessageType {
     Unsubscribe = 0x12,
     /// Acknowledges QoS 1 publishes. Body: [`PubAck`].
     PubAck = 0x14,
-    /// Answers `Subscribe` / `Unsubscribe`. Body: [`SubAck`].
+    /// Answers `Subscribe` / `Unsubscribe` (and `Register` / `Unregister`). Body: [`SubAck`].
     SubAck = 0x15,
+    /// Invokes a procedure. Body: [`Call`].
+    Call = 0x20,
+    /// Outcome of a call. Body: [`Reply`].
+    Reply = 0x21,
+    /// Client → node: provides procedures. Body: [`Register`].
+    Register = 0x26,
+    /// Client → node: withdraws procedures. Body: [`Unregister`].
+    Unregister = 0x27,
+    /// Kademlia FIND_NODE. Body: [`FindNode`].
+    FindNode = 0x40,
+    /// Answer to `FindNode`. Body: [`FindNodeReply`].
+    FindNodeReply = 0x41,
+    /// Kademlia STORE. Body: [`Store`].
+    Store = 0x42,
+    /// Kademlia FIND_VALUE. Body: [`FindValue`].
+    FindValue = 0x43,
+    /// Answer to `FindValue`. Body: [`FindValueReply`].
+    FindValueReply = 0x44,
+    /// Answer to `Store`. Body: [`StoreAck`].
+    StoreAck = 0x45,
 }
 
 impl MessageType {
     /// Every message type v1 implements, in id order.
-    pub const ALL: [MessageType; 11] = [
+    pub const ALL: [MessageType; 21] = [
         MessageType::Connect,
         MessageType::Disconnect,
         MessageType::Ping,
@@ -147,6 +178,16 @@ impl MessageType {
         MessageType::Unsubscribe,
         MessageType::PubAck,
         MessageType::SubAck,
+        MessageType::Call,
+        MessageType::Reply,
+        MessageType::Register,
+        MessageType::Unregister,
+        MessageType::FindNode,
+        MessageType::FindNodeReply,
+        MessageType::Store,
+        MessageType::FindValue,
+        MessageType::FindValueReply,
+        MessageType::StoreAck,
     ];
 
     /// The type for a raw header byte, `None` when v1 does not implement it.
@@ -168,18 +209,28 @@ impl MessageType {
             MessageType::Unsubscribe => "unsubscribe",
             MessageType::PubAck => "puback",
             MessageType::SubAck => "suback",
+            MessageType::Call => "call",
+            MessageType::Reply => "reply",
+            MessageType::Register => "register",
+            MessageType::Unregister => "unregister",
+            MessageType::FindNode => "find_node",
+            MessageType::FindNodeReply => "find_node_reply",
+            MessageType::Store => "store",
+            MessageType::FindValue => "find_value",
+            MessageType::FindValueReply => "find_value_reply",
+            MessageType::StoreAck => "store_ack",
         }
     }
 }
 
 /// True for the other message ids of the Erlang-era Macula (v0.16) that v1 does not implement:
-/// 0x13, 0x20–0x25, 0x30–0x32, 0x40–0x44, 0x50–0x57, 0x60–0x61, 0x70–0x74, 0x80–0x89.
+/// 0x13, 0x22–0x25, 0x30–0x32, 0x50–0x57, 0x60–0x61, 0x70–0x74, 0x80–0x89.
 /// A receiver answers [`ErrorCode::UnknownType`] and keeps the stream open, as for any other
 /// unknown type; this only tells the two cases apart (for logs and metrics).
 pub fn is_reserved_macula_type(b: u8) -> bool {
     matches!(
         b,
-        0x13 | 0x20..=0x25 | 0x30..=0x32 | 0x40..=0x44 | 0x50..=0x57 | 0x60..=0x61 | 0x70..=0x74 | 0x80..=0x89
+        0x13 | 0x22..=0x25 | 0x30..=0x32 | 0x50..=0x57 | 0x60..=0x61 | 0x70..=0x74 | 0x80..=0x89
     )
 }
 
@@ -452,12 +503,14 @@ pub struct PubAck {
     pub no_route: Vec<MessageId>,
 }
 
-/// `suback` (0x15): answer to [`Subscribe`] / [`Unsubscribe`].
+/// `suback` (0x15): answer to [`Subscribe`] / [`Unsubscribe`], and to [`Register`] /
+/// [`Unregister`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubAck {
     /// `"correlation_id"`: copied from the request.
     pub correlation_id: u64,
-    /// `"count"`: number of patterns the connection now holds.
+    /// `"count"`: number of patterns (for `register` / `unregister`: procedures) the
+    /// connection now holds.
     pub count: u32,
 }
 
@@ -486,6 +539,26 @@ pub enum Frame {
     PubAck(PubAck),
     /// See [`SubAck`].
     SubAck(SubAck),
+    /// See [`Call`].
+    Call(Call),
+    /// See [`Reply`].
+    Reply(Reply),
+    /// See [`Register`].
+    Register(Register),
+    /// See [`Unregister`].
+    Unregister(Unregister),
+    /// See [`FindNode`].
+    FindNode(FindNode),
+    /// See [`FindNodeReply`].
+    FindNodeReply(FindNodeReply),
+    /// See [`Store`].
+    Store(Store),
+    /// See [`FindValue`].
+    FindValue(FindValue),
+    /// See [`FindValueReply`].
+    FindValueReply(FindValueReply),
+    /// See [`StoreAck`].
+    StoreAck(StoreAck),
 }
 
 impl Frame {
@@ -503,6 +576,16 @@ impl Frame {
             Frame::Unsubscribe(_) => MessageType::Unsubscribe,
             Frame::PubAck(_) => MessageType::PubAck,
             Frame::SubAck(_) => MessageType::SubAck,
+            Frame::Call(_) => MessageType::Call,
+            Frame::Reply(_) => MessageType::Reply,
+            Frame::Register(_) => MessageType::Register,
+            Frame::Unregister(_) => MessageType::Unregister,
+            Frame::FindNode(_) => MessageType::FindNode,
+            Frame::FindNodeReply(_) => MessageType::FindNodeReply,
+            Frame::Store(_) => MessageType::Store,
+            Frame::FindValue(_) => MessageType::FindValue,
+            Frame::FindValueReply(_) => MessageType::FindValueReply,
+            Frame::StoreAck(_) => MessageType::StoreAck,
         }
     }
 

@@ -276,3 +276,55 @@ trait NowOrNever: std::future::Future + Sized {
     }
 }
 impl<F: std::future::Future> NowOrNever for F {}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reconnect_resubscribe_and_retransmit_after_a_node_restart() {
+    let mut f = fleet();
+    let b = f.bridge("bridge", "127.0.0.1", &[]).unwrap();
+    let baddr = f.procs[b].quic;
+    let na = f.node("node-a", "127.0.0.2", "a", baddr, &[]).unwrap();
+    let nb = f.node("node-b", "127.0.0.3", "b", baddr, &[]).unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+
+    let sub_client = client(f.procs[nb].quic).await;
+    let mut sub = sub_client.subscribe("orders.**").await.unwrap();
+    let publisher = client(f.procs[na].quic).await;
+    wait_route(&publisher, &mut sub, "orders.probe").await;
+
+    // The subscriber's node dies and comes back: the client reconnects on its own and
+    // re-subscribes, so deliveries resume without the application doing anything.
+    f.kill(nb).await;
+    f.restart(nb).unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    wait_route(&publisher, &mut sub, "orders.probe").await;
+    assert!(sub_client.stats().reconnects >= 1, "subscriber reconnected");
+
+    // The publisher's node dies; publishing goes on meanwhile (the client holds the
+    // QoS 1 messages it could not hand over) and resumes after the node is back.
+    f.kill(na).await;
+    const N: u32 = 500;
+    let p = publisher.clone();
+    let publishing = tokio::spawn(async move {
+        for i in 0..N {
+            p.publish("orders.created", i.to_be_bytes().to_vec().into(), Qos::AtLeastOnce)
+                .await
+                .unwrap();
+        }
+    });
+    f.restart(na).unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    publishing.await.unwrap();
+    publisher.flush(Duration::from_secs(30)).await.expect("all publishes acknowledged after the reconnect");
+    assert!(publisher.stats().reconnects >= 1, "publisher reconnected");
+
+    let mut seen = HashSet::new();
+    while seen.len() < N as usize {
+        let m = recv(&mut sub).await;
+        if m.topic() != "orders.created" {
+            continue;
+        }
+        let i = u32::from_be_bytes(m.payload[..4].try_into().unwrap());
+        assert!(seen.insert(i), "message {i} delivered twice to the application");
+    }
+    f.stop().await;
+}

@@ -10,6 +10,13 @@ use super::{
     Ping, Pong, PubAck, Publish, Qos, Role, SubAck, Subscribe, Unsubscribe, WireError, HEADER_LEN,
     PROTOCOL_VERSION,
 };
+use dht_rpc::{
+    CallDe, CallSer, FindNodeDe, FindNodeReplyDe, FindNodeReplySer, FindNodeSer, FindValueDe,
+    FindValueReplyDe, FindValueReplySer, FindValueSer, ProceduresDe, ProceduresSer, ReplyDe,
+    ReplySer, StoreAckMsg, StoreDe, StoreSer,
+};
+
+mod dht_rpc;
 
 /// Appends a complete publish frame (header + body) to `dst` without building a [`Publish`];
 /// the only allocation is `dst` growing. `retain` is not written (false).
@@ -59,14 +66,19 @@ impl RawFrame {
         MessageType::from_u8(self.header.msg_type)
     }
 
-    /// Fully decodes the body into an owned [`Frame`]; a publish payload is a zero-copy
-    /// slice of `self.bytes`.
+    /// Fully decodes the body into an owned [`Frame`]; a publish payload, DHT values, call
+    /// arguments and reply results are zero-copy slices of `self.bytes`.
     ///
     /// Errors: [`WireError::UnknownType`] for types v1 does not implement;
     /// [`WireError::Malformed`] if the body is not exactly one map (depth ≤ 16) with the
-    /// required keys and types; [`WireError::InvalidField`] for a `node_id` that is not 32
-    /// bytes, a `message_id` (or an id in `ids` / `no_route`) that is not 16 bytes, an
-    /// unknown `role`, or `retain: true`; [`WireError::UnsupportedQos`] for qos ≥ 2.
+    /// required keys and types, a bounded list is longer than its bound
+    /// ([`MAX_CONTACTS`](super::MAX_CONTACTS), [`MAX_RECORDS`](super::MAX_RECORDS),
+    /// [`MAX_PROCEDURES`](super::MAX_PROCEDURES)), or a `reply` carries both or neither of
+    /// `ok` / `error`; [`WireError::InvalidField`] for a `node_id`, `target`, `key`,
+    /// `publisher` or `origin` that is not 32 bytes, a DHT `value` over
+    /// [`MAX_DHT_VALUE`](super::MAX_DHT_VALUE) bytes, a `message_id` (or an id in `ids` /
+    /// `no_route`) that is not 16 bytes, an unknown `role`, or `retain: true`;
+    /// [`WireError::UnsupportedQos`] for qos ≥ 2.
     pub fn decode(&self) -> Result<Frame, WireError> {
         let t = self.checked_type()?;
         let body = self.body_slice();
@@ -173,6 +185,20 @@ impl RawFrame {
                     count: w.count,
                 })
             }
+            MessageType::Call => Frame::Call(de::<CallDe>(t, body)?.check(&self.bytes)?),
+            MessageType::Reply => Frame::Reply(de::<ReplyDe>(t, body)?.check(&self.bytes)?),
+            MessageType::Register => Frame::Register(de::<ProceduresDe>(t, body)?.register()),
+            MessageType::Unregister => Frame::Unregister(de::<ProceduresDe>(t, body)?.unregister()),
+            MessageType::FindNode => Frame::FindNode(de::<FindNodeDe>(t, body)?.check()?),
+            MessageType::FindNodeReply => {
+                Frame::FindNodeReply(de::<FindNodeReplyDe>(t, body)?.check()?)
+            }
+            MessageType::Store => Frame::Store(de::<StoreDe>(t, body)?.check(&self.bytes)?),
+            MessageType::FindValue => Frame::FindValue(de::<FindValueDe>(t, body)?.check()?),
+            MessageType::FindValueReply => {
+                Frame::FindValueReply(de::<FindValueReplyDe>(t, body)?.check(&self.bytes)?)
+            }
+            MessageType::StoreAck => Frame::StoreAck(de::<StoreAckMsg>(t, body)?.check()),
         };
         Ok(frame)
     }
@@ -381,6 +407,16 @@ fn serialize_body<W: std::io::Write>(f: &Frame, w: &mut W) {
             count: s.count,
         }
         .serialize(&mut ser),
+        Frame::Call(m) => CallSer::from(m).serialize(&mut ser),
+        Frame::Reply(m) => ReplySer::from(m).serialize(&mut ser),
+        Frame::Register(m) => ProceduresSer::from(m).serialize(&mut ser),
+        Frame::Unregister(m) => ProceduresSer::from(m).serialize(&mut ser),
+        Frame::FindNode(m) => FindNodeSer::from(m).serialize(&mut ser),
+        Frame::FindNodeReply(m) => FindNodeReplySer::from(m).serialize(&mut ser),
+        Frame::Store(m) => StoreSer::from(m).serialize(&mut ser),
+        Frame::FindValue(m) => FindValueSer::from(m).serialize(&mut ser),
+        Frame::FindValueReply(m) => FindValueReplySer::from(m).serialize(&mut ser),
+        Frame::StoreAck(m) => StoreAckMsg::from(m).serialize(&mut ser),
         Frame::Publish(_) => unreachable!("publish bodies are hand-written by write_publish"),
     };
     res.expect("serializing plain fields into an infallible writer cannot fail");

@@ -7,11 +7,11 @@ use proptest::prelude::*;
 use super::msgpack::{put_bin, put_map_len, put_str, put_uint};
 use super::*;
 
-fn hex(b: &[u8]) -> String {
+pub(super) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn one_frame(bytes: &[u8]) -> RawFrame {
+pub(super) fn one_frame(bytes: &[u8]) -> RawFrame {
     let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
     d.extend(bytes);
     let f = d.next_frame().expect("valid header").expect("whole frame");
@@ -20,7 +20,7 @@ fn one_frame(bytes: &[u8]) -> RawFrame {
 }
 
 /// A raw frame of type `t` with a hand-built body.
-fn raw(t: u8, body: &[u8]) -> RawFrame {
+pub(super) fn raw(t: u8, body: &[u8]) -> RawFrame {
     let mut b = BytesMut::new();
     Header {
         version: PROTOCOL_VERSION,
@@ -260,13 +260,13 @@ fn flags_are_ignored_on_receive() {
 #[test]
 fn unknown_type_passes_through_and_stream_continues() {
     let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
-    d.extend(&[1, 0x20, 0, 0, 0, 0, 0, 2, 0x80, 0x80]);
+    d.extend(&[1, 0x22, 0, 0, 0, 0, 0, 2, 0x80, 0x80]);
     d.extend(&Frame::Pong(Pong { correlation_id: 3 }).to_bytes());
     let unknown = d.next_frame().unwrap().unwrap();
     assert_eq!(unknown.msg_type(), None);
     assert_eq!(&unknown.body()[..], &[0x80, 0x80]);
     let e = unknown.decode().unwrap_err();
-    assert_eq!(e, WireError::UnknownType { msg_type: 0x20 });
+    assert_eq!(e, WireError::UnknownType { msg_type: 0x22 });
     assert_eq!(e.code(), ErrorCode::UnknownType);
     let next = d.next_frame().unwrap().unwrap().decode().unwrap();
     assert_eq!(next, Frame::Pong(Pong { correlation_id: 3 }));
@@ -482,7 +482,16 @@ fn publish_s() -> impl Strategy<Value = Publish> {
         })
 }
 
+/// Every frame type: the pub/sub frames here and the DHT/RPC frames of `tests_dht_rpc`,
+/// weighted by how many types each group has.
 fn frame_s() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        11 => pubsub_frame_s(),
+        10 => super::tests_dht_rpc::dht_rpc_frame_s(),
+    ]
+}
+
+fn pubsub_frame_s() -> impl Strategy<Value = Frame> {
     let topics = || prop::collection::vec(text(), 0..5);
     prop_oneof![
         (
