@@ -29,6 +29,8 @@
 //! - [`server`] — the accept loop (one task per connection, connection cap).
 //! - [`node`] — `macula node`: local pub/sub for clients plus one uplink to a bridge.
 //! - [`bridge`] — `macula bridge`: interest-routed relay between the nodes of each realm.
+//! - [`escalation`] — bridge levels, the per-level lookup cache (moka: TTL per level,
+//!   single-flight, negative cache) and loop detection. Not yet wired to bridges (issue 3).
 //! - [`client`] — the Rust client API (`connect`, `publish`, `subscribe`, `unsubscribe`).
 //! - [`metrics`] + [`admin`] — the Prometheus registry and the admin HTTP listener
 //!   (`/metrics`, `/health/live`, `/health/ready`).
@@ -44,6 +46,7 @@ pub mod config;
 pub mod dedup;
 pub mod defaults;
 pub mod dht;
+pub mod escalation;
 pub mod metrics;
 pub mod node;
 pub mod router;

@@ -306,15 +306,22 @@ async fn clients_reconnect_resubscribe_and_retransmit_after_a_node_restart() {
     let p = publisher.clone();
     let publishing = tokio::spawn(async move {
         for i in 0..N {
-            p.publish("orders.created", i.to_be_bytes().to_vec().into(), Qos::AtLeastOnce)
-                .await
-                .unwrap();
+            p.publish(
+                "orders.created",
+                i.to_be_bytes().to_vec().into(),
+                Qos::AtLeastOnce,
+            )
+            .await
+            .unwrap();
         }
     });
     f.restart(na).unwrap();
     f.wait_ready(Duration::from_secs(20)).await.unwrap();
     publishing.await.unwrap();
-    publisher.flush(Duration::from_secs(30)).await.expect("all publishes acknowledged after the reconnect");
+    publisher
+        .flush(Duration::from_secs(30))
+        .await
+        .expect("all publishes acknowledged after the reconnect");
     assert!(publisher.stats().reconnects >= 1, "publisher reconnected");
 
     let mut seen = HashSet::new();
@@ -324,7 +331,10 @@ async fn clients_reconnect_resubscribe_and_retransmit_after_a_node_restart() {
             continue;
         }
         let i = u32::from_be_bytes(m.payload[..4].try_into().unwrap());
-        assert!(seen.insert(i), "message {i} delivered twice to the application");
+        assert!(
+            seen.insert(i),
+            "message {i} delivered twice to the application"
+        );
     }
     f.stop().await;
 }
