@@ -824,35 +824,47 @@ impl SessionManager {
             let liveness =
                 session::Liveness::new(defaults::UPLINK_HEARTBEAT, defaults::UPLINK_DEAD_AFTER);
             let session_cancel = CancellationToken::new();
-            let writer = async {
-                let r = session::run_reliable_writer(
+            // The reader runs as its own task so that receiving and sending can use
+            // different cores; it hands the de-duplication window back when it ends.
+            let reader_task = {
+                let (inner, acks, live, cancel) = (
+                    inner.clone(),
+                    self.acks_tx.clone(),
+                    liveness.clone(),
+                    session_cancel.clone(),
+                );
+                let mut window = dedup;
+                tokio::spawn(async move {
+                    let r = reader(&inner, recv, decoder, &mut window, &acks, &live).await;
+                    cancel.cancel();
+                    (r, window)
+                })
+            };
+            let w = tokio::select! {
+                r = session::run_reliable_writer(
                     &mut send,
                     &mut self.state,
                     &mut self.queues,
                     &session_cancel,
                     &self.wcfg,
                     Some(&liveness),
-                )
-                .await;
-                if inner.cancel.is_cancelled() {
-                    // Flush what close() queued (DISCONNECT) before the stream ends.
-                    let _ = send.finish();
+                ) => r,
+                _ = inner.cancel.cancelled() => Ok(()),
+            };
+            if inner.cancel.is_cancelled() {
+                // Flush what close() queued (DISCONNECT) before the stream ends.
+                let _ = send.finish();
+            }
+            conn.close(0u32.into(), b"session ended");
+            let r = match reader_task.await {
+                Ok((r, window)) => {
+                    dedup = window;
+                    r
                 }
-                conn.close(0u32.into(), b"session ended");
-                r
-            };
-            let reader = async {
-                let r = reader(&inner, recv, decoder, &mut dedup, &self.acks_tx, &liveness).await;
-                session_cancel.cancel();
-                r
-            };
-            let stop = async {
-                inner.cancel.cancelled().await;
-                session_cancel.cancel();
-            };
-            let (w, r) = tokio::select! {
-                pair = async { tokio::join!(writer, reader) } => pair,
-                _ = stop => (Ok(()), Ok(())),
+                Err(e) => {
+                    dedup = DedupWindow::new(self.opts.dedup_window);
+                    Err(SessionError::Protocol(format!("reader task failed: {e}")))
+                }
             };
             tracing::debug!(writer = ?w.err(), reader = ?r.err(), "client session ended");
             inner.acked_notify.notify_waiters();
