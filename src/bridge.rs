@@ -38,8 +38,8 @@ use crate::session::{
 };
 use crate::topic;
 use crate::wire::{
-    self, Connected, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role,
-    SubAck, Subscribe, Unsubscribe,
+    ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck, Subscribe,
+    Unsubscribe,
 };
 
 /// A running bridge; see [`ServerHandle`].
@@ -169,27 +169,20 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     }
     let table = &shared.realms[&connect.realm];
     let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
-    let inflight = limits.max_inflight as usize;
-    let (ctrl_tx, ctrl_rx) = mpsc::channel(inflight + 1024);
-    let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue);
-    let (pending_tx, pending_rx) = mpsc::channel(inflight.max(1));
-    let tx = PeerTx {
+    let session::AcceptedPeer {
+        tx,
+        ctrl_rx,
+        data_rx,
+    } = session::accept_peer(
         key,
-        ctrl: ctrl_tx.clone(),
-        data: data_tx,
-        conn: conn.clone(),
-        max_frame: connect.max_frame_size as usize + wire::HEADER_LEN,
-    };
-    let welcome = Frame::Connected(Connected {
-        version: wire::PROTOCOL_VERSION,
-        node_id: shared.node_id,
-        realm: connect.realm.clone(),
-        max_frame_size: limits.max_frame_size,
-        max_inflight: limits.max_inflight,
-        keepalive_ms: shared.cfg.transport.keep_alive_ms as u32,
-        correlation_id: connect.correlation_id,
-    });
-    let _ = ctrl_tx.try_send(Outbound::Frame(welcome.to_bytes()));
+        &conn,
+        &connect,
+        shared.node_id,
+        limits,
+        shared.cfg.transport.keep_alive_ms,
+    );
+    let ctrl_tx = tx.ctrl.clone();
+    let (pending_tx, pending_rx) = mpsc::channel((limits.max_inflight as usize).max(1));
     table.add_peer(key, tx.clone(), |tx, others| {
         for chunk in others.chunks(1000) {
             let f = Frame::Subscribe(Subscribe {

@@ -260,11 +260,7 @@ impl Client {
             addr: opts.addr.clone(),
             reason,
         };
-        let addr = tokio::net::lookup_host(&opts.addr)
-            .await
-            .map_err(|e| cerr(e.to_string()))?
-            .next()
-            .ok_or_else(|| cerr("no address".into()))?;
+        let addr = resolve(&opts).await?;
         let bind = if addr.is_ipv6() {
             "[::]:0"
         } else {
@@ -708,6 +704,19 @@ struct Established {
     welcome: wire::Connected,
 }
 
+/// Resolves `opts.addr` (re-resolved on every reconnect, so a moved node is found).
+async fn resolve(opts: &ClientOptions) -> Result<std::net::SocketAddr, ClientError> {
+    let cerr = |reason: String| ClientError::Connect {
+        addr: opts.addr.clone(),
+        reason,
+    };
+    tokio::net::lookup_host(&opts.addr)
+        .await
+        .map_err(|e| cerr(e.to_string()))?
+        .next()
+        .ok_or_else(|| cerr("no address".into()))
+}
+
 /// QUIC handshake plus `CONNECT`/`CONNECTED`.
 async fn establish(
     opts: &ClientOptions,
@@ -718,11 +727,7 @@ async fn establish(
         addr: opts.addr.clone(),
         reason,
     };
-    let addr = tokio::net::lookup_host(&opts.addr)
-        .await
-        .map_err(|e| cerr(e.to_string()))?
-        .next()
-        .ok_or_else(|| cerr("no address".into()))?;
+    let addr = resolve(opts).await?;
     let connecting = endpoint
         .connect(addr, &opts.server_name)
         .map_err(|e| cerr(e.to_string()))?;

@@ -38,8 +38,8 @@ use crate::session::{
 };
 use crate::topic::{self, PatternTrie};
 use crate::wire::{
-    self, Connect, Connected, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Pong, PubAck,
-    Qos, RawFrame, Role, SubAck, Subscribe, Unsubscribe,
+    self, Connect, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Pong, PubAck, Qos,
+    RawFrame, Role, SubAck, Subscribe, Unsubscribe,
 };
 
 /// Most patterns per `SUBSCRIBE` frame a node sends when re-announcing its interest.
@@ -218,25 +218,19 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         .await;
     }
     let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
-    let (ctrl_tx, ctrl_rx) = mpsc::channel(limits.max_inflight as usize + 1024);
-    let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue);
-    let tx = PeerTx {
+    let session::AcceptedPeer {
+        tx,
+        ctrl_rx,
+        data_rx,
+    } = session::accept_peer(
         key,
-        ctrl: ctrl_tx.clone(),
-        data: data_tx,
-        conn: conn.clone(),
-        max_frame: connect.max_frame_size as usize + wire::HEADER_LEN,
-    };
-    let connected = Frame::Connected(Connected {
-        version: wire::PROTOCOL_VERSION,
-        node_id: shared.node_id,
-        realm: shared.realm.clone(),
-        max_frame_size: limits.max_frame_size,
-        max_inflight: limits.max_inflight,
-        keepalive_ms: shared.cfg.transport.keep_alive_ms as u32,
-        correlation_id: connect.correlation_id,
-    });
-    let _ = ctrl_tx.try_send(Outbound::Frame(connected.to_bytes()));
+        &conn,
+        &connect,
+        shared.node_id,
+        limits,
+        shared.cfg.transport.keep_alive_ms,
+    );
+    let ctrl_tx = tx.ctrl.clone();
     shared.local.add_peer(key, tx.clone(), |_, _| {});
     let cancel = CancellationToken::new();
     let writer = tokio::spawn(session::run_writer(

@@ -268,6 +268,52 @@ pub async fn finish_session(
     }
 }
 
+/// An accepted session's sending half and the receiving ends its writer drains.
+pub struct AcceptedPeer {
+    /// Routing handle of the peer.
+    pub tx: PeerTx,
+    /// Control queue receiver (for [`run_writer`]).
+    pub ctrl_rx: mpsc::Receiver<Outbound>,
+    /// Data queue receiver (for [`run_writer`]).
+    pub data_rx: mpsc::Receiver<Outbound>,
+}
+
+/// Creates the bounded queues of a validated session (control: `max_inflight` +
+/// 1024, so acknowledgements owed never block; data: `outbound_queue`) and queues
+/// the `CONNECTED` answer carrying this side's limits.
+pub fn accept_peer(
+    key: PeerKey,
+    conn: &Connection,
+    connect: &Connect,
+    node_id: wire::NodeId,
+    limits: &crate::config::LimitsConfig,
+    keepalive_ms: u64,
+) -> AcceptedPeer {
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(limits.max_inflight as usize + 1024);
+    let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue.max(1));
+    let tx = PeerTx {
+        key,
+        ctrl: ctrl_tx,
+        data: data_tx,
+        conn: conn.clone(),
+        max_frame: connect.max_frame_size as usize + wire::HEADER_LEN,
+    };
+    tx.send_ctrl(Frame::Connected(Connected {
+        version: wire::PROTOCOL_VERSION,
+        node_id,
+        realm: connect.realm.clone(),
+        max_frame_size: limits.max_frame_size,
+        max_inflight: limits.max_inflight,
+        keepalive_ms: keepalive_ms.min(u64::from(u32::MAX)) as u32,
+        correlation_id: connect.correlation_id,
+    }));
+    AcceptedPeer {
+        tx,
+        ctrl_rx,
+        data_rx,
+    }
+}
+
 /// Outcome of offering a frame to a peer's data queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {

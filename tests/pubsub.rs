@@ -5,18 +5,13 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{client, fleet, metric, recv, wait_route};
+use common::{bridge_and_two_nodes, client, fleet, metric, recv, wait_route};
 use macula::client::Client;
 use macula::wire::Qos;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_crosses_two_nodes_through_the_bridge() {
-    let mut f = fleet();
-    let b = f.bridge("bridge", "127.0.0.1", &[]).unwrap();
-    let baddr = f.procs[b].quic;
-    let na = f.node("node-a", "127.0.0.2", "a", baddr, &[]).unwrap();
-    let nb = f.node("node-b", "127.0.0.3", "b", baddr, &[]).unwrap();
-    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (mut f, b, na, nb) = bridge_and_two_nodes().await;
 
     let sub_client = client(f.procs[nb].quic).await;
     let mut sub = sub_client.subscribe("orders.created").await.unwrap();
@@ -46,12 +41,7 @@ async fn publish_crosses_two_nodes_through_the_bridge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_subscriptions_match_across_clusters() {
-    let mut f = fleet();
-    let b = f.bridge("bridge", "127.0.0.1", &[]).unwrap();
-    let baddr = f.procs[b].quic;
-    let na = f.node("node-a", "127.0.0.2", "a", baddr, &[]).unwrap();
-    let nb = f.node("node-b", "127.0.0.3", "b", baddr, &[]).unwrap();
-    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (mut f, _, na, nb) = bridge_and_two_nodes().await;
 
     let sub_client = client(f.procs[nb].quic).await;
     let mut one = sub_client.subscribe("sensors.*.temp").await.unwrap();
@@ -194,12 +184,7 @@ async fn realms_are_isolated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos1_survives_a_bridge_restart() {
-    let mut f = fleet();
-    let b = f.bridge("bridge", "127.0.0.1", &[]).unwrap();
-    let baddr = f.procs[b].quic;
-    let na = f.node("node-a", "127.0.0.2", "a", baddr, &[]).unwrap();
-    let nb = f.node("node-b", "127.0.0.3", "b", baddr, &[]).unwrap();
-    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (mut f, b, na, nb) = bridge_and_two_nodes().await;
 
     let sub_client = client(f.procs[nb].quic).await;
     let mut sub = sub_client.subscribe("ledger.**").await.unwrap();
@@ -279,12 +264,7 @@ impl<F: std::future::Future> NowOrNever for F {}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_reconnect_resubscribe_and_retransmit_after_a_node_restart() {
-    let mut f = fleet();
-    let b = f.bridge("bridge", "127.0.0.1", &[]).unwrap();
-    let baddr = f.procs[b].quic;
-    let na = f.node("node-a", "127.0.0.2", "a", baddr, &[]).unwrap();
-    let nb = f.node("node-b", "127.0.0.3", "b", baddr, &[]).unwrap();
-    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (mut f, _, na, nb) = bridge_and_two_nodes().await;
 
     let sub_client = client(f.procs[nb].quic).await;
     let mut sub = sub_client.subscribe("orders.**").await.unwrap();

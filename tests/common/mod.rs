@@ -17,6 +17,24 @@ pub fn fleet() -> Fleet {
     Fleet::new(env!("CARGO_BIN_EXE_macula").into()).expect("temp dir")
 }
 
+/// A bridge on 127.0.0.1 and two nodes (clusters `a` on 127.0.0.2, `b` on 127.0.0.3)
+/// uplinked to it, all ready. Returns the fleet and the indices of bridge, node-a, node-b.
+pub async fn bridge_and_two_nodes() -> (Fleet, usize, usize, usize) {
+    let mut f = fleet();
+    let b = f.bridge("bridge", "127.0.0.1", &[]).expect("spawn bridge");
+    let baddr = f.procs[b].quic;
+    let na = f
+        .node("node-a", "127.0.0.2", "a", baddr, &[])
+        .expect("spawn node-a");
+    let nb = f
+        .node("node-b", "127.0.0.3", "b", baddr, &[])
+        .expect("spawn node-b");
+    f.wait_ready(Duration::from_secs(20))
+        .await
+        .expect("fleet ready");
+    (f, b, na, nb)
+}
+
 /// Client options for a node at `addr` in `realm`.
 pub fn opts(addr: SocketAddr, realm: &str) -> ClientOptions {
     ClientOptions {
