@@ -133,7 +133,16 @@ pub struct FindValue {
     pub key: NodeId,
     /// `"sender"`: the querying node.
     pub sender: WireContact,
+    /// `"path"` (optional, default `[]`; array of bin, exactly 32 bytes each, at most
+    /// [`MAX_PATH`]): the bridges this lookup has already climbed through, lowest first. Empty
+    /// inside a cluster and on the first escalation; each bridge appends its own id before
+    /// asking its parent, and refuses a lookup whose path already names it (a loop in a
+    /// misconfigured parent chain, see [`crate::escalation::EscalationPath`]).
+    pub path: Vec<NodeId>,
 }
+
+/// Most bridge ids in a [`FindValue`] `path` (as [`crate::escalation::MAX_VISITED`]).
+pub const MAX_PATH: usize = 16;
 
 /// One record in a [`FindValueReply`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +165,10 @@ pub struct FindValueReply {
     pub values: Vec<WireRecord>,
     /// `"nodes"` (optional, default `[]`; array of contact maps, at most [`MAX_CONTACTS`]).
     pub nodes: Vec<WireContact>,
+    /// `"depth"` (optional uint8, default 0): how many bridge levels above the answering
+    /// bridge the lookup climbed before an answer was found (0: the bridge asked answered
+    /// itself, from its subtree index or its cache). Feeds `macula_dht_routing_hops`.
+    pub depth: u8,
 }
 
 /// `call` (0x20): invokes `procedure` on one of its providers. Answered by exactly one
@@ -178,6 +191,10 @@ pub struct Call {
     /// `"hops"` (uint8): bridges crossed so far, incremented by each bridge; a receiver
     /// seeing more than [`MAX_HOPS`] answers [`RpcError::HOPS_EXCEEDED`].
     pub hops: u8,
+    /// `"target"` (optional bin, exactly 32 bytes): node id of the provider's node, chosen by
+    /// the caller's node after its lookup. Nodes and bridges route the call toward it; absent
+    /// only on the first hop (client → its node), where the node chooses.
+    pub target: Option<NodeId>,
 }
 
 /// Why a call failed: the `error` map of a [`Reply`], `{code, message}`.

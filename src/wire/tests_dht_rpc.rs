@@ -54,6 +54,7 @@ fn sample_call() -> Call {
         timeout_ms: 5000,
         origin: [0x22; 32],
         hops: 0,
+        target: None,
     }
 }
 
@@ -156,6 +157,7 @@ fn reply_and_small_snapshots() {
         correlation_id: 3,
         values: vec![],
         nodes: vec![],
+        depth: 0,
     });
     assert_eq!(
         hex(&empty.to_bytes()),
@@ -220,6 +222,7 @@ fn too_many_contacts_is_malformed() {
         correlation_id: 9,
         values: vec![],
         nodes,
+        depth: 0,
     });
     let e = reencode(&fvr).unwrap_err();
     assert!(matches!(e, WireError::Malformed { msg_type: 0x44, .. }));
@@ -237,6 +240,7 @@ fn too_many_records_or_procedures_is_malformed() {
             correlation_id: 1,
             values: vec![record.clone(); n],
             nodes: vec![contact(1)],
+            depth: 0,
         })
     };
     assert_eq!(reencode(&fvr(32)).unwrap(), fvr(32));
@@ -282,6 +286,7 @@ fn oversized_dht_value_is_invalid() {
             ttl_ms: 1,
         }],
         nodes: vec![],
+        depth: 0,
     });
     let e = reencode(&fvr).unwrap_err();
     assert!(matches!(e, WireError::InvalidField { field: "value", .. }));
@@ -448,6 +453,7 @@ fn optional_lists_default_to_empty_and_unknown_keys_are_ignored() {
             correlation_id: 1,
             values: vec![],
             nodes: vec![],
+            depth: 0,
         })
     );
 
@@ -585,23 +591,32 @@ pub(super) fn dht_rpc_frame_s() -> impl Strategy<Value = Frame> {
                 stored,
             })
         }),
-        (any::<u64>(), any::<[u8; 32]>(), contact_s()).prop_map(|(correlation_id, key, sender)| {
-            Frame::FindValue(FindValue {
-                correlation_id,
-                key,
-                sender,
-            })
-        }),
+        (
+            any::<u64>(),
+            any::<[u8; 32]>(),
+            contact_s(),
+            prop::collection::vec(any::<[u8; 32]>(), 0..=3)
+        )
+            .prop_map(|(correlation_id, key, sender, path)| {
+                Frame::FindValue(FindValue {
+                    correlation_id,
+                    key,
+                    sender,
+                    path,
+                })
+            }),
         (
             any::<u64>(),
             prop::collection::vec(record_s(), 0..=4),
-            contacts_s()
+            contacts_s(),
+            any::<u8>()
         )
-            .prop_map(|(correlation_id, values, nodes)| {
+            .prop_map(|(correlation_id, values, nodes, depth)| {
                 Frame::FindValueReply(FindValueReply {
                     correlation_id,
                     values,
                     nodes,
+                    depth,
                 })
             }),
         (
@@ -610,9 +625,10 @@ pub(super) fn dht_rpc_frame_s() -> impl Strategy<Value = Frame> {
             blob(),
             any::<u32>(),
             any::<[u8; 32]>(),
-            any::<u8>()
+            any::<u8>(),
+            prop::option::of(any::<[u8; 32]>())
         )
-            .prop_map(|(call_id, procedure, args, timeout_ms, origin, hops)| {
+            .prop_map(|(call_id, procedure, args, timeout_ms, origin, hops, target)| {
                 Frame::Call(Call {
                     call_id,
                     procedure,
@@ -620,6 +636,7 @@ pub(super) fn dht_rpc_frame_s() -> impl Strategy<Value = Frame> {
                     timeout_ms,
                     origin,
                     hops,
+                    target,
                 })
             }),
         (any::<u64>(), result)

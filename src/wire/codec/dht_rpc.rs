@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::bad_len;
 use crate::wire::dht_rpc::{
     Call, FindNode, FindNodeReply, FindValue, FindValueReply, Register, Reply, RpcError, Store,
-    StoreAck, Unregister, WireContact, WireRecord, MAX_CONTACTS, MAX_DHT_VALUE, MAX_PROCEDURES,
-    MAX_RECORDS,
+    StoreAck, Unregister, WireContact, WireRecord, MAX_CONTACTS, MAX_DHT_VALUE, MAX_PATH,
+    MAX_PROCEDURES, MAX_RECORDS,
 };
 use crate::wire::{MessageType, NodeId, WireError};
 
@@ -124,6 +124,8 @@ pub(super) struct FindValueSer<'a> {
     #[serde(with = "serde_bytes")]
     key: &'a [u8],
     sender: ContactSer<'a>,
+    #[serde(serialize_with = "ser_ids", skip_serializing_if = "<[_]>::is_empty")]
+    path: &'a [NodeId],
 }
 
 impl<'a> From<&'a FindValue> for FindValueSer<'a> {
@@ -132,6 +134,7 @@ impl<'a> From<&'a FindValue> for FindValueSer<'a> {
             correlation_id: m.correlation_id,
             key: &m.key,
             sender: (&m.sender).into(),
+            path: &m.path,
         }
     }
 }
@@ -158,6 +161,12 @@ pub(super) struct FindValueReplySer<'a> {
         skip_serializing_if = "<[_]>::is_empty"
     )]
     nodes: &'a [WireContact],
+    #[serde(skip_serializing_if = "is_zero")]
+    depth: u8,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
 }
 
 impl<'a> From<&'a FindValueReply> for FindValueReplySer<'a> {
@@ -166,6 +175,7 @@ impl<'a> From<&'a FindValueReply> for FindValueReplySer<'a> {
             correlation_id: m.correlation_id,
             values: &m.values,
             nodes: &m.nodes,
+            depth: m.depth,
         }
     }
 }
@@ -180,6 +190,11 @@ pub(super) struct CallSer<'a> {
     #[serde(with = "serde_bytes")]
     origin: &'a [u8],
     hops: u8,
+    #[serde(
+        with = "serde_bytes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    target: Option<&'a [u8]>,
 }
 
 impl<'a> From<&'a Call> for CallSer<'a> {
@@ -191,6 +206,7 @@ impl<'a> From<&'a Call> for CallSer<'a> {
             timeout_ms: m.timeout_ms,
             origin: &m.origin,
             hops: m.hops,
+            target: m.target.as_ref().map(|t| &t[..]),
         }
     }
 }
@@ -257,6 +273,10 @@ impl<'a> From<&'a Unregister> for ProceduresSer<'a> {
 
 fn ser_contacts<S: serde::Serializer>(list: &&[WireContact], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(list.iter().map(ContactSer::from))
+}
+
+fn ser_ids<S: serde::Serializer>(list: &&[NodeId], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter().map(|id| serde_bytes::Bytes::new(id)))
 }
 
 fn ser_records<S: serde::Serializer>(list: &&[WireRecord], s: S) -> Result<S::Ok, S::Error> {
@@ -351,14 +371,21 @@ pub(super) struct FindValueDe<'a> {
     key: &'a [u8],
     #[serde(borrow)]
     sender: ContactDe<'a>,
+    #[serde(default, borrow)]
+    path: Option<Bounded<&'a serde_bytes::Bytes, MAX_PATH>>,
 }
 
 impl FindValueDe<'_> {
     pub(super) fn check(self) -> Result<FindValue, WireError> {
+        let path = self.path.map(|b| b.0).unwrap_or_default();
         Ok(FindValue {
             correlation_id: self.correlation_id,
             key: id32("key", self.key)?,
             sender: self.sender.check()?,
+            path: path
+                .into_iter()
+                .map(|id| id32("path", id))
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -379,6 +406,8 @@ pub(super) struct FindValueReplyDe<'a> {
     values: Option<Bounded<RecordDe<'a>, MAX_RECORDS>>,
     #[serde(default, borrow)]
     nodes: Option<Bounded<ContactDe<'a>, MAX_CONTACTS>>,
+    #[serde(default)]
+    depth: u8,
 }
 
 impl FindValueReplyDe<'_> {
@@ -398,6 +427,7 @@ impl FindValueReplyDe<'_> {
             correlation_id: self.correlation_id,
             values,
             nodes: contacts(self.nodes.map(|b| b.0).unwrap_or_default())?,
+            depth: self.depth,
         })
     }
 }
@@ -412,6 +442,8 @@ pub(super) struct CallDe<'a> {
     #[serde(with = "serde_bytes", borrow)]
     origin: &'a [u8],
     hops: u8,
+    #[serde(default, borrow)]
+    target: Option<&'a serde_bytes::Bytes>,
 }
 
 impl CallDe<'_> {
@@ -423,6 +455,7 @@ impl CallDe<'_> {
             timeout_ms: self.timeout_ms,
             origin: id32("origin", self.origin)?,
             hops: self.hops,
+            target: self.target.map(|t| id32("target", t)).transpose()?,
         })
     }
 }
