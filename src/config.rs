@@ -57,6 +57,13 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The cluster's Kademlia DHT (node mode).
+    pub dht: DhtConfig,
+    /// Remote procedure calls (node mode).
+    pub rpc: RpcConfig,
+    /// The lookup cache (both modes; a node caches at level `cluster`, a bridge at its own
+    /// `bridge.level`).
+    pub cache: CacheSettings,
 }
 
 /// Settings of `macula bridge`.
@@ -72,6 +79,15 @@ pub struct BridgeConfig {
     /// Realms this bridge accepts (reverse-DNS names); a peer announcing another realm is
     /// refused. Default `["io.macula"]`.
     pub realms: Vec<String>,
+    /// Level of the hierarchy this bridge serves (`street`, `neighborhood`, `city`, `province`,
+    /// `country`, `region` or `global`). Sets its cache TTL. Default `street`.
+    pub level: crate::escalation::Level,
+    /// `host:port` of the parent bridges (the level above), tried in order; the first that
+    /// accepts is used until it fails. Empty: this bridge is the top of its hierarchy and
+    /// answers "not found" for what its subtree lacks. Default `[]`.
+    pub parents: Vec<String>,
+    /// TLS server name of the parents. Default `localhost`.
+    pub parent_server_name: String,
 }
 
 /// Settings of `macula node`.
@@ -96,6 +112,95 @@ pub struct NodeConfig {
     /// TLS server name (SNI, and the name verified in production) of the uplink. Default
     /// `localhost`.
     pub uplink_server_name: String,
+    /// `host:port` of other nodes of this cluster to join its mesh through; the rest of the
+    /// cluster is found with the DHT. Default `[]` (alone, or the first node).
+    pub seeds: Vec<String>,
+    /// Address other nodes of the cluster reach this one at (its DHT contact). `None`
+    /// (written `"off"`): `listen`, which must then not be a wildcard address. Default `None`.
+    #[serde(with = "opt_socket_addr")]
+    pub advertise: Option<SocketAddr>,
+}
+
+/// Settings of the cluster DHT (`docs/DHT.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DhtConfig {
+    /// Lifetime of a provider record, ms; providers re-advertise at half of it. Default
+    /// [`defaults::DHT_RECORD_TTL_MS`] (5 min).
+    pub record_ttl_ms: u64,
+    /// How long one FIND_NODE / FIND_VALUE / STORE query waits for its reply, ms. Default
+    /// [`defaults::DHT_QUERY_TIMEOUT_MS`] (1 s).
+    pub query_timeout_ms: u64,
+    /// Largest TTL a STORE may ask for, ms; longer is refused. Default
+    /// [`defaults::DHT_MAX_RECORD_TTL_MS`] (1 h).
+    pub max_record_ttl_ms: u64,
+}
+
+/// Settings of remote procedure calls (`docs/ARCHITECTURE.md`, "RPC").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpcConfig {
+    /// Providers tried per call before it fails with "all providers failed". Default
+    /// [`defaults::RPC_MAX_ATTEMPTS`] (3).
+    pub max_attempts: u32,
+    /// Calls in flight per process (forwarded or originated); beyond it calls are refused.
+    /// Default [`defaults::RPC_MAX_PENDING`].
+    pub max_pending: usize,
+}
+
+/// Settings of the lookup cache (`docs/ESCALATION.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Lifetime of a cached answer, ms. `0`: the level's default (cluster 300 s, street 600 s,
+    /// neighborhood 900 s, city 1800 s, above 3600 s). Default `0`.
+    pub ttl_ms: u64,
+    /// Lifetime of a cached "not found", ms. Default 5,000.
+    pub negative_ttl_ms: u64,
+    /// Bound of the cache, entries. Default 10,000.
+    pub max_entries: u64,
+}
+
+impl CacheSettings {
+    /// The runtime cache settings for a cache serving `level`.
+    pub fn for_level(&self, level: crate::escalation::Level) -> crate::escalation::CacheConfig {
+        let mut c = crate::escalation::CacheConfig::for_level(level);
+        if self.ttl_ms > 0 {
+            c.ttl = Duration::from_millis(self.ttl_ms);
+        }
+        c.negative_ttl = Duration::from_millis(self.negative_ttl_ms);
+        c.max_entries = self.max_entries;
+        c
+    }
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        DhtConfig {
+            record_ttl_ms: defaults::DHT_RECORD_TTL_MS,
+            query_timeout_ms: defaults::DHT_QUERY_TIMEOUT_MS,
+            max_record_ttl_ms: defaults::DHT_MAX_RECORD_TTL_MS,
+        }
+    }
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            max_attempts: defaults::RPC_MAX_ATTEMPTS,
+            max_pending: defaults::RPC_MAX_PENDING,
+        }
+    }
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            ttl_ms: 0,
+            negative_ttl_ms: crate::escalation::DEFAULT_NEGATIVE_TTL.as_millis() as u64,
+            max_entries: crate::escalation::DEFAULT_MAX_ENTRIES,
+        }
+    }
 }
 
 /// Trust mode of TLS (Macula v0.16 `MACULA_TLS_MODE`).
@@ -325,6 +430,53 @@ impl Config {
             if let Err(reason) = check_host_port(uplink) {
                 return invalid("node.uplink", format!("{uplink:?}: {reason}"));
             }
+        }
+        for (key, list) in [
+            ("node.seeds", &self.node.seeds),
+            ("bridge.parents", &self.bridge.parents),
+        ] {
+            for target in list {
+                if let Err(reason) = check_host_port(target) {
+                    return invalid(key, format!("{target:?}: {reason}"));
+                }
+            }
+        }
+        if self.bridge.level == crate::escalation::Level::Cluster {
+            return invalid(
+                "bridge.level",
+                "\"cluster\" is the level of nodes; a bridge serves street or above",
+            );
+        }
+        if self.bridge.level == crate::escalation::Level::Global && !self.bridge.parents.is_empty() {
+            return invalid("bridge.parents", "a global bridge has no parent");
+        }
+        let d = &self.dht;
+        if d.record_ttl_ms < 1000 || d.record_ttl_ms > d.max_record_ttl_ms {
+            return invalid(
+                "dht.record_ttl_ms",
+                format!(
+                    "must be in [1000, dht.max_record_ttl_ms = {}]",
+                    d.max_record_ttl_ms
+                ),
+            );
+        }
+        if d.max_record_ttl_ms > u64::from(u32::MAX) {
+            return invalid("dht.max_record_ttl_ms", "must fit in 32 bits of ms (~49 days)");
+        }
+        if d.query_timeout_ms == 0 {
+            return invalid("dht.query_timeout_ms", "must be > 0");
+        }
+        if !(1..=10).contains(&self.rpc.max_attempts) {
+            return invalid("rpc.max_attempts", "must be in [1, 10]");
+        }
+        if self.rpc.max_pending == 0 {
+            return invalid("rpc.max_pending", "must be > 0");
+        }
+        if self.cache.max_entries == 0 || self.cache.negative_ttl_ms == 0 {
+            return invalid(
+                "cache.max_entries",
+                "cache.max_entries and cache.negative_ttl_ms must be > 0",
+            );
         }
         let name = self.node.uplink_server_name.clone();
         if rustls::pki_types::ServerName::try_from(name.clone()).is_err() {
@@ -643,6 +795,9 @@ impl Default for Config {
             transport: TransportConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            dht: DhtConfig::default(),
+            rpc: RpcConfig::default(),
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -653,6 +808,9 @@ impl Default for BridgeConfig {
             listen: addr(defaults::DEFAULT_BRIDGE_LISTEN),
             admin_listen: Some(addr(defaults::DEFAULT_BRIDGE_ADMIN)),
             realms: vec![defaults::DEFAULT_REALM.to_string()],
+            level: crate::escalation::Level::Street,
+            parents: Vec::new(),
+            parent_server_name: defaults::DEFAULT_UPLINK_SERVER_NAME.to_string(),
         }
     }
 }
@@ -666,6 +824,8 @@ impl Default for NodeConfig {
             cluster: defaults::DEFAULT_CLUSTER.to_string(),
             uplink: Some(defaults::DEFAULT_UPLINK.to_string()),
             uplink_server_name: defaults::DEFAULT_UPLINK_SERVER_NAME.to_string(),
+            seeds: Vec::new(),
+            advertise: None,
         }
     }
 }

@@ -213,3 +213,22 @@ pub const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` on the admin port (e.g. out of file descriptors) before the
 /// next try: 100 ms, so the loop does not spin.
 pub const ADMIN_ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Lifetime of a DHT provider record, ms (5 min, the cluster level's cache TTL in Macula
+/// v0.16): a provider that vanishes without withdrawing stops being found within it. Its node
+/// re-advertises at half of it.
+pub const DHT_RECORD_TTL_MS: u64 = 300_000;
+
+/// How long one DHT query (FIND_NODE, FIND_VALUE, STORE) waits for its reply, ms. A cluster
+/// is 1–10 machines on one site: a reply later than 1 s means the peer is gone or overloaded.
+pub const DHT_QUERY_TIMEOUT_MS: u64 = 1_000;
+
+/// Largest TTL a STORE may ask for, ms (1 h); longer is an absurd TTL and is refused.
+pub const DHT_MAX_RECORD_TTL_MS: u64 = 3_600_000;
+
+/// Providers a call tries before failing with "all providers failed" (issue 3: at most 3).
+pub const RPC_MAX_ATTEMPTS: u32 = 3;
+
+/// Calls in flight per process, originated or forwarded (65,536 × ~200 bytes of bookkeeping
+/// ≈ 13 MB at most). Beyond it a call is answered at once with an error.
+pub const RPC_MAX_PENDING: usize = 65_536;

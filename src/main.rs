@@ -53,6 +53,14 @@ struct BridgeArgs {
     /// Realm this bridge accepts (repeatable; default io.macula).
     #[arg(long = "realm")]
     realms: Vec<String>,
+    /// Level this bridge serves: street, neighborhood, city, province, country, region, global
+    /// (default street).
+    #[arg(long)]
+    level: Option<String>,
+    /// Parent bridge (the level above), host:port (repeatable, tried in order; default none:
+    /// this bridge is the top).
+    #[arg(long = "parent")]
+    parents: Vec<String>,
 }
 
 #[derive(clap::Args, Default)]
@@ -75,6 +83,12 @@ struct NodeArgs {
     /// Run without an uplink.
     #[arg(long, conflicts_with = "uplink")]
     standalone: bool,
+    /// Another node of this cluster to join the mesh through, host:port (repeatable).
+    #[arg(long = "seed")]
+    seeds: Vec<String>,
+    /// Address the other nodes of the cluster reach this one at (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -104,6 +118,10 @@ struct BridgeOverrides {
     admin_listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     realms: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parents: Option<Vec<String>>,
 }
 
 #[derive(Serialize, Default)]
@@ -118,6 +136,10 @@ struct NodeOverrides {
     cluster: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     uplink: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seeds: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise: Option<String>,
 }
 
 #[derive(Serialize, Default)]
@@ -141,6 +163,8 @@ fn overrides(cli: &Cli) -> Overrides {
                 listen: b.listen.clone(),
                 admin_listen: b.admin_listen.clone(),
                 realms: (!b.realms.is_empty()).then(|| b.realms.clone()),
+                level: b.level.clone(),
+                parents: (!b.parents.is_empty()).then(|| b.parents.clone()),
             })
         }
         Cmd::Node(n) => {
@@ -150,6 +174,8 @@ fn overrides(cli: &Cli) -> Overrides {
                 realm: n.realm.clone(),
                 cluster: n.cluster.clone(),
                 uplink: n.uplink.clone(),
+                seeds: (!n.seeds.is_empty()).then(|| n.seeds.clone()),
+                advertise: n.advertise.clone(),
             })
         }
         Cmd::Config { .. } => {}
