@@ -8,6 +8,9 @@
 
 use std::sync::Arc;
 
+pub mod rpc;
+pub use rpc::RpcMetrics;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -144,6 +147,10 @@ pub struct Metrics {
     pub inflight_messages: IntGauge,
     /// Pre-resolved children of `protocol_errors_total`, in [`ERROR_CODE_LABELS`] order.
     protocol_error_children: Vec<IntCounter>,
+    /// Discovery and RPC: DHT, lookups, calls ([`RpcMetrics`]).
+    pub rpc: RpcMetrics,
+    /// The lookup caches, per level (`macula_escalation_*`).
+    pub cache: crate::escalation::CacheMetrics,
 }
 
 /// Per-message-type frame and byte counters, pre-resolved so the hot path does no label
@@ -362,6 +369,8 @@ impl Metrics {
                 ),
             ),
             protocol_error_children,
+            rpc: RpcMetrics::new(r),
+            cache: crate::escalation::CacheMetrics::new(r).expect("registered once"),
             registry,
         })
     }

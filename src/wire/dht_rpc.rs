@@ -220,6 +220,15 @@ impl RpcError {
     pub const HOPS_EXCEEDED: u16 = 5;
     /// The provider does not know the procedure (e.g. unregistered meanwhile).
     pub const UNKNOWN_PROCEDURE: u16 = 6;
+    /// The call's `target` cannot be reached from this hop (its node or the link toward it is
+    /// gone, or no route is known). The caller's node fails over to another provider and drops
+    /// the target from its cache.
+    pub const UNREACHABLE: u16 = 7;
+    /// This hop has too many calls in flight (`rpc.max_pending`); retry later.
+    pub const OVERLOADED: u16 = 8;
+    /// The call is malformed (bad procedure name, zero timeout, missing target on a hop that
+    /// needs one).
+    pub const INVALID: u16 = 9;
 
     /// An error with the given code and message.
     pub fn new(code: u16, message: impl Into<String>) -> Self {
