@@ -50,6 +50,7 @@ pub mod escalation;
 pub mod metrics;
 pub mod node;
 pub mod router;
+pub mod rpc;
 pub mod server;
 pub mod session;
 pub mod topic;

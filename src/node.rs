@@ -123,7 +123,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         &cfg.data_dir,
     )?;
     let local_addr = endpoint.local_addr()?;
-    let node_id: NodeId = rand::random();
+    let node_id: NodeId = crate::transport::node_identity(&cfg.data_dir)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let limits = &cfg.limits;
