@@ -27,6 +27,7 @@
 
 pub mod id;
 pub mod lookup;
+pub mod service;
 pub mod store;
 pub mod table;
 
