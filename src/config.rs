@@ -447,7 +447,8 @@ impl Config {
                 "\"cluster\" is the level of nodes; a bridge serves street or above",
             );
         }
-        if self.bridge.level == crate::escalation::Level::Global && !self.bridge.parents.is_empty() {
+        if self.bridge.level == crate::escalation::Level::Global && !self.bridge.parents.is_empty()
+        {
             return invalid("bridge.parents", "a global bridge has no parent");
         }
         let d = &self.dht;
@@ -461,7 +462,10 @@ impl Config {
             );
         }
         if d.max_record_ttl_ms > u64::from(u32::MAX) {
-            return invalid("dht.max_record_ttl_ms", "must fit in 32 bits of ms (~49 days)");
+            return invalid(
+                "dht.max_record_ttl_ms",
+                "must fit in 32 bits of ms (~49 days)",
+            );
         }
         if d.query_timeout_ms == 0 {
             return invalid("dht.query_timeout_ms", "must be > 0");

@@ -14,6 +14,10 @@
 //!   acknowledges them and are retransmitted after a timeout or a reconnect;
 //!   publishes coming down are de-duplicated by message id.
 
+mod mesh;
+mod rpc;
+
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,6 +63,16 @@ struct Shared {
     uplink: Option<UplinkTx>,
     remote: ArcSwap<RemoteInterest>,
     next_key: AtomicU64,
+    /// Where the other nodes of the cluster reach this one (its DHT contact address).
+    advertise: SocketAddr,
+    /// Links to the other nodes of the cluster.
+    mesh: Arc<mesh::Mesh>,
+    /// The cluster DHT.
+    dht: Arc<crate::dht::service::DhtService>,
+    /// RPC: local providers, calls in flight, the lookup cache.
+    rpc: rpc::NodeRpc,
+    /// Cancelled when the node stops.
+    shutdown: CancellationToken,
 }
 
 /// Queues into the uplink task.
@@ -140,6 +154,26 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
     } else {
         (None, None)
     };
+    let advertise = cfg.node.advertise.unwrap_or(local_addr);
+    let (mesh, dial_rx) = mesh::Mesh::new();
+    let dht = crate::dht::service::DhtService::new(
+        crate::dht::service::DhtParams {
+            own: crate::dht::Contact {
+                id: crate::dht::Id(node_id),
+                addr: advertise,
+            },
+            record_ttl: Duration::from_millis(cfg.dht.record_ttl_ms),
+            query_timeout: Duration::from_millis(cfg.dht.query_timeout_ms),
+            max_record_ttl: Duration::from_millis(cfg.dht.max_record_ttl_ms),
+        },
+        Arc::new(mesh::MeshTransport { mesh: mesh.clone() }),
+        metrics.clone(),
+    );
+    let cache = crate::escalation::LookupCache::new(
+        crate::escalation::Level::Cluster,
+        cfg.cache.for_level(crate::escalation::Level::Cluster),
+        &metrics.cache,
+    );
     let shared = Arc::new(Shared {
         realm: cfg.node.realm.clone(),
         cluster: cfg.node.cluster.clone(),
@@ -149,21 +183,38 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         uplink,
         remote: ArcSwap::from_pointee(RemoteInterest::unknown()),
         next_key: AtomicU64::new(1),
+        advertise,
+        mesh,
+        dht,
+        rpc: rpc::NodeRpc::new(cfg.rpc.max_pending, cache),
+        shutdown: shutdown.clone(),
         cfg,
     });
+    let client_ep = crate::transport::client_endpoint(
+        "0.0.0.0:0".parse().expect("valid literal"),
+        &shared.cfg.tls,
+        &shared.cfg.transport,
+        &shared.cfg.data_dir,
+    )?;
     if let Some((ctrl_rx, data_rx)) = uplink_rx {
-        let client_ep = crate::transport::client_endpoint(
-            "0.0.0.0:0".parse().expect("valid literal"),
-            &shared.cfg.tls,
-            &shared.cfg.transport,
-            &shared.cfg.data_dir,
-        )?;
         let s = shared.clone();
         let cancel = shutdown.clone();
-        tracker.spawn(
-            run_uplink(s, client_ep, ctrl_rx, data_rx, cancel).instrument(info_span!("uplink")),
-        );
+        let ep = client_ep.clone();
+        tracker.spawn(run_uplink(s, ep, ctrl_rx, data_rx, cancel).instrument(info_span!("uplink")));
     }
+    tracker.spawn(
+        mesh::run_dialer(shared.clone(), client_ep, dial_rx, shutdown.clone())
+            .instrument(info_span!("mesh")),
+    );
+    tracker.spawn(
+        mesh::run_maintainer(
+            shared.clone(),
+            shared.cfg.node.seeds.clone(),
+            shutdown.clone(),
+        )
+        .instrument(info_span!("mesh")),
+    );
+    tracker.spawn(run_housekeeping(shared.clone(), shutdown.clone()));
     let s = shared.clone();
     tracker.spawn(crate::server::accept_loop(
         endpoint.clone(),
@@ -204,6 +255,9 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
             Err(e) => return session::reject_before_connect(&conn, &metrics, e).await,
         };
     metrics.frames_in.inc(MessageType::Connect as u8, 0);
+    if connect.role == Role::Node && connect.versions.contains(&wire::PROTOCOL_VERSION) {
+        return mesh::serve_accepted(shared, conn, send, recv, decoder, connect).await;
+    }
     if let Err((code, msg)) = session::check_connect(&connect, Role::Client, |r| r == shared.realm)
     {
         debug!(%msg, "connect refused");
@@ -246,6 +300,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
     shared
         .local
         .remove_peer(key, |changes, _| announce_up(up.as_ref(), changes));
+    rpc::client_gone(&shared, key);
     session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
 }
 
@@ -284,7 +339,7 @@ type Fatal = (ErrorCode, String);
 /// Reads one client's frames until it leaves. Non-fatal problems are answered
 /// with an error frame and counted; a fatal one is returned.
 async fn client_reader(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     me: &PeerTx,
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
@@ -318,7 +373,7 @@ async fn client_reader(
 
 /// Handles one frame from a client. `Ok(Some(()))` ends the session cleanly.
 async fn handle_client_frame(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     me: &PeerTx,
     raw: &RawFrame,
     ctx: &mut ReadCtx,
@@ -422,6 +477,17 @@ async fn handle_client_frame(
             }));
         }
         MessageType::PubAck => {}
+        MessageType::Register
+        | MessageType::Unregister
+        | MessageType::Call
+        | MessageType::Reply => match raw.decode() {
+            Ok(Frame::Register(r)) => rpc::on_register(shared, me, r),
+            Ok(Frame::Unregister(u)) => rpc::on_unregister(shared, me, u),
+            Ok(Frame::Call(c)) => rpc::client_call(shared, me, c),
+            Ok(Frame::Reply(r)) => rpc::reply_arrived(shared, me.key, r),
+            Ok(_) => unreachable!("decode follows the header type"),
+            Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+        },
         MessageType::Ping => me.pong(raw),
         MessageType::Disconnect => return Ok(Some(())),
         MessageType::Connect => {
@@ -599,7 +665,7 @@ async fn run_uplink(
                 .collect()
         });
         let mut ok = true;
-        for f in announce {
+        for f in announce.into_iter().chain(rpc::all_store_frames(&shared)) {
             if send.write_all(&f).await.is_err() {
                 ok = false;
                 break;
@@ -645,6 +711,7 @@ async fn run_uplink(
             .with_label_values(&["uplink"])
             .dec();
         connected_flag.store(false, Ordering::Relaxed);
+        rpc::uplink_lost(&shared);
         warn!(uplink = %target, unacked = state.unacked(), "uplink lost; reconnecting");
     }
 }
@@ -683,7 +750,7 @@ async fn connect_uplink(
 /// Reads what the bridge sends: publishes for local subscribers, acknowledgements
 /// of our publishes, and the realm's interest.
 async fn uplink_reader(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
     dedup: &mut DedupWindow,
@@ -761,9 +828,33 @@ async fn uplink_reader(
                 }
                 Some(MessageType::Error) => {
                     if let Ok(Frame::Error(e)) = raw.decode() {
-                        warn!(code = e.code, message = %e.message, "bridge reported an error");
+                        match e.correlation_id {
+                            Some(corr) => rpc::escalation_answered(
+                                shared,
+                                corr,
+                                Err(format!("bridge error {}: {}", e.code, e.message)),
+                            ),
+                            None => {
+                                warn!(code = e.code, message = %e.message, "bridge reported an error")
+                            }
+                        }
                     }
                 }
+                Some(MessageType::Call) => match raw.decode() {
+                    Ok(Frame::Call(c)) => rpc::routed_call(shared, rpc::Back::Uplink, c, true),
+                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
+                },
+                Some(MessageType::Reply) => match raw.decode() {
+                    Ok(Frame::Reply(r)) => rpc::reply_arrived(shared, rpc::UPLINK_LINK, r),
+                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
+                },
+                Some(MessageType::FindValueReply) => match raw.decode() {
+                    Ok(Frame::FindValueReply(r)) => {
+                        rpc::escalation_answered(shared, r.correlation_id, Ok(r))
+                    }
+                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
+                },
+                Some(MessageType::StoreAck) => {}
                 Some(MessageType::SubAck) => {
                     if let Ok(Frame::SubAck(a)) = raw.decode() {
                         if a.correlation_id == INTEREST_SYNC {
@@ -783,5 +874,29 @@ async fn uplink_reader(
         }
         ctx.now_us = session::now_us();
         liveness.touch();
+    }
+}
+
+/// Periodic work: sweep calls past their deadline (every second) and re-advertise the local
+/// procedures to the bridge every `dht.record_ttl_ms / 2`.
+async fn run_housekeeping(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let refresh_every = Duration::from_millis((shared.cfg.dht.record_ttl_ms / 2).max(500));
+    let mut refresh =
+        tokio::time::interval_at(tokio::time::Instant::now() + refresh_every, refresh_every);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = sweep.tick() => rpc::sweep(&shared),
+            _ = refresh.tick() => {
+                if let Some(up) = &shared.uplink {
+                    for f in rpc::all_store_frames(&shared) {
+                        let _ = up.ctrl.try_send(Outbound::Frame(f));
+                    }
+                }
+            }
+        }
     }
 }

@@ -135,8 +135,11 @@ pub fn order_providers(
         Box::new(|p| &p.node_id != me && p.cluster != my_cluster),
     ];
     for g in groups.iter() {
-        let mut group: Vec<ProviderRecord> =
-            unique.iter().filter(|p| g(p)).map(|p| (*p).clone()).collect();
+        let mut group: Vec<ProviderRecord> = unique
+            .iter()
+            .filter(|p| g(p))
+            .map(|p| (*p).clone())
+            .collect();
         if !group.is_empty() {
             let n = group.len();
             group.rotate_left((rr % n as u64) as usize);
@@ -232,6 +235,11 @@ impl<B> PendingCalls<B> {
         ids.into_iter()
             .filter_map(|id| self.map.remove(&id))
             .collect()
+    }
+
+    /// Whether [`PendingCalls::insert`] would fail now.
+    pub fn is_full(&self) -> bool {
+        self.map.len() >= self.max
     }
 
     /// Calls in flight.
@@ -379,7 +387,8 @@ mod tests {
         let b = t.insert(pending(11, now + Duration::from_secs(2))).unwrap();
         assert_ne!(a, b);
         assert_eq!(
-            t.insert(pending(12, now + Duration::from_secs(1))).unwrap_err(),
+            t.insert(pending(12, now + Duration::from_secs(1)))
+                .unwrap_err(),
             PendingFull
         );
         // A reply over the wrong link or with an unknown id is not matched.

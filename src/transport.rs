@@ -972,9 +972,16 @@ mod identity_tests {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
         let id = node_identity(a.path()).unwrap();
-        assert_eq!(node_identity(a.path()).unwrap(), id, "same key after a restart");
+        assert_eq!(
+            node_identity(a.path()).unwrap(),
+            id,
+            "same key after a restart"
+        );
         assert_ne!(node_identity(b.path()).unwrap(), id);
         std::fs::write(a.path().join(IDENTITY_KEY_FILE), b"garbage").unwrap();
-        assert!(node_identity(a.path()).is_err(), "a corrupt key is an error");
+        assert!(
+            node_identity(a.path()).is_err(),
+            "a corrupt key is an error"
+        );
     }
 }

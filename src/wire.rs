@@ -26,8 +26,8 @@ mod tests_dht_rpc;
 pub use codec::{encode_publish, publish_body_len, PublishView, RawFrame};
 pub use dht_rpc::{
     Call, FindNode, FindNodeReply, FindValue, FindValueReply, Register, Reply, RpcError, Store,
-    StoreAck, Unregister, WireContact, WireRecord, MAX_CONTACTS, MAX_DHT_VALUE, MAX_HOPS,
-    MAX_PATH, MAX_PROCEDURES, MAX_RECORDS,
+    StoreAck, Unregister, WireContact, WireRecord, MAX_CONTACTS, MAX_DHT_VALUE, MAX_HOPS, MAX_PATH,
+    MAX_PROCEDURES, MAX_RECORDS,
 };
 pub use framing::FrameDecoder;
 

@@ -24,8 +24,8 @@ pub const STORE_REFUSALS: [&str; 4] = ["ttl", "too_large", "full", "invalid"];
 /// Upper bounds of `macula_rpc_duration_seconds` and `macula_dht_lookup_duration_seconds`,
 /// seconds: 50 µs to 10 s.
 pub const DURATION_BUCKETS: [f64; 17] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Upper bounds of `macula_dht_routing_hops`: 0 (answered inside the cluster) to 8 bridge

@@ -628,17 +628,19 @@ pub(super) fn dht_rpc_frame_s() -> impl Strategy<Value = Frame> {
             any::<u8>(),
             prop::option::of(any::<[u8; 32]>())
         )
-            .prop_map(|(call_id, procedure, args, timeout_ms, origin, hops, target)| {
-                Frame::Call(Call {
-                    call_id,
-                    procedure,
-                    args,
-                    timeout_ms,
-                    origin,
-                    hops,
-                    target,
-                })
-            }),
+            .prop_map(
+                |(call_id, procedure, args, timeout_ms, origin, hops, target)| {
+                    Frame::Call(Call {
+                        call_id,
+                        procedure,
+                        args,
+                        timeout_ms,
+                        origin,
+                        hops,
+                        target,
+                    })
+                }
+            ),
         (any::<u64>(), result)
             .prop_map(|(call_id, result)| Frame::Reply(Reply { call_id, result })),
         (any::<u64>(), procedures()).prop_map(|(correlation_id, procedures)| {

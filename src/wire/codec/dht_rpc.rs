@@ -190,10 +190,7 @@ pub(super) struct CallSer<'a> {
     #[serde(with = "serde_bytes")]
     origin: &'a [u8],
     hops: u8,
-    #[serde(
-        with = "serde_bytes",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "serde_bytes", skip_serializing_if = "Option::is_none")]
     target: Option<&'a [u8]>,
 }
 

@@ -1,0 +1,458 @@
+//! The intra-cluster mesh: direct QUIC connections between the nodes of one cluster, found
+//! through `node.seeds` and the cluster's DHT (`docs/DISCOVERY.md`, "Topology and links").
+//!
+//! Each mesh link is one session (role `node`, capability `mesh`, same realm and cluster) on
+//! the other node's client listener, whoever dialled it. A link carries the DHT queries and
+//! replies and calls routed to a provider on the peer; it never carries traffic for anything
+//! outside the cluster. One task per link reads it; a writer task drains its queues.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{rpc, Shared};
+use crate::dht::service::DhtTransport;
+use crate::dht::{Contact, Id};
+use crate::router::PeerKey;
+use crate::session::{self, fill, open_session, Outbound, PeerTx, SessionError};
+use crate::wire::{self, Connect, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Role};
+
+/// Capability a node announces on a mesh session.
+pub const MESH_CAPABILITY: &str = "mesh";
+
+/// How often the mesh maintainer dials contacts it has no link to, and seeds while the mesh is
+/// empty.
+pub const MAINTAIN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Dial requests queued at most (a flood of contacts cannot queue more).
+const DIAL_QUEUE: usize = 64;
+
+/// The open mesh links by peer node id (the newest link wins when both sides dialled), and the
+/// dial queue. Shared by the DHT transport, the call router and the link tasks.
+pub struct Mesh {
+    links: Mutex<HashMap<NodeId, PeerTx>>,
+    dial_tx: mpsc::Sender<SocketAddr>,
+}
+
+impl Mesh {
+    /// An empty mesh and the receiver of its dial requests (for [`run_dialer`]).
+    pub fn new() -> (Arc<Mesh>, mpsc::Receiver<SocketAddr>) {
+        let (dial_tx, dial_rx) = mpsc::channel(DIAL_QUEUE);
+        (
+            Arc::new(Mesh {
+                links: Mutex::new(HashMap::new()),
+                dial_tx,
+            }),
+            dial_rx,
+        )
+    }
+
+    /// The link to `id`, if one is open.
+    pub fn get(&self, id: &NodeId) -> Option<PeerTx> {
+        self.links.lock().expect("mesh lock").get(id).cloned()
+    }
+
+    /// Peers with an open link.
+    pub fn len(&self) -> usize {
+        self.links.lock().expect("mesh lock").len()
+    }
+
+    /// Whether no link is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn insert(&self, id: NodeId, tx: PeerTx) {
+        self.links.lock().expect("mesh lock").insert(id, tx);
+    }
+
+    /// Removes the link to `id` if it is still the one keyed `key` (an older duplicate link
+    /// closing leaves the newer one in place). Returns whether it was removed.
+    fn remove(&self, id: &NodeId, key: PeerKey) -> bool {
+        let mut links = self.links.lock().expect("mesh lock");
+        if links.get(id).map(|t| t.key) == Some(key) {
+            links.remove(id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Asks the dialer to connect to `addr` (dropped when the queue is full; the maintainer asks
+    /// again).
+    pub fn dial(&self, addr: SocketAddr) {
+        let _ = self.dial_tx.try_send(addr);
+    }
+}
+
+/// The DHT's transport: frames go over the mesh link to the contact; a contact without a link
+/// is dialled and the query fails at once (the lookup moves on to other contacts).
+pub struct MeshTransport {
+    /// The mesh.
+    pub mesh: Arc<Mesh>,
+}
+
+impl DhtTransport for MeshTransport {
+    fn send(&self, to: &Contact, frame: Frame) -> bool {
+        match self.mesh.get(&to.id.0) {
+            Some(tx) => tx.ctrl.try_send(Outbound::Frame(frame.to_bytes())).is_ok(),
+            None => {
+                self.mesh.dial(to.addr);
+                false
+            }
+        }
+    }
+}
+
+/// The dialer task: connects to the addresses asked for, at most one attempt per address at a
+/// time, and runs each resulting link.
+pub async fn run_dialer(
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    mut dial_rx: mpsc::Receiver<SocketAddr>,
+    cancel: CancellationToken,
+) {
+    let in_progress: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+    loop {
+        let addr = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = dial_rx.recv() => match a { Some(a) => a, None => return },
+        };
+        if addr == shared.advertise || !in_progress.lock().expect("dial lock").insert(addr) {
+            continue;
+        }
+        let s = shared.clone();
+        let ep = endpoint.clone();
+        let busy = in_progress.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let r = dial(&s, &ep, addr, &busy, &cancel).await;
+            if let Err(e) = r {
+                debug!(peer = %addr, error = %e, "mesh dial failed");
+            }
+            busy.lock().expect("dial lock").remove(&addr);
+        });
+    }
+}
+
+async fn dial(
+    shared: &Arc<Shared>,
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    busy: &Mutex<HashSet<SocketAddr>>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let conn = tokio::time::timeout(
+        session::HANDSHAKE_TIMEOUT,
+        endpoint.connect(addr, &shared.cfg.node.uplink_server_name)?,
+    )
+    .await??;
+    let connect = Connect {
+        versions: vec![wire::PROTOCOL_VERSION],
+        node_id: shared.node_id,
+        realm: shared.realm.clone(),
+        cluster: shared.cluster.clone(),
+        role: Role::Node,
+        capabilities: vec![MESH_CAPABILITY.into()],
+        max_frame_size: shared.cfg.limits.max_frame_size,
+        correlation_id: 1,
+    };
+    let (send, recv, decoder, welcome) =
+        open_session(&conn, connect, shared.cfg.limits.max_frame_size).await?;
+    if welcome.node_id == shared.node_id {
+        conn.close(0u32.into(), b"dialled myself");
+        return Ok(());
+    }
+    // The address is known on this side (we dialled it): the peer becomes a DHT contact.
+    let peer = Contact {
+        id: Id(welcome.node_id),
+        addr,
+    };
+    busy.lock().expect("dial lock").remove(&addr);
+    let max_frame = welcome.max_frame_size as usize + wire::HEADER_LEN;
+    let s = shared.clone();
+    let cancel = cancel.clone();
+    run_link(
+        s,
+        conn,
+        send,
+        recv,
+        decoder,
+        welcome.node_id,
+        Some(peer),
+        max_frame,
+        cancel,
+    )
+    .await;
+    Ok(())
+}
+
+/// Serves a mesh session a peer opened on our listener (its `CONNECT` was read already).
+pub async fn serve_accepted(
+    shared: Arc<Shared>,
+    conn: Connection,
+    mut send: SendStream,
+    recv: RecvStream,
+    decoder: FrameDecoder,
+    connect: Connect,
+) {
+    let metrics = &shared.metrics;
+    let refuse = |code, msg: String| (code, msg);
+    let problem = if connect.realm != shared.realm {
+        Some(refuse(
+            ErrorCode::UnknownRealm,
+            format!(
+                "mesh peer of realm {:?}, this node is in {:?}",
+                connect.realm, shared.realm
+            ),
+        ))
+    } else if connect.cluster != shared.cluster {
+        Some(refuse(
+            ErrorCode::Protocol,
+            format!(
+                "mesh peer of cluster {:?}, this node is in {:?}",
+                connect.cluster, shared.cluster
+            ),
+        ))
+    } else if connect.node_id == shared.node_id {
+        Some(refuse(
+            ErrorCode::Protocol,
+            "a node cannot mesh with itself".into(),
+        ))
+    } else {
+        None
+    };
+    if let Some((code, msg)) = problem {
+        debug!(%msg, "mesh peer refused");
+        return session::refuse(
+            &conn,
+            Some(&mut send),
+            metrics,
+            code,
+            &msg,
+            Some(connect.correlation_id),
+        )
+        .await;
+    }
+    // Answer CONNECTED first, then run the link like a dialled one.
+    let welcome = Frame::Connected(wire::Connected {
+        version: wire::PROTOCOL_VERSION,
+        node_id: shared.node_id,
+        realm: shared.realm.clone(),
+        max_frame_size: shared.cfg.limits.max_frame_size,
+        max_inflight: shared.cfg.limits.max_inflight,
+        keepalive_ms: shared.cfg.transport.keep_alive_ms.min(u64::from(u32::MAX)) as u32,
+        correlation_id: connect.correlation_id,
+    });
+    if send.write_all(&welcome.to_bytes()).await.is_err() {
+        return;
+    }
+    let max_frame = connect.max_frame_size as usize + wire::HEADER_LEN;
+    let cancel = CancellationToken::new();
+    run_link(
+        shared.clone(),
+        conn,
+        send,
+        recv,
+        decoder,
+        connect.node_id,
+        None,
+        max_frame,
+        cancel,
+    )
+    .await;
+}
+
+/// Runs one established mesh link until it ends: registers it, feeds the DHT, reads frames,
+/// and on the end removes it and fails the calls forwarded over it.
+#[allow(clippy::too_many_arguments)]
+async fn run_link(
+    shared: Arc<Shared>,
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    decoder: FrameDecoder,
+    peer_id: NodeId,
+    contact: Option<Contact>,
+    max_frame: usize,
+    stop: CancellationToken,
+) {
+    let limits = &shared.cfg.limits;
+    let key = shared
+        .next_key
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(limits.max_inflight as usize + 1024);
+    let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue.max(1));
+    let tx = PeerTx {
+        key,
+        ctrl: ctrl_tx,
+        data: data_tx,
+        conn: conn.clone(),
+        max_frame,
+    };
+    shared.mesh.insert(peer_id, tx.clone());
+    shared.metrics.rpc.mesh_peers.set(shared.mesh.len() as i64);
+    shared
+        .metrics
+        .connections_accepted_total
+        .with_label_values(&["node"])
+        .inc();
+    info!(peer = %Id(peer_id), "mesh link up");
+    if let Some(c) = contact {
+        shared.dht.observe(c);
+    }
+    // Introduce ourselves to the peer's DHT: a FIND_NODE carries our contact (and teaches us
+    // the peer's view of the cluster).
+    {
+        let dht = shared.dht.clone();
+        tokio::spawn(async move {
+            dht.bootstrap().await;
+        });
+    }
+    let cancel = CancellationToken::new();
+    let writer = tokio::spawn(session::run_writer(
+        send,
+        ctrl_rx,
+        data_rx,
+        None,
+        cancel.clone(),
+        super::writer_config(&shared),
+    ));
+    let end = tokio::select! {
+        r = read_link(&shared, &tx, recv, decoder) => r,
+        _ = stop.cancelled() => Ok(()),
+        _ = shared.shutdown.cancelled() => Ok(()),
+    };
+    if shared.mesh.remove(&peer_id, key) {
+        info!(peer = %Id(peer_id), "mesh link down");
+    }
+    shared.metrics.rpc.mesh_peers.set(shared.mesh.len() as i64);
+    rpc::link_closed(&shared, key);
+    if let Err((code, msg)) = &end {
+        warn!(peer = %Id(peer_id), code = code.as_str(), %msg, "mesh link failed");
+    }
+    session::finish_session(&conn, &tx.ctrl, cancel, writer, end, &shared.metrics).await;
+}
+
+type Fatal = (ErrorCode, String);
+
+async fn read_link(
+    shared: &Arc<Shared>,
+    me: &PeerTx,
+    mut recv: RecvStream,
+    mut decoder: FrameDecoder,
+) -> Result<(), Fatal> {
+    let metrics = &shared.metrics;
+    loop {
+        loop {
+            let raw = match decoder.next_frame() {
+                Ok(Some(raw)) => raw,
+                Ok(None) => break,
+                Err(e) => return Err((e.code(), e.to_string())),
+            };
+            metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
+            let Some(t) = raw.msg_type() else {
+                me.send_error(
+                    metrics,
+                    ErrorCode::UnknownType,
+                    format!("unknown message type 0x{:02x}", raw.header.msg_type),
+                    None,
+                );
+                continue;
+            };
+            match t {
+                MessageType::FindNode | MessageType::FindValue | MessageType::Store => {
+                    match raw.decode() {
+                        Ok(f) => {
+                            if let Some(reply) = shared.dht.handle_query(None, &f) {
+                                me.send_ctrl(reply);
+                            }
+                        }
+                        Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+                    }
+                }
+                MessageType::FindNodeReply
+                | MessageType::FindValueReply
+                | MessageType::StoreAck
+                | MessageType::Error => match raw.decode() {
+                    Ok(f) => {
+                        if !shared.dht.handle_reply(&f) {
+                            if let Frame::Error(e) = &f {
+                                debug!(code = e.code, message = %e.message, "mesh peer reported an error");
+                            }
+                        }
+                    }
+                    Err(e) => metrics.protocol_error(e.code().as_str()),
+                },
+                MessageType::Call => match raw.decode() {
+                    Ok(Frame::Call(call)) => {
+                        rpc::routed_call(shared, rpc::Back::Link(me.clone()), call, false)
+                    }
+                    Ok(_) => unreachable!("decode follows the header type"),
+                    Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+                },
+                MessageType::Reply => match raw.decode() {
+                    Ok(Frame::Reply(r)) => rpc::reply_arrived(shared, me.key, r),
+                    Ok(_) => unreachable!("decode follows the header type"),
+                    Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+                },
+                MessageType::Ping => me.pong(&raw),
+                MessageType::Pong | MessageType::SubAck => {}
+                MessageType::Disconnect => return Ok(()),
+                other => me.send_error(
+                    metrics,
+                    ErrorCode::Protocol,
+                    format!("{} is not accepted on a mesh link", other.as_str()),
+                    None,
+                ),
+            }
+        }
+        match fill(&mut recv, &mut decoder).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(SessionError::Wire(e)) => return Err((e.code(), e.to_string())),
+            Err(e) => {
+                debug!(error = %e, "mesh stream ended");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Keeps the mesh complete: dials the seeds until some link is up, then every
+/// [`MAINTAIN_INTERVAL`] dials each DHT contact without a link (clusters are small: every node
+/// links to every other), and runs the DHT's periodic work.
+pub async fn run_maintainer(shared: Arc<Shared>, seeds: Vec<String>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(MAINTAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if shared.mesh.is_empty() {
+            for seed in &seeds {
+                match tokio::net::lookup_host(seed.as_str()).await {
+                    Ok(mut addrs) => {
+                        if let Some(a) = addrs.next() {
+                            shared.mesh.dial(a);
+                        }
+                    }
+                    Err(e) => debug!(seed = %seed, error = %e, "seed does not resolve"),
+                }
+            }
+        }
+        for c in shared.dht.contacts() {
+            if shared.mesh.get(&c.id.0).is_none() {
+                shared.mesh.dial(c.addr);
+            }
+        }
+        shared.dht.tick().await;
+    }
+}

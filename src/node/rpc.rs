@@ -1,0 +1,835 @@
+//! RPC on a node (`docs/DISCOVERY.md`, "Calls"): the registry of local providers, provider
+//! records advertised in the cluster DHT and up to the bridge, the caller-side lookup (own node,
+//! then the node's cache over the cluster DHT and the bridge levels), provider choice with
+//! failover, and the routing of calls and replies between clients, mesh peers and the uplink.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use super::Shared;
+use crate::dht::Id;
+use crate::escalation::{self, Answer, LookupError, Provider, Source};
+use crate::router::PeerKey;
+use crate::rpc::{
+    order_providers, procedure_key, validate_procedure, Pending, PendingCalls, ProviderRecord,
+};
+use crate::session::{Outbound, PeerTx};
+use crate::wire::{
+    Call, ErrorCode, FindValue, FindValueReply, Frame, Register, Reply, RpcError, Store, SubAck,
+    Unregister, WireContact, MAX_HOPS,
+};
+
+/// Key of the uplink in the pending-call table (client and mesh keys count up from 1).
+pub const UPLINK_LINK: PeerKey = u64::MAX - 1;
+
+/// Most procedures one client connection may provide.
+pub const MAX_PROCEDURES_PER_CLIENT: usize = 1024;
+
+/// Most escalated lookups waiting for the bridge at once.
+const MAX_ESCALATIONS: usize = 4096;
+
+/// Where a call's reply goes.
+pub enum Back {
+    /// Back over this link (a client, or a mesh peer) with the call id it came with.
+    Link(PeerTx),
+    /// Back up the uplink.
+    Uplink,
+    /// To a call this node originated.
+    Local(oneshot::Sender<Result<Bytes, RpcError>>),
+}
+
+/// Local providers: which client connections provide which procedures.
+#[derive(Default)]
+pub struct Registry {
+    by_proc: HashMap<String, Vec<PeerTx>>,
+    by_client: HashMap<PeerKey, HashSet<String>>,
+    rr: u64,
+}
+
+impl Registry {
+    /// Adds `procs` for `tx`; returns the client's count and the procedures this node newly
+    /// provides. Errors: the per-client bound.
+    fn register(&mut self, tx: &PeerTx, procs: &[String]) -> Result<(usize, Vec<String>), String> {
+        let held = self.by_client.entry(tx.key).or_default();
+        let fresh: Vec<&String> = procs.iter().filter(|p| !held.contains(*p)).collect();
+        if held.len() + fresh.len() > MAX_PROCEDURES_PER_CLIENT {
+            return Err(format!(
+                "a client provides at most {MAX_PROCEDURES_PER_CLIENT} procedures"
+            ));
+        }
+        let mut new = Vec::new();
+        for p in fresh {
+            held.insert(p.clone());
+            let list = self.by_proc.entry(p.clone()).or_default();
+            if list.is_empty() {
+                new.push(p.clone());
+            }
+            list.push(tx.clone());
+        }
+        Ok((held.len(), new))
+    }
+
+    /// Removes `procs` of client `key`; returns its count and the procedures no longer provided.
+    fn unregister(&mut self, key: PeerKey, procs: &[String]) -> (usize, Vec<String>) {
+        let mut gone = Vec::new();
+        let Some(held) = self.by_client.get_mut(&key) else {
+            return (0, gone);
+        };
+        for p in procs {
+            if held.remove(p) {
+                if let Some(list) = self.by_proc.get_mut(p) {
+                    list.retain(|t| t.key != key);
+                    if list.is_empty() {
+                        self.by_proc.remove(p);
+                        gone.push(p.clone());
+                    }
+                }
+            }
+        }
+        let n = held.len();
+        if n == 0 {
+            self.by_client.remove(&key);
+        }
+        (n, gone)
+    }
+
+    fn remove_client(&mut self, key: PeerKey) -> Vec<String> {
+        let procs: Vec<String> = self
+            .by_client
+            .get(&key)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default();
+        self.unregister(key, &procs).1
+    }
+
+    /// A local provider of `proc`, round-robin.
+    fn pick(&mut self, proc: &str) -> Option<PeerTx> {
+        let list = self.by_proc.get(proc)?;
+        self.rr = self.rr.wrapping_add(1);
+        list.get((self.rr % list.len() as u64) as usize).cloned()
+    }
+
+    fn provides(&self, proc: &str) -> bool {
+        self.by_proc.contains_key(proc)
+    }
+
+    fn procedures(&self) -> Vec<String> {
+        self.by_proc.keys().cloned().collect()
+    }
+}
+
+/// The node's RPC state.
+pub struct NodeRpc {
+    registry: Mutex<Registry>,
+    pending: Mutex<PendingCalls<Back>>,
+    escalations: Mutex<HashMap<u64, oneshot::Sender<Result<FindValueReply, String>>>>,
+    next_corr: AtomicU64,
+    rr: AtomicU64,
+    /// The node's lookup cache (level `cluster`).
+    pub cache: escalation::LookupCache,
+}
+
+impl NodeRpc {
+    /// Empty state with a pending-call bound and a cache.
+    pub fn new(max_pending: usize, cache: escalation::LookupCache) -> Self {
+        NodeRpc {
+            registry: Mutex::default(),
+            pending: Mutex::new(PendingCalls::new(max_pending)),
+            escalations: Mutex::default(),
+            next_corr: AtomicU64::new(1),
+            rr: AtomicU64::new(0),
+            cache,
+        }
+    }
+
+    /// Procedures provided by this node's clients.
+    pub fn procedures(&self) -> Vec<String> {
+        self.registry.lock().expect("registry lock").procedures()
+    }
+}
+
+fn err(code: u16, msg: impl Into<String>) -> RpcError {
+    RpcError::new(code, msg)
+}
+
+/// Sends a reply to wherever `back` says.
+fn respond(shared: &Shared, back: Back, call_id: u64, result: Result<Bytes, RpcError>) {
+    match back {
+        Back::Local(tx) => {
+            let _ = tx.send(result);
+        }
+        Back::Link(tx) => tx.send_ctrl(Frame::Reply(Reply { call_id, result })),
+        Back::Uplink => {
+            if let Some(up) = &shared.uplink {
+                let f = Frame::Reply(Reply { call_id, result });
+                let _ = up.ctrl.try_send(Outbound::Frame(f.to_bytes()));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- registration
+
+/// `register` from a client.
+pub fn on_register(shared: &Arc<Shared>, me: &PeerTx, r: Register) {
+    if let Some(bad) = r
+        .procedures
+        .iter()
+        .find_map(|p| validate_procedure(p).err())
+    {
+        me.send_error(
+            &shared.metrics,
+            ErrorCode::MalformedBody,
+            bad,
+            Some(r.correlation_id),
+        );
+        return;
+    }
+    let res = shared
+        .rpc
+        .registry
+        .lock()
+        .expect("registry lock")
+        .register(me, &r.procedures);
+    match res {
+        Ok((count, new)) => {
+            for p in new {
+                advertise(shared, p);
+            }
+            me.send_ctrl(Frame::SubAck(SubAck {
+                correlation_id: r.correlation_id,
+                count: count as u32,
+            }));
+        }
+        Err(msg) => me.send_error(
+            &shared.metrics,
+            ErrorCode::LimitExceeded,
+            msg,
+            Some(r.correlation_id),
+        ),
+    }
+}
+
+/// `unregister` from a client.
+pub fn on_unregister(shared: &Arc<Shared>, me: &PeerTx, u: Unregister) {
+    let (count, gone) = shared
+        .rpc
+        .registry
+        .lock()
+        .expect("registry lock")
+        .unregister(me.key, &u.procedures);
+    for p in gone {
+        withdraw(shared, p);
+    }
+    me.send_ctrl(Frame::SubAck(SubAck {
+        correlation_id: u.correlation_id,
+        count: count as u32,
+    }));
+}
+
+/// A client left: its procedures go, and calls waiting on it fail over.
+pub fn client_gone(shared: &Arc<Shared>, key: PeerKey) {
+    let gone = shared
+        .rpc
+        .registry
+        .lock()
+        .expect("registry lock")
+        .remove_client(key);
+    for p in gone {
+        withdraw(shared, p);
+    }
+    link_closed(shared, key);
+}
+
+fn record(shared: &Shared) -> Bytes {
+    ProviderRecord {
+        node_id: shared.node_id,
+        cluster: shared.cluster.clone(),
+    }
+    .encode()
+}
+
+/// The uplink `store` advertising `proc` (`ttl_ms = 0` withdraws).
+pub fn store_frame(shared: &Shared, proc: &str, ttl_ms: u32) -> Bytes {
+    Frame::Store(Store {
+        correlation_id: shared.rpc.next_corr.fetch_add(1, Ordering::Relaxed),
+        key: procedure_key(&shared.realm, proc),
+        value: record(shared),
+        ttl_ms,
+        publisher: shared.node_id,
+    })
+    .to_bytes()
+}
+
+fn record_ttl_ms(shared: &Shared) -> u32 {
+    shared.cfg.dht.record_ttl_ms.min(u64::from(u32::MAX)) as u32
+}
+
+/// Publishes this node as a provider of `proc`: in the cluster DHT and up to the bridge.
+fn advertise(shared: &Arc<Shared>, proc: String) {
+    if let Some(up) = &shared.uplink {
+        let _ = up.ctrl.try_send(Outbound::Frame(store_frame(
+            shared,
+            &proc,
+            record_ttl_ms(shared),
+        )));
+    }
+    let dht = shared.dht.clone();
+    let key = Id(procedure_key(&shared.realm, &proc));
+    let value = record(shared);
+    tokio::spawn(async move {
+        let acked = dht.publish(key, value).await;
+        debug!(procedure = %proc, acked, "provider record published");
+    });
+}
+
+fn withdraw(shared: &Arc<Shared>, proc: String) {
+    if let Some(up) = &shared.uplink {
+        let _ = up
+            .ctrl
+            .try_send(Outbound::Frame(store_frame(shared, &proc, 0)));
+    }
+    let dht = shared.dht.clone();
+    let key = Id(procedure_key(&shared.realm, &proc));
+    tokio::spawn(async move { dht.withdraw(key).await });
+    let cache = shared.rpc.cache.clone();
+    let realm: Arc<str> = shared.realm.as_str().into();
+    let key = procedure_key(&shared.realm, &proc);
+    tokio::spawn(async move { cache.invalidate(realm, Id(key)).await });
+}
+
+/// The uplink `store`s re-advertising every local procedure (sent on every uplink session and
+/// every `record_ttl_ms / 2`).
+pub fn all_store_frames(shared: &Shared) -> Vec<Bytes> {
+    let ttl = record_ttl_ms(shared);
+    shared
+        .rpc
+        .procedures()
+        .iter()
+        .map(|p| store_frame(shared, p, ttl))
+        .collect()
+}
+
+// ---------------------------------------------------------------- calls in
+
+/// A link closed: every call forwarded over it is answered `UNREACHABLE`.
+pub fn link_closed(shared: &Shared, key: PeerKey) {
+    let drained = shared
+        .rpc
+        .pending
+        .lock()
+        .expect("pending lock")
+        .drain_link(key);
+    for p in drained {
+        respond(
+            shared,
+            p.back,
+            p.back_call_id,
+            Err(err(
+                RpcError::UNREACHABLE,
+                "the link toward the provider closed",
+            )),
+        );
+    }
+    set_pending_gauge(shared);
+}
+
+fn set_pending_gauge(shared: &Shared) {
+    let n = shared.rpc.pending.lock().expect("pending lock").len();
+    shared.metrics.rpc.pending.set(n as i64);
+}
+
+/// Drops calls past their deadline (their callers have given up) and escalations nobody waits
+/// for. Call about every second.
+pub fn sweep(shared: &Shared) {
+    let expired = shared
+        .rpc
+        .pending
+        .lock()
+        .expect("pending lock")
+        .expire(Instant::now());
+    drop(expired);
+    shared
+        .rpc
+        .escalations
+        .lock()
+        .expect("escalations lock")
+        .retain(|_, tx| !tx.is_closed());
+    set_pending_gauge(shared);
+}
+
+/// A `reply` arrived over link `key` (a client, a mesh peer or [`UPLINK_LINK`]).
+pub fn reply_arrived(shared: &Shared, key: PeerKey, r: Reply) {
+    let entry = shared
+        .rpc
+        .pending
+        .lock()
+        .expect("pending lock")
+        .take(r.call_id, key);
+    match entry {
+        Some(p) => respond(shared, p.back, p.back_call_id, r.result),
+        None => shared.metrics.rpc.unknown_replies_total.inc(),
+    }
+    set_pending_gauge(shared);
+}
+
+/// A `call` with a target arrived from a mesh peer or the uplink: deliver it to a local
+/// provider, or (from the uplink only) pass it to the mesh peer it names.
+pub fn routed_call(shared: &Arc<Shared>, back: Back, call: Call, from_uplink: bool) {
+    if call.hops > MAX_HOPS {
+        return respond(
+            shared,
+            back,
+            call.call_id,
+            Err(err(RpcError::HOPS_EXCEEDED, "hop limit exceeded")),
+        );
+    }
+    match call.target {
+        Some(t) if t == shared.node_id => invoke_local(shared, back, call),
+        Some(t) if from_uplink => match shared.mesh.get(&t) {
+            Some(peer) => {
+                let deadline = Instant::now() + Duration::from_millis(u64::from(call.timeout_ms));
+                forward(shared, back, call, peer.key, deadline, |f| {
+                    peer.ctrl.try_send(Outbound::Frame(f)).is_ok()
+                });
+            }
+            None => respond(
+                shared,
+                back,
+                call.call_id,
+                Err(err(
+                    RpcError::UNREACHABLE,
+                    "target is not reachable from this node",
+                )),
+            ),
+        },
+        Some(_) => respond(
+            shared,
+            back,
+            call.call_id,
+            Err(err(RpcError::UNREACHABLE, "target is not this node")),
+        ),
+        None => respond(
+            shared,
+            back,
+            call.call_id,
+            Err(err(RpcError::INVALID, "a routed call needs a target")),
+        ),
+    }
+}
+
+/// Hands a call to a local provider client (round-robin), remembering where the reply goes.
+fn invoke_local(shared: &Shared, back: Back, call: Call) {
+    let provider = shared
+        .rpc
+        .registry
+        .lock()
+        .expect("registry lock")
+        .pick(&call.procedure);
+    let Some(client) = provider else {
+        return respond(
+            shared,
+            back,
+            call.call_id,
+            Err(err(
+                RpcError::UNKNOWN_PROCEDURE,
+                format!("{:?} is not provided here", call.procedure),
+            )),
+        );
+    };
+    let deadline = Instant::now() + Duration::from_millis(u64::from(call.timeout_ms));
+    forward(shared, back, call, client.key, deadline, |f| {
+        client.ctrl.try_send(Outbound::Frame(f)).is_ok()
+    });
+}
+
+/// Forwards `call` over a link with a fresh call id; on a full table or queue the caller gets
+/// `OVERLOADED` at once.
+fn forward(
+    shared: &Shared,
+    back: Back,
+    mut call: Call,
+    out_link: PeerKey,
+    deadline: Instant,
+    send: impl FnOnce(Bytes) -> bool,
+) {
+    let back_call_id = call.call_id;
+    let target = call.target;
+    let inserted = {
+        let mut pending = shared.rpc.pending.lock().expect("pending lock");
+        if pending.is_full() {
+            Err(back)
+        } else {
+            Ok(pending
+                .insert(Pending {
+                    back,
+                    back_call_id,
+                    out_link,
+                    target,
+                    deadline,
+                })
+                .expect("not full"))
+        }
+    };
+    let id = match inserted {
+        Ok(id) => id,
+        Err(back) => {
+            return respond(
+                shared,
+                back,
+                back_call_id,
+                Err(err(RpcError::OVERLOADED, "too many calls in flight")),
+            )
+        }
+    };
+    call.call_id = id;
+    shared.metrics.rpc.forwarded_total.inc();
+    if !send(Frame::Call(call).to_bytes()) {
+        if let Some(p) = shared
+            .rpc
+            .pending
+            .lock()
+            .expect("pending lock")
+            .take(id, out_link)
+        {
+            respond(
+                shared,
+                p.back,
+                p.back_call_id,
+                Err(err(
+                    RpcError::OVERLOADED,
+                    "the link toward the provider is congested",
+                )),
+            );
+        }
+    }
+    set_pending_gauge(shared);
+}
+
+// ---------------------------------------------------------------- calls out
+
+/// A `call` from a local client (no target): look the procedure up, choose providers, try at
+/// most `rpc.max_attempts` of them, answer the client. Runs as its own task.
+pub fn client_call(shared: &Arc<Shared>, client: &PeerTx, call: Call) {
+    if let Err(msg) = validate_procedure(&call.procedure) {
+        shared.metrics.rpc.call("rejected");
+        return respond(
+            shared,
+            Back::Link(client.clone()),
+            call.call_id,
+            Err(err(RpcError::INVALID, msg)),
+        );
+    }
+    if call.timeout_ms == 0 {
+        shared.metrics.rpc.call("rejected");
+        return respond(
+            shared,
+            Back::Link(client.clone()),
+            call.call_id,
+            Err(err(RpcError::INVALID, "timeout_ms must be > 0")),
+        );
+    }
+    let shared = shared.clone();
+    let client = client.clone();
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(u64::from(call.timeout_ms));
+        let result = run_call(&shared, &call.procedure, call.args, deadline).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => match e.code {
+                RpcError::NO_PROVIDER => "no_provider",
+                RpcError::TIMEOUT => "timeout",
+                RpcError::ALL_PROVIDERS_FAILED => "all_providers_failed",
+                RpcError::REMOTE => "remote",
+                _ => "rejected",
+            },
+        };
+        shared.metrics.rpc.call(outcome);
+        shared
+            .metrics
+            .rpc
+            .duration_seconds
+            .observe(start.elapsed().as_secs_f64());
+        respond(&shared, Back::Link(client), call.call_id, result);
+    });
+}
+
+/// Lookup, provider choice and failover for one call.
+async fn run_call(
+    shared: &Arc<Shared>,
+    procedure: &str,
+    args: Bytes,
+    deadline: Instant,
+) -> Result<Bytes, RpcError> {
+    let providers = match lookup(shared, procedure).await {
+        Ok(p) if !p.is_empty() => p,
+        Ok(_) => {
+            return Err(err(
+                RpcError::NO_PROVIDER,
+                format!("no provider of {procedure:?}"),
+            ))
+        }
+        Err(e) => {
+            return Err(err(
+                RpcError::NO_PROVIDER,
+                format!("lookup of {procedure:?} failed: {e}"),
+            ))
+        }
+    };
+    let rr = shared.rpc.rr.fetch_add(1, Ordering::Relaxed);
+    let order = order_providers(&providers, &shared.node_id, &shared.cluster, rr);
+    let attempts = order.len().min(shared.cfg.rpc.max_attempts as usize);
+    let mut last = None;
+    for (i, p) in order.iter().take(attempts).enumerate() {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let share = (deadline - now) / (attempts - i) as u32;
+        if i > 0 {
+            shared.metrics.rpc.failovers_total.inc();
+        }
+        shared.metrics.rpc.attempts_total.inc();
+        match attempt(shared, p, procedure, args.clone(), share).await {
+            Ok(b) => return Ok(b),
+            Err(e)
+                if matches!(
+                    e.code,
+                    RpcError::UNREACHABLE
+                        | RpcError::UNKNOWN_PROCEDURE
+                        | RpcError::TIMEOUT
+                        | RpcError::OVERLOADED
+                ) =>
+            {
+                debug!(procedure, provider = %Id(p.node_id), error = %e, "attempt failed; failing over");
+                if p.node_id != shared.node_id {
+                    shared.rpc.cache.invalidate_provider(&p.node_id);
+                }
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if Instant::now() >= deadline {
+        return Err(err(
+            RpcError::TIMEOUT,
+            format!("no reply from a provider of {procedure:?} in time"),
+        ));
+    }
+    Err(err(
+        RpcError::ALL_PROVIDERS_FAILED,
+        match last {
+            Some(e) => format!("every provider of {procedure:?} tried failed; last: {e}"),
+            None => format!("no provider of {procedure:?} could be tried"),
+        },
+    ))
+}
+
+/// One attempt at provider `p`, waiting at most `budget`.
+async fn attempt(
+    shared: &Arc<Shared>,
+    p: &ProviderRecord,
+    procedure: &str,
+    args: Bytes,
+    budget: Duration,
+) -> Result<Bytes, RpcError> {
+    let (tx, rx) = oneshot::channel();
+    let call = Call {
+        call_id: 0,
+        procedure: procedure.to_string(),
+        args,
+        timeout_ms: budget.as_millis().clamp(1, u128::from(u32::MAX)) as u32,
+        origin: shared.node_id,
+        hops: 0,
+        target: Some(p.node_id),
+    };
+    let deadline = Instant::now() + budget;
+    if p.node_id == shared.node_id {
+        invoke_local(shared, Back::Local(tx), call);
+    } else if let Some(peer) = shared.mesh.get(&p.node_id) {
+        forward(shared, Back::Local(tx), call, peer.key, deadline, |f| {
+            peer.ctrl.try_send(Outbound::Frame(f)).is_ok()
+        });
+    } else if let Some(up) = &shared.uplink {
+        forward(shared, Back::Local(tx), call, UPLINK_LINK, deadline, |f| {
+            up.ctrl.try_send(Outbound::Frame(f)).is_ok()
+        });
+    } else {
+        return Err(err(RpcError::UNREACHABLE, "no route to the provider"));
+    }
+    match tokio::time::timeout(budget, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(err(RpcError::UNREACHABLE, "the call was dropped")),
+        Err(_) => Err(err(
+            RpcError::TIMEOUT,
+            "no reply within the attempt's share",
+        )),
+    }
+}
+
+// ---------------------------------------------------------------- lookups
+
+/// Providers of `procedure`: this node if a local client provides it; else the node's cache,
+/// whose miss asks the cluster DHT and then the bridge levels.
+async fn lookup(shared: &Arc<Shared>, procedure: &str) -> Result<Vec<ProviderRecord>, LookupError> {
+    let metrics = &shared.metrics.rpc;
+    if shared
+        .rpc
+        .registry
+        .lock()
+        .expect("registry lock")
+        .provides(procedure)
+    {
+        return Ok(vec![ProviderRecord {
+            node_id: shared.node_id,
+            cluster: shared.cluster.clone(),
+        }]);
+    }
+    let key = procedure_key(&shared.realm, procedure);
+    let started = Instant::now();
+    let realm: Arc<str> = shared.realm.as_str().into();
+    let s = shared.clone();
+    let res = shared
+        .rpc
+        .cache
+        .get_or_escalate(
+            realm,
+            Id(key),
+            move || async move { resolve(&s, key).await },
+        )
+        .await;
+    match &res {
+        Ok((answer, source)) => {
+            metrics.lookup(if matches!(answer, Answer::Found(_)) {
+                "found"
+            } else {
+                "not_found"
+            });
+            if *source == Source::Upstream {
+                metrics
+                    .lookup_duration_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+        }
+        Err(_) => metrics.lookup("error"),
+    }
+    let (answer, _) = res?;
+    Ok(match answer {
+        Answer::Found(list) => list
+            .iter()
+            .map(|p| ProviderRecord {
+                node_id: p.node_id,
+                cluster: p.cluster.clone(),
+            })
+            .collect(),
+        Answer::NotFound => Vec::new(),
+    })
+}
+
+fn to_answer(values: &[crate::wire::WireRecord]) -> Answer {
+    Answer::found(
+        values
+            .iter()
+            .filter_map(|r| ProviderRecord::decode(&r.value).ok())
+            .map(|p| Provider {
+                node_id: p.node_id,
+                cluster: p.cluster,
+                via: String::new(),
+            })
+            .collect(),
+    )
+}
+
+/// The cache's upstream: the cluster DHT, then the uplink.
+async fn resolve(shared: &Arc<Shared>, key: [u8; 32]) -> Result<Answer, LookupError> {
+    let metrics = &shared.metrics.rpc;
+    let records = shared.dht.find_value(Id(key)).await;
+    let answer = to_answer(&records);
+    if matches!(answer, Answer::Found(_)) {
+        metrics.routing_hops.observe(0.0);
+        return Ok(answer);
+    }
+    let Some(up) = &shared.uplink else {
+        return Ok(Answer::NotFound);
+    };
+    let corr = shared.rpc.next_corr.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = oneshot::channel();
+    {
+        let mut waiting = shared.rpc.escalations.lock().expect("escalations lock");
+        if waiting.len() >= MAX_ESCALATIONS {
+            return Err(LookupError::Upstream(
+                "too many escalations in flight".into(),
+            ));
+        }
+        waiting.insert(corr, tx);
+    }
+    let q = Frame::FindValue(FindValue {
+        correlation_id: corr,
+        key,
+        sender: WireContact {
+            node_id: shared.node_id,
+            addr: shared.advertise.to_string(),
+        },
+        path: Vec::new(),
+    });
+    metrics.escalations_total.inc();
+    if up.ctrl.try_send(Outbound::Frame(q.to_bytes())).is_err() {
+        shared
+            .rpc
+            .escalations
+            .lock()
+            .expect("escalations lock")
+            .remove(&corr);
+        return Err(LookupError::Upstream("uplink queue full".into()));
+    }
+    let reply = tokio::time::timeout(escalation::ESCALATION_TIMEOUT, rx).await;
+    shared
+        .rpc
+        .escalations
+        .lock()
+        .expect("escalations lock")
+        .remove(&corr);
+    match reply {
+        Ok(Ok(Ok(r))) => {
+            metrics.routing_hops.observe(f64::from(r.depth) + 1.0);
+            Ok(to_answer(&r.values))
+        }
+        Ok(Ok(Err(msg))) => Err(LookupError::Upstream(msg)),
+        Ok(Err(_)) => Err(LookupError::Upstream("uplink lost".into())),
+        Err(_) => Err(LookupError::Timeout),
+    }
+}
+
+/// A `find_value_reply` or an `error` with a correlation id came down the uplink.
+pub fn escalation_answered(shared: &Shared, corr: u64, r: Result<FindValueReply, String>) {
+    let waiter = shared
+        .rpc
+        .escalations
+        .lock()
+        .expect("escalations lock")
+        .remove(&corr);
+    match waiter {
+        Some(tx) => {
+            let _ = tx.send(r);
+        }
+        None => shared.metrics.rpc.dht_unknown_replies_total.inc(),
+    }
+}
+
+/// The uplink closed: escalations waiting on it fail now.
+pub fn uplink_lost(shared: &Shared) {
+    shared
+        .rpc
+        .escalations
+        .lock()
+        .expect("escalations lock")
+        .clear();
+    link_closed(shared, UPLINK_LINK);
+}
