@@ -67,6 +67,9 @@ struct Shared {
     advertise: SocketAddr,
     /// Links to the other nodes of the cluster.
     mesh: Arc<mesh::Mesh>,
+    /// What each mesh peer's clients subscribed to (by mesh link key): a local publish goes
+    /// straight to the peers that want it, never through the bridge.
+    mesh_interest: RouteTable<PeerTx>,
     /// The cluster DHT.
     dht: Arc<crate::dht::service::DhtService>,
     /// RPC: local providers, calls in flight, the lookup cache.
@@ -185,6 +188,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         next_key: AtomicU64::new(1),
         advertise,
         mesh,
+        mesh_interest: RouteTable::new(limits.max_subscriptions_per_connection),
         dht,
         rpc: rpc::NodeRpc::new(cfg.rpc.max_pending, cache),
         shutdown: shutdown.clone(),
@@ -296,18 +300,16 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         writer_config(&shared),
     ));
     let end = client_reader(&shared, &tx, recv, decoder).await;
-    let up = shared.uplink.clone();
     shared
         .local
-        .remove_peer(key, |changes, _| announce_up(up.as_ref(), changes));
+        .remove_peer(key, |changes, _| announce(&shared, changes));
     rpc::client_gone(&shared, key);
     session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
 }
 
-/// Sends pattern appearances / disappearances to the bridge (called under the
-/// local table lock, so they leave in order).
-fn announce_up(up: Option<&UplinkTx>, changes: &[PatternChange]) {
-    let Some(up) = up else { return };
+/// Sends pattern appearances / disappearances to the bridge and to every mesh peer (called
+/// under the local table lock, so they leave in order).
+fn announce(shared: &Shared, changes: &[PatternChange]) {
     let mut added = Vec::new();
     let mut removed = Vec::new();
     for c in changes {
@@ -317,20 +319,31 @@ fn announce_up(up: Option<&UplinkTx>, changes: &[PatternChange]) {
             removed.push(c.pattern.clone());
         }
     }
+    let mut frames = Vec::new();
     if !added.is_empty() {
         let f = Frame::Subscribe(Subscribe {
             topics: added,
             qos: Qos::AtLeastOnce,
             correlation_id: 0,
         });
-        let _ = up.ctrl.try_send(Outbound::Frame(f.to_bytes()));
+        frames.push(f.to_bytes());
     }
     if !removed.is_empty() {
         let f = Frame::Unsubscribe(Unsubscribe {
             topics: removed,
             correlation_id: 0,
         });
-        let _ = up.ctrl.try_send(Outbound::Frame(f.to_bytes()));
+        frames.push(f.to_bytes());
+    }
+    for f in frames {
+        if let Some(up) = &shared.uplink {
+            let _ = up.ctrl.try_send(Outbound::Frame(f.clone()));
+        }
+        shared.mesh.for_each(|peer| {
+            if peer.ctrl.try_send(Outbound::Frame(f.clone())).is_err() {
+                session::close(&peer.conn, ErrorCode::SlowConsumer, "control queue full");
+            }
+        });
     }
 }
 
@@ -415,6 +428,7 @@ async fn handle_client_frame(
                 shared, &raw.bytes, view.topic, reliable, view.ts_us, ctx, slow,
             )
             .await;
+            deliver_mesh(shared, &raw.bytes, view.topic, reliable, ctx, slow).await;
             if let Some(up) = &shared.uplink {
                 if shared.remote.load().wants(view.topic, reliable) {
                     if reliable {
@@ -450,8 +464,7 @@ async fn handle_client_frame(
                     return Ok(None);
                 }
             };
-            let up = shared.uplink.as_ref();
-            let emit = |c: &[PatternChange], _: Peers<'_, PeerTx>| announce_up(up, c);
+            let emit = |c: &[PatternChange], _: Peers<'_, PeerTx>| announce(shared, c);
             let count = if req.subscribe {
                 match shared.local.subscribe(me.key, &req.patterns, emit) {
                     Ok(n) => n,
@@ -555,6 +568,40 @@ async fn deliver_local(
                 metrics.messages_delivered_total.inc();
                 observe_latency(metrics, ts_us, ctx.now_us);
             }
+            Offer::QueueFull => metrics.dropped("queue_full"),
+            Offer::SlowConsumer => metrics.dropped("slow_consumer"),
+            Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
+        }
+    }
+}
+
+/// Sends one publish frame from a local client to every mesh peer whose clients want it (the
+/// peer delivers it locally and never forwards it).
+async fn deliver_mesh(
+    shared: &Shared,
+    frame: &Bytes,
+    topic: &str,
+    reliable: bool,
+    ctx: &mut ReadCtx,
+    slow: Duration,
+) {
+    let snap = shared.mesh_interest.load();
+    if snap.patterns() == 0 {
+        return;
+    }
+    snap.collect(topic, &mut ctx.targets);
+    let metrics = &shared.metrics;
+    for &idx in ctx.targets.iter() {
+        let (_, tx) = snap.target(idx);
+        if frame.len() > tx.max_frame {
+            metrics.dropped("too_large");
+            continue;
+        }
+        match tx
+            .offer(Outbound::Frame(frame.clone()), reliable, slow)
+            .await
+        {
+            Offer::Queued => metrics.messages_relayed_total.inc(),
             Offer::QueueFull => metrics.dropped("queue_full"),
             Offer::SlowConsumer => metrics.dropped("slow_consumer"),
             Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),

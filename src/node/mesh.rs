@@ -68,6 +68,13 @@ impl Mesh {
         self.len() == 0
     }
 
+    /// Runs `f` on every open link (under the mesh lock: `f` must not block).
+    pub fn for_each(&self, mut f: impl FnMut(&PeerTx)) {
+        for tx in self.links.lock().expect("mesh lock").values() {
+            f(tx);
+        }
+    }
+
     fn insert(&self, id: NodeId, tx: PeerTx) {
         self.links.lock().expect("mesh lock").insert(id, tx);
     }
@@ -296,7 +303,19 @@ async fn run_link(
         conn: conn.clone(),
         max_frame,
     };
+    shared.mesh_interest.add_peer(key, tx.clone(), |_, _| {});
+    // Tell the peer what our clients want. The link is in the mesh map first, so a change
+    // racing with this snapshot is sent too (and applying it twice is harmless).
     shared.mesh.insert(peer_id, tx.clone());
+    shared.local.with_all_patterns(|patterns| {
+        for chunk in patterns.chunks(super::PATTERNS_PER_FRAME) {
+            tx.send_ctrl(Frame::Subscribe(wire::Subscribe {
+                topics: chunk.to_vec(),
+                qos: wire::Qos::AtLeastOnce,
+                correlation_id: 0,
+            }));
+        }
+    });
     shared.metrics.rpc.mesh_peers.set(shared.mesh.len() as i64);
     shared
         .metrics
@@ -332,6 +351,7 @@ async fn run_link(
     if shared.mesh.remove(&peer_id, key) {
         info!(peer = %Id(peer_id), "mesh link down");
     }
+    shared.mesh_interest.remove_peer(key, |_, _| {});
     shared.metrics.rpc.mesh_peers.set(shared.mesh.len() as i64);
     rpc::link_closed(&shared, key);
     if let Err((code, msg)) = &end {
@@ -349,6 +369,8 @@ async fn read_link(
     mut decoder: FrameDecoder,
 ) -> Result<(), Fatal> {
     let metrics = &shared.metrics;
+    let mut ctx = super::ReadCtx::new();
+    let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
     loop {
         loop {
             let raw = match decoder.next_frame() {
@@ -367,6 +389,54 @@ async fn read_link(
                 continue;
             };
             match t {
+                MessageType::Publish => {
+                    let view = match raw.publish_view() {
+                        Ok(v) => v,
+                        Err(e) => {
+                            me.send_error(metrics, e.code(), e.to_string(), None);
+                            metrics.dropped("invalid");
+                            continue;
+                        }
+                    };
+                    if let Err(e) = crate::topic::validate_topic(view.topic) {
+                        me.send_error(
+                            metrics,
+                            ErrorCode::InvalidTopic,
+                            format!("topic {:?}: {e}", view.topic),
+                            None,
+                        );
+                        metrics.dropped("invalid");
+                        continue;
+                    }
+                    // Delivered here only: a mesh publish is never forwarded again.
+                    let reliable = view.qos == wire::Qos::AtLeastOnce;
+                    super::deliver_local(
+                        shared, &raw.bytes, view.topic, reliable, view.ts_us, &mut ctx, slow,
+                    )
+                    .await;
+                }
+                MessageType::Subscribe | MessageType::Unsubscribe => {
+                    let req = match session::decode_interest(&raw) {
+                        Ok(r) => r,
+                        Err((code, msg, corr)) => {
+                            me.send_error(metrics, code, msg, corr);
+                            continue;
+                        }
+                    };
+                    if req.subscribe {
+                        if let Err(e) =
+                            shared
+                                .mesh_interest
+                                .subscribe(me.key, &req.patterns, |_, _| {})
+                        {
+                            me.send_error(metrics, ErrorCode::LimitExceeded, e.to_string(), None);
+                        }
+                    } else {
+                        shared
+                            .mesh_interest
+                            .unsubscribe(me.key, &req.patterns, |_, _| {});
+                    }
+                }
                 MessageType::FindNode | MessageType::FindValue | MessageType::Store => {
                     match raw.decode() {
                         Ok(f) => {
@@ -414,7 +484,7 @@ async fn read_link(
             }
         }
         match fill(&mut recv, &mut decoder).await {
-            Ok(true) => {}
+            Ok(true) => ctx.now_us = session::now_us(),
             Ok(false) => return Ok(()),
             Err(SessionError::Wire(e)) => return Err((e.code(), e.to_string())),
             Err(e) => {
