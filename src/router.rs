@@ -24,6 +24,24 @@ use crate::topic::PatternTrie;
 /// Identifies one connected peer inside a process (never reused while the process lives).
 pub type PeerKey = u64;
 
+/// The group of a peer key: its upper 32 bits. A bridge puts the nodes of one cluster in one
+/// group (they reach each other over their mesh): peers of one group are not told each
+/// other's interest ([`interest_delta`], [`RouteTable::add_peer`]) and do not receive each
+/// other's publishes. Group 0 means "no group": such a peer is only ever itself.
+pub fn group_of(key: PeerKey) -> u32 {
+    (key >> 32) as u32
+}
+
+/// A peer key in `group` (see [`group_of`]) with process-local sequence number `seq`.
+pub fn grouped_key(group: u32, seq: u32) -> PeerKey {
+    (u64::from(group) << 32) | u64::from(seq)
+}
+
+/// Whether peers `a` and `b` are the same peer or in the same non-zero group.
+pub fn same_group(a: PeerKey, b: PeerKey) -> bool {
+    a == b || (group_of(a) != 0 && group_of(a) == group_of(b))
+}
+
 /// Immutable routing view used on the hot path.
 pub struct RouteSnapshot<T> {
     trie: PatternTrie<Vec<u32>>,
@@ -147,7 +165,7 @@ impl<T: Clone> RouteTable<T> {
         let others: Vec<String> = m
             .holders
             .iter()
-            .filter(|(_, h)| h.iter().any(|k| *k != key))
+            .filter(|(_, h)| h.iter().any(|k| !same_group(*k, key)))
             .map(|(p, _)| p.clone())
             .collect();
         initial(&target, others);
@@ -325,13 +343,13 @@ impl<T: Clone> RouteTable<T> {
 }
 
 /// Interest delta for one peer: whether the patterns held by *others* than
-/// `peer` changed between `before` and `after`. Returns `Some(true)` when the peer
+/// `peer` (peers outside its group, see [`group_of`]) changed between `before` and `after`. Returns `Some(true)` when the peer
 /// must now be told the pattern is wanted, `Some(false)` when no longer, `None` when
 /// unchanged. This is how a bridge tells each node what the rest of the realm wants
 /// without echoing a node's own interest back to it.
 pub fn interest_delta(change: &PatternChange, peer: PeerKey) -> Option<bool> {
-    let had = change.before.iter().any(|k| *k != peer);
-    let has = change.after.iter().any(|k| *k != peer);
+    let had = change.before.iter().any(|k| !same_group(*k, peer));
+    let has = change.after.iter().any(|k| !same_group(*k, peer));
     match (had, has) {
         (false, true) => Some(true),
         (true, false) => Some(false),
@@ -342,6 +360,34 @@ pub fn interest_delta(change: &PatternChange, peer: PeerKey) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_hide_interest_inside_a_cluster() {
+        let a1 = grouped_key(7, 1);
+        let a2 = grouped_key(7, 2);
+        let b1 = grouped_key(8, 3);
+        assert!(same_group(a1, a2) && !same_group(a1, b1));
+        assert!(!same_group(1, 2) && same_group(1, 1), "group 0 is no group");
+        let t: RouteTable<&'static str> = RouteTable::new(10);
+        let mut told = Vec::new();
+        t.add_peer(a1, "a1", |_, _| {});
+        t.add_peer(a2, "a2", |_, _| {});
+        t.subscribe(a1, &pats(&["x"]), |changes, _| {
+            for c in changes {
+                told.push((interest_delta(c, a2), interest_delta(c, b1)));
+            }
+        })
+        .unwrap();
+        // a2 (same cluster) is not told; a future b1 would be.
+        assert_eq!(told, vec![(None, Some(true))]);
+        let mut initial = Vec::new();
+        t.add_peer(b1, "b1", |_, others| initial = others);
+        assert_eq!(initial, pats(&["x"]));
+        let a3 = grouped_key(7, 4);
+        let mut initial = vec!["sentinel".to_string()];
+        t.add_peer(a3, "a3", |_, others| initial = others);
+        assert!(initial.is_empty(), "a cluster's own interest is not echoed");
+    }
 
     fn pats(p: &[&str]) -> Vec<String> {
         p.iter().map(|s| s.to_string()).collect()
