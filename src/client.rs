@@ -1,14 +1,28 @@
-//! The Rust client API: connect to a node, publish, subscribe, unsubscribe.
+//! The Rust client API: connect to a node, publish, subscribe, unsubscribe; provide
+//! procedures and call them (RPC).
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), macula::client::ClientError> {
-//! use macula::client::{Client, ClientOptions};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use macula::client::{CallError, Client, ClientOptions};
 //! use macula::wire::Qos;
 //! let client = Client::connect(ClientOptions::default()).await?;
 //! let mut sub = client.subscribe("sensors.*.temp").await?;
 //! client.publish("sensors.kitchen.temp", "21.5".into(), Qos::AtLeastOnce).await?;
 //! let msg = sub.recv().await.expect("delivered");
 //! assert_eq!(msg.topic(), "sensors.kitchen.temp");
+//!
+//! // Provide a procedure: the handler runs for every call the node routes here.
+//! let reg = client.register("io.example.echo", |args: Bytes| async move { Ok(args) }).await?;
+//! // Call a procedure (any provider in the realm); wait at most 2 s.
+//! let out: Result<Bytes, CallError> =
+//!     client.call("io.example.echo", Bytes::from_static(b"hi"), Duration::from_secs(2)).await;
+//! match out {
+//!     Ok(reply) => assert_eq!(&reply[..], b"hi"),
+//!     Err(e) => eprintln!("call failed: {} ({e})", e.kind()),
+//! }
+//! reg.unregister().await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -16,7 +30,11 @@
 //! outgoing frames and keeps QoS 1 publishes until the node acknowledges them (at
 //! most the node's `max_inflight` at once: `publish` waits for room — that is the
 //! backpressure). A background reader de-duplicates deliveries by message id and
-//! hands each to every local [`Subscription`] whose pattern matches.
+//! hands each to every local [`Subscription`] whose pattern matches; it also hands
+//! `reply` frames to the calls waiting for them and starts a handler task for each
+//! `call` the node routes to this client (see [`Client::register`], [`Client::call`]).
+//! After a reconnect the client subscribes its patterns and registers its procedures
+//! again before sending anything else.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -43,6 +61,12 @@ use crate::wire::{
     self, Connect, Frame, FrameDecoder, MessageId, MessageType, Pong, PubAck, Qos, Role, Subscribe,
     Unsubscribe, WireError,
 };
+
+mod rpc;
+#[cfg(test)]
+mod tests;
+
+pub use rpc::{CallError, Registration, DEFAULT_MAX_HANDLERS, DEFAULT_MAX_PENDING_CALLS};
 
 /// How to reach a node.
 #[derive(Debug, Clone)]
@@ -77,6 +101,14 @@ pub struct ClientOptions {
     pub reconnect_initial_backoff: Duration,
     /// Largest reconnect delay.
     pub reconnect_max_backoff: Duration,
+    /// Most handler tasks (calls from the node to procedures this client registered)
+    /// running at once; a call beyond it is answered `OVERLOADED` (default
+    /// [`DEFAULT_MAX_HANDLERS`] = 1024; 0 counts as 1).
+    pub rpc_max_handlers: usize,
+    /// Most calls this client has in flight at once; [`Client::call`] beyond it fails with
+    /// [`CallError::Overloaded`] (default [`DEFAULT_MAX_PENDING_CALLS`] = 65,536; 0 counts
+    /// as 1).
+    pub rpc_max_pending: usize,
 }
 
 impl Default for ClientOptions {
@@ -99,6 +131,8 @@ impl Default for ClientOptions {
                 cfg.limits.reconnect_initial_backoff_ms,
             ),
             reconnect_max_backoff: Duration::from_millis(cfg.limits.reconnect_max_backoff_ms),
+            rpc_max_handlers: DEFAULT_MAX_HANDLERS,
+            rpc_max_pending: DEFAULT_MAX_PENDING_CALLS,
         }
     }
 }
@@ -124,6 +158,15 @@ pub enum ClientError {
         topic: String,
         /// Why.
         source: TopicError,
+    },
+    /// A procedure name is invalid (checked before sending: 1–255 bytes of printable ASCII
+    /// without spaces, see [`crate::rpc::validate_procedure`]).
+    #[error("invalid procedure {procedure:?}: {reason}")]
+    InvalidProcedure {
+        /// The offending name.
+        procedure: String,
+        /// Why.
+        reason: String,
     },
     /// Encoding failed (e.g. the frame exceeds the node's max frame size).
     #[error("encode: {0}")]
@@ -159,6 +202,17 @@ pub struct ClientStats {
     pub dropped: u64,
     /// Sessions re-established after the connection to the node was lost.
     pub reconnects: u64,
+    /// Calls made with [`Client::call`].
+    pub calls: u64,
+    /// Calls made with [`Client::call`] that returned an error (any [`CallError`]).
+    pub call_errors: u64,
+    /// Calls from the node that a registered handler answered (ok or error; not counted:
+    /// calls answered `UNKNOWN_PROCEDURE` or `OVERLOADED`, handlers dropped at their
+    /// timeout).
+    pub handled: u64,
+    /// Replies dropped because no call waited for them any more (it had timed out or
+    /// failed).
+    pub late_replies: u64,
 }
 
 /// A message delivered to a subscription. Topic and payload share the received
@@ -242,6 +296,7 @@ struct Inner {
     cancel: CancellationToken,
     tasks: TaskTracker,
     max_frame: u32,
+    rpc: rpc::RpcState,
 }
 
 /// A connection to a node. Cheap to clone.
@@ -315,6 +370,7 @@ impl Client {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             max_frame: welcome.max_frame_size,
+            rpc: rpc::RpcState::new(opts.rpc_max_handlers, opts.rpc_max_pending),
         });
         let manager = SessionManager {
             inner: inner.clone(),
@@ -486,6 +542,10 @@ impl Client {
             duplicates: i.duplicates.load(Ordering::Relaxed),
             dropped: i.dropped.load(Ordering::Relaxed),
             reconnects: i.reconnects.load(Ordering::Relaxed),
+            calls: i.rpc.calls.load(Ordering::Relaxed),
+            call_errors: i.rpc.call_errors.load(Ordering::Relaxed),
+            handled: i.rpc.handled.load(Ordering::Relaxed),
+            late_replies: i.rpc.late_replies.load(Ordering::Relaxed),
         }
     }
 
@@ -590,7 +650,7 @@ impl Inner {
 }
 
 async fn reader(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
     dedup: &mut DedupWindow,
@@ -683,6 +743,17 @@ async fn reader(
                         ));
                     }
                 }
+                // A malformed call or reply is dropped, not fatal (PROTOCOL.md §5).
+                Some(MessageType::Call) => match raw.decode() {
+                    Ok(Frame::Call(c)) => rpc::on_call(inner, c),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "malformed call dropped"),
+                },
+                Some(MessageType::Reply) => match raw.decode() {
+                    Ok(Frame::Reply(r)) => inner.rpc.on_reply(r),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "malformed reply dropped"),
+                },
                 Some(MessageType::Disconnect) => return Ok(()),
                 _ => {}
             }
@@ -820,10 +891,13 @@ impl SessionManager {
                 welcome,
             } = est;
             *inner.conn.lock().unwrap_or_else(|e| e.into_inner()) = conn.clone();
+            inner.rpc.begin_session();
             self.state.window = (welcome.max_inflight as usize).max(1);
             if inner.reconnects.load(Ordering::Relaxed) > 0 && self.resume(&mut send).await.is_err()
             {
                 conn.close(0u32.into(), b"resume failed");
+                // The calls resume() drained may be lost with the stream.
+                inner.rpc.fail_calls();
                 continue;
             }
             let liveness =
@@ -872,20 +946,28 @@ impl SessionManager {
                 }
             };
             tracing::debug!(writer = ?w.err(), reader = ?r.err(), "client session ended");
+            // The node forgot the calls of this session: fail them now, not at their timeout.
+            inner.rpc.fail_calls();
             inner.acked_notify.notify_waiters();
             if inner.cancel.is_cancelled() || !self.opts.reconnect {
                 break;
             }
         }
-        inner.fail_pending(None);
+        // Cancel first: a call or request that checks `cancel` after its waiter is in a
+        // table is failed below; one that checks before sees the cancellation.
         inner.cancel.cancel();
+        inner.fail_pending(None);
+        inner.rpc.fail_calls();
+        inner.rpc.clear_handlers();
         inner.acked_notify.notify_waiters();
     }
 
-    /// After a reconnect: announce every pattern again, then re-send the control
-    /// frames queued during the outage (pending SUBSCRIBE/UNSUBSCRIBE requests keep
-    /// their correlation ids, so their callers still get a SUBACK). Acknowledgements
-    /// owed to the previous session are dropped: the node forgot those deliveries.
+    /// After a reconnect: announce every pattern and register every procedure again,
+    /// then re-send the control frames queued during the outage (pending
+    /// SUBSCRIBE/UNSUBSCRIBE/REGISTER/UNREGISTER requests keep their correlation ids, so
+    /// their callers still get a SUBACK; CALLs only while their caller still waits).
+    /// Acknowledgements and REPLYs owed to the previous session are dropped: the node
+    /// forgot those deliveries and calls.
     async fn resume(&mut self, send: &mut quinn::SendStream) -> Result<(), quinn::WriteError> {
         let patterns: Vec<String> = {
             let subs = self.inner.subs.lock().unwrap_or_else(|e| e.into_inner());
@@ -902,9 +984,12 @@ impl SessionManager {
                 .to_bytes(),
             );
         }
+        frames.extend(rpc::register_frames(&self.inner.rpc.procedures()));
         while let Ok(item) = self.queues.ctrl.try_recv() {
             if let Outbound::Frame(f) = item {
-                frames.push(f);
+                if self.inner.rpc.keep_on_resume(&f) {
+                    frames.push(f);
+                }
             }
         }
         for f in frames {

@@ -129,15 +129,20 @@ pub fn order_providers(
         .filter(|p| seen.insert(p.node_id))
         .collect();
     let mut out = Vec::with_capacity(unique.len());
-    let groups: [Box<dyn Fn(&ProviderRecord) -> bool>; 3] = [
-        Box::new(|p| &p.node_id == me),
-        Box::new(|p| &p.node_id != me && p.cluster == my_cluster),
-        Box::new(|p| &p.node_id != me && p.cluster != my_cluster),
-    ];
-    for g in groups.iter() {
+    // 0: on this node, 1: in this cluster, 2: elsewhere.
+    let rank = |p: &ProviderRecord| {
+        if &p.node_id == me {
+            0
+        } else if p.cluster == my_cluster {
+            1
+        } else {
+            2
+        }
+    };
+    for g in 0..3 {
         let mut group: Vec<ProviderRecord> = unique
             .iter()
-            .filter(|p| g(p))
+            .filter(|p| rank(p) == g)
             .map(|p| (*p).clone())
             .collect();
         if !group.is_empty() {
