@@ -1,5 +1,6 @@
-//! Kademlia DHT, pure part: ids and distances, the k-bucket routing table, the iterative
-//! lookup state machine and the record store. No I/O, no tokio, no clocks.
+//! Kademlia DHT: ids and distances, the k-bucket routing table, the iterative lookup state
+//! machine and the record store — the pure part: no I/O, no tokio, no clocks — plus
+//! [`service`], the async driver that binds them to a transport and tokio timers.
 //!
 //! The DHT lets clusters discover RPC providers and subscribers: a provider STOREs a record
 //! under [`Key::scoped`]`(realm, procedure)` at the [`K`] nodes closest to that key, and a
@@ -20,10 +21,10 @@
 //! Like quinn-proto, every type here is a state machine fed with inputs (`observe`,
 //! `ping_result`, `on_reply`, `put`) and polled for work (`Lookup::poll` returns the queries
 //! to send). Time is passed in as a [`Timestamp`] (milliseconds on any monotonic clock the
-//! caller chooses); nothing here reads a clock. The service that binds the DHT to QUIC streams
-//! and timers lives apart, so this part is tested by a deterministic simulation of a few
-//! hundred nodes on a virtual clock (`src/dht/sim.rs`). Design notes and measured figures:
-//! `docs/DHT.md`.
+//! caller chooses); nothing here reads a clock. The service that binds the DHT to the mesh
+//! links and timers lives apart ([`service::DhtService`]), so this part is tested by a
+//! deterministic simulation of a few hundred nodes on a virtual clock (`src/dht/sim.rs`).
+//! Design notes and measured figures: `docs/DHT.md`.
 
 pub mod id;
 pub mod lookup;
@@ -38,6 +39,7 @@ pub use id::{Distance, Id, IdError, Key, NodeId};
 pub use lookup::{
     Action, Lookup, LookupKind, LookupParams, LookupStats, Outcome, Reply, ReplyStatus,
 };
+pub use service::{DhtParams, DhtService, DhtTransport, FoundRecord};
 pub use store::{Record, RecordStore, StoreError, StoreLimits};
 pub use table::{Contact, Observe, PingOutcome, RoutingTable, TableParams};
 

@@ -160,15 +160,13 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
     let advertise = cfg.node.advertise.unwrap_or(local_addr);
     let (mesh, dial_rx) = mesh::Mesh::new();
     let dht = crate::dht::service::DhtService::new(
-        crate::dht::service::DhtParams {
-            own: crate::dht::Contact {
+        crate::dht::service::DhtParams::from_config(
+            crate::dht::Contact {
                 id: crate::dht::Id(node_id),
                 addr: advertise,
             },
-            record_ttl: Duration::from_millis(cfg.dht.record_ttl_ms),
-            query_timeout: Duration::from_millis(cfg.dht.query_timeout_ms),
-            max_record_ttl: Duration::from_millis(cfg.dht.max_record_ttl_ms),
-        },
+            &cfg.dht,
+        ),
         Arc::new(mesh::MeshTransport { mesh: mesh.clone() }),
         metrics.clone(),
     );

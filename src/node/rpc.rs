@@ -733,11 +733,11 @@ async fn lookup(shared: &Arc<Shared>, procedure: &str) -> Result<Vec<ProviderRec
     })
 }
 
-fn to_answer(values: &[crate::wire::WireRecord]) -> Answer {
+fn to_answer<'a>(values: impl IntoIterator<Item = &'a Bytes>) -> Answer {
     Answer::found(
         values
-            .iter()
-            .filter_map(|r| ProviderRecord::decode(&r.value).ok())
+            .into_iter()
+            .filter_map(|v| ProviderRecord::decode(v).ok())
             .map(|p| Provider {
                 node_id: p.node_id,
                 cluster: p.cluster,
@@ -751,7 +751,7 @@ fn to_answer(values: &[crate::wire::WireRecord]) -> Answer {
 async fn resolve(shared: &Arc<Shared>, key: [u8; 32]) -> Result<Answer, LookupError> {
     let metrics = &shared.metrics.rpc;
     let records = shared.dht.find_value(Id(key)).await;
-    let answer = to_answer(&records);
+    let answer = to_answer(records.iter().map(|r| &r.value));
     if matches!(answer, Answer::Found(_)) {
         metrics.routing_hops.observe(0.0);
         return Ok(answer);
@@ -799,7 +799,7 @@ async fn resolve(shared: &Arc<Shared>, key: [u8; 32]) -> Result<Answer, LookupEr
     match reply {
         Ok(Ok(Ok(r))) => {
             metrics.routing_hops.observe(f64::from(r.depth) + 1.0);
-            Ok(to_answer(&r.values))
+            Ok(to_answer(r.values.iter().map(|r| &r.value)))
         }
         Ok(Ok(Err(msg))) => Err(LookupError::Upstream(msg)),
         Ok(Err(_)) => Err(LookupError::Upstream("uplink lost".into())),
