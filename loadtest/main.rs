@@ -6,10 +6,19 @@
 //! the publishers, and reports sent / delivered / lost / duplicated, throughput
 //! and latency percentiles (hdrhistogram). Without `--spawn` it uses
 //! `--pub-addr` / `--sub-addr` of an existing deployment.
+//!
+//! `macula-loadtest rpc --spawn --rate 2000 --duration 30 --json rpc.json` starts the bridge
+//! hierarchy (a city bridge, two street bridges, a cluster of three nodes under each street),
+//! registers an echo procedure on one cluster and calls it from the other, and reports calls,
+//! errors by kind, latency percentiles and the lookup caches' hits. Every flag:
+//! `docs/LOADTEST.md`.
 
 mod pubsub;
+mod rpc;
 #[allow(dead_code)] // kill/restart serve the integration tests, which share this module
 mod spawn;
+#[allow(dead_code)] // parts serve only the integration tests, which share this module
+mod topology;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +37,8 @@ struct Cli {
 enum Cmd {
     /// Publish/subscribe across two nodes (through their bridge).
     Pubsub(pubsub::Args),
+    /// Remote procedure calls across the bridge hierarchy (street → city → street).
+    Rpc(rpc::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.cmd {
         Cmd::Pubsub(args) => rt.block_on(pubsub::run(args)),
+        Cmd::Rpc(args) => rt.block_on(rpc::run(args)),
     }
 }

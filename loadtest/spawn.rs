@@ -78,6 +78,47 @@ impl Fleet {
         self.spawn(name, quic, admin, args)
     }
 
+    /// Starts a bridge on `ip` serving `level` (`street`, `city`, …) under `parents` (tried in
+    /// order; empty: the top of its hierarchy); `extra` are more command-line arguments.
+    pub fn bridge_with(
+        &mut self,
+        name: &str,
+        ip: &str,
+        level: &str,
+        parents: &[SocketAddr],
+        extra: &[&str],
+    ) -> Result<usize> {
+        let mut args = vec!["--level".to_string(), level.to_string()];
+        for p in parents {
+            args.push("--parent".into());
+            args.push(p.to_string());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.bridge(name, ip, &args)
+    }
+
+    /// Starts a node on `ip` in `cluster` with an uplink to `uplink`, joining the cluster's mesh
+    /// through `seeds` (empty: the first node); `extra` are more command-line arguments.
+    pub fn node_with(
+        &mut self,
+        name: &str,
+        ip: &str,
+        cluster: &str,
+        uplink: SocketAddr,
+        seeds: &[SocketAddr],
+        extra: &[&str],
+    ) -> Result<usize> {
+        let mut args = Vec::new();
+        for s in seeds {
+            args.push("--seed".to_string());
+            args.push(s.to_string());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.node(name, ip, cluster, uplink, &args)
+    }
+
     /// Starts a node on `ip` with an uplink to `uplink`; `extra` are more arguments.
     pub fn node(
         &mut self,
@@ -158,6 +199,31 @@ impl Fleet {
         let child = self.start(&self.procs[i].name.clone(), &self.procs[i].args.clone())?;
         self.procs[i].child = Some(child);
         Ok(())
+    }
+
+    /// Writes `contents` to `name` in the fleet's directory (e.g. a `--config` file); returns
+    /// its path.
+    pub fn write_file(&self, name: &str, contents: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents).with_context(|| format!("write {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Whether process `i` was started and not killed since (it may still have exited on its
+    /// own: [`Fleet::wait_ready`] reports that).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.procs[i].child.is_some()
+    }
+
+    /// The Prometheus text of process `i` (`GET /metrics` on its admin port).
+    pub fn metrics(&self, i: usize) -> Result<String> {
+        let p = &self.procs[i];
+        let (code, body) =
+            http_get(p.admin, "/metrics").with_context(|| format!("{} /metrics", p.name))?;
+        if code != 200 {
+            bail!("{} /metrics answered HTTP {code}", p.name);
+        }
+        Ok(body)
     }
 
     /// Where process `name` writes its log.
@@ -241,4 +307,25 @@ pub fn metric_sum(body: &str, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Every sample of metric `name` in a Prometheus text body, as (labels without braces, value):
+/// `name{level="street"} 3` gives `("level=\"street\"", 3.0)`, a bare `name 3` gives `("", 3.0)`.
+pub fn metric_samples(body: &str, name: &str) -> Vec<(String, f64)> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = match rest.as_bytes().first()? {
+                b' ' => ("", rest),
+                b'{' => {
+                    let end = rest.find('}')?;
+                    (&rest[1..end], &rest[end + 1..])
+                }
+                _ => return None,
+            };
+            let value = value.trim().split(' ').next()?.parse().ok()?;
+            Some((labels.to_string(), value))
+        })
+        .collect()
 }

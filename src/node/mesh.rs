@@ -30,6 +30,9 @@ pub const MESH_CAPABILITY: &str = "mesh";
 /// empty.
 pub const MAINTAIN_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Every this many maintainer ticks (30 s) the node re-runs FIND_NODE for its own id.
+const BOOTSTRAP_EVERY: u64 = 15;
+
 /// Dial requests queued at most (a flood of contacts cannot queue more).
 const DIAL_QUEUE: usize = 64;
 
@@ -344,7 +347,7 @@ async fn run_link(
         super::writer_config(&shared),
     ));
     let end = tokio::select! {
-        r = read_link(&shared, &tx, recv, decoder) => r,
+        r = read_link(&shared, &tx, peer_id, recv, decoder) => r,
         _ = stop.cancelled() => Ok(()),
         _ = shared.shutdown.cancelled() => Ok(()),
     };
@@ -365,6 +368,7 @@ type Fatal = (ErrorCode, String);
 async fn read_link(
     shared: &Arc<Shared>,
     me: &PeerTx,
+    peer_id: NodeId,
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
 ) -> Result<(), Fatal> {
@@ -440,7 +444,17 @@ async fn read_link(
                 MessageType::FindNode | MessageType::FindValue | MessageType::Store => {
                     match raw.decode() {
                         Ok(f) => {
-                            if let Some(reply) = shared.dht.handle_query(None, &f) {
+                            // The querier's contact, believed only when it names the peer
+                            // this link authenticated (no planting of other nodes' ids).
+                            let sender = match &f {
+                                Frame::FindNode(q) => Some(&q.sender),
+                                Frame::FindValue(q) => Some(&q.sender),
+                                _ => None,
+                            };
+                            let from = sender
+                                .filter(|s| s.node_id == peer_id)
+                                .and_then(|s| Contact::try_from(s).ok());
+                            if let Some(reply) = shared.dht.handle_query(from.as_ref(), &f) {
                                 me.send_ctrl(reply);
                             }
                         }
@@ -501,10 +515,18 @@ async fn read_link(
 pub async fn run_maintainer(shared: Arc<Shared>, seeds: Vec<String>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(MAINTAIN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        n += 1;
+        // Learn the cluster: a FIND_NODE for our own id every tick while the mesh forms, then
+        // every BOOTSTRAP_EVERY ticks (new nodes also announce themselves when they link).
+        if !shared.mesh.is_empty() && (n <= 5 || n % BOOTSTRAP_EVERY == 0) {
+            let dht = shared.dht.clone();
+            tokio::spawn(async move { dht.bootstrap().await });
         }
         if shared.mesh.is_empty() {
             for seed in &seeds {

@@ -3,6 +3,8 @@
 
 #[path = "../../loadtest/spawn.rs"]
 pub mod spawn;
+#[path = "../../loadtest/topology.rs"]
+pub mod topology;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -33,6 +35,32 @@ pub async fn bridge_and_two_nodes() -> (Fleet, usize, usize, usize) {
         .await
         .expect("fleet ready");
     (f, b, na, nb)
+}
+
+/// The hierarchy of `spec` (city, streets, clusters; `loadtest/topology.rs`), all ready.
+pub async fn hierarchy(spec: &topology::TopologySpec) -> (Fleet, topology::Topology) {
+    let mut f = fleet();
+    let t = topology::Topology::spawn(&mut f, spec).expect("spawn the topology");
+    f.wait_ready(Duration::from_secs(30))
+        .await
+        .expect("topology ready");
+    (f, t)
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `within`.
+pub async fn poll<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Client options for a node at `addr` in `realm`.
