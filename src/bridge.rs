@@ -1,6 +1,7 @@
-//! `macula bridge`: relays pub/sub between the nodes of the clusters below it.
+//! `macula bridge`: relays pub/sub between the nodes of the clusters below it, keeps the
+//! subtree index of their provider records, answers and escalates lookups, and routes calls.
 //!
-//! Routing is by interest only. Each realm has its own [`RouteTable`] of node
+//! **Pub/sub.** Routing is by interest only. Each realm has its own [`RouteTable`] of node
 //! connections and the patterns each node announced. A publish from node *U* goes
 //! to every *other* node of U's realm holding a matching pattern — never back to U,
 //! never to a node without interest, never to another realm — and a node never
@@ -15,22 +16,38 @@
 //! after every node it relayed it to has acknowledged it ([`AckTrack`]). If the
 //! bridge dies first, U still holds the publish and sends it again after it
 //! reconnects; receivers de-duplicate by message id.
+//!
+//! **Discovery and RPC** (`docs/DISCOVERY.md`, "Bridge: subtree index, advertisement,
+//! escalation" and "Calls"). A *child link* is any session accepted here with role `node`: a
+//! node's uplink or a child bridge's parent link — both are served by the same code.
+//! - `store` from a child goes into the realm's [`index::SubtreeIndex`] (TTL-enforced, bounded
+//!   per link and in total), which also routes calls: publisher node id → child link.
+//! - `find_value` from a child is answered from the index, else (below the top) through the
+//!   bridge's [`LookupCache`] at its level, whose misses ask the parent bridge.
+//! - `call` with a `target` goes down the child link the target is routed through, else up to
+//!   the parent, else is answered `UNREACHABLE`; its `reply` comes back the same way.
+//! - With `bridge.parents` set, one task per realm keeps a link to the first parent that
+//!   accepts (`bridge/parent.rs`) and advertises the index to it, aggregated.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use quinn::{Connection, RecvStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, Instrument};
 
 use crate::config::Config;
+use crate::escalation::LookupCache;
 use crate::metrics::Metrics;
-use crate::router::{interest_delta, PatternChange, Peers, RouteTable};
+use crate::router::{interest_delta, PatternChange, PeerKey, Peers, RouteTable};
+use crate::rpc::PendingCalls;
 pub use crate::server::ServerHandle;
 use crate::session::{
     self, accept_session, close, fill, AckTrack, Offer, Outbound, PeerTx, SessionError,
@@ -42,18 +59,72 @@ use crate::wire::{
     Unsubscribe,
 };
 
+pub mod index;
+mod parent;
+mod rpc;
+#[cfg(test)]
+mod tests;
+
+use index::{IndexLimits, SubtreeIndex};
+use parent::ParentSession;
+use rpc::Link;
+
 /// A running bridge; see [`ServerHandle`].
 pub type BridgeHandle = ServerHandle;
 
+/// Most `find_value` lookups a bridge answers concurrently through its cache and parent;
+/// beyond it a lookup is refused with a `LIMIT_EXCEEDED` error frame carrying its correlation
+/// id. Each holds at most one query to the parent, so this also bounds those.
+pub const MAX_LOOKUPS: usize = 1024;
+
+/// Period of the housekeeping sweep: expired index records are removed (and withdrawn
+/// upward) and calls past their deadline are forgotten. 1 s.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What every connection task of a bridge shares.
 struct Shared {
     node_id: NodeId,
+    /// The QUIC listener's address (the `sender` contact of escalated lookups).
+    local_addr: SocketAddr,
     cfg: Config,
     metrics: Arc<Metrics>,
-    realms: HashMap<String, RouteTable<PeerTx>>,
+    realms: HashMap<String, Arc<Realm>>,
     next_key: AtomicU64,
+    /// Calls forwarded by this bridge and not yet answered (`rpc.max_pending`).
+    calls: Mutex<PendingCalls<mpsc::Sender<Outbound>>>,
+    /// Answers from the parent level, for `bridge.level`'s TTLs.
+    cache: LookupCache,
+    /// Permits for concurrent lookups ([`MAX_LOOKUPS`]).
+    lookups: Arc<Semaphore>,
+    tracker: TaskTracker,
 }
 
-/// Starts a bridge from `cfg`. Errors: binding or TLS setup failed.
+/// The state of one realm.
+struct Realm {
+    name: Arc<str>,
+    /// Pub/sub interest of the child links.
+    routes: RouteTable<PeerTx>,
+    /// Provider records of the subtree, routes, and what the parent was told.
+    index: Mutex<SubtreeIndex>,
+    /// Open child links, by key (targets of routed calls).
+    links: Mutex<HashMap<PeerKey, Link>>,
+    /// The parent link's session while it is up.
+    parent: ArcSwapOption<ParentSession>,
+    /// Whether a parent is configured (`bridge.parents` not empty).
+    has_parent: bool,
+    /// Wakes the parent link's advertiser when the index has changes for it.
+    upward: Notify,
+}
+
+/// Locks `m`, ignoring poisoning: every critical section here leaves its data consistent
+/// (no code inside them panics by design), so a poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Starts a bridge from `cfg`: the QUIC listener, the housekeeping task and, when
+/// `bridge.parents` is set, one parent-link task per realm. Errors: binding or TLS setup
+/// failed.
 pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeHandle> {
     let endpoint = crate::transport::server_endpoint(
         cfg.bridge.listen,
@@ -65,24 +136,64 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
     let node_id: NodeId = crate::transport::node_identity(&cfg.data_dir)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let has_parent = !cfg.bridge.parents.is_empty();
     let realms = cfg
         .bridge
         .realms
         .iter()
         .map(|r| {
-            (
-                r.clone(),
-                RouteTable::new(cfg.limits.max_subscriptions_per_connection),
-            )
+            let realm = Realm {
+                name: Arc::from(r.as_str()),
+                routes: RouteTable::new(cfg.limits.max_subscriptions_per_connection),
+                index: Mutex::new(SubtreeIndex::new(IndexLimits::default(), has_parent)),
+                links: Mutex::new(HashMap::new()),
+                parent: ArcSwapOption::empty(),
+                has_parent,
+                upward: Notify::new(),
+            };
+            (r.clone(), Arc::new(realm))
         })
         .collect();
+    let level = cfg.bridge.level;
+    let cache = LookupCache::new(level, cfg.cache.for_level(level), &metrics.cache);
     let shared = Arc::new(Shared {
         node_id,
+        local_addr,
         metrics: metrics.clone(),
         realms,
         next_key: AtomicU64::new(1),
+        calls: Mutex::new(PendingCalls::new(cfg.rpc.max_pending)),
+        cache,
+        lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
+        tracker: tracker.clone(),
         cfg,
     });
+    if has_parent {
+        let bind: SocketAddr = if local_addr.is_ipv6() {
+            "[::]:0".parse().expect("valid literal")
+        } else {
+            "0.0.0.0:0".parse().expect("valid literal")
+        };
+        let client_ep = crate::transport::client_endpoint(
+            bind,
+            &shared.cfg.tls,
+            &shared.cfg.transport,
+            &shared.cfg.data_dir,
+        )?;
+        for realm in shared.realms.values() {
+            let span = info_span!("parent", realm = %realm.name);
+            tracker.spawn(
+                parent::run_parent(
+                    shared.clone(),
+                    realm.clone(),
+                    client_ep.clone(),
+                    shutdown.clone(),
+                )
+                .instrument(span),
+            );
+        }
+    }
+    tracker.spawn(rpc::housekeeping(shared.clone(), shutdown.clone()));
     let s = shared.clone();
     tracker.spawn(crate::server::accept_loop(
         endpoint.clone(),
@@ -97,7 +208,13 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
             async move { serve_node(s, conn).await }.instrument(span)
         },
     ));
-    info!(listen = %local_addr, realms = ?shared.cfg.bridge.realms, "bridge started");
+    info!(
+        listen = %local_addr,
+        realms = ?shared.cfg.bridge.realms,
+        level = %level,
+        parents = ?shared.cfg.bridge.parents,
+        "bridge started"
+    );
     Ok(BridgeHandle {
         local_addr,
         node_id,
@@ -167,7 +284,8 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         )
         .await;
     }
-    let table = &shared.realms[&connect.realm];
+    let realm = shared.realms[&connect.realm].clone();
+    let table = &realm.routes;
     let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
     let session::AcceptedPeer {
         tx,
@@ -182,6 +300,8 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         shared.cfg.transport.keep_alive_ms,
     );
     let ctrl_tx = tx.ctrl.clone();
+    let link = Link::child(&tx);
+    lock(&realm.links).insert(key, link.clone());
     let (pending_tx, pending_rx) = mpsc::channel((limits.max_inflight as usize).max(1));
     table.add_peer(key, tx.clone(), |tx, others| {
         for chunk in others.chunks(1000) {
@@ -207,15 +327,17 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         cancel.clone(),
         wcfg,
     ));
-    let end = node_reader(&shared, table, &tx, recv, decoder, pending_rx).await;
+    let end = node_reader(&shared, &realm, &link, &tx, recv, decoder, pending_rx).await;
     table.remove_peer(key, propagate);
+    rpc::link_closed(&shared, &realm, key);
     info!(realm = %connect.realm, cluster = %connect.cluster, "node disconnected");
     session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
 }
 
 async fn node_reader(
-    shared: &Shared,
-    table: &RouteTable<PeerTx>,
+    shared: &Arc<Shared>,
+    realm: &Arc<Realm>,
+    link: &Link,
     me: &PeerTx,
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
@@ -232,7 +354,13 @@ async fn node_reader(
                 Err(e) => return Err((e.code(), e.to_string())),
             };
             metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
-            if handle_node_frame(shared, table, me, &raw, &mut scratch, &mut pending, slow).await? {
+            let ctx = FrameCtx {
+                shared,
+                realm,
+                link,
+                me,
+            };
+            if handle_node_frame(&ctx, &raw, &mut scratch, &mut pending, slow).await? {
                 return Ok(());
             }
         }
@@ -248,16 +376,26 @@ async fn node_reader(
     }
 }
 
-/// Handles one frame from a node; `Ok(true)` ends the session cleanly.
+/// Who a frame came from: the bridge, the child link's realm and its sending halves.
+struct FrameCtx<'a> {
+    shared: &'a Arc<Shared>,
+    realm: &'a Arc<Realm>,
+    link: &'a Link,
+    me: &'a PeerTx,
+}
+
+/// Handles one frame from a child link; `Ok(true)` ends the session cleanly.
 async fn handle_node_frame(
-    shared: &Shared,
-    table: &RouteTable<PeerTx>,
-    me: &PeerTx,
+    ctx: &FrameCtx<'_>,
     raw: &RawFrame,
     scratch: &mut Vec<u32>,
     pending: &mut mpsc::Receiver<Arc<AckTrack>>,
     slow: Duration,
 ) -> Result<bool, Fatal> {
+    let FrameCtx {
+        shared, realm, me, ..
+    } = *ctx;
+    let table = &realm.routes;
     let metrics = &shared.metrics;
     let Some(t) = raw.msg_type() else {
         me.send_error(
@@ -366,7 +504,7 @@ async fn handle_node_frame(
                 shared
                     .realms
                     .values()
-                    .map(|t| t.load().patterns() as i64)
+                    .map(|r| r.routes.load().patterns() as i64)
                     .sum(),
             );
             me.send_ctrl(Frame::SubAck(SubAck {
@@ -385,6 +523,16 @@ async fn handle_node_frame(
             }
         }
         MessageType::Pong | MessageType::SubAck => {}
+        MessageType::Store
+        | MessageType::FindValue
+        | MessageType::Call
+        | MessageType::Reply
+        | MessageType::StoreAck
+        | MessageType::FindValueReply
+        | MessageType::FindNodeReply => match raw.decode() {
+            Ok(frame) => rpc::on_child_frame(shared, realm, ctx.link, frame),
+            Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+        },
         other => me.send_error(
             metrics,
             ErrorCode::Protocol,

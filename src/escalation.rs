@@ -14,8 +14,8 @@
 //!   an entry-count bound, a negative cache, invalidation when a provider is gone, metrics
 //!   ([`CacheMetrics`]) and an injectable [`Clock`] that makes expiry deterministic in tests.
 //!
-//! Not yet wired to the network (issue 3): the bridge's escalation service will call
-//! [`LookupCache::get_or_escalate`] with an `upstream` future that asks its parent bridge.
+//! The bridge (`src/bridge/rpc.rs`) calls [`LookupCache::get_or_escalate`] with an `upstream`
+//! future that asks its parent bridge over the parent link (`src/bridge/parent.rs`).
 
 use std::fmt;
 use std::str::FromStr;

@@ -28,9 +28,11 @@
 //!   writers, QoS 1 custody and retransmission, the handshake.
 //! - [`server`] — the accept loop (one task per connection, connection cap).
 //! - [`node`] — `macula node`: local pub/sub for clients plus one uplink to a bridge.
-//! - [`bridge`] — `macula bridge`: interest-routed relay between the nodes of each realm.
+//! - [`bridge`] — `macula bridge`: interest-routed relay between the nodes of each realm;
+//!   the subtree index of provider records ([`bridge::index`]), lookup escalation to a parent
+//!   bridge and call routing by target (`docs/DISCOVERY.md`).
 //! - [`escalation`] — bridge levels, the per-level lookup cache (moka: TTL per level,
-//!   single-flight, negative cache) and loop detection. Not yet wired to bridges (issue 3).
+//!   single-flight, negative cache) and loop detection; bridges use it for escalated lookups.
 //! - [`client`] — the Rust client API (`connect`, `publish`, `subscribe`, `unsubscribe`).
 //! - [`metrics`] + [`admin`] — the Prometheus registry and the admin HTTP listener
 //!   (`/metrics`, `/health/live`, `/health/ready`).
