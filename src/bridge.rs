@@ -3,14 +3,15 @@
 //!
 //! **Pub/sub.** Routing is by interest only. Each realm has its own [`RouteTable`] of node
 //! connections and the patterns each node announced. A publish from node *U* goes
-//! to every *other* node of U's realm holding a matching pattern — never back to U,
-//! never to a node without interest, never to another realm — and a node never
-//! re-sends what came down from the bridge. Every message therefore crosses each
+//! to every node of *another cluster* of U's realm holding a matching pattern — never back
+//! to U or its cluster (they reach each other over their mesh; see
+//! [`crate::router::group_of`]), never to a node without interest, never to another realm —
+//! and a node never re-sends what came down from the bridge. Every message therefore crosses each
 //! link at most once: the N² amplification of the Erlang mesh (Macula v0.16 defect 4)
 //! is impossible by construction.
 //!
-//! Interest flows the other way too: each node is told which patterns the *rest*
-//! of its realm holds ([`interest_delta`]), so it only sends up what someone wants.
+//! Interest flows the other way too: each node is told which patterns the *other clusters*
+//! of its realm hold ([`interest_delta`]), so it only sends up what someone wants.
 //!
 //! QoS 1 acknowledgements are chained: the bridge acknowledges a publish to U only
 //! after every node it relayed it to has acknowledged it ([`AckTrack`]). If the
@@ -90,6 +91,10 @@ struct Shared {
     metrics: Arc<Metrics>,
     realms: HashMap<String, Arc<Realm>>,
     next_key: AtomicU64,
+    /// Group numbers of the clusters connected (realm + cluster name → group): the nodes of
+    /// one cluster share a group, so they neither hear each other's interest nor receive each
+    /// other's publishes through the bridge — they reach each other over their mesh.
+    groups: Mutex<crate::router::GroupNames>,
     /// Calls forwarded by this bridge and not yet answered (`rpc.max_pending`).
     calls: Mutex<PendingCalls<mpsc::Sender<Outbound>>>,
     /// Answers from the parent level, for `bridge.level`'s TTLs.
@@ -162,6 +167,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         metrics: metrics.clone(),
         realms,
         next_key: AtomicU64::new(1),
+        groups: Mutex::default(),
         calls: Mutex::new(PendingCalls::new(cfg.rpc.max_pending)),
         cache,
         lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
@@ -286,7 +292,15 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     }
     let realm = shared.realms[&connect.realm].clone();
     let table = &realm.routes;
-    let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
+    // Child bridges stand alone (group 0); the nodes of a cluster share its group.
+    let group_name = (!connect.capabilities.iter().any(|c| c == "bridge"))
+        .then(|| format!("{}\0{}", connect.realm, connect.cluster));
+    let group = match &group_name {
+        Some(name) => shared.groups.lock().expect("groups lock").acquire(name),
+        None => 0,
+    };
+    let seq = shared.next_key.fetch_add(1, Ordering::Relaxed) as u32;
+    let key = crate::router::grouped_key(group, seq);
     let session::AcceptedPeer {
         tx,
         ctrl_rx,
@@ -329,6 +343,9 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     ));
     let end = node_reader(&shared, &realm, &link, &tx, recv, decoder, pending_rx).await;
     table.remove_peer(key, propagate);
+    if let Some(name) = &group_name {
+        shared.groups.lock().expect("groups lock").release(name);
+    }
     rpc::link_closed(&shared, &realm, key);
     info!(realm = %connect.realm, cluster = %connect.cluster, "node disconnected");
     session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
@@ -432,7 +449,7 @@ async fn handle_node_frame(
             metrics.messages_published_total.inc();
             let snap = table.load();
             snap.collect(view.topic, scratch);
-            scratch.retain(|&i| snap.target(i).0 != me.key);
+            scratch.retain(|&i| !crate::router::same_group(snap.target(i).0, me.key));
             if scratch.is_empty() {
                 metrics.dropped("no_route");
                 if reliable {

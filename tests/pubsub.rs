@@ -318,3 +318,84 @@ async fn clients_reconnect_resubscribe_and_retransmit_after_a_node_restart() {
     }
     f.stop().await;
 }
+
+/// Two nodes of one cluster (the second joins through the first as its seed) and a node of
+/// another cluster, all under one bridge: a publish inside the cluster goes over the mesh and
+/// never through the bridge; one for the other cluster still goes through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_inside_a_cluster_never_crosses_the_bridge() {
+    let mut f = fleet();
+    let b = f.bridge("bridge", "127.0.0.1", &[]).unwrap();
+    let baddr = f.procs[b].quic;
+    let a1 = f.node("node-a1", "127.0.0.2", "a", baddr, &[]).unwrap();
+    let a1_addr = f.procs[a1].quic.to_string();
+    let a2 = f
+        .node("node-a2", "127.0.0.3", "a", baddr, &["--seed", &a1_addr])
+        .unwrap();
+    let nb = f.node("node-b", "127.0.0.4", "b", baddr, &[]).unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    common::poll(Duration::from_secs(20), "the mesh links a1 and a2", || {
+        let (x, y) = (f.procs[a1].admin, f.procs[a2].admin);
+        async move {
+            (metric(x, "macula_mesh_peers") >= 1.0 && metric(y, "macula_mesh_peers") >= 1.0)
+                .then_some(())
+        }
+    })
+    .await;
+
+    let inside = client(f.procs[a2].quic).await;
+    let mut sub = inside.subscribe("room.temp").await.unwrap();
+    let publisher = client(f.procs[a1].quic).await;
+    wait_route(&publisher, &mut sub, "room.temp").await;
+    let bridge_in = |f: &common::Fleet| {
+        metric(
+            f.procs[b].admin,
+            "macula_frames_received_total{type=\"publish\"}",
+        )
+    };
+    let before = bridge_in(&f);
+    for i in 0..200u32 {
+        let qos = if i % 2 == 0 {
+            Qos::AtMostOnce
+        } else {
+            Qos::AtLeastOnce
+        };
+        publisher
+            .publish("room.temp", i.to_be_bytes().to_vec().into(), qos)
+            .await
+            .unwrap();
+    }
+    publisher.flush(Duration::from_secs(10)).await.unwrap();
+    for i in 0..200u32 {
+        let m = recv(&mut sub).await;
+        assert_eq!(&m.payload[..], &i.to_be_bytes(), "in order, once each");
+    }
+    assert_eq!(
+        bridge_in(&f),
+        before,
+        "no publish inside the cluster reached the bridge"
+    );
+
+    // The other cluster's subscriber is still served through the bridge, exactly once.
+    let outside = client(f.procs[nb].quic).await;
+    let mut far = outside.subscribe("room.temp").await.unwrap();
+    wait_route(&publisher, &mut far, "room.temp").await;
+    publisher
+        .publish("room.temp", "last".into(), Qos::AtLeastOnce)
+        .await
+        .unwrap();
+    publisher.flush(Duration::from_secs(10)).await.unwrap();
+    loop {
+        if &recv(&mut far).await.payload[..] == b"last" {
+            break;
+        }
+    }
+    loop {
+        if &recv(&mut sub).await.payload[..] == b"last" {
+            break;
+        }
+    }
+    assert_eq!(inside.stats().duplicates, 0);
+    assert_eq!(outside.stats().duplicates, 0);
+    f.stop().await;
+}
