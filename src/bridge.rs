@@ -381,11 +381,23 @@ async fn node_reader(
                 return Ok(());
             }
         }
-        match fill(&mut recv, &mut decoder).await {
-            Ok(true) => {}
-            Ok(false) => return Ok(()),
-            Err(SessionError::Wire(e)) => return Err((e.code(), e.to_string())),
-            Err(e) => {
+        // Nodes and child bridges send a PING every `UPLINK_HEARTBEAT`: a link silent for
+        // `UPLINK_DEAD_AFTER` is dead (QUIC alone would wait for its idle timeout, 30 s), and
+        // its routes, records and calls in flight must go now.
+        let filled = tokio::time::timeout(
+            crate::defaults::UPLINK_DEAD_AFTER,
+            fill(&mut recv, &mut decoder),
+        )
+        .await;
+        match filled {
+            Err(_) => {
+                info!("child link silent past its heartbeat; closing it");
+                return Err((ErrorCode::Protocol, "no heartbeat".into()));
+            }
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Ok(()),
+            Ok(Err(SessionError::Wire(e))) => return Err((e.code(), e.to_string())),
+            Ok(Err(e)) => {
                 debug!(error = %e, "node stream ended");
                 return Ok(());
             }

@@ -271,6 +271,8 @@ pub(super) fn on_call(shared: &Shared, realm: &Realm, from: &Link, call: Call) {
         return fail(RpcError::INVALID, "timeout_ms is 0");
     }
     let Some(out) = next_hop(realm, from, &target) else {
+        // Whatever this bridge cached about the target is stale: it is gone from here.
+        shared.cache.invalidate_provider(&target);
         return fail(RpcError::UNREACHABLE, "no route to the target");
     };
     let entry = Pending {
@@ -330,6 +332,13 @@ pub(super) fn on_reply(shared: &Shared, from: &Link, reply: Reply) {
     };
     match pending {
         Some(p) => {
+            // A provider found unreachable further on is dropped from this level's cache too,
+            // so lookups through this bridge stop naming it before its TTL runs out.
+            if let (Some(t), Err(e)) = (&p.target, &reply.result) {
+                if e.code == RpcError::UNREACHABLE {
+                    shared.cache.invalidate_provider(t);
+                }
+            }
             let frame = Frame::Reply(Reply {
                 call_id: p.back_call_id,
                 result: reply.result,

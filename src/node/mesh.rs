@@ -338,6 +338,27 @@ async fn run_link(
         });
     }
     let cancel = CancellationToken::new();
+    // Heartbeat: a PING every UPLINK_HEARTBEAT; the reader gives up on a peer silent for
+    // UPLINK_DEAD_AFTER, so calls forwarded to a crashed peer fail over in ~3 s, not at the
+    // QUIC idle timeout.
+    {
+        let tx = tx.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::defaults::UPLINK_HEARTBEAT);
+            let mut seq = 0u64;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                seq += 1;
+                tx.send_ctrl(Frame::Ping(wire::Ping {
+                    correlation_id: seq,
+                }));
+            }
+        });
+    }
     let writer = tokio::spawn(session::run_writer(
         send,
         ctrl_rx,
@@ -497,11 +518,17 @@ async fn read_link(
                 ),
             }
         }
-        match fill(&mut recv, &mut decoder).await {
-            Ok(true) => ctx.now_us = session::now_us(),
-            Ok(false) => return Ok(()),
-            Err(SessionError::Wire(e)) => return Err((e.code(), e.to_string())),
-            Err(e) => {
+        let filled = tokio::time::timeout(
+            crate::defaults::UPLINK_DEAD_AFTER,
+            fill(&mut recv, &mut decoder),
+        )
+        .await;
+        match filled {
+            Err(_) => return Err((ErrorCode::Protocol, "mesh peer silent (no heartbeat)".into())),
+            Ok(Ok(true)) => ctx.now_us = session::now_us(),
+            Ok(Ok(false)) => return Ok(()),
+            Ok(Err(SessionError::Wire(e))) => return Err((e.code(), e.to_string())),
+            Ok(Err(e)) => {
                 debug!(error = %e, "mesh stream ended");
                 return Ok(());
             }
