@@ -314,7 +314,7 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         shared.cfg.transport.keep_alive_ms,
     );
     let ctrl_tx = tx.ctrl.clone();
-    let link = Link::child(&tx);
+    let link = Link::child(&tx, group_name.is_some().then_some(connect.node_id));
     lock(&realm.links).insert(key, link.clone());
     let (pending_tx, pending_rx) = mpsc::channel((limits.max_inflight as usize).max(1));
     table.add_peer(key, tx.clone(), |tx, others| {
@@ -385,7 +385,7 @@ async fn node_reader(
         // `UPLINK_DEAD_AFTER` is dead (QUIC alone would wait for its idle timeout, 30 s), and
         // its routes, records and calls in flight must go now.
         let filled = tokio::time::timeout(
-            crate::defaults::UPLINK_DEAD_AFTER,
+            Duration::from_millis(shared.cfg.limits.peer_silence_ms),
             fill(&mut recv, &mut decoder),
         )
         .await;

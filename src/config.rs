@@ -283,6 +283,9 @@ pub struct LimitsConfig {
     pub reconnect_max_backoff_ms: u64,
     /// Drain grace period on shutdown, ms. Default 10000.
     pub drain_grace_ms: u64,
+    /// Silence after which a bridge closes a child link, and a node a mesh link, ms: their
+    /// peers send a `PING` every second. Default [`defaults::UPLINK_DEAD_AFTER`] (3 s).
+    pub peer_silence_ms: u64,
 }
 
 /// Logging settings.
@@ -600,7 +603,7 @@ impl Config {
                 ),
             );
         }
-        let non_zero: [(&'static str, u64); 11] = [
+        let non_zero: [(&'static str, u64); 12] = [
             ("limits.max_inflight", u64::from(l.max_inflight)),
             ("limits.outbound_queue", l.outbound_queue as u64),
             ("limits.max_connections", l.max_connections as u64),
@@ -624,6 +627,7 @@ impl Config {
                 l.reconnect_max_backoff_ms,
             ),
             ("limits.drain_grace_ms", l.drain_grace_ms),
+            ("limits.peer_silence_ms", l.peer_silence_ms),
         ];
         for (key, value) in non_zero {
             if value == 0 {
@@ -876,6 +880,7 @@ impl Default for LimitsConfig {
             reconnect_initial_backoff_ms: defaults::RECONNECT_INITIAL_BACKOFF_MS,
             reconnect_max_backoff_ms: defaults::RECONNECT_MAX_BACKOFF_MS,
             drain_grace_ms: defaults::DRAIN_GRACE_MS,
+            peer_silence_ms: defaults::UPLINK_DEAD_AFTER.as_millis() as u64,
         }
     }
 }

@@ -76,6 +76,10 @@ struct Shared {
     rpc: rpc::NodeRpc,
     /// Cancelled when the node stops.
     shutdown: CancellationToken,
+    /// Whether the uplink session is up (calls and lookups fail over at once while it is not).
+    uplink_up: AtomicBool,
+    /// Procedures whose advertisement changed, handled in order by one task.
+    advert_tx: mpsc::Sender<String>,
 }
 
 /// Queues into the uplink task.
@@ -159,6 +163,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
     };
     let advertise = cfg.node.advertise.unwrap_or(local_addr);
     let (mesh, dial_rx) = mesh::Mesh::new();
+    let (advert_tx, advert_rx) = mpsc::channel(rpc::ADVERT_QUEUE);
     let dht = crate::dht::service::DhtService::new(
         crate::dht::service::DhtParams::from_config(
             crate::dht::Contact {
@@ -190,6 +195,8 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         dht,
         rpc: rpc::NodeRpc::new(cfg.rpc.max_pending, cache),
         shutdown: shutdown.clone(),
+        uplink_up: AtomicBool::new(false),
+        advert_tx,
         cfg,
     });
     let client_ep = crate::transport::client_endpoint(
@@ -217,6 +224,11 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         .instrument(info_span!("mesh")),
     );
     tracker.spawn(run_housekeeping(shared.clone(), shutdown.clone()));
+    tracker.spawn(rpc::run_advertiser(
+        shared.clone(),
+        advert_rx,
+        shutdown.clone(),
+    ));
     let s = shared.clone();
     tracker.spawn(crate::server::accept_loop(
         endpoint.clone(),
@@ -635,7 +647,6 @@ async fn run_uplink(
     let max = Duration::from_millis(limits.reconnect_max_backoff_ms.max(1));
     let mut backoff = initial;
     let wcfg = writer_config(&shared);
-    let connected_flag = AtomicBool::new(false);
     let mut attempt: u64 = 0;
     let mut sessions: u64 = 0;
     while !cancel.is_cancelled() {
@@ -666,7 +677,7 @@ async fn run_uplink(
             };
         backoff = initial;
         state.window = (welcome.max_inflight as usize).max(1);
-        connected_flag.store(true, Ordering::Relaxed);
+        shared.uplink_up.store(true, Ordering::Relaxed);
         shared
             .metrics
             .connections_open
@@ -755,7 +766,7 @@ async fn run_uplink(
             .connections_open
             .with_label_values(&["uplink"])
             .dec();
-        connected_flag.store(false, Ordering::Relaxed);
+        shared.uplink_up.store(false, Ordering::Relaxed);
         rpc::uplink_lost(&shared);
         warn!(uplink = %target, unacked = state.unacked(), "uplink lost; reconnecting");
     }

@@ -19,6 +19,15 @@ pub const MAX_PROCEDURE_LEN: usize = 255;
 /// Longest cluster name in a [`ProviderRecord`], bytes (the config allows 64).
 pub const MAX_CLUSTER_LEN: usize = 64;
 
+/// Bytes a client leaves free below the max frame size in a `call` or `reply` it sends, for
+/// what the hops add: a `target` (≈ 41 bytes), larger call ids and hop counts. A hop never
+/// forwards a frame its next hop would refuse; this keeps honest traffic clear of that limit.
+pub const ROUTING_HEADROOM: u32 = 64;
+
+/// Longest `timeout_ms` a node or bridge keeps a call for (60 s); a longer one is clamped, so
+/// one client cannot hold the bounded table of calls in flight for days.
+pub const MAX_CALL_TIMEOUT_MS: u32 = 60_000;
+
 /// Prefix of procedure names in the DHT key space (`docs/DISCOVERY.md`, "Provider records").
 pub const KEY_PREFIX: &str = "rpc/";
 

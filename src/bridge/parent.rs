@@ -316,6 +316,7 @@ async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &Can
         ctrl: ctrl_tx.clone(),
         max_frame: welcome.max_frame_size as usize + wire::HEADER_LEN,
         parent: true,
+        node: None,
     }));
     // The parent holds nothing of ours on a new session: everything is stored again.
     lock(&realm.index).resync();

@@ -50,16 +50,20 @@ pub(super) struct Link {
     pub(super) max_frame: usize,
     /// Whether this is the link to the parent bridge.
     pub(super) parent: bool,
+    /// For a node's uplink, the node's id: such a link may only store records it publishes
+    /// itself (a child bridge's link, `None`, stores on behalf of its subtree).
+    pub(super) node: Option<NodeId>,
 }
 
 impl Link {
-    /// The link of an accepted child session.
-    pub(super) fn child(tx: &PeerTx) -> Link {
+    /// The link of an accepted child session; `node` as in [`Link::node`].
+    pub(super) fn child(tx: &PeerTx, node: Option<NodeId>) -> Link {
         Link {
             key: tx.key,
             ctrl: tx.ctrl.clone(),
             max_frame: tx.max_frame,
             parent: false,
+            node,
         }
     }
 
@@ -111,6 +115,10 @@ fn on_store(shared: &Shared, realm: &Realm, from: &Link, s: Store) {
     if u64::from(s.ttl_ms) > max_ttl {
         let msg = format!("ttl_ms {} above the maximum {max_ttl}", s.ttl_ms);
         return refuse("ttl", ErrorCode::LimitExceeded, msg);
+    }
+    if from.node.is_some_and(|id| id != s.publisher) {
+        let msg = "a node stores only the records it publishes itself".to_string();
+        return refuse("invalid", ErrorCode::MalformedBody, msg);
     }
     let record = if s.ttl_ms == 0 {
         None
@@ -261,7 +269,7 @@ pub(super) fn on_call(shared: &Shared, realm: &Realm, from: &Link, call: Call) {
             result: Err(RpcError::new(code, msg)),
         }));
     };
-    if call.hops >= MAX_CALL_HOPS {
+    if call.hops > MAX_CALL_HOPS {
         return fail(RpcError::HOPS_EXCEEDED, "too many hops");
     }
     let Some(target) = call.target else {
@@ -280,7 +288,8 @@ pub(super) fn on_call(shared: &Shared, realm: &Realm, from: &Link, call: Call) {
         back_call_id: call_id,
         out_link: out.key,
         target: Some(target),
-        deadline: Instant::now() + Duration::from_millis(call.timeout_ms.into()),
+        deadline: Instant::now()
+            + Duration::from_millis(call.timeout_ms.min(crate::rpc::MAX_CALL_TIMEOUT_MS).into()),
     };
     let inserted = {
         let mut calls = lock(&shared.calls);
@@ -335,7 +344,7 @@ pub(super) fn on_reply(shared: &Shared, from: &Link, reply: Reply) {
             // A provider found unreachable further on is dropped from this level's cache too,
             // so lookups through this bridge stop naming it before its TTL runs out.
             if let (Some(t), Err(e)) = (&p.target, &reply.result) {
-                if e.code == RpcError::UNREACHABLE {
+                if e.code == RpcError::UNREACHABLE || e.code == RpcError::UNKNOWN_PROCEDURE {
                     shared.cache.invalidate_provider(t);
                 }
             }

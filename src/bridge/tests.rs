@@ -32,6 +32,8 @@ fn bridge_cfg(dir: &Path, level: Level, parents: Vec<String>) -> Config {
     cfg.bridge.admin_listen = None;
     cfg.bridge.level = level;
     cfg.bridge.parents = parents;
+    // The fake nodes below send no heartbeat.
+    cfg.limits.peer_silence_ms = 600_000;
     cfg
 }
 
@@ -404,7 +406,7 @@ async fn bad_stores_and_calls_get_typed_errors() {
         args: Bytes::new(),
         timeout_ms: 1_000,
         origin: n.id,
-        hops: 16,
+        hops: 17,
         target: Some(n.id),
     };
     let cases = [

@@ -312,8 +312,12 @@ impl Client {
             target: None,
         });
         let mut buf = BytesMut::with_capacity(frame.encoded_len());
+        // Headroom for what the hops add (the target, larger call ids and hop counts).
         frame
-            .encode_limited(&mut buf, inner.max_frame)
+            .encode_limited(
+                &mut buf,
+                inner.max_frame.saturating_sub(crate::rpc::ROUTING_HEADROOM),
+            )
             .map_err(|e| match e {
                 WireError::FrameTooLarge { len, max } => CallError::Invalid(format!(
                     "call body of {len} bytes exceeds the node's max frame size of {max} bytes"
@@ -567,7 +571,10 @@ fn queue_now(inner: &Inner, call_id: u64, result: Result<Bytes, RpcError>) {
 
 /// A handler error with a code that is not one of the known RPC codes becomes `REMOTE`.
 fn normalize(e: RpcError) -> RpcError {
-    if (RpcError::NO_PROVIDER..=RpcError::INVALID).contains(&e.code) {
+    // Only REMOTE and INVALID pass through from a handler: the routing codes (timeout,
+    // unreachable, unknown procedure, overloaded, ...) would make the caller's node fail over
+    // and run the call again elsewhere, though this handler already ran.
+    if e.code == RpcError::REMOTE || e.code == RpcError::INVALID {
         e
     } else {
         RpcError::new(RpcError::REMOTE, e.message)
@@ -579,7 +586,10 @@ fn normalize(e: RpcError) -> RpcError {
 fn reply_frame(max_frame: u32, call_id: u64, result: Result<Bytes, RpcError>) -> Bytes {
     let frame = Frame::Reply(Reply { call_id, result });
     let mut buf = BytesMut::with_capacity(frame.encoded_len());
-    match frame.encode_limited(&mut buf, max_frame) {
+    match frame.encode_limited(
+        &mut buf,
+        max_frame.saturating_sub(crate::rpc::ROUTING_HEADROOM),
+    ) {
         Ok(()) => buf.freeze(),
         Err(e) => Frame::Reply(Reply {
             call_id,

@@ -306,6 +306,21 @@ async fn run_link(
         conn: conn.clone(),
         max_frame,
     };
+    // Both nodes may dial each other at once: of two links between the same pair, the one
+    // dialled by the lower node id is kept and the other closed, so a pair has one link (one
+    // copy of each publish, one place its interest lives).
+    let dialled_by_me = contact.is_some();
+    let canonical = dialled_by_me == (shared.node_id < peer_id);
+    if let Some(existing) = shared.mesh.get(&peer_id) {
+        if !canonical {
+            debug!(peer = %Id(peer_id), "duplicate mesh link; keeping the other one");
+            conn.close(0u32.into(), b"duplicate mesh link");
+            return;
+        }
+        existing
+            .conn
+            .close(0u32.into(), b"duplicate mesh link (replaced)");
+    }
     shared.mesh_interest.add_peer(key, tx.clone(), |_, _| {});
     // Tell the peer what our clients want. The link is in the mesh map first, so a change
     // racing with this snapshot is sent too (and applying it twice is harmless).
@@ -519,12 +534,17 @@ async fn read_link(
             }
         }
         let filled = tokio::time::timeout(
-            crate::defaults::UPLINK_DEAD_AFTER,
+            Duration::from_millis(shared.cfg.limits.peer_silence_ms),
             fill(&mut recv, &mut decoder),
         )
         .await;
         match filled {
-            Err(_) => return Err((ErrorCode::Protocol, "mesh peer silent (no heartbeat)".into())),
+            Err(_) => {
+                return Err((
+                    ErrorCode::Protocol,
+                    "mesh peer silent (no heartbeat)".into(),
+                ))
+            }
             Ok(Ok(true)) => ctx.now_us = session::now_us(),
             Ok(Ok(false)) => return Ok(()),
             Ok(Err(SessionError::Wire(e))) => return Err((e.code(), e.to_string())),

@@ -164,14 +164,49 @@ fn respond(shared: &Shared, back: Back, call_id: u64, result: Result<Bytes, RpcE
         Back::Local(tx) => {
             let _ = tx.send(result);
         }
-        Back::Link(tx) => tx.send_ctrl(Frame::Reply(Reply { call_id, result })),
+        Back::Link(tx) => {
+            let _ = tx
+                .ctrl
+                .try_send(Outbound::Frame(reply_bytes(call_id, result, tx.max_frame)));
+        }
         Back::Uplink => {
             if let Some(up) = &shared.uplink {
-                let f = Frame::Reply(Reply { call_id, result });
-                let _ = up.ctrl.try_send(Outbound::Frame(f.to_bytes()));
+                let f = reply_bytes(call_id, result, uplink_max_frame(shared));
+                let _ = up.ctrl.try_send(Outbound::Frame(f));
             }
         }
     }
+}
+
+/// A `reply` frame no larger than `max_frame` bytes: a result too large for the next hop is
+/// replaced by a `REMOTE` error saying so (never a frame the peer would refuse and close on).
+fn reply_bytes(call_id: u64, result: Result<Bytes, RpcError>, max_frame: usize) -> Bytes {
+    let f = Frame::Reply(Reply { call_id, result }).to_bytes();
+    if f.len() <= max_frame {
+        return f;
+    }
+    Frame::Reply(Reply {
+        call_id,
+        result: Err(err(
+            RpcError::REMOTE,
+            format!(
+                "reply of {} bytes exceeds the next hop's max frame",
+                f.len()
+            ),
+        )),
+    })
+    .to_bytes()
+}
+
+/// The largest frame sent on the uplink (the bridge runs the same limits as the node).
+fn uplink_max_frame(shared: &Shared) -> usize {
+    shared.cfg.limits.max_frame_size as usize + crate::wire::HEADER_LEN
+}
+
+/// A call's deadline from its `timeout_ms`, clamped to [`crate::rpc::MAX_CALL_TIMEOUT_MS`].
+fn deadline_of(timeout_ms: u32) -> Instant {
+    Instant::now()
+        + Duration::from_millis(u64::from(timeout_ms.min(crate::rpc::MAX_CALL_TIMEOUT_MS)))
 }
 
 // ---------------------------------------------------------------- registration
@@ -271,37 +306,60 @@ fn record_ttl_ms(shared: &Shared) -> u32 {
     shared.cfg.dht.record_ttl_ms.min(u64::from(u32::MAX)) as u32
 }
 
-/// Publishes this node as a provider of `proc`: in the cluster DHT and up to the bridge.
+/// Procedures whose advertisement changed, queued for [`run_advertiser`] (a name is queued
+/// once per change; beyond the bound the periodic refresh catches up).
+pub const ADVERT_QUEUE: usize = 4096;
+
 fn advertise(shared: &Arc<Shared>, proc: String) {
-    if let Some(up) = &shared.uplink {
-        let _ = up.ctrl.try_send(Outbound::Frame(store_frame(
-            shared,
-            &proc,
-            record_ttl_ms(shared),
-        )));
+    if shared.advert_tx.try_send(proc).is_err() {
+        debug!("advertisement queue full; the periodic refresh will catch up");
     }
-    let dht = shared.dht.clone();
-    let key = Id(procedure_key(&shared.realm, &proc));
-    let value = record(shared);
-    tokio::spawn(async move {
-        let acked = dht.publish(key, value).await;
-        debug!(procedure = %proc, acked, "provider record published");
-    });
 }
 
 fn withdraw(shared: &Arc<Shared>, proc: String) {
-    if let Some(up) = &shared.uplink {
-        let _ = up
-            .ctrl
-            .try_send(Outbound::Frame(store_frame(shared, &proc, 0)));
+    advertise(shared, proc);
+}
+
+/// Publishes and withdraws provider records one procedure at a time, in the order the
+/// registry changed: for each name it reads the registry *now* and publishes (own store, the k
+/// closest nodes, the uplink) or withdraws accordingly, so a quick register → unregister never
+/// leaves a stale record behind.
+pub async fn run_advertiser(
+    shared: Arc<Shared>,
+    mut rx: tokio::sync::mpsc::Receiver<String>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let proc = tokio::select! {
+            _ = cancel.cancelled() => return,
+            p = rx.recv() => match p { Some(p) => p, None => return },
+        };
+        let provided = shared
+            .rpc
+            .registry
+            .lock()
+            .expect("registry lock")
+            .provides(&proc);
+        let key = procedure_key(&shared.realm, &proc);
+        if let Some(up) = &shared.uplink {
+            let ttl = if provided { record_ttl_ms(&shared) } else { 0 };
+            let _ = up
+                .ctrl
+                .try_send(Outbound::Frame(store_frame(&shared, &proc, ttl)));
+        }
+        if provided {
+            let acked = shared.dht.publish(Id(key), record(&shared)).await;
+            debug!(procedure = %proc, acked, "provider record published");
+        } else {
+            shared.dht.withdraw(Id(key)).await;
+            shared
+                .rpc
+                .cache
+                .invalidate(shared.realm.as_str().into(), Id(key))
+                .await;
+            debug!(procedure = %proc, "provider record withdrawn");
+        }
     }
-    let dht = shared.dht.clone();
-    let key = Id(procedure_key(&shared.realm, &proc));
-    tokio::spawn(async move { dht.withdraw(key).await });
-    let cache = shared.rpc.cache.clone();
-    let realm: Arc<str> = shared.realm.as_str().into();
-    let key = procedure_key(&shared.realm, &proc);
-    tokio::spawn(async move { cache.invalidate(realm, Id(key)).await });
 }
 
 /// The uplink `store`s re-advertising every local procedure (sent on every uplink session and
@@ -394,10 +452,16 @@ pub fn routed_call(shared: &Arc<Shared>, back: Back, call: Call, from_uplink: bo
         Some(t) if t == shared.node_id => invoke_local(shared, back, call),
         Some(t) if from_uplink => match shared.mesh.get(&t) {
             Some(peer) => {
-                let deadline = Instant::now() + Duration::from_millis(u64::from(call.timeout_ms));
-                forward(shared, back, call, peer.key, deadline, |f| {
-                    peer.ctrl.try_send(Outbound::Frame(f)).is_ok()
-                });
+                let deadline = deadline_of(call.timeout_ms);
+                forward(
+                    shared,
+                    back,
+                    call,
+                    peer.key,
+                    peer.max_frame,
+                    deadline,
+                    |f| peer.ctrl.try_send(Outbound::Frame(f)).is_ok(),
+                );
             }
             None => respond(
                 shared,
@@ -443,19 +507,27 @@ fn invoke_local(shared: &Shared, back: Back, call: Call) {
             )),
         );
     };
-    let deadline = Instant::now() + Duration::from_millis(u64::from(call.timeout_ms));
-    forward(shared, back, call, client.key, deadline, |f| {
-        client.ctrl.try_send(Outbound::Frame(f)).is_ok()
-    });
+    let deadline = deadline_of(call.timeout_ms);
+    forward(
+        shared,
+        back,
+        call,
+        client.key,
+        client.max_frame,
+        deadline,
+        |f| client.ctrl.try_send(Outbound::Frame(f)).is_ok(),
+    );
 }
 
 /// Forwards `call` over a link with a fresh call id; on a full table or queue the caller gets
 /// `OVERLOADED` at once.
+#[allow(clippy::too_many_arguments)]
 fn forward(
     shared: &Shared,
     back: Back,
     mut call: Call,
     out_link: PeerKey,
+    max_frame: usize,
     deadline: Instant,
     send: impl FnOnce(Bytes) -> bool,
 ) {
@@ -489,24 +561,34 @@ fn forward(
         }
     };
     call.call_id = id;
-    shared.metrics.rpc.forwarded_total.inc();
-    if !send(Frame::Call(call).to_bytes()) {
-        if let Some(p) = shared
+    call.timeout_ms = call.timeout_ms.min(crate::rpc::MAX_CALL_TIMEOUT_MS);
+    let frame = Frame::Call(call).to_bytes();
+    let failure = if frame.len() > max_frame {
+        Some(err(
+            RpcError::INVALID,
+            format!(
+                "call of {} bytes exceeds the next hop's max frame",
+                frame.len()
+            ),
+        ))
+    } else if !send(frame) {
+        Some(err(
+            RpcError::OVERLOADED,
+            "the link toward the provider is congested",
+        ))
+    } else {
+        shared.metrics.rpc.forwarded_total.inc();
+        None
+    };
+    if let Some(e) = failure {
+        let taken = shared
             .rpc
             .pending
             .lock()
             .expect("pending lock")
-            .take(id, out_link)
-        {
-            respond(
-                shared,
-                p.back,
-                p.back_call_id,
-                Err(err(
-                    RpcError::OVERLOADED,
-                    "the link toward the provider is congested",
-                )),
-            );
+            .take(id, out_link);
+        if let Some(p) = taken {
+            respond(shared, p.back, p.back_call_id, Err(e));
         }
     }
     set_pending_gauge(shared);
@@ -539,7 +621,7 @@ pub fn client_call(shared: &Arc<Shared>, client: &PeerTx, call: Call) {
     let client = client.clone();
     tokio::spawn(async move {
         let start = Instant::now();
-        let deadline = start + Duration::from_millis(u64::from(call.timeout_ms));
+        let deadline = deadline_of(call.timeout_ms);
         let result = run_call(&shared, &call.procedure, call.args, deadline).await;
         let outcome = match &result {
             Ok(_) => "ok",
@@ -654,13 +736,26 @@ async fn attempt(
     if p.node_id == shared.node_id {
         invoke_local(shared, Back::Local(tx), call);
     } else if let Some(peer) = shared.mesh.get(&p.node_id) {
-        forward(shared, Back::Local(tx), call, peer.key, deadline, |f| {
-            peer.ctrl.try_send(Outbound::Frame(f)).is_ok()
-        });
-    } else if let Some(up) = &shared.uplink {
-        forward(shared, Back::Local(tx), call, UPLINK_LINK, deadline, |f| {
-            up.ctrl.try_send(Outbound::Frame(f)).is_ok()
-        });
+        forward(
+            shared,
+            Back::Local(tx),
+            call,
+            peer.key,
+            peer.max_frame,
+            deadline,
+            |f| peer.ctrl.try_send(Outbound::Frame(f)).is_ok(),
+        );
+    } else if let (Some(up), true) = (&shared.uplink, shared.uplink_up.load(Ordering::Relaxed)) {
+        let max = uplink_max_frame(shared);
+        forward(
+            shared,
+            Back::Local(tx),
+            call,
+            UPLINK_LINK,
+            max,
+            deadline,
+            |f| up.ctrl.try_send(Outbound::Frame(f)).is_ok(),
+        );
     } else {
         return Err(err(RpcError::UNREACHABLE, "no route to the provider"));
     }
@@ -751,14 +846,29 @@ fn to_answer<'a>(values: impl IntoIterator<Item = &'a Bytes>) -> Answer {
 async fn resolve(shared: &Arc<Shared>, key: [u8; 32]) -> Result<Answer, LookupError> {
     let metrics = &shared.metrics.rpc;
     let records = shared.dht.find_value(Id(key)).await;
-    let answer = to_answer(records.iter().map(|r| &r.value));
-    if matches!(answer, Answer::Found(_)) {
+    let local = to_answer(records.iter().map(|r| &r.value));
+    // A record in the cluster's DHT names a node of this cluster; one without a mesh link is
+    // gone (crashed before withdrawing, its record not yet expired) and must not stop the
+    // lookup from asking the bridges.
+    let reachable = match &local {
+        Answer::Found(list) => list
+            .iter()
+            .any(|p| p.node_id == shared.node_id || shared.mesh.get(&p.node_id).is_some()),
+        Answer::NotFound => false,
+    };
+    if reachable {
         metrics.routing_hops.observe(0.0);
-        return Ok(answer);
+        return Ok(local);
     }
     let Some(up) = &shared.uplink else {
-        return Ok(Answer::NotFound);
+        return Ok(local);
     };
+    if !shared.uplink_up.load(Ordering::Relaxed) {
+        return match local {
+            Answer::NotFound => Err(LookupError::Upstream("uplink down".into())),
+            found => Ok(found),
+        };
+    }
     let corr = shared.rpc.next_corr.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = oneshot::channel();
     {
@@ -799,7 +909,10 @@ async fn resolve(shared: &Arc<Shared>, key: [u8; 32]) -> Result<Answer, LookupEr
     match reply {
         Ok(Ok(Ok(r))) => {
             metrics.routing_hops.observe(f64::from(r.depth) + 1.0);
-            Ok(to_answer(r.values.iter().map(|r| &r.value)))
+            // The bridges' answer, plus what the cluster knew (tried last if unreachable).
+            let values = r.values.iter().map(|r| &r.value);
+            let cluster = records.iter().map(|r| &r.value);
+            Ok(to_answer(values.chain(cluster)))
         }
         Ok(Ok(Err(msg))) => Err(LookupError::Upstream(msg)),
         Ok(Err(_)) => Err(LookupError::Upstream("uplink lost".into())),
