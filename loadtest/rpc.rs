@@ -232,6 +232,32 @@ async fn scenario(a: &Args, plan: &Plan, mut fleet: Option<&mut Fleet>) -> Resul
             .with_context(|| format!("register {} at {addr}", a.procedure))?;
         providers.push((c, reg, invoked));
     }
+    // With --spawn, wait until the top bridge's index lists every provider: the callers'
+    // first lookup is cached for minutes, and an answer taken before a provider's
+    // advertisement arrived would leave that provider out for the whole run.
+    if let Some(top) = fleet
+        .as_deref()
+        .and_then(|f| f.procs.iter().find(|p| p.name == "city"))
+        .map(|p| p.admin)
+    {
+        let want = plan.provider_addrs.len() as f64;
+        let deadline = std::time::Instant::now() + Duration::from_secs(a.warmup_timeout);
+        loop {
+            let records = tokio::task::spawn_blocking(move || {
+                crate::spawn::http_get(top, "/metrics")
+                    .map(|(_, body)| crate::spawn::metric_sum(&body, "macula_dht_records"))
+                    .unwrap_or(0.0)
+            })
+            .await?;
+            if records >= want {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("the city lists {records} provider records, expected {want}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let mut callers = Vec::new();
     for addr in &plan.caller_addrs {
         callers.push(

@@ -31,6 +31,13 @@ pub const UPLINK_LINK: PeerKey = u64::MAX - 1;
 /// Most procedures one client connection may provide.
 pub const MAX_PROCEDURES_PER_CLIENT: usize = 1024;
 
+/// How long a provider whose attempt failed is tried last (10 s: longer than a bridge needs to
+/// notice a dead link, 3 s, and withdraw its records).
+pub const SUSPECT_FOR: Duration = Duration::from_secs(10);
+
+/// Most providers remembered as suspect (beyond it the oldest entries are dropped).
+pub const MAX_SUSPECTS: usize = 1024;
+
 /// Most escalated lookups waiting for the bridge at once.
 const MAX_ESCALATIONS: usize = 4096;
 
@@ -131,6 +138,10 @@ pub struct NodeRpc {
     escalations: Mutex<HashMap<u64, oneshot::Sender<Result<FindValueReply, String>>>>,
     next_corr: AtomicU64,
     rr: AtomicU64,
+    /// Providers whose last attempt failed (timeout, unreachable), until when they are tried
+    /// last: calls right after a provider dies go to the others first instead of each waiting
+    /// its attempt share. Bounded by [`MAX_SUSPECTS`].
+    suspects: Mutex<HashMap<[u8; 32], Instant>>,
     /// The node's lookup cache (level `cluster`).
     pub cache: escalation::LookupCache,
 }
@@ -144,6 +155,7 @@ impl NodeRpc {
             escalations: Mutex::default(),
             next_corr: AtomicU64::new(1),
             rr: AtomicU64::new(0),
+            suspects: Mutex::default(),
             cache,
         }
     }
@@ -666,7 +678,16 @@ async fn run_call(
         }
     };
     let rr = shared.rpc.rr.fetch_add(1, Ordering::Relaxed);
-    let order = order_providers(&providers, &shared.node_id, &shared.cluster, rr);
+    let mut order = order_providers(&providers, &shared.node_id, &shared.cluster, rr);
+    {
+        let now = Instant::now();
+        let mut suspects = shared.rpc.suspects.lock().expect("suspects lock");
+        suspects.retain(|_, until| *until > now);
+        if !suspects.is_empty() {
+            // Stable: the policy's order holds within the trusted and the suspect providers.
+            order.sort_by_key(|p| suspects.contains_key(&p.node_id));
+        }
+    }
     let attempts = order.len().min(shared.cfg.rpc.max_attempts as usize);
     let mut last = None;
     for (i, p) in order.iter().take(attempts).enumerate() {
@@ -693,6 +714,15 @@ async fn run_call(
                 debug!(procedure, provider = %Id(p.node_id), error = %e, "attempt failed; failing over");
                 if p.node_id != shared.node_id {
                     shared.rpc.cache.invalidate_provider(&p.node_id);
+                    let mut suspects = shared.rpc.suspects.lock().expect("suspects lock");
+                    if suspects.len() >= MAX_SUSPECTS {
+                        if let Some(oldest) =
+                            suspects.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k)
+                        {
+                            suspects.remove(&oldest);
+                        }
+                    }
+                    suspects.insert(p.node_id, Instant::now() + SUSPECT_FOR);
                 }
                 last = Some(e);
             }
