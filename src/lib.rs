@@ -16,8 +16,8 @@
 //! - [`dedup`] — the bounded window of seen message ids.
 //! - [`dht`] — the Kademlia core: ids (SHA-256 of the public key, realm-scoped keys), the
 //!   k-bucket [`dht::RoutingTable`], the iterative [`dht::Lookup`] state machine and the
-//!   TTL-enforcing [`dht::RecordStore`]. Design: `docs/DHT.md`. Not yet wired to the
-//!   network (issue 3).
+//!   TTL-enforcing [`dht::RecordStore`]; [`dht::service`] drives them over the cluster mesh.
+//!   Design: `docs/DHT.md`, `docs/DISCOVERY.md`.
 //! - [`config`] + [`defaults`] — layered configuration (defaults → TOML → `MACULA_*`
 //!   env → flags) and every default with its reason.
 //!
