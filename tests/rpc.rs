@@ -410,15 +410,19 @@ async fn a_call_inside_a_cluster_stays_on_the_mesh() {
     let (mut f, t) = hierarchy(&TopologySpec::two_streets(3)).await;
     let a = t.cluster("a").to_vec();
     let street1 = t.streets[0];
-    poll(Duration::from_secs(20), "cluster a's mesh is complete", || {
-        let admins: Vec<_> = a.iter().map(|&i| f.procs[i].admin).collect();
-        async move {
-            admins
-                .iter()
-                .all(|&ad| metric(ad, "macula_mesh_peers") >= 2.0)
-                .then_some(())
-        }
-    })
+    poll(
+        Duration::from_secs(20),
+        "cluster a's mesh is complete",
+        || {
+            let admins: Vec<_> = a.iter().map(|&i| f.procs[i].admin).collect();
+            async move {
+                admins
+                    .iter()
+                    .all(|&ad| metric(ad, "macula_mesh_peers") >= 2.0)
+                    .then_some(())
+            }
+        },
+    )
     .await;
     let provider = client(f.procs[a[0]].quic).await;
     let (_reg, invoked) = echo_provider(&provider, "svc.local").await;
@@ -433,15 +437,25 @@ async fn a_call_inside_a_cluster_stays_on_the_mesh() {
     let before = street_calls(&f);
     for i in 0..200u32 {
         let args = Bytes::from(i.to_be_bytes().to_vec());
-        assert_eq!(caller.call("svc.local", args.clone(), TIMEOUT).await, Ok(args));
+        assert_eq!(
+            caller.call("svc.local", args.clone(), TIMEOUT).await,
+            Ok(args)
+        );
     }
-    assert_eq!(street_calls(&f), before, "no call reached the street bridge");
+    assert_eq!(
+        street_calls(&f),
+        before,
+        "no call reached the street bridge"
+    );
     assert!(invoked.load(Ordering::Relaxed) >= 200);
     let lookups = metric(f.procs[a[2]].admin, "macula_dht_routing_hops_count");
     assert!(lookups >= 1.0, "the caller's node looked the procedure up");
     assert_eq!(
         lookups,
-        metric(f.procs[a[2]].admin, "macula_dht_routing_hops_bucket{le=\"0\"}"),
+        metric(
+            f.procs[a[2]].admin,
+            "macula_dht_routing_hops_bucket{le=\"0\"}"
+        ),
         "every lookup was answered inside the cluster"
     );
     f.stop().await;
