@@ -551,19 +551,19 @@ impl ReadCtx {
     }
 }
 
-/// Delivers one publish frame to every local client whose pattern matches.
-async fn deliver_local(
-    shared: &Shared,
+/// Offers one publish frame to every target of `snap` whose pattern matches `topic`; drops
+/// are counted by reason. Returns how many targets queued it.
+async fn fan_out(
+    snap: &crate::router::RouteSnapshot<PeerTx>,
+    metrics: &Metrics,
     frame: &Bytes,
     topic: &str,
     reliable: bool,
-    ts_us: Option<u64>,
     ctx: &mut ReadCtx,
     slow: Duration,
-) {
-    let snap = shared.local.load();
+) -> u64 {
     snap.collect(topic, &mut ctx.targets);
-    let metrics = &shared.metrics;
+    let mut queued = 0;
     for &idx in ctx.targets.iter() {
         let (_, tx) = snap.target(idx);
         if frame.len() > tx.max_frame {
@@ -574,14 +574,31 @@ async fn deliver_local(
             .offer(Outbound::Frame(frame.clone()), reliable, slow)
             .await
         {
-            Offer::Queued => {
-                metrics.messages_delivered_total.inc();
-                observe_latency(metrics, ts_us, ctx.now_us);
-            }
+            Offer::Queued => queued += 1,
             Offer::QueueFull => metrics.dropped("queue_full"),
             Offer::SlowConsumer => metrics.dropped("slow_consumer"),
             Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
         }
+    }
+    queued
+}
+
+/// Delivers one publish frame to every local client whose pattern matches.
+async fn deliver_local(
+    shared: &Shared,
+    frame: &Bytes,
+    topic: &str,
+    reliable: bool,
+    ts_us: Option<u64>,
+    ctx: &mut ReadCtx,
+    slow: Duration,
+) {
+    let metrics = &shared.metrics;
+    let snap = shared.local.load();
+    let n = fan_out(&snap, metrics, frame, topic, reliable, ctx, slow).await;
+    metrics.messages_delivered_total.inc_by(n);
+    for _ in 0..n {
+        observe_latency(metrics, ts_us, ctx.now_us);
     }
 }
 
@@ -599,24 +616,9 @@ async fn deliver_mesh(
     if snap.patterns() == 0 {
         return;
     }
-    snap.collect(topic, &mut ctx.targets);
     let metrics = &shared.metrics;
-    for &idx in ctx.targets.iter() {
-        let (_, tx) = snap.target(idx);
-        if frame.len() > tx.max_frame {
-            metrics.dropped("too_large");
-            continue;
-        }
-        match tx
-            .offer(Outbound::Frame(frame.clone()), reliable, slow)
-            .await
-        {
-            Offer::Queued => metrics.messages_relayed_total.inc(),
-            Offer::QueueFull => metrics.dropped("queue_full"),
-            Offer::SlowConsumer => metrics.dropped("slow_consumer"),
-            Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
-        }
-    }
+    let n = fan_out(&snap, metrics, frame, topic, reliable, ctx, slow).await;
+    metrics.messages_relayed_total.inc_by(n);
 }
 
 /// The uplink task: connect, announce interest, relay, reconnect with backoff.

@@ -359,25 +359,31 @@ pub fn stateless_reset_key(data_dir: &Path) -> Result<ring::hmac::Key, Transport
         Ok(b) if b.len() == 32 => b,
         _ => {
             let fresh: [u8; 32] = rand::random();
-            let write = || -> io::Result<()> {
-                std::fs::create_dir_all(data_dir)?;
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, fresh)?;
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-                }
-                std::fs::rename(&tmp, &path)
-            };
-            write().map_err(|source| TransportError::WriteDevCert {
-                path: path.clone(),
-                source,
-            })?;
+            write_secret(data_dir, &path, &fresh)?;
             fresh.to_vec()
         }
     };
     Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret))
+}
+
+/// Writes a secret to `path` (in `data_dir`, created if missing) atomically: a temporary file
+/// with mode 0600, then a rename. Errors: [`TransportError::WriteDevCert`].
+fn write_secret(data_dir: &Path, path: &Path, secret: &[u8]) -> Result<(), TransportError> {
+    let write = || -> io::Result<()> {
+        std::fs::create_dir_all(data_dir)?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, secret)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        }
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|source| TransportError::WriteDevCert {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Whether the development-mode warning was logged already.
@@ -936,21 +942,7 @@ pub fn node_identity(data_dir: &Path) -> Result<crate::wire::NodeId, TransportEr
         Err(_) => {
             let rng = ring::rand::SystemRandom::new();
             let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| bad(e.to_string()))?;
-            let write = || -> io::Result<()> {
-                std::fs::create_dir_all(data_dir)?;
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, doc.as_ref())?;
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-                }
-                std::fs::rename(&tmp, &path)
-            };
-            write().map_err(|source| TransportError::WriteDevCert {
-                path: path.clone(),
-                source,
-            })?;
+            write_secret(data_dir, &path, doc.as_ref())?;
             doc.as_ref().to_vec()
         }
     };
