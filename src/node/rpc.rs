@@ -662,7 +662,18 @@ async fn run_call(
     args: Bytes,
     deadline: Instant,
 ) -> Result<Bytes, RpcError> {
-    let providers = match lookup(shared, procedure).await {
+    let looked_up = tokio::time::timeout_at(
+        tokio::time::Instant::from_std(deadline),
+        lookup(shared, procedure),
+    )
+    .await;
+    let Ok(looked_up) = looked_up else {
+        return Err(err(
+            RpcError::TIMEOUT,
+            format!("the lookup of {procedure:?} did not finish within the call's timeout"),
+        ));
+    };
+    let providers = match looked_up {
         Ok(p) if !p.is_empty() => p,
         Ok(_) => {
             return Err(err(
