@@ -45,6 +45,7 @@ pub mod admin;
 pub mod bridge;
 pub mod client;
 pub mod config;
+pub mod crdt;
 pub mod dedup;
 pub mod defaults;
 pub mod dht;
