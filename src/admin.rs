@@ -40,6 +40,9 @@ pub struct AdminState {
     /// Readiness reported by `/health/ready`: set by the mode once it serves traffic (for a node:
     /// uplink settled), cleared when it starts draining.
     pub ready: Arc<AtomicBool>,
+    /// The replicated state served at `/state` as JSON, once the mode has started (see
+    /// [`crate::server::ServerHandle::state`]); `{}` before.
+    pub state: Arc<arc_swap::ArcSwapOption<arc_swap::ArcSwap<serde_json::Value>>>,
 }
 
 /// Errors of the admin listener.
@@ -156,7 +159,10 @@ pub async fn serve_listener(
 
 fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    let known = matches!(path, "/metrics" | "/health/live" | "/health/ready");
+    let known = matches!(
+        path,
+        "/metrics" | "/health/live" | "/health/ready" | "/state"
+    );
     if !known {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
@@ -174,6 +180,16 @@ fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
             resp
         }
         "/health/live" => text(StatusCode::OK, "ok\n"),
+        "/state" => {
+            let body = match &*state.state.load() {
+                Some(json) => serde_json::to_vec_pretty(&**json.load()).unwrap_or_default(),
+                None => b"{}".to_vec(),
+            };
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
         _ if state.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
         _ => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
     }
@@ -218,6 +234,7 @@ mod tests {
         let state = AdminState {
             metrics: Metrics::new(),
             ready: Arc::new(AtomicBool::new(false)),
+            state: Default::default(),
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve_listener(listener, state.clone(), shutdown.clone()));

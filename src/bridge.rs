@@ -60,6 +60,8 @@ use crate::wire::{
     Unsubscribe,
 };
 
+pub mod aggregate;
+mod gossip;
 pub mod index;
 mod parent;
 mod rpc;
@@ -102,6 +104,8 @@ struct Shared {
     /// Permits for concurrent lookups ([`MAX_LOOKUPS`]).
     lookups: Arc<Semaphore>,
     tracker: TaskTracker,
+    /// The queue into the gossip task (children's stores and the level store).
+    gossip: gossip::BridgeGossip,
 }
 
 /// The state of one realm.
@@ -161,6 +165,8 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         .collect();
     let level = cfg.bridge.level;
     let cache = LookupCache::new(level, cfg.cache.for_level(level), &metrics.cache);
+    let (gossip_handle, gossip_rx) = gossip::BridgeGossip::new();
+    let state_json = gossip_handle.json.clone();
     let shared = Arc::new(Shared {
         node_id,
         local_addr,
@@ -172,8 +178,12 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         cache,
         lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
         tracker: tracker.clone(),
+        gossip: gossip_handle,
         cfg,
     });
+    tracker.spawn(
+        gossip::run(shared.clone(), gossip_rx, shutdown.clone()).instrument(info_span!("gossip")),
+    );
     if has_parent {
         let bind: SocketAddr = if local_addr.is_ipv6() {
             "[::]:0".parse().expect("valid literal")
@@ -227,6 +237,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         shutdown,
         tracker,
         endpoint,
+        state: state_json,
     })
 }
 
@@ -315,6 +326,11 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     );
     let ctrl_tx = tx.ctrl.clone();
     let link = Link::child(&tx, group_name.is_some().then_some(connect.node_id));
+    let child = gossip::ChildInfo {
+        node_id: connect.node_id,
+        cluster: connect.cluster.clone(),
+        is_bridge: group_name.is_none(),
+    };
     lock(&realm.links).insert(key, link.clone());
     let (pending_tx, pending_rx) = mpsc::channel((limits.max_inflight as usize).max(1));
     table.add_peer(key, tx.clone(), |tx, others| {
@@ -341,8 +357,13 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         cancel.clone(),
         wcfg,
     ));
-    let end = node_reader(&shared, &realm, &link, &tx, recv, decoder, pending_rx).await;
+    let end = node_reader(&shared, &realm, &link, &child, &tx, recv, decoder, pending_rx).await;
     table.remove_peer(key, propagate);
+    shared.gossip.send(gossip::Cmd::ChildDown {
+        realm: realm.name.clone(),
+        from: connect.node_id,
+        key,
+    });
     if let Some(name) = &group_name {
         shared.groups.lock().expect("groups lock").release(name);
     }
@@ -351,10 +372,12 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn node_reader(
     shared: &Arc<Shared>,
     realm: &Arc<Realm>,
     link: &Link,
+    child: &gossip::ChildInfo,
     me: &PeerTx,
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
@@ -375,6 +398,7 @@ async fn node_reader(
                 shared,
                 realm,
                 link,
+                child,
                 me,
             };
             if handle_node_frame(&ctx, &raw, &mut scratch, &mut pending, slow).await? {
@@ -410,6 +434,7 @@ struct FrameCtx<'a> {
     shared: &'a Arc<Shared>,
     realm: &'a Arc<Realm>,
     link: &'a Link,
+    child: &'a gossip::ChildInfo,
     me: &'a PeerTx,
 }
 
@@ -552,6 +577,17 @@ async fn handle_node_frame(
             }
         }
         MessageType::Pong | MessageType::SubAck => {}
+        MessageType::GossipPush
+        | MessageType::GossipPull
+        | MessageType::GossipPullReply
+        | MessageType::GossipSync
+        | MessageType::GossipSyncReply => {
+            if let Err((code, msg)) =
+                gossip::on_child_frame(shared, &realm.name, ctx.child, me.key, &me.ctrl, raw)
+            {
+                me.send_error(metrics, code, msg, None);
+            }
+        }
         MessageType::Store
         | MessageType::FindValue
         | MessageType::Call

@@ -64,6 +64,8 @@ pub struct Config {
     /// The lookup cache (both modes; a node caches at level `cluster`, a bridge at its own
     /// `bridge.level`).
     pub cache: CacheSettings,
+    /// CRDT gossip (both modes; `docs/GOSSIP.md`).
+    pub gossip: GossipSettings,
 }
 
 /// Settings of `macula bridge`.
@@ -146,6 +148,38 @@ pub struct RpcConfig {
     /// Calls in flight per process (forwarded or originated); beyond it calls are refused.
     /// Default [`defaults::RPC_MAX_PENDING`].
     pub max_pending: usize,
+}
+
+/// Settings of CRDT gossip (`docs/GOSSIP.md`): delta pushes to random peers and periodic
+/// push-pull-push anti-entropy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipSettings {
+    /// Interval between delta pushes, ms. Default [`defaults::GOSSIP_PUSH_INTERVAL_MS`] (1,000).
+    pub push_interval_ms: u64,
+    /// Peers each push round sends to. Default [`defaults::GOSSIP_FANOUT`] (3).
+    pub fanout: usize,
+    /// Interval between anti-entropy exchanges (with one peer each), ms. Default
+    /// [`defaults::GOSSIP_ANTI_ENTROPY_INTERVAL_MS`] (30,000).
+    pub anti_entropy_interval_ms: u64,
+    /// Push rounds a delta stays in the push buffer. Default [`defaults::GOSSIP_PUSH_ROUNDS`] (4).
+    pub push_rounds: u32,
+    /// Bound on the encoded state or digest in one gossip frame, bytes; larger states go in
+    /// parts. Default [`defaults::GOSSIP_MAX_MESSAGE_BYTES`] (60,000); in [1,024, 65,536]. The
+    /// bound used is at most `limits.max_frame_size − 1,024` (room for the frame's other fields).
+    pub max_message_bytes: usize,
+}
+
+impl Default for GossipSettings {
+    fn default() -> Self {
+        GossipSettings {
+            push_interval_ms: defaults::GOSSIP_PUSH_INTERVAL_MS,
+            fanout: defaults::GOSSIP_FANOUT,
+            anti_entropy_interval_ms: defaults::GOSSIP_ANTI_ENTROPY_INTERVAL_MS,
+            push_rounds: defaults::GOSSIP_PUSH_ROUNDS,
+            max_message_bytes: defaults::GOSSIP_MAX_MESSAGE_BYTES,
+        }
+    }
 }
 
 /// Settings of the lookup cache (`docs/ESCALATION.md`).
@@ -485,6 +519,19 @@ impl Config {
                 "cache.max_entries and cache.negative_ttl_ms must be > 0",
             );
         }
+        let g = &self.gossip;
+        if g.push_interval_ms == 0 || g.anti_entropy_interval_ms == 0 {
+            return invalid(
+                "gossip.push_interval_ms",
+                "gossip.push_interval_ms and gossip.anti_entropy_interval_ms must be > 0",
+            );
+        }
+        if !(1..=64).contains(&g.fanout) {
+            return invalid("gossip.fanout", "must be in [1, 64]");
+        }
+        if !(1024..=65_536).contains(&g.max_message_bytes) {
+            return invalid("gossip.max_message_bytes", "must be in [1024, 65536]");
+        }
         let name = self.node.uplink_server_name.clone();
         if rustls::pki_types::ServerName::try_from(name.clone()).is_err() {
             return invalid(
@@ -806,6 +853,7 @@ impl Default for Config {
             dht: DhtConfig::default(),
             rpc: RpcConfig::default(),
             cache: CacheSettings::default(),
+            gossip: GossipSettings::default(),
         }
     }
 }

@@ -232,3 +232,27 @@ pub const RPC_MAX_ATTEMPTS: u32 = 3;
 /// Calls in flight per process, originated or forwarded (65,536 × ~200 bytes of bookkeeping
 /// ≈ 13 MB at most). Beyond it a call is answered at once with an error.
 pub const RPC_MAX_PENDING: usize = 65_536;
+
+/// Interval between gossip delta pushes, ms (Macula v0.15: push every 1 s).
+pub const GOSSIP_PUSH_INTERVAL_MS: u64 = 1000;
+
+/// Random peers per push round (Macula v0.15: fanout 3). With a delta kept for
+/// [`GOSSIP_PUSH_ROUNDS`] rounds and re-pushed by every node it changed, a 10-node cluster
+/// converges in ~2 rounds and 1,000 simulated nodes in ~10 (`docs/BENCHMARKS.md`).
+pub const GOSSIP_FANOUT: usize = 3;
+
+/// Interval between anti-entropy exchanges, ms (Macula v0.15: every 30 s). Repairs whatever
+/// pushes missed (loss, partitions, restarts).
+pub const GOSSIP_ANTI_ENTROPY_INTERVAL_MS: u64 = 30_000;
+
+/// Push rounds a delta stays in the push buffer: enough for fanout 3 to reach a cluster
+/// several times over, short enough that the buffer stays small.
+pub const GOSSIP_PUSH_ROUNDS: u32 = 4;
+
+/// Bound on the encoded state or digest in one gossip frame, bytes: under the 64 KiB wire
+/// bound (`wire::MAX_GOSSIP_STATE`) with room for the frame's other fields.
+pub const GOSSIP_MAX_MESSAGE_BYTES: usize = 60_000;
+
+/// Timeout of a client's `put` / `get` / `update` on a replicated key (answered by its own node:
+/// no network hop beyond the client's connection).
+pub const CRDT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -56,6 +56,7 @@ pub mod router;
 pub mod rpc;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod topic;
 pub mod transport;
 pub mod wire;

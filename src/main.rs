@@ -243,6 +243,8 @@ fn init_logging(cfg: &Config) {
 async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
+    let state_slot: Arc<arc_swap::ArcSwapOption<arc_swap::ArcSwap<serde_json::Value>>> =
+        Arc::default();
     let admin_cancel = CancellationToken::new();
     let grace = Duration::from_millis(cfg.limits.drain_grace_ms);
     let admin_addr = match cmd {
@@ -256,6 +258,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             let state = macula::admin::AdminState {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
+                state: state_slot.clone(),
             };
             Some(tokio::spawn(macula::admin::serve_listener(
                 listener,
@@ -268,6 +271,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
     match cmd {
         Cmd::Bridge(_) => {
             let h = macula::bridge::start(cfg, metrics).await?;
+            state_slot.store(Some(h.state.clone()));
             ready.store(true, Ordering::Release);
             wait_for_signal().await;
             ready.store(false, Ordering::Release);
@@ -276,6 +280,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
         }
         Cmd::Node(_) => {
             let h = macula::node::start(cfg, metrics).await?;
+            state_slot.store(Some(h.state.clone()));
             ready.store(true, Ordering::Release);
             wait_for_signal().await;
             ready.store(false, Ordering::Release);

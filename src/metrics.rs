@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
+pub mod gossip;
 pub mod rpc;
+pub use gossip::GossipMetrics;
 pub use rpc::RpcMetrics;
 
 use prometheus::{
@@ -151,6 +153,8 @@ pub struct Metrics {
     pub rpc: RpcMetrics,
     /// The lookup caches, per level (`macula_escalation_*`).
     pub cache: crate::escalation::CacheMetrics,
+    /// CRDT gossip (`macula_gossip_*`, [`GossipMetrics`]).
+    pub gossip: GossipMetrics,
 }
 
 /// Per-message-type frame and byte counters, pre-resolved so the hot path does no label
@@ -370,6 +374,7 @@ impl Metrics {
             ),
             protocol_error_children,
             rpc: RpcMetrics::new(r),
+            gossip: GossipMetrics::new(r),
             cache: crate::escalation::CacheMetrics::new(r).expect("registered once"),
             registry,
         })

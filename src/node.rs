@@ -14,6 +14,7 @@
 //!   acknowledges them and are retransmitted after a timeout or a reconnect;
 //!   publishes coming down are de-duplicated by message id.
 
+mod gossip;
 mod mesh;
 mod rpc;
 
@@ -80,6 +81,8 @@ struct Shared {
     uplink_up: AtomicBool,
     /// Procedures whose advertisement changed, handled in order by one task.
     advert_tx: mpsc::Sender<String>,
+    /// The queue into the gossip task (the cluster's replicated CRDT store).
+    gossip: gossip::GossipHandle,
 }
 
 /// Queues into the uplink task.
@@ -164,6 +167,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
     let advertise = cfg.node.advertise.unwrap_or(local_addr);
     let (mesh, dial_rx) = mesh::Mesh::new();
     let (advert_tx, advert_rx) = mpsc::channel(rpc::ADVERT_QUEUE);
+    let (gossip_handle, gossip_rx) = gossip::GossipHandle::new();
     let dht = crate::dht::service::DhtService::new(
         crate::dht::service::DhtParams::from_config(
             crate::dht::Contact {
@@ -197,6 +201,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         shutdown: shutdown.clone(),
         uplink_up: AtomicBool::new(false),
         advert_tx,
+        gossip: gossip_handle,
         cfg,
     });
     let client_ep = crate::transport::client_endpoint(
@@ -224,6 +229,9 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         .instrument(info_span!("mesh")),
     );
     tracker.spawn(run_housekeeping(shared.clone(), shutdown.clone()));
+    tracker.spawn(
+        gossip::run(shared.clone(), gossip_rx, shutdown.clone()).instrument(info_span!("gossip")),
+    );
     tracker.spawn(rpc::run_advertiser(
         shared.clone(),
         advert_rx,
@@ -250,6 +258,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         shutdown,
         tracker,
         endpoint,
+        state: shared.gossip.json.clone(),
     })
 }
 
@@ -328,6 +337,19 @@ fn announce(shared: &Shared, changes: &[PatternChange]) {
         } else if !c.before.is_empty() && c.after.is_empty() {
             removed.push(c.pattern.clone());
         }
+    }
+    let me = crate::state::hex_id(&shared.node_id);
+    for p in &added {
+        shared.gossip.update(
+            gossip::sub_key(p),
+            crate::crdt::Op::SetAdd(me.clone().into()),
+        );
+    }
+    for p in &removed {
+        shared.gossip.update(
+            gossip::sub_key(p),
+            crate::crdt::Op::SetRemove(me.clone().into()),
+        );
     }
     let mut frames = Vec::new();
     if !added.is_empty() {
@@ -686,6 +708,10 @@ async fn run_uplink(
             .with_label_values(&["uplink"])
             .inc();
         info!(uplink = %target, "uplink connected");
+        let bridge_id = welcome.node_id;
+        shared
+            .gossip
+            .send(gossip::Cmd::PeerUp(bridge_id, gossip::PeerLink::Uplink));
         // The settle window matters only after a reconnect: the bridge may have
         // restarted and still be relearning the realm's interest while we hold
         // publishes accepted during the outage. On the first connect the bridge sends
@@ -747,8 +773,10 @@ async fn run_uplink(
                 r
             };
             let reader = async {
-                let r =
-                    uplink_reader(&shared, recv, decoder, &mut dedup, &acks_tx, &liveness).await;
+                let r = uplink_reader(
+                    &shared, recv, decoder, &mut dedup, &acks_tx, &liveness, bridge_id,
+                )
+                .await;
                 session_cancel.cancel();
                 r
             };
@@ -769,6 +797,7 @@ async fn run_uplink(
             .with_label_values(&["uplink"])
             .dec();
         shared.uplink_up.store(false, Ordering::Relaxed);
+        shared.gossip.send(gossip::Cmd::PeerDown(bridge_id, None));
         rpc::uplink_lost(&shared);
         warn!(uplink = %target, unacked = state.unacked(), "uplink lost; reconnecting");
     }
@@ -814,6 +843,7 @@ async fn uplink_reader(
     dedup: &mut DedupWindow,
     acks_tx: &mpsc::Sender<PubAck>,
     liveness: &session::Liveness,
+    bridge_id: NodeId,
 ) -> Result<(), SessionError> {
     let metrics = &shared.metrics;
     let up = shared
@@ -924,6 +954,17 @@ async fn uplink_reader(
                     }
                 }
                 Some(MessageType::Pong) => {}
+                Some(
+                    MessageType::GossipPush
+                    | MessageType::GossipPull
+                    | MessageType::GossipPullReply
+                    | MessageType::GossipSync
+                    | MessageType::GossipSyncReply,
+                ) => {
+                    if let Err((code, msg)) = gossip::on_frame(shared, bridge_id, &raw) {
+                        debug!(code = code.as_str(), %msg, "gossip frame from the bridge refused");
+                    }
+                }
                 _ => metrics.protocol_error(ErrorCode::Protocol.as_str()),
             }
         }

@@ -23,6 +23,10 @@ pub struct ServerHandle {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
     pub(crate) endpoint: Endpoint,
+    /// The replicated state as JSON, for the admin `/state` endpoint (a node: its cluster
+    /// store; a bridge: per realm its level store and children), refreshed every gossip push
+    /// interval.
+    pub state: std::sync::Arc<arc_swap::ArcSwap<serde_json::Value>>,
 }
 
 impl ServerHandle {

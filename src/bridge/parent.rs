@@ -322,6 +322,12 @@ async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &Can
     lock(&realm.index).resync();
     realm.parent.store(Some(session.clone()));
     realm.upward.notify_one();
+    let parent_id = welcome.node_id;
+    shared.gossip.send(super::gossip::Cmd::ParentUp {
+        realm: realm.name.clone(),
+        id: parent_id,
+        tx: ctrl_tx.clone(),
+    });
     let open = metrics.connections_open.with_label_values(&["uplink"]);
     open.inc();
 
@@ -341,7 +347,7 @@ async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &Can
         r
     };
     let reader = async {
-        let r = read(shared, realm, &session, recv, decoder, &liveness).await;
+        let r = read(shared, realm, &session, parent_id, recv, decoder, &liveness).await;
         session_cancel.cancel();
         r
     };
@@ -355,6 +361,9 @@ async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &Can
         }
     }
     realm.parent.store(None);
+    shared.gossip.send(super::gossip::Cmd::ParentDown {
+        realm: realm.name.clone(),
+    });
     session.close();
     rpc::link_closed(shared, realm, key);
     open.dec();
@@ -410,6 +419,7 @@ async fn read(
     shared: &Arc<Shared>,
     realm: &Arc<Realm>,
     session: &ParentSession,
+    parent_id: NodeId,
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
     liveness: &Liveness,
@@ -420,7 +430,7 @@ async fn read(
                 .metrics
                 .frames_in
                 .inc(raw.header.msg_type, raw.bytes.len());
-            if on_frame(shared, realm, session, &raw) {
+            if on_frame(shared, realm, session, parent_id, &raw) {
                 return Ok(());
             }
         }
@@ -436,6 +446,7 @@ fn on_frame(
     shared: &Arc<Shared>,
     realm: &Arc<Realm>,
     session: &ParentSession,
+    parent_id: NodeId,
     raw: &RawFrame,
 ) -> bool {
     let metrics = &shared.metrics;
@@ -462,6 +473,17 @@ fn on_frame(
             }
         }
         MessageType::Disconnect => return true,
+        MessageType::GossipPush
+        | MessageType::GossipPull
+        | MessageType::GossipPullReply
+        | MessageType::GossipSync
+        | MessageType::GossipSyncReply => {
+            if let Err((code, msg)) =
+                super::gossip::on_parent_frame(shared, &realm.name, parent_id, raw)
+            {
+                link.send_error(metrics, code, msg, None);
+            }
+        }
         _ => match raw.decode() {
             Ok(Frame::FindValueReply(r)) => {
                 if !session.complete(r.correlation_id, Ok(r)) {

@@ -295,6 +295,59 @@ impl Client {
         timeout: Duration,
     ) -> Result<Bytes, CallError> {
         crate::rpc::validate_procedure(procedure).map_err(CallError::Invalid)?;
+        self.call_unchecked(procedure, args, timeout).await
+    }
+
+    /// Updates the replicated key `key` of the client's cluster (`docs/GOSSIP.md`): an OR-Set
+    /// add or remove, a register write, a counter increment. The first operation on a key
+    /// fixes its type. The change is applied on the node at once and reaches every node of the
+    /// cluster by gossip (about a second), and the bridge levels in aggregated form.
+    ///
+    /// Errors: [`CallError::Invalid`] when the key is not a valid
+    /// application key (1–200 bytes, no leading `$`), holds another type, or a limit is hit;
+    /// [`CallError::Timeout`], [`CallError::Closed`] as for calls.
+    pub async fn crdt_update(&self, key: &str, op: crate::crdt::Op) -> Result<(), CallError> {
+        let args = rmp_serde::to_vec_named(&crate::state::UpdateArgs::new(key, &op))
+            .map_err(|e| CallError::Invalid(e.to_string()))?;
+        self.call_unchecked(
+            crate::state::UPDATE_PROCEDURE,
+            Bytes::from(args),
+            crate::defaults::CRDT_CALL_TIMEOUT,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Writes `value` to the LWW-Register `key` (see [`Client::crdt_update`]).
+    pub async fn put(&self, key: &str, value: Bytes) -> Result<(), CallError> {
+        self.crdt_update(key, crate::crdt::Op::Put(value)).await
+    }
+
+    /// Reads `key` as the node sees it now: `None` when the key does not exist.
+    ///
+    /// Errors: as [`Client::crdt_update`].
+    pub async fn get(&self, key: &str) -> Result<Option<crate::crdt::Value>, CallError> {
+        let args = rmp_serde::to_vec_named(&crate::state::GetArgs { key: key.into() })
+            .map_err(|e| CallError::Invalid(e.to_string()))?;
+        let reply = self
+            .call_unchecked(
+                crate::state::GET_PROCEDURE,
+                Bytes::from(args),
+                crate::defaults::CRDT_CALL_TIMEOUT,
+            )
+            .await?;
+        let v: Option<crate::state::WireValue> = rmp_serde::from_slice(&reply)
+            .map_err(|e| CallError::Invalid(format!("bad reply from the node: {e}")))?;
+        Ok(v.map(Into::into))
+    }
+
+    /// A call without the procedure-name check (the node's own `$crdt.*` procedures).
+    async fn call_unchecked(
+        &self,
+        procedure: &str,
+        args: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, CallError> {
         if timeout.is_zero() {
             return Err(CallError::Invalid("timeout must be positive".into()));
         }

@@ -335,6 +335,10 @@ async fn run_link(
         }
     });
     shared.metrics.rpc.mesh_peers.set(shared.mesh.len() as i64);
+    shared.gossip.send(super::gossip::Cmd::PeerUp(
+        peer_id,
+        super::gossip::PeerLink::Mesh(tx.clone()),
+    ));
     shared
         .metrics
         .connections_accepted_total
@@ -391,6 +395,9 @@ async fn run_link(
         info!(peer = %Id(peer_id), "mesh link down");
     }
     shared.mesh_interest.remove_peer(key, |_, _| {});
+    shared
+        .gossip
+        .send(super::gossip::Cmd::PeerDown(peer_id, Some(key)));
     shared.metrics.rpc.mesh_peers.set(shared.mesh.len() as i64);
     rpc::link_closed(&shared, key);
     if let Err((code, msg)) = &end {
@@ -522,6 +529,15 @@ async fn read_link(
                     Ok(_) => unreachable!("decode follows the header type"),
                     Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
                 },
+                MessageType::GossipPush
+                | MessageType::GossipPull
+                | MessageType::GossipPullReply
+                | MessageType::GossipSync
+                | MessageType::GossipSyncReply => {
+                    if let Err((code, msg)) = super::gossip::on_frame(shared, peer_id, &raw) {
+                        me.send_error(metrics, code, msg, None);
+                    }
+                }
                 MessageType::Ping => me.pong(&raw),
                 MessageType::Pong | MessageType::SubAck => {}
                 MessageType::Disconnect => return Ok(()),
@@ -590,6 +606,12 @@ pub async fn run_maintainer(shared: Arc<Shared>, seeds: Vec<String>, cancel: Can
         for c in shared.dht.contacts() {
             if shared.mesh.get(&c.id.0).is_none() {
                 shared.mesh.dial(c.addr);
+            }
+        }
+        // Members learnt by gossip (through the bridge too) that the DHT has not shown yet.
+        for (id, addr) in shared.gossip.members.load().iter() {
+            if shared.mesh.get(id).is_none() {
+                shared.mesh.dial(*addr);
             }
         }
         shared.dht.tick().await;

@@ -192,6 +192,13 @@ fn respond(shared: &Shared, back: Back, call_id: u64, result: Result<Bytes, RpcE
 
 /// A `reply` frame no larger than `max_frame` bytes: a result too large for the next hop is
 /// replaced by a `REMOTE` error saying so (never a frame the peer would refuse and close on).
+/// Answers call `call_id` over a client or mesh link.
+pub fn reply_link(tx: &PeerTx, call_id: u64, result: Result<Bytes, RpcError>) {
+    let _ = tx
+        .ctrl
+        .try_send(Outbound::Frame(reply_bytes(call_id, result, tx.max_frame)));
+}
+
 fn reply_bytes(call_id: u64, result: Result<Bytes, RpcError>, max_frame: usize) -> Bytes {
     let f = Frame::Reply(Reply { call_id, result }).to_bytes();
     if f.len() <= max_frame {
@@ -353,6 +360,13 @@ pub async fn run_advertiser(
             .expect("registry lock")
             .provides(&proc);
         let key = procedure_key(&shared.realm, &proc);
+        let me = crate::state::hex_id(&shared.node_id);
+        let op = if provided {
+            crate::crdt::Op::SetAdd(me.into())
+        } else {
+            crate::crdt::Op::SetRemove(me.into())
+        };
+        shared.gossip.update(super::gossip::rpc_key(&proc), op);
         if let Some(up) = &shared.uplink {
             let ttl = if provided { record_ttl_ms(&shared) } else { 0 };
             let _ = up
@@ -611,6 +625,9 @@ fn forward(
 /// A `call` from a local client (no target): look the procedure up, choose providers, try at
 /// most `rpc.max_attempts` of them, answer the client. Runs as its own task.
 pub fn client_call(shared: &Arc<Shared>, client: &PeerTx, call: Call) {
+    if call.procedure.starts_with("$crdt.") {
+        return super::gossip::client_op(shared, client, call);
+    }
     if let Err(msg) = validate_procedure(&call.procedure) {
         shared.metrics.rpc.call("rejected");
         return respond(

@@ -1,0 +1,185 @@
+//! Aggregation of a child's replicated store into the bridge's level store
+//! (`docs/GOSSIP.md`, "Across levels"). Pure.
+//!
+//! A bridge holds a replica of each child's store (a cluster's store, or a child bridge's
+//! level store) and folds it into its own level's store for the realm, so the level above
+//! sees summaries per child, not every node's detail:
+//! - **OR-Set** `K` (application key): the level's `K` holds `child ‖ 0x00 ‖ e` for each
+//!   element `e` of the child's `K` (for a child bridge, `e` with its own child tag
+//!   stripped): which child holds what, one level deep.
+//! - **System sets** `$rpc/<p>`, `$sub/<pattern>`: the level's key holds `child ‖ 0x00` while
+//!   the child's set is not empty (which children provide `p` / want `pattern`).
+//!   `$clusters` holds `child ‖ 0x00` while the child has members (a cluster: `$members` not
+//!   empty; a child bridge: its `$clusters` not empty).
+//! - **G-Counter** `K`: one entry per child (actor = SHA-256 of the child's name) holding the
+//!   child's total; **PN-Counter** likewise with the child's increments and decrements. The
+//!   totals only grow, so per-actor max merge keeps them right at every level.
+//! - **LWW-Register** `K`: the child's register merged as it is (the latest write wins).
+//! - `$members`, `$meta/…`: not aggregated (node detail stays in the cluster).
+//!
+//! Elements are added and removed through the level store's own OR-Set operations, with the
+//! bridge as actor; [`reconcile`] computes what to do so that the level's elements tagged
+//! with `child` equal what the child has now.
+
+use std::collections::BTreeSet;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use sha2::{Digest as _, Sha256};
+
+use crate::crdt::{ActorId, Crdt, CrdtMap, GCounter, Op, PnCounter};
+use crate::state::{MEMBERS_KEY, META_PREFIX, RPC_PREFIX, SUB_PREFIX};
+
+/// Key of the level's set of children with members.
+pub const CLUSTERS_KEY: &str = "$clusters";
+
+/// What to do to the level store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Apply a local operation (OR-Set adds and removes).
+    Apply(String, Op),
+    /// Join a state (counters, registers).
+    Merge(CrdtMap),
+}
+
+/// The actor id standing for `child` in aggregated counters.
+pub fn child_actor(child: &str) -> ActorId {
+    ActorId(Sha256::digest(child.as_bytes()).into())
+}
+
+/// `child ‖ 0x00 ‖ inner`.
+pub fn tagged(child: &str, inner: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(child.len() + 1 + inner.len());
+    b.put_slice(child.as_bytes());
+    b.put_u8(0);
+    b.put_slice(inner);
+    b.freeze()
+}
+
+/// The element with its first tag (up to and including the first 0x00) removed; the element
+/// itself when it has none.
+pub fn untagged(e: &[u8]) -> &[u8] {
+    match e.iter().position(|&b| b == 0) {
+        Some(i) => &e[i + 1..],
+        None => e,
+    }
+}
+
+fn is_system_set(key: &str) -> bool {
+    key.starts_with(RPC_PREFIX) || key.starts_with(SUB_PREFIX)
+}
+
+fn skipped(key: &str) -> bool {
+    key == MEMBERS_KEY || key.starts_with(META_PREFIX) || key == CLUSTERS_KEY
+}
+
+/// The changes that make the level store's view of `child` equal to `child_store`
+/// (`child_is_bridge`: the child is a bridge level store, whose set elements are tagged).
+/// An empty `child_store` withdraws everything the child contributed to sets.
+pub fn reconcile(
+    level: &CrdtMap,
+    child: &str,
+    child_store: &CrdtMap,
+    child_is_bridge: bool,
+) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut merge = CrdtMap::new();
+    let mut set_keys: BTreeSet<String> = BTreeSet::new();
+    // Expected elements per set key.
+    let mut expected: Vec<(String, BTreeSet<Bytes>)> = Vec::new();
+    let has_members = match (child_is_bridge, child_store.crdt(if child_is_bridge {
+        CLUSTERS_KEY
+    } else {
+        MEMBERS_KEY
+    })) {
+        (_, Some(Crdt::OrSet(s))) => !s.is_empty(),
+        _ => false,
+    };
+    let mut clusters = BTreeSet::new();
+    if has_members {
+        clusters.insert(tagged(child, b""));
+    }
+    expected.push((CLUSTERS_KEY.to_string(), clusters));
+    set_keys.insert(CLUSTERS_KEY.to_string());
+    for (key, value) in child_store.iter() {
+        if skipped(key) {
+            continue;
+        }
+        match value {
+            Crdt::OrSet(s) => {
+                let want: BTreeSet<Bytes> = if is_system_set(key) {
+                    if s.is_empty() {
+                        BTreeSet::new()
+                    } else {
+                        [tagged(child, b"")].into()
+                    }
+                } else {
+                    s.elements()
+                        .map(|e| {
+                            let inner = if child_is_bridge { untagged(e) } else { &e[..] };
+                            tagged(child, inner)
+                        })
+                        .collect()
+                };
+                set_keys.insert(key.clone());
+                expected.push((key.clone(), want));
+            }
+            Crdt::Lww(r) => {
+                if r.is_set() && level_kind_ok(level, key, value) {
+                    merge.insert(key.clone(), Crdt::Lww(r.clone()));
+                }
+            }
+            Crdt::GCounter(c) => {
+                if level_kind_ok(level, key, value) {
+                    let mut g = GCounter::default();
+                    g.counts.insert(child_actor(child), c.value());
+                    merge.insert(key.clone(), Crdt::GCounter(g));
+                }
+            }
+            Crdt::PnCounter(c) => {
+                if level_kind_ok(level, key, value) {
+                    let mut pn = PnCounter::default();
+                    pn.p.counts.insert(child_actor(child), c.p.value());
+                    pn.n.counts.insert(child_actor(child), c.n.value());
+                    merge.insert(key.clone(), Crdt::PnCounter(pn));
+                }
+            }
+        }
+    }
+    // Sets the level has with this child's elements but the child no longer has as a key.
+    let prefix = tagged(child, b"");
+    for (key, value) in level.iter() {
+        if let Crdt::OrSet(s) = value {
+            if !set_keys.contains(key) && s.elements().any(|e| e.starts_with(&prefix)) {
+                expected.push((key.clone(), BTreeSet::new()));
+            }
+        }
+    }
+    for (key, want) in expected {
+        let have: BTreeSet<Bytes> = match level.crdt(&key) {
+            Some(Crdt::OrSet(s)) => s
+                .elements()
+                .filter(|e| e.starts_with(&prefix))
+                .cloned()
+                .collect(),
+            Some(_) => continue, // the level holds another kind: refused, nothing to do
+            None => BTreeSet::new(),
+        };
+        for e in want.difference(&have) {
+            out.push(Change::Apply(key.clone(), Op::SetAdd(e.clone())));
+        }
+        for e in have.difference(&want) {
+            out.push(Change::Apply(key.clone(), Op::SetRemove(e.clone())));
+        }
+    }
+    if !merge.is_empty() {
+        out.push(Change::Merge(merge));
+    }
+    out
+}
+
+fn level_kind_ok(level: &CrdtMap, key: &str, value: &Crdt) -> bool {
+    match level.crdt(key) {
+        None => true,
+        Some(l) => std::mem::discriminant(l) == std::mem::discriminant(value),
+    }
+}

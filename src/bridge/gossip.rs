@@ -1,0 +1,513 @@
+//! The bridge's gossip task (`docs/GOSSIP.md`, "Across levels").
+//!
+//! A bridge is a member of the gossip of each child below it: it keeps a replica of every
+//! child's store — a cluster's store (scope = the cluster's name, peers = the cluster's nodes
+//! connected here) or a child bridge's level store (scope = `<level>/<id prefix>`) — and takes
+//! part in its pushes and anti-entropy like any node. After a child's replica changes, the
+//! bridge folds it into its own **level store** for the realm ([`super::aggregate`]), which it
+//! gossips with its parent bridge (scope `<its level>/<its id prefix>`). Realms never mix: every
+//! store belongs to one realm and frames of another realm are refused.
+//!
+//! One task owns every engine; link readers queue frames to it ([`BridgeGossip`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use rand::SeedableRng;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::aggregate::{self, Change};
+use super::Shared;
+use crate::crdt::ActorId;
+use crate::gossip::{Gossip, GossipStats, Message};
+use crate::router::PeerKey;
+use crate::session::Outbound;
+use crate::state::{self, hex_id};
+use crate::wire::{ErrorCode, NodeId, RawFrame};
+
+/// Commands queued to the gossip task at most (beyond it frames are dropped and counted as
+/// `overloaded`; anti-entropy repairs what they carried).
+pub const GOSSIP_QUEUE: usize = 4096;
+
+/// Most child stores one bridge replicates (all realms); a frame for a new store beyond it is
+/// refused (`too_large`).
+pub const MAX_CHILD_STORES: usize = 4096;
+
+/// A child store without any link for this long is withdrawn from the level store and
+/// dropped.
+pub const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the gossip task is asked to do.
+pub enum Cmd {
+    /// A gossip message from a child link (already checked: sender = the link's node, realm =
+    /// the link's realm, scope allowed for it).
+    Child {
+        /// Realm.
+        realm: Arc<str>,
+        /// Store.
+        scope: String,
+        /// Child bridge (its set elements are tagged) or node.
+        is_bridge: bool,
+        /// The sender.
+        from: NodeId,
+        /// The link's key.
+        key: PeerKey,
+        /// The link's control queue.
+        tx: mpsc::Sender<Outbound>,
+        /// The message.
+        msg: Message,
+    },
+    /// A child link closed.
+    ChildDown {
+        /// Realm.
+        realm: Arc<str>,
+        /// The node.
+        from: NodeId,
+        /// The link's key.
+        key: PeerKey,
+    },
+    /// The parent link of a realm came up.
+    ParentUp {
+        /// Realm.
+        realm: Arc<str>,
+        /// The parent bridge's id.
+        id: NodeId,
+        /// The parent session's control queue.
+        tx: mpsc::Sender<Outbound>,
+    },
+    /// The parent link of a realm went down.
+    ParentDown {
+        /// Realm.
+        realm: Arc<str>,
+    },
+    /// A gossip message from the parent (already checked: sender = the parent, realm, scope =
+    /// this bridge's level store).
+    Parent {
+        /// Realm.
+        realm: Arc<str>,
+        /// The parent's id.
+        from: NodeId,
+        /// The message.
+        msg: Message,
+    },
+}
+
+/// The queue into the gossip task and the JSON view of the stores (admin `/state`).
+pub struct BridgeGossip {
+    tx: mpsc::Sender<Cmd>,
+    /// `{realm: {"level": {key: value}, "scope": "<level>/<id>", "children": {scope: keys}}}`,
+    /// refreshed every push interval when something changed.
+    pub json: Arc<ArcSwap<serde_json::Value>>,
+}
+
+impl BridgeGossip {
+    /// A handle and the receiver the task reads.
+    pub fn new() -> (BridgeGossip, mpsc::Receiver<Cmd>) {
+        let (tx, rx) = mpsc::channel(GOSSIP_QUEUE);
+        (
+            BridgeGossip {
+                tx,
+                json: Arc::new(ArcSwap::from_pointee(serde_json::json!({}))),
+            },
+            rx,
+        )
+    }
+
+    /// Queues `cmd`; false when the queue is full.
+    pub fn send(&self, cmd: Cmd) -> bool {
+        self.tx.try_send(cmd).is_ok()
+    }
+}
+
+/// The scope of this bridge's level store: `<level>/<first 8 hex digits of its id>`.
+pub fn level_scope(shared: &Shared) -> String {
+    format!("{}/{}", shared.cfg.bridge.level, &hex_id(&shared.node_id)[..8])
+}
+
+/// Who a child link is.
+pub struct ChildInfo {
+    /// Its node id (authenticated by the session).
+    pub node_id: NodeId,
+    /// Its cluster (nodes) or `bridge-<level>` (child bridges).
+    pub cluster: String,
+    /// Whether it is a child bridge.
+    pub is_bridge: bool,
+}
+
+/// Handles a gossip frame from a child link: decodes it and checks the sender, realm and
+/// scope, then queues it. Refusals are counted and answered with an error frame.
+pub fn on_child_frame(
+    shared: &Shared,
+    realm: &Arc<str>,
+    child: &ChildInfo,
+    key: PeerKey,
+    tx: &mpsc::Sender<Outbound>,
+    raw: &RawFrame,
+) -> Result<(), (ErrorCode, String)> {
+    let m = &shared.metrics.gossip;
+    let frame = raw.decode().map_err(|e| {
+        m.refused("bad_frame");
+        (e.code(), e.to_string())
+    })?;
+    let Some(inc) = state::from_frame(frame) else {
+        return Ok(());
+    };
+    if inc.sender != child.node_id {
+        m.refused("forged");
+        return Err((ErrorCode::Protocol, "gossip sender is not the link's node".into()));
+    }
+    let scope_ok = if child.is_bridge {
+        inc.scope
+            .rsplit_once('/')
+            .is_some_and(|(_, id)| id == &hex_id(&child.node_id)[..8])
+    } else {
+        inc.scope == child.cluster
+    };
+    if *inc.realm != **realm || !scope_ok {
+        m.refused("wrong_scope");
+        return Err((
+            ErrorCode::UnknownRealm,
+            format!("gossip for {}/{} is not accepted on this link", inc.realm, inc.scope),
+        ));
+    }
+    let ok = shared.gossip.send(Cmd::Child {
+        realm: realm.clone(),
+        scope: inc.scope,
+        is_bridge: child.is_bridge,
+        from: inc.sender,
+        key,
+        tx: tx.clone(),
+        msg: inc.msg,
+    });
+    if !ok {
+        m.refused("overloaded");
+    }
+    Ok(())
+}
+
+/// Handles a gossip frame from the parent of `realm`.
+pub fn on_parent_frame(
+    shared: &Shared,
+    realm: &Arc<str>,
+    parent: NodeId,
+    raw: &RawFrame,
+) -> Result<(), (ErrorCode, String)> {
+    let m = &shared.metrics.gossip;
+    let frame = raw.decode().map_err(|e| {
+        m.refused("bad_frame");
+        (e.code(), e.to_string())
+    })?;
+    let Some(inc) = state::from_frame(frame) else {
+        return Ok(());
+    };
+    if inc.sender != parent {
+        m.refused("forged");
+        return Err((ErrorCode::Protocol, "gossip sender is not the parent".into()));
+    }
+    if *inc.realm != **realm || inc.scope != level_scope(shared) {
+        m.refused("wrong_scope");
+        return Err((
+            ErrorCode::UnknownRealm,
+            format!("gossip for {}/{} is not accepted from the parent", inc.realm, inc.scope),
+        ));
+    }
+    if !shared.gossip.send(Cmd::Parent {
+        realm: realm.clone(),
+        from: parent,
+        msg: inc.msg,
+    }) {
+        m.refused("overloaded");
+    }
+    Ok(())
+}
+
+struct ChildStore {
+    g: Gossip,
+    is_bridge: bool,
+    links: HashMap<NodeId, (PeerKey, mpsc::Sender<Outbound>)>,
+    /// Changed since it was last folded into the level store.
+    dirty: bool,
+    /// Since when it has had no link.
+    orphan_since: Option<Instant>,
+    prev: GossipStats,
+}
+
+struct LevelStore {
+    g: Gossip,
+    parent: Option<(NodeId, mpsc::Sender<Outbound>)>,
+    prev: GossipStats,
+}
+
+/// The gossip task.
+pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationToken) {
+    let cfg = state::engine_config(&shared.cfg);
+    let me = ActorId(shared.node_id);
+    let scope = level_scope(&shared);
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let mut children: HashMap<(Arc<str>, String), ChildStore> = HashMap::new();
+    let mut levels: HashMap<Arc<str>, LevelStore> = shared
+        .realms
+        .values()
+        .map(|r| {
+            (
+                r.name.clone(),
+                LevelStore {
+                    g: Gossip::new(me, cfg.clone()),
+                    parent: None,
+                    prev: GossipStats::default(),
+                },
+            )
+        })
+        .collect();
+    let mut push = tokio::time::interval(cfg.push_interval);
+    push.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ae = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_millis(rand::random_range(500..=1500)),
+        cfg.anti_entropy_interval,
+    );
+    ae.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changed = true;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = push.tick() => {
+                for ((realm, scope), c) in children.iter_mut() {
+                    let out = c.g.on_push_tick(&mut rng);
+                    send_child(&shared, realm, scope, c, out);
+                }
+                changed |= fold(&shared, &mut children, &mut levels);
+                for (realm, l) in levels.iter_mut() {
+                    let out = l.g.on_push_tick(&mut rng);
+                    send_parent(&shared, realm, &scope, l, out);
+                }
+                if changed {
+                    publish_json(&shared, &children, &levels, &scope);
+                    changed = false;
+                }
+            }
+            _ = ae.tick() => {
+                let now = state::now_ms();
+                for ((realm, scope), c) in children.iter_mut() {
+                    let out = c.g.on_anti_entropy_tick(now, &mut rng);
+                    send_child(&shared, realm, scope, c, out);
+                }
+                for (realm, l) in levels.iter_mut() {
+                    let out = l.g.on_anti_entropy_tick(now, &mut rng);
+                    send_parent(&shared, realm, &scope, l, out);
+                }
+            }
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { return };
+                changed = true;
+                match cmd {
+                    Cmd::Child { realm, scope: child_scope, is_bridge, from, key, tx, msg } => {
+                        let k = (realm.clone(), child_scope.clone());
+                        if !children.contains_key(&k) {
+                            if children.len() >= MAX_CHILD_STORES {
+                                shared.metrics.gossip.refused("too_large");
+                                continue;
+                            }
+                            children.insert(k.clone(), ChildStore {
+                                g: Gossip::new(me, cfg.clone()),
+                                is_bridge,
+                                links: HashMap::new(),
+                                dirty: false,
+                                orphan_since: None,
+                                prev: GossipStats::default(),
+                            });
+                        }
+                        let c = children.get_mut(&k).expect("inserted above");
+                        if c.links.insert(from, (key, tx)).is_none() {
+                            c.g.add_peer(ActorId(from));
+                        }
+                        c.orphan_since = None;
+                        let before = c.g.stats().deltas_merged;
+                        match c.g.handle(ActorId(from), msg, state::now_ms()) {
+                            Ok(out) => send_child(&shared, &realm, &child_scope, c, out),
+                            Err(e) => debug!(child = %child_scope, error = %e, "gossip refused"),
+                        }
+                        c.dirty |= c.g.stats().deltas_merged != before;
+                        shared.metrics.gossip.record(&mut c.prev, c.g.stats());
+                    }
+                    Cmd::ChildDown { realm, from, key } => {
+                        for ((r, _), c) in children.iter_mut() {
+                            if *r != realm {
+                                continue;
+                            }
+                            if c.links.get(&from).is_some_and(|(k, _)| *k == key) {
+                                c.links.remove(&from);
+                                c.g.remove_peer(&ActorId(from));
+                                if c.links.is_empty() {
+                                    c.orphan_since = Some(Instant::now());
+                                }
+                            }
+                        }
+                    }
+                    Cmd::ParentUp { realm, id, tx } => {
+                        if let Some(l) = levels.get_mut(&realm) {
+                            if let Some((old, _)) = l.parent.take() {
+                                l.g.remove_peer(&ActorId(old));
+                            }
+                            l.parent = Some((id, tx));
+                            l.g.add_peer(ActorId(id));
+                            let out = l.g.on_anti_entropy_tick(state::now_ms(), &mut rng);
+                            send_parent(&shared, &realm, &scope, l, out);
+                        }
+                    }
+                    Cmd::ParentDown { realm } => {
+                        if let Some(l) = levels.get_mut(&realm) {
+                            if let Some((old, _)) = l.parent.take() {
+                                l.g.remove_peer(&ActorId(old));
+                            }
+                        }
+                    }
+                    Cmd::Parent { realm, from, msg } => {
+                        if let Some(l) = levels.get_mut(&realm) {
+                            match l.g.handle(ActorId(from), msg, state::now_ms()) {
+                                Ok(out) => send_parent(&shared, &realm, &scope, l, out),
+                                Err(e) => debug!(error = %e, "gossip from the parent refused"),
+                            }
+                            shared.metrics.gossip.record(&mut l.prev, l.g.stats());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Folds every changed child store into its realm's level store, and withdraws (then drops)
+/// child stores that have had no link for [`CHILD_TIMEOUT`]. Returns whether anything changed.
+fn fold(
+    shared: &Shared,
+    children: &mut HashMap<(Arc<str>, String), ChildStore>,
+    levels: &mut HashMap<Arc<str>, LevelStore>,
+) -> bool {
+    let now = Instant::now();
+    let mut any = false;
+    let mut gone = Vec::new();
+    for ((realm, scope), c) in children.iter_mut() {
+        let expired = c
+            .orphan_since
+            .is_some_and(|t| now.duration_since(t) >= CHILD_TIMEOUT);
+        if !c.dirty && !expired {
+            continue;
+        }
+        let Some(l) = levels.get_mut(realm) else {
+            continue;
+        };
+        let empty = crate::crdt::CrdtMap::new();
+        let source = if expired { &empty } else { c.g.store() };
+        for change in aggregate::reconcile(l.g.store(), scope, source, c.is_bridge) {
+            match change {
+                Change::Apply(key, op) => {
+                    if let Err(e) = l.g.apply(&key, op, state::now_ms()) {
+                        shared.metrics.gossip.refused(e.as_str());
+                    }
+                }
+                Change::Merge(delta) => {
+                    let stats = l.g.merge_local(&delta);
+                    for (_, e) in &stats.refused {
+                        shared.metrics.gossip.refused(e.as_str());
+                    }
+                }
+            }
+        }
+        c.dirty = false;
+        any = true;
+        if expired {
+            gone.push((realm.clone(), scope.clone()));
+        }
+    }
+    for k in gone {
+        children.remove(&k);
+    }
+    let m = &shared.metrics.gossip;
+    m.stores.set((children.len() + levels.len()) as i64);
+    m.keys.set(
+        (children.values().map(|c| c.g.store().len()).sum::<usize>()
+            + levels.values().map(|l| l.g.store().len()).sum::<usize>()) as i64,
+    );
+    m.state_bytes.set(
+        (children.values().map(|c| c.g.state_bytes()).sum::<usize>()
+            + levels.values().map(|l| l.g.state_bytes()).sum::<usize>()) as i64,
+    );
+    let now_ms = state::now_ms();
+    let mut max_age = 0.0f64;
+    for c in children.values() {
+        for id in c.links.keys() {
+            if let Some(ms) = c.g.last_anti_entropy(&ActorId(*id), now_ms) {
+                max_age = max_age.max(ms as f64 / 1000.0);
+            }
+        }
+    }
+    m.anti_entropy_max_age_seconds.set(max_age);
+    any
+}
+
+fn send_child(
+    shared: &Shared,
+    realm: &str,
+    scope: &str,
+    c: &mut ChildStore,
+    out: Vec<(ActorId, Message)>,
+) {
+    for (peer, msg) in out {
+        if let Some((_, tx)) = c.links.get(&peer.0) {
+            let f = state::to_frame(realm, scope, shared.node_id, msg).to_bytes();
+            if tx.try_send(Outbound::Frame(f)).is_err() {
+                shared.metrics.gossip.refused("overloaded");
+            }
+        }
+    }
+    shared.metrics.gossip.record(&mut c.prev, c.g.stats());
+}
+
+fn send_parent(
+    shared: &Shared,
+    realm: &str,
+    scope: &str,
+    l: &mut LevelStore,
+    out: Vec<(ActorId, Message)>,
+) {
+    for (peer, msg) in out {
+        if let Some((id, tx)) = &l.parent {
+            if *id == peer.0 {
+                let f = state::to_frame(realm, scope, shared.node_id, msg).to_bytes();
+                if tx.try_send(Outbound::Frame(f)).is_err() {
+                    shared.metrics.gossip.refused("overloaded");
+                }
+            }
+        }
+    }
+    shared.metrics.gossip.record(&mut l.prev, l.g.stats());
+}
+
+fn publish_json(
+    shared: &Shared,
+    children: &HashMap<(Arc<str>, String), ChildStore>,
+    levels: &HashMap<Arc<str>, LevelStore>,
+    scope: &str,
+) {
+    let mut out = serde_json::Map::new();
+    for (realm, l) in levels {
+        let kids: serde_json::Map<String, serde_json::Value> = children
+            .iter()
+            .filter(|((r, _), _)| r == realm)
+            .map(|((_, s), c)| (s.clone(), serde_json::json!(c.g.store().len())))
+            .collect();
+        out.insert(
+            realm.to_string(),
+            serde_json::json!({
+                "scope": scope,
+                "level": state::store_json(l.g.store()),
+                "children": kids,
+            }),
+        );
+    }
+    shared.gossip.json.store(Arc::new(serde_json::Value::Object(out)));
+}

@@ -1,0 +1,451 @@
+//! The node's gossip task: one replica of the cluster's CRDT store (`docs/GOSSIP.md`).
+//!
+//! One task owns the [`Gossip`] engine; link readers, clients and the RPC advertiser talk to
+//! it through one bounded queue ([`GossipHandle`]). Its peers are the mesh links and the
+//! uplink's bridge (a member of the cluster's gossip). It pushes deltas every
+//! `gossip.push_interval_ms`, runs anti-entropy every `gossip.anti_entropy_interval_ms`, keeps
+//! this node in `$members` (re-adding itself if someone removed it while it was cut off) and
+//! removes members unreachable for [`MEMBER_TIMEOUT`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use rand::SeedableRng;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::Shared;
+use crate::crdt::{ActorId, CrdtMap, Op, Value};
+use crate::gossip::{Gossip, GossipStats, Message};
+use crate::session::{Outbound, PeerTx};
+use crate::state::{self, hex_id, MEMBERS_KEY, META_PREFIX, RPC_PREFIX, SUB_PREFIX};
+use crate::wire::{ErrorCode, NodeId, RawFrame};
+
+/// Commands queued to the gossip task at most (beyond it gossip frames are dropped and
+/// counted as `overloaded`; anti-entropy repairs what they carried).
+pub const GOSSIP_QUEUE: usize = 1024;
+
+/// A member without a link for this long is removed from `$members` (it re-adds itself
+/// when it comes back).
+pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to reach a gossip peer.
+pub enum PeerLink {
+    /// A mesh link.
+    Mesh(PeerTx),
+    /// The uplink (the peer is the bridge).
+    Uplink,
+}
+
+/// What the gossip task is asked to do.
+pub enum Cmd {
+    /// A gossip message arrived from an authenticated peer.
+    Message {
+        /// The peer.
+        from: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// A link to a peer came up.
+    PeerUp(NodeId, PeerLink),
+    /// A link went down (`key`: the mesh link's key, so an older duplicate closing keeps
+    /// the newer link; `None` for the uplink).
+    PeerDown(NodeId, Option<u64>),
+    /// A local update; the reply (if asked for) tells whether it was applied.
+    Update {
+        /// Key.
+        key: String,
+        /// Operation.
+        op: Op,
+        /// Where to answer.
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Reads a key.
+    Get {
+        /// Key.
+        key: String,
+        /// Where to answer.
+        reply: oneshot::Sender<Option<Value>>,
+    },
+    /// A copy of the whole store.
+    Snapshot(oneshot::Sender<CrdtMap>),
+}
+
+/// The queue into the gossip task, and what it publishes for other tasks.
+pub struct GossipHandle {
+    tx: mpsc::Sender<Cmd>,
+    /// The cluster's members other than this node: id and address (the mesh maintainer dials
+    /// those without a link).
+    pub members: ArcSwap<Vec<(NodeId, SocketAddr)>>,
+    /// The store as JSON (admin `/state`), refreshed every push interval.
+    pub json: Arc<ArcSwap<serde_json::Value>>,
+}
+
+impl GossipHandle {
+    /// A handle and the receiver the task reads.
+    pub fn new() -> (GossipHandle, mpsc::Receiver<Cmd>) {
+        let (tx, rx) = mpsc::channel(GOSSIP_QUEUE);
+        (
+            GossipHandle {
+                tx,
+                members: ArcSwap::from_pointee(Vec::new()),
+                json: Arc::new(ArcSwap::from_pointee(serde_json::json!({}))),
+            },
+            rx,
+        )
+    }
+
+    /// Queues `cmd`; false when the queue is full or the task is gone.
+    pub fn send(&self, cmd: Cmd) -> bool {
+        self.tx.try_send(cmd).is_ok()
+    }
+
+    /// Queues `cmd`, waiting for room (client requests: back-pressure, not loss).
+    pub async fn send_wait(&self, cmd: Cmd) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// Fire-and-forget local update (registry, subscriptions).
+    pub fn update(&self, key: String, op: Op) {
+        let _ = self.tx.try_send(Cmd::Update {
+            key,
+            op,
+            reply: None,
+        });
+    }
+}
+
+/// Handles a gossip frame read from a link to `peer`: decodes it, checks that its sender is
+/// the link's authenticated peer and that it is for this node's realm and cluster, and
+/// queues it. Refusals are counted (`macula_gossip_refused_total{reason}`).
+pub fn on_frame(shared: &Shared, peer: NodeId, raw: &RawFrame) -> Result<(), (ErrorCode, String)> {
+    let metrics = &shared.metrics.gossip;
+    let frame = match raw.decode() {
+        Ok(f) => f,
+        Err(e) => {
+            metrics.refused("bad_frame");
+            return Err((e.code(), e.to_string()));
+        }
+    };
+    let Some(inc) = state::from_frame(frame) else {
+        return Ok(());
+    };
+    if inc.sender != peer {
+        metrics.refused("forged");
+        return Err((
+            ErrorCode::Protocol,
+            "gossip sender is not the link's peer".into(),
+        ));
+    }
+    if inc.realm != shared.realm || inc.scope != shared.cluster {
+        metrics.refused("wrong_scope");
+        return Err((
+            ErrorCode::UnknownRealm,
+            format!(
+                "gossip for {}/{}; this node replicates {}/{}",
+                inc.realm, inc.scope, shared.realm, shared.cluster
+            ),
+        ));
+    }
+    if !shared.gossip.send(Cmd::Message {
+        from: peer,
+        msg: inc.msg,
+    }) {
+        metrics.refused("overloaded");
+    }
+    Ok(())
+}
+
+/// The gossip task.
+pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationToken) {
+    let cfg = state::engine_config(&shared.cfg);
+    let push_every = cfg.push_interval;
+    let ae_every = cfg.anti_entropy_interval;
+    let me = shared.node_id;
+    let mut g = Gossip::new(ActorId(me), cfg);
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let mut links: HashMap<NodeId, PeerLink> = HashMap::new();
+    let mut mesh_keys: HashMap<NodeId, u64> = HashMap::new();
+    let mut absent_since: HashMap<NodeId, Instant> = HashMap::new();
+    let me_elem = state::member_element(&me, shared.advertise);
+    let meta = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "addr": shared.advertise.to_string(),
+        "cluster": shared.cluster,
+        "started_ms": state::now_ms(),
+    });
+    let _ = g.apply(MEMBERS_KEY, Op::SetAdd(me_elem.clone()), state::now_ms());
+    let _ = g.apply(
+        &format!("{META_PREFIX}{}", hex_id(&me)),
+        Op::Put(Bytes::from(meta.to_string())),
+        state::now_ms(),
+    );
+    let mut push = tokio::time::interval(push_every);
+    push.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first anti-entropy soon after start (a joining node catches up at once), then
+    // every interval.
+    let first = Duration::from_millis(rand::random_range(500..=1500));
+    let mut ae = tokio::time::interval_at(tokio::time::Instant::now() + first, ae_every);
+    ae.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prev = GossipStats::default();
+    shared.metrics.gossip.stores.set(1);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                // Leave: remove ourselves and tell every peer at once.
+                let _ = g.apply(MEMBERS_KEY, Op::SetRemove(me_elem.clone()), state::now_ms());
+                let peers: Vec<NodeId> = links.keys().copied().collect();
+                for _ in 0..peers.len().div_ceil(g.config().fanout.max(1)).max(1) {
+                    let out = g.on_push_tick(&mut rng);
+                    send_all(&shared, &links, out);
+                }
+                return;
+            }
+            _ = push.tick() => {
+                let out = g.on_push_tick(&mut rng);
+                send_all(&shared, &links, out);
+                expire_members(&shared, &mut g, &links, &mut absent_since);
+                publish_view(&shared, &g, &links);
+            }
+            _ = ae.tick() => {
+                let out = g.on_anti_entropy_tick(state::now_ms(), &mut rng);
+                send_all(&shared, &links, out);
+            }
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { return };
+                match cmd {
+                    Cmd::Message { from, msg } => {
+                        match g.handle(ActorId(from), msg, state::now_ms()) {
+                            Ok(out) => send_all(&shared, &links, out),
+                            Err(e) => debug!(peer = %hex_id(&from), error = %e, "gossip refused"),
+                        }
+                        // Refute a removal that happened while we were cut off.
+                        let present = matches!(
+                            g.store().crdt(MEMBERS_KEY),
+                            Some(crate::crdt::Crdt::OrSet(s)) if s.contains(&me_elem)
+                        );
+                        if !present {
+                            info!("re-adding this node to $members");
+                            let _ = g.apply(MEMBERS_KEY, Op::SetAdd(me_elem.clone()), state::now_ms());
+                        }
+                    }
+                    Cmd::PeerUp(id, link) => {
+                        if let PeerLink::Mesh(tx) = &link {
+                            mesh_keys.insert(id, tx.key);
+                        }
+                        links.insert(id, link);
+                        absent_since.remove(&id);
+                        g.add_peer(ActorId(id));
+                        // A new peer gets an anti-entropy exchange now (it may be new or back
+                        // from a partition).
+                        let out = g.on_anti_entropy_tick(state::now_ms(), &mut rng);
+                        send_all(&shared, &links, out);
+                    }
+                    Cmd::PeerDown(id, key) => {
+                        if key.is_none() || mesh_keys.get(&id) == key.as_ref() {
+                            mesh_keys.remove(&id);
+                            links.remove(&id);
+                            g.remove_peer(&ActorId(id));
+                            shared
+                                .metrics
+                                .gossip
+                                .anti_entropy_age_seconds
+                                .remove_label_values(&[&hex_id(&id)[..16]])
+                                .ok();
+                        }
+                    }
+                    Cmd::Update { key, op, reply } => {
+                        let r = g.apply(&key, op, state::now_ms()).map_err(|e| {
+                            shared.metrics.gossip.refused(e.as_str());
+                            e.to_string()
+                        });
+                        if let Some(reply) = reply {
+                            let _ = reply.send(r);
+                        }
+                    }
+                    Cmd::Get { key, reply } => {
+                        let _ = reply.send(g.store().get(&key));
+                    }
+                    Cmd::Snapshot(reply) => {
+                        let _ = reply.send(g.store().clone());
+                    }
+                }
+            }
+        }
+        shared.metrics.gossip.record(&mut prev, g.stats());
+    }
+}
+
+/// Sends the engine's output over the peers' links.
+fn send_all(shared: &Shared, links: &HashMap<NodeId, PeerLink>, out: Vec<(ActorId, Message)>) {
+    for (peer, msg) in out {
+        let Some(link) = links.get(&peer.0) else {
+            continue;
+        };
+        let bytes = state::to_frame(&shared.realm, &shared.cluster, shared.node_id, msg).to_bytes();
+        let sent = match link {
+            PeerLink::Mesh(tx) => tx.ctrl.try_send(Outbound::Frame(bytes)).is_ok(),
+            PeerLink::Uplink => shared
+                .uplink
+                .as_ref()
+                .is_some_and(|up| up.ctrl.try_send(Outbound::Frame(bytes)).is_ok()),
+        };
+        if !sent {
+            shared.metrics.gossip.refused("overloaded");
+        }
+    }
+}
+
+/// Removes members that have had no link for [`MEMBER_TIMEOUT`].
+fn expire_members(
+    shared: &Shared,
+    g: &mut Gossip,
+    links: &HashMap<NodeId, PeerLink>,
+    absent_since: &mut HashMap<NodeId, Instant>,
+) {
+    let Some(crate::crdt::Crdt::OrSet(set)) = g.store().crdt(MEMBERS_KEY) else {
+        return;
+    };
+    let now = Instant::now();
+    let mut expired = Vec::new();
+    let mut seen = Vec::new();
+    for elem in set.elements() {
+        let Some((hex, _)) = state::parse_member(elem) else {
+            continue;
+        };
+        let Some(id) = parse_hex_id(hex) else {
+            continue;
+        };
+        if id == shared.node_id || links.contains_key(&id) {
+            continue;
+        }
+        seen.push(id);
+        let since = *absent_since.entry(id).or_insert(now);
+        if now.duration_since(since) >= MEMBER_TIMEOUT {
+            expired.push(elem.clone());
+        }
+    }
+    absent_since.retain(|id, _| seen.contains(id));
+    for elem in expired {
+        info!(member = %String::from_utf8_lossy(&elem), "member unreachable; removing it");
+        let _ = g.apply(MEMBERS_KEY, Op::SetRemove(elem), state::now_ms());
+    }
+}
+
+/// Publishes the member list (for the mesh maintainer) and the gauges.
+fn publish_view(shared: &Shared, g: &Gossip, links: &HashMap<NodeId, PeerLink>) {
+    let mut members = Vec::new();
+    if let Some(crate::crdt::Crdt::OrSet(set)) = g.store().crdt(MEMBERS_KEY) {
+        for elem in set.elements() {
+            if let Some((hex, addr)) = state::parse_member(elem) {
+                if let Some(id) = parse_hex_id(hex) {
+                    if id != shared.node_id {
+                        members.push((id, addr));
+                    }
+                }
+            }
+        }
+    }
+    shared.gossip.members.store(Arc::new(members));
+    shared.gossip.json.store(Arc::new(state::store_json(g.store())));
+    let m = &shared.metrics.gossip;
+    m.state_bytes.set(g.state_bytes() as i64);
+    m.keys.set(g.store().len() as i64);
+    let now = state::now_ms();
+    let mut max_age = 0.0f64;
+    for (id, link) in links {
+        let age = g
+            .last_anti_entropy(&ActorId(*id), now)
+            .map(|ms| ms as f64 / 1000.0);
+        let age = age.unwrap_or(f64::NAN);
+        if let PeerLink::Mesh(_) = link {
+            m.anti_entropy_age_seconds
+                .with_label_values(&[&hex_id(id)[..16]])
+                .set(age);
+        }
+        if age.is_finite() {
+            max_age = max_age.max(age);
+        }
+    }
+    m.anti_entropy_max_age_seconds.set(max_age);
+}
+
+/// Parses 64 hex digits into a node id.
+pub fn parse_hex_id(hex: &str) -> Option<NodeId> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
+}
+
+/// The registry key of `procedure`.
+pub fn rpc_key(procedure: &str) -> String {
+    format!("{RPC_PREFIX}{procedure}")
+}
+
+/// The subscription key of `pattern`.
+pub fn sub_key(pattern: &str) -> String {
+    format!("{SUB_PREFIX}{pattern}")
+}
+
+/// Serves a client's `$crdt.update` / `$crdt.get` call (the client API of named keys):
+/// decodes the args, asks the gossip task, and replies. Errors are answered as RPC errors
+/// `INVALID` (bad args, bad key, type mismatch, limits) or `OVERLOADED`.
+pub fn client_op(shared: &Arc<Shared>, client: &PeerTx, call: crate::wire::Call) {
+    use crate::wire::RpcError;
+    let shared = shared.clone();
+    let client = client.clone();
+    tokio::spawn(async move {
+        let invalid = |m: String| RpcError::new(RpcError::INVALID, m);
+        let result: Result<Bytes, RpcError> = async {
+            match call.procedure.as_str() {
+                state::UPDATE_PROCEDURE => {
+                    let a: state::UpdateArgs =
+                        rmp_serde::from_slice(&call.args).map_err(|e| invalid(e.to_string()))?;
+                    state::validate_app_key(&a.key).map_err(invalid)?;
+                    let op = a.op().map_err(invalid)?;
+                    let (tx, rx) = oneshot::channel();
+                    let cmd = Cmd::Update {
+                        key: a.key,
+                        op,
+                        reply: Some(tx),
+                    };
+                    if !shared.gossip.send_wait(cmd).await {
+                        return Err(RpcError::new(RpcError::OVERLOADED, "gossip task gone"));
+                    }
+                    match rx.await {
+                        Ok(Ok(())) => Ok(Bytes::new()),
+                        Ok(Err(m)) => Err(invalid(m)),
+                        Err(_) => Err(RpcError::new(RpcError::OVERLOADED, "gossip task gone")),
+                    }
+                }
+                state::GET_PROCEDURE => {
+                    let a: state::GetArgs =
+                        rmp_serde::from_slice(&call.args).map_err(|e| invalid(e.to_string()))?;
+                    let (tx, rx) = oneshot::channel();
+                    if !shared.gossip.send_wait(Cmd::Get { key: a.key, reply: tx }).await {
+                        return Err(RpcError::new(RpcError::OVERLOADED, "gossip task gone"));
+                    }
+                    let v = rx
+                        .await
+                        .map_err(|_| RpcError::new(RpcError::OVERLOADED, "gossip task gone"))?;
+                    let wv = v.as_ref().map(state::WireValue::from);
+                    let bytes = rmp_serde::to_vec(&wv).map_err(|e| invalid(e.to_string()))?;
+                    Ok(Bytes::from(bytes))
+                }
+                other => Err(invalid(format!("unknown procedure {other:?}"))),
+            }
+        }
+        .await;
+        super::rpc::reply_link(&client, call.call_id, result);
+    });
+}
