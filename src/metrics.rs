@@ -68,7 +68,7 @@ pub const ERROR_CODE_LABELS: [&str; 17] = [
 
 /// Message types of the wire protocol and their `type` label; any other byte counts as `other`.
 /// (A local copy: the wire module owns the numbers; this table must follow it.)
-pub const TYPE_LABELS: [(u8, &str); 21] = [
+pub const TYPE_LABELS: [(u8, &str); 26] = [
     (0x01, "connect"),
     (0x02, "disconnect"),
     (0x03, "ping"),
@@ -90,6 +90,11 @@ pub const TYPE_LABELS: [(u8, &str); 21] = [
     (0x43, "find_value"),
     (0x44, "find_value_reply"),
     (0x45, "store_ack"),
+    (0x70, "gossip_push"),
+    (0x71, "gossip_pull"),
+    (0x72, "gossip_pull_reply"),
+    (0x73, "gossip_sync"),
+    (0x74, "gossip_sync_reply"),
 ];
 
 /// Label of message types not in [`TYPE_LABELS`].

@@ -16,6 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 mod codec;
 mod dht_rpc;
 mod framing;
+mod gossip;
 mod msgpack;
 mod publish;
 #[cfg(test)]
@@ -30,6 +31,10 @@ pub use dht_rpc::{
     MAX_PROCEDURES, MAX_RECORDS,
 };
 pub use framing::FrameDecoder;
+pub use gossip::{
+    GossipPull, GossipPullReply, GossipPush, GossipSync, GossipSyncReply, MAX_GOSSIP_KEY,
+    MAX_GOSSIP_NAME, MAX_GOSSIP_STATE,
+};
 
 /// The only protocol version this build speaks (header byte 0, `Connect.versions`).
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -116,7 +121,9 @@ impl Header {
 /// The message types v1 implements (header byte 1). Ids follow the Macula design v0.16
 /// (`store_ack`, `register` and `unregister` are new ids). The DHT and RPC types are
 /// implemented by the DHT/RPC services (issue 3); until those exist, nodes and bridges
-/// refuse them with a non-fatal `PROTOCOL` error.
+/// refuse them with a non-fatal `PROTOCOL` error. The gossip types (0x70–0x74) carry
+/// delta-state CRDT replication; components that do not replicate state refuse or ignore
+/// them like any other frame they do not handle.
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageType {
@@ -162,11 +169,21 @@ pub enum MessageType {
     FindValueReply = 0x44,
     /// Answer to `Store`. Body: [`StoreAck`].
     StoreAck = 0x45,
+    /// Pushes a CRDT delta. Body: [`GossipPush`].
+    GossipPush = 0x70,
+    /// Opens an anti-entropy round with a digest of a key range. Body: [`GossipPull`].
+    GossipPull = 0x71,
+    /// Answer to `GossipPull`. Body: [`GossipPullReply`].
+    GossipPullReply = 0x72,
+    /// The state the puller's peer asked for. Body: [`GossipSync`].
+    GossipSync = 0x73,
+    /// Answer to `GossipSync`, closes the round. Body: [`GossipSyncReply`].
+    GossipSyncReply = 0x74,
 }
 
 impl MessageType {
     /// Every message type v1 implements, in id order.
-    pub const ALL: [MessageType; 21] = [
+    pub const ALL: [MessageType; 26] = [
         MessageType::Connect,
         MessageType::Disconnect,
         MessageType::Ping,
@@ -188,6 +205,11 @@ impl MessageType {
         MessageType::FindValue,
         MessageType::FindValueReply,
         MessageType::StoreAck,
+        MessageType::GossipPush,
+        MessageType::GossipPull,
+        MessageType::GossipPullReply,
+        MessageType::GossipSync,
+        MessageType::GossipSyncReply,
     ];
 
     /// The type for a raw header byte, `None` when v1 does not implement it.
@@ -219,18 +241,24 @@ impl MessageType {
             MessageType::FindValue => "find_value",
             MessageType::FindValueReply => "find_value_reply",
             MessageType::StoreAck => "store_ack",
+            MessageType::GossipPush => "gossip_push",
+            MessageType::GossipPull => "gossip_pull",
+            MessageType::GossipPullReply => "gossip_pull_reply",
+            MessageType::GossipSync => "gossip_sync",
+            MessageType::GossipSyncReply => "gossip_sync_reply",
         }
     }
 }
 
 /// True for the other message ids of the Erlang-era Macula (v0.16) that v1 does not implement:
-/// 0x13, 0x22–0x25, 0x30–0x32, 0x50–0x57, 0x60–0x61, 0x70–0x74, 0x80–0x89.
+/// 0x13, 0x22–0x25, 0x30–0x32, 0x50–0x57, 0x60–0x61, 0x80–0x89 (0x70–0x74 are the gossip
+/// types, implemented).
 /// A receiver answers [`ErrorCode::UnknownType`] and keeps the stream open, as for any other
 /// unknown type; this only tells the two cases apart (for logs and metrics).
 pub fn is_reserved_macula_type(b: u8) -> bool {
     matches!(
         b,
-        0x13 | 0x22..=0x25 | 0x30..=0x32 | 0x50..=0x57 | 0x60..=0x61 | 0x70..=0x74 | 0x80..=0x89
+        0x13 | 0x22..=0x25 | 0x30..=0x32 | 0x50..=0x57 | 0x60..=0x61 | 0x80..=0x89
     )
 }
 
@@ -559,6 +587,16 @@ pub enum Frame {
     FindValueReply(FindValueReply),
     /// See [`StoreAck`].
     StoreAck(StoreAck),
+    /// See [`GossipPush`].
+    GossipPush(GossipPush),
+    /// See [`GossipPull`].
+    GossipPull(GossipPull),
+    /// See [`GossipPullReply`].
+    GossipPullReply(GossipPullReply),
+    /// See [`GossipSync`].
+    GossipSync(GossipSync),
+    /// See [`GossipSyncReply`].
+    GossipSyncReply(GossipSyncReply),
 }
 
 impl Frame {
@@ -586,6 +624,11 @@ impl Frame {
             Frame::FindValue(_) => MessageType::FindValue,
             Frame::FindValueReply(_) => MessageType::FindValueReply,
             Frame::StoreAck(_) => MessageType::StoreAck,
+            Frame::GossipPush(_) => MessageType::GossipPush,
+            Frame::GossipPull(_) => MessageType::GossipPull,
+            Frame::GossipPullReply(_) => MessageType::GossipPullReply,
+            Frame::GossipSync(_) => MessageType::GossipSync,
+            Frame::GossipSyncReply(_) => MessageType::GossipSyncReply,
         }
     }
 

@@ -15,8 +15,13 @@ use dht_rpc::{
     FindValueReplyDe, FindValueReplySer, FindValueSer, ProceduresDe, ProceduresSer, ReplyDe,
     ReplySer, StoreAckMsg, StoreDe, StoreSer,
 };
+use gossip::{
+    GossipPullDe, GossipPullReplyDe, GossipPullReplySer, GossipPullSer, GossipPushDe,
+    GossipPushSer, GossipSyncDe, GossipSyncReplyDe, GossipSyncReplySer, GossipSyncSer,
+};
 
 mod dht_rpc;
+mod gossip;
 
 /// Appends a complete publish frame (header + body) to `dst` without building a [`Publish`];
 /// the only allocation is `dst` growing. `retain` is not written (false).
@@ -67,7 +72,8 @@ impl RawFrame {
     }
 
     /// Fully decodes the body into an owned [`Frame`]; a publish payload, DHT values, call
-    /// arguments and reply results are zero-copy slices of `self.bytes`.
+    /// arguments, reply results and gossip states, digests and wants are zero-copy slices of
+    /// `self.bytes`.
     ///
     /// Errors: [`WireError::UnknownType`] for types v1 does not implement;
     /// [`WireError::Malformed`] if the body is not exactly one map (depth ≤ 16) with the
@@ -77,7 +83,11 @@ impl RawFrame {
     /// `ok` / `error`; [`WireError::InvalidField`] for a `node_id`, `target`, `key`,
     /// `publisher` or `origin` that is not 32 bytes, a DHT `value` over
     /// [`MAX_DHT_VALUE`](super::MAX_DHT_VALUE) bytes, a `message_id` (or an id in `ids` /
-    /// `no_route`) that is not 16 bytes, an unknown `role`, or `retain: true`;
+    /// `no_route`) that is not 16 bytes, an unknown `role`, or `retain: true`; for a gossip
+    /// frame, a `sender` that is not 32 bytes, an empty `realm` / `scope` or one over
+    /// [`MAX_GOSSIP_NAME`](super::MAX_GOSSIP_NAME) bytes, a `from_key` / `to_key` over
+    /// [`MAX_GOSSIP_KEY`](super::MAX_GOSSIP_KEY) bytes, a `state`, `digest` or `wants` over
+    /// [`MAX_GOSSIP_STATE`](super::MAX_GOSSIP_STATE) bytes, `parts` 0 or `part` ≥ `parts`;
     /// [`WireError::UnsupportedQos`] for qos ≥ 2.
     pub fn decode(&self) -> Result<Frame, WireError> {
         let t = self.checked_type()?;
@@ -199,6 +209,21 @@ impl RawFrame {
                 Frame::FindValueReply(de::<FindValueReplyDe>(t, body)?.check(&self.bytes)?)
             }
             MessageType::StoreAck => Frame::StoreAck(de::<StoreAckMsg>(t, body)?.check()),
+            MessageType::GossipPush => {
+                Frame::GossipPush(de::<GossipPushDe>(t, body)?.check(&self.bytes)?)
+            }
+            MessageType::GossipPull => {
+                Frame::GossipPull(de::<GossipPullDe>(t, body)?.check(&self.bytes)?)
+            }
+            MessageType::GossipPullReply => {
+                Frame::GossipPullReply(de::<GossipPullReplyDe>(t, body)?.check(&self.bytes)?)
+            }
+            MessageType::GossipSync => {
+                Frame::GossipSync(de::<GossipSyncDe>(t, body)?.check(&self.bytes)?)
+            }
+            MessageType::GossipSyncReply => {
+                Frame::GossipSyncReply(de::<GossipSyncReplyDe>(t, body)?.check()?)
+            }
         };
         Ok(frame)
     }
@@ -417,6 +442,11 @@ fn serialize_body<W: std::io::Write>(f: &Frame, w: &mut W) {
         Frame::FindValue(m) => FindValueSer::from(m).serialize(&mut ser),
         Frame::FindValueReply(m) => FindValueReplySer::from(m).serialize(&mut ser),
         Frame::StoreAck(m) => StoreAckMsg::from(m).serialize(&mut ser),
+        Frame::GossipPush(m) => GossipPushSer::from(m).serialize(&mut ser),
+        Frame::GossipPull(m) => GossipPullSer::from(m).serialize(&mut ser),
+        Frame::GossipPullReply(m) => GossipPullReplySer::from(m).serialize(&mut ser),
+        Frame::GossipSync(m) => GossipSyncSer::from(m).serialize(&mut ser),
+        Frame::GossipSyncReply(m) => GossipSyncReplySer::from(m).serialize(&mut ser),
         Frame::Publish(_) => unreachable!("publish bodies are hand-written by write_publish"),
     };
     res.expect("serializing plain fields into an infallible writer cannot fail");
