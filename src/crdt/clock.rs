@@ -33,18 +33,149 @@ impl HlcClock {
     }
     /// A timestamp for a local event at wall time `now_ms`: greater than every timestamp
     /// issued or observed before.
+    ///
+    /// Rule: `l' = max(last.wall_ms, now_ms)`; the logical part is `last.logical + 1` when
+    /// `l' == last.wall_ms`, else 0. Should the logical part overflow u32, the wall part is
+    /// advanced by 1 ms instead (never happens with sane clocks).
     pub fn tick(&mut self, now_ms: u64) -> Hlc {
-        todo!()
+        let wall = self.last.wall_ms.max(now_ms);
+        self.last = if wall == self.last.wall_ms {
+            bump(wall, self.last.logical)
+        } else {
+            Hlc {
+                wall_ms: wall,
+                logical: 0,
+            }
+        };
+        self.last
     }
     /// Takes in a remote timestamp (HLC receive rule) so later ticks exceed it.
     ///
     /// Errors: [`CrdtError::ClockSkew`] when `remote.wall_ms > now_ms + MAX_CLOCK_SKEW_MS`;
     /// the clock is then left unchanged.
     pub fn observe(&mut self, remote: Hlc, now_ms: u64) -> Result<(), CrdtError> {
-        todo!()
+        if remote.wall_ms > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Err(CrdtError::ClockSkew {
+                remote_ms: remote.wall_ms,
+                ahead_ms: remote.wall_ms - now_ms,
+            });
+        }
+        let last = self.last;
+        let wall = last.wall_ms.max(remote.wall_ms).max(now_ms);
+        self.last = if wall == last.wall_ms && wall == remote.wall_ms {
+            bump(wall, last.logical.max(remote.logical))
+        } else if wall == last.wall_ms {
+            bump(wall, last.logical)
+        } else if wall == remote.wall_ms {
+            bump(wall, remote.logical)
+        } else {
+            Hlc {
+                wall_ms: wall,
+                logical: 0,
+            }
+        };
+        Ok(())
     }
     /// The last timestamp issued or observed.
     pub fn last(&self) -> Hlc {
         self.last
+    }
+}
+
+/// The timestamp right after `(wall_ms, logical)`.
+fn bump(wall_ms: u64, logical: u32) -> Hlc {
+    match logical.checked_add(1) {
+        Some(logical) => Hlc { wall_ms, logical },
+        None => Hlc {
+            wall_ms: wall_ms.saturating_add(1),
+            logical: 0,
+        },
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn tick_and_observe() {
+        let mut c = HlcClock::new();
+        let t1 = c.tick(100);
+        assert_eq!(
+            t1,
+            Hlc {
+                wall_ms: 100,
+                logical: 0
+            }
+        );
+        let t2 = c.tick(90); // wall clock went back
+        assert_eq!(
+            t2,
+            Hlc {
+                wall_ms: 100,
+                logical: 1
+            }
+        );
+        c.observe(
+            Hlc {
+                wall_ms: 150,
+                logical: 7,
+            },
+            120,
+        )
+        .unwrap();
+        assert_eq!(
+            c.last(),
+            Hlc {
+                wall_ms: 150,
+                logical: 8
+            }
+        );
+        assert!(
+            c.tick(120)
+                > Hlc {
+                    wall_ms: 150,
+                    logical: 8
+                }
+        );
+        let before = c.last();
+        let err = c
+            .observe(
+                Hlc {
+                    wall_ms: 200 + MAX_CLOCK_SKEW_MS + 1,
+                    logical: 0,
+                },
+                200,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CrdtError::ClockSkew {
+                remote_ms: 200 + MAX_CLOCK_SKEW_MS + 1,
+                ahead_ms: MAX_CLOCK_SKEW_MS + 1
+            }
+        );
+        assert_eq!(c.last(), before);
+        c.observe(
+            Hlc {
+                wall_ms: 200 + MAX_CLOCK_SKEW_MS,
+                logical: 0,
+            },
+            200,
+        )
+        .unwrap();
+        let mut m = HlcClock {
+            last: Hlc {
+                wall_ms: 5,
+                logical: u32::MAX,
+            },
+        };
+        assert_eq!(
+            m.tick(0),
+            Hlc {
+                wall_ms: 6,
+                logical: 0
+            }
+        );
     }
 }

@@ -7,6 +7,8 @@ use super::{ActorId, Hlc};
 
 /// A register holding one value; the write with the greatest `(ts, actor)` wins.
 /// The default register (ts 0, empty value) is "never written" and loses to every write.
+/// Two writes with equal `(ts, actor)` but different values (only a misbehaving writer
+/// produces them) are ordered by value, so the merge stays a join.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LwwRegister {
     /// The current value.
@@ -20,12 +22,24 @@ pub struct LwwRegister {
 impl LwwRegister {
     /// Writes `value` at `ts` by `actor`; returns the delta (the new register itself).
     /// A write with a smaller `(ts, actor)` than the current one changes nothing.
+    /// (When the write loses, the returned delta is the unchanged current register.)
     pub fn set(&mut self, value: Bytes, ts: Hlc, actor: ActorId) -> LwwRegister {
-        todo!()
+        let write = LwwRegister { value, ts, actor };
+        self.merge(&write);
+        self.clone()
     }
     /// Joins `other` into `self`; true if `self` changed.
     pub fn merge(&mut self, other: &LwwRegister) -> bool {
-        todo!()
+        if other.order_key() > self.order_key() {
+            *self = other.clone();
+            true
+        } else {
+            false
+        }
+    }
+    /// The total order of registers: `(ts, actor)`, then the value.
+    fn order_key(&self) -> (Hlc, &ActorId, &[u8]) {
+        (self.ts, &self.actor, &self.value)
     }
     /// True if it was ever written.
     pub fn is_set(&self) -> bool {

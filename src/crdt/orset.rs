@@ -7,9 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-#[allow(unused_imports)]
-use super::Dot;
-use super::{ActorId, DotSet};
+use super::{ActorId, Dot, DotSet};
 
 /// An add-wins OR-Set of byte-string elements.
 ///
@@ -26,21 +24,95 @@ pub struct OrSet {
 impl OrSet {
     /// Adds `elem` with a fresh dot of `actor`; the element's older dots are replaced (the
     /// delta's context covers them). Returns the delta.
+    ///
+    /// The fresh dot is `(actor, context.next_counter(actor))`; the delta is
+    /// `({elem: {dot}}, old dots ∪ {dot})`.
     pub fn add(&mut self, actor: ActorId, elem: Bytes) -> OrSet {
-        todo!()
+        let dot = Dot {
+            actor,
+            counter: self.context.next_counter(&actor),
+        };
+        let mut delta_ctx = self
+            .entries
+            .remove(&elem)
+            .map(|old| DotSet::from_dots(&old))
+            .unwrap_or_default();
+        delta_ctx.insert(dot);
+        self.context.insert(dot);
+        self.entries.insert(elem.clone(), BTreeSet::from([dot]));
+        OrSet {
+            entries: BTreeMap::from([(elem, BTreeSet::from([dot]))]),
+            context: delta_ctx,
+        }
     }
     /// Removes `elem` (the dots observed here); returns the delta (no entries, a context of
     /// the removed dots). Removing an absent element returns an empty delta.
     pub fn remove(&mut self, elem: &[u8]) -> OrSet {
-        todo!()
+        match self.entries.remove(elem) {
+            Some(dots) => OrSet {
+                entries: BTreeMap::new(),
+                context: DotSet::from_dots(&dots),
+            },
+            None => OrSet::default(),
+        }
+    }
+    /// [`OrSet::remove`], plus a fresh dot of `actor` recorded in the context (and the
+    /// delta's context) when something was removed. The extra dot makes the remove visible
+    /// in the causal context, so a peer whose context covers an older one still learns of
+    /// it through digest-based anti-entropy ([`super::CrdtMap::apply`] removes this way).
+    pub(crate) fn remove_as(&mut self, actor: ActorId, elem: &[u8]) -> OrSet {
+        let mut delta = self.remove(elem);
+        if !delta.context.is_empty() {
+            let dot = Dot {
+                actor,
+                counter: self.context.next_counter(&actor),
+            };
+            self.context.insert(dot);
+            delta.context.insert(dot);
+        }
+        delta
     }
     /// Joins `other`; true if `self` changed.
+    ///
+    /// A dot `d` survives if `(d ∈ s1 ∧ d ∈ s2) ∨ (d ∈ s1 ∧ d ∉ c2) ∨ (d ∈ s2 ∧ d ∉ c1)`;
+    /// elements left without dots vanish.
     pub fn merge(&mut self, other: &OrSet) -> bool {
-        todo!()
+        let mut changed = false;
+        let OrSet { entries, context } = self;
+        for (elem, ours) in entries.iter_mut() {
+            let theirs = other.entries.get(elem);
+            let before = ours.len();
+            ours.retain(|d| theirs.is_some_and(|t| t.contains(d)) || !other.context.contains(d));
+            changed |= ours.len() != before;
+            if let Some(theirs) = theirs {
+                for d in theirs {
+                    if !context.contains(d) && ours.insert(*d) {
+                        changed = true;
+                    }
+                }
+            }
+        }
+        entries.retain(|_, dots| !dots.is_empty());
+        for (elem, theirs) in &other.entries {
+            if entries.contains_key(elem) {
+                continue;
+            }
+            let new: BTreeSet<Dot> = theirs
+                .iter()
+                .filter(|d| !context.contains(d))
+                .copied()
+                .collect();
+            if !new.is_empty() {
+                entries.insert(elem.clone(), new);
+                changed = true;
+            }
+        }
+        changed |= context.union_changed(&other.context);
+        changed
     }
     /// Whether `elem` is present.
     pub fn contains(&self, elem: &[u8]) -> bool {
-        todo!()
+        self.entries.contains_key(elem)
     }
     /// Present elements, in byte order.
     pub fn elements(&self) -> impl Iterator<Item = &Bytes> + '_ {
@@ -63,11 +135,72 @@ impl OrSet {
     /// other replica has not seen yet without dropping dots both still hold. Joining the
     /// result into any replica whose context is `seen` equals joining `self`.
     pub fn delta_since(&self, seen: &DotSet) -> OrSet {
-        todo!()
+        let mut entries = BTreeMap::new();
+        let mut live_seen = DotSet::new();
+        for (elem, dots) in &self.entries {
+            let mut unseen = BTreeSet::new();
+            for d in dots {
+                if seen.contains(d) {
+                    live_seen.insert(*d);
+                } else {
+                    unseen.insert(*d);
+                }
+            }
+            if !unseen.is_empty() {
+                entries.insert(elem.clone(), unseen);
+            }
+        }
+        OrSet {
+            entries,
+            context: self.context.difference(&live_seen),
+        }
     }
     /// Splits into parts whose joins equal `self`, each with at most `max_elements`
     /// entries; removes travel in the last part.
+    ///
+    /// Every part but the last carries a chunk of entries with a context of exactly the
+    /// chunk's dots; the last carries the last chunk and `self.context` minus the dots of
+    /// all other chunks. Joining all parts, in any order, into any replica equals joining
+    /// `self`. An empty set gives one part (its context). `max_elements` 0 counts as 1.
     pub fn split(&self, max_elements: usize) -> Vec<OrSet> {
-        todo!()
+        let max = max_elements.max(1);
+        let chunks: Vec<Vec<(&Bytes, &BTreeSet<Dot>)>> = self
+            .entries
+            .iter()
+            .collect::<Vec<_>>()
+            .chunks(max)
+            .map(<[_]>::to_vec)
+            .collect();
+        let Some((last, rest)) = chunks.split_last() else {
+            return vec![OrSet {
+                entries: BTreeMap::new(),
+                context: self.context.clone(),
+            }];
+        };
+        let mut parts = Vec::with_capacity(chunks.len());
+        let mut others = DotSet::new();
+        for chunk in rest {
+            let context = DotSet::from_dots(chunk.iter().flat_map(|(_, dots)| dots.iter()));
+            others.union(&context);
+            parts.push(OrSet {
+                entries: chunk
+                    .iter()
+                    .map(|(e, d)| ((*e).clone(), (*d).clone()))
+                    .collect(),
+                context,
+            });
+        }
+        parts.push(OrSet {
+            entries: last
+                .iter()
+                .map(|(e, d)| ((*e).clone(), (*d).clone()))
+                .collect(),
+            context: self.context.difference(&others),
+        });
+        parts
+    }
+    /// Every live dot.
+    pub(crate) fn live_dots(&self) -> impl Iterator<Item = &Dot> + '_ {
+        self.entries.values().flatten()
     }
 }
