@@ -50,6 +50,7 @@ pub mod dedup;
 pub mod defaults;
 pub mod dht;
 pub mod escalation;
+pub mod gossip;
 pub mod metrics;
 pub mod node;
 pub mod router;
