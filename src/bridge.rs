@@ -357,7 +357,10 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         cancel.clone(),
         wcfg,
     ));
-    let end = node_reader(&shared, &realm, &link, &child, &tx, recv, decoder, pending_rx).await;
+    let end = node_reader(
+        &shared, &realm, &link, &child, &tx, recv, decoder, pending_rx,
+    )
+    .await;
     table.remove_peer(key, propagate);
     shared.gossip.send(gossip::Cmd::ChildDown {
         realm: realm.name.clone(),

@@ -93,7 +93,11 @@ impl UpdateArgs {
             Op::SetAdd(v) => ("add", v.to_vec(), 0),
             Op::SetRemove(v) => ("remove", v.to_vec(), 0),
             Op::Put(v) => ("put", v.to_vec(), 0),
-            Op::Increment(k) => ("increment", Vec::new(), i64::try_from(*k).unwrap_or(i64::MAX)),
+            Op::Increment(k) => (
+                "increment",
+                Vec::new(),
+                i64::try_from(*k).unwrap_or(i64::MAX),
+            ),
             Op::Add(k) => ("add_counter", Vec::new(), *k),
         };
         UpdateArgs {
@@ -143,12 +147,16 @@ pub enum WireValue {
 impl From<&Value> for WireValue {
     fn from(v: &Value) -> Self {
         match v {
-            Value::Set(e) => {
-                WireValue::Set(e.iter().map(|b| serde_bytes::ByteBuf::from(b.to_vec())).collect())
-            }
-            Value::Register(b, ts) => {
-                WireValue::Register(serde_bytes::ByteBuf::from(b.to_vec()), ts.wall_ms, ts.logical)
-            }
+            Value::Set(e) => WireValue::Set(
+                e.iter()
+                    .map(|b| serde_bytes::ByteBuf::from(b.to_vec()))
+                    .collect(),
+            ),
+            Value::Register(b, ts) => WireValue::Register(
+                serde_bytes::ByteBuf::from(b.to_vec()),
+                ts.wall_ms,
+                ts.logical,
+            ),
             Value::GCounter(n) => WireValue::GCounter(*n),
             Value::PnCounter(n) => WireValue::PnCounter(*n),
         }
@@ -158,7 +166,9 @@ impl From<&Value> for WireValue {
 impl From<WireValue> for Value {
     fn from(v: WireValue) -> Self {
         match v {
-            WireValue::Set(e) => Value::Set(e.into_iter().map(|b| Bytes::from(b.into_vec())).collect()),
+            WireValue::Set(e) => {
+                Value::Set(e.into_iter().map(|b| Bytes::from(b.into_vec())).collect())
+            }
             WireValue::Register(b, wall_ms, logical) => {
                 Value::Register(Bytes::from(b.into_vec()), Hlc { wall_ms, logical })
             }

@@ -86,11 +86,14 @@ pub fn reconcile(
     let mut set_keys: BTreeSet<String> = BTreeSet::new();
     // Expected elements per set key.
     let mut expected: Vec<(String, BTreeSet<Bytes>)> = Vec::new();
-    let has_members = match (child_is_bridge, child_store.crdt(if child_is_bridge {
-        CLUSTERS_KEY
-    } else {
-        MEMBERS_KEY
-    })) {
+    let has_members = match (
+        child_is_bridge,
+        child_store.crdt(if child_is_bridge {
+            CLUSTERS_KEY
+        } else {
+            MEMBERS_KEY
+        }),
+    ) {
         (_, Some(Crdt::OrSet(s))) => !s.is_empty(),
         _ => false,
     };

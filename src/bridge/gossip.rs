@@ -125,7 +125,11 @@ impl BridgeGossip {
 
 /// The scope of this bridge's level store: `<level>/<first 8 hex digits of its id>`.
 pub fn level_scope(shared: &Shared) -> String {
-    format!("{}/{}", shared.cfg.bridge.level, &hex_id(&shared.node_id)[..8])
+    format!(
+        "{}/{}",
+        shared.cfg.bridge.level,
+        &hex_id(&shared.node_id)[..8]
+    )
 }
 
 /// Who a child link is.
@@ -158,7 +162,10 @@ pub fn on_child_frame(
     };
     if inc.sender != child.node_id {
         m.refused("forged");
-        return Err((ErrorCode::Protocol, "gossip sender is not the link's node".into()));
+        return Err((
+            ErrorCode::Protocol,
+            "gossip sender is not the link's node".into(),
+        ));
     }
     let scope_ok = if child.is_bridge {
         inc.scope
@@ -171,7 +178,10 @@ pub fn on_child_frame(
         m.refused("wrong_scope");
         return Err((
             ErrorCode::UnknownRealm,
-            format!("gossip for {}/{} is not accepted on this link", inc.realm, inc.scope),
+            format!(
+                "gossip for {}/{} is not accepted on this link",
+                inc.realm, inc.scope
+            ),
         ));
     }
     let ok = shared.gossip.send(Cmd::Child {
@@ -206,13 +216,19 @@ pub fn on_parent_frame(
     };
     if inc.sender != parent {
         m.refused("forged");
-        return Err((ErrorCode::Protocol, "gossip sender is not the parent".into()));
+        return Err((
+            ErrorCode::Protocol,
+            "gossip sender is not the parent".into(),
+        ));
     }
     if *inc.realm != **realm || inc.scope != level_scope(shared) {
         m.refused("wrong_scope");
         return Err((
             ErrorCode::UnknownRealm,
-            format!("gossip for {}/{} is not accepted from the parent", inc.realm, inc.scope),
+            format!(
+                "gossip for {}/{} is not accepted from the parent",
+                inc.realm, inc.scope
+            ),
         ));
     }
     if !shared.gossip.send(Cmd::Parent {
@@ -509,5 +525,8 @@ fn publish_json(
             }),
         );
     }
-    shared.gossip.json.store(Arc::new(serde_json::Value::Object(out)));
+    shared
+        .gossip
+        .json
+        .store(Arc::new(serde_json::Value::Object(out)));
 }

@@ -563,8 +563,7 @@ impl Gossip {
                 },
             ));
         }
-        if !self.in_rounds.contains_key(&(from, round)) && self.in_rounds.len() >= MAX_OPEN_ROUNDS
-        {
+        if !self.in_rounds.contains_key(&(from, round)) && self.in_rounds.len() >= MAX_OPEN_ROUNDS {
             evict_oldest(&mut self.in_rounds, |t| *t);
         }
         self.in_rounds.insert((from, round), now_ms);

@@ -173,13 +173,16 @@ impl GossipMetrics {
             .inc_by(d(prev.anti_entropy_rounds, now.anti_entropy_rounds));
         self.messages_sent_total
             .inc_by(d(prev.messages_sent, now.messages_sent));
-        self.bytes_sent_total.inc_by(d(prev.bytes_sent, now.bytes_sent));
+        self.bytes_sent_total
+            .inc_by(d(prev.bytes_sent, now.bytes_sent));
         self.bytes_received_total
             .inc_by(d(prev.bytes_received, now.bytes_received));
         self.deltas_merged_total
             .inc_by(d(prev.deltas_merged, now.deltas_merged));
-        self.redundant_total.inc_by(d(prev.redundant, now.redundant));
-        self.conflicts_total.inc_by(d(prev.conflicts, now.conflicts));
+        self.redundant_total
+            .inc_by(d(prev.redundant, now.redundant));
+        self.conflicts_total
+            .inc_by(d(prev.conflicts, now.conflicts));
         for (reason, n) in &now.refused {
             let before = prev.refused.get(reason).copied().unwrap_or(0);
             let moved = d(before, *n);

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::Shared;
-use crate::crdt::{ActorId, CrdtMap, Op, Value};
+use crate::crdt::{ActorId, Op, Value};
 use crate::gossip::{Gossip, GossipStats, Message};
 use crate::session::{Outbound, PeerTx};
 use crate::state::{self, hex_id, MEMBERS_KEY, META_PREFIX, RPC_PREFIX, SUB_PREFIX};
@@ -72,8 +72,6 @@ pub enum Cmd {
         /// Where to answer.
         reply: oneshot::Sender<Option<Value>>,
     },
-    /// A copy of the whole store.
-    Snapshot(oneshot::Sender<CrdtMap>),
 }
 
 /// The queue into the gossip task, and what it publishes for other tasks.
@@ -271,9 +269,6 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
                     Cmd::Get { key, reply } => {
                         let _ = reply.send(g.store().get(&key));
                     }
-                    Cmd::Snapshot(reply) => {
-                        let _ = reply.send(g.store().clone());
-                    }
                 }
             }
         }
@@ -352,7 +347,10 @@ fn publish_view(shared: &Shared, g: &Gossip, links: &HashMap<NodeId, PeerLink>) 
         }
     }
     shared.gossip.members.store(Arc::new(members));
-    shared.gossip.json.store(Arc::new(state::store_json(g.store())));
+    shared
+        .gossip
+        .json
+        .store(Arc::new(state::store_json(g.store())));
     let m = &shared.metrics.gossip;
     m.state_bytes.set(g.state_bytes() as i64);
     m.keys.set(g.store().len() as i64);
@@ -432,7 +430,14 @@ pub fn client_op(shared: &Arc<Shared>, client: &PeerTx, call: crate::wire::Call)
                     let a: state::GetArgs =
                         rmp_serde::from_slice(&call.args).map_err(|e| invalid(e.to_string()))?;
                     let (tx, rx) = oneshot::channel();
-                    if !shared.gossip.send_wait(Cmd::Get { key: a.key, reply: tx }).await {
+                    if !shared
+                        .gossip
+                        .send_wait(Cmd::Get {
+                            key: a.key,
+                            reply: tx,
+                        })
+                        .await
+                    {
                         return Err(RpcError::new(RpcError::OVERLOADED, "gossip task gone"));
                     }
                     let v = rx
