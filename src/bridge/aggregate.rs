@@ -186,3 +186,163 @@ fn level_kind_ok(level: &CrdtMap, key: &str, value: &Crdt) -> bool {
         Some(l) => std::mem::discriminant(l) == std::mem::discriminant(value),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crdt::{Hlc, Limits, Value};
+
+    fn actor(b: u8) -> ActorId {
+        ActorId([b; 32])
+    }
+
+    /// Applies `changes` to `level` as the bridge (actor 9) would.
+    fn apply(level: &mut CrdtMap, changes: Vec<Change>) {
+        let l = Limits::default();
+        for c in changes {
+            match c {
+                Change::Apply(k, op) => {
+                    level.apply(&k, op, actor(9), Hlc::default(), &l).unwrap();
+                }
+                Change::Merge(d) => {
+                    let s = level.merge(&d, &l);
+                    assert!(s.refused.is_empty(), "{:?}", s.refused);
+                }
+            }
+        }
+    }
+
+    fn cluster(members: &[&str], tags: &[&str], hits: u64) -> CrdtMap {
+        let l = Limits::default();
+        let mut m = CrdtMap::new();
+        for (i, mem) in members.iter().enumerate() {
+            m.apply(
+                MEMBERS_KEY,
+                Op::SetAdd(Bytes::from(mem.to_string())),
+                actor(i as u8),
+                Hlc::default(),
+                &l,
+            )
+            .unwrap();
+        }
+        for t in tags {
+            m.apply(
+                "tags",
+                Op::SetAdd(Bytes::from(t.to_string())),
+                actor(1),
+                Hlc::default(),
+                &l,
+            )
+            .unwrap();
+        }
+        if hits > 0 {
+            m.apply("hits", Op::Increment(hits), actor(1), Hlc::default(), &l)
+                .unwrap();
+        }
+        m.apply(
+            "$rpc/echo",
+            Op::SetAdd("n1".into()),
+            actor(1),
+            Hlc::default(),
+            &l,
+        )
+        .unwrap();
+        m
+    }
+
+    fn set(level: &CrdtMap, key: &str) -> Vec<Bytes> {
+        match level.get(key) {
+            Some(Value::Set(v)) => v,
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn children_are_summarised_per_child() {
+        let mut level = CrdtMap::new();
+        let a = cluster(&["n1", "n2"], &["x", "y"], 5);
+        let b = cluster(&["n3"], &["x"], 2);
+        let c = reconcile(&level, "a", &a, false);
+        apply(&mut level, c);
+        let c = reconcile(&level, "b", &b, false);
+        apply(&mut level, c);
+        assert_eq!(
+            set(&level, "tags"),
+            vec![tagged("a", b"x"), tagged("a", b"y"), tagged("b", b"x")]
+        );
+        assert_eq!(level.get("hits"), Some(Value::GCounter(7)));
+        assert_eq!(
+            set(&level, CLUSTERS_KEY),
+            vec![tagged("a", b""), tagged("b", b"")]
+        );
+        assert_eq!(
+            set(&level, "$rpc/echo"),
+            vec![tagged("a", b""), tagged("b", b"")]
+        );
+        // Node detail stays below.
+        assert!(level.get(MEMBERS_KEY).is_none());
+        // Reconciling again changes nothing (idempotent).
+        assert!(reconcile(&level, "a", &a, false)
+            .iter()
+            .all(|c| matches!(c, Change::Merge(_))));
+    }
+
+    #[test]
+    fn a_removal_and_a_vanished_child_are_withdrawn() {
+        let mut level = CrdtMap::new();
+        let a = cluster(&["n1"], &["x", "y"], 1);
+        let c = reconcile(&level, "a", &a, false);
+        apply(&mut level, c);
+        let a2 = cluster(&["n1"], &["y"], 3);
+        let c = reconcile(&level, "a", &a2, false);
+        apply(&mut level, c);
+        assert_eq!(set(&level, "tags"), vec![tagged("a", b"y")]);
+        assert_eq!(level.get("hits"), Some(Value::GCounter(3)));
+        // The child's store is gone (timed out): its set contributions go; counters keep
+        // their monotone totals.
+        let c = reconcile(&level, "a", &CrdtMap::new(), false);
+        apply(&mut level, c);
+        assert!(set(&level, "tags").is_empty());
+        assert!(set(&level, CLUSTERS_KEY).is_empty());
+        assert!(set(&level, "$rpc/echo").is_empty());
+    }
+
+    #[test]
+    fn a_child_bridge_level_is_retagged_with_the_child() {
+        // Street level store (as the city receives it): elements tagged by cluster.
+        let mut street = CrdtMap::new();
+        let c = reconcile(&street, "a", &cluster(&["n1"], &["x"], 4), false);
+        apply(&mut street, c);
+        let mut city = CrdtMap::new();
+        let c = reconcile(&city, "street/1234", &street, true);
+        apply(&mut city, c);
+        assert_eq!(set(&city, "tags"), vec![tagged("street/1234", b"x")]);
+        assert_eq!(set(&city, CLUSTERS_KEY), vec![tagged("street/1234", b"")]);
+        assert_eq!(city.get("hits"), Some(Value::GCounter(4)));
+    }
+
+    #[test]
+    fn registers_merge_as_they_are_and_kind_clashes_are_skipped() {
+        let l = Limits::default();
+        let mut child = CrdtMap::new();
+        let ts = Hlc {
+            wall_ms: 10,
+            logical: 0,
+        };
+        child
+            .apply("color", Op::Put("red".into()), actor(1), ts, &l)
+            .unwrap();
+        child
+            .apply("tags", Op::Increment(1), actor(1), ts, &l)
+            .unwrap();
+        let mut level = CrdtMap::new();
+        // The level already holds "tags" as a set from another child.
+        level
+            .apply("tags", Op::SetAdd(tagged("b", b"z")), actor(9), ts, &l)
+            .unwrap();
+        let c = reconcile(&level, "a", &child, false);
+        apply(&mut level, c);
+        assert_eq!(level.get("color"), Some(Value::Register("red".into(), ts)));
+        assert_eq!(set(&level, "tags"), vec![tagged("b", b"z")]);
+    }
+}
