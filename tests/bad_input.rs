@@ -283,3 +283,173 @@ async fn every_bad_input_is_answered_counted_and_survived() {
     }
     f.stop().await;
 }
+
+/// Gossip from a mesh peer: a forged sender, another cluster's store, a malformed state, a
+/// register far in the future, a type mismatch and a replayed message are each refused and
+/// counted; the node's state is never corrupted, and a valid delta from the same peer merges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_gossip_is_refused_counted_and_state_survives() {
+    use macula::crdt::{ActorId, CrdtMap, Hlc, Limits, Op};
+    let mut f = fleet();
+    let n = f
+        .node(
+            "gnode",
+            "127.0.0.6",
+            "c",
+            "127.0.0.1:9".parse().unwrap(),
+            &[],
+        )
+        .unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (addr, admin) = (f.procs[n].quic, f.procs[n].admin);
+    let c = client(addr).await;
+    c.crdt_update("hits", macula::crdt::Op::Increment(3))
+        .await
+        .unwrap();
+
+    // A mesh peer of cluster "c" with id [7; 32].
+    let peer = [7u8; 32];
+    let mut r = raw_connect(addr).await;
+    let hello = Frame::Connect(Connect {
+        versions: vec![wire::PROTOCOL_VERSION],
+        node_id: peer,
+        realm: "io.macula".into(),
+        cluster: "c".into(),
+        role: Role::Node,
+        capabilities: vec!["mesh".into()],
+        max_frame_size: wire::DEFAULT_MAX_FRAME_SIZE,
+        correlation_id: 1,
+    });
+    r.send.write_all(&hello.to_bytes()).await.unwrap();
+    assert!(matches!(r.next().await, Some(Frame::Connected(_))));
+    let l = Limits::default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let encode = |m: &CrdtMap| {
+        let mut v = Vec::new();
+        m.encode(&mut v);
+        Bytes::from(v)
+    };
+    let push = |sender: [u8; 32], scope: &str, state: Bytes| {
+        Frame::GossipPush(wire::GossipPush {
+            realm: "io.macula".into(),
+            scope: scope.into(),
+            sender,
+            part: 0,
+            parts: 1,
+            state,
+        })
+        .to_bytes()
+    };
+    let mut good = CrdtMap::new();
+    good.apply(
+        "tags",
+        Op::SetAdd("from-peer".into()),
+        ActorId(peer),
+        Hlc::default(),
+        &l,
+    )
+    .unwrap();
+
+    // Forged sender and another cluster's store: error frames.
+    r.send
+        .write_all(&push([8; 32], "c", encode(&good)))
+        .await
+        .unwrap();
+    assert_eq!(r.error_code().await, ErrorCode::Protocol as u16);
+    r.send
+        .write_all(&push(peer, "other", encode(&good)))
+        .await
+        .unwrap();
+    assert_eq!(r.error_code().await, ErrorCode::UnknownRealm as u16);
+    // Garbage state, a register ten minutes ahead, a type mismatch: refused by the engine.
+    r.send
+        .write_all(&push(
+            peer,
+            "c",
+            Bytes::from_static(&[0x93, 0xff, 0x00, 0x01]),
+        ))
+        .await
+        .unwrap();
+    let mut future = CrdtMap::new();
+    let ahead = Hlc {
+        wall_ms: now + 600_000,
+        logical: 0,
+    };
+    future
+        .apply(
+            "color",
+            Op::Put("mine-forever".into()),
+            ActorId(peer),
+            ahead,
+            &l,
+        )
+        .unwrap();
+    r.send
+        .write_all(&push(peer, "c", encode(&future)))
+        .await
+        .unwrap();
+    let mut clash = CrdtMap::new();
+    clash
+        .apply(
+            "hits",
+            Op::SetAdd("x".into()),
+            ActorId(peer),
+            Hlc::default(),
+            &l,
+        )
+        .unwrap();
+    r.send
+        .write_all(&push(peer, "c", encode(&clash)))
+        .await
+        .unwrap();
+    // A valid delta, then the same bytes again (a replay).
+    r.send
+        .write_all(&push(peer, "c", encode(&good)))
+        .await
+        .unwrap();
+    r.send
+        .write_all(&push(peer, "c", encode(&good)))
+        .await
+        .unwrap();
+    r.still_alive().await;
+
+    common::poll(
+        Duration::from_secs(10),
+        "valid delta merged",
+        || async move {
+            let (_, body) = common::spawn::http_get(admin, "/state").ok()?;
+            body.contains("from-peer").then_some(())
+        },
+    )
+    .await;
+    let (_, body) = common::spawn::http_get(admin, "/state").unwrap();
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["hits"], 3, "the counter survived the type clash: {s}");
+    assert!(
+        s.get("color").is_none(),
+        "the future register was refused: {s}"
+    );
+    for reason in [
+        "forged",
+        "wrong_scope",
+        "malformed",
+        "clock_skew",
+        "type_mismatch",
+        "duplicate",
+    ] {
+        let v = metric(
+            admin,
+            &format!("macula_gossip_refused_total{{reason=\"{reason}\"}}"),
+        );
+        assert!(v >= 1.0, "{reason} counted: {v}");
+    }
+    // The node still serves its client.
+    assert_eq!(
+        c.get("hits").await.unwrap(),
+        Some(macula::crdt::Value::GCounter(3))
+    );
+    f.stop().await;
+}
