@@ -23,6 +23,8 @@ mod publish;
 mod tests;
 #[cfg(test)]
 mod tests_dht_rpc;
+#[cfg(test)]
+mod tests_gossip;
 
 pub use codec::{encode_publish, publish_body_len, PublishView, RawFrame};
 pub use dht_rpc::{
