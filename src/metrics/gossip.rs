@@ -58,6 +58,9 @@ pub struct GossipMetrics {
     /// `macula_gossip_anti_entropy_max_age_seconds`: the largest of those ages over every
     /// peer of every store (both modes; bridges do not export per-peer series).
     pub anti_entropy_max_age_seconds: Gauge,
+    /// `macula_gossip_registry_lookups_total`: provider lookups answered from the cluster's
+    /// gossiped service registry (`$rpc/<procedure>`), without a DHT query.
+    pub registry_lookups_total: IntCounter,
 }
 
 impl GossipMetrics {
@@ -149,6 +152,10 @@ impl GossipMetrics {
             ),
             anti_entropy_age_seconds,
             anti_entropy_max_age_seconds,
+            registry_lookups_total: counter(
+                "macula_gossip_registry_lookups_total",
+                "Provider lookups answered from the gossiped service registry.",
+            ),
         }
     }
 

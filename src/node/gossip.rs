@@ -82,6 +82,9 @@ pub struct GossipHandle {
     pub members: ArcSwap<Vec<(NodeId, SocketAddr)>>,
     /// The store as JSON (admin `/state`), refreshed every push interval.
     pub json: Arc<ArcSwap<serde_json::Value>>,
+    /// The service registry (`$rpc/<procedure>` → providing nodes of this cluster), refreshed
+    /// every push interval: the first place a call's lookup looks after the node itself.
+    pub providers: ArcSwap<HashMap<String, Vec<NodeId>>>,
 }
 
 impl GossipHandle {
@@ -93,6 +96,7 @@ impl GossipHandle {
                 tx,
                 members: ArcSwap::from_pointee(Vec::new()),
                 json: Arc::new(ArcSwap::from_pointee(serde_json::json!({}))),
+                providers: ArcSwap::from_pointee(HashMap::new()),
             },
             rx,
         )

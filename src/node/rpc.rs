@@ -845,6 +845,22 @@ async fn lookup(shared: &Arc<Shared>, procedure: &str) -> Result<Vec<ProviderRec
             cluster: shared.cluster.clone(),
         }]);
     }
+    // The cluster's service registry (gossiped): providers on nodes we have a mesh link to.
+    if let Some(nodes) = shared.gossip.providers.load().get(procedure) {
+        let reachable: Vec<ProviderRecord> = nodes
+            .iter()
+            .filter(|id| shared.mesh.get(id).is_some())
+            .map(|id| ProviderRecord {
+                node_id: *id,
+                cluster: shared.cluster.clone(),
+            })
+            .collect();
+        if !reachable.is_empty() {
+            shared.metrics.gossip.registry_lookups_total.inc();
+            metrics.lookup("found");
+            return Ok(reachable);
+        }
+    }
     let key = procedure_key(&shared.realm, procedure);
     let started = Instant::now();
     let realm: Arc<str> = shared.realm.as_str().into();
