@@ -182,7 +182,14 @@ impl CrdtMap {
         Self::default()
     }
     /// Applies a local operation to `key` as `actor` at `ts` (used by [`Op::Put`] only)
-    /// and returns the delta to gossip.
+    /// and returns the delta to gossip: a map holding just `key`'s delta. A missing key is
+    /// created with the operation's kind.
+    ///
+    /// [`Op::SetRemove`] of a present element also records a fresh dot of `actor` in the
+    /// set's causal context (and the delta's): a remove is then visible in the context, so
+    /// a peer whose context already covered ours learns of it through
+    /// [`CrdtMap::delta_since`] / [`CrdtMap::wants`] (dots of one actor stay contiguous, so
+    /// this costs no range).
     ///
     /// Errors: [`CrdtError::TypeMismatch`] if `key` holds another kind;
     /// [`CrdtError::TooLarge`] for a limit; [`CrdtError::InvalidOp`] on counter overflow.
@@ -565,7 +572,7 @@ fn check_new_actor(context: &DotSet, actor: &ActorId, limits: &Limits) -> Result
 }
 
 /// Checks a whole value against the limits (elements, value bytes, actors, ranges).
-pub(crate) fn check_value(value: &Crdt, limits: &Limits) -> Result<(), CrdtError> {
+fn check_value(value: &Crdt, limits: &Limits) -> Result<(), CrdtError> {
     match value {
         Crdt::OrSet(s) => {
             if s.len() > limits.max_elements {
