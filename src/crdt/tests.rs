@@ -769,3 +769,50 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------- DotSet vs a model
+
+fn dots() -> impl Strategy<Value = Vec<Dot>> {
+    proptest::collection::vec(
+        (0..REPLICAS, 1u64..24).prop_map(|(a, c)| Dot {
+            actor: actor(a),
+            counter: c,
+        }),
+        0..30,
+    )
+}
+
+proptest! {
+    #[test]
+    fn dotset_matches_a_set_model(xs in dots(), ys in dots(), probe in dots()) {
+        use std::collections::BTreeSet;
+        let (mx, my): (BTreeSet<Dot>, BTreeSet<Dot>) =
+            (xs.iter().copied().collect(), ys.iter().copied().collect());
+        let (x, y) = (DotSet::from_dots(&xs), DotSet::from_dots(&ys));
+        // Normalized: built in another order, the same set is structurally equal.
+        let mut rev = xs.clone();
+        rev.reverse();
+        prop_assert_eq!(&DotSet::from_dots(&rev), &x);
+        for d in probe.iter().chain(&xs) {
+            prop_assert_eq!(x.contains(d), mx.contains(d));
+        }
+        let mut u = x.clone();
+        u.union(&y);
+        prop_assert_eq!(&u, &DotSet::from_dots(mx.union(&my)));
+        let diff = x.difference(&y);
+        prop_assert_eq!(&diff, &DotSet::from_dots(mx.difference(&my)));
+        prop_assert_eq!(x.covers(&y), my.is_subset(&mx));
+        for a in 0..REPLICAS {
+            let next = mx.iter().filter(|d| d.actor == actor(a)).map(|d| d.counter + 1).max();
+            prop_assert_eq!(x.next_counter(&actor(a)), next.unwrap_or(1));
+        }
+        // Ranges are sorted, disjoint and non-adjacent; no empty actor.
+        for rs in u.ranges.values() {
+            prop_assert!(!rs.is_empty());
+            for w in rs.windows(2) {
+                prop_assert!(w[0].0 <= w[0].1 && w[0].1 + 1 < w[1].0);
+            }
+        }
+        prop_assert_eq!(u.is_empty(), mx.is_empty() && my.is_empty());
+    }
+}
