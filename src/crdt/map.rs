@@ -245,7 +245,7 @@ impl CrdtMap {
     ///
     /// A key is refused when its kind differs, when it is new and the map already holds
     /// `max_keys` keys (or its name is longer than `max_key_bytes`), or when the merged
-    /// value would exceed `max_elements`, `max_actors` or `max_ranges`.
+    /// value would exceed `max_elements`, `max_actors`, `max_ranges` or `max_value_bytes`.
     pub fn merge(&mut self, other: &CrdtMap, limits: &Limits) -> MergeStats {
         let mut stats = MergeStats::default();
         for (key, theirs) in &other.entries {
