@@ -182,7 +182,14 @@ impl CrdtMap {
         Self::default()
     }
     /// Applies a local operation to `key` as `actor` at `ts` (used by [`Op::Put`] only)
-    /// and returns the delta to gossip.
+    /// and returns the delta to gossip: a map holding just `key`'s delta. A missing key is
+    /// created with the operation's kind.
+    ///
+    /// [`Op::SetRemove`] of a present element also records a fresh dot of `actor` in the
+    /// set's causal context (and the delta's): a remove is then visible in the context, so
+    /// a peer whose context already covered ours learns of it through
+    /// [`CrdtMap::delta_since`] / [`CrdtMap::wants`] (dots of one actor stay contiguous, so
+    /// this costs no range).
     ///
     /// Errors: [`CrdtError::TypeMismatch`] if `key` holds another kind;
     /// [`CrdtError::TooLarge`] for a limit; [`CrdtError::InvalidOp`] on counter overflow.
@@ -238,7 +245,7 @@ impl CrdtMap {
     ///
     /// A key is refused when its kind differs, when it is new and the map already holds
     /// `max_keys` keys (or its name is longer than `max_key_bytes`), or when the merged
-    /// value would exceed `max_elements`, `max_actors` or `max_ranges`.
+    /// value would exceed `max_elements`, `max_actors`, `max_ranges` or `max_value_bytes`.
     pub fn merge(&mut self, other: &CrdtMap, limits: &Limits) -> MergeStats {
         let mut stats = MergeStats::default();
         for (key, theirs) in &other.entries {
@@ -365,8 +372,9 @@ impl CrdtMap {
     pub fn wants(&self, remote: &Digest) -> Digest {
         let mut out = Digest::default();
         for (key, theirs) in &remote.entries {
-            let ours = self.entries.get(key).map_or(Summary::Absent, Crdt::summary);
-            if !covers(&ours, theirs) {
+            let ours = self.entries.get(key).map_or(View::Absent, View::of_value);
+            if !ours.covers(&View::of_summary(theirs)) {
+                let ours = self.entries.get(key).map_or(Summary::Absent, Crdt::summary);
                 out.entries.insert(key.clone(), ours);
             }
         }
@@ -456,7 +464,7 @@ impl Crdt {
     fn delta_against(&self, summary: &Summary) -> Option<Crdt> {
         match (self, summary) {
             (_, Summary::Absent) => Some(self.clone()),
-            _ if covers(summary, &self.summary()) => None,
+            _ if View::of_summary(summary).covers(&View::of_value(self)) => None,
             (Crdt::OrSet(s), Summary::OrSet(seen)) => Some(Crdt::OrSet(s.delta_since(seen))),
             (Crdt::Lww(r), Summary::Lww(..)) => Some(Crdt::Lww(r.clone())),
             (Crdt::GCounter(c), Summary::GCounter(seen)) => {
@@ -484,18 +492,46 @@ impl Summary {
     }
 }
 
-/// Whether a replica with summary `ours` has seen everything a replica with `theirs` has:
-/// anything covers `Absent`; `Absent` covers nothing else; OR-Set: context inclusion; LWW:
-/// `(ts, actor)` ours ≥ theirs; counters: per-actor ≤. Summaries of different kinds do not
-/// cover each other.
-fn covers(ours: &Summary, theirs: &Summary) -> bool {
-    match (ours, theirs) {
-        (_, Summary::Absent) => true,
-        (Summary::OrSet(a), Summary::OrSet(b)) => a.covers(b),
-        (Summary::Lww(t1, a1), Summary::Lww(t2, a2)) => (t1, a1) >= (t2, a2),
-        (Summary::GCounter(a), Summary::GCounter(b)) => a.covers(b),
-        (Summary::PnCounter(a), Summary::PnCounter(b)) => a.covers(b),
-        _ => false,
+/// A borrowed [`Summary`], taken from a summary or straight from a value (no copy).
+enum View<'a> {
+    Absent,
+    OrSet(&'a DotSet),
+    Lww(Hlc, ActorId),
+    GCounter(&'a GCounter),
+    PnCounter(&'a PnCounter),
+}
+
+impl<'a> View<'a> {
+    fn of_summary(s: &'a Summary) -> Self {
+        match s {
+            Summary::Absent => View::Absent,
+            Summary::OrSet(c) => View::OrSet(c),
+            Summary::Lww(ts, a) => View::Lww(*ts, *a),
+            Summary::GCounter(c) => View::GCounter(c),
+            Summary::PnCounter(c) => View::PnCounter(c),
+        }
+    }
+    fn of_value(v: &'a Crdt) -> Self {
+        match v {
+            Crdt::OrSet(s) => View::OrSet(s.context()),
+            Crdt::Lww(r) => View::Lww(r.ts, r.actor),
+            Crdt::GCounter(c) => View::GCounter(c),
+            Crdt::PnCounter(c) => View::PnCounter(c),
+        }
+    }
+    /// Whether a replica with summary `self` has seen everything one with `theirs` has:
+    /// anything covers `Absent`; `Absent` covers nothing else; OR-Set: context inclusion;
+    /// LWW: `(ts, actor)` ours ≥ theirs; counters: per-actor ≤. Summaries of different kinds
+    /// do not cover each other.
+    fn covers(&self, theirs: &View<'_>) -> bool {
+        match (self, theirs) {
+            (_, View::Absent) => true,
+            (View::OrSet(a), View::OrSet(b)) => a.covers(b),
+            (View::Lww(t1, a1), View::Lww(t2, a2)) => (t1, a1) >= (t2, a2),
+            (View::GCounter(a), View::GCounter(b)) => a.covers(b),
+            (View::PnCounter(a), View::PnCounter(b)) => a.covers(b),
+            _ => false,
+        }
     }
 }
 
@@ -504,8 +540,8 @@ fn is_conflict(ours: &Crdt, theirs: &Crdt) -> bool {
     match (ours, theirs) {
         (Crdt::Lww(a), Crdt::Lww(b)) => a != b && a.is_set() && b.is_set() && a.actor != b.actor,
         _ => {
-            let (a, b) = (ours.summary(), theirs.summary());
-            !covers(&a, &b) && !covers(&b, &a)
+            let (a, b) = (View::of_value(ours), View::of_value(theirs));
+            !a.covers(&b) && !b.covers(&a)
         }
     }
 }
@@ -565,7 +601,7 @@ fn check_new_actor(context: &DotSet, actor: &ActorId, limits: &Limits) -> Result
 }
 
 /// Checks a whole value against the limits (elements, value bytes, actors, ranges).
-pub(crate) fn check_value(value: &Crdt, limits: &Limits) -> Result<(), CrdtError> {
+fn check_value(value: &Crdt, limits: &Limits) -> Result<(), CrdtError> {
     match value {
         Crdt::OrSet(s) => {
             if s.len() > limits.max_elements {
