@@ -364,6 +364,16 @@ async fn bad_gossip_is_refused_counted_and_state_survives() {
         .await
         .unwrap();
     assert_eq!(r.error_code().await, ErrorCode::UnknownRealm as u16);
+    // A state over the 64 KiB gossip bound: refused by the decoder, error frame.
+    r.send
+        .write_all(&push(
+            peer,
+            "c",
+            Bytes::from(vec![0u8; wire::MAX_GOSSIP_STATE + 1]),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.error_code().await, ErrorCode::MalformedBody as u16);
     // Garbage state, a register ten minutes ahead, a type mismatch: refused by the engine.
     r.send
         .write_all(&push(
@@ -433,6 +443,7 @@ async fn bad_gossip_is_refused_counted_and_state_survives() {
         "the future register was refused: {s}"
     );
     for reason in [
+        "bad_frame",
         "forged",
         "wrong_scope",
         "malformed",

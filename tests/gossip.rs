@@ -262,7 +262,7 @@ impl NetLab {
         }
         ip(&["netns", "del", &format!("{tag}probe")]);
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").ok()?;
-        for side in 0..2 {
+        for (side, &count) in per_side.iter().enumerate() {
             let br = format!("{tag}br{side}");
             if !(ip(&["link", "add", &br, "type", "bridge"])
                 && ip(&[
@@ -276,7 +276,7 @@ impl NetLab {
             {
                 return None;
             }
-            for i in 0..per_side[side] {
+            for i in 0..count {
                 let ns = format!("{tag}s{side}n{i}");
                 let va = format!("{tag}{side}{i}a");
                 let vb = format!("{tag}{side}{i}b");
