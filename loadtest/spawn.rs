@@ -194,6 +194,19 @@ impl Fleet {
         }
     }
 
+    /// Stops process `i` with SIGTERM (a graceful shutdown) and waits for it to exit.
+    pub async fn terminate(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].child.take() {
+            if let Some(pid) = c.id() {
+                // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+            let _ = c.wait().await;
+        }
+    }
+
     /// Starts process `i` again with the same arguments (same ports, same data dir).
     pub fn restart(&mut self, i: usize) -> Result<()> {
         let child = self.start(&self.procs[i].name.clone(), &self.procs[i].args.clone())?;

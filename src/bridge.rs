@@ -238,6 +238,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         tracker,
         endpoint,
         state: state_json,
+        leave: None,
     })
 }
 

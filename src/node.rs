@@ -229,8 +229,17 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         .instrument(info_span!("mesh")),
     );
     tracker.spawn(run_housekeeping(shared.clone(), shutdown.clone()));
+    let leave = CancellationToken::new();
+    let left = Arc::new(tokio::sync::Notify::new());
     tracker.spawn(
-        gossip::run(shared.clone(), gossip_rx, shutdown.clone()).instrument(info_span!("gossip")),
+        gossip::run(
+            shared.clone(),
+            gossip_rx,
+            leave.clone(),
+            left.clone(),
+            shutdown.clone(),
+        )
+        .instrument(info_span!("gossip")),
     );
     tracker.spawn(rpc::run_advertiser(
         shared.clone(),
@@ -259,6 +268,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         tracker,
         endpoint,
         state: shared.gossip.json.clone(),
+        leave: Some((leave, left)),
     })
 }
 

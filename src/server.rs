@@ -27,12 +27,28 @@ pub struct ServerHandle {
     /// store; a bridge: per realm its level store and children), refreshed every gossip push
     /// interval.
     pub state: std::sync::Arc<arc_swap::ArcSwap<serde_json::Value>>,
+    /// A node's graceful leave: cancelled first on shutdown; the gossip task removes the node
+    /// from `$members`, pushes that to its peers and notifies. `None` for a bridge.
+    pub(crate) leave: Option<(CancellationToken, Arc<tokio::sync::Notify>)>,
 }
+
+/// Longest wait for a node's leave announcement before the connections close.
+pub const LEAVE_GRACE: Duration = Duration::from_millis(500);
 
 impl ServerHandle {
     /// Stops accepting, closes every connection with `SHUTTING_DOWN`, and waits at
     /// most `grace` for the connection tasks to finish and the endpoint to go idle.
     pub async fn shutdown(self, grace: Duration) {
+        if let Some((leave, left)) = &self.leave {
+            leave.cancel();
+            if tokio::time::timeout(LEAVE_GRACE, left.notified())
+                .await
+                .is_ok()
+            {
+                // The leave frames are queued; give the writers a moment to send them.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         self.shutdown.cancel();
         self.endpoint
             .close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");

@@ -123,6 +123,37 @@ async fn five_node_cluster_converges_after_concurrent_updates() {
     f.stop().await;
 }
 
+/// A node that stops (SIGTERM) removes itself from `$members` everywhere at once, not after
+/// the 30 s member timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_disappears_everywhere() {
+    let (mut f, t) = common::hierarchy(&one_cluster(3)).await;
+    let nodes = t.cluster("a").to_vec();
+    for &n in &nodes {
+        let admin = f.procs[n].admin;
+        poll(Duration::from_secs(30), "three members", || async move {
+            (state(admin)?["$members"].as_array()?.len() == 3).then_some(())
+        })
+        .await;
+    }
+    let start = Instant::now();
+    f.terminate(nodes[2]).await;
+    for &n in &nodes[..2] {
+        let admin = f.procs[n].admin;
+        poll(
+            Duration::from_secs(10),
+            "two members after the leave",
+            || async move { (state(admin)?["$members"].as_array()?.len() == 2).then_some(()) },
+        )
+        .await;
+    }
+    eprintln!(
+        "leave seen by every node {:?} after SIGTERM",
+        start.elapsed()
+    );
+    f.stop().await;
+}
+
 /// A cluster's changes reach the street bridge's and the city bridge's aggregated state,
 /// summarised per child; another realm's state never shows up there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

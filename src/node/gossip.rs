@@ -163,8 +163,15 @@ pub fn on_frame(shared: &Shared, peer: NodeId, raw: &RawFrame) -> Result<(), (Er
     Ok(())
 }
 
-/// The gossip task.
-pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationToken) {
+/// The gossip task. `leave` starts the graceful leave (remove this node from `$members`, push
+/// it to the peers, then notify `left`); `cancel` ends the task.
+pub async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Cmd>,
+    leave: CancellationToken,
+    left: Arc<tokio::sync::Notify>,
+    cancel: CancellationToken,
+) {
     let cfg = state::engine_config(&shared.cfg);
     let push_every = cfg.push_interval;
     let ae_every = cfg.anti_entropy_interval;
@@ -196,17 +203,22 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
     ae.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prev = GossipStats::default();
     shared.metrics.gossip.stores.set(1);
+    let mut leaving = false;
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => {
-                // Leave: remove ourselves and tell every peer at once.
+            _ = cancel.cancelled() => return,
+            _ = leave.cancelled(), if !leaving => {
+                // Leave: remove ourselves and push it (a few rounds cover a cluster; the
+                // peers and the bridge spread it further). The refutation below is off now.
+                leaving = true;
                 let _ = g.apply(MEMBERS_KEY, Op::SetRemove(me_elem.clone()), state::now_ms());
-                let peers: Vec<NodeId> = links.keys().copied().collect();
-                for _ in 0..peers.len().div_ceil(g.config().fanout.max(1)).max(1) {
+                let rounds = links.len().div_ceil(g.config().fanout.max(1)).max(1) + 1;
+                for _ in 0..rounds {
                     let out = g.on_push_tick(&mut rng);
                     send_all(&shared, &links, out);
                 }
-                return;
+                info!("left the cluster's membership");
+                left.notify_one();
             }
             _ = push.tick() => {
                 let out = g.on_push_tick(&mut rng);
@@ -231,7 +243,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
                             g.store().crdt(MEMBERS_KEY),
                             Some(crate::crdt::Crdt::OrSet(s)) if s.contains(&me_elem)
                         );
-                        if !present {
+                        if !present && !leaving {
                             info!("re-adding this node to $members");
                             let _ = g.apply(MEMBERS_KEY, Op::SetAdd(me_elem.clone()), state::now_ms());
                         }
