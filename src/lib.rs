@@ -18,6 +18,10 @@
 //!   k-bucket [`dht::RoutingTable`], the iterative [`dht::Lookup`] state machine and the
 //!   TTL-enforcing [`dht::RecordStore`]; [`dht::service`] drives them over the cluster mesh.
 //!   Design: `docs/DHT.md`, `docs/DISCOVERY.md`.
+//! - [`crdt`] — OR-Set, LWW-Register, G-/PN-Counter and a map of named CRDTs, with deltas,
+//!   digests and a compact encoding (`docs/CRDT.md`); [`gossip`] — the sans-IO gossip engine
+//!   (delta pushes, push-pull-push anti-entropy) and its 1,000-node simulation; [`state`] — the
+//!   product's replicated keys and the client's `put`/`get`/`update` (`docs/GOSSIP.md`).
 //! - [`config`] + [`defaults`] — layered configuration (defaults → TOML → `MACULA_*`
 //!   env → flags) and every default with its reason.
 //!
