@@ -387,14 +387,18 @@ impl Gossip {
         now_ms: u64,
     ) -> Result<Vec<(PeerId, Message)>, GossipError> {
         let peer = self.peers.get_mut(&from).ok_or(GossipError::UnknownPeer)?;
-        let fp = msg.fingerprint();
-        if peer.recent.contains(&fp) {
-            return Err(GossipError::Duplicate);
+        // SyncReplies carry no state and legitimately repeat (`{round, merged: 1}` for two
+        // Sync parts): they are bounded by the round's pending Syncs instead.
+        if !matches!(msg, Message::SyncReply { .. }) {
+            let fp = msg.fingerprint();
+            if peer.recent.contains(&fp) {
+                return Err(GossipError::Duplicate);
+            }
+            if peer.recent.len() >= DUPLICATE_WINDOW {
+                peer.recent.pop_front();
+            }
+            peer.recent.push_back(fp);
         }
-        if peer.recent.len() >= DUPLICATE_WINDOW {
-            peer.recent.pop_front();
-        }
-        peer.recent.push_back(fp);
 
         match msg {
             Message::Push { part, parts, state } => {
@@ -517,8 +521,7 @@ impl Gossip {
 
     /// Answers a Pull for `[from_key, to_key)`: our delta since the puller's digest in that
     /// range (keys the digest lacks whole), and our wants, over as many parts as the larger
-    /// of the two needs. The wants travel in the first parts — always at least an encoded
-    /// empty digest in part 0, so the puller always answers with a Sync.
+    /// of the two needs (at least one).
     fn on_pull(
         &mut self,
         from: PeerId,
@@ -545,8 +548,18 @@ impl Gossip {
         let mut wants = self.store.wants(&digest);
         wants.entries.retain(|k, _| in_range(k));
         let states = encode_parts(&delta, self.config.max_message_bytes);
-        let wants = split_digest(wants, self.config.max_message_bytes);
-        let n = states.len().max(wants.len()).min(usize::from(u16::MAX));
+        // Wants in the first parts. The first range (from "") always carries at least an
+        // encoded empty digest, so every round ends with a Sync; other ranges carry wants
+        // only when there are some (so no two Syncs of one round are byte-identical).
+        let wants = if wants.entries.is_empty() && !from_key.is_empty() {
+            Vec::new()
+        } else {
+            split_digest(wants, self.config.max_message_bytes)
+        };
+        let n = states
+            .len()
+            .max(wants.len())
+            .clamp(1, usize::from(u16::MAX));
         let empty = encode_map(&CrdtMap::new());
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
@@ -563,8 +576,7 @@ impl Gossip {
                 },
             ));
         }
-        if !self.in_rounds.contains_key(&(from, round)) && self.in_rounds.len() >= MAX_OPEN_ROUNDS
-        {
+        if !self.in_rounds.contains_key(&(from, round)) && self.in_rounds.len() >= MAX_OPEN_ROUNDS {
             evict_oldest(&mut self.in_rounds, |t| *t);
         }
         self.in_rounds.insert((from, round), now_ms);

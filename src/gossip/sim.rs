@@ -177,7 +177,10 @@ impl World {
                 continue;
             }
             let jitter = self.rng.random_range(0..=self.latency_ms / 2);
-            self.schedule(now + self.latency_ms + jitter, Event::Deliver { from, to, msg });
+            self.schedule(
+                now + self.latency_ms + jitter,
+                Event::Deliver { from, to, msg },
+            );
         }
     }
 
@@ -238,7 +241,10 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
     gcfg.anti_entropy_interval = Duration::from_millis(ae);
 
     let ids: Vec<PeerId> = (0..n).map(node_id).collect();
-    let mut nodes: Vec<Gossip> = ids.iter().map(|id| Gossip::new(*id, gcfg.clone())).collect();
+    let mut nodes: Vec<Gossip> = ids
+        .iter()
+        .map(|id| Gossip::new(*id, gcfg.clone()))
+        .collect();
     for (i, g) in nodes.iter_mut().enumerate() {
         for (j, id) in ids.iter().enumerate() {
             if i != j {
@@ -294,7 +300,10 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
     let churned = ((n as f64) * cfg.churn.clamp(0.0, 1.0)).round() as usize;
     w.report.churned = churned;
     if churned > 0 {
-        let (lo, hi) = (cfg.down_ms.0.min(cfg.down_ms.1), cfg.down_ms.1.max(cfg.down_ms.0));
+        let (lo, hi) = (
+            cfg.down_ms.0.min(cfg.down_ms.1),
+            cfg.down_ms.1.max(cfg.down_ms.0),
+        );
         for i in rand::seq::index::sample(&mut w.rng, n, churned) {
             let at = w.rng.random_range(0..=cfg.churn_window_ms);
             let len = w.rng.random_range(lo..=hi);
