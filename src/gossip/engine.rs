@@ -603,8 +603,8 @@ impl Gossip {
         Ok(kept)
     }
 
-    /// Merges a decoded, skew-filtered incoming state; counts it; buffers it for pushing
-    /// when it changed the store. Returns the number of keys changed.
+    /// Merges a decoded, skew-filtered incoming state; counts it; buffers what of it changed
+    /// the store for pushing. Returns the number of keys changed.
     fn merge_incoming(&mut self, map: CrdtMap) -> usize {
         if map.is_empty() {
             return 0;
@@ -616,6 +616,15 @@ impl Gossip {
                 let _ = self.clock.observe(r.ts, r.ts.wall_ms);
             }
         }
+        // What we had of these keys: the part of `map` beyond it is what changes our store,
+        // and only that part is buffered for pushing (not the whole incoming state, which
+        // would make every push carry the whole store).
+        let seen = (self.config.push_rounds > 0).then(|| Digest {
+            entries: map
+                .iter()
+                .filter_map(|(k, _)| self.store.crdt(k).map(|c| (k.clone(), c.summary())))
+                .collect(),
+        });
         let ms = self.store.merge(&map, &self.config.limits);
         self.stats.conflicts += ms.conflicts as u64;
         for (_, e) in &ms.refused {
@@ -624,13 +633,12 @@ impl Gossip {
         if ms.changed > 0 {
             self.stats.deltas_merged += 1;
             self.changed_since_tick = true;
-            if self.config.push_rounds > 0 {
-                if ms.refused.is_empty() {
-                    self.pending.merge(&map, &self.config.limits);
-                } else {
-                    let kept = without_keys(&map, &ms.refused);
-                    self.pending.merge(&kept, &self.config.limits);
+            if let Some(seen) = seen {
+                let mut novel = map.delta_since(&seen);
+                if !ms.refused.is_empty() {
+                    novel = without_keys(&novel, &ms.refused);
                 }
+                self.pending.merge(&novel, &self.config.limits);
             }
         } else {
             self.stats.redundant += 1;
