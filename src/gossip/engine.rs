@@ -616,15 +616,20 @@ impl Gossip {
                 let _ = self.clock.observe(r.ts, r.ts.wall_ms);
             }
         }
-        // What we had of these keys: the part of `map` beyond it is what changes our store,
-        // and only that part is buffered for pushing (not the whole incoming state, which
-        // would make every push carry the whole store).
-        let seen = (self.config.push_rounds > 0).then(|| Digest {
-            entries: map
-                .iter()
-                .filter_map(|(k, _)| self.store.crdt(k).map(|c| (k.clone(), c.summary())))
-                .collect(),
-        });
+        // Only the part of `map` beyond what we hold changes the store: that part is merged
+        // and buffered for pushing (buffering whole incoming states would make every push
+        // carry the whole store). Computed per key against our value, without copying it.
+        let mut novel = CrdtMap::new();
+        for (k, theirs) in map.iter() {
+            if let Some(d) = novel_part(self.store.crdt(k), theirs) {
+                novel.insert(k.clone(), d);
+            }
+        }
+        if novel.is_empty() {
+            self.stats.redundant += 1;
+            return 0;
+        }
+        let map = novel;
         let ms = self.store.merge(&map, &self.config.limits);
         self.stats.conflicts += ms.conflicts as u64;
         for (_, e) in &ms.refused {
@@ -633,12 +638,13 @@ impl Gossip {
         if ms.changed > 0 {
             self.stats.deltas_merged += 1;
             self.changed_since_tick = true;
-            if let Some(seen) = seen {
-                let mut novel = map.delta_since(&seen);
-                if !ms.refused.is_empty() {
-                    novel = without_keys(&novel, &ms.refused);
+            if self.config.push_rounds > 0 {
+                if ms.refused.is_empty() {
+                    self.pending.merge(&map, &self.config.limits);
+                } else {
+                    let kept = without_keys(&map, &ms.refused);
+                    self.pending.merge(&kept, &self.config.limits);
                 }
-                self.pending.merge(&novel, &self.config.limits);
             }
         } else {
             self.stats.redundant += 1;
@@ -649,6 +655,34 @@ impl Gossip {
     fn count_sent(&mut self, out: &[(PeerId, Message)]) {
         self.stats.messages_sent += out.len() as u64;
         self.stats.bytes_sent += out.iter().map(|(_, m)| m.payload_len() as u64).sum::<u64>();
+    }
+}
+
+/// What of `theirs` is not in `ours` (`None`: nothing — joining it would change nothing).
+/// A key we lack, or of another kind (the merge refuses it), is returned whole.
+fn novel_part(ours: Option<&Crdt>, theirs: &Crdt) -> Option<Crdt> {
+    let Some(ours) = ours else {
+        return Some(theirs.clone());
+    };
+    match (ours, theirs) {
+        (Crdt::OrSet(o), Crdt::OrSet(t)) => {
+            let d = t.delta_since(o.context());
+            (!d.context().is_empty() || !d.is_empty()).then_some(Crdt::OrSet(d))
+        }
+        (Crdt::Lww(o), Crdt::Lww(t)) => {
+            ((t.ts, t.actor) > (o.ts, o.actor)).then(|| Crdt::Lww(t.clone()))
+        }
+        (Crdt::GCounter(o), Crdt::GCounter(t)) => {
+            let d = t.delta_since(o);
+            (!d.counts.is_empty()).then_some(Crdt::GCounter(d))
+        }
+        (Crdt::PnCounter(o), Crdt::PnCounter(t)) => {
+            let p = t.p.delta_since(&o.p);
+            let n = t.n.delta_since(&o.n);
+            (!p.counts.is_empty() || !n.counts.is_empty())
+                .then_some(Crdt::PnCounter(crate::crdt::PnCounter { p, n }))
+        }
+        _ => Some(theirs.clone()),
     }
 }
 
