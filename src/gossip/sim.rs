@@ -351,7 +351,13 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 }
             }
             Event::Down(i) => w.down[i] = true,
-            Event::Up(i) => w.down[i] = false,
+            Event::Up(i) => {
+                // A rejoining node starts an anti-entropy round at once (as the driver does
+                // on reconnect), on top of its regular timer.
+                w.down[i] = false;
+                let out = w.nodes[i].on_anti_entropy_tick(wall, &mut w.rng);
+                w.send(now, i, out);
+            }
             Event::Check => {
                 if w.converged(updates) {
                     w.report.converged = true;
