@@ -12,7 +12,11 @@
 //! registers an echo procedure on one cluster and calls it from the other, and reports calls,
 //! errors by kind, latency percentiles and the lookup caches' hits. Every flag:
 //! `docs/LOADTEST.md`.
+//!
+//! `macula-loadtest gossip --simulate --nodes 1000` runs the deterministic simulation of CRDT
+//! state gossip and prints its report as JSON (flags: `macula-loadtest gossip --help`).
 
+mod gossip;
 mod pubsub;
 mod rpc;
 #[allow(dead_code)] // kill/restart serve the integration tests, which share this module
@@ -39,6 +43,8 @@ enum Cmd {
     Pubsub(pubsub::Args),
     /// Remote procedure calls across the bridge hierarchy (street → city → street).
     Rpc(rpc::Args),
+    /// CRDT state gossip across a cluster (`--simulate`: deterministic simulation).
+    Gossip(gossip::GossipArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,5 +61,6 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Pubsub(args) => rt.block_on(pubsub::run(args)),
         Cmd::Rpc(args) => rt.block_on(rpc::run(args)),
+        Cmd::Gossip(args) => gossip::run(args),
     }
 }

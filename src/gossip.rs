@@ -232,7 +232,8 @@ pub enum GossipError {
     /// The sender is not in the peer set.
     #[error("message from a peer that is not in the peer set")]
     UnknownPeer,
-    /// Byte-identical to one of the last [`DUPLICATE_WINDOW`] messages from this peer.
+    /// Byte-identical to one of the last [`DUPLICATE_WINDOW`] messages from this peer
+    /// (SyncReplies, which carry no state, are not checked).
     #[error("duplicate of a recent message from this peer")]
     Duplicate,
     /// A PullReply, Sync or SyncReply for a round (or key range) we have no record of.

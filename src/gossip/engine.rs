@@ -387,14 +387,18 @@ impl Gossip {
         now_ms: u64,
     ) -> Result<Vec<(PeerId, Message)>, GossipError> {
         let peer = self.peers.get_mut(&from).ok_or(GossipError::UnknownPeer)?;
-        let fp = msg.fingerprint();
-        if peer.recent.contains(&fp) {
-            return Err(GossipError::Duplicate);
+        // SyncReplies carry no state and legitimately repeat (`{round, merged: 1}` for two
+        // Sync parts): they are bounded by the round's pending Syncs instead.
+        if !matches!(msg, Message::SyncReply { .. }) {
+            let fp = msg.fingerprint();
+            if peer.recent.contains(&fp) {
+                return Err(GossipError::Duplicate);
+            }
+            if peer.recent.len() >= DUPLICATE_WINDOW {
+                peer.recent.pop_front();
+            }
+            peer.recent.push_back(fp);
         }
-        if peer.recent.len() >= DUPLICATE_WINDOW {
-            peer.recent.pop_front();
-        }
-        peer.recent.push_back(fp);
 
         match msg {
             Message::Push { part, parts, state } => {
@@ -517,8 +521,7 @@ impl Gossip {
 
     /// Answers a Pull for `[from_key, to_key)`: our delta since the puller's digest in that
     /// range (keys the digest lacks whole), and our wants, over as many parts as the larger
-    /// of the two needs. The wants travel in the first parts — always at least an encoded
-    /// empty digest in part 0, so the puller always answers with a Sync.
+    /// of the two needs (at least one).
     fn on_pull(
         &mut self,
         from: PeerId,
@@ -545,8 +548,18 @@ impl Gossip {
         let mut wants = self.store.wants(&digest);
         wants.entries.retain(|k, _| in_range(k));
         let states = encode_parts(&delta, self.config.max_message_bytes);
-        let wants = split_digest(wants, self.config.max_message_bytes);
-        let n = states.len().max(wants.len()).min(usize::from(u16::MAX));
+        // Wants in the first parts. The first range (from "") always carries at least an
+        // encoded empty digest, so every round ends with a Sync; other ranges carry wants
+        // only when there are some (so no two Syncs of one round are byte-identical).
+        let wants = if wants.entries.is_empty() && !from_key.is_empty() {
+            Vec::new()
+        } else {
+            split_digest(wants, self.config.max_message_bytes)
+        };
+        let n = states
+            .len()
+            .max(wants.len())
+            .clamp(1, usize::from(u16::MAX));
         let empty = encode_map(&CrdtMap::new());
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
@@ -590,8 +603,8 @@ impl Gossip {
         Ok(kept)
     }
 
-    /// Merges a decoded, skew-filtered incoming state; counts it; buffers it for pushing
-    /// when it changed the store. Returns the number of keys changed.
+    /// Merges a decoded, skew-filtered incoming state; counts it; buffers what of it changed
+    /// the store for pushing. Returns the number of keys changed.
     fn merge_incoming(&mut self, map: CrdtMap) -> usize {
         if map.is_empty() {
             return 0;
@@ -603,6 +616,20 @@ impl Gossip {
                 let _ = self.clock.observe(r.ts, r.ts.wall_ms);
             }
         }
+        // Only the part of `map` beyond what we hold changes the store: that part is merged
+        // and buffered for pushing (buffering whole incoming states would make every push
+        // carry the whole store). Computed per key against our value, without copying it.
+        let mut novel = CrdtMap::new();
+        for (k, theirs) in map.iter() {
+            if let Some(d) = novel_part(self.store.crdt(k), theirs) {
+                novel.insert(k.clone(), d);
+            }
+        }
+        if novel.is_empty() {
+            self.stats.redundant += 1;
+            return 0;
+        }
+        let map = novel;
         let ms = self.store.merge(&map, &self.config.limits);
         self.stats.conflicts += ms.conflicts as u64;
         for (_, e) in &ms.refused {
@@ -628,6 +655,34 @@ impl Gossip {
     fn count_sent(&mut self, out: &[(PeerId, Message)]) {
         self.stats.messages_sent += out.len() as u64;
         self.stats.bytes_sent += out.iter().map(|(_, m)| m.payload_len() as u64).sum::<u64>();
+    }
+}
+
+/// What of `theirs` is not in `ours` (`None`: nothing — joining it would change nothing).
+/// A key we lack, or of another kind (the merge refuses it), is returned whole.
+fn novel_part(ours: Option<&Crdt>, theirs: &Crdt) -> Option<Crdt> {
+    let Some(ours) = ours else {
+        return Some(theirs.clone());
+    };
+    match (ours, theirs) {
+        (Crdt::OrSet(o), Crdt::OrSet(t)) => {
+            let d = t.delta_since(o.context());
+            (!d.context().is_empty() || !d.is_empty()).then_some(Crdt::OrSet(d))
+        }
+        (Crdt::Lww(o), Crdt::Lww(t)) => {
+            ((t.ts, t.actor) > (o.ts, o.actor)).then(|| Crdt::Lww(t.clone()))
+        }
+        (Crdt::GCounter(o), Crdt::GCounter(t)) => {
+            let d = t.delta_since(o);
+            (!d.counts.is_empty()).then_some(Crdt::GCounter(d))
+        }
+        (Crdt::PnCounter(o), Crdt::PnCounter(t)) => {
+            let p = t.p.delta_since(&o.p);
+            let n = t.n.delta_since(&o.n);
+            (!p.counts.is_empty() || !n.counts.is_empty())
+                .then_some(Crdt::PnCounter(crate::crdt::PnCounter { p, n }))
+        }
+        _ => Some(theirs.clone()),
     }
 }
 

@@ -222,10 +222,12 @@ impl World {
     }
 }
 
-/// The id of simulated node `i`: its index, big-endian, in the last 8 bytes.
+/// The id of simulated node `i`: a scrambled `i` in the first 8 bytes (ids look random, like
+/// the SHA-256 node ids of real nodes), `i` big-endian in the last 8.
 pub fn node_id(i: usize) -> ActorId {
     let mut id = [0u8; 32];
-    id[0] = 0x5a;
+    let mixed = (i as u64 ^ 0x5a5a_5a5a).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    id[0..8].copy_from_slice(&mixed.to_be_bytes());
     id[24..32].copy_from_slice(&(i as u64).to_be_bytes());
     ActorId(id)
 }
@@ -349,7 +351,13 @@ pub fn simulate(cfg: &SimConfig) -> SimReport {
                 }
             }
             Event::Down(i) => w.down[i] = true,
-            Event::Up(i) => w.down[i] = false,
+            Event::Up(i) => {
+                // A rejoining node starts an anti-entropy round at once (as the driver does
+                // on reconnect), on top of its regular timer.
+                w.down[i] = false;
+                let out = w.nodes[i].on_anti_entropy_tick(wall, &mut w.rng);
+                w.send(now, i, out);
+            }
             Event::Check => {
                 if w.converged(updates) {
                     w.report.converged = true;
