@@ -77,6 +77,32 @@ async fn five_node_cluster_converges_after_concurrent_updates() {
     });
     futures_util::future::join_all(updates).await;
     let applied = start.elapsed();
+    // Every node holds every update: read through the client API (live, not the 1 s
+    // snapshot of /state).
+    let clients_ref = &clients;
+    poll(
+        Duration::from_secs(20),
+        "every update on every node",
+        || async move {
+            for c in clients_ref {
+                let tags = c.get("tags").await.ok()??;
+                let hits = c.get("hits").await.ok()??;
+                let balance = c.get("balance").await.ok()??;
+                let ok = matches!(tags, Value::Set(ref t) if t.len() == 5)
+                    && hits == Value::GCounter(15)
+                    && balance == Value::PnCounter(3 * 10 - 2 * 3);
+                if !ok {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    let elapsed = start.elapsed();
+    eprintln!(
+        "5-node cluster: updates applied in {applied:?}, every update on every node {elapsed:?} after the first"
+    );
     let admins: Vec<SocketAddr> = nodes.iter().map(|&n| f.procs[n].admin).collect();
     let converged = poll(Duration::from_secs(20), "five equal states", || {
         let admins = admins.clone();
@@ -91,10 +117,6 @@ async fn five_node_cluster_converges_after_concurrent_updates() {
         }
     })
     .await;
-    let elapsed = start.elapsed();
-    eprintln!(
-        "5-node cluster: updates applied in {applied:?}, converged {elapsed:?} after the first update"
-    );
     // The register holds one of the five writes, the same everywhere.
     let color = converged["color"]["value"].as_str().expect("color");
     assert!(color.starts_with('n'), "register value {color}");
