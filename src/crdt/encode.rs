@@ -10,7 +10,7 @@
 //! counter]`, a causal context `[[actor index, [[lo, hi] ...]] ...]`, an HLC
 //! `[wall_ms, logical]`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use rmp::{decode as rd, encode as wr};
@@ -466,8 +466,9 @@ impl<'a> Reader<'a> {
         }
         let mut entries: Vec<(Bytes, BTreeSet<Dot>)> = Vec::with_capacity(n);
         let mut last_elem: Option<&[u8]> = None;
-        // Live dot → element: detects a dot held by two elements, and becomes the set's index.
-        let mut index: BTreeMap<Dot, Bytes> = BTreeMap::new();
+        // (live dot, element) pairs: sorted, they detect a dot held by two elements and
+        // become the set's index.
+        let mut pairs: Vec<(Dot, Bytes)> = Vec::with_capacity(n);
         for _ in 0..n {
             self.array_of(2, "element")?;
             let elem = self.bin()?;
@@ -486,7 +487,7 @@ impl<'a> Reader<'a> {
                 return Err(too_large("actors", limits.max_actors));
             }
             let elem = Bytes::copy_from_slice(elem);
-            let mut dots: Vec<Dot> = Vec::with_capacity(m.min(self.buf.len()));
+            let mut dots: BTreeSet<Dot> = BTreeSet::new();
             let mut last: Option<(usize, u64)> = None;
             for _ in 0..m {
                 self.array_of(2, "dot")?;
@@ -503,23 +504,24 @@ impl<'a> Reader<'a> {
                     actor: actors[idx],
                     counter,
                 };
-                if index.insert(dot, elem.clone()).is_some() {
-                    return Err(malformed("dot held by two elements"));
-                }
-                dots.push(dot);
+                pairs.push((dot, elem.clone()));
+                dots.insert(dot);
             }
-            // Ascending (actor indices follow the ascending actor table), so a bulk build.
-            entries.push((elem, dots.into_iter().collect()));
+            entries.push((elem, dots));
+        }
+        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(malformed("dot held by two elements"));
         }
         let context = self.context(actors, limits)?;
-        if !covers_sorted(&context, index.keys()) {
+        if !covers_sorted(&context, pairs.iter().map(|(d, _)| d)) {
             return Err(malformed("live dot outside the causal context"));
         }
         // Elements are strictly ascending: a bulk build.
         Ok(OrSet::from_indexed(
             entries.into_iter().collect(),
             context,
-            index,
+            pairs.into_iter().collect(),
         ))
     }
     /// `[value bin, hlc, idx]`.
