@@ -509,7 +509,7 @@ impl<'a> Reader<'a> {
             }
             entries.push((elem, dots));
         }
-        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        pairs.sort_unstable_by_key(|p| p.0);
         if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(malformed("dot held by two elements"));
         }

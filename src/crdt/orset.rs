@@ -49,7 +49,7 @@ impl OrSet {
             .iter()
             .flat_map(|(e, dots)| dots.iter().map(move |d| (*d, e.clone())))
             .collect();
-        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        pairs.sort_unstable_by_key(|p| p.0);
         OrSet {
             entries,
             context,
