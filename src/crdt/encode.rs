@@ -10,7 +10,7 @@
 //! counter]`, a causal context `[[actor index, [[lo, hi] ...]] ...]`, an HLC
 //! `[wall_ms, logical]`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use rmp::{decode as rd, encode as wr};
@@ -44,7 +44,7 @@ impl CrdtMap {
         if n > limits.max_keys {
             return Err(too_large("keys", limits.max_keys));
         }
-        let mut map = CrdtMap::new();
+        let mut entries: Vec<(String, Crdt)> = Vec::with_capacity(n);
         let mut last_key: Option<&str> = None;
         for _ in 0..n {
             r.array_of(3, "entry")?;
@@ -56,10 +56,13 @@ impl CrdtMap {
                 Kind::GCounter => Crdt::GCounter(r.g_counter(&actors, limits)?),
                 Kind::PnCounter => Crdt::PnCounter(r.pn_counter(&actors, limits)?),
             };
-            map.entries.insert(key.to_owned(), value);
+            entries.push((key.to_owned(), value));
         }
         r.finish()?;
-        Ok(map)
+        // Keys are strictly ascending (checked): a bulk build.
+        Ok(CrdtMap {
+            entries: entries.into_iter().collect(),
+        })
     }
     /// Length of [`CrdtMap::encode`]'s output.
     #[cfg(test)]
@@ -128,7 +131,7 @@ impl Digest {
         if n > limits.max_keys {
             return Err(too_large("keys", limits.max_keys));
         }
-        let mut digest = Digest::default();
+        let mut entries: Vec<(String, Summary)> = Vec::with_capacity(n);
         let mut last_key: Option<&str> = None;
         for _ in 0..n {
             r.array_of(3, "entry")?;
@@ -151,10 +154,13 @@ impl Digest {
                     Kind::PnCounter => Summary::PnCounter(r.pn_counter(&actors, limits)?),
                 },
             };
-            digest.entries.insert(key.to_owned(), summary);
+            entries.push((key.to_owned(), summary));
         }
         r.finish()?;
-        Ok(digest)
+        // Keys are strictly ascending (checked): a bulk build.
+        Ok(Digest {
+            entries: entries.into_iter().collect(),
+        })
     }
 }
 
@@ -458,9 +464,11 @@ impl<'a> Reader<'a> {
         if n > limits.max_elements {
             return Err(too_large("elements", limits.max_elements));
         }
-        let mut entries: BTreeMap<Bytes, BTreeSet<Dot>> = BTreeMap::new();
+        let mut entries: Vec<(Bytes, BTreeSet<Dot>)> = Vec::with_capacity(n);
         let mut last_elem: Option<&[u8]> = None;
-        let mut all_dots: BTreeSet<(usize, u64)> = BTreeSet::new();
+        // (live dot, element) pairs: sorted, they detect a dot held by two elements and
+        // become the set's index.
+        let mut pairs: Vec<(Dot, Bytes)> = Vec::with_capacity(n);
         for _ in 0..n {
             self.array_of(2, "element")?;
             let elem = self.bin()?;
@@ -478,7 +486,8 @@ impl<'a> Reader<'a> {
             if m > limits.max_actors {
                 return Err(too_large("actors", limits.max_actors));
             }
-            let mut dots = BTreeSet::new();
+            let elem = Bytes::copy_from_slice(elem);
+            let mut dots: BTreeSet<Dot> = BTreeSet::new();
             let mut last: Option<(usize, u64)> = None;
             for _ in 0..m {
                 self.array_of(2, "dot")?;
@@ -491,21 +500,29 @@ impl<'a> Reader<'a> {
                     return Err(malformed("dots not ascending"));
                 }
                 last = Some((idx, counter));
-                if !all_dots.insert((idx, counter)) {
-                    return Err(malformed("dot held by two elements"));
-                }
-                dots.insert(Dot {
+                let dot = Dot {
                     actor: actors[idx],
                     counter,
-                });
+                };
+                pairs.push((dot, elem.clone()));
+                dots.insert(dot);
             }
-            entries.insert(Bytes::copy_from_slice(elem), dots);
+            entries.push((elem, dots));
+        }
+        pairs.sort_unstable_by_key(|p| p.0);
+        if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(malformed("dot held by two elements"));
         }
         let context = self.context(actors, limits)?;
-        if entries.values().flatten().any(|d| !context.contains(d)) {
+        if !covers_sorted(&context, pairs.iter().map(|(d, _)| d)) {
             return Err(malformed("live dot outside the causal context"));
         }
-        Ok(OrSet { entries, context })
+        // Elements are strictly ascending: a bulk build.
+        Ok(OrSet::from_indexed(
+            entries.into_iter().collect(),
+            context,
+            pairs.into_iter().collect(),
+        ))
     }
     /// `[value bin, hlc, idx]`.
     fn lww(&mut self, actors: &[ActorId], limits: &Limits) -> Result<LwwRegister, CrdtError> {
@@ -557,6 +574,29 @@ impl<'a> Reader<'a> {
         }
         Ok(c)
     }
+}
+
+/// Whether `context` holds every one of `dots` (ascending): one walk over both.
+fn covers_sorted<'d>(context: &DotSet, dots: impl Iterator<Item = &'d Dot>) -> bool {
+    let mut cur: Option<(&ActorId, &[(u64, u64)])> = None;
+    let mut i = 0usize;
+    for d in dots {
+        if cur.is_none_or(|(a, _)| *a != d.actor) {
+            let Some(rs) = context.ranges.get(&d.actor) else {
+                return false;
+            };
+            cur = Some((&d.actor, rs.as_slice()));
+            i = 0;
+        }
+        let Some((_, rs)) = cur else { return false };
+        while i < rs.len() && rs[i].1 < d.counter {
+            i += 1;
+        }
+        if i >= rs.len() || rs[i].0 > d.counter {
+            return false;
+        }
+    }
+    true
 }
 
 /// Length of the encoding of a map holding only `key → value`.

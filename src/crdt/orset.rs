@@ -13,15 +13,77 @@ use super::{ActorId, Dot, DotSet};
 ///
 /// Join of `(s1, c1)` and `(s2, c2)`: a dot survives if both stores hold it, or one store
 /// holds it and the other context has not seen it; contexts are unioned.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, Default)]
 pub struct OrSet {
     /// Element → dots of the adds that are still live.
     pub(crate) entries: BTreeMap<Bytes, BTreeSet<Dot>>,
     /// Every dot this replica has seen (live or removed).
     pub(crate) context: DotSet,
+    /// Reverse index of `entries`: live dot → its element. Derived from `entries` (kept in
+    /// step by every mutation), so it takes no part in equality; it lets a merge find the
+    /// local dots an incoming context covers without scanning every entry.
+    index: BTreeMap<Dot, Bytes>,
+}
+
+impl PartialEq for OrSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries && self.context == other.context
+    }
+}
+
+impl Eq for OrSet {}
+
+impl std::fmt::Debug for OrSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrSet")
+            .field("entries", &self.entries)
+            .field("context", &self.context)
+            .finish()
+    }
 }
 
 impl OrSet {
+    /// A set of the given entries and context, with its index built.
+    pub(crate) fn from_parts(entries: BTreeMap<Bytes, BTreeSet<Dot>>, context: DotSet) -> OrSet {
+        let mut pairs: Vec<(Dot, Bytes)> = entries
+            .iter()
+            .flat_map(|(e, dots)| dots.iter().map(move |d| (*d, e.clone())))
+            .collect();
+        pairs.sort_unstable_by_key(|p| p.0);
+        OrSet {
+            entries,
+            context,
+            index: pairs.into_iter().collect(),
+        }
+    }
+    /// A set of the given entries, context and already built index (`index` must be the
+    /// reverse of `entries`).
+    pub(crate) fn from_indexed(
+        entries: BTreeMap<Bytes, BTreeSet<Dot>>,
+        context: DotSet,
+        index: BTreeMap<Dot, Bytes>,
+    ) -> OrSet {
+        let s = OrSet {
+            entries,
+            context,
+            index,
+        };
+        s.debug_check_index();
+        s
+    }
+    /// Asserts (debug builds) that the index is exactly the reverse of `entries`.
+    pub(crate) fn debug_check_index(&self) {
+        if cfg!(debug_assertions) {
+            let n: usize = self.entries.values().map(BTreeSet::len).sum();
+            assert_eq!(n, self.index.len(), "OrSet index size");
+            for (e, dots) in &self.entries {
+                assert!(!dots.is_empty(), "OrSet element without dots");
+                for d in dots {
+                    assert_eq!(self.index.get(d), Some(e), "OrSet index entry");
+                }
+            }
+        }
+    }
     /// Adds `elem` with a fresh dot of `actor`; the element's older dots are replaced (the
     /// delta's context covers them). Returns the delta.
     ///
@@ -32,27 +94,39 @@ impl OrSet {
             actor,
             counter: self.context.next_counter(&actor),
         };
-        let mut delta_ctx = self
-            .entries
-            .remove(&elem)
-            .map(|old| DotSet::from_dots(&old))
-            .unwrap_or_default();
+        let mut delta_ctx = match self.entries.remove(&elem) {
+            Some(old) => {
+                for d in &old {
+                    self.index.remove(d);
+                }
+                DotSet::from_dots(&old)
+            }
+            None => DotSet::new(),
+        };
         delta_ctx.insert(dot);
         self.context.insert(dot);
         self.entries.insert(elem.clone(), BTreeSet::from([dot]));
+        self.index.insert(dot, elem.clone());
         OrSet {
-            entries: BTreeMap::from([(elem, BTreeSet::from([dot]))]),
+            entries: BTreeMap::from([(elem.clone(), BTreeSet::from([dot]))]),
             context: delta_ctx,
+            index: BTreeMap::from([(dot, elem)]),
         }
     }
     /// Removes `elem` (the dots observed here); returns the delta (no entries, a context of
     /// the removed dots). Removing an absent element returns an empty delta.
     pub fn remove(&mut self, elem: &[u8]) -> OrSet {
         match self.entries.remove(elem) {
-            Some(dots) => OrSet {
-                entries: BTreeMap::new(),
-                context: DotSet::from_dots(&dots),
-            },
+            Some(dots) => {
+                for d in &dots {
+                    self.index.remove(d);
+                }
+                OrSet {
+                    entries: BTreeMap::new(),
+                    context: DotSet::from_dots(&dots),
+                    index: BTreeMap::new(),
+                }
+            }
             None => OrSet::default(),
         }
     }
@@ -78,36 +152,80 @@ impl OrSet {
     /// elements left without dots vanish.
     pub fn merge(&mut self, other: &OrSet) -> bool {
         let mut changed = false;
-        let OrSet { entries, context } = self;
-        for (elem, ours) in entries.iter_mut() {
-            let theirs = other.entries.get(elem);
-            let before = ours.len();
-            ours.retain(|d| theirs.is_some_and(|t| t.contains(d)) || !other.context.contains(d));
-            changed |= ours.len() != before;
-            if let Some(theirs) = theirs {
-                for d in theirs {
-                    if !context.contains(d) && ours.insert(*d) {
+        let OrSet {
+            entries,
+            context,
+            index,
+        } = self;
+        // (b) Local dots that `other.context` covers, of elements `other` does not hold:
+        // they are removed. Found by range queries on the index, not by a scan.
+        let mut dropped: Vec<(Dot, Bytes)> = Vec::new();
+        for (actor, lo, hi) in other.context.iter_ranges() {
+            let from = Dot {
+                actor: *actor,
+                counter: lo,
+            };
+            let to = Dot {
+                actor: *actor,
+                counter: hi,
+            };
+            for (d, elem) in index.range(from..=to) {
+                if !other.entries.contains_key(elem) {
+                    dropped.push((*d, elem.clone()));
+                }
+            }
+        }
+        for (d, elem) in dropped {
+            index.remove(&d);
+            if let Some(dots) = entries.get_mut(&elem) {
+                dots.remove(&d);
+                if dots.is_empty() {
+                    entries.remove(&elem);
+                }
+            }
+            changed = true;
+        }
+        // (a) The elements `other` holds.
+        for (elem, theirs) in &other.entries {
+            match entries.get_mut(elem) {
+                Some(ours) => {
+                    let before = ours.len();
+                    ours.retain(|d| {
+                        let keep = theirs.contains(d) || !other.context.contains(d);
+                        if !keep {
+                            index.remove(d);
+                        }
+                        keep
+                    });
+                    changed |= ours.len() != before;
+                    for d in theirs {
+                        if !context.contains(d) && ours.insert(*d) {
+                            index.insert(*d, elem.clone());
+                            changed = true;
+                        }
+                    }
+                    if ours.is_empty() {
+                        entries.remove(elem);
+                    }
+                }
+                None => {
+                    let new: BTreeSet<Dot> = theirs
+                        .iter()
+                        .filter(|d| !context.contains(d))
+                        .copied()
+                        .collect();
+                    if !new.is_empty() {
+                        for d in &new {
+                            index.insert(*d, elem.clone());
+                        }
+                        entries.insert(elem.clone(), new);
                         changed = true;
                     }
                 }
             }
         }
-        entries.retain(|_, dots| !dots.is_empty());
-        for (elem, theirs) in &other.entries {
-            if entries.contains_key(elem) {
-                continue;
-            }
-            let new: BTreeSet<Dot> = theirs
-                .iter()
-                .filter(|d| !context.contains(d))
-                .copied()
-                .collect();
-            if !new.is_empty() {
-                entries.insert(elem.clone(), new);
-                changed = true;
-            }
-        }
         changed |= context.union_changed(&other.context);
+        self.debug_check_index();
         changed
     }
     /// Whether `elem` is present.
@@ -150,10 +268,7 @@ impl OrSet {
                 entries.insert(elem.clone(), unseen);
             }
         }
-        OrSet {
-            entries,
-            context: self.context.difference(&live_seen),
-        }
+        OrSet::from_parts(entries, self.context.difference(&live_seen))
     }
     /// Splits into parts whose joins equal `self`, each with at most `max_elements`
     /// entries; removes travel in the last part.
@@ -172,31 +287,27 @@ impl OrSet {
             .map(<[_]>::to_vec)
             .collect();
         let Some((last, rest)) = chunks.split_last() else {
-            return vec![OrSet {
-                entries: BTreeMap::new(),
-                context: self.context.clone(),
-            }];
+            return vec![OrSet::from_parts(BTreeMap::new(), self.context.clone())];
         };
         let mut parts = Vec::with_capacity(chunks.len());
         let mut others = DotSet::new();
         for chunk in rest {
             let context = DotSet::from_dots(chunk.iter().flat_map(|(_, dots)| dots.iter()));
             others.union(&context);
-            parts.push(OrSet {
-                entries: chunk
+            parts.push(OrSet::from_parts(
+                chunk
                     .iter()
                     .map(|(e, d)| ((*e).clone(), (*d).clone()))
                     .collect(),
                 context,
-            });
+            ));
         }
-        parts.push(OrSet {
-            entries: last
-                .iter()
+        parts.push(OrSet::from_parts(
+            last.iter()
                 .map(|(e, d)| ((*e).clone(), (*d).clone()))
                 .collect(),
-            context: self.context.difference(&others),
-        });
+            self.context.difference(&others),
+        ));
         parts
     }
     /// Every live dot.
