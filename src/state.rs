@@ -288,6 +288,31 @@ pub struct Incoming {
     pub msg: Message,
 }
 
+/// Decodes a gossip frame read from a link and checks that its `sender` is `peer` (the link's
+/// authenticated node). `Ok(None)` for a frame that is not a gossip frame. Refusals are counted
+/// (`bad_frame`, `forged`) and returned as the error frame to answer.
+pub fn decode_gossip(
+    raw: &wire::RawFrame,
+    peer: &NodeId,
+    metrics: &crate::metrics::GossipMetrics,
+) -> Result<Option<Incoming>, (wire::ErrorCode, String)> {
+    let frame = raw.decode().map_err(|e| {
+        metrics.refused("bad_frame");
+        (e.code(), e.to_string())
+    })?;
+    let Some(inc) = from_frame(frame) else {
+        return Ok(None);
+    };
+    if inc.sender != *peer {
+        metrics.refused("forged");
+        return Err((
+            wire::ErrorCode::Protocol,
+            "gossip sender is not the link's peer".into(),
+        ));
+    }
+    Ok(Some(inc))
+}
+
 /// Splits a gossip frame into its parts; `None` for any other frame.
 pub fn from_frame(f: Frame) -> Option<Incoming> {
     let (realm, scope, sender, msg) = match f {

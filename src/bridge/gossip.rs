@@ -153,20 +153,9 @@ pub fn on_child_frame(
     raw: &RawFrame,
 ) -> Result<(), (ErrorCode, String)> {
     let m = &shared.metrics.gossip;
-    let frame = raw.decode().map_err(|e| {
-        m.refused("bad_frame");
-        (e.code(), e.to_string())
-    })?;
-    let Some(inc) = state::from_frame(frame) else {
+    let Some(inc) = state::decode_gossip(raw, &child.node_id, m)? else {
         return Ok(());
     };
-    if inc.sender != child.node_id {
-        m.refused("forged");
-        return Err((
-            ErrorCode::Protocol,
-            "gossip sender is not the link's node".into(),
-        ));
-    }
     let scope_ok = if child.is_bridge {
         inc.scope
             .rsplit_once('/')
@@ -207,20 +196,9 @@ pub fn on_parent_frame(
     raw: &RawFrame,
 ) -> Result<(), (ErrorCode, String)> {
     let m = &shared.metrics.gossip;
-    let frame = raw.decode().map_err(|e| {
-        m.refused("bad_frame");
-        (e.code(), e.to_string())
-    })?;
-    let Some(inc) = state::from_frame(frame) else {
+    let Some(inc) = state::decode_gossip(raw, &parent, m)? else {
         return Ok(());
     };
-    if inc.sender != parent {
-        m.refused("forged");
-        return Err((
-            ErrorCode::Protocol,
-            "gossip sender is not the parent".into(),
-        ));
-    }
     if *inc.realm != **realm || inc.scope != level_scope(shared) {
         m.refused("wrong_scope");
         return Err((
@@ -472,14 +450,9 @@ fn send_child(
     c: &mut ChildStore,
     out: Vec<(ActorId, Message)>,
 ) {
-    for (peer, msg) in out {
-        if let Some((_, tx)) = c.links.get(&peer.0) {
-            let f = state::to_frame(realm, scope, shared.node_id, msg).to_bytes();
-            if tx.try_send(Outbound::Frame(f)).is_err() {
-                shared.metrics.gossip.refused("overloaded");
-            }
-        }
-    }
+    send(shared, realm, scope, out, |id| {
+        c.links.get(id).map(|(_, tx)| tx)
+    });
     shared.metrics.gossip.record(&mut c.prev, c.g.stats());
 }
 
@@ -490,17 +463,30 @@ fn send_parent(
     l: &mut LevelStore,
     out: Vec<(ActorId, Message)>,
 ) {
+    let parent = &l.parent;
+    send(shared, realm, scope, out, |id| {
+        parent.as_ref().filter(|(p, _)| p == id).map(|(_, tx)| tx)
+    });
+    shared.metrics.gossip.record(&mut l.prev, l.g.stats());
+}
+
+/// Sends each message to its peer's control queue (`link` finds it; messages for a peer
+/// without a link are dropped); a full queue is counted as `overloaded`.
+fn send<'a>(
+    shared: &Shared,
+    realm: &str,
+    scope: &str,
+    out: Vec<(ActorId, Message)>,
+    link: impl Fn(&NodeId) -> Option<&'a mpsc::Sender<Outbound>>,
+) {
     for (peer, msg) in out {
-        if let Some((id, tx)) = &l.parent {
-            if *id == peer.0 {
-                let f = state::to_frame(realm, scope, shared.node_id, msg).to_bytes();
-                if tx.try_send(Outbound::Frame(f)).is_err() {
-                    shared.metrics.gossip.refused("overloaded");
-                }
+        if let Some(tx) = link(&peer.0) {
+            let f = state::to_frame(realm, scope, shared.node_id, msg).to_bytes();
+            if tx.try_send(Outbound::Frame(f)).is_err() {
+                shared.metrics.gossip.refused("overloaded");
             }
         }
     }
-    shared.metrics.gossip.record(&mut l.prev, l.g.stats());
 }
 
 fn publish_json(

@@ -66,19 +66,10 @@ pub struct GossipMetrics {
 impl GossipMetrics {
     /// Registers the gossip metrics in `r`.
     pub fn new(r: &Registry) -> GossipMetrics {
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            r.register(Box::new(c.clone())).expect("registered once");
-            c
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            r.register(Box::new(g.clone())).expect("registered once");
-            g
-        };
+        let counter = |name: &str, help: &str| super::register(r, super::counter(name, help));
+        let gauge = |name: &str, help: &str| super::register(r, super::gauge(name, help));
         let vec = |name: &str, help: &str, label: &str, values: &[&str]| {
-            let v = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-            r.register(Box::new(v.clone())).expect("registered once");
+            let v = super::register(r, super::counter_vec(name, help, label));
             for l in values {
                 v.with_label_values(&[l]);
             }
@@ -92,15 +83,13 @@ impl GossipMetrics {
             &["peer"],
         )
         .expect("valid metric");
-        r.register(Box::new(anti_entropy_age_seconds.clone()))
-            .expect("registered once");
+        let anti_entropy_age_seconds = super::register(r, anti_entropy_age_seconds);
         let anti_entropy_max_age_seconds = Gauge::new(
             "macula_gossip_anti_entropy_max_age_seconds",
             "Largest time since the last completed anti-entropy exchange, over all peers, seconds.",
         )
         .expect("valid metric");
-        r.register(Box::new(anti_entropy_max_age_seconds.clone()))
-            .expect("registered once");
+        let anti_entropy_max_age_seconds = super::register(r, anti_entropy_max_age_seconds);
         GossipMetrics {
             rounds_total: vec(
                 "macula_gossip_rounds_total",

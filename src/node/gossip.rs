@@ -127,23 +127,9 @@ impl GossipHandle {
 /// queues it. Refusals are counted (`macula_gossip_refused_total{reason}`).
 pub fn on_frame(shared: &Shared, peer: NodeId, raw: &RawFrame) -> Result<(), (ErrorCode, String)> {
     let metrics = &shared.metrics.gossip;
-    let frame = match raw.decode() {
-        Ok(f) => f,
-        Err(e) => {
-            metrics.refused("bad_frame");
-            return Err((e.code(), e.to_string()));
-        }
-    };
-    let Some(inc) = state::from_frame(frame) else {
+    let Some(inc) = state::decode_gossip(raw, &peer, metrics)? else {
         return Ok(());
     };
-    if inc.sender != peer {
-        metrics.refused("forged");
-        return Err((
-            ErrorCode::Protocol,
-            "gossip sender is not the link's peer".into(),
-        ));
-    }
     if inc.realm != shared.realm || inc.scope != shared.cluster {
         metrics.refused("wrong_scope");
         return Err((
