@@ -1,4 +1,4 @@
-//! The gossip engine that replicates one [`CrdtMap`] between the edge nodes of a cluster
+//! The gossip engine that replicates one [`CrdtMap`](crate::crdt::CrdtMap) between the edge nodes of a cluster
 //! (issue 4). Pure (sans-IO): no tokio, no clock reads, no sockets — the async driver passes
 //! the wall clock (`now_ms`) and a random number generator in, and sends the returned
 //! [`Message`]s as wire frames 0x70–0x74.
@@ -77,13 +77,13 @@ impl Default for GossipConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// 0x70: part `part` of `parts` of the join of the sender's push buffer (an encoded
-    /// [`CrdtMap`]).
+    /// [`CrdtMap`](crate::crdt::CrdtMap)).
     Push {
         /// Index of this part, from 0.
         part: u16,
         /// Number of parts of this push.
         parts: u16,
-        /// Encoded [`CrdtMap`].
+        /// Encoded [`CrdtMap`](crate::crdt::CrdtMap).
         state: Bytes,
     },
     /// 0x71: the sender's digest of its keys in `[from_key, to_key)` (`None` = no upper
@@ -107,7 +107,7 @@ pub enum Message {
         from_key: String,
         /// The Pull's range end.
         to_key: Option<String>,
-        /// Encoded [`CrdtMap`]: a part of the delta the puller lacks.
+        /// Encoded [`CrdtMap`](crate::crdt::CrdtMap): a part of the delta the puller lacks.
         state: Bytes,
         /// Encoded partial [`Digest`](crate::crdt::Digest) of keys the answerer wants (with
         /// its own summaries); empty bytes when this part carries none.
@@ -121,7 +121,7 @@ pub enum Message {
     Sync {
         /// The round.
         round: u64,
-        /// Encoded [`CrdtMap`].
+        /// Encoded [`CrdtMap`](crate::crdt::CrdtMap).
         state: Bytes,
         /// Index of this part, from 0.
         part: u16,
