@@ -107,11 +107,6 @@ impl GossipHandle {
         self.tx.try_send(cmd).is_ok()
     }
 
-    /// Queues `cmd`, waiting for room (client requests: back-pressure, not loss).
-    pub async fn send_wait(&self, cmd: Cmd) -> bool {
-        self.tx.send(cmd).await.is_ok()
-    }
-
     /// Fire-and-forget local update (registry, subscriptions).
     pub fn update(&self, key: String, op: Op) {
         let _ = self.tx.try_send(Cmd::Update {
@@ -397,6 +392,17 @@ pub fn sub_key(pattern: &str) -> String {
     format!("{SUB_PREFIX}{pattern}")
 }
 
+/// The answer to a client request the gossip task cannot take now (its queue of
+/// [`GOSSIP_QUEUE`] commands is full): `OVERLOADED`, counted as `overloaded`. A flood of
+/// requests is refused rather than queued without bound.
+fn busy(shared: &Shared) -> crate::wire::RpcError {
+    shared.metrics.gossip.refused("overloaded");
+    crate::wire::RpcError::new(
+        crate::wire::RpcError::OVERLOADED,
+        "the node's gossip queue is full; retry later",
+    )
+}
+
 /// Serves a client's `$crdt.update` / `$crdt.get` call (the client API of named keys):
 /// decodes the args, asks the gossip task, and replies. Errors are answered as RPC errors
 /// `INVALID` (bad args, bad key, type mismatch, limits) or `OVERLOADED`.
@@ -419,8 +425,8 @@ pub fn client_op(shared: &Arc<Shared>, client: &PeerTx, call: crate::wire::Call)
                         op,
                         reply: Some(tx),
                     };
-                    if !shared.gossip.send_wait(cmd).await {
-                        return Err(RpcError::new(RpcError::OVERLOADED, "gossip task gone"));
+                    if !shared.gossip.send(cmd) {
+                        return Err(busy(&shared));
                     }
                     match rx.await {
                         Ok(Ok(())) => Ok(Bytes::new()),
@@ -432,15 +438,11 @@ pub fn client_op(shared: &Arc<Shared>, client: &PeerTx, call: crate::wire::Call)
                     let a: state::GetArgs =
                         rmp_serde::from_slice(&call.args).map_err(|e| invalid(e.to_string()))?;
                     let (tx, rx) = oneshot::channel();
-                    if !shared
-                        .gossip
-                        .send_wait(Cmd::Get {
-                            key: a.key,
-                            reply: tx,
-                        })
-                        .await
-                    {
-                        return Err(RpcError::new(RpcError::OVERLOADED, "gossip task gone"));
+                    if !shared.gossip.send(Cmd::Get {
+                        key: a.key,
+                        reply: tx,
+                    }) {
+                        return Err(busy(&shared));
                     }
                     let v = rx
                         .await
