@@ -36,6 +36,20 @@ pub const UPDATE_PROCEDURE: &str = "$crdt.update";
 /// `Option<`[`WireValue`]`>`).
 pub const GET_PROCEDURE: &str = "$crdt.get";
 
+/// The CRDT actor id of this process's replicas: SHA-256 of the node id and a random number
+/// drawn at start. Each start is a new replica, because a restarted process holds no state: with
+/// the bare node id its first dots and counter entries would repeat those its previous run
+/// already gossiped, and its peers would ignore them as already seen. (Counters gain one entry
+/// per start, within `crdt::Limits::max_actors`.)
+pub fn incarnation_actor(node_id: &NodeId) -> crate::crdt::ActorId {
+    use sha2::Digest as _;
+    let nonce: u64 = rand::random();
+    let mut h = sha2::Sha256::new();
+    h.update(node_id);
+    h.update(nonce.to_be_bytes());
+    crate::crdt::ActorId(h.finalize().into())
+}
+
 /// Lower-case hex of a node id.
 pub fn hex_id(id: &NodeId) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()

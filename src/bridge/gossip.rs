@@ -239,7 +239,7 @@ struct LevelStore {
 /// The gossip task.
 pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationToken) {
     let cfg = state::engine_config(&shared.cfg);
-    let me = ActorId(shared.node_id);
+    let me = state::incarnation_actor(&shared.node_id);
     let scope = level_scope(&shared);
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let mut children: HashMap<(Arc<str>, String), ChildStore> = HashMap::new();

@@ -157,7 +157,7 @@ pub async fn run(
     let push_every = cfg.push_interval;
     let ae_every = cfg.anti_entropy_interval;
     let me = shared.node_id;
-    let mut g = Gossip::new(ActorId(me), cfg);
+    let mut g = Gossip::new(state::incarnation_actor(&me), cfg);
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let mut links: HashMap<NodeId, PeerLink> = HashMap::new();
     let mut mesh_keys: HashMap<NodeId, u64> = HashMap::new();
