@@ -31,7 +31,7 @@ impl Placement {
     /// New.
     pub fn new(workers: &[Worker]) -> Placement {
         let mut w = workers.to_vec();
-        w.sort_by(|a, b| a.id.cmp(&b.id));
+        w.sort_by_key(|a| a.id);
         w.dedup_by(|a, b| a.id == b.id);
         Placement { workers: w }
     }
