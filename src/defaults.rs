@@ -281,3 +281,10 @@ pub const FLEET_HANDOFF_GRACE_MS: u64 = 6_000;
 pub const FLEET_MAX_REDIRECTS: u32 = 3;
 /// Period of the fleet task: views to peers, failure detector, rebalancing, ms.
 pub const FLEET_TICK_MS: u64 = 1_000;
+/// Longest wait for an uplink's QUIC handshake, ms: a bridge on the LAN answers in
+/// milliseconds, and a dead fleet worker must not hold a re-homing node for the generic
+/// 10 s handshake timeout.
+pub const UPLINK_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a node ignores redirects to the worker it just lost, ms: until every worker
+/// has noticed the death (peer silence 3 s), one may still name it as the owner.
+pub const FLEET_LOST_WORKER_MEMORY: Duration = Duration::from_secs(10);

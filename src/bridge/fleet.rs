@@ -102,6 +102,15 @@ pub(super) struct Directory {
 }
 
 impl Directory {
+    /// Whether nodes may be sent to `id`: a link to it is up and it is not suspected.
+    fn reachable(&self, id: &NodeId) -> bool {
+        self.linked.contains(id)
+            && self
+                .members
+                .iter()
+                .any(|m| &m.id == id && m.status == MemberStatus::Alive)
+    }
+
     fn addr_of(&self, id: &NodeId) -> Option<&str> {
         self.members
             .iter()
@@ -321,7 +330,7 @@ impl Fleet {
     pub(super) fn admit(&self, shared: &Shared, c: &Connect) -> Option<Redirect> {
         let dir = self.dir.load();
         let owner = dir.placement.owner(cluster_key(&c.realm, &c.cluster))?;
-        if owner == self.me || !dir.linked.contains(&owner) {
+        if owner == self.me || !dir.reachable(&owner) {
             return None;
         }
         if redirects_of(c) >= defaults::FLEET_MAX_REDIRECTS {
@@ -798,7 +807,7 @@ fn rebalance(shared: &Shared, fleet: &Fleet) {
         let Some(owner) = dir.placement.owner(c.key) else {
             continue;
         };
-        if owner == fleet.me || !dir.linked.contains(&owner) {
+        if owner == fleet.me || !dir.reachable(&owner) {
             continue;
         }
         let Some(addr) = dir.addr_of(&owner) else {

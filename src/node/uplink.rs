@@ -39,6 +39,8 @@ pub(super) async fn run_uplink(
     let mut target = configured.clone();
     // A redirect's delay replaces the backoff before the next attempt.
     let mut redirect_delay: Option<Duration> = None;
+    // The worker whose session or handshake failed last, and when.
+    let mut lost: Option<(String, Instant)> = None;
     let server_name = shared.cfg.node.uplink_server_name.clone();
     let mut state = ReliableState::new(
         limits.max_inflight as usize,
@@ -79,27 +81,42 @@ pub(super) async fn run_uplink(
             Ok(c) => c,
             Err(e) => {
                 debug!(uplink = %target, error = %e, "uplink connect failed");
+                lost = Some((target.clone(), Instant::now()));
                 target = shared.fleet.next_target(&configured, Some(&target));
                 continue;
             }
         };
-        let (mut send, recv, decoder, welcome) =
-            match open_session(&conn, connect_frame(&shared), limits.max_frame_size).await {
-                Ok(s) => s,
-                Err(SessionError::Redirected(r)) => {
+        let (mut send, recv, decoder, welcome) = match open_session(
+            &conn,
+            connect_frame(&shared),
+            limits.max_frame_size,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(SessionError::Redirected(r)) => {
+                shared.fleet.in_row.fetch_add(1, Ordering::Relaxed);
+                let just_lost = lost.as_ref().is_some_and(|(a, at)| {
+                    *a == r.addr && at.elapsed() < defaults::FLEET_LOST_WORKER_MEMORY
+                });
+                if just_lost {
+                    // The worker that sent it has not yet noticed that one die.
+                    info!(from = %target, to = %r.addr, "redirect to the worker just lost; trying another");
+                    target = shared.fleet.next_target(&configured, Some(&r.addr));
+                } else {
                     info!(from = %target, to = %r.addr, reason = %r.reason, "redirected");
-                    shared.fleet.in_row.fetch_add(1, Ordering::Relaxed);
                     shared.metrics.fleet.redirects_followed_total.inc();
                     target = r.addr;
                     redirect_delay = Some(Duration::from_millis(r.delay_ms.into()));
-                    continue;
                 }
-                Err(e) => {
-                    warn!(uplink = %target, error = %e, "uplink session refused");
-                    target = shared.fleet.next_target(&configured, Some(&target));
-                    continue;
-                }
-            };
+                continue;
+            }
+            Err(e) => {
+                warn!(uplink = %target, error = %e, "uplink session refused");
+                target = shared.fleet.next_target(&configured, Some(&target));
+                continue;
+            }
+        };
         backoff = initial;
         state.window = (welcome.max_inflight as usize).max(1);
         shared.uplink_up.store(true, Ordering::Relaxed);
@@ -219,6 +236,7 @@ pub(super) async fn run_uplink(
             }
             None => {
                 warn!(uplink = %target, unacked = state.unacked(), "uplink lost; reconnecting");
+                lost = Some((target.clone(), Instant::now()));
                 target = shared.fleet.next_target(&configured, Some(&target));
             }
         }
@@ -252,7 +270,7 @@ async fn connect_uplink(
         .next()
         .ok_or_else(|| anyhow::anyhow!("{target} resolved to no address"))?;
     let conn = tokio::time::timeout(
-        session::HANDSHAKE_TIMEOUT,
+        defaults::UPLINK_CONNECT_TIMEOUT,
         endpoint.connect(addr, server_name)?,
     )
     .await??;
