@@ -25,6 +25,8 @@ mod tests;
 #[cfg(test)]
 mod tests_dht_rpc;
 #[cfg(test)]
+mod tests_fleet;
+#[cfg(test)]
 mod tests_gossip;
 
 pub use codec::{encode_publish, publish_body_len, PublishView, RawFrame};

@@ -559,3 +559,101 @@ impl UplinkFleet {
         pick.map_or_else(|| configured.to_string(), |x| x.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(b: u8, status: MemberStatus) -> FleetMember {
+        FleetMember {
+            id: [b; 32],
+            addr: format!("10.0.0.{b}:9443"),
+            weight: 100,
+            incarnation: 1,
+            status,
+        }
+    }
+
+    fn fleet_with(members: Vec<FleetMember>) -> UplinkFleet {
+        let f = UplinkFleet::new("io.macula", "a");
+        f.on_view(
+            FleetView {
+                fleet: "f".into(),
+                config: 0,
+                sender: [1; 32],
+                members,
+            },
+            None,
+        );
+        f
+    }
+
+    #[test]
+    fn the_owner_is_tried_first_then_the_others_in_turn() {
+        let f = fleet_with(vec![
+            member(1, MemberStatus::Alive),
+            member(2, MemberStatus::Alive),
+            member(3, MemberStatus::Alive),
+        ]);
+        let owner = f.owner.load_full().expect("an owner").addr.clone();
+        assert_eq!(f.next_target("seed:1", None), owner);
+        // The owner just failed: every other worker is tried before it comes round again.
+        let mut seen = vec![owner.clone()];
+        let mut avoid = owner.clone();
+        for _ in 0..2 {
+            let next = f.next_target("seed:1", Some(&avoid));
+            assert!(!seen.contains(&next), "{next} twice");
+            seen.push(next.clone());
+            avoid = next;
+        }
+        assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn dead_and_draining_workers_own_nothing_and_no_directory_means_the_seed() {
+        assert_eq!(
+            UplinkFleet::new("io.macula", "a").next_target("seed:1", None),
+            "seed:1"
+        );
+        let f = fleet_with(vec![
+            member(1, MemberStatus::Dead),
+            member(2, MemberStatus::Draining),
+            member(3, MemberStatus::Alive),
+        ]);
+        assert_eq!(f.next_target("seed:1", None), "10.0.0.3:9443");
+        assert_eq!(f.next_target("seed:1", Some("10.0.0.3:9443")), "seed:1");
+    }
+
+    #[test]
+    fn is_owner_follows_the_connection_and_the_directory() {
+        let m = crate::metrics::Metrics::new();
+        let f = UplinkFleet::new("io.macula", "a");
+        f.connected_to(Some([5; 32]), &m);
+        assert_eq!(
+            m.fleet.uplink_is_owner.get(),
+            1,
+            "no fleet: any bridge is right"
+        );
+        f.on_view(
+            FleetView {
+                fleet: "f".into(),
+                config: 0,
+                sender: [5; 32],
+                members: vec![
+                    member(5, MemberStatus::Draining),
+                    member(6, MemberStatus::Alive),
+                ],
+            },
+            Some(&m),
+        );
+        assert_eq!(
+            m.fleet.uplink_is_owner.get(),
+            0,
+            "connected to a draining worker"
+        );
+        f.connected_to(Some([6; 32]), &m);
+        assert_eq!(m.fleet.uplink_is_owner.get(), 1);
+        f.connected_to(None, &m);
+        assert_eq!(m.fleet.uplink_is_owner.get(), 0);
+    }
+}
