@@ -65,8 +65,13 @@ impl Fleet {
 
     /// Starts a bridge on `ip`; `extra` are more command-line arguments.
     pub fn bridge(&mut self, name: &str, ip: &str, extra: &[&str]) -> Result<usize> {
-        let quic = free_udp(ip)?;
-        let admin = free_tcp(ip)?;
+        self.bridge_at(name, free_udp(ip)?, extra)
+    }
+
+    /// Starts a bridge listening on `quic` (an address chosen beforehand, e.g. so fleet
+    /// workers can name each other); `extra` are more command-line arguments.
+    pub fn bridge_at(&mut self, name: &str, quic: SocketAddr, extra: &[&str]) -> Result<usize> {
+        let admin = free_tcp(&quic.ip().to_string())?;
         let mut args = vec![
             "bridge".to_string(),
             "--listen".into(),
