@@ -1,0 +1,2 @@
+//! The sharded bridge fleet (issue 5).
+pub mod hash;
