@@ -72,8 +72,8 @@ pub trait Scheme {
 ///
 /// It is [`Rendezvous`] (see `docs/FLEET-HASHING.md` for the figures behind the choice): a
 /// worker joining takes keys only from the others, one leaving hands over only its own keys,
-/// and no table is kept. A lookup costs O(N) (N = workers): one hash mix and one logarithm
-/// per worker.
+/// and no table is kept. A lookup costs O(N) (N = workers): one hash mix per worker and a
+/// logarithm for the few (≈ ln N) that may be the best so far.
 #[derive(Debug, Clone)]
 pub struct Placement {
     scheme: Rendezvous,
@@ -140,15 +140,24 @@ impl Rendezvous {
         }
     }
 
-    /// The owner of `key`, or `None` for an empty fleet. O(N): one mix and one logarithm per
-    /// worker.
+    /// The owner of `key`, or `None` for an empty fleet. O(N): one mix per worker, and a
+    /// logarithm only for a worker that may beat the best so far (about ln N of them).
     pub fn owner(&self, key: u64) -> Option<NodeId> {
         // (score, h, index) of the best worker so far. Each worker's (score, h) depends only on
         // the key and that worker, so adding or removing others never reorders two workers.
         let mut best: Option<(f64, u64, usize)> = None;
         for (i, (&wh, &w)) in self.hashes.iter().zip(&self.weights).enumerate() {
             let h = mix64(key ^ wh);
-            let score = w / -ln_portable(unit_open(h));
+            let u = unit_open(h);
+            if let Some((best_score, _, _)) = best {
+                // -ln(u) ≥ 1 − u, so w / (1 − u) bounds this worker's score from above: below
+                // the best (by a margin far wider than rounding) it cannot win, and the
+                // logarithm is skipped. This changes the cost only, never the owner.
+                if w < best_score * (1.0 - u) * PRUNE_MARGIN {
+                    continue;
+                }
+            }
+            let score = w / -ln_portable(u);
             // Workers are sorted by id: on a full tie the smaller id, seen first, stays.
             if best.is_none_or(|(bs, bh, _)| score > bs || (score == bs && h > bh)) {
                 best = Some((score, h, i));
@@ -287,10 +296,10 @@ impl Maglev {
                     credit[i] -= max_weight;
                     // A permutation of 0..m: a free entry turns up within m steps.
                     while table[pos[i] as usize] != u32::MAX {
-                        pos[i] = (pos[i] + skip[i]) % m;
+                        pos[i] = step(pos[i], skip[i], m);
                     }
                     table[pos[i] as usize] = i as u32;
-                    pos[i] = (pos[i] + skip[i]) % m;
+                    pos[i] = step(pos[i], skip[i], m);
                     filled += 1;
                     if filled == m {
                         break 'fill;
@@ -463,6 +472,9 @@ pub fn ln_portable(x: f64) -> f64 {
 
 /// splitmix64's increment (the golden ratio in 64-bit fixed point).
 const SPLITMIX_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+/// [`Rendezvous::owner`] skips a worker whose score bound is below the best score times
+/// this: 10⁻¹² under 1, a thousand times the relative rounding error of a score.
+const PRUNE_MARGIN: f64 = 1.0 - 1e-12;
 /// Salts separating Maglev's offset and skip hashes of one worker.
 const MAGLEV_OFFSET_SALT: u64 = 0x6f66_6673_6574_0001;
 const MAGLEV_SKIP_SALT: u64 = 0x736b_6970_0000_0002;
@@ -503,6 +515,16 @@ fn normalize(workers: &[Worker]) -> Vec<Worker> {
         });
     }
     by_id.into_values().collect()
+}
+
+/// `(pos + skip) mod m` for `pos, skip < m`, without a division.
+fn step(pos: u64, skip: u64, m: u64) -> u64 {
+    let next = pos + skip;
+    if next >= m {
+        next - m
+    } else {
+        next
+    }
 }
 
 /// The smallest prime ≥ `n` (trial division: n is at most a few hundred thousand).
@@ -751,6 +773,33 @@ mod tests {
         assert_eq!(Ring::with_vnodes(&fleet, 160).points(), 160 + 400);
         fleet[0].weight = 1;
         assert_eq!(Ring::with_vnodes(&fleet, 10).points(), 1 + 25);
+    }
+
+    #[test]
+    fn pruning_never_changes_the_owner() {
+        // The owner by scoring every worker, without the bound that skips logarithms.
+        let full = |r: &Rendezvous, key: u64| {
+            let mut best: Option<(f64, u64, usize)> = None;
+            for (i, (&wh, &w)) in r.hashes.iter().zip(&r.weights).enumerate() {
+                let h = mix64(key ^ wh);
+                let score = w / -ln_portable(unit_open(h));
+                if best.is_none_or(|(bs, bh, _)| score > bs || (score == bs && h > bh)) {
+                    best = Some((score, h, i));
+                }
+            }
+            best.map(|(_, _, i)| r.workers[i].id)
+        };
+        let keys = sample_keys(2000);
+        for n in [2, 8, 64] {
+            let mut fleet = sample_workers(n);
+            for (i, w) in fleet.iter_mut().enumerate() {
+                w.weight = [100, 100, 1, 1000, 250, 100, 37][i % 7];
+            }
+            for workers in [sample_workers(n), fleet] {
+                let r = Rendezvous::new(&workers);
+                assert!(keys.iter().all(|&k| r.owner(k) == full(&r, k)));
+            }
+        }
     }
 
     #[test]
