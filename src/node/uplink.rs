@@ -527,12 +527,13 @@ impl UplinkFleet {
         })));
     }
 
-    /// Where to connect next: the owner of this node's cluster unless it is `avoid` (the
-    /// worker just lost or just unreachable), else the next worker of the directory after
-    /// `avoid`, else the configured uplink.
+    /// Where to connect next: the owner of this node's cluster when nothing failed
+    /// (`avoid` is `None`); after a failure (`avoid`: the worker just lost or unreachable),
+    /// the next worker of the directory after it, so repeated failures go round every
+    /// worker; without a directory, the configured uplink.
     fn next_target(&self, configured: &str, avoid: Option<&str>) -> String {
-        if let Some(o) = self.owner.load().as_deref() {
-            if Some(o.addr.as_str()) != avoid {
+        if avoid.is_none() {
+            if let Some(o) = self.owner.load().as_deref() {
                 return o.addr.clone();
             }
         }
@@ -546,8 +547,11 @@ impl UplinkFleet {
             .map(|m| m.addr.as_str())
             .collect();
         live.sort_unstable();
+        let owner = self.owner.load().as_deref().map(|o| o.addr.clone());
         let after = avoid.and_then(|a| live.iter().position(|x| *x == a));
         let pick = match after {
+            // Not a member (a seed, or the configured uplink): the owner first.
+            None if avoid.is_some() && owner.is_some() => return owner.unwrap_or_default(),
             Some(i) => live
                 .iter()
                 .cycle()
