@@ -5,7 +5,7 @@
 //! Design after SWIM (Das, Gupta & Motivala, "SWIM: Scalable Weakly-consistent
 //! Infection-style Process Group Membership Protocol", DSN 2002, §4.2 suspicion and §4.3
 //! incarnation numbers), with the direct probe replaced by the peer link every worker keeps
-//! with every other (it carries a [`FleetView`] every second, which is the heartbeat):
+//! with every other (it carries a [`FleetView`](crate::wire::FleetView) every second, which is the heartbeat):
 //!
 //! - A member not heard from directly for `suspect_after` becomes **Suspect** here, and the
 //!   suspicion spreads with this worker's view.
