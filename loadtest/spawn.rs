@@ -65,8 +65,14 @@ impl Fleet {
 
     /// Starts a bridge on `ip`; `extra` are more command-line arguments.
     pub fn bridge(&mut self, name: &str, ip: &str, extra: &[&str]) -> Result<usize> {
-        let quic = free_udp(ip)?;
-        let admin = free_tcp(ip)?;
+        self.bridge_at(name, free_udp(ip)?, extra)
+    }
+
+    /// Starts a bridge listening on `quic` (e.g. a port taken earlier with [`free_udp`], so
+    /// that other processes can be told the address first), its admin listener on a free port
+    /// of the same address; `extra` are more command-line arguments.
+    pub fn bridge_at(&mut self, name: &str, quic: SocketAddr, extra: &[&str]) -> Result<usize> {
+        let admin = free_tcp(&quic.ip().to_string())?;
         let mut args = vec![
             "bridge".to_string(),
             "--listen".into(),
@@ -207,6 +213,20 @@ impl Fleet {
         }
     }
 
+    /// Sends SIGTERM to process `i` (a graceful shutdown) and hands its child over, without
+    /// waiting: the caller watches the exit (dropping the child kills it). `None` if the
+    /// process was not running.
+    pub fn terminate_detached(&mut self, i: usize) -> Option<Child> {
+        let c = self.procs[i].child.take()?;
+        if let Some(pid) = c.id() {
+            // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        Some(c)
+    }
+
     /// Starts process `i` again with the same arguments (same ports, same data dir).
     pub fn restart(&mut self, i: usize) -> Result<()> {
         let child = self.start(&self.procs[i].name.clone(), &self.procs[i].args.clone())?;
@@ -247,31 +267,48 @@ impl Fleet {
     /// Waits until every process answers `/health/ready` (or fails after `timeout`).
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        for p in &mut self.procs {
-            let Some(child) = p.child.as_mut() else {
-                continue;
-            };
-            loop {
-                if let Some(status) = child.try_wait()? {
-                    bail!(
-                        "{} exited early with {status}; see {}",
-                        p.name,
-                        self.dir.path().join(format!("{}.log", p.name)).display()
-                    );
-                }
-                if http_get(p.admin, "/health/ready")
-                    .map(|(code, _)| code == 200)
-                    .unwrap_or(false)
-                {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("{} not ready after {timeout:?}", p.name);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        for i in 0..self.procs.len() {
+            self.wait_ready_until(i, deadline, timeout).await?;
         }
         Ok(())
+    }
+
+    /// Waits until process `i` answers `/health/ready` (or fails after `timeout`).
+    pub async fn wait_ready_one(&mut self, i: usize, timeout: Duration) -> Result<()> {
+        self.wait_ready_until(i, Instant::now() + timeout, timeout)
+            .await
+    }
+
+    async fn wait_ready_until(
+        &mut self,
+        i: usize,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<()> {
+        let log = self.log_path(&self.procs[i].name);
+        let p = &mut self.procs[i];
+        let Some(child) = p.child.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{} exited early with {status}; see {}",
+                    p.name,
+                    log.display()
+                );
+            }
+            if http_get(p.admin, "/health/ready")
+                .map(|(code, _)| code == 200)
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} not ready after {timeout:?}", p.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Kills every child and waits for them.
