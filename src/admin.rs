@@ -5,6 +5,9 @@
 //! | `GET /metrics` | 200, Prometheus text format 0.0.4 ([`crate::metrics::Metrics::encode_text`]) |
 //! | `GET /health/live` | 200 `ok` while the process serves HTTP at all (liveness) |
 //! | `GET /health/ready` | 200 `ready` when [`AdminState::ready`] is set, else 503 `not ready` |
+//! | `GET /state` | 200, the replicated state as JSON ([`AdminState::state`]) |
+//! | `GET /fleet` | 200, the fleet view as JSON ([`AdminState::fleet`]; `{}` outside a fleet) |
+//! | `POST /drain` | 202 `draining` and starts a fleet worker's drain ([`AdminState::drain`]); 404 outside a fleet |
 //! | other path | 404 `not found` |
 //! | known path, method other than GET/HEAD | 405 `method not allowed`, with `Allow: GET, HEAD` |
 //!
@@ -43,6 +46,11 @@ pub struct AdminState {
     /// The replicated state served at `/state` as JSON, once the mode has started (see
     /// [`crate::server::ServerHandle::state`]); `{}` before.
     pub state: Arc<arc_swap::ArcSwapOption<arc_swap::ArcSwap<serde_json::Value>>>,
+    /// The fleet view served at `/fleet` (a worker: members and clusters; a node: its uplink
+    /// and owner); `{}` before or outside a fleet.
+    pub fleet: Arc<arc_swap::ArcSwapOption<arc_swap::ArcSwap<serde_json::Value>>>,
+    /// Cancelled by `POST /drain`: a fleet worker's drain (`None` outside a fleet).
+    pub drain: Arc<arc_swap::ArcSwapOption<CancellationToken>>,
 }
 
 /// Errors of the admin listener.
@@ -161,8 +169,17 @@ fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let known = matches!(
         path,
-        "/metrics" | "/health/live" | "/health/ready" | "/state"
+        "/metrics" | "/health/live" | "/health/ready" | "/state" | "/fleet"
     );
+    if path == "/drain" && req.method() == Method::POST {
+        return match &*state.drain.load() {
+            Some(token) => {
+                token.cancel();
+                text(StatusCode::ACCEPTED, "draining\n")
+            }
+            None => text(StatusCode::NOT_FOUND, "not a fleet worker\n"),
+        };
+    }
     if !known {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
@@ -180,8 +197,13 @@ fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
             resp
         }
         "/health/live" => text(StatusCode::OK, "ok\n"),
-        "/state" => {
-            let body = match &*state.state.load() {
+        "/state" | "/fleet" => {
+            let slot = if path == "/state" {
+                &state.state
+            } else {
+                &state.fleet
+            };
+            let body = match &*slot.load() {
                 Some(json) => serde_json::to_vec_pretty(&**json.load()).unwrap_or_default(),
                 None => b"{}".to_vec(),
             };
@@ -232,6 +254,8 @@ mod tests {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = AdminState {
+            fleet: Default::default(),
+            drain: Default::default(),
             metrics: Metrics::new(),
             ready: Arc::new(AtomicBool::new(false)),
             state: Default::default(),

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use quinn::{Connection, RecvStream};
+use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -61,6 +61,7 @@ use crate::wire::{
 };
 
 pub mod aggregate;
+pub mod fleet;
 mod gossip;
 pub mod index;
 mod parent;
@@ -106,6 +107,12 @@ struct Shared {
     tracker: TaskTracker,
     /// The queue into the gossip task (children's stores and the level store).
     gossip: gossip::BridgeGossip,
+    /// The fleet this bridge is a worker of (`bridge.fleet.name`), if any.
+    fleet: Option<Arc<fleet::Fleet>>,
+    /// The route-table group of peer links (held for the process's life, so it never changes).
+    fleet_group: u32,
+    /// Cancelled when the bridge shuts down.
+    shutdown: CancellationToken,
 }
 
 /// The state of one realm.
@@ -167,35 +174,54 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
     let cache = LookupCache::new(level, cfg.cache.for_level(level), &metrics.cache);
     let (gossip_handle, gossip_rx) = gossip::BridgeGossip::new();
     let state_json = gossip_handle.json.clone();
+    let (fleet, fleet_task) = match fleet::Fleet::new(&cfg, node_id, local_addr) {
+        Some((f, t)) => (Some(f), Some(t)),
+        None => (None, None),
+    };
+    let mut groups = crate::router::GroupNames::default();
+    let fleet_group = groups.acquire(fleet::GROUP);
     let shared = Arc::new(Shared {
         node_id,
         local_addr,
         metrics: metrics.clone(),
         realms,
         next_key: AtomicU64::new(1),
-        groups: Mutex::default(),
+        groups: Mutex::new(groups),
         calls: Mutex::new(PendingCalls::new(cfg.rpc.max_pending)),
         cache,
         lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
         tracker: tracker.clone(),
         gossip: gossip_handle,
+        fleet,
+        fleet_group,
+        shutdown: shutdown.clone(),
         cfg,
     });
     tracker.spawn(
         gossip::run(shared.clone(), gossip_rx, shutdown.clone()).instrument(info_span!("gossip")),
     );
-    if has_parent {
+    let client_ep = if has_parent || fleet_task.is_some() {
         let bind: SocketAddr = if local_addr.is_ipv6() {
             "[::]:0".parse().expect("valid literal")
         } else {
             "0.0.0.0:0".parse().expect("valid literal")
         };
-        let client_ep = crate::transport::client_endpoint(
+        Some(crate::transport::client_endpoint(
             bind,
             &shared.cfg.tls,
             &shared.cfg.transport,
             &shared.cfg.data_dir,
-        )?;
+        )?)
+    } else {
+        None
+    };
+    if let (Some(task), Some(ep)) = (fleet_task, &client_ep) {
+        tracker.spawn(
+            fleet::run(shared.clone(), task, ep.clone(), shutdown.clone())
+                .instrument(info_span!("fleet")),
+        );
+    }
+    if let (true, Some(client_ep)) = (has_parent, &client_ep) {
         for realm in shared.realms.values() {
             let span = info_span!("parent", realm = %realm.name);
             tracker.spawn(
@@ -231,6 +257,12 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         parents = ?shared.cfg.bridge.parents,
         "bridge started"
     );
+    let fleet_handle = shared.fleet.as_ref().map(|f| crate::server::FleetHandle {
+        drain: f.drain.clone(),
+        drained: f.drained.clone(),
+        grace: Duration::from_millis(shared.cfg.bridge.fleet.drain_grace_ms),
+        json: f.json.clone(),
+    });
     Ok(BridgeHandle {
         local_addr,
         node_id,
@@ -239,6 +271,8 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         endpoint,
         state: state_json,
         leave: None,
+        fleet: fleet_handle,
+        uplink_fleet: None,
     })
 }
 
@@ -279,6 +313,27 @@ fn propagate(changes: &[PatternChange], peers: Peers<'_, PeerTx>) {
     }
 }
 
+/// What a child link is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkKind {
+    /// A node's uplink; the nodes of one cluster share a route-table group.
+    Node,
+    /// A child bridge's parent link (a group of its own).
+    ChildBridge,
+    /// Another worker of this bridge's fleet (the fleet group); `dialer` dialed it.
+    Peer {
+        /// The worker that dialed the link.
+        dialer: NodeId,
+    },
+}
+
+/// Who is at the other end of a link.
+struct Remote {
+    node_id: NodeId,
+    cluster: String,
+    max_frame_size: u32,
+}
+
 async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     let metrics = shared.metrics.clone();
     let limits = &shared.cfg.limits;
@@ -289,9 +344,26 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         };
     metrics.frames_in.inc(MessageType::Connect as u8, 0);
     let realms = &shared.realms;
-    if let Err((code, msg)) =
-        session::check_connect(&connect, Role::Node, |r| realms.contains_key(r))
-    {
+    let mut checked = session::check_connect(&connect, Role::Node, |r| realms.contains_key(r));
+    let kind = if fleet::is_peer(&connect) {
+        if checked.is_ok() {
+            checked = match &shared.fleet {
+                Some(f) => f.check_peer(&shared, &connect),
+                None => Err((
+                    ErrorCode::FleetMismatch,
+                    "this bridge is not a fleet worker".into(),
+                )),
+            };
+        }
+        LinkKind::Peer {
+            dialer: connect.node_id,
+        }
+    } else if connect.capabilities.iter().any(|c| c == "bridge") {
+        LinkKind::ChildBridge
+    } else {
+        LinkKind::Node
+    };
+    if let Err((code, msg)) = checked {
         return session::refuse(
             &conn,
             Some(&mut send),
@@ -302,14 +374,70 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         )
         .await;
     }
+    if let (LinkKind::Node, Some(f)) = (kind, &shared.fleet) {
+        if let Some(r) = f.admit(&shared, &connect) {
+            debug!(cluster = %connect.cluster, owner = %r.addr, "redirecting a node to its owner");
+            let _ = send.write_all(&Frame::Redirect(r).to_bytes()).await;
+            let _ = send.finish();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            conn.close(0u32.into(), b"redirected");
+            return;
+        }
+    }
     let realm = shared.realms[&connect.realm].clone();
+    let remote = Remote {
+        node_id: connect.node_id,
+        cluster: connect.cluster.clone(),
+        max_frame_size: connect.max_frame_size,
+    };
+    run_link(
+        shared.clone(),
+        realm,
+        conn,
+        send,
+        recv,
+        decoder,
+        remote,
+        kind,
+        Some(&connect),
+    )
+    .await;
+}
+
+/// Runs an established child link (a node, a child bridge, or a fleet peer) until it ends,
+/// then removes its routes, records and calls. `accepted` is the peer's `connect` when this
+/// side accepted the session (the `CONNECTED` answer is queued first); `None` when this side
+/// dialed it (a fleet peer link).
+#[allow(clippy::too_many_arguments)]
+async fn run_link(
+    shared: Arc<Shared>,
+    realm: Arc<Realm>,
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    decoder: FrameDecoder,
+    remote: Remote,
+    kind: LinkKind,
+    accepted: Option<&crate::wire::Connect>,
+) {
+    let metrics = shared.metrics.clone();
+    let limits = &shared.cfg.limits;
     let table = &realm.routes;
-    // Child bridges stand alone (group 0); the nodes of a cluster share its group.
-    let group_name = (!connect.capabilities.iter().any(|c| c == "bridge"))
-        .then(|| format!("{}\0{}", connect.realm, connect.cluster));
+    // Child bridges stand alone (group 0); the nodes of a cluster share its group; the
+    // workers of the fleet share the fleet group.
+    let group_name = match kind {
+        LinkKind::Node => Some(format!("{}\0{}", realm.name, remote.cluster)),
+        LinkKind::ChildBridge => None,
+        LinkKind::Peer { .. } => Some(fleet::GROUP.to_string()),
+    };
     let group = match &group_name {
         Some(name) => shared.groups.lock().expect("groups lock").acquire(name),
         None => 0,
+    };
+    let release = |shared: &Shared| {
+        if let Some(name) = &group_name {
+            shared.groups.lock().expect("groups lock").release(name);
+        }
     };
     let seq = shared.next_key.fetch_add(1, Ordering::Relaxed) as u32;
     let key = crate::router::grouped_key(group, seq);
@@ -317,20 +445,44 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         tx,
         ctrl_rx,
         data_rx,
-    } = session::accept_peer(
-        key,
-        &conn,
-        &connect,
-        shared.node_id,
-        limits,
-        shared.cfg.transport.keep_alive_ms,
-    );
+    } = match accepted {
+        Some(connect) => session::accept_peer(
+            key,
+            &conn,
+            connect,
+            shared.node_id,
+            limits,
+            shared.cfg.transport.keep_alive_ms,
+        ),
+        None => session::peer_queues(key, &conn, remote.max_frame_size, limits),
+    };
     let ctrl_tx = tx.ctrl.clone();
-    let link = Link::child(&tx, group_name.is_some().then_some(connect.node_id));
+    let mut link = Link::child(&tx, (kind == LinkKind::Node).then_some(remote.node_id));
+    link.peer = matches!(kind, LinkKind::Peer { .. });
+    if let (LinkKind::Peer { dialer }, Some(f)) = (kind, &shared.fleet) {
+        if !f.peer_link_up(
+            remote.node_id,
+            &realm.name,
+            key,
+            dialer,
+            &conn,
+            link.clone(),
+        ) {
+            shared
+                .metrics
+                .fleet
+                .refused_total
+                .with_label_values(&["duplicate"])
+                .inc();
+            release(&shared);
+            conn.close(0u32.into(), b"duplicate fleet link");
+            return;
+        }
+    }
     let child = gossip::ChildInfo {
-        node_id: connect.node_id,
-        cluster: connect.cluster.clone(),
-        is_bridge: group_name.is_none(),
+        node_id: remote.node_id,
+        cluster: remote.cluster.clone(),
+        is_bridge: kind == LinkKind::ChildBridge,
     };
     lock(&realm.links).insert(key, link.clone());
     let (pending_tx, pending_rx) = mpsc::channel((limits.max_inflight as usize).max(1));
@@ -344,7 +496,12 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
             let _ = tx.ctrl.try_send(Outbound::Frame(f.to_bytes()));
         }
     });
-    info!(realm = %connect.realm, cluster = %connect.cluster, "node connected");
+    match (kind, &shared.fleet) {
+        (LinkKind::Node, Some(f)) => f.child_up(key, &realm.name, &remote.cluster, &ctrl_tx, &conn),
+        (LinkKind::Peer { .. }, Some(_)) => fleet::sync_records(&shared, &realm, &link),
+        _ => {}
+    }
+    info!(realm = %realm.name, cluster = %remote.cluster, kind = ?kind, "link up");
     let cancel = CancellationToken::new();
     let wcfg = WriterConfig {
         write_timeout: Duration::from_millis(limits.slow_consumer_timeout_ms.max(1)),
@@ -362,18 +519,56 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         &shared, &realm, &link, &child, &tx, recv, decoder, pending_rx,
     )
     .await;
-    table.remove_peer(key, propagate);
-    shared.gossip.send(gossip::Cmd::ChildDown {
-        realm: realm.name.clone(),
-        from: connect.node_id,
-        key,
-    });
-    if let Some(name) = &group_name {
-        shared.groups.lock().expect("groups lock").release(name);
+    let orderly = matches!(end, Ok(true));
+    let mut handoff = false;
+    if let Some(f) = &shared.fleet {
+        match kind {
+            LinkKind::Node => {
+                handoff = f.child_down(key);
+                if handoff {
+                    metrics.fleet.handoffs_total.inc();
+                }
+            }
+            LinkKind::Peer { .. } => f.peer_link_down(remote.node_id, &realm.name, key),
+            LinkKind::ChildBridge => {}
+        }
+    }
+    let linger = match (&shared.fleet, kind) {
+        (Some(_), LinkKind::Node) => !orderly || handoff,
+        (Some(_), LinkKind::Peer { .. }) => !orderly,
+        _ => false,
+    };
+    if !matches!(kind, LinkKind::Peer { .. }) {
+        shared.gossip.send(gossip::Cmd::ChildDown {
+            realm: realm.name.clone(),
+            from: remote.node_id,
+            key,
+        });
     }
     rpc::link_closed(&shared, &realm, key);
-    info!(realm = %connect.realm, cluster = %connect.cluster, "node disconnected");
+    info!(realm = %realm.name, cluster = %remote.cluster, kind = ?kind, orderly, linger, "link down");
+    let end = end.map(|_| ());
     session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
+    match (&shared.fleet, linger) {
+        (Some(f), true) => {
+            // Hold the link's interest (see `bridge/fleet.rs`, "Handoff grace").
+            f.lingering.fetch_add(1, Ordering::Relaxed);
+            metrics.fleet.lingering_links.inc();
+            let grace = f.handoff_grace;
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = shared.shutdown.cancelled() => {}
+            }
+            table.remove_peer(key, propagate);
+            release(&shared);
+            f.lingering.fetch_sub(1, Ordering::Relaxed);
+            metrics.fleet.lingering_links.dec();
+        }
+        _ => {
+            table.remove_peer(key, propagate);
+            release(&shared);
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -386,7 +581,7 @@ async fn node_reader(
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
     mut pending: mpsc::Receiver<Arc<AckTrack>>,
-) -> Result<(), Fatal> {
+) -> Result<bool, Fatal> {
     let metrics = &shared.metrics;
     let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
     let mut scratch = Vec::new();
@@ -406,7 +601,7 @@ async fn node_reader(
                 me,
             };
             if handle_node_frame(&ctx, &raw, &mut scratch, &mut pending, slow).await? {
-                return Ok(());
+                return Ok(true);
             }
         }
         // Nodes and child bridges send a PING every `UPLINK_HEARTBEAT`: a link silent for
@@ -423,11 +618,11 @@ async fn node_reader(
                 return Err((ErrorCode::Protocol, "no heartbeat".into()));
             }
             Ok(Ok(true)) => {}
-            Ok(Ok(false)) => return Ok(()),
+            Ok(Ok(false)) => return Ok(false),
             Ok(Err(SessionError::Wire(e))) => return Err((e.code(), e.to_string())),
             Ok(Err(e)) => {
                 debug!(error = %e, "node stream ended");
-                return Ok(());
+                return Ok(false);
             }
         }
     }
@@ -511,7 +706,12 @@ async fn handle_node_frame(
                     None => Outbound::Frame(raw.bytes.clone()),
                 };
                 match tx.offer(item, reliable, slow).await {
-                    Offer::Queued => metrics.messages_relayed_total.inc(),
+                    Offer::Queued => {
+                        metrics.messages_relayed_total.inc();
+                        if crate::router::group_of(tx.key) == shared.fleet_group {
+                            metrics.fleet.forwarded_publish.inc();
+                        }
+                    }
                     Offer::QueueFull => metrics.dropped("queue_full"),
                     Offer::SlowConsumer => metrics.dropped("slow_consumer"),
                     Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
@@ -581,6 +781,11 @@ async fn handle_node_frame(
             }
         }
         MessageType::Pong | MessageType::SubAck => {}
+        MessageType::FleetView if ctx.link.peer => {
+            if let Err((code, msg)) = fleet::on_view(shared, &ctx.child.node_id, raw) {
+                me.send_error(metrics, code, msg, None);
+            }
+        }
         MessageType::GossipPush
         | MessageType::GossipPull
         | MessageType::GossipPullReply

@@ -90,6 +90,69 @@ pub struct BridgeConfig {
     pub parents: Vec<String>,
     /// TLS server name of the parents. Default `localhost`.
     pub parent_server_name: String,
+    /// The fleet of workers serving this level together (`docs/FLEET.md`).
+    pub fleet: FleetConfig,
+}
+
+/// Settings of a bridge fleet (`[bridge.fleet]`, `docs/FLEET.md`). A bridge is a fleet
+/// worker when `name` is set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// The fleet's name; every worker of one level uses the same. `None` (written `"off"`):
+    /// a single bridge, no fleet. Default `None`.
+    #[serde(with = "opt_string")]
+    pub name: Option<String>,
+    /// `host:port` of other workers to join through (seeds); the rest are learned by gossip.
+    /// Default `[]`.
+    pub peers: Vec<String>,
+    /// `host:port` whose A/AAAA records are the workers (a Kubernetes headless service),
+    /// re-resolved every `dns_interval_ms`. Default `None`.
+    #[serde(with = "opt_string")]
+    pub dns: Option<String>,
+    /// How often `dns` is re-resolved, ms. Default [`defaults::FLEET_DNS_INTERVAL_MS`] (10 s).
+    pub dns_interval_ms: u64,
+    /// This worker's relative share of clusters, 1..=1000 (100 = normal). Default 100.
+    pub weight: u32,
+    /// The address other workers and nodes reach this worker at. `None`: `bridge.listen`,
+    /// which must then not be a wildcard address. Default `None`.
+    #[serde(with = "opt_socket_addr")]
+    pub advertise: Option<SocketAddr>,
+    /// Silence after which a worker is suspected, ms. Default
+    /// [`defaults::FLEET_SUSPECT_AFTER_MS`] (3 s).
+    pub suspect_after_ms: u64,
+    /// Time a suspected worker has to refute before it is declared dead, ms. Default
+    /// [`defaults::FLEET_SUSPICION_TIMEOUT_MS`] (2 s).
+    pub suspicion_timeout_ms: u64,
+    /// Longest a drain waits for its nodes to leave and QoS 1 messages to finish, ms.
+    /// Default [`defaults::FLEET_DRAIN_GRACE_MS`] (30 s).
+    pub drain_grace_ms: u64,
+    /// Largest random delay a redirected node waits before reconnecting, ms. Default
+    /// [`defaults::FLEET_REDIRECT_JITTER_MS`] (1 s).
+    pub redirect_jitter_ms: u64,
+    /// How long the interest of a link that ended without an orderly close (a worker that
+    /// died, a node that was redirected) is kept, ms: QoS 1 messages for it stay
+    /// unacknowledged, so their publishers resend them to wherever the subscribers re-home.
+    /// Default [`defaults::FLEET_HANDOFF_GRACE_MS`] (6 s).
+    pub handoff_grace_ms: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            name: None,
+            peers: Vec::new(),
+            dns: None,
+            dns_interval_ms: defaults::FLEET_DNS_INTERVAL_MS,
+            weight: 100,
+            advertise: None,
+            suspect_after_ms: defaults::FLEET_SUSPECT_AFTER_MS,
+            suspicion_timeout_ms: defaults::FLEET_SUSPICION_TIMEOUT_MS,
+            drain_grace_ms: defaults::FLEET_DRAIN_GRACE_MS,
+            redirect_jitter_ms: defaults::FLEET_REDIRECT_JITTER_MS,
+            handoff_grace_ms: defaults::FLEET_HANDOFF_GRACE_MS,
+        }
+    }
 }
 
 /// Settings of `macula node`.
@@ -471,6 +534,7 @@ impl Config {
         for (key, list) in [
             ("node.seeds", &self.node.seeds),
             ("bridge.parents", &self.bridge.parents),
+            ("bridge.fleet.peers", &self.bridge.fleet.peers),
         ] {
             for target in list {
                 if let Err(reason) = check_host_port(target) {
@@ -488,6 +552,7 @@ impl Config {
         {
             return invalid("bridge.parents", "a global bridge has no parent");
         }
+        self.validate_fleet()?;
         let d = &self.dht;
         if d.record_ttl_ms < 1000 || d.record_ttl_ms > d.max_record_ttl_ms {
             return invalid(
@@ -537,6 +602,48 @@ impl Config {
             return invalid(
                 "node.uplink_server_name",
                 format!("{name:?} is not a valid DNS name or IP address"),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_fleet(&self) -> Result<(), ConfigError> {
+        let f = &self.bridge.fleet;
+        if let Some(name) = &f.name {
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            {
+                return invalid(
+                    "bridge.fleet.name",
+                    format!("{name:?}: must be 1-64 characters of [a-z0-9._-]"),
+                );
+            }
+        }
+        if let Some(dns) = &f.dns {
+            if let Err(reason) = check_host_port(dns) {
+                return invalid("bridge.fleet.dns", format!("{dns:?}: {reason}"));
+            }
+        }
+        if !(1..=1000).contains(&f.weight) {
+            return invalid("bridge.fleet.weight", "must be in [1, 1000]");
+        }
+        for (key, v) in [
+            ("bridge.fleet.dns_interval_ms", f.dns_interval_ms),
+            ("bridge.fleet.suspect_after_ms", f.suspect_after_ms),
+            ("bridge.fleet.suspicion_timeout_ms", f.suspicion_timeout_ms),
+            ("bridge.fleet.drain_grace_ms", f.drain_grace_ms),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be > 0");
+            }
+        }
+        if f.name.is_some() && f.advertise.is_none() && self.bridge.listen.ip().is_unspecified() {
+            return invalid(
+                "bridge.fleet.advertise",
+                "required when bridge.listen is a wildcard address (workers and nodes dial it)",
             );
         }
         Ok(())
@@ -867,6 +974,7 @@ impl Default for BridgeConfig {
             level: crate::escalation::Level::Street,
             parents: Vec::new(),
             parent_server_name: defaults::DEFAULT_UPLINK_SERVER_NAME.to_string(),
+            fleet: FleetConfig::default(),
         }
     }
 }

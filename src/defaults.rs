@@ -256,3 +256,35 @@ pub const GOSSIP_MAX_MESSAGE_BYTES: usize = 60_000;
 /// Timeout of a client's `put` / `get` / `update` on a replicated key (answered by its own node:
 /// no network hop beyond the client's connection).
 pub const CRDT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How often a fleet worker re-resolves `bridge.fleet.dns`, ms: a new pod of a headless
+/// service is found within this.
+pub const FLEET_DNS_INTERVAL_MS: u64 = 10_000;
+/// Silence after which a fleet worker is suspected, ms: three missed views (one per second).
+pub const FLEET_SUSPECT_AFTER_MS: u64 = 3_000;
+/// Time a suspected worker has to refute, ms. With [`FLEET_SUSPECT_AFTER_MS`] a dead worker
+/// is declared within 5 s of its last sign of life.
+pub const FLEET_SUSPICION_TIMEOUT_MS: u64 = 2_000;
+/// Longest drain, ms: enough for thousands of nodes to be redirected with jitter and for
+/// QoS 1 retransmissions (`ACK_TIMEOUT_MS`, 5 s) to settle.
+pub const FLEET_DRAIN_GRACE_MS: u64 = 30_000;
+/// Largest random delay before a redirected node reconnects, ms: spreads a drained
+/// worker's nodes over a second instead of one burst.
+pub const FLEET_REDIRECT_JITTER_MS: u64 = 1_000;
+/// How long the interest of a link that ended without an orderly close is kept, ms: covers
+/// a node's re-home (death detection 3 s + reconnect + resubscribe) so QoS 1 publishes
+/// meant for it stay unacknowledged until it is reachable again.
+pub const FLEET_HANDOFF_GRACE_MS: u64 = 6_000;
+/// Redirects a node follows in a row before it stays where it is; a worker accepts a node
+/// that says it was redirected this often, whoever owns its cluster (bounds redirect loops
+/// while workers disagree about membership).
+pub const FLEET_MAX_REDIRECTS: u32 = 3;
+/// Period of the fleet task: views to peers, failure detector, rebalancing, ms.
+pub const FLEET_TICK_MS: u64 = 1_000;
+/// Longest wait for an uplink's QUIC handshake, ms: a bridge on the LAN answers in
+/// milliseconds, and a dead fleet worker must not hold a re-homing node for the generic
+/// 10 s handshake timeout.
+pub const UPLINK_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a node ignores redirects to the worker it just lost, ms: until every worker
+/// has noticed the death (peer silence 3 s), one may still name it as the owner.
+pub const FLEET_LOST_WORKER_MEMORY: Duration = Duration::from_secs(10);

@@ -54,6 +54,7 @@ pub mod dedup;
 pub mod defaults;
 pub mod dht;
 pub mod escalation;
+pub mod fleet;
 pub mod gossip;
 pub mod metrics;
 pub mod node;

@@ -43,7 +43,10 @@ enum Cmd {
 }
 
 #[derive(clap::Args, Default)]
+#[command(args_conflicts_with_subcommands = true)]
 struct BridgeArgs {
+    #[command(subcommand)]
+    action: Option<BridgeCmd>,
     /// UDP address for QUIC from nodes (default 0.0.0.0:9443).
     #[arg(long)]
     listen: Option<String>,
@@ -61,6 +64,32 @@ struct BridgeArgs {
     /// this bridge is the top).
     #[arg(long = "parent")]
     parents: Vec<String>,
+    /// Join the fleet of workers of this name (docs/FLEET.md; default: a single bridge).
+    #[arg(long)]
+    fleet: Option<String>,
+    /// Another worker of the fleet, host:port (repeatable; the rest are learned by gossip).
+    #[arg(long = "fleet-peer")]
+    fleet_peers: Vec<String>,
+    /// Resolve this host:port for the fleet's workers (a Kubernetes headless service).
+    #[arg(long)]
+    fleet_dns: Option<String>,
+    /// This worker's relative share of clusters, 1-1000 (default 100).
+    #[arg(long)]
+    weight: Option<u32>,
+    /// Address workers and nodes reach this worker at (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum BridgeCmd {
+    /// Drain a running fleet worker through its admin listener: it stops accepting nodes,
+    /// redirects them to their new owners, finishes in-flight QoS 1 messages and exits.
+    Drain {
+        /// The worker's admin address, host:port.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        admin: String,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -122,6 +151,22 @@ struct BridgeOverrides {
     level: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parents: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet: Option<FleetOverrides>,
+}
+
+#[derive(Serialize, Default)]
+struct FleetOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advertise: Option<String>,
 }
 
 #[derive(Serialize, Default)]
@@ -165,6 +210,13 @@ fn overrides(cli: &Cli) -> Overrides {
                 realms: (!b.realms.is_empty()).then(|| b.realms.clone()),
                 level: b.level.clone(),
                 parents: (!b.parents.is_empty()).then(|| b.parents.clone()),
+                fleet: Some(FleetOverrides {
+                    name: b.fleet.clone(),
+                    peers: (!b.fleet_peers.is_empty()).then(|| b.fleet_peers.clone()),
+                    dns: b.fleet_dns.clone(),
+                    weight: b.weight,
+                    advertise: b.advertise.clone(),
+                }),
             })
         }
         Cmd::Node(n) => {
@@ -185,6 +237,13 @@ fn overrides(cli: &Cli) -> Overrides {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Bridge(BridgeArgs {
+        action: Some(BridgeCmd::Drain { admin }),
+        ..
+    }) = &cli.cmd
+    {
+        return drain_remote(admin);
+    }
     let mut cfg = match Config::load(cli.config.as_deref(), &overrides(&cli))
         .and_then(|c| c.validate().map(|_| c))
     {
@@ -245,6 +304,9 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let state_slot: Arc<arc_swap::ArcSwapOption<arc_swap::ArcSwap<serde_json::Value>>> =
         Arc::default();
+    let fleet_slot: Arc<arc_swap::ArcSwapOption<arc_swap::ArcSwap<serde_json::Value>>> =
+        Arc::default();
+    let drain_slot: Arc<arc_swap::ArcSwapOption<CancellationToken>> = Arc::default();
     let admin_cancel = CancellationToken::new();
     let grace = Duration::from_millis(cfg.limits.drain_grace_ms);
     let admin_addr = match cmd {
@@ -259,6 +321,8 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
                 state: state_slot.clone(),
+                fleet: fleet_slot.clone(),
+                drain: drain_slot.clone(),
             };
             Some(tokio::spawn(macula::admin::serve_listener(
                 listener,
@@ -272,8 +336,19 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
         Cmd::Bridge(_) => {
             let h = macula::bridge::start(cfg, metrics).await?;
             state_slot.store(Some(h.state.clone()));
+            let drain = match &h.fleet {
+                Some(f) => {
+                    fleet_slot.store(Some(f.json.clone()));
+                    drain_slot.store(Some(Arc::new(f.drain.clone())));
+                    f.drain.clone()
+                }
+                None => CancellationToken::new(),
+            };
             ready.store(true, Ordering::Release);
-            wait_for_signal().await;
+            tokio::select! {
+                _ = wait_for_signal() => {}
+                _ = drain.cancelled() => tracing::info!("drain requested"),
+            }
             ready.store(false, Ordering::Release);
             tracing::info!("shutting down");
             h.shutdown(grace).await;
@@ -281,6 +356,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
         Cmd::Node(_) => {
             let h = macula::node::start(cfg, metrics).await?;
             state_slot.store(Some(h.state.clone()));
+            fleet_slot.store(h.uplink_fleet.clone());
             ready.store(true, Ordering::Release);
             wait_for_signal().await;
             ready.store(false, Ordering::Release);
@@ -294,6 +370,39 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
         let _ = a.await;
     }
     Ok(())
+}
+
+/// `macula bridge drain`: `POST /drain` to a worker's admin listener; exit 0 on 202.
+fn drain_remote(admin: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    let result = (|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(admin)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "POST /drain HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })();
+    match result {
+        Ok(resp) if resp.starts_with("HTTP/1.1 202") => {
+            println!("{admin}: draining");
+            ExitCode::SUCCESS
+        }
+        Ok(resp) => {
+            eprintln!(
+                "macula: drain refused by {admin}: {}",
+                resp.lines().next().unwrap_or("")
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("macula: cannot reach {admin}: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -8,8 +8,10 @@
 
 use std::sync::Arc;
 
+pub mod fleet;
 pub mod gossip;
 pub mod rpc;
+pub use fleet::FleetMetrics;
 pub use gossip::GossipMetrics;
 pub use rpc::RpcMetrics;
 
@@ -68,13 +70,15 @@ pub const ERROR_CODE_LABELS: [&str; 17] = [
 
 /// Message types of the wire protocol and their `type` label; any other byte counts as `other`.
 /// (A local copy: the wire module owns the numbers; this table must follow it.)
-pub const TYPE_LABELS: [(u8, &str); 26] = [
+pub const TYPE_LABELS: [(u8, &str); 28] = [
     (0x01, "connect"),
     (0x02, "disconnect"),
     (0x03, "ping"),
     (0x04, "pong"),
     (0x05, "connected"),
     (0x06, "error"),
+    (0x07, "redirect"),
+    (0x08, "fleet_view"),
     (0x10, "publish"),
     (0x11, "subscribe"),
     (0x12, "unsubscribe"),
@@ -160,6 +164,8 @@ pub struct Metrics {
     pub cache: crate::escalation::CacheMetrics,
     /// CRDT gossip (`macula_gossip_*`, [`GossipMetrics`]).
     pub gossip: GossipMetrics,
+    /// The bridge fleet (`macula_fleet_*`, [`FleetMetrics`]).
+    pub fleet: FleetMetrics,
 }
 
 /// Per-message-type frame and byte counters, pre-resolved so the hot path does no label
@@ -380,6 +386,7 @@ impl Metrics {
             protocol_error_children,
             rpc: RpcMetrics::new(r),
             gossip: GossipMetrics::new(r),
+            fleet: FleetMetrics::new(r),
             cache: crate::escalation::CacheMetrics::new(r).expect("registered once"),
             registry,
         })

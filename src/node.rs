@@ -17,6 +17,7 @@
 mod gossip;
 mod mesh;
 mod rpc;
+mod uplink;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,26 +26,24 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use quinn::{Connection, Endpoint, RecvStream};
+use quinn::{Connection, RecvStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, Instrument};
 
 use crate::config::Config;
-use crate::dedup::DedupWindow;
-use crate::defaults;
 use crate::metrics::Metrics;
 use crate::router::{PatternChange, Peers, RouteTable};
 pub use crate::server::ServerHandle;
 use crate::session::{
-    self, accept_session, fill, observe_latency, open_session, Offer, Outbound, PeerTx,
-    ReliableState, SessionError, WriterConfig,
+    self, accept_session, fill, observe_latency, Offer, Outbound, PeerTx, SessionError,
+    WriterConfig,
 };
 use crate::topic::{self, PatternTrie};
 use crate::wire::{
-    self, Connect, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Pong, PubAck, Qos,
-    RawFrame, Role, SubAck, Subscribe, Unsubscribe,
+    self, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck,
+    Subscribe, Unsubscribe,
 };
 
 /// Most patterns per `SUBSCRIBE` frame a node sends when re-announcing its interest.
@@ -83,6 +82,8 @@ struct Shared {
     advert_tx: mpsc::Sender<String>,
     /// The queue into the gossip task (the cluster's replicated CRDT store).
     gossip: gossip::GossipHandle,
+    /// The bridge fleet as the uplink sees it (directory, redirects).
+    fleet: uplink::UplinkFleet,
 }
 
 /// Queues into the uplink task.
@@ -202,6 +203,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         uplink_up: AtomicBool::new(false),
         advert_tx,
         gossip: gossip_handle,
+        fleet: uplink::UplinkFleet::new(&cfg.node.realm, &cfg.node.cluster),
         cfg,
     });
     let client_ep = crate::transport::client_endpoint(
@@ -214,7 +216,9 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         let s = shared.clone();
         let cancel = shutdown.clone();
         let ep = client_ep.clone();
-        tracker.spawn(run_uplink(s, ep, ctrl_rx, data_rx, cancel).instrument(info_span!("uplink")));
+        tracker.spawn(
+            uplink::run_uplink(s, ep, ctrl_rx, data_rx, cancel).instrument(info_span!("uplink")),
+        );
     }
     tracker.spawn(
         mesh::run_dialer(shared.clone(), client_ep, dial_rx, shutdown.clone())
@@ -269,6 +273,8 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         endpoint,
         state: shared.gossip.json.clone(),
         leave: Some((leave, left)),
+        fleet: None,
+        uplink_fleet: Some(shared.fleet.json.clone()),
     })
 }
 
@@ -651,339 +657,6 @@ async fn deliver_mesh(
     let metrics = &shared.metrics;
     let n = fan_out(&snap, metrics, frame, topic, reliable, ctx, slow).await;
     metrics.messages_relayed_total.inc_by(n);
-}
-
-/// The uplink task: connect, announce interest, relay, reconnect with backoff.
-async fn run_uplink(
-    shared: Arc<Shared>,
-    endpoint: Endpoint,
-    ctrl_rx: mpsc::Receiver<Outbound>,
-    data_rx: mpsc::Receiver<Outbound>,
-    cancel: CancellationToken,
-) {
-    let limits = shared.cfg.limits.clone();
-    let target = shared.cfg.node.uplink.clone().unwrap_or_default();
-    let server_name = shared.cfg.node.uplink_server_name.clone();
-    let mut state = ReliableState::new(
-        limits.max_inflight as usize,
-        Duration::from_millis(limits.ack_timeout_ms),
-        Duration::from_millis(limits.uplink_settle_ms),
-        shared.metrics.clone(),
-    );
-    let (acks_tx, acks_rx) = session::ack_channel(limits.max_inflight as usize);
-    let mut queues = session::ReliableQueues {
-        ctrl: ctrl_rx,
-        data: data_rx,
-        acks: acks_rx,
-    };
-    let mut dedup = DedupWindow::new(limits.dedup_window);
-    let initial = Duration::from_millis(limits.reconnect_initial_backoff_ms.max(1));
-    let max = Duration::from_millis(limits.reconnect_max_backoff_ms.max(1));
-    let mut backoff = initial;
-    let wcfg = writer_config(&shared);
-    let mut attempt: u64 = 0;
-    let mut sessions: u64 = 0;
-    while !cancel.is_cancelled() {
-        if attempt > 0 {
-            shared.metrics.uplink_reconnects_total.inc();
-            let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 4);
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
-            }
-            backoff = (backoff * 2).min(max);
-        }
-        attempt += 1;
-        let conn = match connect_uplink(&shared, &endpoint, &target, &server_name).await {
-            Ok(c) => c,
-            Err(e) => {
-                debug!(uplink = %target, error = %e, "uplink connect failed");
-                continue;
-            }
-        };
-        let (mut send, recv, decoder, welcome) =
-            match open_session(&conn, connect_frame(&shared), limits.max_frame_size).await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(uplink = %target, error = %e, "uplink session refused");
-                    continue;
-                }
-            };
-        backoff = initial;
-        state.window = (welcome.max_inflight as usize).max(1);
-        shared.uplink_up.store(true, Ordering::Relaxed);
-        shared
-            .metrics
-            .connections_open
-            .with_label_values(&["uplink"])
-            .inc();
-        info!(uplink = %target, "uplink connected");
-        let bridge_id = welcome.node_id;
-        shared
-            .gossip
-            .send(gossip::Cmd::PeerUp(bridge_id, gossip::PeerLink::Uplink));
-        // The settle window matters only after a reconnect: the bridge may have
-        // restarted and still be relearning the realm's interest while we hold
-        // publishes accepted during the outage. On the first connect the bridge sends
-        // the realm's complete interest straight away (and we hold nothing that was
-        // meant for remote subscribers), so QoS 1 follows the known interest at once.
-        let settle_until = (sessions > 0).then(|| Instant::now() + state.settle);
-        sessions += 1;
-        shared.remote.store(Arc::new(RemoteInterest {
-            settle_until,
-            ..RemoteInterest::unknown()
-        }));
-        // Re-announce our interest: drain stale control items (old acks, old
-        // interest deltas) and read the full pattern set atomically.
-        let announce: Vec<Bytes> = shared.local.with_all_patterns(|patterns| {
-            while queues.ctrl.try_recv().is_ok() {}
-            // Always at least one frame (possibly with no topics): the last one
-            // carries INTEREST_SYNC, and its SUBACK marks the snapshot complete.
-            let chunks: Vec<&[String]> = if patterns.is_empty() {
-                vec![&[]]
-            } else {
-                patterns.chunks(PATTERNS_PER_FRAME).collect()
-            };
-            let last = chunks.len() - 1;
-            chunks
-                .into_iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    Frame::Subscribe(Subscribe {
-                        topics: c.to_vec(),
-                        qos: Qos::AtLeastOnce,
-                        correlation_id: if i == last { INTEREST_SYNC } else { 0 },
-                    })
-                    .to_bytes()
-                })
-                .collect()
-        });
-        let mut ok = true;
-        for f in announce.into_iter().chain(rpc::all_store_frames(&shared)) {
-            if send.write_all(&f).await.is_err() {
-                ok = false;
-                break;
-            }
-        }
-        if ok {
-            let liveness =
-                session::Liveness::new(defaults::UPLINK_HEARTBEAT, defaults::UPLINK_DEAD_AFTER);
-            let session_cancel = CancellationToken::new();
-            let writer = async {
-                let r = session::run_reliable_writer(
-                    &mut send,
-                    &mut state,
-                    &mut queues,
-                    &session_cancel,
-                    &wcfg,
-                    Some(&liveness),
-                )
-                .await;
-                conn.close(0u32.into(), b"uplink writer ended");
-                r
-            };
-            let reader = async {
-                let r = uplink_reader(
-                    &shared, recv, decoder, &mut dedup, &acks_tx, &liveness, bridge_id,
-                )
-                .await;
-                session_cancel.cancel();
-                r
-            };
-            let stop = async {
-                cancel.cancelled().await;
-                session_cancel.cancel();
-                conn.close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");
-            };
-            let (w, r) = tokio::select! {
-                pair = async { tokio::join!(writer, reader) } => pair,
-                _ = stop => (Ok(()), Ok(())),
-            };
-            debug!(writer = ?w.err(), reader = ?r.err(), "uplink session ended");
-        }
-        shared
-            .metrics
-            .connections_open
-            .with_label_values(&["uplink"])
-            .dec();
-        shared.uplink_up.store(false, Ordering::Relaxed);
-        shared.gossip.send(gossip::Cmd::PeerDown(bridge_id, None));
-        rpc::uplink_lost(&shared);
-        warn!(uplink = %target, unacked = state.unacked(), "uplink lost; reconnecting");
-    }
-}
-
-fn connect_frame(shared: &Shared) -> Connect {
-    Connect {
-        versions: vec![wire::PROTOCOL_VERSION],
-        node_id: shared.node_id,
-        realm: shared.realm.clone(),
-        cluster: shared.cluster.clone(),
-        role: Role::Node,
-        capabilities: vec!["pubsub".into(), "qos1".into()],
-        max_frame_size: shared.cfg.limits.max_frame_size,
-        correlation_id: 1,
-    }
-}
-
-async fn connect_uplink(
-    _shared: &Shared,
-    endpoint: &Endpoint,
-    target: &str,
-    server_name: &str,
-) -> anyhow::Result<Connection> {
-    let addr = tokio::net::lookup_host(target)
-        .await?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{target} resolved to no address"))?;
-    let conn = tokio::time::timeout(
-        session::HANDSHAKE_TIMEOUT,
-        endpoint.connect(addr, server_name)?,
-    )
-    .await??;
-    Ok(conn)
-}
-
-/// Reads what the bridge sends: publishes for local subscribers, acknowledgements
-/// of our publishes, and the realm's interest.
-async fn uplink_reader(
-    shared: &Arc<Shared>,
-    mut recv: RecvStream,
-    mut decoder: FrameDecoder,
-    dedup: &mut DedupWindow,
-    acks_tx: &mpsc::Sender<PubAck>,
-    liveness: &session::Liveness,
-    bridge_id: NodeId,
-) -> Result<(), SessionError> {
-    let metrics = &shared.metrics;
-    let up = shared
-        .uplink
-        .as_ref()
-        .expect("uplink reader runs only with an uplink");
-    let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
-    let mut ctx = ReadCtx::new();
-    loop {
-        while let Some(raw) = decoder.next_frame()? {
-            metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
-            match raw.msg_type() {
-                Some(MessageType::Publish) => {
-                    let view = match raw.publish_view() {
-                        Ok(v) => v,
-                        Err(e) => {
-                            metrics.protocol_error(e.code().as_str());
-                            continue;
-                        }
-                    };
-                    let reliable = view.qos == Qos::AtLeastOnce;
-                    if dedup.insert(view.message_id) {
-                        deliver_local(
-                            shared, &raw.bytes, view.topic, reliable, view.ts_us, &mut ctx, slow,
-                        )
-                        .await;
-                    } else {
-                        metrics.messages_deduplicated_total.inc();
-                    }
-                    if reliable {
-                        let _ = up.ctrl.try_send(Outbound::Ack(view.message_id));
-                    }
-                }
-                Some(MessageType::PubAck) => match raw.decode() {
-                    Ok(Frame::PubAck(a)) => {
-                        let _ = acks_tx.try_send(a);
-                    }
-                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
-                },
-                Some(MessageType::Subscribe) | Some(MessageType::Unsubscribe) => {
-                    let (patterns, add) = match session::decode_interest(&raw) {
-                        Ok(r) => (r.patterns, r.subscribe),
-                        Err((code, _, _)) => {
-                            metrics.protocol_error(code.as_str());
-                            continue;
-                        }
-                    };
-                    shared.remote.rcu(|cur| {
-                        let mut trie = cur.trie.clone();
-                        for p in &patterns {
-                            if add {
-                                trie.insert(p, ());
-                            } else {
-                                trie.remove(p);
-                            }
-                        }
-                        RemoteInterest {
-                            trie,
-                            ..(**cur).clone()
-                        }
-                    });
-                }
-                Some(MessageType::Ping) => {
-                    if let Ok(Frame::Ping(p)) = raw.decode() {
-                        let pong = Frame::Pong(Pong {
-                            correlation_id: p.correlation_id,
-                        });
-                        let _ = up.ctrl.try_send(Outbound::Frame(pong.to_bytes()));
-                    }
-                }
-                Some(MessageType::Error) => {
-                    if let Ok(Frame::Error(e)) = raw.decode() {
-                        match e.correlation_id {
-                            Some(corr) => rpc::escalation_answered(
-                                shared,
-                                corr,
-                                Err(format!("bridge error {}: {}", e.code, e.message)),
-                            ),
-                            None => {
-                                warn!(code = e.code, message = %e.message, "bridge reported an error")
-                            }
-                        }
-                    }
-                }
-                Some(MessageType::Call) => match raw.decode() {
-                    Ok(Frame::Call(c)) => rpc::routed_call(shared, rpc::Back::Uplink, c, true),
-                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
-                },
-                Some(MessageType::Reply) => match raw.decode() {
-                    Ok(Frame::Reply(r)) => rpc::reply_arrived(shared, rpc::UPLINK_LINK, r),
-                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
-                },
-                Some(MessageType::FindValueReply) => match raw.decode() {
-                    Ok(Frame::FindValueReply(r)) => {
-                        rpc::escalation_answered(shared, r.correlation_id, Ok(r))
-                    }
-                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
-                },
-                Some(MessageType::StoreAck) => {}
-                Some(MessageType::SubAck) => {
-                    if let Ok(Frame::SubAck(a)) = raw.decode() {
-                        if a.correlation_id == INTEREST_SYNC {
-                            shared.remote.rcu(|cur| RemoteInterest {
-                                synced: true,
-                                ..(**cur).clone()
-                            });
-                        }
-                    }
-                }
-                Some(MessageType::Pong) => {}
-                Some(
-                    MessageType::GossipPush
-                    | MessageType::GossipPull
-                    | MessageType::GossipPullReply
-                    | MessageType::GossipSync
-                    | MessageType::GossipSyncReply,
-                ) => {
-                    if let Err((code, msg)) = gossip::on_frame(shared, bridge_id, &raw) {
-                        debug!(code = code.as_str(), %msg, "gossip frame from the bridge refused");
-                    }
-                }
-                _ => metrics.protocol_error(ErrorCode::Protocol.as_str()),
-            }
-        }
-        if !fill(&mut recv, &mut decoder).await? {
-            return Err(SessionError::Eof);
-        }
-        ctx.now_us = session::now_us();
-        liveness.touch();
-    }
 }
 
 /// Periodic work: sweep calls past their deadline (every second) and re-advertise the local

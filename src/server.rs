@@ -30,6 +30,23 @@ pub struct ServerHandle {
     /// A node's graceful leave: cancelled first on shutdown; the gossip task removes the node
     /// from `$members`, pushes that to its peers and notifies. `None` for a bridge.
     pub(crate) leave: Option<(CancellationToken, Arc<tokio::sync::Notify>)>,
+    /// A fleet worker's drain (`docs/FLEET.md`); `None` for a node or a single bridge.
+    pub fleet: Option<FleetHandle>,
+    /// A node's view of its uplink's fleet as JSON (admin `/fleet`); `None` for a bridge.
+    pub uplink_fleet: Option<std::sync::Arc<arc_swap::ArcSwap<serde_json::Value>>>,
+}
+
+/// A fleet worker's drain controls and `/fleet` view.
+#[derive(Clone)]
+pub struct FleetHandle {
+    /// Cancel to start draining (SIGTERM and `POST /drain` do).
+    pub drain: CancellationToken,
+    /// Cancelled when the drain is complete.
+    pub drained: CancellationToken,
+    /// Longest drain (`bridge.fleet.drain_grace_ms`).
+    pub grace: Duration,
+    /// `/fleet` as JSON.
+    pub json: Arc<arc_swap::ArcSwap<serde_json::Value>>,
 }
 
 /// Longest wait for a node's leave announcement before the connections close.
@@ -39,6 +56,15 @@ impl ServerHandle {
     /// Stops accepting, closes every connection with `SHUTTING_DOWN`, and waits at
     /// most `grace` for the connection tasks to finish and the endpoint to go idle.
     pub async fn shutdown(self, grace: Duration) {
+        if let Some(f) = &self.fleet {
+            f.drain.cancel();
+            if tokio::time::timeout(f.grace, f.drained.cancelled())
+                .await
+                .is_err()
+            {
+                tracing::warn!("drain grace period over; stopping with links left");
+            }
+        }
         if let Some((leave, left)) = &self.leave {
             leave.cancel();
             if tokio::time::timeout(LEAVE_GRACE, left.notified())

@@ -276,16 +276,14 @@ pub struct AcceptedPeer {
     pub data_rx: mpsc::Receiver<Outbound>,
 }
 
-/// Creates the bounded queues of a validated session (control: `max_inflight` +
-/// 1024, so acknowledgements owed never block; data: `outbound_queue`) and queues
-/// the `CONNECTED` answer carrying this side's limits.
-pub fn accept_peer(
+/// Creates the bounded queues of a session (control: `max_inflight` + 1024, so
+/// acknowledgements owed never block; data: `outbound_queue`) toward a peer that accepts
+/// frames of up to `peer_max_frame_size` body bytes.
+pub fn peer_queues(
     key: PeerKey,
     conn: &Connection,
-    connect: &Connect,
-    node_id: wire::NodeId,
+    peer_max_frame_size: u32,
     limits: &crate::config::LimitsConfig,
-    keepalive_ms: u64,
 ) -> AcceptedPeer {
     let (ctrl_tx, ctrl_rx) = mpsc::channel(limits.max_inflight as usize + 1024);
     let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue.max(1));
@@ -294,9 +292,27 @@ pub fn accept_peer(
         ctrl: ctrl_tx,
         data: data_tx,
         conn: conn.clone(),
-        max_frame: connect.max_frame_size as usize + wire::HEADER_LEN,
+        max_frame: peer_max_frame_size as usize + wire::HEADER_LEN,
     };
-    tx.send_ctrl(Frame::Connected(Connected {
+    AcceptedPeer {
+        tx,
+        ctrl_rx,
+        data_rx,
+    }
+}
+
+/// [`peer_queues`] for a validated session, with the `CONNECTED` answer carrying this
+/// side's limits queued first.
+pub fn accept_peer(
+    key: PeerKey,
+    conn: &Connection,
+    connect: &Connect,
+    node_id: wire::NodeId,
+    limits: &crate::config::LimitsConfig,
+    keepalive_ms: u64,
+) -> AcceptedPeer {
+    let peer = peer_queues(key, conn, connect.max_frame_size, limits);
+    peer.tx.send_ctrl(Frame::Connected(Connected {
         version: wire::PROTOCOL_VERSION,
         node_id,
         realm: connect.realm.clone(),
@@ -305,11 +321,7 @@ pub fn accept_peer(
         keepalive_ms: keepalive_ms.min(u64::from(u32::MAX)) as u32,
         correlation_id: connect.correlation_id,
     }));
-    AcceptedPeer {
-        tx,
-        ctrl_rx,
-        data_rx,
-    }
+    peer
 }
 
 /// Outcome of offering a frame to a peer's data queue.
@@ -384,6 +396,10 @@ pub enum SessionError {
     /// The peer's stream ended.
     #[error("stream closed by peer")]
     Eof,
+    /// A bridge worker answered `connect` with a redirect to the owner of this node's
+    /// cluster (`docs/FLEET.md`).
+    #[error("redirected to {} ({})", .0.addr, .0.reason)]
+    Redirected(wire::Redirect),
 }
 
 /// Closes `conn` with the application error `code` and a human-readable reason.
@@ -472,6 +488,7 @@ pub async fn open_session(
         let raw = next_frame(&mut recv, &mut decoder).await?;
         match raw.decode()? {
             Frame::Connected(c) => Ok((send, recv, decoder, c)),
+            Frame::Redirect(r) => Err(SessionError::Redirected(r)),
             Frame::Error(e) => Err(SessionError::Peer {
                 code: e.code,
                 message: e.message,

@@ -15,6 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 mod codec;
 mod dht_rpc;
+mod fleet;
 mod framing;
 mod gossip;
 mod msgpack;
@@ -24,6 +25,8 @@ mod tests;
 #[cfg(test)]
 mod tests_dht_rpc;
 #[cfg(test)]
+mod tests_fleet;
+#[cfg(test)]
 mod tests_gossip;
 
 pub use codec::{encode_publish, publish_body_len, PublishView, RawFrame};
@@ -31,6 +34,9 @@ pub use dht_rpc::{
     Call, FindNode, FindNodeReply, FindValue, FindValueReply, Register, Reply, RpcError, Store,
     StoreAck, Unregister, WireContact, WireRecord, MAX_CONTACTS, MAX_DHT_VALUE, MAX_HOPS, MAX_PATH,
     MAX_PROCEDURES, MAX_RECORDS,
+};
+pub use fleet::{
+    FleetMember, FleetView, MemberStatus, Redirect, MAX_FLEET_MEMBERS, MAX_FLEET_STRING,
 };
 pub use framing::FrameDecoder;
 pub use gossip::{
@@ -141,6 +147,10 @@ pub enum MessageType {
     Connected = 0x05,
     /// Reports an error. Body: [`ErrorFrame`].
     Error = 0x06,
+    /// A bridge worker sends a node to the worker owning its cluster. Body: [`Redirect`].
+    Redirect = 0x07,
+    /// A worker's view of its fleet (membership gossip, node directory). Body: [`FleetView`].
+    FleetView = 0x08,
     /// Publishes one message. Body: [`Publish`].
     Publish = 0x10,
     /// Adds subscription patterns. Body: [`Subscribe`].
@@ -185,13 +195,15 @@ pub enum MessageType {
 
 impl MessageType {
     /// Every message type v1 implements, in id order.
-    pub const ALL: [MessageType; 26] = [
+    pub const ALL: [MessageType; 28] = [
         MessageType::Connect,
         MessageType::Disconnect,
         MessageType::Ping,
         MessageType::Pong,
         MessageType::Connected,
         MessageType::Error,
+        MessageType::Redirect,
+        MessageType::FleetView,
         MessageType::Publish,
         MessageType::Subscribe,
         MessageType::Unsubscribe,
@@ -228,6 +240,8 @@ impl MessageType {
             MessageType::Pong => "pong",
             MessageType::Connected => "connected",
             MessageType::Error => "error",
+            MessageType::Redirect => "redirect",
+            MessageType::FleetView => "fleet_view",
             MessageType::Publish => "publish",
             MessageType::Subscribe => "subscribe",
             MessageType::Unsubscribe => "unsubscribe",
@@ -301,11 +315,14 @@ pub enum ErrorCode {
     LimitExceeded = 15,
     /// A second `Connect` on an established session. Fatal.
     AlreadyConnected = 16,
+    /// A bridge worker of another fleet, or of the same fleet with different settings,
+    /// tried to peer. Fatal.
+    FleetMismatch = 17,
 }
 
 impl ErrorCode {
     /// Every error code, in numeric order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::Protocol,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -322,6 +339,7 @@ impl ErrorCode {
         ErrorCode::Truncated,
         ErrorCode::LimitExceeded,
         ErrorCode::AlreadyConnected,
+        ErrorCode::FleetMismatch,
     ];
 
     /// The code for a raw u16, `None` if unknown (keep the raw value, e.g. in [`ErrorFrame`]).
@@ -348,6 +366,7 @@ impl ErrorCode {
             ErrorCode::Truncated => "truncated",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::AlreadyConnected => "already_connected",
+            ErrorCode::FleetMismatch => "fleet_mismatch",
         }
     }
 
@@ -365,6 +384,7 @@ impl ErrorCode {
                 | ErrorCode::ShuttingDown
                 | ErrorCode::SlowConsumer
                 | ErrorCode::AlreadyConnected
+                | ErrorCode::FleetMismatch
         )
     }
 }
@@ -559,6 +579,10 @@ pub enum Frame {
     Pong(Pong),
     /// See [`ErrorFrame`].
     Error(ErrorFrame),
+    /// See [`Redirect`].
+    Redirect(Redirect),
+    /// See [`FleetView`].
+    FleetView(FleetView),
     /// See [`Publish`].
     Publish(Publish),
     /// See [`Subscribe`].
@@ -611,6 +635,8 @@ impl Frame {
             Frame::Ping(_) => MessageType::Ping,
             Frame::Pong(_) => MessageType::Pong,
             Frame::Error(_) => MessageType::Error,
+            Frame::Redirect(_) => MessageType::Redirect,
+            Frame::FleetView(_) => MessageType::FleetView,
             Frame::Publish(_) => MessageType::Publish,
             Frame::Subscribe(_) => MessageType::Subscribe,
             Frame::Unsubscribe(_) => MessageType::Unsubscribe,

@@ -253,6 +253,24 @@ impl SubtreeIndex {
         out
     }
 
+    /// Every live copy whose link passes `keep`: (key, publisher, encoded record, lifetime
+    /// left). Used to hand a fleet peer the records of this worker's own children.
+    pub fn copies_where(
+        &self,
+        keep: impl Fn(PeerKey) -> bool,
+        now: Instant,
+    ) -> Vec<(RecordKey, NodeId, bytes::Bytes, Duration)> {
+        let mut out = Vec::new();
+        for ((key, publisher), copies) in &self.records {
+            for c in copies {
+                if keep(c.link) && c.expires > now {
+                    out.push((*key, *publisher, c.record.encode(), c.expires - now));
+                }
+            }
+        }
+        out
+    }
+
     /// Removes every copy that came through `link` (the link closed).
     pub fn remove_link(&mut self, link: PeerKey) -> Removal {
         let mut out = Removal::default();

@@ -317,6 +317,7 @@ async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &Can
         max_frame: welcome.max_frame_size as usize + wire::HEADER_LEN,
         parent: true,
         node: None,
+        peer: false,
     }));
     // The parent holds nothing of ours on a new session: everything is stored again.
     lock(&realm.index).resync();

@@ -53,6 +53,8 @@ pub(super) struct Link {
     /// For a node's uplink, the node's id: such a link may only store records it publishes
     /// itself (a child bridge's link, `None`, stores on behalf of its subtree).
     pub(super) node: Option<NodeId>,
+    /// Whether this is a link to another worker of the fleet (`bridge/fleet.rs`).
+    pub(super) peer: bool,
 }
 
 impl Link {
@@ -64,6 +66,7 @@ impl Link {
             max_frame: tx.max_frame,
             parent: false,
             node,
+            peer: false,
         }
     }
 
@@ -141,10 +144,14 @@ fn on_store(shared: &Shared, realm: &Realm, from: &Link, s: Store) {
     match result {
         Ok(removal) => {
             forget_providers(shared, &removal);
-            from.send(Frame::StoreAck(StoreAck {
-                correlation_id: s.correlation_id,
-                stored: true,
-            }));
+            super::fleet::forward_store(shared, realm, from, &s);
+            // Records forwarded by a fleet peer are not acknowledged (nobody waits for it).
+            if !from.peer {
+                from.send(Frame::StoreAck(StoreAck {
+                    correlation_id: s.correlation_id,
+                    stored: true,
+                }));
+            }
         }
         Err(e) => refuse("full", ErrorCode::LimitExceeded, e.to_string()),
     }

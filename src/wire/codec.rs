@@ -15,12 +15,14 @@ use dht_rpc::{
     FindValueReplyDe, FindValueReplySer, FindValueSer, ProceduresDe, ProceduresSer, ReplyDe,
     ReplySer, StoreAckMsg, StoreDe, StoreSer,
 };
+use fleet::{FleetViewDe, FleetViewSer, RedirectDe, RedirectSer};
 use gossip::{
     GossipPullDe, GossipPullReplyDe, GossipPullReplySer, GossipPullSer, GossipPushDe,
     GossipPushSer, GossipSyncDe, GossipSyncReplyDe, GossipSyncReplySer, GossipSyncSer,
 };
 
 mod dht_rpc;
+mod fleet;
 mod gossip;
 
 /// Appends a complete publish frame (header + body) to `dst` without building a [`Publish`];
@@ -209,6 +211,8 @@ impl RawFrame {
                 Frame::FindValueReply(de::<FindValueReplyDe>(t, body)?.check(&self.bytes)?)
             }
             MessageType::StoreAck => Frame::StoreAck(de::<StoreAckMsg>(t, body)?.check()),
+            MessageType::Redirect => Frame::Redirect(de::<RedirectDe>(t, body)?.check()?),
+            MessageType::FleetView => Frame::FleetView(de::<FleetViewDe>(t, body)?.check()?),
             MessageType::GossipPush => {
                 Frame::GossipPush(de::<GossipPushDe>(t, body)?.check(&self.bytes)?)
             }
@@ -442,6 +446,8 @@ fn serialize_body<W: std::io::Write>(f: &Frame, w: &mut W) {
         Frame::FindValue(m) => FindValueSer::from(m).serialize(&mut ser),
         Frame::FindValueReply(m) => FindValueReplySer::from(m).serialize(&mut ser),
         Frame::StoreAck(m) => StoreAckMsg::from(m).serialize(&mut ser),
+        Frame::Redirect(m) => RedirectSer::from(m).serialize(&mut ser),
+        Frame::FleetView(m) => FleetViewSer::from(m).serialize(&mut ser),
         Frame::GossipPush(m) => GossipPushSer::from(m).serialize(&mut ser),
         Frame::GossipPull(m) => GossipPullSer::from(m).serialize(&mut ser),
         Frame::GossipPullReply(m) => GossipPullReplySer::from(m).serialize(&mut ser),
