@@ -31,11 +31,15 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::spawn::{self, Fleet};
+
+mod observe;
+mod report;
+
+use observe::{get_json, get_metrics, label, observe_blocking, Observation, WorkerView};
+pub use report::{EventReport, ExitReport, FleetReport, Move, WorkerState};
 
 /// `--fleet` name every worker gets.
 pub const FLEET_NAME: &str = "loadtest";
@@ -83,135 +87,6 @@ pub struct Event {
     pub kind: EventKind,
     /// When, from the start of publishing.
     pub at: Duration,
-}
-
-/// One worker as seen at a moment of the run (`per_worker` in the report).
-#[derive(Serialize, Debug, Clone)]
-pub struct WorkerState {
-    name: String,
-    /// Hex node id (its `/fleet` `self`), `null` if never read.
-    id: Option<String>,
-    addr: String,
-    /// The process runs (a draining worker is alive until it exits).
-    alive: bool,
-    /// Its `/fleet` `draining`, `null` when unreadable.
-    draining: Option<bool>,
-    /// `macula_fleet_clusters_connected`, `null` when unreadable.
-    clusters_connected: Option<u64>,
-    /// `macula_fleet_clusters_owned`, `null` when unreadable.
-    clusters_owned: Option<u64>,
-    /// Exit code once exited on its own (a drained worker: 0 expected).
-    exit_code: Option<i32>,
-    /// Signal that ended it (9 for a killed worker).
-    exit_signal: Option<i32>,
-}
-
-/// A cluster whose owner changed across an event (names of workers, or hex ids of unknown ones).
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
-pub struct Move {
-    cluster: String,
-    from: Option<String>,
-    to: Option<String>,
-}
-
-/// How a drained worker ended.
-#[derive(Serialize, Debug, Clone, Default)]
-pub struct ExitReport {
-    /// It exited within [`DRAIN_EXIT_DEADLINE`] of its SIGTERM.
-    exited: bool,
-    code: Option<i32>,
-    signal: Option<i32>,
-    /// From SIGTERM to exit.
-    after_ms: Option<u64>,
-}
-
-/// One event in the report.
-#[derive(Serialize, Debug, Clone)]
-pub struct EventReport {
-    /// `kill`, `add` or `drain`.
-    kind: &'static str,
-    /// The worker killed, added or drained.
-    worker: Option<String>,
-    /// Why that worker.
-    choice: String,
-    /// Requested time, s from the start of publishing.
-    scheduled_at_s: f64,
-    /// Actual time (later when the previous event's re-homing took longer).
-    at_s: f64,
-    /// From the event until the fleet is re-homed (see the module doc); null past
-    /// [`REHOME_DEADLINE`].
-    rehome_ms: Option<u64>,
-    /// When not re-homed: what still blocked it at the deadline (at most 20 lines).
-    rehome_blockers: Vec<String>,
-    /// Clusters whose owner changed (the workers' `/fleet` views before the event and once
-    /// re-homed).
-    moved: Vec<Move>,
-    /// A drain: how the worker ended.
-    exit: Option<ExitReport>,
-    /// The event could not be carried out (e.g. the new worker never became ready).
-    error: Option<String>,
-}
-
-/// The report's fleet section (flattened into the pubsub report).
-#[derive(Serialize, Debug, Clone, Default)]
-pub struct FleetReport {
-    /// Workers at start.
-    pub workers: usize,
-    pub clusters: usize,
-    pub nodes_per_cluster: usize,
-    /// From the start of the processes until every node was re-homed to its cluster's owner.
-    pub startup_rehome_ms: Option<u64>,
-    /// Per event kind: [`EventReport::rehome_ms`].
-    pub rehome_ms: BTreeMap<&'static str, Option<u64>>,
-    /// `before_<event>` and `end`: every worker's state.
-    pub per_worker: BTreeMap<String, Vec<WorkerState>>,
-    pub events: Vec<EventReport>,
-    /// The add event's moves, and how many went to the new worker / between the old ones.
-    pub moved: Option<Vec<Move>>,
-    pub moved_to_new: Option<usize>,
-    pub moved_between_old: Option<usize>,
-    /// Sum over the nodes of `macula_fleet_redirects_followed_total`, at the end.
-    pub redirects_followed: u64,
-    /// QoS 1 publishes never acknowledged to their publisher (not counted as lost).
-    pub unacked: u64,
-    /// Directory of the processes' logs, when kept.
-    pub logs: Option<String>,
-}
-
-/// A worker's `GET /fleet`.
-#[derive(Deserialize, Debug, Clone, Default)]
-#[serde(default)]
-pub struct WorkerView {
-    #[serde(rename = "self")]
-    me: String,
-    draining: bool,
-    members: Vec<Member>,
-    clusters: Vec<ClusterView>,
-}
-
-#[derive(Deserialize, Debug, Clone, Default)]
-#[serde(default)]
-struct Member {
-    id: String,
-    status: String,
-}
-
-#[derive(Deserialize, Debug, Clone, Default)]
-#[serde(default)]
-struct ClusterView {
-    realm: String,
-    cluster: String,
-    owner: String,
-    owned: bool,
-}
-
-/// A node's `GET /fleet`.
-#[derive(Deserialize, Debug, Clone, Default)]
-#[serde(default)]
-struct NodeView {
-    uplink: Option<String>,
-    owner: Option<String>,
-    connected: bool,
 }
 
 /// The spawned fleet: workers, clusters of nodes, and what happened to them.
@@ -422,6 +297,9 @@ impl WorkerFleet {
                 tokio::time::sleep(POLL).await;
                 self.reap().await;
             }
+            if !matches!(self.workers[w].fate, Fate::Draining { .. }) {
+                continue;
+            }
             if let Fate::Draining { watch, event, .. } =
                 std::mem::replace(&mut self.workers[w].fate, Fate::Killed)
             {
@@ -438,6 +316,7 @@ impl WorkerFleet {
         self.report
             .per_worker
             .insert("end".into(), end.states.clone());
+        self.report.drops = self.drops().await;
         self.report.redirects_followed = end
             .obs
             .nodes
@@ -818,6 +697,31 @@ impl WorkerFleet {
         }
     }
 
+    /// Every running process's non-zero drop counters, by reason.
+    async fn drops(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let procs: Vec<(String, SocketAddr)> = (0..self.fleet.procs.len())
+            .filter(|&i| self.fleet.is_running(i))
+            .map(|i| (self.fleet.procs[i].name.clone(), self.fleet.procs[i].admin))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            procs
+                .into_iter()
+                .filter_map(|(name, admin)| {
+                    let body = get_metrics(admin).ok()?;
+                    let by_reason: BTreeMap<String, u64> =
+                        spawn::metric_samples(&body, "macula_messages_dropped_total")
+                            .into_iter()
+                            .filter(|(_, v)| *v > 0.0)
+                            .map(|(labels, v)| (label(&labels, "reason"), v as u64))
+                            .collect();
+                    (!by_reason.is_empty()).then_some((name, by_reason))
+                })
+                .collect()
+        })
+        .await
+        .expect("metrics task does not panic")
+    }
+
     /// Polls a worker's `/fleet` until it gives the worker's id.
     async fn learn_id(&mut self, w: usize) -> Result<()> {
         let admin = self.fleet.procs[self.workers[w].proc].admin;
@@ -930,75 +834,4 @@ struct Expect {
 struct Snapshot {
     states: Vec<WorkerState>,
     obs: Observation,
-}
-
-struct Observation {
-    /// Worker index → its `/fleet` (None: unreadable).
-    workers: BTreeMap<usize, Option<WorkerView>>,
-    /// Worker index → (clusters connected, clusters owned) gauges.
-    gauges: BTreeMap<usize, Option<(u64, u64)>>,
-    nodes: Vec<NodeObs>,
-}
-
-struct NodeObs {
-    cluster: usize,
-    proc: usize,
-    view: Option<NodeView>,
-    is_owner: Option<f64>,
-    redirects: Option<f64>,
-}
-
-fn observe_blocking(
-    workers: &[(usize, SocketAddr)],
-    nodes: &[(usize, usize, SocketAddr)],
-    gauges: bool,
-) -> Observation {
-    let mut obs = Observation {
-        workers: BTreeMap::new(),
-        gauges: BTreeMap::new(),
-        nodes: Vec::new(),
-    };
-    for &(w, admin) in workers {
-        obs.workers.insert(w, get_json(admin, "/fleet").ok());
-        if gauges {
-            let g = get_metrics(admin).ok().and_then(|body| {
-                Some((
-                    first_sample(&body, "macula_fleet_clusters_connected")? as u64,
-                    first_sample(&body, "macula_fleet_clusters_owned")? as u64,
-                ))
-            });
-            obs.gauges.insert(w, g);
-        }
-    }
-    for &(cluster, proc, admin) in nodes {
-        let metrics = get_metrics(admin).ok();
-        obs.nodes.push(NodeObs {
-            cluster,
-            proc,
-            view: get_json(admin, "/fleet").ok(),
-            is_owner: metrics
-                .as_deref()
-                .and_then(|b| first_sample(b, "macula_fleet_uplink_is_owner")),
-            redirects: metrics
-                .as_deref()
-                .map(|b| spawn::metric_sum(b, "macula_fleet_redirects_followed_total")),
-        });
-    }
-    obs
-}
-
-fn get_json<T: DeserializeOwned>(admin: SocketAddr, path: &str) -> Result<T> {
-    let (code, body) = spawn::http_get(admin, path)?;
-    ensure!(code == 200, "GET {path} answered HTTP {code}");
-    serde_json::from_str(&body).with_context(|| format!("GET {path}: {body}"))
-}
-
-fn get_metrics(admin: SocketAddr) -> Result<String> {
-    let (code, body) = spawn::http_get(admin, "/metrics")?;
-    ensure!(code == 200, "GET /metrics answered HTTP {code}");
-    Ok(body)
-}
-
-fn first_sample(body: &str, name: &str) -> Option<f64> {
-    spawn::metric_samples(body, name).first().map(|s| s.1)
 }

@@ -622,6 +622,7 @@ async fn scenario(
             if qos == Qos::AtLeastOnce {
                 f.unacked = sent.saturating_sub(acked);
             }
+            f.delivered_after_1s = hist.count_between(1_000_000, u64::MAX);
             Some(f)
         }
         _ => None,
