@@ -68,9 +68,8 @@ impl Fleet {
         self.bridge_at(name, free_udp(ip)?, extra)
     }
 
-    /// Starts a bridge listening on `quic` (e.g. a port taken earlier with [`free_udp`], so
-    /// that other processes can be told the address first), its admin listener on a free port
-    /// of the same address; `extra` are more command-line arguments.
+    /// Starts a bridge listening on `quic` (an address chosen beforehand, e.g. so fleet
+    /// workers can name each other); `extra` are more command-line arguments.
     pub fn bridge_at(&mut self, name: &str, quic: SocketAddr, extra: &[&str]) -> Result<usize> {
         let admin = free_tcp(&quic.ip().to_string())?;
         let mut args = vec![

@@ -464,3 +464,118 @@ async fn bad_gossip_is_refused_counted_and_state_survives() {
     );
     f.stop().await;
 }
+
+async fn raw_send(addr: SocketAddr, connect: Connect) -> Raw {
+    let mut r = raw_connect(addr).await;
+    r.send
+        .write_all(&Frame::Connect(connect).to_bytes())
+        .await
+        .unwrap();
+    r
+}
+
+fn node_connect(cluster: &str, capabilities: Vec<String>) -> Connect {
+    Connect {
+        versions: vec![wire::PROTOCOL_VERSION],
+        node_id: [9; 32],
+        realm: "io.macula".into(),
+        cluster: cluster.into(),
+        role: Role::Node,
+        capabilities,
+        max_frame_size: wire::DEFAULT_MAX_FRAME_SIZE,
+        correlation_id: 1,
+    }
+}
+
+/// Fleet bad input (docs/FLEET.md): a worker of another fleet or with other settings is
+/// refused with FLEET_MISMATCH and counted; a node redirected too often is served where it
+/// is (the redirect-loop bound) and counted; the fleet keeps its own link throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_refuses_strangers_and_bounds_redirect_loops() {
+    let mut f = fleet();
+    let (q1, q2) = (
+        common::spawn::free_udp("127.0.0.81").unwrap(),
+        common::spawn::free_udp("127.0.0.82").unwrap(),
+    );
+    let w1 = f
+        .bridge_at(
+            "worker-1",
+            q1,
+            &["--fleet", "f", "--fleet-peer", &q2.to_string()],
+        )
+        .unwrap();
+    let w2 = f
+        .bridge_at(
+            "worker-2",
+            q2,
+            &["--fleet", "f", "--fleet-peer", &q1.to_string()],
+        )
+        .unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let admin1 = f.procs[w1].admin;
+    let linked = |admin| async move {
+        let (_, body) = common::spawn::http_get(admin, "/fleet").ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let members = v["members"].as_array()?;
+        (members.len() == 2 && members.iter().filter(|m| m["linked"] == true).count() == 1)
+            .then_some(())
+    };
+    common::poll(Duration::from_secs(20), "workers linked", || linked(admin1)).await;
+
+    // A worker of another fleet, then one of this fleet with other settings.
+    for (caps, reason) in [
+        (vec!["fleet-peer", "fleet=other", "fleet-config=0"], "fleet"),
+        (
+            vec!["fleet-peer", "fleet=f", "fleet-config=0000000000000000"],
+            "config",
+        ),
+    ] {
+        let mut c = node_connect("fleet", caps.into_iter().map(String::from).collect());
+        c.node_id = [0xee; 32];
+        let mut r = raw_send(q1, c).await;
+        assert_eq!(r.error_code().await, ErrorCode::FleetMismatch as u16);
+        let sample = format!("macula_fleet_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(admin1, &sample), 1.0, "{sample}");
+    }
+
+    // Find a cluster worker-2 owns: worker-1 redirects its node there.
+    let mut owned_by_2 = None;
+    for i in 0..64 {
+        let cluster = format!("c{i}");
+        let mut r = raw_send(q1, node_connect(&cluster, vec![])).await;
+        match r.next().await {
+            Some(Frame::Redirect(rd)) => {
+                assert_eq!(rd.addr, q2.to_string());
+                owned_by_2 = Some(cluster);
+                break;
+            }
+            Some(Frame::Connected(_)) => continue,
+            other => panic!("expected connected or redirect, got {other:?}"),
+        }
+    }
+    let cluster = owned_by_2.expect("one of 64 clusters hashes to worker-2");
+    assert!(
+        metric(
+            admin1,
+            "macula_fleet_redirects_sent_total{reason=\"connect\"}"
+        ) >= 1.0
+    );
+    // A node that says it was redirected 3 times in a row is served where it is.
+    let caps = vec![format!("{}3", macula::bridge::fleet::CAP_REDIRECTS)];
+    let mut r = raw_send(q1, node_connect(&cluster, caps)).await;
+    assert!(matches!(r.next().await, Some(Frame::Connected(_))));
+    assert_eq!(
+        metric(
+            admin1,
+            "macula_fleet_refused_total{reason=\"redirect_loop\"}"
+        ),
+        1.0
+    );
+    r.still_alive().await;
+    // The workers' own link survived all of it.
+    common::poll(Duration::from_secs(5), "workers still linked", || {
+        linked(admin1)
+    })
+    .await;
+    assert_eq!(metric(f.procs[w2].admin, "macula_fleet_peer_links"), 1.0);
+}

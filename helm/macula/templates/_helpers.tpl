@@ -63,7 +63,13 @@ merged over it. Rendered to TOML by "macula.toml.table".
 {{- $admin := printf "0.0.0.0:%d" (int .Values.admin.port) }}
 {{- $cfg := dict }}
 {{- if eq .Values.mode "bridge" }}
-{{- $_ := set $cfg "bridge" (dict "listen" $listen "admin_listen" $admin "realms" .Values.realms) }}
+{{- $bridge := dict "listen" $listen "admin_listen" $admin "realms" .Values.realms "level" .Values.level }}
+{{- if .Values.fleet.enabled }}
+{{- $dns := printf "%s.%s.svc.%s:%d" (include "macula.headlessName" .) .Release.Namespace .Values.fleet.clusterDomain (int .Values.service.port) }}
+{{- $fleet := dict "name" (default (include "macula.fullname" .) .Values.fleet.name) "dns" $dns "weight" .Values.fleet.weight "drain_grace_ms" .Values.fleet.drainGraceMs }}
+{{- $_ := set $bridge "fleet" $fleet }}
+{{- end }}
+{{- $_ := set $cfg "bridge" $bridge }}
 {{- else }}
 {{- $node := dict "listen" $listen "admin_listen" $admin "realm" .Values.node.realm "cluster" .Values.node.cluster }}
 {{- $_ := set $node "uplink" (required "node.uplink (the bridge's host:port) is required when mode is node" .Values.node.uplink) }}
