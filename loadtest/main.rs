@@ -7,6 +7,10 @@
 //! and latency percentiles (hdrhistogram). Without `--spawn` it uses
 //! `--pub-addr` / `--sub-addr` of an existing deployment.
 //!
+//! `macula-loadtest pubsub --spawn --workers 3 --clusters 12 --kill-worker-at 8` starts a sharded
+//! fleet of bridge workers instead (`loadtest/fleet.rs`): one publisher and one subscriber per
+//! cluster, every message crossing clusters, and a worker killed, added or drained mid-run.
+//!
 //! `macula-loadtest rpc --spawn --rate 2000 --duration 30 --json rpc.json` starts the bridge
 //! hierarchy (a city bridge, two street bridges, a cluster of three nodes under each street),
 //! registers an echo procedure on one cluster and calls it from the other, and reports calls,
@@ -16,6 +20,7 @@
 //! `macula-loadtest gossip --simulate --nodes 1000` runs the deterministic simulation of CRDT
 //! state gossip and prints its report as JSON (flags: `macula-loadtest gossip --help`).
 
+mod fleet;
 mod gossip;
 mod pubsub;
 mod rpc;

@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use macula::client::{Client, ClientOptions, Subscription};
 use macula::wire::Qos;
 use serde::Serialize;
 
+use crate::fleet::{Event, EventKind, FleetReport, FleetSpec, WorkerFleet};
 use crate::spawn::{self, Fleet};
 
 /// Arguments of `macula-loadtest pubsub`.
@@ -63,6 +64,80 @@ pub struct Args {
     /// between two of its clients (no bridge hop).
     #[arg(long)]
     same_node: bool,
+    /// With --spawn: a fleet of N bridge workers (`--fleet loadtest`) and `--clusters`
+    /// clusters instead of one bridge and two nodes; 0 = one bridge.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// With --workers: clusters c0, c1, … (default 12); cluster i publishes to cluster i+1.
+    #[arg(long)]
+    clusters: Option<usize>,
+    /// With --workers: nodes per cluster.
+    #[arg(long, default_value_t = 1)]
+    nodes_per_cluster: usize,
+    /// With --workers: SIGKILL the worker owning the most clusters this many seconds into
+    /// the run.
+    #[arg(long)]
+    kill_worker_at: Option<f64>,
+    /// With --workers: start one more worker this many seconds into the run.
+    #[arg(long)]
+    add_worker_at: Option<f64>,
+    /// With --workers: SIGTERM (drain) the worker owning the most clusters this many seconds
+    /// into the run.
+    #[arg(long)]
+    drain_worker_at: Option<f64>,
+    /// With --spawn: keep the processes' logs (their directory is printed) even when the run
+    /// succeeds.
+    #[arg(long)]
+    keep_logs: bool,
+}
+
+impl Args {
+    /// Checks the flag combinations; returns the fleet events in time order.
+    fn events(&self) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        for (flag, at, kind) in [
+            ("--kill-worker-at", self.kill_worker_at, EventKind::Kill),
+            ("--add-worker-at", self.add_worker_at, EventKind::Add),
+            ("--drain-worker-at", self.drain_worker_at, EventKind::Drain),
+        ] {
+            let Some(at) = at else { continue };
+            ensure!(self.workers > 0, "{flag} needs --workers");
+            ensure!(
+                at > 0.0 && at < self.duration as f64,
+                "{flag} must be inside the run (0 < {at} < --duration {})",
+                self.duration
+            );
+            events.push(Event {
+                kind,
+                at: Duration::from_secs_f64(at),
+            });
+        }
+        if self.workers == 0 {
+            ensure!(
+                self.clusters.is_none() && self.nodes_per_cluster == 1,
+                "--clusters and --nodes-per-cluster need --workers"
+            );
+            return Ok(events);
+        }
+        ensure!(self.spawn, "--workers needs --spawn");
+        ensure!(!self.same_node, "--same-node does not apply with --workers");
+        ensure!(
+            self.publishers == 1 && self.subscribers == 1,
+            "--publishers / --subscribers do not apply with --workers (one of each per cluster)"
+        );
+        let removed = events.iter().filter(|e| e.kind != EventKind::Add).count();
+        ensure!(
+            removed == 0 || self.workers > removed,
+            "--kill-worker-at / --drain-worker-at need a worker left to take over (--workers {})",
+            self.workers
+        );
+        events.sort_by_key(|e| (e.at, e.kind));
+        Ok(events)
+    }
+
+    fn clusters(&self) -> usize {
+        self.clusters.unwrap_or(DEFAULT_CLUSTERS)
+    }
 }
 
 /// Latency percentiles in µs.
@@ -98,11 +173,105 @@ pub struct Report {
     publish_rate_msgs_per_s: f64,
     latency_us: Latency,
     node_drops: Option<f64>,
+    /// With --workers only.
+    #[serde(flatten)]
+    fleet: Option<FleetReport>,
 }
 
 const DATA_TOPIC: &str = "loadtest.data";
 const PROBE_TOPIC: &str = "loadtest.probe";
 const PATTERN: &str = "loadtest.**";
+/// `--clusters` when not given.
+const DEFAULT_CLUSTERS: usize = 12;
+
+/// Who publishes and subscribes where.
+struct Plan {
+    pubs: Vec<PubSpec>,
+    subs: Vec<SubSpec>,
+}
+
+/// One publisher connection: its node and topic (its index is its publisher id).
+struct PubSpec {
+    addr: String,
+    topic: String,
+}
+
+/// One subscriber connection.
+struct SubSpec {
+    addr: String,
+    pattern: String,
+    /// Deliveries on other topics (probes) are not counted.
+    data_topic: String,
+    /// Published by `from[0]` until this subscriber receives one, before the clock starts.
+    probe_topic: String,
+    /// Publishers whose every message this subscriber should receive.
+    from: Vec<usize>,
+}
+
+impl Plan {
+    /// Every subscriber receives every publisher's messages (the two-node scenario).
+    fn all_to_all(a: &Args, pub_addr: &str, sub_addr: &str) -> Plan {
+        Plan {
+            pubs: (0..a.publishers)
+                .map(|_| PubSpec {
+                    addr: pub_addr.into(),
+                    topic: DATA_TOPIC.into(),
+                })
+                .collect(),
+            subs: (0..a.subscribers)
+                .map(|_| SubSpec {
+                    addr: sub_addr.into(),
+                    pattern: PATTERN.into(),
+                    data_topic: DATA_TOPIC.into(),
+                    probe_topic: PROBE_TOPIC.into(),
+                    from: (0..a.publishers).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// One publisher and one subscriber on the first node of each cluster; cluster i
+    /// publishes to `loadtest.c<i+1>.data`, so every message crosses clusters.
+    fn ring(w: &WorkerFleet, clusters: usize) -> Plan {
+        Plan {
+            pubs: (0..clusters)
+                .map(|i| PubSpec {
+                    addr: w.cluster_addr(i).to_string(),
+                    topic: format!("loadtest.c{}.data", (i + 1) % clusters),
+                })
+                .collect(),
+            subs: (0..clusters)
+                .map(|j| SubSpec {
+                    addr: w.cluster_addr(j).to_string(),
+                    pattern: format!("loadtest.c{j}.**"),
+                    data_topic: format!("loadtest.c{j}.data"),
+                    probe_topic: format!("loadtest.c{j}.probe"),
+                    from: vec![(j + clusters - 1) % clusters],
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What `--spawn` started.
+enum Spawned {
+    /// Nothing: an existing deployment.
+    External,
+    /// One bridge and two nodes.
+    Pair(Fleet),
+    /// A fleet of bridge workers.
+    Workers(Box<WorkerFleet>),
+}
+
+impl Spawned {
+    fn fleet(&self) -> Option<&Fleet> {
+        match self {
+            Spawned::External => None,
+            Spawned::Pair(f) => Some(f),
+            Spawned::Workers(w) => Some(&w.fleet),
+        }
+    }
+}
 
 fn opts(addr: &str, a: &Args) -> ClientOptions {
     ClientOptions {
@@ -118,56 +287,101 @@ pub async fn run(a: Args) -> Result<()> {
     if a.payload < 16 {
         bail!("--payload must be at least 16 bytes");
     }
-    let mut fleet = None;
-    let (pub_addr, sub_addr) = if a.spawn {
-        let mut f = Fleet::new(spawn::macula_bin()?)?;
-        let (ip_b, ip_1, ip_2) = if a.single_ip {
-            ("127.0.0.1", "127.0.0.1", "127.0.0.1")
-        } else {
-            ("127.0.0.1", "127.0.0.2", "127.0.0.3")
-        };
-        let b = f.bridge("bridge", ip_b, &[])?;
-        let bridge_addr = f.procs[b].quic;
-        let n1 = f.node("node-a", ip_1, "cluster-a", bridge_addr, &[])?;
-        let n2 = f.node("node-b", ip_2, "cluster-b", bridge_addr, &[])?;
-        let (pa, sa) = (f.procs[n1].quic.to_string(), f.procs[n2].quic.to_string());
-        let sa = if a.same_node { pa.clone() } else { sa };
-        eprintln!(
-            "spawned bridge {bridge_addr}, node-a {pa}, node-b {sa} (logs in {})",
-            f.dir.path().display()
-        );
-        fleet = Some(f);
-        (pa, sa)
-    } else {
-        let sa = if a.same_node {
-            a.pub_addr.clone()
-        } else {
-            a.sub_addr.clone()
-        };
-        (a.pub_addr.clone(), sa)
-    };
+    let events = a.events()?;
+    let (mut spawned, plan) = spawn_for(&a)?;
     let result = tokio::select! {
         r = async {
-            if let Some(f) = fleet.as_mut() {
-                f.wait_ready(Duration::from_secs(20)).await?;
+            match &mut spawned {
+                Spawned::Pair(f) => f.wait_ready(Duration::from_secs(20)).await?,
+                Spawned::Workers(w) => w.start().await?,
+                Spawned::External => {}
             }
-            scenario(&a, &pub_addr, &sub_addr, fleet.as_ref()).await
+            scenario(&a, &plan, &mut spawned, &events).await
         } => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
+    let keep = a.keep_logs || result.as_ref().map_or(true, Report::anomalies);
+    let fleet = match spawned {
+        Spawned::External => None,
+        Spawned::Pair(f) => Some(f),
+        Spawned::Workers(w) => Some(w.fleet),
+    };
+    let mut logs = None;
     if let Some(mut f) = fleet {
         f.stop().await;
-        if result.is_err() {
-            eprintln!("child logs kept in {}", f.dir.keep().display());
+        if keep {
+            let dir = f.dir.keep();
+            eprintln!("child logs kept in {}", dir.display());
+            logs = Some(dir.display().to_string());
         }
     }
-    let report = result?;
+    let mut report = result?;
+    if let Some(fr) = report.fleet.as_mut() {
+        fr.logs = logs;
+    }
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
     if let Some(p) = &a.json {
         std::fs::write(p, &text).with_context(|| format!("write {}", p.display()))?;
     }
     Ok(())
+}
+
+impl Report {
+    /// A fleet run whose figures deserve the processes' logs (loss, duplicates, an event
+    /// that went wrong).
+    fn anomalies(&self) -> bool {
+        self.fleet
+            .as_ref()
+            .is_some_and(|f| self.lost > 0 || self.duplicated > 0 || WorkerFleet::anomalies(f))
+    }
+}
+
+/// Starts the processes `--spawn` asks for (not waiting for them) and places the clients.
+fn spawn_for(a: &Args) -> Result<(Spawned, Plan)> {
+    if !a.spawn {
+        let sa = if a.same_node {
+            &a.pub_addr
+        } else {
+            &a.sub_addr
+        };
+        return Ok((Spawned::External, Plan::all_to_all(a, &a.pub_addr, sa)));
+    }
+    if a.workers > 0 {
+        let spec = FleetSpec {
+            workers: a.workers,
+            clusters: a.clusters(),
+            nodes_per_cluster: a.nodes_per_cluster,
+            realm: (a.realm != "io.macula").then(|| a.realm.clone()),
+            single_ip: a.single_ip,
+        };
+        let w = WorkerFleet::spawn(spawn::macula_bin()?, &spec)?;
+        eprintln!(
+            "spawned {} (logs in {})",
+            w.describe(),
+            w.fleet.dir.path().display()
+        );
+        let plan = Plan::ring(&w, spec.clusters);
+        return Ok((Spawned::Workers(Box::new(w)), plan));
+    }
+    let mut f = Fleet::new(spawn::macula_bin()?)?;
+    let (ip_b, ip_1, ip_2) = if a.single_ip {
+        ("127.0.0.1", "127.0.0.1", "127.0.0.1")
+    } else {
+        ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+    };
+    let b = f.bridge("bridge", ip_b, &[])?;
+    let bridge_addr = f.procs[b].quic;
+    let n1 = f.node("node-a", ip_1, "cluster-a", bridge_addr, &[])?;
+    let n2 = f.node("node-b", ip_2, "cluster-b", bridge_addr, &[])?;
+    let (pa, sa) = (f.procs[n1].quic.to_string(), f.procs[n2].quic.to_string());
+    let sa = if a.same_node { pa.clone() } else { sa };
+    eprintln!(
+        "spawned bridge {bridge_addr}, node-a {pa}, node-b {sa} (logs in {})",
+        f.dir.path().display()
+    );
+    let plan = Plan::all_to_all(a, &pa, &sa);
+    Ok((Spawned::Pair(f), plan))
 }
 
 struct SubResult {
@@ -180,10 +394,11 @@ struct SubResult {
 
 async fn scenario(
     a: &Args,
-    pub_addr: &str,
-    sub_addr: &str,
-    fleet: Option<&Fleet>,
+    plan: &Plan,
+    spawned: &mut Spawned,
+    events: &[Event],
 ) -> Result<Report> {
+    let fleet_mode = matches!(spawned, Spawned::Workers(_));
     let qos = if a.qos == 1 {
         Qos::AtLeastOnce
     } else {
@@ -191,41 +406,46 @@ async fn scenario(
     };
     let mut subs = Vec::new();
     let mut sub_clients = Vec::new();
-    for _ in 0..a.subscribers {
-        let c = Client::connect(opts(sub_addr, a))
+    for spec in &plan.subs {
+        let c = Client::connect(opts(&spec.addr, a))
             .await
-            .context("subscriber connect")?;
-        subs.push(c.subscribe(PATTERN).await.context("subscribe")?);
+            .with_context(|| format!("subscriber connect to {}", spec.addr))?;
+        subs.push(c.subscribe(&spec.pattern).await.context("subscribe")?);
         sub_clients.push(c);
     }
     let mut pubs = Vec::new();
-    for _ in 0..a.publishers {
+    for spec in &plan.pubs {
         pubs.push(
-            Client::connect(opts(pub_addr, a))
+            Client::connect(opts(&spec.addr, a))
                 .await
-                .context("publisher connect")?,
+                .with_context(|| format!("publisher connect to {}", spec.addr))?,
         );
     }
-    // Wait until the route across the bridge is live: probes until every subscriber sees one.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for s in subs.iter_mut() {
+    // Wait until every route is live: probes until every subscriber sees one.
+    let within = Duration::from_secs(if fleet_mode { 30 } else { 20 });
+    let deadline = Instant::now() + within;
+    for (s, spec) in subs.iter_mut().zip(&plan.subs) {
         loop {
-            pubs[0]
-                .publish(PROBE_TOPIC, "probe".into(), Qos::AtMostOnce)
+            pubs[spec.from[0]]
+                .publish(&spec.probe_topic, "probe".into(), Qos::AtMostOnce)
                 .await?;
             match tokio::time::timeout(Duration::from_millis(100), s.recv()).await {
-                Ok(Some(m)) if m.topic() == PROBE_TOPIC => break,
+                Ok(Some(m)) if m.topic() == spec.probe_topic => break,
                 Ok(Some(_)) => {}
                 Ok(None) => bail!("subscriber connection closed"),
-                Err(_) if Instant::now() > deadline => bail!("route not established within 20 s"),
+                Err(_) if Instant::now() > deadline => bail!(
+                    "route {} not established within {within:?}",
+                    spec.probe_topic
+                ),
                 Err(_) => {}
             }
         }
     }
     // Drain leftover probes.
-    for s in subs.iter_mut() {
+    futures_util::future::join_all(subs.iter_mut().map(|s| async move {
         while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), s.recv()).await {}
-    }
+    }))
+    .await;
 
     let base = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -235,37 +455,36 @@ async fn scenario(
     // Subscribers.
     let mut sub_tasks = Vec::new();
     let delivered_live = Arc::new(AtomicU64::new(0));
-    for s in subs {
-        let live = delivered_live.clone();
-        let stop = stop.clone();
-        sub_tasks.push(tokio::spawn(subscriber(s, base, live, stop)));
+    let mut unique_live = Vec::new();
+    for (s, spec) in subs.into_iter().zip(&plan.subs) {
+        let unique = Arc::new(AtomicU64::new(0));
+        unique_live.push(unique.clone());
+        let watch = SubWatch {
+            data_topic: spec.data_topic.clone(),
+            base,
+            live: delivered_live.clone(),
+            unique,
+            stop: stop.clone(),
+        };
+        sub_tasks.push(tokio::spawn(subscriber(s, watch)));
     }
 
     // Publishers.
-    let per_pub_rate = a.rate / a.publishers as u64;
+    let per_pub_rate = a.rate / plan.pubs.len() as u64;
     let mut pub_tasks = Vec::new();
-    for (i, p) in pubs.iter().enumerate() {
+    for (i, (p, spec)) in pubs.iter().zip(&plan.pubs).enumerate() {
         let p = p.clone();
         let total = total_sent.clone();
-        let payload = a.payload;
-        let dur = Duration::from_secs(a.duration);
-        let rate = if a.rate == 0 { 0 } else { per_pub_rate.max(1) };
-        let pub_id = i as u64;
-        pub_tasks.push(tokio::spawn(async move {
-            publisher(
-                p,
-                PubPlan {
-                    pub_id,
-                    rate,
-                    dur,
-                    payload,
-                    qos,
-                    base,
-                },
-                total,
-            )
-            .await
-        }));
+        let pub_plan = PubPlan {
+            pub_id: i as u64,
+            topic: spec.topic.clone(),
+            rate: if a.rate == 0 { 0 } else { per_pub_rate.max(1) },
+            dur: Duration::from_secs(a.duration),
+            payload: a.payload,
+            qos,
+            base,
+        };
+        pub_tasks.push(tokio::spawn(publisher(p, pub_plan, total)));
     }
 
     // Live progress.
@@ -296,34 +515,75 @@ async fn scenario(
         })
     };
 
-    let mut sent = 0u64;
-    for t in pub_tasks {
-        sent += t.await??;
-    }
-    let publish_elapsed = base.elapsed();
-    let mut acked = 0u64;
+    // Publishing, and meanwhile the fleet's events.
+    let publishing = async {
+        let mut sent = Vec::new();
+        for t in pub_tasks {
+            sent.push(t.await??);
+        }
+        Ok::<_, anyhow::Error>((sent, base.elapsed()))
+    };
+    let fleet_events = async {
+        if let Spawned::Workers(w) = spawned {
+            w.run_events(base, events).await;
+        }
+    };
+    let (published, ()) = tokio::join!(publishing, fleet_events);
+    let (sent_by, publish_elapsed) = published?;
+    let sent: u64 = sent_by.iter().sum();
+    let mut acked_by = vec![0u64; pubs.len()];
     if qos == Qos::AtLeastOnce {
-        for p in &pubs {
-            p.flush(Duration::from_secs(a.drain.max(1))).await.ok();
-            acked += p.stats().acked;
+        let wait = Duration::from_secs(a.drain.max(1));
+        futures_util::future::join_all(pubs.iter().map(|p| p.flush(wait))).await;
+        for (acked, p) in acked_by.iter_mut().zip(&pubs) {
+            *acked = p.stats().acked;
         }
     }
+    let acked: u64 = acked_by.iter().sum();
     sent_done.store(true, Ordering::Relaxed);
-    let expected_each = sent;
-    // Let subscribers drain, bounded.
-    // Stop at the drain deadline, or earlier once deliveries stopped for a second
-    // (QoS 0 drops mean some messages never arrive).
+    // What each subscriber should receive: every message of its publishers; in fleet mode
+    // with QoS 1, every acknowledged one (a publisher whose flush timed out may have
+    // unacknowledged messages that are not a loss).
+    let owed = |p: usize| {
+        if fleet_mode && qos == Qos::AtLeastOnce {
+            acked_by[p].min(sent_by[p])
+        } else {
+            sent_by[p]
+        }
+    };
+    let owed_by_sub: Vec<u64> = plan
+        .subs
+        .iter()
+        .map(|s| s.from.iter().map(|&p| owed(p)).sum())
+        .collect();
+    let expected: u64 = plan
+        .subs
+        .iter()
+        .map(|s| s.from.iter().map(|&p| sent_by[p]).sum::<u64>())
+        .sum();
+    // Let subscribers drain, bounded: stop at the drain deadline, once everything owed
+    // arrived, or (except fleet runs with QoS 1, where a re-sent message may take a while)
+    // once deliveries stopped for a second (QoS 0 drops mean some messages never arrive).
     let drain_deadline = Instant::now() + Duration::from_secs(a.drain);
     let mut last = (delivered_live.load(Ordering::Relaxed), Instant::now());
     loop {
         let now_delivered = delivered_live.load(Ordering::Relaxed);
-        if now_delivered >= expected_each * a.subscribers as u64 || Instant::now() >= drain_deadline
-        {
+        let done = if fleet_mode {
+            unique_live
+                .iter()
+                .zip(&owed_by_sub)
+                .all(|(u, owed)| u.load(Ordering::Relaxed) >= *owed)
+        } else {
+            now_delivered >= expected
+        };
+        if done || Instant::now() >= drain_deadline {
             break;
         }
         if now_delivered != last.0 {
             last = (now_delivered, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(1) {
+        } else if last.1.elapsed() > Duration::from_secs(1)
+            && !(fleet_mode && qos == Qos::AtLeastOnce)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -334,29 +594,39 @@ async fn scenario(
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut delivered, mut duplicated, mut lost) = (0u64, 0u64, 0u64);
     let mut last_delivery = base;
-    for t in sub_tasks {
+    for (t, spec) in sub_tasks.into_iter().zip(&plan.subs) {
         let r = t.await?;
         delivered += r.delivered;
         duplicated += r.duplicated;
-        let unique = r
-            .seen
-            .iter()
-            .flatten()
-            .map(|w| w.count_ones() as u64)
-            .sum::<u64>();
-        lost += expected_each.saturating_sub(unique);
+        for &p in &spec.from {
+            let unique = r.seen.get(p).map_or(0, |bits| {
+                bits.iter().map(|w| w.count_ones() as u64).sum::<u64>()
+            });
+            lost += owed(p).saturating_sub(unique);
+        }
         hist.add(&r.hist)?;
         if let Some(l) = r.last {
             last_delivery = last_delivery.max(l);
         }
     }
-    let node_drops = fleet.map(|f| {
+    let node_drops = spawned.fleet().map(|f| {
         f.procs
             .iter()
             .filter_map(|p| spawn::http_get(p.admin, "/metrics").ok())
             .map(|(_, body)| spawn::metric_sum(&body, "macula_messages_dropped_total"))
             .sum()
     });
+    let fleet = match spawned {
+        Spawned::Workers(w) => {
+            let mut f = w.finish().await;
+            if qos == Qos::AtLeastOnce {
+                f.unacked = sent.saturating_sub(acked);
+            }
+            f.delivered_after_1s = hist.count_between(1_000_000, u64::MAX);
+            Some(f)
+        }
+        _ => None,
+    };
     for p in pubs {
         p.close().await;
     }
@@ -375,11 +645,11 @@ async fn scenario(
         duration_s: a.duration,
         payload_bytes: a.payload,
         qos: a.qos,
-        publishers: a.publishers,
-        subscribers: a.subscribers,
+        publishers: plan.pubs.len(),
+        subscribers: plan.subs.len(),
         sent,
         acked,
-        expected: expected_each * a.subscribers as u64,
+        expected,
         delivered,
         lost,
         duplicated,
@@ -398,14 +668,14 @@ async fn scenario(
             mean: hist.mean(),
         },
         node_drops,
+        fleet,
     })
 }
 
-/// Publishes at `rate` msg/s (0 = flat out) for `dur`; returns how many were sent.
-/// Payload: u64 publisher-local sequence (publisher id in the top 16 bits), u64 ns since `base`.
 /// What one publisher task does.
 struct PubPlan {
     pub_id: u64,
+    topic: String,
     rate: u64,
     dur: Duration,
     payload: usize,
@@ -413,9 +683,12 @@ struct PubPlan {
     base: Instant,
 }
 
+/// Publishes at `rate` msg/s (0 = flat out) for `dur`; returns how many were sent.
+/// Payload: u64 publisher-local sequence (publisher id in the top 16 bits), u64 ns since `base`.
 async fn publisher(p: Client, plan: PubPlan, total: Arc<AtomicU64>) -> Result<u64> {
     let PubPlan {
         pub_id,
+        topic,
         rate,
         dur,
         payload,
@@ -443,7 +716,7 @@ async fn publisher(p: Client, plan: PubPlan, total: Arc<AtomicU64>) -> Result<u6
             let key = (pub_id << 48) | seq;
             body[..8].copy_from_slice(&key.to_be_bytes());
             body[8..16].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_be_bytes());
-            p.publish_buf(&mut arena, DATA_TOPIC, &body, qos).await?;
+            p.publish_buf(&mut arena, &topic, &body, qos).await?;
             seq += 1;
         }
         total.fetch_add(seq - reported, Ordering::Relaxed);
@@ -458,12 +731,26 @@ async fn publisher(p: Client, plan: PubPlan, total: Arc<AtomicU64>) -> Result<u6
     Ok(seq)
 }
 
-async fn subscriber(
-    mut s: Subscription,
+/// What one subscriber task counts.
+struct SubWatch {
+    /// Only deliveries on this topic count (not probes).
+    data_topic: String,
     base: Instant,
+    /// Every delivery, all subscribers.
     live: Arc<AtomicU64>,
+    /// This subscriber's first deliveries of a (publisher, sequence).
+    unique: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-) -> SubResult {
+}
+
+async fn subscriber(mut s: Subscription, watch: SubWatch) -> SubResult {
+    let SubWatch {
+        data_topic,
+        base,
+        live,
+        unique,
+        stop,
+    } = watch;
     let mut r = SubResult {
         seen: Vec::new(),
         delivered: 0,
@@ -486,7 +773,7 @@ async fn subscriber(
         }
         let now_ns = base.elapsed().as_nanos() as u64;
         for m in &batch {
-            if m.topic() != DATA_TOPIC || m.payload.len() < 16 {
+            if m.topic() != data_topic || m.payload.len() < 16 {
                 continue;
             }
             let key = u64::from_be_bytes(m.payload[..8].try_into().expect("8 bytes"));
@@ -507,6 +794,7 @@ async fn subscriber(
             }
             bits[w] |= 1 << b;
             r.delivered += 1;
+            unique.fetch_add(1, Ordering::Relaxed);
             let _ = r
                 .hist
                 .record((now_ns.saturating_sub(sent_ns) / 1000).max(1));

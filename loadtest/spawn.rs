@@ -212,6 +212,20 @@ impl Fleet {
         }
     }
 
+    /// Sends SIGTERM to process `i` (a graceful shutdown) and hands its child over, without
+    /// waiting: the caller watches the exit (dropping the child kills it). `None` if the
+    /// process was not running.
+    pub fn terminate_detached(&mut self, i: usize) -> Option<Child> {
+        let c = self.procs[i].child.take()?;
+        if let Some(pid) = c.id() {
+            // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        Some(c)
+    }
+
     /// Starts process `i` again with the same arguments (same ports, same data dir).
     pub fn restart(&mut self, i: usize) -> Result<()> {
         let child = self.start(&self.procs[i].name.clone(), &self.procs[i].args.clone())?;
@@ -252,31 +266,48 @@ impl Fleet {
     /// Waits until every process answers `/health/ready` (or fails after `timeout`).
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        for p in &mut self.procs {
-            let Some(child) = p.child.as_mut() else {
-                continue;
-            };
-            loop {
-                if let Some(status) = child.try_wait()? {
-                    bail!(
-                        "{} exited early with {status}; see {}",
-                        p.name,
-                        self.dir.path().join(format!("{}.log", p.name)).display()
-                    );
-                }
-                if http_get(p.admin, "/health/ready")
-                    .map(|(code, _)| code == 200)
-                    .unwrap_or(false)
-                {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("{} not ready after {timeout:?}", p.name);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        for i in 0..self.procs.len() {
+            self.wait_ready_until(i, deadline, timeout).await?;
         }
         Ok(())
+    }
+
+    /// Waits until process `i` answers `/health/ready` (or fails after `timeout`).
+    pub async fn wait_ready_one(&mut self, i: usize, timeout: Duration) -> Result<()> {
+        self.wait_ready_until(i, Instant::now() + timeout, timeout)
+            .await
+    }
+
+    async fn wait_ready_until(
+        &mut self,
+        i: usize,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<()> {
+        let log = self.log_path(&self.procs[i].name);
+        let p = &mut self.procs[i];
+        let Some(child) = p.child.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{} exited early with {status}; see {}",
+                    p.name,
+                    log.display()
+                );
+            }
+            if http_get(p.admin, "/health/ready")
+                .map(|(code, _)| code == 200)
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} not ready after {timeout:?}", p.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Kills every child and waits for them.
