@@ -689,6 +689,9 @@ fn dial_missing(
     }
     targets.sort();
     targets.dedup();
+    // Forget the backoff of addresses no longer wanted (pods come and go with new IPs): the
+    // map stays bounded by the members, seeds and DNS answers of the moment.
+    dialing.next.retain(|a, _| targets.binary_search(a).is_ok());
     for addr in targets {
         if let Some((at, _)) = dialing.next.get(&addr) {
             if now < *at {
