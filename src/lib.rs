@@ -13,6 +13,9 @@
 //!   [`topic::PatternTrie`], the matcher behind every routing decision.
 //! - [`router`] — the interest table: which peer holds which pattern, with a
 //!   lock-free snapshot for the publish path and the deltas interest propagation needs.
+//! - [`relay`] — the pub/sub relay core: every link's interest, where a publish goes
+//!   (no echo, no re-fan-out, groups), the interest each link is told (minimal cover upward),
+//!   for every level from a node's clients to a bridge's parent.
 //! - [`dedup`] — the bounded window of seen message ids.
 //! - [`dht`] — the Kademlia core: ids (SHA-256 of the public key, realm-scoped keys), the
 //!   k-bucket [`dht::RoutingTable`], the iterative [`dht::Lookup`] state machine and the
@@ -58,6 +61,7 @@ pub mod fleet;
 pub mod gossip;
 pub mod metrics;
 pub mod node;
+pub mod relay;
 pub mod router;
 pub mod rpc;
 pub mod server;
