@@ -9,6 +9,11 @@
 //!        a1 a2 a3      b1 b2 b3   (--cluster a|b --uplink <street>; a2, a3 --seed a1)
 //! ```
 //!
+//!
+//! With [`TopologySpec::cities`] ≥ 1 a region bridge is on top instead, with that many city
+//! bridges under it and the streets spread over the cities in order (street `s` under city
+//! `s × cities / streets`): street → city → region → city → street.
+//!
 //! Process `i` listens on `127.0.0.(i+1)` (city on .1, the streets next, then the nodes in
 //! cluster order), or all on 127.0.0.1 with [`TopologySpec::single_ip`].
 
@@ -48,6 +53,8 @@ pub struct TopologySpec {
     pub config: Option<String>,
     /// Start every process on 127.0.0.1 instead of one loopback address each.
     pub single_ip: bool,
+    /// City bridges under a region bridge (0: no region, one city on top).
+    pub cities: usize,
 }
 
 impl ClusterSpec {
@@ -81,20 +88,25 @@ impl TopologySpec {
             bridge_realms: Vec::new(),
             config: None,
             single_ip: false,
+            cities: 0,
         }
     }
 
     /// Number of processes [`Topology::spawn`] starts.
     pub fn processes(&self) -> usize {
-        1 + self.streets + self.clusters.iter().map(|c| c.nodes).sum::<usize>()
+        1 + self.cities + self.streets + self.clusters.iter().map(|c| c.nodes).sum::<usize>()
     }
 }
 
 /// Indices into [`Fleet::procs`] of a spawned topology.
 #[derive(Debug, Clone)]
 pub struct Topology {
-    /// The city bridge.
+    /// The city bridge (the first city when there is a region).
     pub city: usize,
+    /// The region bridge, when [`TopologySpec::cities`] ≥ 1.
+    pub region: Option<usize>,
+    /// Every city bridge, `city-1` first.
+    pub cities: Vec<usize>,
     /// The street bridges, `street-1` first.
     pub streets: Vec<usize>,
     /// Each cluster's name and its nodes, first (the seed) first.
@@ -146,13 +158,30 @@ impl Topology {
                 format!("127.0.0.{next_ip}")
             }
         };
-        let city = fleet
-            .bridge_with("city", &ip(), "city", &[], &bridge_extra)
-            .context("spawn city")?;
-        let city_addr = fleet.procs[city].quic;
+        let (region, cities) = if spec.cities == 0 {
+            let city = fleet
+                .bridge_with("city", &ip(), "city", &[], &bridge_extra)
+                .context("spawn city")?;
+            (None, vec![city])
+        } else {
+            let region = fleet
+                .bridge_with("region", &ip(), "region", &[], &bridge_extra)
+                .context("spawn region")?;
+            let region_addr = fleet.procs[region].quic;
+            let mut cities = Vec::new();
+            for c in 0..spec.cities {
+                let name = format!("city-{}", c + 1);
+                let i = fleet
+                    .bridge_with(&name, &ip(), "city", &[region_addr], &bridge_extra)
+                    .with_context(|| format!("spawn {name}"))?;
+                cities.push(i);
+            }
+            (Some(region), cities)
+        };
         let mut streets = Vec::new();
         for s in 0..spec.streets {
             let name = format!("street-{}", s + 1);
+            let city_addr = fleet.procs[cities[s * cities.len() / spec.streets]].quic;
             let i = fleet
                 .bridge_with(&name, &ip(), "street", &[city_addr], &bridge_extra)
                 .with_context(|| format!("spawn {name}"))?;
@@ -183,7 +212,9 @@ impl Topology {
             clusters.push((c.name.clone(), nodes));
         }
         Ok(Topology {
-            city,
+            city: cities[0],
+            region,
+            cities,
             streets,
             clusters,
         })
@@ -202,7 +233,8 @@ impl Topology {
     /// A one-line description: process names with their QUIC addresses.
     pub fn describe(&self, fleet: &Fleet) -> String {
         let name = |i: usize| format!("{} {}", fleet.procs[i].name, fleet.procs[i].quic);
-        let mut parts = vec![name(self.city)];
+        let mut parts: Vec<String> = self.region.iter().map(|&i| name(i)).collect();
+        parts.extend(self.cities.iter().map(|&i| name(i)));
         parts.extend(self.streets.iter().map(|&i| name(i)));
         for (_, nodes) in &self.clusters {
             parts.extend(nodes.iter().map(|&i| name(i)));

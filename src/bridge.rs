@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -47,7 +47,8 @@ use tracing::{debug, info, info_span, Instrument};
 use crate::config::Config;
 use crate::escalation::LookupCache;
 use crate::metrics::Metrics;
-use crate::router::{interest_delta, PatternChange, PeerKey, Peers, RouteTable};
+use crate::relay::{Delta, LinkId, Relay, Route};
+use crate::router::PeerKey;
 use crate::rpc::PendingCalls;
 pub use crate::server::ServerHandle;
 use crate::session::{
@@ -118,8 +119,13 @@ struct Shared {
 /// The state of one realm.
 struct Realm {
     name: Arc<str>,
-    /// Pub/sub interest of the child links.
-    routes: RouteTable<PeerTx>,
+    /// Pub/sub interest of every link of the realm (children, fleet peers, the parent) and
+    /// the routing rules over it (`crate::relay`). Publishes take the read lock; interest
+    /// changes take the write lock and send their deltas before releasing it (in order).
+    relay: RwLock<Relay<PeerTx>>,
+    /// The parent link's key in `relay` (the same across its sessions, so its interest
+    /// survives a reconnect), when a parent is configured.
+    up: Option<LinkId>,
     /// Provider records of the subtree, routes, and what the parent was told.
     index: Mutex<SubtreeIndex>,
     /// Open child links, by key (targets of routed calls).
@@ -157,10 +163,20 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         .bridge
         .realms
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
+            let mut relay = Relay::new(cfg.limits.max_subscriptions_per_connection);
+            // Keys below `FIRST_LINK_KEY` are the parent links' (group 0, never reused).
+            let up = has_parent.then_some(i as LinkId + 1);
+            if let Some(up) = up {
+                relay.add_link(up, crate::relay::LinkKind::Uplink, None);
+                // Until the parent's interest snapshot arrives, QoS 1 goes up (held).
+                relay.set_unknown(up, true);
+            }
             let realm = Realm {
                 name: Arc::from(r.as_str()),
-                routes: RouteTable::new(cfg.limits.max_subscriptions_per_connection),
+                relay: RwLock::new(relay),
+                up,
                 index: Mutex::new(SubtreeIndex::new(IndexLimits::default(), has_parent)),
                 links: Mutex::new(HashMap::new()),
                 parent: ArcSwapOption::empty(),
@@ -185,7 +201,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         local_addr,
         metrics: metrics.clone(),
         realms,
-        next_key: AtomicU64::new(1),
+        next_key: AtomicU64::new(FIRST_LINK_KEY),
         groups: Mutex::new(groups),
         calls: Mutex::new(PendingCalls::new(cfg.rpc.max_pending)),
         cache,
@@ -278,39 +294,175 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
 
 type Fatal = (ErrorCode, String);
 
-fn interest_frames(pattern: &str) -> (Bytes, Bytes) {
-    let topics = vec![pattern.to_string()];
-    (
-        Frame::Subscribe(Subscribe {
-            topics: topics.clone(),
-            qos: Qos::AtLeastOnce,
-            correlation_id: 0,
-        })
-        .to_bytes(),
-        Frame::Unsubscribe(Unsubscribe {
-            topics,
-            correlation_id: 0,
-        })
-        .to_bytes(),
-    )
-}
+/// Most patterns in one interest frame a bridge sends (the "topics per frame" bound).
+pub const PATTERNS_PER_FRAME: usize = 1000;
 
-/// Tells every node of the realm how the interest of the *others* changed
-/// (runs under the realm table's lock, so deltas leave in order).
-fn propagate(changes: &[PatternChange], peers: Peers<'_, PeerTx>) {
-    for c in changes {
-        let (sub, unsub) = interest_frames(&c.pattern);
-        for (key, tx) in peers.iter() {
-            let frame = match interest_delta(c, key) {
-                Some(true) => sub.clone(),
-                Some(false) => unsub.clone(),
-                None => continue,
-            };
-            if tx.ctrl.try_send(Outbound::Frame(frame)).is_err() {
+/// First process-local key handed to a link; the keys below are the realms' parent links.
+const FIRST_LINK_KEY: u64 = 1 << 16;
+
+/// Correlation id of the last `subscribe` of the interest announcement a bridge sends on each
+/// new parent session; the parent's `suback` to it marks its interest snapshot complete (the
+/// same rule as a node's uplink, `docs/PROTOCOL.md` §8a).
+pub(crate) const INTEREST_SYNC: u64 = u64::MAX;
+
+/// Sends each link its interest delta (call it while holding the relay's write lock, so
+/// deltas leave in order). A link whose control queue is full is closed as a slow consumer.
+fn tell(relay: &Relay<PeerTx>, deltas: &[Delta]) {
+    for d in deltas {
+        let Some(tx) = relay.target(d.link) else {
+            continue;
+        };
+        let mut frames = Vec::new();
+        for chunk in d.add.chunks(PATTERNS_PER_FRAME) {
+            frames.push(interest_frame(chunk, true, 0));
+        }
+        for chunk in d.remove.chunks(PATTERNS_PER_FRAME) {
+            frames.push(interest_frame(chunk, false, 0));
+        }
+        for f in frames {
+            if tx.ctrl.try_send(Outbound::Frame(f)).is_err() {
                 close(&tx.conn, ErrorCode::SlowConsumer, "control queue full");
+                break;
             }
         }
     }
+}
+
+/// A `subscribe` (or `unsubscribe`) frame for `patterns`.
+fn interest_frame(patterns: &[String], subscribe: bool, correlation_id: u64) -> Bytes {
+    let topics = patterns.to_vec();
+    if subscribe {
+        Frame::Subscribe(Subscribe {
+            topics,
+            qos: Qos::AtLeastOnce,
+            correlation_id,
+        })
+        .to_bytes()
+    } else {
+        Frame::Unsubscribe(Unsubscribe {
+            topics,
+            correlation_id,
+        })
+        .to_bytes()
+    }
+}
+
+/// Removes a link from its realm's relay and tells the others what changed.
+fn remove_link(realm: &Realm, key: LinkId) {
+    let mut r = relay_mut(realm);
+    let deltas = r.remove_link(key);
+    tell(&r, &deltas);
+}
+
+/// Write access to a realm's relay (a panic inside never leaves it half-changed: every
+/// mutation completes before the guard drops).
+fn relay_mut(realm: &Realm) -> std::sync::RwLockWriteGuard<'_, Relay<PeerTx>> {
+    realm.relay.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Read access to a realm's relay (the publish path).
+fn relay_ref(realm: &Realm) -> std::sync::RwLockReadGuard<'_, Relay<PeerTx>> {
+    realm.relay.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Relays one publish received on link `me` of `realm` to every link the relay core routes
+/// it to, with a shared acknowledgement countdown for QoS 1 (`AckTrack`: `me` is acknowledged
+/// when every recipient has). A QoS 1 publish routed to the parent link while its session is
+/// down, or before its interest is known, is held: it is not acknowledged, so its origin
+/// keeps custody and sends it again. Nothing routed: `puback.no_route` (QoS 1).
+async fn relay_publish(
+    shared: &Shared,
+    realm: &Realm,
+    me: &PeerTx,
+    raw: &RawFrame,
+    view: &crate::wire::PublishView<'_>,
+    scratch: &mut Vec<Route<PeerTx>>,
+    slow: Duration,
+) {
+    let metrics = &shared.metrics;
+    let reliable = view.qos == Qos::AtLeastOnce;
+    relay_ref(realm).route(me.key, view.topic, reliable, scratch);
+    if scratch.is_empty() {
+        metrics.dropped("no_route");
+        if reliable {
+            let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
+        }
+        return;
+    }
+    let live = scratch.iter().filter(|r| r.target.is_some()).count() as u32;
+    let held = live < scratch.len() as u32;
+    // A held recipient is counted but never acknowledges: the origin resends.
+    let track =
+        reliable.then(|| AckTrack::new(view.message_id, live + u32::from(held), me.ctrl.clone()));
+    if held {
+        metrics.dropped("parent_down");
+    }
+    for r in scratch.drain(..) {
+        let Some(tx) = r.target else { continue };
+        if raw.bytes.len() > tx.max_frame {
+            metrics.dropped("too_large");
+            continue;
+        }
+        let item = match &track {
+            Some(t) => Outbound::Tracked(raw.bytes.clone(), t.clone()),
+            None => Outbound::Frame(raw.bytes.clone()),
+        };
+        match tx.offer(item, reliable, slow).await {
+            Offer::Queued => {
+                metrics.messages_relayed_total.inc();
+                if crate::router::group_of(tx.key) == shared.fleet_group {
+                    metrics.fleet.forwarded_publish.inc();
+                }
+            }
+            Offer::QueueFull => metrics.dropped("queue_full"),
+            Offer::SlowConsumer => metrics.dropped("slow_consumer"),
+            Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
+        }
+    }
+}
+
+/// Applies an acknowledgement from a link to the countdowns of the tracked frames written to
+/// it, which it acknowledges in the order they were written; anything skipped stays
+/// unacknowledged upstream and is retransmitted by its origin.
+pub(crate) fn on_puback(pending: &mut mpsc::Receiver<Arc<AckTrack>>, ack: &crate::wire::PubAck) {
+    for id in ack.ids.iter().chain(ack.no_route.iter()) {
+        while let Ok(track) = pending.try_recv() {
+            if track.id == *id {
+                track.ack_one();
+                break;
+            }
+        }
+    }
+}
+
+/// Sets the interest a link holds, or drops it; sends the resulting deltas. Returns the
+/// number of patterns the link then holds.
+fn change_interest(
+    shared: &Shared,
+    realm: &Realm,
+    link: LinkId,
+    patterns: &[String],
+    subscribe: bool,
+) -> Result<usize, crate::relay::RelayError> {
+    let held = {
+        let mut r = relay_mut(realm);
+        let (held, deltas) = if subscribe {
+            r.subscribe(link, patterns)?
+        } else {
+            let d = r.unsubscribe(link, patterns);
+            (r.held(link).len(), d)
+        };
+        tell(&r, &deltas);
+        held
+    };
+    shared.metrics.subscriptions.set(
+        shared
+            .realms
+            .values()
+            .map(|r| relay_ref(r).patterns() as i64)
+            .sum(),
+    );
+    Ok(held)
 }
 
 /// What a child link is.
@@ -422,7 +574,6 @@ async fn run_link(
 ) {
     let metrics = shared.metrics.clone();
     let limits = &shared.cfg.limits;
-    let table = &realm.routes;
     // Child bridges stand alone (group 0); the nodes of a cluster share its group; the
     // workers of the fleet share the fleet group.
     let group_name = match kind {
@@ -486,16 +637,15 @@ async fn run_link(
     };
     lock(&realm.links).insert(key, link.clone());
     let (pending_tx, pending_rx) = mpsc::channel((limits.max_inflight as usize).max(1));
-    table.add_peer(key, tx.clone(), |tx, others| {
-        for chunk in others.chunks(1000) {
-            let f = Frame::Subscribe(Subscribe {
-                topics: chunk.to_vec(),
-                qos: Qos::AtLeastOnce,
-                correlation_id: 0,
-            });
-            let _ = tx.ctrl.try_send(Outbound::Frame(f.to_bytes()));
-        }
-    });
+    let relay_kind = match kind {
+        LinkKind::Peer { .. } => crate::relay::LinkKind::Peer,
+        LinkKind::Node | LinkKind::ChildBridge => crate::relay::LinkKind::Child,
+    };
+    {
+        let mut r = relay_mut(&realm);
+        let first = r.add_link(key, relay_kind, Some(Arc::new(tx.clone())));
+        tell(&r, &[first]);
+    }
     match (kind, &shared.fleet) {
         (LinkKind::Node, Some(f)) => f.child_up(key, &realm.name, &remote.cluster, &ctrl_tx, &conn),
         (LinkKind::Peer { .. }, Some(_)) => fleet::sync_records(&shared, &realm, &link),
@@ -559,13 +709,13 @@ async fn run_link(
                 _ = tokio::time::sleep(grace) => {}
                 _ = shared.shutdown.cancelled() => {}
             }
-            table.remove_peer(key, propagate);
+            remove_link(&realm, key);
             release(&shared);
             f.lingering.fetch_sub(1, Ordering::Relaxed);
             metrics.fleet.lingering_links.dec();
         }
         _ => {
-            table.remove_peer(key, propagate);
+            remove_link(&realm, key);
             release(&shared);
         }
     }
@@ -641,14 +791,13 @@ struct FrameCtx<'a> {
 async fn handle_node_frame(
     ctx: &FrameCtx<'_>,
     raw: &RawFrame,
-    scratch: &mut Vec<u32>,
+    scratch: &mut Vec<Route<PeerTx>>,
     pending: &mut mpsc::Receiver<Arc<AckTrack>>,
     slow: Duration,
 ) -> Result<bool, Fatal> {
     let FrameCtx {
         shared, realm, me, ..
     } = *ctx;
-    let table = &realm.routes;
     let metrics = &shared.metrics;
     let Some(t) = raw.msg_type() else {
         me.send_error(
@@ -683,54 +832,10 @@ async fn handle_node_frame(
                 return Ok(false);
             }
             metrics.messages_published_total.inc();
-            let snap = table.load();
-            snap.collect(view.topic, scratch);
-            scratch.retain(|&i| !crate::router::same_group(snap.target(i).0, me.key));
-            if scratch.is_empty() {
-                metrics.dropped("no_route");
-                if reliable {
-                    let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
-                }
-                return Ok(false);
-            }
-            let track = reliable
-                .then(|| AckTrack::new(view.message_id, scratch.len() as u32, me.ctrl.clone()));
-            for &idx in scratch.iter() {
-                let (_, tx) = snap.target(idx);
-                if raw.bytes.len() > tx.max_frame {
-                    metrics.dropped("too_large");
-                    continue;
-                }
-                let item = match &track {
-                    Some(t) => Outbound::Tracked(raw.bytes.clone(), t.clone()),
-                    None => Outbound::Frame(raw.bytes.clone()),
-                };
-                match tx.offer(item, reliable, slow).await {
-                    Offer::Queued => {
-                        metrics.messages_relayed_total.inc();
-                        if crate::router::group_of(tx.key) == shared.fleet_group {
-                            metrics.fleet.forwarded_publish.inc();
-                        }
-                    }
-                    Offer::QueueFull => metrics.dropped("queue_full"),
-                    Offer::SlowConsumer => metrics.dropped("slow_consumer"),
-                    Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
-                }
-            }
+            relay_publish(shared, realm, me, raw, &view, scratch, slow).await;
         }
         MessageType::PubAck => match raw.decode() {
-            Ok(Frame::PubAck(a)) => {
-                for id in a.ids.iter().chain(a.no_route.iter()) {
-                    // Acks arrive in the order the tracked frames were written;
-                    // anything skipped stays unacknowledged upstream and is retransmitted.
-                    while let Ok(track) = pending.try_recv() {
-                        if track.id == *id {
-                            track.ack_one();
-                            break;
-                        }
-                    }
-                }
-            }
+            Ok(Frame::PubAck(a)) => on_puback(pending, &a),
             Ok(_) => unreachable!("decode follows the header type"),
             Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
         },
@@ -742,29 +847,19 @@ async fn handle_node_frame(
                     return Ok(false);
                 }
             };
-            let count = if req.subscribe {
-                match table.subscribe(me.key, &req.patterns, propagate) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        me.send_error(
-                            metrics,
-                            ErrorCode::LimitExceeded,
-                            e.to_string(),
-                            Some(req.correlation_id),
-                        );
-                        return Ok(false);
-                    }
+            let count = match change_interest(shared, realm, me.key, &req.patterns, req.subscribe) {
+                Ok(n) => n,
+                Err(e) => {
+                    metrics.interest_refused_total.inc();
+                    me.send_error(
+                        metrics,
+                        ErrorCode::LimitExceeded,
+                        e.to_string(),
+                        Some(req.correlation_id),
+                    );
+                    return Ok(false);
                 }
-            } else {
-                table.unsubscribe(me.key, &req.patterns, propagate)
             };
-            metrics.subscriptions.set(
-                shared
-                    .realms
-                    .values()
-                    .map(|r| r.routes.load().patterns() as i64)
-                    .sum(),
-            );
             me.send_ctrl(Frame::SubAck(SubAck {
                 correlation_id: req.correlation_id,
                 count: count as u32,

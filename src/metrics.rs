@@ -35,7 +35,7 @@ pub const REJECT_REASONS: [&str; 6] = [
 ];
 
 /// Values of the `reason` label of `macula_messages_dropped_total`.
-pub const DROP_REASONS: [&str; 8] = [
+pub const DROP_REASONS: [&str; 9] = [
     "queue_full",
     "slow_consumer",
     "no_route",
@@ -44,6 +44,7 @@ pub const DROP_REASONS: [&str; 8] = [
     "too_large",
     "closed",
     "retries_exhausted",
+    "parent_down",
 ];
 
 /// Values of the `code` label of `macula_protocol_errors_total` (the wire `ErrorCode`s), plus
@@ -148,6 +149,10 @@ pub struct Metrics {
     pub protocol_errors_total: IntCounterVec,
     /// `macula_subscriptions`: subscriptions currently held, over all connections.
     pub subscriptions: IntGauge,
+    /// `macula_interest_refused_total`: `subscribe` requests refused because the link would
+    /// hold more patterns than `limits.max_subscriptions_per_connection` (a child bridge
+    /// advertising its subtree counts here too).
+    pub interest_refused_total: IntCounter,
     /// `macula_delivery_latency_seconds`: time from a message's acceptance to its delivery to a
     /// subscriber's outbound queue, seconds ([`LATENCY_BUCKETS`]).
     pub delivery_latency_seconds: Histogram,
@@ -368,6 +373,13 @@ impl Metrics {
                     "Subscriptions currently held, over all connections.",
                 ),
             ),
+            interest_refused_total: register(
+                r,
+                counter(
+                    "macula_interest_refused_total",
+                    "Subscribe requests refused: the link would exceed its pattern bound.",
+                ),
+            ),
             delivery_latency_seconds,
             uplink_reconnects_total: register(
                 r,
@@ -487,6 +499,7 @@ mod tests {
             "macula_qos1_retransmissions_total",
             "macula_protocol_errors_total",
             "macula_subscriptions",
+            "macula_interest_refused_total",
             "macula_delivery_latency_seconds_bucket",
             "macula_uplink_reconnects_total",
             "macula_inflight_messages",

@@ -39,6 +39,7 @@ fn one_cluster(nodes: usize) -> TopologySpec {
         bridge_realms: Vec::new(),
         config: None,
         single_ip: false,
+        cities: 0,
     }
 }
 
@@ -189,6 +190,7 @@ async fn a_cluster_change_reaches_the_city_aggregated() {
         bridge_realms: vec!["io.macula".into(), "io.other".into()],
         config: None,
         single_ip: false,
+        cities: 0,
     };
     let (mut f, t) = common::hierarchy(&spec).await;
     let a = t.cluster("a").to_vec();

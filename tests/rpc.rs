@@ -315,6 +315,7 @@ async fn provider_records_stay_in_their_realm() {
         bridge_realms: vec!["io.a".into(), "io.b".into()],
         config: None,
         single_ip: false,
+        cities: 0,
     };
     let (mut f, t) = hierarchy(&spec).await;
     let connect = |i: usize, realm: &'static str| {

@@ -17,10 +17,18 @@
 //!   id, at most [`super::MAX_LOOKUPS`] in flight);
 //! - **routes calls** the parent sends down, and replies to calls this bridge sent up.
 //!
-//! The parent's interest frames (`subscribe` / `unsubscribe` it pushes to every node link) are
-//! ignored: pub/sub does not cross bridge levels.
+//! - **relays pub/sub** both ways (`crate::relay`): the parent link is the realm relay's
+//!   uplink, so the parent is told the minimal cover of the subtree's interest (on each new
+//!   session all of it, the last `subscribe` carrying [`super::INTEREST_SYNC`]), the parent's
+//!   interest (what the rest of the hierarchy wants) reaches every child, publishes from the
+//!   children that the rest wants go up, and publishes from the parent go down to the
+//!   children that want them, never back up. QoS 1 acknowledgements chain across the link
+//!   both ways (`AckTrack`). The link keeps its key and its interest across sessions: while
+//!   it is down, or until a new session's interest snapshot is complete, QoS 1 publishes
+//!   routed to it are held unacknowledged (their origins keep custody and resend them);
+//!   patterns the new snapshot no longer holds are then withdrawn.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,12 +44,11 @@ use super::{lock, Realm, Shared};
 use crate::defaults;
 use crate::escalation::{LookupError, ESCALATION_TIMEOUT};
 use crate::session::{
-    self, fill, open_session, Liveness, Outbound, ReliableQueues, ReliableState, SessionError,
-    WriterConfig,
+    self, fill, open_session, AckTrack, Liveness, Outbound, PeerTx, SessionError, WriterConfig,
 };
 use crate::wire::{
     self, Connect, Connected, ErrorCode, FindValue, FindValueReply, Frame, FrameDecoder,
-    MessageType, NodeId, Pong, RawFrame, Role, Store, WireContact,
+    MessageType, NodeId, Pong, Qos, RawFrame, Role, Store, WireContact,
 };
 
 /// Most index changes taken from the index at once (one lock hold) for the parent.
@@ -283,7 +290,7 @@ async fn dial(
 async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &CancellationToken) {
     let Dialed {
         conn,
-        mut send,
+        send,
         recv,
         decoder,
         welcome,
@@ -291,22 +298,20 @@ async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &Can
     } = d;
     let metrics = &shared.metrics;
     let limits = &shared.cfg.limits;
-    let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
+    let key = realm
+        .up
+        .expect("a parent link runs only when a parent is configured");
     let (ctrl_tx, ctrl_rx) = mpsc::channel(limits.max_inflight as usize + 1024);
-    // Nothing is published up: the data queue stays empty, its sender only keeps it open.
-    let (_data_tx, data_rx) = mpsc::channel(1);
-    let (_acks_tx, acks_rx) = session::ack_channel(1);
-    let mut queues = ReliableQueues {
-        ctrl: ctrl_rx,
-        data: data_rx,
-        acks: acks_rx,
+    let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue.max(1));
+    let (pending_tx, pending_rx) = mpsc::channel((welcome.max_inflight as usize).max(1));
+    let max_frame = welcome.max_frame_size as usize + wire::HEADER_LEN;
+    let tx = PeerTx {
+        key,
+        ctrl: ctrl_tx.clone(),
+        data: data_tx,
+        conn: conn.clone(),
+        max_frame,
     };
-    let mut state = ReliableState::new(
-        (welcome.max_inflight as usize).max(1),
-        Duration::from_millis(limits.ack_timeout_ms),
-        Duration::ZERO,
-        metrics.clone(),
-    );
     let wcfg = WriterConfig {
         write_timeout: Duration::from_millis(limits.slow_consumer_timeout_ms.max(1)),
         metrics: metrics.clone(),
@@ -314,11 +319,12 @@ async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &Can
     let session = Arc::new(ParentSession::new(Link {
         key,
         ctrl: ctrl_tx.clone(),
-        max_frame: welcome.max_frame_size as usize + wire::HEADER_LEN,
+        max_frame,
         parent: true,
         node: None,
         peer: false,
     }));
+    announce_interest(realm, &tx);
     // The parent holds nothing of ours on a new session: everything is stored again.
     lock(&realm.index).resync();
     realm.parent.store(Some(session.clone()));
@@ -335,20 +341,25 @@ async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &Can
     let liveness = Liveness::new(defaults::UPLINK_HEARTBEAT, defaults::UPLINK_DEAD_AFTER);
     let session_cancel = CancellationToken::new();
     let writer = async {
-        let r = session::run_reliable_writer(
-            &mut send,
-            &mut state,
-            &mut queues,
-            &session_cancel,
-            &wcfg,
-            Some(&liveness),
+        let r = session::run_writer(
+            send,
+            ctrl_rx,
+            data_rx,
+            Some(pending_tx),
+            session_cancel.clone(),
+            wcfg,
         )
         .await;
         conn.close(0u32.into(), b"parent writer ended");
         r
     };
     let reader = async {
-        let r = read(shared, realm, &session, parent_id, recv, decoder, &liveness).await;
+        let link = ParentLink {
+            session: &session,
+            parent_id,
+            me: &tx,
+        };
+        let r = read(shared, realm, &link, recv, decoder, &liveness, pending_rx).await;
         session_cancel.cancel();
         r
     };
@@ -356,12 +367,22 @@ async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &Can
         (w, r) = async { tokio::join!(writer, reader) } => {
             debug!(writer = ?w.err(), reader = ?r.err(), "parent session ended");
         }
+        _ = heartbeat(&ctrl_tx, &liveness) => {
+            info!("parent silent past its heartbeat; closing the link");
+            conn.close((ErrorCode::Protocol as u32).into(), b"no heartbeat");
+        }
         _ = advertise(shared, realm, &session) => {}
         _ = cancel.cancelled() => {
             conn.close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");
         }
     }
     realm.parent.store(None);
+    {
+        // The interest stays (unknown until the next snapshot); held QoS 1 waits for it.
+        let mut r = super::relay_mut(realm);
+        r.set_target(key, None);
+        r.set_unknown(key, true);
+    }
     shared.gossip.send(super::gossip::Cmd::ParentDown {
         realm: realm.name.clone(),
     });
@@ -415,24 +436,114 @@ async fn advertise(shared: &Shared, realm: &Realm, session: &ParentSession) {
     }
 }
 
+/// The session's identity for the reader: its RPC side, the parent's id, its sending half.
+struct ParentLink<'a> {
+    session: &'a ParentSession,
+    parent_id: NodeId,
+    me: &'a PeerTx,
+}
+
+/// Queues the realm's whole upward interest (its minimal cover) for a new session, the last
+/// `subscribe` carrying [`super::INTEREST_SYNC`], and makes `tx` the parent link's target, under
+/// one write lock: every later delta leaves after this snapshot.
+fn announce_interest(realm: &Realm, tx: &PeerTx) {
+    let mut r = super::relay_mut(realm);
+    r.set_target(tx.key, Some(Arc::new(tx.clone())));
+    let told = r.told(tx.key);
+    let chunks: Vec<&[String]> = if told.is_empty() {
+        vec![&[]]
+    } else {
+        told.chunks(super::PATTERNS_PER_FRAME).collect()
+    };
+    let last = chunks.len() - 1;
+    for (i, c) in chunks.into_iter().enumerate() {
+        let corr = if i == last { super::INTEREST_SYNC } else { 0 };
+        let _ = tx
+            .ctrl
+            .try_send(Outbound::Frame(super::interest_frame(c, true, corr)));
+    }
+}
+
+/// Sends a `PING` on the control queue every [`defaults::UPLINK_HEARTBEAT`]; returns when
+/// the parent has been silent for [`defaults::UPLINK_DEAD_AFTER`] (or the queue closed).
+async fn heartbeat(ctrl: &mpsc::Sender<Outbound>, liveness: &Liveness) {
+    let mut tick = tokio::time::interval(liveness.ping_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    loop {
+        tick.tick().await;
+        if liveness.silent_for() >= liveness.dead_after {
+            return;
+        }
+        seq += 1;
+        let ping = Frame::Ping(wire::Ping {
+            correlation_id: seq,
+        });
+        if ctrl.send(Outbound::Frame(ping.to_bytes())).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Reads what the parent sends until the session ends.
 async fn read(
     shared: &Arc<Shared>,
     realm: &Arc<Realm>,
-    session: &ParentSession,
-    parent_id: NodeId,
+    link: &ParentLink<'_>,
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
     liveness: &Liveness,
+    mut pending: mpsc::Receiver<Arc<AckTrack>>,
 ) -> Result<(), SessionError> {
+    let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
+    let mut scratch = Vec::new();
+    // Patterns the parent announced on this session (what survives its snapshot).
+    let mut seen: HashSet<String> = HashSet::new();
+    let metrics = &shared.metrics;
+    let me = link.me;
     loop {
         while let Some(raw) = decoder.next_frame()? {
-            shared
-                .metrics
-                .frames_in
-                .inc(raw.header.msg_type, raw.bytes.len());
-            if on_frame(shared, realm, session, parent_id, &raw) {
-                return Ok(());
+            metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
+            match raw.msg_type() {
+                Some(MessageType::Publish) => {
+                    let view = match raw.publish_view() {
+                        Ok(v) => v,
+                        Err(e) => {
+                            me.send_error(metrics, e.code(), e.to_string(), None);
+                            continue;
+                        }
+                    };
+                    if let Err(e) = crate::topic::validate_topic(view.topic) {
+                        let msg = format!("topic {:?}: {e}", view.topic);
+                        me.send_error(metrics, ErrorCode::InvalidTopic, msg, None);
+                        metrics.dropped("invalid");
+                        if view.qos == Qos::AtLeastOnce {
+                            let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
+                        }
+                        continue;
+                    }
+                    super::relay_publish(shared, realm, me, &raw, &view, &mut scratch, slow).await;
+                }
+                Some(MessageType::PubAck) => match raw.decode() {
+                    Ok(Frame::PubAck(a)) => super::on_puback(&mut pending, &a),
+                    Ok(_) => {}
+                    Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+                },
+                Some(MessageType::Subscribe | MessageType::Unsubscribe) => {
+                    on_interest(shared, realm, me, &raw, &mut seen)
+                }
+                Some(MessageType::SubAck) => {
+                    if let Ok(Frame::SubAck(a)) = raw.decode() {
+                        if a.correlation_id == super::INTEREST_SYNC {
+                            synced(shared, realm, me.key, &seen);
+                        }
+                    }
+                }
+                _ => {
+                    if on_frame(shared, realm, link.session, link.parent_id, &raw) {
+                        return Ok(());
+                    }
+                }
             }
         }
         if !fill(&mut recv, &mut decoder).await? {
@@ -440,6 +551,56 @@ async fn read(
         }
         liveness.touch();
     }
+}
+
+/// The parent's interest changed (what the rest of the hierarchy wants through it).
+fn on_interest(
+    shared: &Shared,
+    realm: &Realm,
+    me: &PeerTx,
+    raw: &RawFrame,
+    seen: &mut HashSet<String>,
+) {
+    let metrics = &shared.metrics;
+    let req = match session::decode_interest(raw) {
+        Ok(r) => r,
+        Err((code, msg, corr)) => return me.send_error(metrics, code, msg, corr),
+    };
+    match super::change_interest(shared, realm, me.key, &req.patterns, req.subscribe) {
+        Ok(_) => {
+            for p in req.patterns {
+                if req.subscribe {
+                    seen.insert(p);
+                } else {
+                    seen.remove(&p);
+                }
+            }
+        }
+        Err(e) => {
+            metrics.interest_refused_total.inc();
+            warn!(error = %e, "parent interest refused");
+            me.send_error(metrics, ErrorCode::LimitExceeded, e.to_string(), None);
+        }
+    }
+}
+
+/// The parent's interest snapshot of this session is complete: patterns kept from an earlier
+/// session that it no longer holds are withdrawn, and the link's interest is known again.
+fn synced(shared: &Shared, realm: &Realm, key: u64, seen: &HashSet<String>) {
+    let stale: Vec<String> = super::relay_ref(realm)
+        .held(key)
+        .into_iter()
+        .filter(|p| !seen.contains(p))
+        .collect();
+    if !stale.is_empty() {
+        let _ = super::change_interest(shared, realm, key, &stale, false);
+    }
+    super::relay_mut(realm).set_unknown(key, false);
+    debug!(
+        stale = stale.len(),
+        held = seen.len(),
+        "parent interest synced"
+    );
 }
 
 /// Handles one frame from the parent; `true` ends the session (the parent said goodbye).
@@ -458,14 +619,9 @@ fn on_frame(
         return false;
     };
     match t {
-        // Pub/sub does not cross bridge levels; the parent's interest is ignored.
-        MessageType::Subscribe
-        | MessageType::Unsubscribe
-        | MessageType::SubAck
-        | MessageType::PubAck
-        | MessageType::Publish
-        | MessageType::Pong
-        | MessageType::StoreAck => trace!(frame = t.as_str(), "ignored from the parent"),
+        MessageType::Pong | MessageType::StoreAck => {
+            trace!(frame = t.as_str(), "ignored from the parent")
+        }
         MessageType::Ping => {
             if let Ok(Frame::Ping(p)) = raw.decode() {
                 link.send(Frame::Pong(Pong {

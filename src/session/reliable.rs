@@ -320,7 +320,8 @@ impl Liveness {
         self.last_rx_ms.store(ms, Ordering::Relaxed);
     }
 
-    fn silent_for(&self) -> Duration {
+    /// How long since anything was last received.
+    pub fn silent_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_rx_ms.load(Ordering::Relaxed));
         self.epoch.elapsed().saturating_sub(last)
     }
