@@ -55,7 +55,6 @@ use crate::session::{
     self, accept_session, close, fill, AckTrack, Offer, Outbound, PeerTx, SessionError,
     WriterConfig,
 };
-use crate::topic;
 use crate::wire::{
     ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck, Subscribe,
     Unsubscribe,
@@ -400,14 +399,19 @@ async fn relay_publish(
     for r in scratch.drain(..) {
         let Some(tx) = r.target else { continue };
         if raw.bytes.len() > tx.max_frame {
+            // It can never be delivered on this link: count it, and do not make the origin
+            // resend it forever.
             metrics.dropped("too_large");
+            if let Some(t) = &track {
+                t.ack_one();
+            }
             continue;
         }
         let item = match &track {
             Some(t) => Outbound::Tracked(raw.bytes.clone(), t.clone()),
             None => Outbound::Frame(raw.bytes.clone()),
         };
-        match tx.offer(item, reliable, slow).await {
+        match tx.offer(item, reliable, slow, metrics).await {
             Offer::Queued => {
                 metrics.messages_relayed_total.inc();
                 if crate::router::group_of(tx.key) == shared.fleet_group {
@@ -658,6 +662,7 @@ async fn run_link(
         metrics: metrics.clone(),
     };
     let writer = tokio::spawn(session::run_writer(
+        conn.clone(),
         send,
         ctrl_rx,
         data_rx,
@@ -818,13 +823,8 @@ async fn handle_node_frame(
                 }
             };
             let reliable = view.qos == Qos::AtLeastOnce;
-            if let Err(e) = topic::validate_topic(view.topic) {
-                me.send_error(
-                    metrics,
-                    ErrorCode::InvalidTopic,
-                    format!("topic {:?}: {e}", view.topic),
-                    None,
-                );
+            if let Err((code, msg)) = session::check_publish(raw, &view) {
+                me.send_error(metrics, code, msg, None);
                 metrics.dropped("invalid");
                 if reliable {
                     let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
@@ -865,7 +865,7 @@ async fn handle_node_frame(
                 count: count as u32,
             }));
         }
-        MessageType::Ping => me.pong(raw),
+        MessageType::Ping => me.pong(raw, metrics),
         MessageType::Disconnect => return Ok(true),
         MessageType::Connect => {
             return Err((ErrorCode::AlreadyConnected, "connect sent twice".into()))
@@ -900,7 +900,7 @@ async fn handle_node_frame(
         | MessageType::FindValueReply
         | MessageType::FindNodeReply => match raw.decode() {
             Ok(frame) => rpc::on_child_frame(shared, realm, ctx.link, frame),
-            Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+            Err(e) => me.send_error(metrics, e.code(), e.to_string(), raw.peek_correlation_id()),
         },
         other => me.send_error(
             metrics,

@@ -40,7 +40,7 @@ use crate::session::{
     self, accept_session, fill, observe_latency, Offer, Outbound, PeerTx, SessionError,
     WriterConfig,
 };
-use crate::topic::{self, PatternTrie};
+use crate::topic::PatternTrie;
 use crate::wire::{
     self, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck,
     Subscribe, Unsubscribe,
@@ -327,6 +327,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
     shared.local.add_peer(key, tx.clone(), |_, _| {});
     let cancel = CancellationToken::new();
     let writer = tokio::spawn(session::run_writer(
+        conn.clone(),
         send,
         ctrl_rx,
         data_rx,
@@ -389,7 +390,7 @@ fn announce(shared: &Shared, changes: &[PatternChange]) {
         }
         shared.mesh.for_each(|peer| {
             if peer.ctrl.try_send(Outbound::Frame(f.clone())).is_err() {
-                session::close(&peer.conn, ErrorCode::SlowConsumer, "control queue full");
+                session::close_slow_consumer(&peer.conn, &shared.metrics, "control queue full");
             }
         });
     }
@@ -460,23 +461,22 @@ async fn handle_client_frame(
                     return Ok(None);
                 }
             };
-            if let Err(e) = topic::validate_topic(view.topic) {
-                me.send_error(
-                    metrics,
-                    ErrorCode::InvalidTopic,
-                    format!("topic {:?}: {e}", view.topic),
-                    None,
-                );
+            let reliable = view.qos == Qos::AtLeastOnce;
+            if let Err((code, msg)) = session::check_publish(raw, &view) {
+                me.send_error(metrics, code, msg, None);
                 metrics.dropped("invalid");
+                if reliable {
+                    // Refused for good: `no_route` stops the client re-sending it (§8).
+                    let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
+                }
                 return Ok(None);
             }
             metrics.messages_published_total.inc();
-            let reliable = view.qos == Qos::AtLeastOnce;
-            deliver_local(
+            let mut taken = deliver_local(
                 shared, &raw.bytes, view.topic, reliable, view.ts_us, ctx, slow,
             )
             .await;
-            deliver_mesh(shared, &raw.bytes, view.topic, reliable, ctx, slow).await;
+            taken += deliver_mesh(shared, &raw.bytes, view.topic, reliable, ctx, slow).await;
             if let Some(up) = &shared.uplink {
                 if shared.remote.load().wants(view.topic, reliable) {
                     if reliable {
@@ -487,6 +487,7 @@ async fn handle_client_frame(
                             .is_ok()
                         {
                             metrics.messages_relayed_total.inc();
+                            taken += 1;
                         }
                     } else if up.data.try_send(Outbound::Frame(raw.bytes.clone())).is_ok() {
                         metrics.messages_relayed_total.inc();
@@ -495,7 +496,12 @@ async fn handle_client_frame(
                     }
                 }
             }
-            if reliable && me.ctrl.try_send(Outbound::Ack(view.message_id)).is_err() {
+            // `ids` once queued for someone, `no_route` when nobody wanted it (§8).
+            let ack = match taken {
+                0 => Outbound::NoRoute(view.message_id),
+                _ => Outbound::Ack(view.message_id),
+            };
+            if reliable && me.ctrl.try_send(ack).is_err() {
                 me.send_error(
                     metrics,
                     ErrorCode::InflightExceeded,
@@ -537,19 +543,27 @@ async fn handle_client_frame(
                 count: count as u32,
             }));
         }
-        MessageType::PubAck => {}
+        MessageType::PubAck => {
+            // The node is its clients' custody point and takes nothing from their acks (§8).
+            me.check_puback(raw, metrics);
+        }
         MessageType::Register
         | MessageType::Unregister
         | MessageType::Call
         | MessageType::Reply => match raw.decode() {
             Ok(Frame::Register(r)) => rpc::on_register(shared, me, r),
             Ok(Frame::Unregister(u)) => rpc::on_unregister(shared, me, u),
+            Ok(Frame::Call(c)) if c.hops > wire::MAX_HOPS => {
+                metrics.rpc.call("rejected");
+                let e = wire::RpcError::new(wire::RpcError::HOPS_EXCEEDED, "hop limit exceeded");
+                rpc::reply_link(me, c.call_id, Err(e));
+            }
             Ok(Frame::Call(c)) => rpc::client_call(shared, me, c),
             Ok(Frame::Reply(r)) => rpc::reply_arrived(shared, me.key, r),
             Ok(_) => unreachable!("decode follows the header type"),
-            Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+            Err(e) => me.send_error(metrics, e.code(), e.to_string(), raw.peek_correlation_id()),
         },
-        MessageType::Ping => me.pong(raw),
+        MessageType::Ping => me.pong(raw, metrics),
         MessageType::Disconnect => return Ok(Some(())),
         MessageType::Connect => {
             return Err((ErrorCode::AlreadyConnected, "connect sent twice".into()));
@@ -609,7 +623,7 @@ async fn fan_out(
             continue;
         }
         match tx
-            .offer(Outbound::Frame(frame.clone()), reliable, slow)
+            .offer(Outbound::Frame(frame.clone()), reliable, slow, metrics)
             .await
         {
             Offer::Queued => queued += 1,
@@ -621,7 +635,9 @@ async fn fan_out(
     queued
 }
 
-/// Delivers one publish frame to every local client whose pattern matches.
+/// Delivers one publish frame to every local client whose pattern matches (the publisher
+/// too, when it holds one; one copy per client however many of its patterns match).
+/// Returns how many clients queued it.
 async fn deliver_local(
     shared: &Shared,
     frame: &Bytes,
@@ -630,7 +646,7 @@ async fn deliver_local(
     ts_us: Option<u64>,
     ctx: &mut ReadCtx,
     slow: Duration,
-) {
+) -> u64 {
     let metrics = &shared.metrics;
     let snap = shared.local.load();
     let n = fan_out(&snap, metrics, frame, topic, reliable, ctx, slow).await;
@@ -638,10 +654,11 @@ async fn deliver_local(
     for _ in 0..n {
         observe_latency(metrics, ts_us, ctx.now_us);
     }
+    n
 }
 
 /// Sends one publish frame from a local client to every mesh peer whose clients want it (the
-/// peer delivers it locally and never forwards it).
+/// peer delivers it locally and never forwards it). Returns how many peers queued it.
 async fn deliver_mesh(
     shared: &Shared,
     frame: &Bytes,
@@ -649,14 +666,15 @@ async fn deliver_mesh(
     reliable: bool,
     ctx: &mut ReadCtx,
     slow: Duration,
-) {
+) -> u64 {
     let snap = shared.mesh_interest.load();
     if snap.patterns() == 0 {
-        return;
+        return 0;
     }
     let metrics = &shared.metrics;
     let n = fan_out(&snap, metrics, frame, topic, reliable, ctx, slow).await;
     metrics.messages_relayed_total.inc_by(n);
+    n
 }
 
 /// Periodic work: sweep calls past their deadline (every second) and re-advertise the local

@@ -119,14 +119,56 @@ impl PeerTx {
         let _ = self.ctrl.try_send(Outbound::Frame(frame.to_bytes()));
     }
 
-    /// Answers a `PING` frame with its `PONG`.
-    pub fn pong(&self, raw: &RawFrame) {
-        if let Ok(Frame::Ping(p)) = raw.decode() {
-            self.send_ctrl(Frame::Pong(wire::Pong {
+    /// Answers a `PING` frame with its `PONG`; a malformed one with a `MALFORMED_BODY` error
+    /// frame (counted, carrying the correlation id when readable).
+    pub fn pong(&self, raw: &RawFrame, metrics: &Metrics) {
+        match raw.decode() {
+            Ok(Frame::Ping(p)) => self.send_ctrl(Frame::Pong(wire::Pong {
                 correlation_id: p.correlation_id,
-            }));
+            })),
+            Ok(_) => unreachable!("decode follows the header type"),
+            Err(e) => self.send_error(metrics, e.code(), e.to_string(), raw.peek_correlation_id()),
         }
     }
+
+    /// Answers a `PUBACK` that does not decode with its error frame (counted); `true` when
+    /// it did decode. The acceptor uses this where it takes nothing from client acks.
+    pub fn check_puback(&self, raw: &RawFrame, metrics: &Metrics) -> bool {
+        match raw.decode() {
+            Ok(_) => true,
+            Err(e) => {
+                self.send_error(metrics, e.code(), e.to_string(), None);
+                false
+            }
+        }
+    }
+}
+
+/// Checks a parsed `publish` before it is routed: header `flags` must be 0 in v1 (relays
+/// forward a publish byte for byte, so a relay that ignored them would pass them on;
+/// `MALFORMED_BODY`), and the topic must be valid (`INVALID_TOPIC`). The message names the
+/// message id in hex (`docs/PROTOCOL.md` §6). A refused QoS 1 publish is answered
+/// `puback.no_route` by the caller, so that its sender stops re-sending it (§8).
+pub fn check_publish(
+    raw: &RawFrame,
+    view: &wire::PublishView<'_>,
+) -> Result<(), (ErrorCode, String)> {
+    let id: String = view.message_id.iter().map(|b| format!("{b:02x}")).collect();
+    if raw.header.flags != 0 {
+        return Err((
+            ErrorCode::MalformedBody,
+            format!(
+                "publish {id}: header flags {:#04x}, must be 0",
+                raw.header.flags
+            ),
+        ));
+    }
+    crate::topic::validate_topic(view.topic).map_err(|e| {
+        (
+            ErrorCode::InvalidTopic,
+            format!("publish {id}: topic {:?}: {e}", view.topic),
+        )
+    })
 }
 
 /// A validated `SUBSCRIBE` or `UNSUBSCRIBE`: patterns normalised.
@@ -141,7 +183,8 @@ pub struct InterestRequest {
 }
 
 /// Decodes and validates a `SUBSCRIBE`/`UNSUBSCRIBE` frame. Errors carry the code,
-/// a message and the correlation id when it was readable.
+/// a message and the correlation id when it was readable (also from a body that does not
+/// decode, e.g. `MALFORMED_BODY` or `UNSUPPORTED_QOS`).
 pub fn decode_interest(
     raw: &RawFrame,
 ) -> Result<InterestRequest, (ErrorCode, String, Option<u64>)> {
@@ -155,7 +198,7 @@ pub fn decode_interest(
                 None,
             ))
         }
-        Err(e) => return Err((e.code(), e.to_string(), None)),
+        Err(e) => return Err((e.code(), e.to_string(), raw.peek_correlation_id())),
     };
     let patterns = topics
         .iter()
@@ -227,20 +270,41 @@ pub async fn refuse(
     close(conn, code, msg);
 }
 
-/// Ends a session whose `CONNECT` could not be read: a framing or protocol error
-/// gets a QUIC close with its code; a vanished peer is only logged.
-pub async fn reject_before_connect(conn: &Connection, metrics: &Metrics, e: SessionError) {
-    let (code, msg) = match &e {
+/// A session that ended before its `CONNECT` was accepted ([`accept_session`]).
+#[derive(Debug)]
+pub struct NotAccepted {
+    /// The stream's sending half, when the peer opened the stream: the error frame goes
+    /// out on it before the close.
+    pub send: Option<SendStream>,
+    /// What went wrong.
+    pub error: SessionError,
+    /// The `correlation_id` of the refused `connect`, when it could be read.
+    pub correlation_id: Option<u64>,
+}
+
+/// Ends a session whose `CONNECT` could not be read or accepted. Before `CONNECTED` every
+/// error is fatal (`docs/PROTOCOL.md` §7): an error frame with the code (and the
+/// `connect`'s correlation id, when readable) goes out on the stream, the writer waits at
+/// most [`CLOSE_LINGER`] for the peer to receive it, then the connection is closed with
+/// the same code. A non-`connect` first frame is `NOT_CONNECTED`, no `connect` within
+/// [`HANDSHAKE_TIMEOUT`] is `PROTOCOL`; a vanished peer is only logged.
+pub async fn reject_before_connect(conn: &Connection, metrics: &Metrics, refused: NotAccepted) {
+    let NotAccepted {
+        mut send,
+        error,
+        correlation_id,
+    } = refused;
+    let (code, msg) = match &error {
         SessionError::Wire(w) => (w.code(), w.to_string()),
         SessionError::Protocol(m) => (ErrorCode::NotConnected, m.clone()),
-        SessionError::Timeout(_) => (ErrorCode::Protocol, e.to_string()),
+        SessionError::Timeout(_) => (ErrorCode::Protocol, error.to_string()),
         _ => {
-            tracing::debug!(error = %e, "session ended before connect");
+            tracing::debug!(error = %error, "session ended before connect");
             return;
         }
     };
     tracing::debug!(%msg, "session refused");
-    refuse(conn, None, metrics, code, &msg, None).await;
+    refuse(conn, send.as_mut(), metrics, code, &msg, correlation_id).await;
 }
 
 /// Ends an accepted session once its reader returned `end`: on a fatal error the
@@ -342,8 +406,15 @@ pub enum Offer {
 
 impl PeerTx {
     /// Offers `item` to the data queue: QoS 0 never waits (drop when full);
-    /// QoS 1 waits up to `slow_timeout`, then closes the peer as a slow consumer.
-    pub async fn offer(&self, item: Outbound, reliable: bool, slow_timeout: Duration) -> Offer {
+    /// QoS 1 waits up to `slow_timeout`, then closes the peer as a slow consumer
+    /// ([`close_slow_consumer`], counted in `metrics`).
+    pub async fn offer(
+        &self,
+        item: Outbound,
+        reliable: bool,
+        slow_timeout: Duration,
+        metrics: &Metrics,
+    ) -> Offer {
         match self.data.try_send(item) {
             Ok(()) => Offer::Queued,
             Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
@@ -355,7 +426,7 @@ impl PeerTx {
                     Ok(Ok(())) => Offer::Queued,
                     Ok(Err(_)) => Offer::Closed,
                     Err(_) => {
-                        close(&self.conn, ErrorCode::SlowConsumer, "slow consumer");
+                        close_slow_consumer(&self.conn, metrics, "outbound queue full");
                         Offer::SlowConsumer
                     }
                 }
@@ -400,6 +471,18 @@ pub enum SessionError {
     /// cluster (`docs/FLEET.md`).
     #[error("redirected to {} ({})", .0.addr, .0.reason)]
     Redirected(wire::Redirect),
+}
+
+/// Closes `conn` at once with the application code `SLOW_CONSUMER` and `reason`, counted
+/// once per connection in `macula_protocol_errors_total{code="slow_consumer"}`. No error
+/// frame: the peer is not reading its stream, so the QUIC close code is the signal
+/// (`docs/PROTOCOL.md` §6). The session's reader then ends and its routes are removed.
+pub fn close_slow_consumer(conn: &Connection, metrics: &Metrics, reason: &str) {
+    if conn.close_reason().is_none() {
+        metrics.protocol_error(ErrorCode::SlowConsumer.as_str());
+        tracing::info!(remote.addr = %conn.remote_address(), reason, "closing a slow consumer");
+        close(conn, ErrorCode::SlowConsumer, reason);
+    }
 }
 
 /// Closes `conn` with the application error `code` and a human-readable reason.
@@ -451,27 +534,54 @@ pub async fn next_frame(
     }
 }
 
-/// Server side of the handshake: accepts the stream and reads the `CONNECT` frame.
-/// Any other first frame is a `NOT_CONNECTED` protocol error.
+/// Server side of the handshake: accepts the stream and reads the `CONNECT` frame, all
+/// within [`HANDSHAKE_TIMEOUT`]. A first frame of another type is a `NOT_CONNECTED`
+/// protocol error; a `connect` that does not decode is its wire error (e.g.
+/// `MALFORMED_BODY`), with its correlation id when that much of the body is readable.
+/// Errors come with the stream's sending half, for [`reject_before_connect`].
 pub async fn accept_session(
     conn: &Connection,
     max_frame_size: u32,
-) -> Result<(SendStream, RecvStream, FrameDecoder, Connect), SessionError> {
-    let fut = async {
-        let (send, mut recv) = conn.accept_bi().await?;
-        let mut decoder = FrameDecoder::new(max_frame_size);
-        let raw = next_frame(&mut recv, &mut decoder).await?;
-        match raw.decode()? {
-            Frame::Connect(c) => Ok((send, recv, decoder, c)),
-            other => Err(SessionError::Protocol(format!(
-                "expected connect, got {}",
-                other.msg_type().as_str()
-            ))),
+) -> Result<(SendStream, RecvStream, FrameDecoder, Connect), NotAccepted> {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let refused = |send, error, correlation_id| NotAccepted {
+        send,
+        error,
+        correlation_id,
+    };
+    let (send, mut recv) = match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(refused(None, e.into(), None)),
+        Err(_) => return Err(refused(None, SessionError::Timeout("handshake"), None)),
+    };
+    let mut decoder = FrameDecoder::new(max_frame_size);
+    let raw = match tokio::time::timeout_at(deadline, next_frame(&mut recv, &mut decoder)).await {
+        Ok(Ok(raw)) => raw,
+        Ok(Err(e)) => return Err(refused(Some(send), e, None)),
+        Err(_) => {
+            return Err(refused(
+                Some(send),
+                SessionError::Timeout("handshake"),
+                None,
+            ))
         }
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
-        .await
-        .map_err(|_| SessionError::Timeout("handshake"))?
+    if raw.msg_type() != Some(MessageType::Connect) {
+        let got = raw.msg_type().map_or_else(
+            || format!("type 0x{:02x}", raw.header.msg_type),
+            |t| t.as_str().into(),
+        );
+        let e = SessionError::Protocol(format!("expected connect, got {got}"));
+        return Err(refused(Some(send), e, None));
+    }
+    match raw.decode() {
+        Ok(Frame::Connect(c)) => Ok((send, recv, decoder, c)),
+        Ok(_) => unreachable!("decode follows the header type"),
+        Err(e) => {
+            let corr = raw.peek_correlation_id();
+            Err(refused(Some(send), e.into(), corr))
+        }
+    }
 }
 
 /// Client side of the handshake: opens the stream, sends `connect`, waits for
@@ -615,8 +725,11 @@ pub struct WriterConfig {
 /// Writer for the accepting side (node → client, bridge → node). `pending` receives,
 /// in write order, the [`AckTrack`] of every tracked frame; its capacity is the
 /// in-flight window toward this peer, so the writer stops writing tracked frames
-/// while the peer owes that many acknowledgements.
+/// while the peer owes that many acknowledgements. A batch not written within
+/// `cfg.write_timeout` (`slow_consumer_timeout_ms`) closes `conn` as a slow consumer
+/// ([`close_slow_consumer`]) rather than leaving the peer a stream ended mid-frame.
 pub async fn run_writer(
+    conn: Connection,
     mut send: SendStream,
     mut ctrl_rx: mpsc::Receiver<Outbound>,
     mut data_rx: mpsc::Receiver<Outbound>,
@@ -672,7 +785,12 @@ pub async fn run_writer(
         }
         if !batch.is_empty() {
             batch.seal(&cfg.metrics);
-            batch.write(&mut send, cfg.write_timeout).await?;
+            if let Err(e) = batch.write(&mut send, cfg.write_timeout).await {
+                if matches!(e, SessionError::Timeout(_)) {
+                    close_slow_consumer(&conn, &cfg.metrics, "write timed out");
+                }
+                return Err(e);
+            }
         }
         if closing {
             let _ = send.finish();

@@ -372,6 +372,9 @@ impl ErrorCode {
 
     /// True when the connection must be closed after reporting this error (send the
     /// `Error` frame, then close with this code); false when the stream stays usable.
+    /// `PROTOCOL` is fatal except for a frame of a type its link does not carry, which is
+    /// answered and dropped (`docs/PROTOCOL.md` §4, §6); before `CONNECTED` every error is
+    /// fatal (§7).
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,

@@ -85,13 +85,51 @@ impl Raw {
 
     /// Waits for an error frame; returns its code.
     async fn error_code(&mut self) -> u16 {
+        self.error().await.code
+    }
+
+    /// Waits for an error frame.
+    async fn error(&mut self) -> wire::ErrorFrame {
         loop {
             match self.next().await {
-                Some(Frame::Error(e)) => return e.code,
+                Some(Frame::Error(e)) => return e,
                 Some(_) => continue,
                 None => panic!("stream ended without an error frame"),
             }
         }
+    }
+
+    /// Waits for a `puback` acknowledging `id` (in `ids` or `no_route`); returns whether it
+    /// came in `no_route`, and the error frames received meanwhile.
+    async fn ack_of(&mut self, id: wire::MessageId) -> (bool, Vec<wire::ErrorFrame>) {
+        let mut errors = Vec::new();
+        loop {
+            match self.next().await {
+                Some(Frame::PubAck(a)) if a.no_route.contains(&id) => return (true, errors),
+                Some(Frame::PubAck(a)) if a.ids.contains(&id) => return (false, errors),
+                Some(Frame::Error(e)) => errors.push(e),
+                Some(_) => continue,
+                None => panic!("stream ended without an ack"),
+            }
+        }
+    }
+
+    /// Sends a QoS 1 publish of `topic` with message id `[n; 16]` (and header `flags`).
+    async fn publish_qos1(&mut self, topic: &str, n: u8, flags: u8) -> wire::MessageId {
+        let mut b = BytesMut::from(
+            &Frame::Publish(Publish {
+                topic: topic.into(),
+                payload: Bytes::from_static(b"x"),
+                qos: Qos::AtLeastOnce,
+                retain: false,
+                message_id: [n; 16],
+                ts_us: None,
+            })
+            .to_bytes()[..],
+        );
+        b[2] = flags;
+        self.send.write_all(&b).await.unwrap();
+        [n; 16]
     }
 
     /// Waits for the connection to be closed; returns the application close code.
@@ -121,6 +159,21 @@ impl Raw {
             }
         }
     }
+}
+
+/// A v1 frame of type `t` with a hand-built body.
+fn frame(t: u8, body: &[u8]) -> BytesMut {
+    let mut b = header(1, t, body.len() as u32);
+    b.put_slice(body);
+    b
+}
+
+/// A MessagePack fixstr (shorter than 32 bytes).
+fn msgpack_str(s: &str) -> Vec<u8> {
+    assert!(s.len() < 32);
+    let mut v = vec![0xa0 | s.len() as u8];
+    v.extend_from_slice(s.as_bytes());
+    v
 }
 
 fn header(version: u8, msg_type: u8, len: u32) -> BytesMut {
@@ -236,13 +289,28 @@ async fn every_bad_input_is_answered_counted_and_survived() {
     assert_eq!(r.error_code().await, ErrorCode::UnknownRealm as u16);
     assert_eq!(r.close_code().await, ErrorCode::UnknownRealm as u64);
 
-    // A first frame that is not CONNECT.
+    // A first frame that is not CONNECT: the error frame arrives, then the close.
     let mut r = raw_connect(addr).await;
     r.send
         .write_all(&Frame::Ping(Ping { correlation_id: 1 }).to_bytes())
         .await
         .unwrap();
+    assert_eq!(r.error_code().await, ErrorCode::NotConnected as u16);
     assert_eq!(r.close_code().await, ErrorCode::NotConnected as u64);
+
+    // A CONNECT whose body does not decode: before CONNECTED every error is fatal, and
+    // the error frame (naming the connect by its readable correlation id) comes first.
+    let mut r = raw_connect(addr).await;
+    let mut body = vec![0x82];
+    body.extend_from_slice(&msgpack_str("versions"));
+    body.extend_from_slice(&msgpack_str("one"));
+    body.extend_from_slice(&msgpack_str("correlation_id"));
+    body.push(42);
+    r.send.write_all(&frame(0x01, &body)).await.unwrap();
+    let e = r.error().await;
+    assert_eq!(e.code, ErrorCode::MalformedBody as u16);
+    assert_eq!(e.correlation_id, Some(42));
+    assert_eq!(r.close_code().await, ErrorCode::MalformedBody as u64);
 
     // Random garbage instead of a frame.
     let mut r = raw_connect(addr).await;
@@ -578,4 +646,159 @@ async fn fleet_refuses_strangers_and_bounds_redirect_loops() {
     })
     .await;
     assert_eq!(metric(f.procs[w2].admin, "macula_fleet_peer_links"), 1.0);
+}
+
+/// Client-side protocol rules against a node under a bridge (docs/PROTOCOL.md §2, §5, §6, §8):
+/// QoS 1 acks say `no_route` when nobody wanted a publish and for a refused one, non-zero
+/// flags are refused, malformed ping / puback / subscribe / register bodies get error frames
+/// naming their request, a call over the hop limit is refused, and a subscriber that stops
+/// reading is closed with SLOW_CONSUMER at once and loses its routes. All counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_errors_hops_and_slow_consumers_follow_the_protocol() {
+    let (mut f, _b, na, _nb) = common::bridge_and_two_nodes().await;
+    let (addr, admin) = (f.procs[na].quic, f.procs[na].admin);
+    let mut r = Raw::handshake(addr).await;
+
+    // Nobody subscribes to `nobody.x`: once the node knows the bridge's interest, a QoS 1
+    // publish is acknowledged in `no_route` (before that it goes into the uplink's custody).
+    let mut n = 1;
+    loop {
+        let id = r.publish_qos1("nobody.x", n, 0).await;
+        if r.ack_of(id).await.0 {
+            break;
+        }
+        assert!(n < 100, "no no_route within 100 publishes");
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Refused publishes: an error frame and `no_route`, so the client stops re-sending.
+    for (topic, flags, code) in [
+        ("bad..topic", 0, ErrorCode::InvalidTopic),
+        ("nobody.x", 1, ErrorCode::MalformedBody),
+    ] {
+        let id = r.publish_qos1(topic, 200 + flags, flags).await;
+        let (no_route, mut errors) = r.ack_of(id).await;
+        assert!(no_route, "{topic}: refused publish acked in no_route");
+        if errors.is_empty() {
+            errors.push(r.error().await);
+        }
+        assert_eq!(errors[0].code, code as u16, "{topic}");
+        assert!(errors[0].message.contains(&format!("{:02x}", 200 + flags)));
+    }
+
+    // Malformed bodies are answered, with the correlation id when it is readable.
+    let corr = |key: &str, value: u8| {
+        let mut v = msgpack_str(key);
+        v.push(value);
+        v
+    };
+    let mut ping = vec![0x81];
+    ping.extend(corr("correlation_id", 5));
+    ping.push(0xc0); // trailing bytes after the map
+    let mut puback = vec![0x81];
+    puback.extend(corr("ids", 1));
+    let mut sub = vec![0x83];
+    sub.extend(msgpack_str("topics"));
+    sub.extend([0x91, 0xa1, b'a']);
+    sub.extend(corr("qos", 2));
+    sub.extend(corr("correlation_id", 6));
+    let mut bad_sub = vec![0x82];
+    bad_sub.extend(corr("topics", 1));
+    bad_sub.extend(corr("correlation_id", 7));
+    let mut reg = vec![0x82];
+    reg.extend(corr("correlation_id", 8));
+    reg.extend(corr("procedures", 1));
+    for (t, body, code, want) in [
+        (0x03, ping, ErrorCode::MalformedBody, Some(5)),
+        (0x14, puback, ErrorCode::MalformedBody, None),
+        (0x11, sub, ErrorCode::UnsupportedQos, Some(6)),
+        (0x12, bad_sub, ErrorCode::MalformedBody, Some(7)),
+        (0x26, reg, ErrorCode::MalformedBody, Some(8)),
+    ] {
+        r.send.write_all(&frame(t, &body)).await.unwrap();
+        let e = r.error().await;
+        assert_eq!(
+            (e.code, e.correlation_id),
+            (code as u16, want),
+            "type {t:#04x}"
+        );
+    }
+    r.still_alive().await;
+
+    // A call over the hop limit is refused, not served.
+    let call = Frame::Call(wire::Call {
+        call_id: 3,
+        procedure: "svc.echo".into(),
+        args: Bytes::new(),
+        timeout_ms: 1_000,
+        origin: [0; 32],
+        hops: wire::MAX_HOPS + 1,
+        target: None,
+    });
+    r.send.write_all(&call.to_bytes()).await.unwrap();
+    loop {
+        match r.next().await {
+            Some(Frame::Reply(rep)) => {
+                assert_eq!(rep.call_id, 3);
+                let e = rep.result.expect_err("refused");
+                assert_eq!(e.code, wire::RpcError::HOPS_EXCEEDED);
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("closed"),
+        }
+    }
+
+    // A subscriber that stops reading: closed with SLOW_CONSUMER once a write toward it has
+    // waited `slow_consumer_timeout_ms` (2 s), long before QUIC's idle timeout.
+    let mut slow = Raw::handshake(addr).await;
+    let s = Frame::Subscribe(Subscribe {
+        topics: vec!["slow.*".into()],
+        qos: Qos::AtMostOnce,
+        correlation_id: 1,
+    });
+    slow.send.write_all(&s.to_bytes()).await.unwrap();
+    while !matches!(slow.next().await, Some(Frame::SubAck(_))) {}
+    let publisher = client(addr).await;
+    let payload = Bytes::from(vec![0u8; 16 * 1024]);
+    let started = std::time::Instant::now();
+    let closed = slow.conn.clone();
+    let flood = async {
+        loop {
+            let _ = publisher
+                .publish("slow.x", payload.clone(), Qos::AtMostOnce)
+                .await;
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::select! {
+        _ = flood => unreachable!(),
+        _ = closed.closed() => {}
+    }
+    assert_eq!(slow.close_code().await, ErrorCode::SlowConsumer as u64);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // Its route is gone: a QoS 1 publish to its topic now finds nobody.
+    let id = r.publish_qos1("slow.x", 250, 0).await;
+    assert!(
+        r.ack_of(id).await.0,
+        "the slow consumer's route was removed"
+    );
+
+    for code in [
+        "slow_consumer",
+        "malformed_body",
+        "unsupported_qos",
+        "invalid_topic",
+    ] {
+        let v = metric(
+            admin,
+            &format!("macula_protocol_errors_total{{code=\"{code}\"}}"),
+        );
+        assert!(v >= 1.0, "{code} counted: {v}");
+    }
+    f.stop().await;
 }

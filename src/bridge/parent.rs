@@ -342,6 +342,7 @@ async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &Can
     let session_cancel = CancellationToken::new();
     let writer = async {
         let r = session::run_writer(
+            conn.clone(),
             send,
             ctrl_rx,
             data_rx,
@@ -513,9 +514,8 @@ async fn read(
                             continue;
                         }
                     };
-                    if let Err(e) = crate::topic::validate_topic(view.topic) {
-                        let msg = format!("topic {:?}: {e}", view.topic);
-                        me.send_error(metrics, ErrorCode::InvalidTopic, msg, None);
+                    if let Err((code, msg)) = session::check_publish(&raw, &view) {
+                        me.send_error(metrics, code, msg, None);
                         metrics.dropped("invalid");
                         if view.qos == Qos::AtLeastOnce {
                             let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));

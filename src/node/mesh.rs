@@ -379,6 +379,7 @@ async fn run_link(
         });
     }
     let writer = tokio::spawn(session::run_writer(
+        conn.clone(),
         send,
         ctrl_rx,
         data_rx,
@@ -538,7 +539,7 @@ async fn read_link(
                         me.send_error(metrics, code, msg, None);
                     }
                 }
-                MessageType::Ping => me.pong(&raw),
+                MessageType::Ping => me.pong(&raw, &shared.metrics),
                 MessageType::Pong | MessageType::SubAck => {}
                 MessageType::Disconnect => return Ok(()),
                 other => me.send_error(

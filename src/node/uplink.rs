@@ -23,7 +23,7 @@ use crate::fleet::hash::{cluster_key, Placement, Worker};
 use crate::session::{self, fill, open_session, Outbound, ReliableState, SessionError};
 use crate::wire::{
     self, Connect, ErrorCode, FleetMember, FleetView, Frame, FrameDecoder, MemberStatus,
-    MessageType, NodeId, Pong, PubAck, Qos, Redirect, Role, Subscribe,
+    MessageType, NodeId, Pong, PubAck, Qos, Redirect, Role, Subscribe, WireError,
 };
 
 /// The uplink task: connect, announce interest, relay, reconnect with backoff.
@@ -324,7 +324,8 @@ async fn uplink_reader(
                     Ok(Frame::PubAck(a)) => {
                         let _ = acks_tx.try_send(a);
                     }
-                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
+                    Ok(_) => unreachable!("decode follows the header type"),
+                    Err(e) => answer_error(up, metrics, &e, None),
                 },
                 Some(MessageType::Subscribe) | Some(MessageType::Unsubscribe) => {
                     let (patterns, add) = match session::decode_interest(&raw) {
@@ -349,14 +350,16 @@ async fn uplink_reader(
                         }
                     });
                 }
-                Some(MessageType::Ping) => {
-                    if let Ok(Frame::Ping(p)) = raw.decode() {
+                Some(MessageType::Ping) => match raw.decode() {
+                    Ok(Frame::Ping(p)) => {
                         let pong = Frame::Pong(Pong {
                             correlation_id: p.correlation_id,
                         });
                         let _ = up.ctrl.try_send(Outbound::Frame(pong.to_bytes()));
                     }
-                }
+                    Ok(_) => unreachable!("decode follows the header type"),
+                    Err(e) => answer_error(up, metrics, &e, raw.peek_correlation_id()),
+                },
                 Some(MessageType::Error) => {
                     if let Ok(Frame::Error(e)) = raw.decode() {
                         match e.correlation_id {
@@ -434,6 +437,19 @@ async fn uplink_reader(
         ctx.now_us = session::now_us();
         liveness.touch();
     }
+}
+
+/// Answers a frame from the bridge that does not decode with a non-fatal error frame
+/// (counted), carrying `corr` when the body's correlation id was readable.
+fn answer_error(
+    up: &super::UplinkTx,
+    metrics: &crate::metrics::Metrics,
+    e: &WireError,
+    corr: Option<u64>,
+) {
+    metrics.protocol_error(e.code().as_str());
+    let f = session::error_frame(e.code(), e.to_string(), corr);
+    let _ = up.ctrl.try_send(Outbound::Frame(f));
 }
 
 /// The node's side of a bridge fleet: the directory of workers its bridge sent, the

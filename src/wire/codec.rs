@@ -252,6 +252,13 @@ impl RawFrame {
         })
     }
 
+    /// The body's `correlation_id`, read leniently (the rest of the body is skipped, not
+    /// checked): lets an error about a body that does not decode still name its request.
+    /// `None` when the body is no map or has no unsigned `correlation_id`.
+    pub fn peek_correlation_id(&self) -> Option<u64> {
+        super::msgpack::peek_uint(self.body_slice(), "correlation_id")
+    }
+
     fn body_slice(&self) -> &[u8] {
         &self.bytes[HEADER_LEN.min(self.bytes.len())..]
     }

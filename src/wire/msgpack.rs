@@ -201,3 +201,65 @@ fn read_be(buf: &[u8], pos: &mut usize, n: usize) -> Result<u64, &'static str> {
     *pos += n;
     Ok(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
 }
+
+/// Reads the unsigned integer stored under `key` in the top-level map of `buf`, skipping
+/// every other entry without decoding it; `None` when `buf` is no map, the key is absent,
+/// its value is not an unsigned integer, or the body ends before it. Lenient on purpose:
+/// an error answering a malformed request still names the request when its
+/// `correlation_id` is readable (`docs/PROTOCOL.md` §6). Allocation-free, no recursion.
+pub(crate) fn peek_uint(buf: &[u8], key: &str) -> Option<u64> {
+    let mut pos = 0usize;
+    let marker = *buf.first()?;
+    pos += 1;
+    let entries = match marker {
+        0x80..=0x8f => u64::from(marker & 0x0f),
+        0xde => read_be(buf, &mut pos, 2).ok()?,
+        0xdf => read_be(buf, &mut pos, 4).ok()?,
+        _ => return None,
+    };
+    for _ in 0..entries {
+        let k_marker = *buf.get(pos)?;
+        let mut at = pos + 1;
+        let (k_len, k_children) = marker_extent(k_marker, |n| read_be(buf, &mut at, n)).ok()??;
+        let is_text = matches!(k_marker, 0xa0..=0xbf | 0xd9..=0xdb | 0xc4..=0xc6);
+        if is_text && k_children == 0 {
+            let end = at.checked_add(usize::try_from(k_len).ok()?)?;
+            if buf.get(at..end)? == key.as_bytes() {
+                return read_uint(buf, end);
+            }
+        }
+        pos = skip_value(buf, pos)?;
+        pos = skip_value(buf, pos)?;
+    }
+    None
+}
+
+/// Position after the one value (containers included) starting at `pos`.
+fn skip_value(buf: &[u8], mut pos: usize) -> Option<usize> {
+    let mut pending = 1u64;
+    while pending > 0 {
+        let marker = *buf.get(pos)?;
+        pos += 1;
+        let (skip, children) = marker_extent(marker, |n| read_be(buf, &mut pos, n)).ok()??;
+        pos = pos.checked_add(usize::try_from(skip).ok()?)?;
+        if pos > buf.len() {
+            return None;
+        }
+        pending = pending - 1 + children;
+    }
+    Some(pos)
+}
+
+/// The unsigned integer at `pos` (positive fixint or uint 8–64).
+fn read_uint(buf: &[u8], mut pos: usize) -> Option<u64> {
+    let marker = *buf.get(pos)?;
+    pos += 1;
+    match marker {
+        0x00..=0x7f => Some(u64::from(marker)),
+        0xcc => read_be(buf, &mut pos, 1).ok(),
+        0xcd => read_be(buf, &mut pos, 2).ok(),
+        0xce => read_be(buf, &mut pos, 4).ok(),
+        0xcf => read_be(buf, &mut pos, 8).ok(),
+        _ => None,
+    }
+}

@@ -172,7 +172,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Skips one value of any type, nested at most [`MAX_DEPTH`] deep, iteratively.
+    /// Skips one value of any type, iteratively. The value sits inside the body map, so it may
+    /// nest one level less than [`MAX_DEPTH`], the limit of the whole body (the same rule as
+    /// the structure check of the other frames).
     fn skip_value(&mut self) -> Result<(), WireError> {
         let mut stack = [0u64; MAX_DEPTH + 1];
         let mut depth = 0usize;
@@ -193,7 +195,7 @@ impl<'a> Reader<'a> {
                 if children > (self.buf.len() - self.pos) as u64 {
                     return Err(malformed("container declares more items than bytes remain"));
                 }
-                if depth == MAX_DEPTH {
+                if depth == MAX_DEPTH - 1 {
                     return Err(malformed("nesting too deep"));
                 }
                 depth += 1;

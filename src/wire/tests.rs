@@ -431,6 +431,84 @@ fn body_shape_checks() {
 }
 
 #[test]
+fn correlation_id_is_read_from_bodies_that_do_not_decode() {
+    let mut sub = BytesMut::new();
+    put_map_len(&mut sub, 3);
+    put_str(&mut sub, "topics");
+    sub.extend_from_slice(&[0x91, 0xa1, b'a']);
+    put_str(&mut sub, "qos");
+    put_uint(&mut sub, 2);
+    put_str(&mut sub, "correlation_id");
+    put_uint(&mut sub, 70_000);
+    let f = raw(0x11, &sub);
+    assert_eq!(f.decode().unwrap_err().code(), ErrorCode::UnsupportedQos);
+    assert_eq!(f.peek_correlation_id(), Some(70_000));
+
+    // Found after an unknown nested key, before a value of the wrong type, in a register
+    // missing its procedures; a bin key is tolerated like the decoder tolerates it.
+    let mut reg = BytesMut::new();
+    put_map_len(&mut reg, 3);
+    put_str(&mut reg, "future");
+    reg.extend_from_slice(&[0x92, 0x81, 0xa1, b'k', 0xc0, 0xc4, 0x01, 0x00]);
+    put_bin(&mut reg, b"correlation_id");
+    put_uint(&mut reg, 7);
+    put_str(&mut reg, "procedures");
+    put_uint(&mut reg, 1);
+    let f = raw(0x26, &reg);
+    assert_eq!(f.decode().unwrap_err().code(), ErrorCode::MalformedBody);
+    assert_eq!(f.peek_correlation_id(), Some(7));
+
+    // Nothing to read: not a map, absent, not an unsigned int, cut short.
+    let mut neg = BytesMut::new();
+    put_map_len(&mut neg, 1);
+    put_str(&mut neg, "correlation_id");
+    neg.extend_from_slice(&[0xff]);
+    let mut cut = BytesMut::new();
+    put_map_len(&mut cut, 2);
+    put_str(&mut cut, "topics");
+    cut.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff]);
+    for body in [
+        &[0x91, 0x07][..],
+        &[],
+        &[0x80],
+        &neg[..],
+        &cut[..],
+        &[0xc1, 0xff, 0x00],
+    ] {
+        assert_eq!(raw(0x11, body).peek_correlation_id(), None, "{}", hex(body));
+    }
+}
+
+#[test]
+fn nesting_limit_is_the_same_for_every_decoder() {
+    // The body map is level 1; `levels` non-empty arrays under an unknown key follow it.
+    let body = |levels: usize| {
+        let mut b = publish_body(&[0; 16], 0, None);
+        b[0] += 1;
+        put_str(&mut b, "future_key");
+        b.extend(std::iter::repeat_n(0x91, levels));
+        b.extend_from_slice(&[0x00]);
+        b
+    };
+    let ok = raw(0x10, &body(15));
+    assert!(ok.decode().is_ok());
+    assert!(ok.publish_view().is_ok());
+    let deep = raw(0x10, &body(16));
+    assert_eq!(deep.decode().unwrap_err().code(), ErrorCode::MalformedBody);
+    assert_eq!(
+        deep.publish_view().unwrap_err().code(),
+        ErrorCode::MalformedBody
+    );
+    // An empty container at level 17 holds nothing deeper: accepted by both.
+    let mut empty = body(15);
+    empty.truncate(empty.len() - 1);
+    empty.extend_from_slice(&[0x90]);
+    let empty = raw(0x10, &empty);
+    assert!(empty.decode().is_ok());
+    assert!(empty.publish_view().is_ok());
+}
+
+#[test]
 fn encode_limits_leave_dst_unchanged() {
     let mut p = sample_publish();
     p.payload = Bytes::from(vec![0u8; 100]);
@@ -604,6 +682,7 @@ fn decode_everything(bytes: &[u8]) {
     while let Ok(Some(raw)) = d.next_frame() {
         let _ = raw.decode();
         let _ = raw.publish_view();
+        let _ = raw.peek_correlation_id();
         let _ = raw.body();
     }
     let _ = d.finish();
