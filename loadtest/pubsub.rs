@@ -85,6 +85,11 @@ pub struct Args {
     /// into the run.
     #[arg(long)]
     drain_worker_at: Option<f64>,
+    /// With --spawn: bridge levels between the publishers' and the subscribers' clusters. 1: one
+    /// bridge and two nodes; 2: street → city → street (`a` and `b` under two streets of one
+    /// city); 3: street → city → region → city → street (the streets under different cities).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    levels: u8,
     /// With --spawn: keep the processes' logs (their directory is printed) even when the run
     /// succeeds.
     #[arg(long)]
@@ -339,6 +344,10 @@ impl Report {
 
 /// Starts the processes `--spawn` asks for (not waiting for them) and places the clients.
 fn spawn_for(a: &Args) -> Result<(Spawned, Plan)> {
+    ensure!(
+        a.levels == 1 || a.workers == 0,
+        "--levels and --workers do not combine (a fleet serves one level)"
+    );
     if !a.spawn {
         let sa = if a.same_node {
             &a.pub_addr
@@ -363,6 +372,26 @@ fn spawn_for(a: &Args) -> Result<(Spawned, Plan)> {
         );
         let plan = Plan::ring(&w, spec.clusters);
         return Ok((Spawned::Workers(Box::new(w)), plan));
+    }
+    if a.levels > 1 {
+        ensure!(!a.same_node, "--same-node needs --levels 1");
+        let mut f = Fleet::new(spawn::macula_bin()?)?;
+        let mut spec = crate::topology::TopologySpec::two_streets(1);
+        spec.single_ip = a.single_ip;
+        if a.levels == 3 {
+            spec.cities = 2;
+        }
+        let t = crate::topology::Topology::spawn(&mut f, &spec)?;
+        let pa = f.procs[t.cluster("a")[0]].quic.to_string();
+        let sa = f.procs[t.cluster("b")[0]].quic.to_string();
+        eprintln!(
+            "spawned {} levels: {} (logs in {})",
+            a.levels,
+            t.describe(&f),
+            f.dir.path().display()
+        );
+        let plan = Plan::all_to_all(a, &pa, &sa);
+        return Ok((Spawned::Pair(f), plan));
     }
     let mut f = Fleet::new(spawn::macula_bin()?)?;
     let (ip_b, ip_1, ip_2) = if a.single_ip {

@@ -135,6 +135,13 @@ struct Realm {
     has_parent: bool,
     /// Wakes the parent link's advertiser when the index has changes for it.
     upward: Notify,
+    /// The bridges above this one, parent first, as the parent's last `bridge_path` said;
+    /// empty while the parent link is down. A child bridge named here is refused.
+    ancestry: Mutex<Vec<NodeId>>,
+    /// Control queues of the child-bridge links, which are told this bridge's path.
+    child_bridges: Mutex<HashMap<LinkId, mpsc::Sender<Outbound>>>,
+    /// Set when the parent link ended on a loop (the redial then keeps backing off).
+    looped: std::sync::atomic::AtomicBool,
 }
 
 /// Locks `m`, ignoring poisoning: every critical section here leaves its data consistent
@@ -181,6 +188,9 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
                 parent: ArcSwapOption::empty(),
                 has_parent,
                 upward: Notify::new(),
+                ancestry: Mutex::new(Vec::new()),
+                child_bridges: Mutex::new(HashMap::new()),
+                looped: std::sync::atomic::AtomicBool::new(false),
             };
             (r.clone(), Arc::new(realm))
         })
@@ -343,6 +353,23 @@ fn interest_frame(patterns: &[String], subscribe: bool, correlation_id: u64) -> 
             correlation_id,
         })
         .to_bytes()
+    }
+}
+
+/// This bridge's path for its child bridges: itself, then its ancestry (at most
+/// [`crate::wire::MAX_PATH`] ids).
+fn own_path(shared: &Shared, realm: &Realm) -> crate::wire::BridgePath {
+    let mut path = vec![shared.node_id];
+    path.extend(lock(&realm.ancestry).iter().copied());
+    path.truncate(crate::wire::MAX_PATH);
+    crate::wire::BridgePath { path }
+}
+
+/// Tells every child bridge of `realm` this bridge's current path (its ancestry changed).
+fn push_path(shared: &Shared, realm: &Realm) {
+    let frame = Frame::BridgePath(own_path(shared, realm)).to_bytes();
+    for ctrl in lock(&realm.child_bridges).values() {
+        let _ = ctrl.try_send(Outbound::Frame(frame.clone()));
     }
 }
 
@@ -519,6 +546,16 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     } else {
         LinkKind::Node
     };
+    if let (LinkKind::ChildBridge, Ok(()), Some(realm)) =
+        (kind, &checked, shared.realms.get(&connect.realm))
+    {
+        if connect.node_id == shared.node_id || lock(&realm.ancestry).contains(&connect.node_id) {
+            checked = Err((
+                ErrorCode::LoopDetected,
+                "this child bridge is this bridge or one above it: a loop in the parent configuration".into(),
+            ));
+        }
+    }
     if let Err((code, msg)) = checked {
         return session::refuse(
             &conn,
@@ -650,6 +687,10 @@ async fn run_link(
         let first = r.add_link(key, relay_kind, Some(Arc::new(tx.clone())));
         tell(&r, &[first]);
     }
+    if kind == LinkKind::ChildBridge {
+        tx.send_ctrl(Frame::BridgePath(own_path(&shared, &realm)));
+        lock(&realm.child_bridges).insert(key, tx.ctrl.clone());
+    }
     match (kind, &shared.fleet) {
         (LinkKind::Node, Some(f)) => f.child_up(key, &realm.name, &remote.cluster, &ctrl_tx, &conn),
         (LinkKind::Peer { .. }, Some(_)) => fleet::sync_records(&shared, &realm, &link),
@@ -701,6 +742,7 @@ async fn run_link(
         });
     }
     rpc::link_closed(&shared, &realm, key);
+    lock(&realm.child_bridges).remove(&key);
     info!(realm = %realm.name, cluster = %remote.cluster, kind = ?kind, orderly, linger, "link down");
     let end = end.map(|_| ());
     session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;

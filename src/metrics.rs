@@ -49,7 +49,7 @@ pub const DROP_REASONS: [&str; 9] = [
 
 /// Values of the `code` label of `macula_protocol_errors_total` (the wire `ErrorCode`s), plus
 /// `other` for anything not in this list.
-pub const ERROR_CODE_LABELS: [&str; 17] = [
+pub const ERROR_CODE_LABELS: [&str; 19] = [
     "protocol",
     "frame_too_large",
     "unsupported_version",
@@ -66,12 +66,14 @@ pub const ERROR_CODE_LABELS: [&str; 17] = [
     "truncated",
     "limit_exceeded",
     "already_connected",
+    "fleet_mismatch",
+    "loop_detected",
     "other",
 ];
 
 /// Message types of the wire protocol and their `type` label; any other byte counts as `other`.
 /// (A local copy: the wire module owns the numbers; this table must follow it.)
-pub const TYPE_LABELS: [(u8, &str); 28] = [
+pub const TYPE_LABELS: [(u8, &str); 29] = [
     (0x01, "connect"),
     (0x02, "disconnect"),
     (0x03, "ping"),
@@ -80,6 +82,7 @@ pub const TYPE_LABELS: [(u8, &str); 28] = [
     (0x06, "error"),
     (0x07, "redirect"),
     (0x08, "fleet_view"),
+    (0x09, "bridge_path"),
     (0x10, "publish"),
     (0x11, "subscribe"),
     (0x12, "unsubscribe"),

@@ -31,9 +31,9 @@ mod tests_gossip;
 
 pub use codec::{encode_publish, publish_body_len, PublishView, RawFrame};
 pub use dht_rpc::{
-    Call, FindNode, FindNodeReply, FindValue, FindValueReply, Register, Reply, RpcError, Store,
-    StoreAck, Unregister, WireContact, WireRecord, MAX_CONTACTS, MAX_DHT_VALUE, MAX_HOPS, MAX_PATH,
-    MAX_PROCEDURES, MAX_RECORDS,
+    BridgePath, Call, FindNode, FindNodeReply, FindValue, FindValueReply, Register, Reply,
+    RpcError, Store, StoreAck, Unregister, WireContact, WireRecord, MAX_CONTACTS, MAX_DHT_VALUE,
+    MAX_HOPS, MAX_PATH, MAX_PROCEDURES, MAX_RECORDS,
 };
 pub use fleet::{
     FleetMember, FleetView, MemberStatus, Redirect, MAX_FLEET_MEMBERS, MAX_FLEET_STRING,
@@ -151,6 +151,9 @@ pub enum MessageType {
     Redirect = 0x07,
     /// A worker's view of its fleet (membership gossip, node directory). Body: [`FleetView`].
     FleetView = 0x08,
+    /// A bridge tells a child bridge the chain of bridges above it (loop detection). Body:
+    /// [`BridgePath`].
+    BridgePath = 0x09,
     /// Publishes one message. Body: [`Publish`].
     Publish = 0x10,
     /// Adds subscription patterns. Body: [`Subscribe`].
@@ -195,7 +198,7 @@ pub enum MessageType {
 
 impl MessageType {
     /// Every message type v1 implements, in id order.
-    pub const ALL: [MessageType; 28] = [
+    pub const ALL: [MessageType; 29] = [
         MessageType::Connect,
         MessageType::Disconnect,
         MessageType::Ping,
@@ -204,6 +207,7 @@ impl MessageType {
         MessageType::Error,
         MessageType::Redirect,
         MessageType::FleetView,
+        MessageType::BridgePath,
         MessageType::Publish,
         MessageType::Subscribe,
         MessageType::Unsubscribe,
@@ -242,6 +246,7 @@ impl MessageType {
             MessageType::Error => "error",
             MessageType::Redirect => "redirect",
             MessageType::FleetView => "fleet_view",
+            MessageType::BridgePath => "bridge_path",
             MessageType::Publish => "publish",
             MessageType::Subscribe => "subscribe",
             MessageType::Unsubscribe => "unsubscribe",
@@ -318,11 +323,14 @@ pub enum ErrorCode {
     /// A bridge worker of another fleet, or of the same fleet with different settings,
     /// tried to peer. Fatal.
     FleetMismatch = 17,
+    /// A bridge's parent chain would form a loop: a child bridge that is this bridge or one
+    /// of its ancestors, or a parent whose path names this bridge. Fatal.
+    LoopDetected = 18,
 }
 
 impl ErrorCode {
     /// Every error code, in numeric order.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::Protocol,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -340,6 +348,7 @@ impl ErrorCode {
         ErrorCode::LimitExceeded,
         ErrorCode::AlreadyConnected,
         ErrorCode::FleetMismatch,
+        ErrorCode::LoopDetected,
     ];
 
     /// The code for a raw u16, `None` if unknown (keep the raw value, e.g. in [`ErrorFrame`]).
@@ -367,6 +376,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::AlreadyConnected => "already_connected",
             ErrorCode::FleetMismatch => "fleet_mismatch",
+            ErrorCode::LoopDetected => "loop_detected",
         }
     }
 
@@ -388,6 +398,7 @@ impl ErrorCode {
                 | ErrorCode::SlowConsumer
                 | ErrorCode::AlreadyConnected
                 | ErrorCode::FleetMismatch
+                | ErrorCode::LoopDetected
         )
     }
 }
@@ -586,6 +597,8 @@ pub enum Frame {
     Redirect(Redirect),
     /// See [`FleetView`].
     FleetView(FleetView),
+    /// See [`BridgePath`].
+    BridgePath(BridgePath),
     /// See [`Publish`].
     Publish(Publish),
     /// See [`Subscribe`].
@@ -640,6 +653,7 @@ impl Frame {
             Frame::Error(_) => MessageType::Error,
             Frame::Redirect(_) => MessageType::Redirect,
             Frame::FleetView(_) => MessageType::FleetView,
+            Frame::BridgePath(_) => MessageType::BridgePath,
             Frame::Publish(_) => MessageType::Publish,
             Frame::Subscribe(_) => MessageType::Subscribe,
             Frame::Unsubscribe(_) => MessageType::Unsubscribe,

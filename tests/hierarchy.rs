@@ -247,3 +247,51 @@ async fn a_city_killed_under_qos1_load_loses_and_duplicates_nothing() {
         }
     }
 }
+
+/// Two bridges each configured as the other's parent: the loop is detected and refused with
+/// `LOOP_DETECTED` (counted), at most one of the two parent links stays up, and both keep
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_cycle_is_refused() {
+    let _serial = SERIAL.lock().await;
+    let mut f = common::fleet();
+    let qa = common::spawn::free_udp("127.0.0.1").unwrap();
+    let qb = common::spawn::free_udp("127.0.0.2").unwrap();
+    let a = f
+        .bridge_at(
+            "loop-a",
+            qa,
+            &["--level", "city", "--parent", &qb.to_string()],
+        )
+        .unwrap();
+    let b = f
+        .bridge_at(
+            "loop-b",
+            qb,
+            &["--level", "street", "--parent", &qa.to_string()],
+        )
+        .unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (ma, mb) = (f.procs[a].admin, f.procs[b].admin);
+    let loops = |m| metric(m, "macula_protocol_errors_total{code=\"loop_detected\"}");
+    let uplinks = |m| metric(m, "macula_connections_open{role=\"uplink\"}");
+    poll(Duration::from_secs(20), "the loop is detected", || async {
+        (loops(ma) + loops(mb) >= 1.0).then_some(())
+    })
+    .await;
+    // Settled: one of the two links won, the other is refused on every redial.
+    poll(
+        Duration::from_secs(20),
+        "one parent link at most",
+        || async {
+            let refused_again = loops(ma) + loops(mb);
+            (uplinks(ma) + uplinks(mb) <= 1.0 && refused_again >= 2.0).then_some(())
+        },
+    )
+    .await;
+    for i in [a, b] {
+        assert!(f.is_running(i), "{} exited", f.procs[i].name);
+        let (code, _) = common::spawn::http_get(f.procs[i].admin, "/health/live").unwrap();
+        assert_eq!(code, 200);
+    }
+}

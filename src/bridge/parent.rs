@@ -206,7 +206,11 @@ pub(super) async fn run_parent(
         let Some(dialed) = dialed else {
             continue;
         };
-        backoff = initial;
+        // A session that ended on a loop does not reset the backoff: the loop would
+        // otherwise be re-dialed ten times a second.
+        if !realm.looped.swap(false, Ordering::Relaxed) {
+            backoff = initial;
+        }
         let parent = dialed.parent.clone();
         info!(parent = %parent, "parent link connected");
         serve(&shared, &realm, dialed, &cancel).await;
@@ -378,6 +382,8 @@ async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &Can
         }
     }
     realm.parent.store(None);
+    lock(&realm.ancestry).clear();
+    super::push_path(shared, realm);
     {
         // The interest stays (unknown until the next snapshot); held QoS 1 waits for it.
         let mut r = super::relay_mut(realm);
@@ -532,6 +538,25 @@ async fn read(
                 Some(MessageType::Subscribe | MessageType::Unsubscribe) => {
                     on_interest(shared, realm, me, &raw, &mut seen)
                 }
+                Some(MessageType::BridgePath) => match raw.decode() {
+                    Ok(Frame::BridgePath(p)) => {
+                        if p.path.contains(&shared.node_id) {
+                            metrics.protocol_error(ErrorCode::LoopDetected.as_str());
+                            warn!("the parent's path names this bridge: a loop in the parent configuration; closing the parent link");
+                            realm.looped.store(true, Ordering::Relaxed);
+                            session::close(
+                                &me.conn,
+                                ErrorCode::LoopDetected,
+                                "parent path names this bridge",
+                            );
+                            return Err(SessionError::Protocol("parent loop".into()));
+                        }
+                        *lock(&realm.ancestry) = p.path;
+                        super::push_path(shared, realm);
+                    }
+                    Ok(_) => {}
+                    Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+                },
                 Some(MessageType::SubAck) => {
                     if let Ok(Frame::SubAck(a)) = raw.decode() {
                         if a.correlation_id == super::INTEREST_SYNC {

@@ -11,9 +11,9 @@ use super::{
     PROTOCOL_VERSION,
 };
 use dht_rpc::{
-    CallDe, CallSer, FindNodeDe, FindNodeReplyDe, FindNodeReplySer, FindNodeSer, FindValueDe,
-    FindValueReplyDe, FindValueReplySer, FindValueSer, ProceduresDe, ProceduresSer, ReplyDe,
-    ReplySer, StoreAckMsg, StoreDe, StoreSer,
+    BridgePathDe, BridgePathSer, CallDe, CallSer, FindNodeDe, FindNodeReplyDe, FindNodeReplySer,
+    FindNodeSer, FindValueDe, FindValueReplyDe, FindValueReplySer, FindValueSer, ProceduresDe,
+    ProceduresSer, ReplyDe, ReplySer, StoreAckMsg, StoreDe, StoreSer,
 };
 use fleet::{FleetViewDe, FleetViewSer, RedirectDe, RedirectSer};
 use gossip::{
@@ -213,6 +213,7 @@ impl RawFrame {
             MessageType::StoreAck => Frame::StoreAck(de::<StoreAckMsg>(t, body)?.check()),
             MessageType::Redirect => Frame::Redirect(de::<RedirectDe>(t, body)?.check()?),
             MessageType::FleetView => Frame::FleetView(de::<FleetViewDe>(t, body)?.check()?),
+            MessageType::BridgePath => Frame::BridgePath(de::<BridgePathDe>(t, body)?.check()?),
             MessageType::GossipPush => {
                 Frame::GossipPush(de::<GossipPushDe>(t, body)?.check(&self.bytes)?)
             }
@@ -455,6 +456,7 @@ fn serialize_body<W: std::io::Write>(f: &Frame, w: &mut W) {
         Frame::StoreAck(m) => StoreAckMsg::from(m).serialize(&mut ser),
         Frame::Redirect(m) => RedirectSer::from(m).serialize(&mut ser),
         Frame::FleetView(m) => FleetViewSer::from(m).serialize(&mut ser),
+        Frame::BridgePath(m) => BridgePathSer::from(m).serialize(&mut ser),
         Frame::GossipPush(m) => GossipPushSer::from(m).serialize(&mut ser),
         Frame::GossipPull(m) => GossipPullSer::from(m).serialize(&mut ser),
         Frame::GossipPullReply(m) => GossipPullReplySer::from(m).serialize(&mut ser),

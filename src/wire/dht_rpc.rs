@@ -141,8 +141,22 @@ pub struct FindValue {
     pub path: Vec<NodeId>,
 }
 
-/// Most bridge ids in a [`FindValue`] `path` (as [`crate::escalation::MAX_VISITED`]).
+/// Most bridge ids in a [`FindValue`] or [`BridgePath`] `path` (as
+/// [`crate::escalation::MAX_VISITED`]).
 pub const MAX_PATH: usize = 16;
+
+/// `bridge_path` (0x09): a bridge tells a child bridge the chain of bridges above that child,
+/// nearest first: the sender itself, then the sender's parent, and so on up to the top. Sent
+/// on a child-bridge link when it comes up and again whenever the sender's own chain changes
+/// (its parent link came up or went down). A bridge whose parent's path names the bridge
+/// itself is in a loop: it closes its parent link with `LOOP_DETECTED`. A bridge refuses a
+/// child bridge that is itself or one of its ancestors, with the same code
+/// (`docs/PROTOCOL.md` §5.29).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgePath {
+    /// `"path"` (array of bin, exactly 32 bytes each, 1..=[`MAX_PATH`]): the sender first.
+    pub path: Vec<NodeId>,
+}
 
 /// One record in a [`FindValueReply`].
 #[derive(Debug, Clone, PartialEq, Eq)]

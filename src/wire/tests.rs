@@ -188,7 +188,8 @@ fn message_type_and_error_code_tables() {
         assert_eq!(ErrorCode::from_u16(*c as u16), Some(*c));
     }
     assert_eq!(ErrorCode::from_u16(0), None);
-    assert_eq!(ErrorCode::from_u16(18), None);
+    assert_eq!(ErrorCode::from_u16(19), None);
+    assert!(ErrorCode::LoopDetected.is_fatal());
     assert_eq!(ErrorCode::SlowConsumer.as_str(), "slow_consumer");
     assert!(ErrorCode::Truncated.is_fatal() && !ErrorCode::UnknownType.is_fatal());
     assert!(!ErrorCode::InflightExceeded.is_fatal() && !ErrorCode::MalformedBody.is_fatal());

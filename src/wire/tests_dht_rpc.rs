@@ -524,6 +524,38 @@ fn text() -> impl Strategy<Value = String> {
     "\\PC{0,40}"
 }
 
+#[test]
+fn bridge_path_round_trips_and_is_bounded() {
+    let f = Frame::BridgePath(BridgePath {
+        path: vec![[1; 32], [2; 32]],
+    });
+    assert_eq!(reencode(&f).unwrap(), f);
+    let body = |ids: &[&[u8]]| {
+        let mut b = BytesMut::new();
+        put_map_len(&mut b, 1);
+        put_str(&mut b, "path");
+        // fixarray (at most 15) or array16.
+        if ids.len() < 16 {
+            b.extend_from_slice(&[0x90 | ids.len() as u8]);
+        } else {
+            b.extend_from_slice(&[0xdc, 0, ids.len() as u8]);
+        }
+        for id in ids {
+            put_bin(&mut b, id);
+        }
+        b
+    };
+    let decode = |b: &[u8]| raw(MessageType::BridgePath as u8, b).decode();
+    assert!(decode(&body(&[&[7; 32]])).is_ok());
+    assert!(matches!(
+        decode(&body(&[])),
+        Err(WireError::InvalidField { field: "path", .. })
+    ));
+    assert!(decode(&body(&[&[7; 31]])).is_err(), "ids are 32 bytes");
+    let many: Vec<&[u8]> = (0..=MAX_PATH).map(|_| &[7u8; 32][..]).collect();
+    assert!(decode(&body(&many)).is_err(), "at most MAX_PATH ids");
+}
+
 fn blob() -> impl Strategy<Value = Bytes> {
     prop::collection::vec(any::<u8>(), 0..400).prop_map(Bytes::from)
 }
@@ -556,6 +588,8 @@ pub(super) fn dht_rpc_frame_s() -> impl Strategy<Value = Frame> {
     ];
     let procedures = || prop::collection::vec(text(), 0..20);
     prop_oneof![
+        prop::collection::vec(any::<[u8; 32]>(), 1..=MAX_PATH)
+            .prop_map(|path| Frame::BridgePath(BridgePath { path })),
         (any::<u64>(), any::<[u8; 32]>(), contact_s()).prop_map(
             |(correlation_id, target, sender)| Frame::FindNode(FindNode {
                 correlation_id,

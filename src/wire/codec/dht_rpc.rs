@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::bad_len;
 use crate::wire::dht_rpc::{
-    Call, FindNode, FindNodeReply, FindValue, FindValueReply, Register, Reply, RpcError, Store,
-    StoreAck, Unregister, WireContact, WireRecord, MAX_CONTACTS, MAX_DHT_VALUE, MAX_PATH,
-    MAX_PROCEDURES, MAX_RECORDS,
+    BridgePath, Call, FindNode, FindNodeReply, FindValue, FindValueReply, Register, Reply,
+    RpcError, Store, StoreAck, Unregister, WireContact, WireRecord, MAX_CONTACTS, MAX_DHT_VALUE,
+    MAX_PATH, MAX_PROCEDURES, MAX_RECORDS,
 };
 use crate::wire::{MessageType, NodeId, WireError};
 
@@ -380,6 +380,43 @@ impl FindValueDe<'_> {
             key: id32("key", self.key)?,
             sender: self.sender.check()?,
             path: path
+                .into_iter()
+                .map(|id| id32("path", id))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+#[derive(Serialize)]
+pub(super) struct BridgePathSer<'a> {
+    #[serde(serialize_with = "ser_ids")]
+    path: &'a [NodeId],
+}
+
+impl<'a> From<&'a BridgePath> for BridgePathSer<'a> {
+    fn from(m: &'a BridgePath) -> Self {
+        BridgePathSer { path: &m.path }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct BridgePathDe<'a> {
+    #[serde(borrow)]
+    path: Bounded<&'a serde_bytes::Bytes, MAX_PATH>,
+}
+
+impl BridgePathDe<'_> {
+    pub(super) fn check(self) -> Result<BridgePath, WireError> {
+        if self.path.0.is_empty() {
+            return Err(WireError::InvalidField {
+                field: "path",
+                reason: "empty (the sender comes first)".into(),
+            });
+        }
+        Ok(BridgePath {
+            path: self
+                .path
+                .0
                 .into_iter()
                 .map(|id| id32("path", id))
                 .collect::<Result<_, _>>()?,
