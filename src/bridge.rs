@@ -37,7 +37,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use bytes::Bytes;
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -47,17 +46,15 @@ use tracing::{debug, info, info_span, Instrument};
 use crate::config::Config;
 use crate::escalation::LookupCache;
 use crate::metrics::Metrics;
-use crate::relay::{Delta, LinkId, Relay, Route};
+use crate::relay::{LinkId, Relay, Route};
 use crate::router::PeerKey;
 use crate::rpc::PendingCalls;
 pub use crate::server::ServerHandle;
 use crate::session::{
-    self, accept_session, close, fill, AckTrack, Offer, Outbound, PeerTx, SessionError,
-    WriterConfig,
+    self, accept_session, fill, AckTrack, Outbound, PeerTx, SessionError, WriterConfig,
 };
 use crate::wire::{
-    ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck, Subscribe,
-    Unsubscribe,
+    ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck,
 };
 
 pub mod aggregate;
@@ -65,12 +62,18 @@ pub mod fleet;
 mod gossip;
 pub mod index;
 mod parent;
+mod pubsub;
 mod rpc;
 #[cfg(test)]
 mod tests;
 
 use index::{IndexLimits, SubtreeIndex};
 use parent::ParentSession;
+pub use pubsub::PATTERNS_PER_FRAME;
+use pubsub::{
+    change_interest, on_puback, own_path, relay_mut, relay_publish, remove_link, tell,
+    FIRST_LINK_KEY,
+};
 use rpc::Link;
 
 /// A running bridge; see [`ServerHandle`].
@@ -302,199 +305,6 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
 }
 
 type Fatal = (ErrorCode, String);
-
-/// Most patterns in one interest frame a bridge sends (the "topics per frame" bound).
-pub const PATTERNS_PER_FRAME: usize = 1000;
-
-/// First process-local key handed to a link; the keys below are the realms' parent links.
-const FIRST_LINK_KEY: u64 = 1 << 16;
-
-/// Correlation id of the last `subscribe` of the interest announcement a bridge sends on each
-/// new parent session; the parent's `suback` to it marks its interest snapshot complete (the
-/// same rule as a node's uplink, `docs/PROTOCOL.md` §8a).
-pub(crate) const INTEREST_SYNC: u64 = u64::MAX;
-
-/// Sends each link its interest delta (call it while holding the relay's write lock, so
-/// deltas leave in order). A link whose control queue is full is closed as a slow consumer.
-fn tell(relay: &Relay<PeerTx>, deltas: &[Delta]) {
-    for d in deltas {
-        let Some(tx) = relay.target(d.link) else {
-            continue;
-        };
-        let mut frames = Vec::new();
-        for chunk in d.add.chunks(PATTERNS_PER_FRAME) {
-            frames.push(interest_frame(chunk, true, 0));
-        }
-        for chunk in d.remove.chunks(PATTERNS_PER_FRAME) {
-            frames.push(interest_frame(chunk, false, 0));
-        }
-        for f in frames {
-            if tx.ctrl.try_send(Outbound::Frame(f)).is_err() {
-                close(&tx.conn, ErrorCode::SlowConsumer, "control queue full");
-                break;
-            }
-        }
-    }
-}
-
-/// A `subscribe` (or `unsubscribe`) frame for `patterns`.
-fn interest_frame(patterns: &[String], subscribe: bool, correlation_id: u64) -> Bytes {
-    let topics = patterns.to_vec();
-    if subscribe {
-        Frame::Subscribe(Subscribe {
-            topics,
-            qos: Qos::AtLeastOnce,
-            correlation_id,
-        })
-        .to_bytes()
-    } else {
-        Frame::Unsubscribe(Unsubscribe {
-            topics,
-            correlation_id,
-        })
-        .to_bytes()
-    }
-}
-
-/// This bridge's path for its child bridges: itself, then its ancestry (at most
-/// [`crate::wire::MAX_PATH`] ids).
-fn own_path(shared: &Shared, realm: &Realm) -> crate::wire::BridgePath {
-    let mut path = vec![shared.node_id];
-    path.extend(lock(&realm.ancestry).iter().copied());
-    path.truncate(crate::wire::MAX_PATH);
-    crate::wire::BridgePath { path }
-}
-
-/// Tells every child bridge of `realm` this bridge's current path (its ancestry changed).
-fn push_path(shared: &Shared, realm: &Realm) {
-    let frame = Frame::BridgePath(own_path(shared, realm)).to_bytes();
-    for ctrl in lock(&realm.child_bridges).values() {
-        let _ = ctrl.try_send(Outbound::Frame(frame.clone()));
-    }
-}
-
-/// Removes a link from its realm's relay and tells the others what changed.
-fn remove_link(realm: &Realm, key: LinkId) {
-    let mut r = relay_mut(realm);
-    let deltas = r.remove_link(key);
-    tell(&r, &deltas);
-}
-
-/// Write access to a realm's relay (a panic inside never leaves it half-changed: every
-/// mutation completes before the guard drops).
-fn relay_mut(realm: &Realm) -> std::sync::RwLockWriteGuard<'_, Relay<PeerTx>> {
-    realm.relay.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Read access to a realm's relay (the publish path).
-fn relay_ref(realm: &Realm) -> std::sync::RwLockReadGuard<'_, Relay<PeerTx>> {
-    realm.relay.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Relays one publish received on link `me` of `realm` to every link the relay core routes
-/// it to, with a shared acknowledgement countdown for QoS 1 (`AckTrack`: `me` is acknowledged
-/// when every recipient has). A QoS 1 publish routed to the parent link while its session is
-/// down, or before its interest is known, is held: it is not acknowledged, so its origin
-/// keeps custody and sends it again. Nothing routed: `puback.no_route` (QoS 1).
-async fn relay_publish(
-    shared: &Shared,
-    realm: &Realm,
-    me: &PeerTx,
-    raw: &RawFrame,
-    view: &crate::wire::PublishView<'_>,
-    scratch: &mut Vec<Route<PeerTx>>,
-    slow: Duration,
-) {
-    let metrics = &shared.metrics;
-    let reliable = view.qos == Qos::AtLeastOnce;
-    relay_ref(realm).route(me.key, view.topic, reliable, scratch);
-    if scratch.is_empty() {
-        metrics.dropped("no_route");
-        if reliable {
-            let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
-        }
-        return;
-    }
-    let live = scratch.iter().filter(|r| r.target.is_some()).count() as u32;
-    let held = live < scratch.len() as u32;
-    // A held recipient is counted but never acknowledges: the origin resends.
-    let track =
-        reliable.then(|| AckTrack::new(view.message_id, live + u32::from(held), me.ctrl.clone()));
-    if held {
-        metrics.dropped("parent_down");
-    }
-    for r in scratch.drain(..) {
-        let Some(tx) = r.target else { continue };
-        if raw.bytes.len() > tx.max_frame {
-            // It can never be delivered on this link: count it, and do not make the origin
-            // resend it forever.
-            metrics.dropped("too_large");
-            if let Some(t) = &track {
-                t.ack_one();
-            }
-            continue;
-        }
-        let item = match &track {
-            Some(t) => Outbound::Tracked(raw.bytes.clone(), t.clone()),
-            None => Outbound::Frame(raw.bytes.clone()),
-        };
-        match tx.offer(item, reliable, slow, metrics).await {
-            Offer::Queued => {
-                metrics.messages_relayed_total.inc();
-                if crate::router::group_of(tx.key) == shared.fleet_group {
-                    metrics.fleet.forwarded_publish.inc();
-                }
-            }
-            Offer::QueueFull => metrics.dropped("queue_full"),
-            Offer::SlowConsumer => metrics.dropped("slow_consumer"),
-            Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
-        }
-    }
-}
-
-/// Applies an acknowledgement from a link to the countdowns of the tracked frames written to
-/// it, which it acknowledges in the order they were written; anything skipped stays
-/// unacknowledged upstream and is retransmitted by its origin.
-pub(crate) fn on_puback(pending: &mut mpsc::Receiver<Arc<AckTrack>>, ack: &crate::wire::PubAck) {
-    for id in ack.ids.iter().chain(ack.no_route.iter()) {
-        while let Ok(track) = pending.try_recv() {
-            if track.id == *id {
-                track.ack_one();
-                break;
-            }
-        }
-    }
-}
-
-/// Sets the interest a link holds, or drops it; sends the resulting deltas. Returns the
-/// number of patterns the link then holds.
-fn change_interest(
-    shared: &Shared,
-    realm: &Realm,
-    link: LinkId,
-    patterns: &[String],
-    subscribe: bool,
-) -> Result<usize, crate::relay::RelayError> {
-    let held = {
-        let mut r = relay_mut(realm);
-        let (held, deltas) = if subscribe {
-            r.subscribe(link, patterns)?
-        } else {
-            let d = r.unsubscribe(link, patterns);
-            (r.held(link).len(), d)
-        };
-        tell(&r, &deltas);
-        held
-    };
-    shared.metrics.subscriptions.set(
-        shared
-            .realms
-            .values()
-            .map(|r| relay_ref(r).patterns() as i64)
-            .sum(),
-    );
-    Ok(held)
-}
 
 /// What a child link is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

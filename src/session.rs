@@ -153,12 +153,14 @@ pub fn check_publish(
     raw: &RawFrame,
     view: &wire::PublishView<'_>,
 ) -> Result<(), (ErrorCode, String)> {
-    let id: String = view.message_id.iter().map(|b| format!("{b:02x}")).collect();
+    // Runs per publish: the id is formatted only for an error.
+    let id = || -> String { view.message_id.iter().map(|b| format!("{b:02x}")).collect() };
     if raw.header.flags != 0 {
         return Err((
             ErrorCode::MalformedBody,
             format!(
-                "publish {id}: header flags {:#04x}, must be 0",
+                "publish {}: header flags {:#04x}, must be 0",
+                id(),
                 raw.header.flags
             ),
         ));
@@ -166,7 +168,7 @@ pub fn check_publish(
     crate::topic::validate_topic(view.topic).map_err(|e| {
         (
             ErrorCode::InvalidTopic,
-            format!("publish {id}: topic {:?}: {e}", view.topic),
+            format!("publish {}: topic {:?}: {e}", id(), view.topic),
         )
     })
 }

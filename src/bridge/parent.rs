@@ -19,7 +19,7 @@
 //!
 //! - **relays pub/sub** both ways (`crate::relay`): the parent link is the realm relay's
 //!   uplink, so the parent is told the minimal cover of the subtree's interest (on each new
-//!   session all of it, the last `subscribe` carrying [`super::INTEREST_SYNC`]), the parent's
+//!   session all of it, the last `subscribe` carrying `INTEREST_SYNC`), the parent's
 //!   interest (what the rest of the hierarchy wants) reaches every child, publishes from the
 //!   children that the rest wants go up, and publishes from the parent go down to the
 //!   children that want them, never back up. QoS 1 acknowledgements chain across the link
@@ -383,10 +383,10 @@ async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &Can
     }
     realm.parent.store(None);
     lock(&realm.ancestry).clear();
-    super::push_path(shared, realm);
+    super::pubsub::push_path(shared, realm);
     {
         // The interest stays (unknown until the next snapshot); held QoS 1 waits for it.
-        let mut r = super::relay_mut(realm);
+        let mut r = super::pubsub::relay_mut(realm);
         r.set_target(key, None);
         r.set_unknown(key, true);
     }
@@ -451,23 +451,29 @@ struct ParentLink<'a> {
 }
 
 /// Queues the realm's whole upward interest (its minimal cover) for a new session, the last
-/// `subscribe` carrying [`super::INTEREST_SYNC`], and makes `tx` the parent link's target, under
+/// `subscribe` carrying `INTEREST_SYNC`, and makes `tx` the parent link's target, under
 /// one write lock: every later delta leaves after this snapshot.
 fn announce_interest(realm: &Realm, tx: &PeerTx) {
-    let mut r = super::relay_mut(realm);
+    let mut r = super::pubsub::relay_mut(realm);
     r.set_target(tx.key, Some(Arc::new(tx.clone())));
     let told = r.told(tx.key);
     let chunks: Vec<&[String]> = if told.is_empty() {
         vec![&[]]
     } else {
-        told.chunks(super::PATTERNS_PER_FRAME).collect()
+        told.chunks(super::pubsub::PATTERNS_PER_FRAME).collect()
     };
     let last = chunks.len() - 1;
     for (i, c) in chunks.into_iter().enumerate() {
-        let corr = if i == last { super::INTEREST_SYNC } else { 0 };
+        let corr = if i == last {
+            super::pubsub::INTEREST_SYNC
+        } else {
+            0
+        };
         let _ = tx
             .ctrl
-            .try_send(Outbound::Frame(super::interest_frame(c, true, corr)));
+            .try_send(Outbound::Frame(super::pubsub::interest_frame(
+                c, true, corr,
+            )));
     }
 }
 
@@ -528,10 +534,19 @@ async fn read(
                         }
                         continue;
                     }
-                    super::relay_publish(shared, realm, me, &raw, &view, &mut scratch, slow).await;
+                    super::pubsub::relay_publish(
+                        shared,
+                        realm,
+                        me,
+                        &raw,
+                        &view,
+                        &mut scratch,
+                        slow,
+                    )
+                    .await;
                 }
                 Some(MessageType::PubAck) => match raw.decode() {
-                    Ok(Frame::PubAck(a)) => super::on_puback(&mut pending, &a),
+                    Ok(Frame::PubAck(a)) => super::pubsub::on_puback(&mut pending, &a),
                     Ok(_) => {}
                     Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
                 },
@@ -552,14 +567,14 @@ async fn read(
                             return Err(SessionError::Protocol("parent loop".into()));
                         }
                         *lock(&realm.ancestry) = p.path;
-                        super::push_path(shared, realm);
+                        super::pubsub::push_path(shared, realm);
                     }
                     Ok(_) => {}
                     Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
                 },
                 Some(MessageType::SubAck) => {
                     if let Ok(Frame::SubAck(a)) = raw.decode() {
-                        if a.correlation_id == super::INTEREST_SYNC {
+                        if a.correlation_id == super::pubsub::INTEREST_SYNC {
                             synced(shared, realm, me.key, &seen);
                         }
                     }
@@ -591,7 +606,7 @@ fn on_interest(
         Ok(r) => r,
         Err((code, msg, corr)) => return me.send_error(metrics, code, msg, corr),
     };
-    match super::change_interest(shared, realm, me.key, &req.patterns, req.subscribe) {
+    match super::pubsub::change_interest(shared, realm, me.key, &req.patterns, req.subscribe) {
         Ok(_) => {
             for p in req.patterns {
                 if req.subscribe {
@@ -612,15 +627,15 @@ fn on_interest(
 /// The parent's interest snapshot of this session is complete: patterns kept from an earlier
 /// session that it no longer holds are withdrawn, and the link's interest is known again.
 fn synced(shared: &Shared, realm: &Realm, key: u64, seen: &HashSet<String>) {
-    let stale: Vec<String> = super::relay_ref(realm)
+    let stale: Vec<String> = super::pubsub::relay_ref(realm)
         .held(key)
         .into_iter()
         .filter(|p| !seen.contains(p))
         .collect();
     if !stale.is_empty() {
-        let _ = super::change_interest(shared, realm, key, &stale, false);
+        let _ = super::pubsub::change_interest(shared, realm, key, &stale, false);
     }
-    super::relay_mut(realm).set_unknown(key, false);
+    super::pubsub::relay_mut(realm).set_unknown(key, false);
     debug!(
         stale = stale.len(),
         held = seen.len(),

@@ -145,7 +145,7 @@ impl Cover {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -166,7 +166,8 @@ mod tests {
         assert!(covers("a.**.c", "a.b.*.c"));
     }
 
-    fn pattern() -> impl Strategy<Value = String> {
+    /// A random valid, normalised pattern over segments `a`, `b`, `*` and `**` (1–3 of them).
+    pub(in crate::relay) fn pattern() -> impl Strategy<Value = String> {
         proptest::collection::vec(prop_oneof!["a", "b", Just("*".to_string()), "\\*\\*"], 1..4)
             .prop_map(|s| crate::topic::normalize_pattern(&s.join(".")).expect("valid"))
     }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use proptest::prelude::*;
 
+use super::cover::tests::pattern;
 use super::*;
 use crate::router::grouped_key;
 
@@ -424,11 +425,6 @@ fn build(shape: &Shape) -> (Net, Vec<usize>) {
     }
     net.settle();
     (net, clients)
-}
-
-fn pattern() -> impl Strategy<Value = String> {
-    proptest::collection::vec(prop_oneof!["a", "b", Just("*".to_string()), "\\*\\*"], 1..4)
-        .prop_map(|s| crate::topic::normalize_pattern(&s.join(".")).expect("valid"))
 }
 
 fn topic() -> impl Strategy<Value = String> {
