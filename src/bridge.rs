@@ -1,22 +1,24 @@
 //! `macula bridge`: relays pub/sub between the nodes of the clusters below it, keeps the
 //! subtree index of their provider records, answers and escalates lookups, and routes calls.
 //!
-//! **Pub/sub.** Routing is by interest only. Each realm has its own [`RouteTable`] of node
-//! connections and the patterns each node announced. A publish from node *U* goes
-//! to every node of *another cluster* of U's realm holding a matching pattern — never back
-//! to U or its cluster (they reach each other over their mesh; see
-//! [`crate::router::group_of`]), never to a node without interest, never to another realm —
-//! and a node never re-sends what came down from the bridge. Every message therefore crosses each
-//! link at most once: the N² amplification of the Erlang mesh (Macula v0.16 defect 4)
-//! is impossible by construction.
+//! **Pub/sub, at every level.** Routing is by interest only, on the pure relay core
+//! ([`crate::relay`]; the binding to queues is `bridge/pubsub.rs`). Each realm has one
+//! [`Relay`] of its links: the children (node uplinks and child bridges' parent links), the
+//! fleet peers and, with `bridge.parents` set, the parent link. A publish from a child goes to
+//! the children of *other* clusters holding a matching pattern, to the parent if the rest of
+//! the hierarchy wants it, and to the fleet peers; a publish from the parent goes down to the
+//! children that want it — never back to where it came from, never to another realm. Each
+//! child is told the interest of everyone it can reach (other clusters, the parent); the
+//! parent is told the minimal cover of the subtree's. Child bridges are told the chain of
+//! bridges above them (`bridge_path`) and a loop in the parent configuration is refused, so
+//! the hierarchy is a tree and every message crosses each link at most once: the N²
+//! amplification of the Erlang mesh (Macula v0.16 defect 4) is impossible by construction.
 //!
-//! Interest flows the other way too: each node is told which patterns the *other clusters*
-//! of its realm hold ([`interest_delta`]), so it only sends up what someone wants.
-//!
-//! QoS 1 acknowledgements are chained: the bridge acknowledges a publish to U only
-//! after every node it relayed it to has acknowledged it ([`AckTrack`]). If the
-//! bridge dies first, U still holds the publish and sends it again after it
-//! reconnects; receivers de-duplicate by message id.
+//! QoS 1 acknowledgements are chained: the bridge acknowledges a publish to the link it came
+//! from only after every link it relayed it to has acknowledged it ([`AckTrack`]), across
+//! any number of levels. If a bridge dies first, the origin still holds the publish and sends
+//! it again; receivers de-duplicate by message id. While the parent link is down a QoS 1
+//! publish the parent may want is held unacknowledged for the same reason.
 //!
 //! **Discovery and RPC** (`docs/DISCOVERY.md`, "Bridge: subtree index, advertisement,
 //! escalation" and "Calls"). A *child link* is any session accepted here with role `node`: a
