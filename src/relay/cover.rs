@@ -93,6 +93,12 @@ impl Cover {
             return;
         }
         self.unadvertise(p);
+        if !is_wildcard(p) {
+            // A literal covers only itself: nothing else was hidden behind it.
+            out.push((p.to_string(), false));
+            return;
+        }
+        // O(told patterns) covering checks: only a wildcard's withdrawal pays this.
         let mut orphans: Vec<String> = self.told.iter().filter(|q| covers(p, q)).cloned().collect();
         // Wildcards first: they tend to cover the literals, which then need no entry.
         orphans.sort_by_key(|q| !is_wildcard(q));
