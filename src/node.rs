@@ -1,7 +1,8 @@
 //! `macula node`: the lean edge mode.
 //!
 //! A node accepts application clients over QUIC (role `client`), keeps their
-//! subscriptions in a [`RouteTable`], delivers publishes locally, and holds one
+//! subscriptions in the relay core ([`crate::relay::Relay`], see `node/pubsub.rs`),
+//! delivers publishes locally and to the other nodes of its cluster, and holds one
 //! uplink to its bridge (role `node`) for everything that crosses clusters:
 //!
 //! - it announces to the bridge the union of its clients' patterns (a pattern is
@@ -16,16 +17,15 @@
 
 mod gossip;
 mod mesh;
+mod pubsub;
 mod rpc;
 mod uplink;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use bytes::Bytes;
 use quinn::{Connection, RecvStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -34,20 +34,11 @@ use tracing::{debug, info, info_span, Instrument};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::router::{PatternChange, Peers, RouteTable};
+use crate::relay::{LinkKind, Relay};
 pub use crate::server::ServerHandle;
-use crate::session::{
-    self, accept_session, fill, observe_latency, Offer, Outbound, PeerTx, SessionError,
-    WriterConfig,
-};
-use crate::topic::PatternTrie;
-use crate::wire::{
-    self, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck,
-    Subscribe, Unsubscribe,
-};
-
-/// Most patterns per `SUBSCRIBE` frame a node sends when re-announcing its interest.
-const PATTERNS_PER_FRAME: usize = 1000;
+use crate::session::{self, accept_session, fill, Outbound, PeerTx, SessionError, WriterConfig};
+use crate::wire::{self, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck};
+use pubsub::ReadCtx;
 
 /// A running node; see [`ServerHandle`].
 pub type NodeHandle = ServerHandle;
@@ -59,17 +50,14 @@ struct Shared {
     node_id: NodeId,
     cfg: Config,
     metrics: Arc<Metrics>,
-    local: RouteTable<PeerTx>,
+    /// Who holds which pattern on which link (clients, mesh peers, the uplink, the registry).
+    relay: RwLock<Relay<PeerTx>>,
     uplink: Option<UplinkTx>,
-    remote: ArcSwap<RemoteInterest>,
     next_key: AtomicU64,
     /// Where the other nodes of the cluster reach this one (its DHT contact address).
     advertise: SocketAddr,
     /// Links to the other nodes of the cluster.
     mesh: Arc<mesh::Mesh>,
-    /// What each mesh peer's clients subscribed to (by mesh link key): a local publish goes
-    /// straight to the peers that want it, never through the bridge.
-    mesh_interest: RouteTable<PeerTx>,
     /// The cluster DHT.
     dht: Arc<crate::dht::service::DhtService>,
     /// RPC: local providers, calls in flight, the lookup cache.
@@ -91,51 +79,6 @@ struct Shared {
 struct UplinkTx {
     ctrl: mpsc::Sender<Outbound>,
     data: mpsc::Sender<Outbound>,
-}
-
-/// Correlation id of the interest announcement a node sends first on every
-/// uplink session. The bridge queues the realm's current interest before it
-/// answers this `SUBSCRIBE`, so its `SUBACK` marks "interest snapshot complete".
-const INTEREST_SYNC: u64 = u64::MAX;
-
-/// What the rest of the realm wants, as last told by the bridge.
-#[derive(Clone)]
-struct RemoteInterest {
-    trie: PatternTrie<()>,
-    /// False until the bridge's interest snapshot of this session is complete
-    /// (and before the first session): interest is unknown, so every QoS 1
-    /// publish goes into the uplink's custody rather than being judged unwanted.
-    synced: bool,
-    /// Until then (just after a reconnect) every QoS 1 publish goes up: the bridge
-    /// may have restarted and still be relearning the other nodes' interest.
-    settle_until: Option<Instant>,
-}
-
-impl RemoteInterest {
-    fn unknown() -> Self {
-        RemoteInterest {
-            trie: PatternTrie::new(),
-            synced: false,
-            settle_until: None,
-        }
-    }
-
-    /// Whether a publish on `topic` should go up. While interest is unknown or
-    /// settling, every QoS 1 publish goes up (a `no_route` answer inside the
-    /// settle window is retried); QoS 0 follows the known interest only.
-    fn wants(&self, topic: &str, reliable: bool) -> bool {
-        if reliable {
-            if !self.synced {
-                return true;
-            }
-            if let Some(t) = self.settle_until {
-                if Instant::now() < t {
-                    return true;
-                }
-            }
-        }
-        self.trie.any_match(topic)
-    }
 }
 
 /// Starts a node from `cfg`: binds the client listener and, if configured, starts
@@ -190,13 +133,11 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         cluster: cfg.node.cluster.clone(),
         node_id,
         metrics: metrics.clone(),
-        local: RouteTable::new(limits.max_subscriptions_per_connection),
+        relay: RwLock::new(node_relay(limits.max_subscriptions_per_connection, uplink.is_some())),
         uplink,
-        remote: ArcSwap::from_pointee(RemoteInterest::unknown()),
         next_key: AtomicU64::new(1),
         advertise,
         mesh,
-        mesh_interest: RouteTable::new(limits.max_subscriptions_per_connection),
         dht,
         rpc: rpc::NodeRpc::new(cfg.rpc.max_pending, cache),
         shutdown: shutdown.clone(),
@@ -278,6 +219,18 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
     })
 }
 
+/// The node's relay: the registry link, and the uplink (interest unknown until its first
+/// snapshot) when one is configured.
+fn node_relay(max_patterns: usize, uplink: bool) -> Relay<PeerTx> {
+    let mut relay = Relay::new(max_patterns);
+    relay.add_link(pubsub::REGISTRY_LINK, LinkKind::Mesh, None);
+    if uplink {
+        relay.add_link(pubsub::UPLINK_LINK, LinkKind::Uplink, None);
+        relay.set_unknown(pubsub::UPLINK_LINK, true);
+    }
+    relay
+}
+
 fn writer_config(shared: &Shared) -> WriterConfig {
     WriterConfig {
         write_timeout: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms.max(1)),
@@ -324,7 +277,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         shared.cfg.transport.keep_alive_ms,
     );
     let ctrl_tx = tx.ctrl.clone();
-    shared.local.add_peer(key, tx.clone(), |_, _| {});
+    pubsub::add_link(&shared, key, LinkKind::Client, Some(tx.clone()));
     let cancel = CancellationToken::new();
     let writer = tokio::spawn(session::run_writer(
         conn.clone(),
@@ -336,64 +289,9 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         writer_config(&shared),
     ));
     let end = client_reader(&shared, &tx, recv, decoder).await;
-    shared
-        .local
-        .remove_peer(key, |changes, _| announce(&shared, changes));
+    pubsub::remove_link(&shared, key);
     rpc::client_gone(&shared, key);
     session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
-}
-
-/// Sends pattern appearances / disappearances to the bridge and to every mesh peer (called
-/// under the local table lock, so they leave in order).
-fn announce(shared: &Shared, changes: &[PatternChange]) {
-    let mut added = Vec::new();
-    let mut removed = Vec::new();
-    for c in changes {
-        if c.before.is_empty() && !c.after.is_empty() {
-            added.push(c.pattern.clone());
-        } else if !c.before.is_empty() && c.after.is_empty() {
-            removed.push(c.pattern.clone());
-        }
-    }
-    let me = crate::state::hex_id(&shared.node_id);
-    for p in &added {
-        shared.gossip.update(
-            gossip::sub_key(p),
-            crate::crdt::Op::SetAdd(me.clone().into()),
-        );
-    }
-    for p in &removed {
-        shared.gossip.update(
-            gossip::sub_key(p),
-            crate::crdt::Op::SetRemove(me.clone().into()),
-        );
-    }
-    let mut frames = Vec::new();
-    if !added.is_empty() {
-        let f = Frame::Subscribe(Subscribe {
-            topics: added,
-            qos: Qos::AtLeastOnce,
-            correlation_id: 0,
-        });
-        frames.push(f.to_bytes());
-    }
-    if !removed.is_empty() {
-        let f = Frame::Unsubscribe(Unsubscribe {
-            topics: removed,
-            correlation_id: 0,
-        });
-        frames.push(f.to_bytes());
-    }
-    for f in frames {
-        if let Some(up) = &shared.uplink {
-            let _ = up.ctrl.try_send(Outbound::Frame(f.clone()));
-        }
-        shared.mesh.for_each(|peer| {
-            if peer.ctrl.try_send(Outbound::Frame(f.clone())).is_err() {
-                session::close_slow_consumer(&peer.conn, &shared.metrics, "control queue full");
-            }
-        });
-    }
 }
 
 type Fatal = (ErrorCode, String);
@@ -472,30 +370,7 @@ async fn handle_client_frame(
                 return Ok(None);
             }
             metrics.messages_published_total.inc();
-            let mut taken = deliver_local(
-                shared, &raw.bytes, view.topic, reliable, view.ts_us, ctx, slow,
-            )
-            .await;
-            taken += deliver_mesh(shared, &raw.bytes, view.topic, reliable, ctx, slow).await;
-            if let Some(up) = &shared.uplink {
-                if shared.remote.load().wants(view.topic, reliable) {
-                    if reliable {
-                        if up
-                            .data
-                            .send(Outbound::Custody(view.message_id, raw.bytes.clone()))
-                            .await
-                            .is_ok()
-                        {
-                            metrics.messages_relayed_total.inc();
-                            taken += 1;
-                        }
-                    } else if up.data.try_send(Outbound::Frame(raw.bytes.clone())).is_ok() {
-                        metrics.messages_relayed_total.inc();
-                    } else {
-                        metrics.dropped("queue_full");
-                    }
-                }
-            }
+            let taken = pubsub::forward(shared, me.key, &raw.bytes, &view, ctx, slow).await;
             // `ids` once queued for someone, `no_route` when nobody wanted it (§8).
             let ack = match taken {
                 0 => Outbound::NoRoute(view.message_id),
@@ -518,26 +393,19 @@ async fn handle_client_frame(
                     return Ok(None);
                 }
             };
-            let emit = |c: &[PatternChange], _: Peers<'_, PeerTx>| announce(shared, c);
-            let count = if req.subscribe {
-                match shared.local.subscribe(me.key, &req.patterns, emit) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        me.send_error(
-                            metrics,
-                            ErrorCode::LimitExceeded,
-                            e.to_string(),
-                            Some(req.correlation_id),
-                        );
-                        return Ok(None);
-                    }
+            let count = match pubsub::change_interest(shared, me.key, &req.patterns, req.subscribe)
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    me.send_error(
+                        metrics,
+                        ErrorCode::LimitExceeded,
+                        e.to_string(),
+                        Some(req.correlation_id),
+                    );
+                    return Ok(None);
                 }
-            } else {
-                shared.local.unsubscribe(me.key, &req.patterns, emit)
             };
-            metrics
-                .subscriptions
-                .set(shared.local.load().patterns() as i64);
             me.send_ctrl(Frame::SubAck(SubAck {
                 correlation_id: req.correlation_id,
                 count: count as u32,
@@ -583,98 +451,6 @@ async fn handle_client_frame(
         }
     }
     Ok(None)
-}
-
-/// Per-reader scratch state for the delivery path, reused across frames so the
-/// hot path neither allocates nor reads the clock per message.
-struct ReadCtx {
-    /// Indices of matching targets (cleared per publish).
-    targets: Vec<u32>,
-    /// Wall clock (µs since the Unix epoch) when the current chunk was received.
-    now_us: u64,
-}
-
-impl ReadCtx {
-    fn new() -> Self {
-        ReadCtx {
-            targets: Vec::new(),
-            now_us: session::now_us(),
-        }
-    }
-}
-
-/// Offers one publish frame to every target of `snap` whose pattern matches `topic`; drops
-/// are counted by reason. Returns how many targets queued it.
-async fn fan_out(
-    snap: &crate::router::RouteSnapshot<PeerTx>,
-    metrics: &Metrics,
-    frame: &Bytes,
-    topic: &str,
-    reliable: bool,
-    ctx: &mut ReadCtx,
-    slow: Duration,
-) -> u64 {
-    snap.collect(topic, &mut ctx.targets);
-    let mut queued = 0;
-    for &idx in ctx.targets.iter() {
-        let (_, tx) = snap.target(idx);
-        if frame.len() > tx.max_frame {
-            metrics.dropped("too_large");
-            continue;
-        }
-        match tx
-            .offer(Outbound::Frame(frame.clone()), reliable, slow, metrics)
-            .await
-        {
-            Offer::Queued => queued += 1,
-            Offer::QueueFull => metrics.dropped("queue_full"),
-            Offer::SlowConsumer => metrics.dropped("slow_consumer"),
-            Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
-        }
-    }
-    queued
-}
-
-/// Delivers one publish frame to every local client whose pattern matches (the publisher
-/// too, when it holds one; one copy per client however many of its patterns match).
-/// Returns how many clients queued it.
-async fn deliver_local(
-    shared: &Shared,
-    frame: &Bytes,
-    topic: &str,
-    reliable: bool,
-    ts_us: Option<u64>,
-    ctx: &mut ReadCtx,
-    slow: Duration,
-) -> u64 {
-    let metrics = &shared.metrics;
-    let snap = shared.local.load();
-    let n = fan_out(&snap, metrics, frame, topic, reliable, ctx, slow).await;
-    metrics.messages_delivered_total.inc_by(n);
-    for _ in 0..n {
-        observe_latency(metrics, ts_us, ctx.now_us);
-    }
-    n
-}
-
-/// Sends one publish frame from a local client to every mesh peer whose clients want it (the
-/// peer delivers it locally and never forwards it). Returns how many peers queued it.
-async fn deliver_mesh(
-    shared: &Shared,
-    frame: &Bytes,
-    topic: &str,
-    reliable: bool,
-    ctx: &mut ReadCtx,
-    slow: Duration,
-) -> u64 {
-    let snap = shared.mesh_interest.load();
-    if snap.patterns() == 0 {
-        return 0;
-    }
-    let metrics = &shared.metrics;
-    let n = fan_out(&snap, metrics, frame, topic, reliable, ctx, slow).await;
-    metrics.messages_relayed_total.inc_by(n);
-    n
 }
 
 /// Periodic work: sweep calls past their deadline (every second) and re-advertise the local

@@ -117,6 +117,8 @@ pub struct Delta {
 pub struct Route<T> {
     /// The link.
     pub link: LinkId,
+    /// Its kind.
+    pub kind: LinkKind,
     /// Its sending half, if connected.
     pub target: Option<Arc<T>>,
 }
@@ -381,6 +383,7 @@ impl<T> Relay<T> {
                 if routable(from, fk, h.link, h.kind) {
                     out.push(Route {
                         link: h.link,
+                        kind: h.kind,
                         target: h.target.clone(),
                     });
                 }
@@ -392,6 +395,7 @@ impl<T> Relay<T> {
                 if routable(from, fk, l, s.kind) {
                     out.push(Route {
                         link: l,
+                        kind: s.kind,
                         target: s.target.clone(),
                     });
                 }

@@ -173,47 +173,6 @@ pub fn check_publish(
     })
 }
 
-/// A validated `SUBSCRIBE` or `UNSUBSCRIBE`: patterns normalised.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InterestRequest {
-    /// Normalised patterns.
-    pub patterns: Vec<String>,
-    /// The request's correlation id (echoed in `SUBACK`).
-    pub correlation_id: u64,
-    /// `true` for subscribe, `false` for unsubscribe.
-    pub subscribe: bool,
-}
-
-/// Decodes and validates a `SUBSCRIBE`/`UNSUBSCRIBE` frame. Errors carry the code,
-/// a message and the correlation id when it was readable (also from a body that does not
-/// decode, e.g. `MALFORMED_BODY` or `UNSUPPORTED_QOS`).
-pub fn decode_interest(
-    raw: &RawFrame,
-) -> Result<InterestRequest, (ErrorCode, String, Option<u64>)> {
-    let (topics, correlation_id, subscribe) = match raw.decode() {
-        Ok(Frame::Subscribe(s)) => (s.topics, s.correlation_id, true),
-        Ok(Frame::Unsubscribe(u)) => (u.topics, u.correlation_id, false),
-        Ok(other) => {
-            return Err((
-                ErrorCode::Protocol,
-                format!("{} is not an interest frame", other.msg_type().as_str()),
-                None,
-            ))
-        }
-        Err(e) => return Err((e.code(), e.to_string(), raw.peek_correlation_id())),
-    };
-    let patterns = topics
-        .iter()
-        .map(|t| crate::topic::normalize_pattern(t).map_err(|e| format!("pattern {t:?}: {e}")))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|msg| (ErrorCode::InvalidTopic, msg, Some(correlation_id)))?;
-    Ok(InterestRequest {
-        patterns,
-        correlation_id,
-        subscribe,
-    })
-}
-
 /// Validates a `CONNECT`: a version both sides speak, the `role` this side
 /// accepts, and a realm `accepts_realm` allows. Errors: `UNSUPPORTED_VERSION`,
 /// `PROTOCOL` (wrong role), `UNKNOWN_REALM` — all fatal for the session.
@@ -802,7 +761,9 @@ pub async fn run_writer(
     }
 }
 
+pub mod interest;
 mod reliable;
+pub use interest::{decode_interest, InterestRequest};
 pub use reliable::{
     run_reliable_writer, Liveness, ReliableQueues, ReliableState, MAX_RETRANSMITS, NO_ROUTE_RETRY,
     RETRANSMIT_TICK,

@@ -6,24 +6,18 @@
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{lock, Realm, Shared};
 use crate::relay::{Delta, LinkId, Relay, Route};
 use crate::session::{close, AckTrack, Offer, Outbound, PeerTx};
-use crate::wire::{ErrorCode, Frame, Qos, RawFrame, Subscribe, Unsubscribe};
+use crate::wire::{ErrorCode, Frame, Qos, RawFrame};
 
-/// Most patterns in one interest frame a bridge sends (the "topics per frame" bound).
-pub const PATTERNS_PER_FRAME: usize = 1000;
+pub use crate::session::interest::PATTERNS_PER_FRAME;
+pub(super) use crate::session::interest::{interest_frame, INTEREST_SYNC};
 
 /// First process-local key handed to a link; the keys below are the realms' parent links.
 pub(super) const FIRST_LINK_KEY: u64 = 1 << 16;
-
-/// Correlation id of the last `subscribe` of the interest announcement a bridge sends on each
-/// new parent session; the parent's `suback` to it marks its interest snapshot complete (the
-/// same rule as a node's uplink, `docs/PROTOCOL.md` §8a).
-pub(super) const INTEREST_SYNC: u64 = u64::MAX;
 
 /// Sends each link its interest delta (call it while holding the relay's write lock, so
 /// deltas leave in order). A link whose control queue is full is closed as a slow consumer.
@@ -32,38 +26,12 @@ pub(super) fn tell(relay: &Relay<PeerTx>, deltas: &[Delta]) {
         let Some(tx) = relay.target(d.link) else {
             continue;
         };
-        let mut frames = Vec::new();
-        for chunk in d.add.chunks(PATTERNS_PER_FRAME) {
-            frames.push(interest_frame(chunk, true, 0));
-        }
-        for chunk in d.remove.chunks(PATTERNS_PER_FRAME) {
-            frames.push(interest_frame(chunk, false, 0));
-        }
-        for f in frames {
+        for f in crate::session::interest::delta_frames(d) {
             if tx.ctrl.try_send(Outbound::Frame(f)).is_err() {
                 close(&tx.conn, ErrorCode::SlowConsumer, "control queue full");
                 break;
             }
         }
-    }
-}
-
-/// A `subscribe` (or `unsubscribe`) frame for `patterns`.
-pub(super) fn interest_frame(patterns: &[String], subscribe: bool, correlation_id: u64) -> Bytes {
-    let topics = patterns.to_vec();
-    if subscribe {
-        Frame::Subscribe(Subscribe {
-            topics,
-            qos: Qos::AtLeastOnce,
-            correlation_id,
-        })
-        .to_bytes()
-    } else {
-        Frame::Unsubscribe(Unsubscribe {
-            topics,
-            correlation_id,
-        })
-        .to_bytes()
     }
 }
 

@@ -71,13 +71,6 @@ impl Mesh {
         self.len() == 0
     }
 
-    /// Runs `f` on every open link (under the mesh lock: `f` must not block).
-    pub fn for_each(&self, mut f: impl FnMut(&PeerTx)) {
-        for tx in self.links.lock().expect("mesh lock").values() {
-            f(tx);
-        }
-    }
-
     fn insert(&self, id: NodeId, tx: PeerTx) {
         self.links.lock().expect("mesh lock").insert(id, tx);
     }
@@ -321,19 +314,9 @@ async fn run_link(
             .conn
             .close(0u32.into(), b"duplicate mesh link (replaced)");
     }
-    shared.mesh_interest.add_peer(key, tx.clone(), |_, _| {});
-    // Tell the peer what our clients want. The link is in the mesh map first, so a change
-    // racing with this snapshot is sent too (and applying it twice is harmless).
     shared.mesh.insert(peer_id, tx.clone());
-    shared.local.with_all_patterns(|patterns| {
-        for chunk in patterns.chunks(super::PATTERNS_PER_FRAME) {
-            tx.send_ctrl(Frame::Subscribe(wire::Subscribe {
-                topics: chunk.to_vec(),
-                qos: wire::Qos::AtLeastOnce,
-                correlation_id: 0,
-            }));
-        }
-    });
+    // Tell the peer what our clients want; later changes follow on the same queue.
+    super::pubsub::add_link(&shared, key, crate::relay::LinkKind::Mesh, Some(tx.clone()));
     shared.metrics.rpc.mesh_peers.set(shared.mesh.len() as i64);
     shared.gossip.send(super::gossip::Cmd::PeerUp(
         peer_id,
@@ -395,7 +378,7 @@ async fn run_link(
     if shared.mesh.remove(&peer_id, key) {
         info!(peer = %Id(peer_id), "mesh link down");
     }
-    shared.mesh_interest.remove_peer(key, |_, _| {});
+    super::pubsub::remove_link(&shared, key);
     shared
         .gossip
         .send(super::gossip::Cmd::PeerDown(peer_id, Some(key)));
@@ -417,7 +400,7 @@ async fn read_link(
     mut decoder: FrameDecoder,
 ) -> Result<(), Fatal> {
     let metrics = &shared.metrics;
-    let mut ctx = super::ReadCtx::new();
+    let mut ctx = super::pubsub::ReadCtx::new();
     let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
     loop {
         loop {
@@ -457,11 +440,7 @@ async fn read_link(
                         continue;
                     }
                     // Delivered here only: a mesh publish is never forwarded again.
-                    let reliable = view.qos == wire::Qos::AtLeastOnce;
-                    super::deliver_local(
-                        shared, &raw.bytes, view.topic, reliable, view.ts_us, &mut ctx, slow,
-                    )
-                    .await;
+                    super::pubsub::forward(shared, me.key, &raw.bytes, &view, &mut ctx, slow).await;
                 }
                 MessageType::Subscribe | MessageType::Unsubscribe => {
                     let req = match session::decode_interest(&raw) {
@@ -471,18 +450,14 @@ async fn read_link(
                             continue;
                         }
                     };
-                    if req.subscribe {
-                        if let Err(e) =
-                            shared
-                                .mesh_interest
-                                .subscribe(me.key, &req.patterns, |_, _| {})
-                        {
-                            me.send_error(metrics, ErrorCode::LimitExceeded, e.to_string(), None);
-                        }
-                    } else {
-                        shared
-                            .mesh_interest
-                            .unsubscribe(me.key, &req.patterns, |_, _| {});
+                    if let Err(e) = super::pubsub::change_interest(
+                        shared,
+                        me.key,
+                        &req.patterns,
+                        req.subscribe,
+                    ) {
+                        metrics.interest_refused_total.inc();
+                        me.send_error(metrics, ErrorCode::LimitExceeded, e.to_string(), None);
                     }
                 }
                 MessageType::FindNode | MessageType::FindValue | MessageType::Store => {

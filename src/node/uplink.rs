@@ -4,26 +4,25 @@
 //! and connects to its cluster's owner first; QoS 1 custody and the de-duplication window
 //! survive every move.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use bytes::Bytes;
 use quinn::{Connection, Endpoint, RecvStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{deliver_local, writer_config, ReadCtx};
-use super::{gossip, rpc, RemoteInterest, Shared, INTEREST_SYNC, PATTERNS_PER_FRAME};
+use super::pubsub::{self, ReadCtx, UPLINK_LINK};
+use super::{gossip, rpc, writer_config, Shared};
 use crate::dedup::DedupWindow;
 use crate::defaults;
 use crate::fleet::hash::{cluster_key, Placement, Worker};
 use crate::session::{self, fill, open_session, Outbound, ReliableState, SessionError};
 use crate::wire::{
     self, Connect, ErrorCode, FleetMember, FleetView, Frame, FrameDecoder, MemberStatus,
-    MessageType, NodeId, Pong, PubAck, Qos, Redirect, Role, Subscribe, WireError,
+    MessageType, NodeId, Pong, PubAck, Qos, Redirect, Role, WireError,
 };
 
 /// The uplink task: connect, announce interest, relay, reconnect with backoff.
@@ -138,35 +137,19 @@ pub(super) async fn run_uplink(
         // meant for remote subscribers), so QoS 1 follows the known interest at once.
         let settle_until = (sessions > 0).then(|| Instant::now() + state.settle);
         sessions += 1;
-        shared.remote.store(Arc::new(RemoteInterest {
-            settle_until,
-            ..RemoteInterest::unknown()
-        }));
-        // Re-announce our interest: drain stale control items (old acks, old
-        // interest deltas) and read the full pattern set atomically.
-        let announce: Vec<Bytes> = shared.local.with_all_patterns(|patterns| {
+        // Forget the previous session's view of the realm (the bridge sends it again), and
+        // re-announce our interest: drain stale control items (old acks, old interest
+        // deltas) and take the told set under the relay's lock, so every later delta
+        // follows this snapshot.
+        let announce = {
+            let mut r = pubsub::relay_mut(&shared);
+            let held = r.held(UPLINK_LINK);
+            r.unsubscribe(UPLINK_LINK, &held);
+            r.set_unknown(UPLINK_LINK, true);
             while queues.ctrl.try_recv().is_ok() {}
-            // Always at least one frame (possibly with no topics): the last one
-            // carries INTEREST_SYNC, and its SUBACK marks the snapshot complete.
-            let chunks: Vec<&[String]> = if patterns.is_empty() {
-                vec![&[]]
-            } else {
-                patterns.chunks(PATTERNS_PER_FRAME).collect()
-            };
-            let last = chunks.len() - 1;
-            chunks
-                .into_iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    Frame::Subscribe(Subscribe {
-                        topics: c.to_vec(),
-                        qos: Qos::AtLeastOnce,
-                        correlation_id: if i == last { INTEREST_SYNC } else { 0 },
-                    })
-                    .to_bytes()
-                })
-                .collect()
-        });
+            session::interest::snapshot_frames(&r.told(UPLINK_LINK))
+        };
+        let settle = Settle::default();
         let mut ok = true;
         for f in announce.into_iter().chain(rpc::all_store_frames(&shared)) {
             if send.write_all(&f).await.is_err() {
@@ -193,11 +176,26 @@ pub(super) async fn run_uplink(
             };
             let reader = async {
                 let r = uplink_reader(
-                    &shared, recv, decoder, &mut dedup, &acks_tx, &liveness, bridge_id,
+                    &shared,
+                    recv,
+                    decoder,
+                    &mut dedup,
+                    &acks_tx,
+                    &ThisSession {
+                        bridge_id,
+                        liveness: &liveness,
+                        settle: &settle,
+                    },
                 )
                 .await;
                 session_cancel.cancel();
                 r
+            };
+            let settled = async {
+                if let Some(t) = settle_until {
+                    tokio::time::sleep_until(t.into()).await;
+                }
+                settle.mark(&shared, Settle::SETTLED);
             };
             let stop = async {
                 cancel.cancelled().await;
@@ -205,7 +203,7 @@ pub(super) async fn run_uplink(
                 conn.close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");
             };
             let (w, r) = tokio::select! {
-                pair = async { tokio::join!(writer, reader) } => pair,
+                (w, r, ()) = async { tokio::join!(writer, reader, settled) } => (w, r),
                 _ = stop => (Ok(()), Ok(())),
             };
             debug!(writer = ?w.err(), reader = ?r.err(), "uplink session ended");
@@ -277,6 +275,33 @@ async fn connect_uplink(
     Ok(conn)
 }
 
+/// Whether the uplink's interest is known in this session: the bridge's snapshot is
+/// complete ([`Settle::SYNCED`]) and the settle window after a reconnect has passed
+/// ([`Settle::SETTLED`]). Until both, every QoS 1 publish goes up.
+#[derive(Default)]
+struct Settle(AtomicU8);
+
+impl Settle {
+    const SYNCED: u8 = 1;
+    const SETTLED: u8 = 2;
+
+    /// Records one of the two conditions; the second one makes the interest known.
+    fn mark(&self, shared: &Shared, bit: u8) {
+        let now = self.0.fetch_or(bit, Ordering::AcqRel) | bit;
+        if now == Self::SYNCED | Self::SETTLED {
+            pubsub::relay_mut(shared).set_unknown(UPLINK_LINK, false);
+        }
+    }
+}
+
+/// What the uplink reader knows of its session.
+#[derive(Clone, Copy)]
+struct ThisSession<'a> {
+    bridge_id: NodeId,
+    liveness: &'a session::Liveness,
+    settle: &'a Settle,
+}
+
 /// Reads what the bridge sends: publishes for local subscribers, acknowledgements
 /// of our publishes, and the realm's interest.
 async fn uplink_reader(
@@ -285,9 +310,13 @@ async fn uplink_reader(
     mut decoder: FrameDecoder,
     dedup: &mut DedupWindow,
     acks_tx: &mpsc::Sender<PubAck>,
-    liveness: &session::Liveness,
-    bridge_id: NodeId,
+    this: &ThisSession<'_>,
 ) -> Result<(), SessionError> {
+    let ThisSession {
+        bridge_id,
+        liveness,
+        settle,
+    } = *this;
     let metrics = &shared.metrics;
     let up = shared
         .uplink
@@ -309,10 +338,8 @@ async fn uplink_reader(
                     };
                     let reliable = view.qos == Qos::AtLeastOnce;
                     if dedup.insert(view.message_id) {
-                        deliver_local(
-                            shared, &raw.bytes, view.topic, reliable, view.ts_us, &mut ctx, slow,
-                        )
-                        .await;
+                        pubsub::forward(shared, UPLINK_LINK, &raw.bytes, &view, &mut ctx, slow)
+                            .await;
                     } else {
                         metrics.messages_deduplicated_total.inc();
                     }
@@ -335,20 +362,13 @@ async fn uplink_reader(
                             continue;
                         }
                     };
-                    shared.remote.rcu(|cur| {
-                        let mut trie = cur.trie.clone();
-                        for p in &patterns {
-                            if add {
-                                trie.insert(p, ());
-                            } else {
-                                trie.remove(p);
-                            }
-                        }
-                        RemoteInterest {
-                            trie,
-                            ..(**cur).clone()
-                        }
-                    });
+                    if let Err(e) = pubsub::change_interest(shared, UPLINK_LINK, &patterns, add) {
+                        // Too much interest to hold: treat it as unknown for the rest of the
+                        // session (QoS 1 still goes up; the bridge routes it).
+                        metrics.interest_refused_total.inc();
+                        warn!(error = %e, "bridge interest refused; routing QoS 1 up regardless");
+                        pubsub::relay_mut(shared).set_unknown(UPLINK_LINK, true);
+                    }
                 }
                 Some(MessageType::Ping) => match raw.decode() {
                     Ok(Frame::Ping(p)) => {
@@ -391,11 +411,8 @@ async fn uplink_reader(
                 Some(MessageType::StoreAck) => {}
                 Some(MessageType::SubAck) => {
                     if let Ok(Frame::SubAck(a)) = raw.decode() {
-                        if a.correlation_id == INTEREST_SYNC {
-                            shared.remote.rcu(|cur| RemoteInterest {
-                                synced: true,
-                                ..(**cur).clone()
-                            });
+                        if a.correlation_id == session::interest::INTEREST_SYNC {
+                            settle.mark(shared, Settle::SYNCED);
                         }
                     }
                 }

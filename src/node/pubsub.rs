@@ -1,0 +1,223 @@
+//! Pub/sub at a node: the relay core (`crate::relay`) bound to the node's links — its
+//! clients ([`LinkKind::Client`]), the other nodes of its cluster ([`LinkKind::Mesh`]), its
+//! uplink ([`UPLINK_LINK`], [`LinkKind::Uplink`]) and the cluster's subscription registry
+//! ([`REGISTRY_LINK`]). The rules are the relay's, written once for every level: a client's
+//! publish goes to local subscribers, to the mesh peers whose clients want it, and up when
+//! the rest of the realm wants it; a publish from a mesh peer or from the bridge reaches
+//! local clients only.
+//!
+//! The uplink's sending half is not a [`PeerTx`] (its session changes under the reliable
+//! writer's custody), so its relay target is always `None` and its queues are
+//! [`Shared::uplink`]: QoS 1 publishes routed there are taken into custody (acknowledged to
+//! the client at once, retransmitted until the bridge acknowledges them), QoS 0 ones queued
+//! or dropped. Until the bridge's interest snapshot of a session is complete, and through
+//! the settle window after a reconnect, the uplink's interest is unknown and every QoS 1
+//! publish goes up ([`crate::relay::Relay::set_unknown`]).
+//!
+//! The registry link has no connection: it is told the patterns the node's clients hold
+//! (a pattern when its first holder appears and when its last leaves), which become the
+//! node's entries in the replicated subscription registry (`gossip::sub_key`).
+
+use std::sync::{PoisonError, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{gossip, Shared};
+use crate::relay::{Delta, LinkId, LinkKind, Relay, Route};
+use crate::session::{self, interest, observe_latency, Offer, Outbound, PeerTx};
+use crate::wire::PublishView;
+
+pub(super) use super::rpc::UPLINK_LINK;
+
+/// The relay link standing for the cluster's subscription registry (no connection; key 0 is
+/// never handed to a connection).
+pub(super) const REGISTRY_LINK: LinkId = 0;
+
+/// Write access to the node's relay.
+pub(super) fn relay_mut(shared: &Shared) -> RwLockWriteGuard<'_, Relay<PeerTx>> {
+    shared.relay.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Read access to the node's relay (the publish path).
+pub(super) fn relay_ref(shared: &Shared) -> RwLockReadGuard<'_, Relay<PeerTx>> {
+    shared.relay.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sends each link its interest delta (call it while holding the relay's write lock, so
+/// deltas leave in order): the registry's become gossip updates, the uplink's go on its
+/// control queue, a mesh peer's on its own (a peer whose control queue is full is closed as
+/// a slow consumer).
+pub(super) fn tell(shared: &Shared, relay: &Relay<PeerTx>, deltas: &[Delta]) {
+    for d in deltas {
+        match d.link {
+            REGISTRY_LINK => registry(shared, d),
+            UPLINK_LINK => {
+                if let Some(up) = &shared.uplink {
+                    for f in interest::delta_frames(d) {
+                        // A full control queue means the session is stuck; the next session
+                        // re-announces the whole interest.
+                        let _ = up.ctrl.try_send(Outbound::Frame(f));
+                    }
+                }
+            }
+            link => {
+                let Some(tx) = relay.target(link) else {
+                    continue;
+                };
+                for f in interest::delta_frames(d) {
+                    if tx.ctrl.try_send(Outbound::Frame(f)).is_err() {
+                        session::close_slow_consumer(
+                            &tx.conn,
+                            &shared.metrics,
+                            "control queue full",
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The node's entries in the replicated subscription registry.
+fn registry(shared: &Shared, d: &Delta) {
+    let me = crate::state::hex_id(&shared.node_id);
+    for p in &d.add {
+        shared.gossip.update(
+            gossip::sub_key(p),
+            crate::crdt::Op::SetAdd(me.clone().into()),
+        );
+    }
+    for p in &d.remove {
+        shared.gossip.update(
+            gossip::sub_key(p),
+            crate::crdt::Op::SetRemove(me.clone().into()),
+        );
+    }
+}
+
+/// Adds a link and tells it the interest it can forward to.
+pub(super) fn add_link(shared: &Shared, link: LinkId, kind: LinkKind, tx: Option<PeerTx>) {
+    let mut r = relay_mut(shared);
+    let first = r.add_link(link, kind, tx.map(std::sync::Arc::new));
+    tell(shared, &r, &[first]);
+}
+
+/// Removes a link with its patterns and tells the others what changed.
+pub(super) fn remove_link(shared: &Shared, link: LinkId) {
+    let mut r = relay_mut(shared);
+    let deltas = r.remove_link(link);
+    tell(shared, &r, &deltas);
+    shared.metrics.subscriptions.set(r.patterns() as i64);
+}
+
+/// Applies a `subscribe` or `unsubscribe` from `link` and sends the resulting deltas.
+/// Returns how many patterns the link then holds.
+///
+/// Errors: [`crate::relay::RelayError::LimitExceeded`] (nothing applied).
+pub(super) fn change_interest(
+    shared: &Shared,
+    link: LinkId,
+    patterns: &[String],
+    subscribe: bool,
+) -> Result<usize, crate::relay::RelayError> {
+    let mut r = relay_mut(shared);
+    let (held, deltas) = if subscribe {
+        r.subscribe(link, patterns)?
+    } else {
+        let d = r.unsubscribe(link, patterns);
+        (r.held(link).len(), d)
+    };
+    tell(shared, &r, &deltas);
+    shared.metrics.subscriptions.set(r.patterns() as i64);
+    Ok(held)
+}
+
+/// Per-reader scratch state for the delivery path, reused across frames so the hot path
+/// neither allocates nor reads the clock per message.
+pub(super) struct ReadCtx {
+    /// Where the current publish goes (cleared per publish).
+    routes: Vec<Route<PeerTx>>,
+    /// Wall clock (µs since the Unix epoch) when the current chunk was received.
+    pub(super) now_us: u64,
+}
+
+impl ReadCtx {
+    pub(super) fn new() -> Self {
+        ReadCtx {
+            routes: Vec::new(),
+            now_us: session::now_us(),
+        }
+    }
+}
+
+/// Forwards one publish frame received on link `from` wherever the relay routes it; drops
+/// are counted by reason. Returns how many recipients took it (queued it, or for the
+/// uplink, took QoS 1 custody): a client's QoS 1 publish is acknowledged in `ids` when
+/// this is non-zero, in `no_route` when it is zero (`docs/PROTOCOL.md` §8).
+pub(super) async fn forward(
+    shared: &Shared,
+    from: LinkId,
+    frame: &Bytes,
+    view: &PublishView<'_>,
+    ctx: &mut ReadCtx,
+    slow: Duration,
+) -> u64 {
+    let metrics = &shared.metrics;
+    let reliable = view.qos == crate::wire::Qos::AtLeastOnce;
+    let mut routes = std::mem::take(&mut ctx.routes);
+    relay_ref(shared).route(from, view.topic, reliable, &mut routes);
+    let mut taken = 0;
+    for r in routes.drain(..) {
+        if r.link == UPLINK_LINK {
+            taken += up(shared, frame, view.message_id, reliable).await;
+            continue;
+        }
+        let Some(tx) = r.target else { continue };
+        if frame.len() > tx.max_frame {
+            metrics.dropped("too_large");
+            continue;
+        }
+        match tx
+            .offer(Outbound::Frame(frame.clone()), reliable, slow, metrics)
+            .await
+        {
+            Offer::Queued => {
+                taken += 1;
+                if r.kind == LinkKind::Client {
+                    metrics.messages_delivered_total.inc();
+                    observe_latency(metrics, view.ts_us, ctx.now_us);
+                } else {
+                    metrics.messages_relayed_total.inc();
+                }
+            }
+            Offer::QueueFull => metrics.dropped("queue_full"),
+            Offer::SlowConsumer => metrics.dropped("slow_consumer"),
+            Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
+        }
+    }
+    ctx.routes = routes;
+    taken
+}
+
+/// Hands one publish to the uplink: QoS 1 into its custody (waiting for room: the
+/// publisher is slowed, nothing is lost), QoS 0 queued or dropped. Returns 1 when taken.
+async fn up(shared: &Shared, frame: &Bytes, message_id: crate::wire::MessageId, reliable: bool) -> u64 {
+    let Some(up) = &shared.uplink else { return 0 };
+    let metrics = &shared.metrics;
+    if reliable {
+        let custody = Outbound::Custody(message_id, frame.clone());
+        if up.data.send(custody).await.is_ok() {
+            metrics.messages_relayed_total.inc();
+            return 1;
+        }
+        return 0;
+    }
+    if up.data.try_send(Outbound::Frame(frame.clone())).is_ok() {
+        metrics.messages_relayed_total.inc();
+    } else {
+        metrics.dropped("queue_full");
+    }
+    0
+}
