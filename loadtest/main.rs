@@ -17,9 +17,14 @@
 //! errors by kind, latency percentiles and the lookup caches' hits. Every flag:
 //! `docs/LOADTEST.md`.
 //!
+//! `macula-loadtest clients --spawn --clients 5000` connects a crowd of clients to one node and
+//! reports how fast they subscribed, how many sessions survived, the subscribe/unsubscribe
+//! rate of one more client while the crowd's patterns are held, and the node's shutdown time.
+//!
 //! `macula-loadtest gossip --simulate --nodes 1000` runs the deterministic simulation of CRDT
 //! state gossip and prints its report as JSON (flags: `macula-loadtest gossip --help`).
 
+mod clients;
 mod fleet;
 mod gossip;
 mod pubsub;
@@ -50,6 +55,8 @@ enum Cmd {
     Rpc(rpc::Args),
     /// CRDT state gossip across a cluster (`--simulate`: deterministic simulation).
     Gossip(gossip::GossipArgs),
+    /// Many clients on one node: setup rate, session survival, subscription churn, shutdown.
+    Clients(clients::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,5 +74,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Pubsub(args) => rt.block_on(pubsub::run(args)),
         Cmd::Rpc(args) => rt.block_on(rpc::run(args)),
         Cmd::Gossip(args) => gossip::run(args),
+        Cmd::Clients(args) => rt.block_on(clients::run(args)),
     }
 }

@@ -37,7 +37,9 @@ use crate::metrics::Metrics;
 use crate::relay::{LinkKind, Relay};
 pub use crate::server::ServerHandle;
 use crate::session::{self, accept_session, fill, Outbound, PeerTx, SessionError, WriterConfig};
-use crate::wire::{self, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck};
+use crate::wire::{
+    self, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck,
+};
 use pubsub::ReadCtx;
 
 /// A running node; see [`ServerHandle`].
@@ -133,7 +135,10 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         cluster: cfg.node.cluster.clone(),
         node_id,
         metrics: metrics.clone(),
-        relay: RwLock::new(node_relay(limits.max_subscriptions_per_connection, uplink.is_some())),
+        relay: RwLock::new(node_relay(
+            limits.max_subscriptions_per_connection,
+            uplink.is_some(),
+        )),
         uplink,
         next_key: AtomicU64::new(1),
         advertise,

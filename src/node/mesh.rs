@@ -450,12 +450,9 @@ async fn read_link(
                             continue;
                         }
                     };
-                    if let Err(e) = super::pubsub::change_interest(
-                        shared,
-                        me.key,
-                        &req.patterns,
-                        req.subscribe,
-                    ) {
+                    if let Err(e) =
+                        super::pubsub::change_interest(shared, me.key, &req.patterns, req.subscribe)
+                    {
                         metrics.interest_refused_total.inc();
                         me.send_error(metrics, ErrorCode::LimitExceeded, e.to_string(), None);
                     }

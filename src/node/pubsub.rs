@@ -203,7 +203,12 @@ pub(super) async fn forward(
 
 /// Hands one publish to the uplink: QoS 1 into its custody (waiting for room: the
 /// publisher is slowed, nothing is lost), QoS 0 queued or dropped. Returns 1 when taken.
-async fn up(shared: &Shared, frame: &Bytes, message_id: crate::wire::MessageId, reliable: bool) -> u64 {
+async fn up(
+    shared: &Shared,
+    frame: &Bytes,
+    message_id: crate::wire::MessageId,
+    reliable: bool,
+) -> u64 {
     let Some(up) = &shared.uplink else { return 0 };
     let metrics = &shared.metrics;
     if reliable {

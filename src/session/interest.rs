@@ -80,7 +80,10 @@ pub fn interest_frame(patterns: &[String], subscribe: bool, correlation_id: u64)
 /// The frames telling a link one [`Delta`]: `subscribe`s of its additions, then
 /// `unsubscribe`s of its withdrawals, at most [`PATTERNS_PER_FRAME`] patterns each.
 pub fn delta_frames(d: &Delta) -> impl Iterator<Item = Bytes> + '_ {
-    let add = d.add.chunks(PATTERNS_PER_FRAME).map(|c| interest_frame(c, true, 0));
+    let add = d
+        .add
+        .chunks(PATTERNS_PER_FRAME)
+        .map(|c| interest_frame(c, true, 0));
     let remove = d
         .remove
         .chunks(PATTERNS_PER_FRAME)
