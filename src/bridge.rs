@@ -613,23 +613,14 @@ async fn node_reader(
                 return Ok(true);
             }
         }
-        // Nodes and child bridges send a PING every `UPLINK_HEARTBEAT`: a link silent for
-        // `UPLINK_DEAD_AFTER` is dead (QUIC alone would wait for its idle timeout, 30 s), and
-        // its routes, records and calls in flight must go now.
-        let filled = tokio::time::timeout(
-            Duration::from_millis(shared.cfg.limits.peer_silence_ms),
-            fill(&mut recv, &mut decoder),
-        )
-        .await;
-        match filled {
-            Err(_) => {
-                info!("child link silent past its heartbeat; closing it");
-                return Err((ErrorCode::Protocol, "no heartbeat".into()));
-            }
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => return Ok(false),
-            Ok(Err(SessionError::Wire(e))) => return Err((e.code(), e.to_string())),
-            Ok(Err(e)) => {
+        // A dead child is detected by QUIC: its dialer asked for a 3 s idle timeout with
+        // 1 s keep-alives (`transport.link_*`), so its routes, records and calls in flight go
+        // within seconds, not at the 30 s default.
+        match fill(&mut recv, &mut decoder).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(SessionError::Wire(e)) => return Err((e.code(), e.to_string())),
+            Err(e) => {
                 debug!(error = %e, "node stream ended");
                 return Ok(false);
             }

@@ -51,7 +51,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{TlsConfig, TransportConfig};
 use crate::dedup::DedupWindow;
-use crate::defaults;
 use crate::metrics::Metrics;
 use crate::session::{
     self, fill, now_us, open_session, Outbound, ReliableState, SessionError, WriterConfig,
@@ -655,7 +654,6 @@ async fn reader(
     mut decoder: FrameDecoder,
     dedup: &mut DedupWindow,
     acks_tx: &mpsc::Sender<PubAck>,
-    liveness: &session::Liveness,
 ) -> Result<(), SessionError> {
     // The subscription snapshot is loaded once per received chunk (and again after
     // each SUBACK, so messages right after a new subscription are not missed); QoS 1
@@ -762,7 +760,6 @@ async fn reader(
             return Ok(());
         }
         subs = inner.subs_snap.load_full();
-        liveness.touch();
     }
 }
 
@@ -900,21 +897,18 @@ impl SessionManager {
                 inner.rpc.fail_calls();
                 continue;
             }
-            let liveness =
-                session::Liveness::new(defaults::UPLINK_HEARTBEAT, defaults::UPLINK_DEAD_AFTER);
             let session_cancel = CancellationToken::new();
             // The reader runs as its own task so that receiving and sending can use
             // different cores; it hands the de-duplication window back when it ends.
             let reader_task = {
-                let (inner, acks, live, cancel) = (
+                let (inner, acks, cancel) = (
                     inner.clone(),
                     self.acks_tx.clone(),
-                    liveness.clone(),
                     session_cancel.clone(),
                 );
                 let mut window = dedup;
                 tokio::spawn(async move {
-                    let r = reader(&inner, recv, decoder, &mut window, &acks, &live).await;
+                    let r = reader(&inner, recv, decoder, &mut window, &acks).await;
                     cancel.cancel();
                     (r, window)
                 })
@@ -926,7 +920,6 @@ impl SessionManager {
                     &mut self.queues,
                     &session_cancel,
                     &self.wcfg,
-                    Some(&liveness),
                 ) => r,
                 _ = inner.cancel.cancelled() => Ok(()),
             };

@@ -124,15 +124,28 @@ pub const UPLINK_SETTLE_MS: u64 = 5_000;
 /// [`UPLINK_SETTLE_MS`] as a [`Duration`].
 pub const UPLINK_SETTLE: Duration = Duration::from_millis(UPLINK_SETTLE_MS);
 
-/// Interval of the application heartbeat (`PING`) a node sends on its uplink. One
-/// uplink per node makes a 1 s heartbeat cheap (~40 bytes/s).
-pub const UPLINK_HEARTBEAT: Duration = Duration::from_secs(1);
+/// QUIC keep-alive interval on the connections a process dials to hold a session (client →
+/// node, node → bridge, node ↔ node mesh, bridge → parent, fleet links), in milliseconds:
+/// 1 s. Each keep-alive is a QUIC PING frame the peer's QUIC stack acknowledges below its
+/// application, so it measures whether the peer is reachable, not whether it has caught up
+/// with its backlog (an application heartbeat behind queued data killed healthy sessions under
+/// load). One PING a second per link costs ~50 bytes/s.
+pub const LINK_KEEP_ALIVE_MS: u64 = 1_000;
 
-/// Silence on the uplink after which the bridge is declared dead and the node
-/// reconnects. QUIC alone would notice only at the idle timeout or on a stateless
-/// reset whose arrival PTO backoff can delay by many seconds; 3 missed heartbeats
-/// bound re-homing after a bridge crash to ~3 s plus reconnect backoff.
-pub const UPLINK_DEAD_AFTER: Duration = Duration::from_secs(3);
+/// QUIC idle timeout (RFC 9000 §10.1) of those connections, in milliseconds: 3 s, three
+/// keep-alive intervals. A bridge, node or peer that crashed is declared dead after this and
+/// the session redialled: re-homing after a bridge crash takes ~3 s plus reconnect backoff,
+/// where the 30 s idle timeout of other connections ([`IDLE_TIMEOUT_MS`]) would take 30 s.
+/// QUIC takes the smaller of the two sides' values, so the dialler's choice holds for both.
+pub const LINK_IDLE_TIMEOUT_MS: u64 = 3_000;
+
+/// Interval of the application heartbeat (`PING`) a bridge still sends on its parent link
+/// (being replaced by [`LINK_KEEP_ALIVE_MS`]).
+pub const UPLINK_HEARTBEAT: Duration = Duration::from_millis(LINK_KEEP_ALIVE_MS);
+
+/// Silence on a bridge's parent link after which the parent is declared dead (being replaced
+/// by [`LINK_IDLE_TIMEOUT_MS`]).
+pub const UPLINK_DEAD_AFTER: Duration = Duration::from_millis(LINK_IDLE_TIMEOUT_MS);
 
 /// First delay before reconnecting a lost uplink, in milliseconds: 100 ms (quick recovery from a
 /// bridge restart); doubled, with jitter, on each failure.

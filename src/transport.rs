@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
 use quinn::{EndpointConfig, IdleTimeout, TokioRuntime, VarInt};
@@ -242,8 +243,25 @@ pub fn client_config(
     };
     crypto.alpn_protocols = vec![defaults::ALPN.to_vec()];
     let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(crypto)?));
-    config.transport_config(Arc::new(transport_config(transport)));
+    config.transport_config(Arc::new(link_transport_config(transport)));
     Ok(config)
+}
+
+/// [`transport_config`] for the connections this process dials to hold a session: keep-alive
+/// `t.link_keep_alive_ms`, idle timeout `t.link_idle_timeout_ms`. QUIC liveness is the links'
+/// only dead-peer detection (`docs/PROTOCOL.md` §3): the peer's QUIC stack acknowledges each
+/// keep-alive PING, however much application data is queued ahead of it.
+pub fn link_transport_config(t: &TransportConfig) -> quinn::TransportConfig {
+    let mut config = transport_config(t);
+    let idle = IdleTimeout::try_from(Duration::from_millis(t.link_idle_timeout_ms))
+        .or_else(|_| IdleTimeout::try_from(Duration::from_millis(defaults::LINK_IDLE_TIMEOUT_MS)))
+        .ok();
+    config
+        .keep_alive_interval(
+            (t.link_keep_alive_ms > 0).then(|| Duration::from_millis(t.link_keep_alive_ms)),
+        )
+        .max_idle_timeout(idle);
+    config
 }
 
 /// quinn transport parameters from `t`: keep-alive, idle timeout, stream/connection receive
@@ -915,7 +933,10 @@ mod tests {
             send_window: u64::MAX,
             udp_socket_buffer: 0,
             max_concurrent_bidi_streams: u64::MAX,
+            link_keep_alive_ms: 0,
+            link_idle_timeout_ms: u64::MAX,
         };
+        let _ = link_transport_config(&extreme);
         let _ = transport_config(&extreme);
     }
 }

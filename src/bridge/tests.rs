@@ -32,8 +32,6 @@ fn bridge_cfg(dir: &Path, level: Level, parents: Vec<String>) -> Config {
     cfg.bridge.admin_listen = None;
     cfg.bridge.level = level;
     cfg.bridge.parents = parents;
-    // The fake nodes below send no heartbeat.
-    cfg.limits.peer_silence_ms = 600_000;
     cfg
 }
 

@@ -340,27 +340,9 @@ async fn run_link(
         });
     }
     let cancel = CancellationToken::new();
-    // Heartbeat: a PING every UPLINK_HEARTBEAT; the reader gives up on a peer silent for
-    // UPLINK_DEAD_AFTER, so calls forwarded to a crashed peer fail over in ~3 s, not at the
-    // QUIC idle timeout.
-    {
-        let tx = tx.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(crate::defaults::UPLINK_HEARTBEAT);
-            let mut seq = 0u64;
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                seq += 1;
-                tx.send_ctrl(Frame::Ping(wire::Ping {
-                    correlation_id: seq,
-                }));
-            }
-        });
-    }
+    // A crashed peer is detected by QUIC (`transport.link_idle_timeout_ms`, 3 s: keep-alive
+    // PINGs are acknowledged by the peer's QUIC stack however busy it is), so calls forwarded
+    // to it fail over in ~3 s, not at the 30 s idle timeout of other connections.
     let writer = tokio::spawn(session::run_writer(
         conn.clone(),
         send,
@@ -522,22 +504,11 @@ async fn read_link(
                 ),
             }
         }
-        let filled = tokio::time::timeout(
-            Duration::from_millis(shared.cfg.limits.peer_silence_ms),
-            fill(&mut recv, &mut decoder),
-        )
-        .await;
-        match filled {
-            Err(_) => {
-                return Err((
-                    ErrorCode::Protocol,
-                    "mesh peer silent (no heartbeat)".into(),
-                ))
-            }
-            Ok(Ok(true)) => ctx.now_us = session::now_us(),
-            Ok(Ok(false)) => return Ok(()),
-            Ok(Err(SessionError::Wire(e))) => return Err((e.code(), e.to_string())),
-            Ok(Err(e)) => {
+        match fill(&mut recv, &mut decoder).await {
+            Ok(true) => ctx.now_us = session::now_us(),
+            Ok(false) => return Ok(()),
+            Err(SessionError::Wire(e)) => return Err((e.code(), e.to_string())),
+            Err(e) => {
                 debug!(error = %e, "mesh stream ended");
                 return Ok(());
             }

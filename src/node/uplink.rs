@@ -158,8 +158,6 @@ pub(super) async fn run_uplink(
             }
         }
         if ok {
-            let liveness =
-                session::Liveness::new(defaults::UPLINK_HEARTBEAT, defaults::UPLINK_DEAD_AFTER);
             let session_cancel = CancellationToken::new();
             let writer = async {
                 let r = session::run_reliable_writer(
@@ -168,7 +166,6 @@ pub(super) async fn run_uplink(
                     &mut queues,
                     &session_cancel,
                     &wcfg,
-                    Some(&liveness),
                 )
                 .await;
                 conn.close(0u32.into(), b"uplink writer ended");
@@ -183,7 +180,6 @@ pub(super) async fn run_uplink(
                     &acks_tx,
                     &ThisSession {
                         bridge_id,
-                        liveness: &liveness,
                         settle: &settle,
                     },
                 )
@@ -298,7 +294,6 @@ impl Settle {
 #[derive(Clone, Copy)]
 struct ThisSession<'a> {
     bridge_id: NodeId,
-    liveness: &'a session::Liveness,
     settle: &'a Settle,
 }
 
@@ -312,11 +307,7 @@ async fn uplink_reader(
     acks_tx: &mpsc::Sender<PubAck>,
     this: &ThisSession<'_>,
 ) -> Result<(), SessionError> {
-    let ThisSession {
-        bridge_id,
-        liveness,
-        settle,
-    } = *this;
+    let ThisSession { bridge_id, settle } = *this;
     let metrics = &shared.metrics;
     let up = shared
         .uplink
@@ -452,7 +443,6 @@ async fn uplink_reader(
             return Err(SessionError::Eof);
         }
         ctx.now_us = session::now_us();
-        liveness.touch();
     }
 }
 

@@ -1,6 +1,6 @@
 //! The connecting side's writer (client → node, node → bridge): QoS 1 custody
-//! until acknowledged, retransmission on a timer and after a reconnect, and the
-//! application heartbeat ([`Liveness`]).
+//! until acknowledged, and retransmission on a timer and after a reconnect. (A dead peer is
+//! detected by QUIC itself: `transport.link_keep_alive_ms` / `link_idle_timeout_ms`.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Batch, Outbound, SessionError, WriterConfig, WRITE_BATCH};
 use crate::metrics::Metrics;
-use crate::wire::{self, Frame, MessageId, PubAck};
+use crate::wire::{MessageId, PubAck};
 
 /// One QoS 1 publish awaiting its acknowledgement.
 #[derive(Debug)]
@@ -180,19 +180,9 @@ pub async fn run_reliable_writer(
     queues: &mut ReliableQueues,
     cancel: &CancellationToken,
     cfg: &WriterConfig,
-    liveness: Option<&Liveness>,
 ) -> Result<(), SessionError> {
     let mut batch = Batch::new();
     state.session_started = Instant::now();
-    if let Some(l) = liveness {
-        l.touch();
-    }
-    let ping_every = liveness
-        .map(|l| l.ping_every)
-        .unwrap_or(Duration::from_secs(3600));
-    let mut ping_tick = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-    ping_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ping_seq = 0u64;
     let resend = state.due_frames(Instant::now(), true);
     if !resend.is_empty() {
         state
@@ -225,16 +215,6 @@ pub async fn run_reliable_writer(
             }
             i = queues.ctrl.recv() => match i { Some(i) => { items.push(i); false } None => true },
             i = queues.data.recv(), if room > 0 => match i { Some(i) => { items.push(i); false } None => true },
-            _ = ping_tick.tick(), if liveness.is_some() => {
-                if let Some(l) = liveness {
-                    if l.silent_for() >= l.dead_after {
-                        return Err(SessionError::Timeout("peer silent (heartbeat)"));
-                    }
-                }
-                ping_seq += 1;
-                batch.push_frame(Frame::Ping(wire::Ping { correlation_id: ping_seq }).to_bytes(), &cfg.metrics);
-                false
-            }
             _ = tick.tick() => {
                 let due = state.due_frames(Instant::now(), false);
                 if !due.is_empty() {
