@@ -178,6 +178,8 @@ pub struct Report {
     publish_rate_msgs_per_s: f64,
     latency_us: Latency,
     node_drops: Option<f64>,
+    /// Sessions the publishers and subscribers re-established during the run.
+    reconnects: u64,
     /// With --workers only.
     #[serde(flatten)]
     fleet: Option<FleetReport>,
@@ -656,6 +658,12 @@ async fn scenario(
         }
         _ => None,
     };
+    // Sessions the load generator's own clients had to re-establish (0: none died under load).
+    let reconnects: u64 = pubs
+        .iter()
+        .chain(&sub_clients)
+        .map(|c| c.stats().reconnects)
+        .sum();
     for p in pubs {
         p.close().await;
     }
@@ -697,6 +705,7 @@ async fn scenario(
             mean: hist.mean(),
         },
         node_drops,
+        reconnects,
         fleet,
     })
 }

@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::relay::{LinkKind, Relay};
 pub use crate::server::ServerHandle;
-use crate::session::{self, accept_session, fill, Outbound, PeerTx, SessionError, WriterConfig};
+use crate::session::{self, accept_session, Outbound, PeerTx, WriterConfig};
 use crate::wire::{
     self, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck,
 };
@@ -299,7 +299,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
     session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
 }
 
-type Fatal = (ErrorCode, String);
+use session::read::{Fatal, Flow, FrameHandler};
 
 /// Reads one client's frames until it leaves. Non-fatal problems are answered
 /// with an error frame and counted; a fatal one is returned.
@@ -309,30 +309,36 @@ async fn client_reader(
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
 ) -> Result<(), Fatal> {
-    let metrics = &shared.metrics;
-    let mut ctx = ReadCtx::new();
-    let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
-    loop {
-        loop {
-            let raw = match decoder.next_frame() {
-                Ok(Some(raw)) => raw,
-                Ok(None) => break,
-                Err(e) => return Err((e.code(), e.to_string())),
-            };
-            metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
-            if let Some(end) = handle_client_frame(shared, me, &raw, &mut ctx, slow).await? {
-                return Ok(end);
-            }
-        }
-        match fill(&mut recv, &mut decoder).await {
-            Ok(true) => ctx.now_us = session::now_us(),
-            Ok(false) => return Ok(()),
-            Err(SessionError::Wire(e)) => return Err((e.code(), e.to_string())),
-            Err(e) => {
-                debug!(error = %e, "client stream ended");
-                return Ok(());
-            }
-        }
+    let mut link = ClientLink {
+        shared,
+        me,
+        ctx: ReadCtx::new(),
+        slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
+    };
+    let end = session::read::read_loop(&mut recv, &mut decoder, Some(&shared.metrics), &mut link);
+    end.await.orderly().map(|_| ())
+}
+
+/// A client session's frame handler.
+struct ClientLink<'a> {
+    shared: &'a Arc<Shared>,
+    me: &'a PeerTx,
+    ctx: ReadCtx,
+    slow: Duration,
+}
+
+impl FrameHandler for ClientLink<'_> {
+    async fn on_frame(&mut self, raw: &RawFrame) -> Result<Flow, Fatal> {
+        let end = handle_client_frame(self.shared, self.me, raw, &mut self.ctx, self.slow).await?;
+        Ok(if end.is_some() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
+    }
+
+    fn on_chunk(&mut self) {
+        self.ctx.now_us = session::now_us();
     }
 }
 

@@ -762,6 +762,7 @@ pub async fn run_writer(
 }
 
 pub mod interest;
+pub mod read;
 mod reliable;
 pub use interest::{decode_interest, InterestRequest};
 pub use reliable::{

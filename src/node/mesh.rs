@@ -20,8 +20,10 @@ use super::{rpc, Shared};
 use crate::dht::service::DhtTransport;
 use crate::dht::{Contact, Id};
 use crate::router::PeerKey;
-use crate::session::{self, fill, open_session, Outbound, PeerTx, SessionError};
-use crate::wire::{self, Connect, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Role};
+use crate::session::{self, open_session, Outbound, PeerTx};
+use crate::wire::{
+    self, Connect, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, RawFrame, Role,
+};
 
 /// Capability a node announces on a mesh session.
 pub const MESH_CAPABILITY: &str = "mesh";
@@ -372,7 +374,7 @@ async fn run_link(
     session::finish_session(&conn, &tx.ctrl, cancel, writer, end, &shared.metrics).await;
 }
 
-type Fatal = (ErrorCode, String);
+use crate::session::read::{self, Fatal, Flow};
 
 async fn read_link(
     shared: &Arc<Shared>,
@@ -381,138 +383,156 @@ async fn read_link(
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
 ) -> Result<(), Fatal> {
-    let metrics = &shared.metrics;
-    let mut ctx = super::pubsub::ReadCtx::new();
-    let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
-    loop {
-        loop {
-            let raw = match decoder.next_frame() {
-                Ok(Some(raw)) => raw,
-                Ok(None) => break,
-                Err(e) => return Err((e.code(), e.to_string())),
-            };
-            metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
-            let Some(t) = raw.msg_type() else {
-                me.send_error(
-                    metrics,
-                    ErrorCode::UnknownType,
-                    format!("unknown message type 0x{:02x}", raw.header.msg_type),
-                    None,
-                );
-                continue;
-            };
-            match t {
-                MessageType::Publish => {
-                    let view = match raw.publish_view() {
-                        Ok(v) => v,
-                        Err(e) => {
-                            me.send_error(metrics, e.code(), e.to_string(), None);
-                            metrics.dropped("invalid");
-                            continue;
-                        }
-                    };
-                    if let Err(e) = crate::topic::validate_topic(view.topic) {
-                        me.send_error(
-                            metrics,
-                            ErrorCode::InvalidTopic,
-                            format!("topic {:?}: {e}", view.topic),
-                            None,
-                        );
+    let mut link = MeshLink {
+        shared,
+        me,
+        peer_id,
+        ctx: super::pubsub::ReadCtx::new(),
+        slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
+    };
+    let end = read::read_loop(&mut recv, &mut decoder, Some(&shared.metrics), &mut link).await;
+    if let read::ReadEnd::Closed(e) = &end {
+        debug!(error = %e, "mesh stream ended");
+    }
+    end.orderly().map(|_| ())
+}
+
+/// A mesh link's frame handler.
+struct MeshLink<'a> {
+    shared: &'a Arc<Shared>,
+    me: &'a PeerTx,
+    peer_id: NodeId,
+    ctx: super::pubsub::ReadCtx,
+    slow: Duration,
+}
+
+impl read::FrameHandler for MeshLink<'_> {
+    async fn on_frame(&mut self, raw: &RawFrame) -> Result<Flow, Fatal> {
+        let MeshLink {
+            shared,
+            me,
+            peer_id,
+            ctx,
+            slow,
+        } = self;
+        let (shared, me, peer_id, slow) = (*shared, *me, *peer_id, *slow);
+        let metrics = &shared.metrics;
+        let Some(t) = raw.msg_type() else {
+            me.send_error(
+                metrics,
+                ErrorCode::UnknownType,
+                format!("unknown message type 0x{:02x}", raw.header.msg_type),
+                None,
+            );
+            return Ok(Flow::Continue);
+        };
+        match t {
+            MessageType::Publish => {
+                let view = match raw.publish_view() {
+                    Ok(v) => v,
+                    Err(e) => {
+                        me.send_error(metrics, e.code(), e.to_string(), None);
                         metrics.dropped("invalid");
-                        continue;
+                        return Ok(Flow::Continue);
                     }
-                    // Delivered here only: a mesh publish is never forwarded again.
-                    super::pubsub::forward(shared, me.key, &raw.bytes, &view, &mut ctx, slow).await;
+                };
+                if let Err(e) = crate::topic::validate_topic(view.topic) {
+                    me.send_error(
+                        metrics,
+                        ErrorCode::InvalidTopic,
+                        format!("topic {:?}: {e}", view.topic),
+                        None,
+                    );
+                    metrics.dropped("invalid");
+                    return Ok(Flow::Continue);
                 }
-                MessageType::Subscribe | MessageType::Unsubscribe => {
-                    let req = match session::decode_interest(&raw) {
-                        Ok(r) => r,
-                        Err((code, msg, corr)) => {
-                            me.send_error(metrics, code, msg, corr);
-                            continue;
-                        }
-                    };
-                    if let Err(e) =
-                        super::pubsub::change_interest(shared, me.key, &req.patterns, req.subscribe)
-                    {
-                        metrics.interest_refused_total.inc();
-                        me.send_error(metrics, ErrorCode::LimitExceeded, e.to_string(), None);
+                // Delivered here only: a mesh publish is never forwarded again.
+                super::pubsub::forward(shared, me.key, &raw.bytes, &view, ctx, slow).await;
+            }
+            MessageType::Subscribe | MessageType::Unsubscribe => {
+                let req = match session::decode_interest(raw) {
+                    Ok(r) => r,
+                    Err((code, msg, corr)) => {
+                        me.send_error(metrics, code, msg, corr);
+                        return Ok(Flow::Continue);
                     }
+                };
+                if let Err(e) =
+                    super::pubsub::change_interest(shared, me.key, &req.patterns, req.subscribe)
+                {
+                    metrics.interest_refused_total.inc();
+                    me.send_error(metrics, ErrorCode::LimitExceeded, e.to_string(), None);
                 }
-                MessageType::FindNode | MessageType::FindValue | MessageType::Store => {
-                    match raw.decode() {
-                        Ok(f) => {
-                            // The querier's contact, believed only when it names the peer
-                            // this link authenticated (no planting of other nodes' ids).
-                            let sender = match &f {
-                                Frame::FindNode(q) => Some(&q.sender),
-                                Frame::FindValue(q) => Some(&q.sender),
-                                _ => None,
-                            };
-                            let from = sender
-                                .filter(|s| s.node_id == peer_id)
-                                .and_then(|s| Contact::try_from(s).ok());
-                            if let Some(reply) = shared.dht.handle_query(from.as_ref(), &f) {
-                                me.send_ctrl(reply);
-                            }
-                        }
-                        Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
-                    }
-                }
-                MessageType::FindNodeReply
-                | MessageType::FindValueReply
-                | MessageType::StoreAck
-                | MessageType::Error => match raw.decode() {
+            }
+            MessageType::FindNode | MessageType::FindValue | MessageType::Store => {
+                match raw.decode() {
                     Ok(f) => {
-                        if !shared.dht.handle_reply(&f) {
-                            if let Frame::Error(e) = &f {
-                                debug!(code = e.code, message = %e.message, "mesh peer reported an error");
-                            }
+                        // The querier's contact, believed only when it names the peer
+                        // this link authenticated (no planting of other nodes' ids).
+                        let sender = match &f {
+                            Frame::FindNode(q) => Some(&q.sender),
+                            Frame::FindValue(q) => Some(&q.sender),
+                            _ => None,
+                        };
+                        let from = sender
+                            .filter(|s| s.node_id == peer_id)
+                            .and_then(|s| Contact::try_from(s).ok());
+                        if let Some(reply) = shared.dht.handle_query(from.as_ref(), &f) {
+                            me.send_ctrl(reply);
                         }
                     }
-                    Err(e) => metrics.protocol_error(e.code().as_str()),
-                },
-                MessageType::Call => match raw.decode() {
-                    Ok(Frame::Call(call)) => {
-                        rpc::routed_call(shared, rpc::Back::Link(me.clone()), call, false)
-                    }
-                    Ok(_) => unreachable!("decode follows the header type"),
                     Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
-                },
-                MessageType::Reply => match raw.decode() {
-                    Ok(Frame::Reply(r)) => rpc::reply_arrived(shared, me.key, r),
-                    Ok(_) => unreachable!("decode follows the header type"),
-                    Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
-                },
-                MessageType::GossipPush
-                | MessageType::GossipPull
-                | MessageType::GossipPullReply
-                | MessageType::GossipSync
-                | MessageType::GossipSyncReply => {
-                    if let Err((code, msg)) = super::gossip::on_frame(shared, peer_id, &raw) {
-                        me.send_error(metrics, code, msg, None);
+                }
+            }
+            MessageType::FindNodeReply
+            | MessageType::FindValueReply
+            | MessageType::StoreAck
+            | MessageType::Error => match raw.decode() {
+                Ok(f) => {
+                    if !shared.dht.handle_reply(&f) {
+                        if let Frame::Error(e) = &f {
+                            debug!(code = e.code, message = %e.message, "mesh peer reported an error");
+                        }
                     }
                 }
-                MessageType::Ping => me.pong(&raw, &shared.metrics),
-                MessageType::Pong | MessageType::SubAck => {}
-                MessageType::Disconnect => return Ok(()),
-                other => me.send_error(
-                    metrics,
-                    ErrorCode::Protocol,
-                    format!("{} is not accepted on a mesh link", other.as_str()),
-                    None,
-                ),
+                Err(e) => metrics.protocol_error(e.code().as_str()),
+            },
+            MessageType::Call => match raw.decode() {
+                Ok(Frame::Call(call)) => {
+                    rpc::routed_call(shared, rpc::Back::Link(me.clone()), call, false)
+                }
+                Ok(_) => unreachable!("decode follows the header type"),
+                Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+            },
+            MessageType::Reply => match raw.decode() {
+                Ok(Frame::Reply(r)) => rpc::reply_arrived(shared, me.key, r),
+                Ok(_) => unreachable!("decode follows the header type"),
+                Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+            },
+            MessageType::GossipPush
+            | MessageType::GossipPull
+            | MessageType::GossipPullReply
+            | MessageType::GossipSync
+            | MessageType::GossipSyncReply => {
+                if let Err((code, msg)) = super::gossip::on_frame(shared, peer_id, raw) {
+                    me.send_error(metrics, code, msg, None);
+                }
             }
+            MessageType::Ping => me.pong(raw, &shared.metrics),
+            MessageType::Pong | MessageType::SubAck => {}
+            MessageType::Disconnect => return Ok(Flow::Stop),
+            other => me.send_error(
+                metrics,
+                ErrorCode::Protocol,
+                format!("{} is not accepted on a mesh link", other.as_str()),
+                None,
+            ),
         }
-        match fill(&mut recv, &mut decoder).await {
-            Ok(true) => ctx.now_us = session::now_us(),
-            Ok(false) => return Ok(()),
-            Err(SessionError::Wire(e)) => return Err((e.code(), e.to_string())),
-            Err(e) => {
-                debug!(error = %e, "mesh stream ended");
-                return Ok(());
-            }
-        }
+        Ok(Flow::Continue)
+    }
+
+    fn on_chunk(&mut self) {
+        self.ctx.now_us = session::now_us();
     }
 }
 

@@ -19,10 +19,11 @@ use super::{gossip, rpc, writer_config, Shared};
 use crate::dedup::DedupWindow;
 use crate::defaults;
 use crate::fleet::hash::{cluster_key, Placement, Worker};
-use crate::session::{self, fill, open_session, Outbound, ReliableState, SessionError};
+use crate::session::read::{read_loop, Fatal, Flow, FrameHandler};
+use crate::session::{self, open_session, Outbound, ReliableState, SessionError};
 use crate::wire::{
     self, Connect, ErrorCode, FleetMember, FleetView, Frame, FrameDecoder, MemberStatus,
-    MessageType, NodeId, Pong, PubAck, Qos, Redirect, Role, WireError,
+    MessageType, NodeId, Pong, PubAck, Qos, RawFrame, Redirect, Role, WireError,
 };
 
 /// The uplink task: connect, announce interest, relay, reconnect with backoff.
@@ -307,142 +308,172 @@ async fn uplink_reader(
     acks_tx: &mpsc::Sender<PubAck>,
     this: &ThisSession<'_>,
 ) -> Result<(), SessionError> {
-    let ThisSession { bridge_id, settle } = *this;
-    let metrics = &shared.metrics;
-    let up = shared
-        .uplink
-        .as_ref()
-        .expect("uplink reader runs only with an uplink");
-    let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
-    let mut ctx = ReadCtx::new();
-    loop {
-        while let Some(raw) = decoder.next_frame()? {
-            metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
-            match raw.msg_type() {
-                Some(MessageType::Publish) => {
-                    let view = match raw.publish_view() {
-                        Ok(v) => v,
-                        Err(e) => {
-                            metrics.protocol_error(e.code().as_str());
-                            continue;
-                        }
-                    };
-                    let reliable = view.qos == Qos::AtLeastOnce;
-                    if dedup.insert(view.message_id) {
-                        pubsub::forward(shared, UPLINK_LINK, &raw.bytes, &view, &mut ctx, slow)
-                            .await;
-                    } else {
-                        metrics.messages_deduplicated_total.inc();
+    let mut link = UplinkLink {
+        shared,
+        up: shared
+            .uplink
+            .as_ref()
+            .expect("uplink reader runs only with an uplink"),
+        dedup,
+        acks_tx,
+        this: *this,
+        ctx: ReadCtx::new(),
+        slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
+    };
+    read_loop(&mut recv, &mut decoder, Some(&shared.metrics), &mut link)
+        .await
+        .into_session()
+}
+
+/// The uplink's frame handler.
+struct UplinkLink<'a> {
+    shared: &'a Arc<Shared>,
+    up: &'a super::UplinkTx,
+    dedup: &'a mut DedupWindow,
+    acks_tx: &'a mpsc::Sender<PubAck>,
+    this: ThisSession<'a>,
+    ctx: ReadCtx,
+    slow: Duration,
+}
+
+impl FrameHandler for UplinkLink<'_> {
+    async fn on_frame(&mut self, raw: &RawFrame) -> Result<Flow, Fatal> {
+        let UplinkLink {
+            shared,
+            up,
+            dedup,
+            acks_tx,
+            this,
+            ctx,
+            slow,
+        } = self;
+        let (shared, up, acks_tx, slow) = (*shared, *up, *acks_tx, *slow);
+        let ThisSession { bridge_id, settle } = *this;
+        let metrics = &shared.metrics;
+        match raw.msg_type() {
+            Some(MessageType::Publish) => {
+                let view = match raw.publish_view() {
+                    Ok(v) => v,
+                    Err(e) => {
+                        metrics.protocol_error(e.code().as_str());
+                        return Ok(Flow::Continue);
                     }
-                    if reliable {
-                        let _ = up.ctrl.try_send(Outbound::Ack(view.message_id));
-                    }
+                };
+                let reliable = view.qos == Qos::AtLeastOnce;
+                if dedup.insert(view.message_id) {
+                    pubsub::forward(shared, UPLINK_LINK, &raw.bytes, &view, ctx, slow).await;
+                } else {
+                    metrics.messages_deduplicated_total.inc();
                 }
-                Some(MessageType::PubAck) => match raw.decode() {
-                    Ok(Frame::PubAck(a)) => {
-                        let _ = acks_tx.try_send(a);
-                    }
-                    Ok(_) => unreachable!("decode follows the header type"),
-                    Err(e) => answer_error(up, metrics, &e, None),
-                },
-                Some(MessageType::Subscribe) | Some(MessageType::Unsubscribe) => {
-                    let (patterns, add) = match session::decode_interest(&raw) {
-                        Ok(r) => (r.patterns, r.subscribe),
-                        Err((code, _, _)) => {
-                            metrics.protocol_error(code.as_str());
-                            continue;
-                        }
-                    };
-                    if let Err(e) = pubsub::change_interest(shared, UPLINK_LINK, &patterns, add) {
-                        // Too much interest to hold: treat it as unknown for the rest of the
-                        // session (QoS 1 still goes up; the bridge routes it).
-                        metrics.interest_refused_total.inc();
-                        warn!(error = %e, "bridge interest refused; routing QoS 1 up regardless");
-                        pubsub::relay_mut(shared).set_unknown(UPLINK_LINK, true);
-                    }
+                if reliable {
+                    let _ = up.ctrl.try_send(Outbound::Ack(view.message_id));
                 }
-                Some(MessageType::Ping) => match raw.decode() {
-                    Ok(Frame::Ping(p)) => {
-                        let pong = Frame::Pong(Pong {
-                            correlation_id: p.correlation_id,
-                        });
-                        let _ = up.ctrl.try_send(Outbound::Frame(pong.to_bytes()));
-                    }
-                    Ok(_) => unreachable!("decode follows the header type"),
-                    Err(e) => answer_error(up, metrics, &e, raw.peek_correlation_id()),
-                },
-                Some(MessageType::Error) => {
-                    if let Ok(Frame::Error(e)) = raw.decode() {
-                        match e.correlation_id {
-                            Some(corr) => rpc::escalation_answered(
-                                shared,
-                                corr,
-                                Err(format!("bridge error {}: {}", e.code, e.message)),
-                            ),
-                            None => {
-                                warn!(code = e.code, message = %e.message, "bridge reported an error")
-                            }
-                        }
-                    }
-                }
-                Some(MessageType::Call) => match raw.decode() {
-                    Ok(Frame::Call(c)) => rpc::routed_call(shared, rpc::Back::Uplink, c, true),
-                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
-                },
-                Some(MessageType::Reply) => match raw.decode() {
-                    Ok(Frame::Reply(r)) => rpc::reply_arrived(shared, rpc::UPLINK_LINK, r),
-                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
-                },
-                Some(MessageType::FindValueReply) => match raw.decode() {
-                    Ok(Frame::FindValueReply(r)) => {
-                        rpc::escalation_answered(shared, r.correlation_id, Ok(r))
-                    }
-                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
-                },
-                Some(MessageType::StoreAck) => {}
-                Some(MessageType::SubAck) => {
-                    if let Ok(Frame::SubAck(a)) = raw.decode() {
-                        if a.correlation_id == session::interest::INTEREST_SYNC {
-                            settle.mark(shared, Settle::SYNCED);
-                        }
-                    }
-                }
-                Some(MessageType::Pong) => {}
-                Some(MessageType::FleetView) => match raw.decode() {
-                    Ok(Frame::FleetView(v)) if v.sender == bridge_id => {
-                        shared.fleet.on_view(v, Some(metrics))
-                    }
-                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
-                },
-                Some(MessageType::Redirect) => match raw.decode() {
-                    Ok(Frame::Redirect(r)) => {
-                        *shared
-                            .fleet
-                            .redirect
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
-                        return Ok(());
-                    }
-                    _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
-                },
-                Some(
-                    MessageType::GossipPush
-                    | MessageType::GossipPull
-                    | MessageType::GossipPullReply
-                    | MessageType::GossipSync
-                    | MessageType::GossipSyncReply,
-                ) => {
-                    if let Err((code, msg)) = gossip::on_frame(shared, bridge_id, &raw) {
-                        debug!(code = code.as_str(), %msg, "gossip frame from the bridge refused");
-                    }
-                }
-                _ => metrics.protocol_error(ErrorCode::Protocol.as_str()),
             }
+            Some(MessageType::PubAck) => match raw.decode() {
+                Ok(Frame::PubAck(a)) => {
+                    let _ = acks_tx.try_send(a);
+                }
+                Ok(_) => unreachable!("decode follows the header type"),
+                Err(e) => answer_error(up, metrics, &e, None),
+            },
+            Some(MessageType::Subscribe) | Some(MessageType::Unsubscribe) => {
+                let (patterns, add) = match session::decode_interest(raw) {
+                    Ok(r) => (r.patterns, r.subscribe),
+                    Err((code, _, _)) => {
+                        metrics.protocol_error(code.as_str());
+                        return Ok(Flow::Continue);
+                    }
+                };
+                if let Err(e) = pubsub::change_interest(shared, UPLINK_LINK, &patterns, add) {
+                    // Too much interest to hold: treat it as unknown for the rest of the
+                    // session (QoS 1 still goes up; the bridge routes it).
+                    metrics.interest_refused_total.inc();
+                    warn!(error = %e, "bridge interest refused; routing QoS 1 up regardless");
+                    pubsub::relay_mut(shared).set_unknown(UPLINK_LINK, true);
+                }
+            }
+            Some(MessageType::Ping) => match raw.decode() {
+                Ok(Frame::Ping(p)) => {
+                    let pong = Frame::Pong(Pong {
+                        correlation_id: p.correlation_id,
+                    });
+                    let _ = up.ctrl.try_send(Outbound::Frame(pong.to_bytes()));
+                }
+                Ok(_) => unreachable!("decode follows the header type"),
+                Err(e) => answer_error(up, metrics, &e, raw.peek_correlation_id()),
+            },
+            Some(MessageType::Error) => {
+                if let Ok(Frame::Error(e)) = raw.decode() {
+                    match e.correlation_id {
+                        Some(corr) => rpc::escalation_answered(
+                            shared,
+                            corr,
+                            Err(format!("bridge error {}: {}", e.code, e.message)),
+                        ),
+                        None => {
+                            warn!(code = e.code, message = %e.message, "bridge reported an error")
+                        }
+                    }
+                }
+            }
+            Some(MessageType::Call) => match raw.decode() {
+                Ok(Frame::Call(c)) => rpc::routed_call(shared, rpc::Back::Uplink, c, true),
+                _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
+            },
+            Some(MessageType::Reply) => match raw.decode() {
+                Ok(Frame::Reply(r)) => rpc::reply_arrived(shared, rpc::UPLINK_LINK, r),
+                _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
+            },
+            Some(MessageType::FindValueReply) => match raw.decode() {
+                Ok(Frame::FindValueReply(r)) => {
+                    rpc::escalation_answered(shared, r.correlation_id, Ok(r))
+                }
+                _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
+            },
+            Some(MessageType::StoreAck) => {}
+            Some(MessageType::SubAck) => {
+                if let Ok(Frame::SubAck(a)) = raw.decode() {
+                    if a.correlation_id == session::interest::INTEREST_SYNC {
+                        settle.mark(shared, Settle::SYNCED);
+                    }
+                }
+            }
+            Some(MessageType::Pong) => {}
+            Some(MessageType::FleetView) => match raw.decode() {
+                Ok(Frame::FleetView(v)) if v.sender == bridge_id => {
+                    shared.fleet.on_view(v, Some(metrics))
+                }
+                _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
+            },
+            Some(MessageType::Redirect) => match raw.decode() {
+                Ok(Frame::Redirect(r)) => {
+                    *shared
+                        .fleet
+                        .redirect
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+                    return Ok(Flow::Stop);
+                }
+                _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
+            },
+            Some(
+                MessageType::GossipPush
+                | MessageType::GossipPull
+                | MessageType::GossipPullReply
+                | MessageType::GossipSync
+                | MessageType::GossipSyncReply,
+            ) => {
+                if let Err((code, msg)) = gossip::on_frame(shared, bridge_id, raw) {
+                    debug!(code = code.as_str(), %msg, "gossip frame from the bridge refused");
+                }
+            }
+            _ => metrics.protocol_error(ErrorCode::Protocol.as_str()),
         }
-        if !fill(&mut recv, &mut decoder).await? {
-            return Err(SessionError::Eof);
-        }
-        ctx.now_us = session::now_us();
+        Ok(Flow::Continue)
+    }
+
+    fn on_chunk(&mut self) {
+        self.ctx.now_us = session::now_us();
     }
 }
 
