@@ -80,12 +80,7 @@ struct Report {
 }
 
 fn opts(a: &Args, addr: &str) -> ClientOptions {
-    ClientOptions {
-        addr: addr.to_string(),
-        server_name: a.server_name.clone(),
-        realm: a.realm.clone(),
-        ..ClientOptions::default()
-    }
+    crate::pubsub::client_opts(addr, &a.server_name, &a.realm)
 }
 
 /// Runs the scenario; errors only on setup failures.

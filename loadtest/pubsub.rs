@@ -281,10 +281,15 @@ impl Spawned {
 }
 
 fn opts(addr: &str, a: &Args) -> ClientOptions {
+    client_opts(addr, &a.server_name, &a.realm)
+}
+
+/// Options of a load-generating client of `realm` at `addr` (TLS name `server_name`).
+pub(crate) fn client_opts(addr: &str, server_name: &str, realm: &str) -> ClientOptions {
     ClientOptions {
         addr: addr.to_string(),
-        server_name: a.server_name.clone(),
-        realm: a.realm.clone(),
+        server_name: server_name.to_string(),
+        realm: realm.to_string(),
         ..ClientOptions::default()
     }
 }

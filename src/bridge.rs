@@ -649,13 +649,7 @@ async fn handle_node_frame(
         shared, realm, me, ..
     } = *ctx;
     let metrics = &shared.metrics;
-    let Some(t) = raw.msg_type() else {
-        me.send_error(
-            metrics,
-            ErrorCode::UnknownType,
-            format!("unknown message type 0x{:02x}", raw.header.msg_type),
-            None,
-        );
+    let Some(t) = me.msg_type(raw, metrics) else {
         return Ok(false);
     };
     match t {

@@ -351,13 +351,7 @@ async fn handle_client_frame(
     slow: Duration,
 ) -> Result<Option<()>, Fatal> {
     let metrics = &shared.metrics;
-    let Some(t) = raw.msg_type() else {
-        me.send_error(
-            metrics,
-            ErrorCode::UnknownType,
-            format!("unknown message type 0x{:02x}", raw.header.msg_type),
-            None,
-        );
+    let Some(t) = me.msg_type(raw, metrics) else {
         return Ok(None);
     };
     match t {

@@ -119,6 +119,21 @@ impl PeerTx {
         let _ = self.ctrl.try_send(Outbound::Frame(frame.to_bytes()));
     }
 
+    /// The frame's message type; an unknown one is answered with a non-fatal `UNKNOWN_TYPE`
+    /// error frame (counted) and gives `None` (the frame is skipped, §4).
+    pub fn msg_type(&self, raw: &RawFrame, metrics: &Metrics) -> Option<MessageType> {
+        let t = raw.msg_type();
+        if t.is_none() {
+            self.send_error(
+                metrics,
+                ErrorCode::UnknownType,
+                format!("unknown message type 0x{:02x}", raw.header.msg_type),
+                None,
+            );
+        }
+        t
+    }
+
     /// Answers a `PING` frame with its `PONG`; a malformed one with a `MALFORMED_BODY` error
     /// frame (counted, carrying the correlation id when readable).
     pub fn pong(&self, raw: &RawFrame, metrics: &Metrics) {

@@ -417,13 +417,7 @@ impl read::FrameHandler for MeshLink<'_> {
         } = self;
         let (shared, me, peer_id, slow) = (*shared, *me, *peer_id, *slow);
         let metrics = &shared.metrics;
-        let Some(t) = raw.msg_type() else {
-            me.send_error(
-                metrics,
-                ErrorCode::UnknownType,
-                format!("unknown message type 0x{:02x}", raw.header.msg_type),
-                None,
-            );
+        let Some(t) = me.msg_type(raw, metrics) else {
             return Ok(Flow::Continue);
         };
         match t {
