@@ -566,9 +566,13 @@ async fn run_link(
     if child_fleet {
         metrics.fleet.child_workers.dec();
     }
+    // A worker of a child fleet that died (no orderly close) is held like a fleet link: its
+    // nodes re-home on the other workers within the grace, which then announce their
+    // interest here (docs/FLEET.md, "Fleets inside the hierarchy").
     let linger = match (&shared.fleet, kind) {
         (Some(_), LinkKind::Node | LinkKind::ChildBridge) => !orderly || handoff,
         (Some(_), LinkKind::Peer { .. }) => !orderly,
+        (None, LinkKind::ChildBridge) => child_fleet && !orderly,
         _ => false,
     };
     if !matches!(kind, LinkKind::Peer { .. }) {
@@ -583,25 +587,25 @@ async fn run_link(
     info!(realm = %realm.name, cluster = %remote.cluster, kind = ?kind, orderly, linger, "link down");
     let end = end.map(|_| ());
     session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
-    match (&shared.fleet, linger) {
-        (Some(f), true) => {
-            // Hold the link's interest (see `bridge/fleet.rs`, "Handoff grace").
+    if linger {
+        // Hold the link's interest (see `bridge/fleet.rs`, "Handoff grace").
+        if let Some(f) = &shared.fleet {
             f.lingering.fetch_add(1, Ordering::Relaxed);
-            metrics.fleet.lingering_links.inc();
-            let grace = f.handoff_grace;
-            tokio::select! {
-                _ = tokio::time::sleep(grace) => {}
-                _ = shared.shutdown.cancelled() => {}
-            }
-            remove_link(&realm, key);
-            release(&shared);
+        }
+        metrics.fleet.lingering_links.inc();
+        let grace = Duration::from_millis(shared.cfg.bridge.fleet.handoff_grace_ms);
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            _ = shared.shutdown.cancelled() => {}
+        }
+    }
+    remove_link(&realm, key);
+    release(&shared);
+    if linger {
+        if let Some(f) = &shared.fleet {
             f.lingering.fetch_sub(1, Ordering::Relaxed);
-            metrics.fleet.lingering_links.dec();
         }
-        _ => {
-            remove_link(&realm, key);
-            release(&shared);
-        }
+        metrics.fleet.lingering_links.dec();
     }
 }
 
