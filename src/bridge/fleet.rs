@@ -17,7 +17,7 @@
 //!   may be dying; this worker serves the node meanwhile) or the node says it was redirected
 //!   [`defaults::FLEET_MAX_REDIRECTS`] times in a row (workers disagree during a membership
 //!   change; the node stays, and is moved once they agree).
-//! - **Child bridges** are placed and redirected like nodes, by [`child_key`]: the workers
+//! - **Child bridges** are placed and redirected like nodes, by `child_key`: the workers
 //!   of one child fleet by their fleet's name (they stay together, as a cluster's nodes do),
 //!   any other child bridge by its node id. Their parent links follow redirects
 //!   (`bridge/parent.rs`, [`crate::fleet::follow`]).
@@ -196,6 +196,12 @@ pub(super) fn child_key(c: &Connect, bridge: bool) -> (u64, String) {
         None => format!("bridge/{}", hex(&c.node_id)),
     };
     (child_bridge_key(&c.realm, &c.node_id, fleet), name)
+}
+
+/// Whether a placement name from [`child_key`] is a child bridge's (`/` occurs in no
+/// cluster name).
+fn is_bridge_name(name: &str) -> bool {
+    name.contains('/')
 }
 
 /// How many redirects in a row a node says it followed.
@@ -596,7 +602,8 @@ fn cluster_counts(fleet: &Fleet) -> (usize, usize) {
     let dir = fleet.dir.load();
     let children = lock(&fleet.children);
     let mut seen: HashMap<u64, bool> = HashMap::new();
-    for c in children.values() {
+    // Child bridges are placed too, but are not clusters.
+    for c in children.values().filter(|c| !is_bridge_name(&c.cluster)) {
         seen.entry(c.key)
             .or_insert_with(|| dir.placement.owner(c.key) == Some(fleet.me));
     }

@@ -33,7 +33,8 @@ pub struct FleetMetrics {
     pub members: IntGaugeVec,
     /// `macula_fleet_membership_changes_total{status}`: status changes seen, by new status.
     pub membership_changes_total: IntCounterVec,
-    /// `macula_fleet_clusters_connected`: clusters with at least one node connected here.
+    /// `macula_fleet_clusters_connected`: clusters with at least one node connected here
+    /// (child bridges are not counted).
     pub clusters_connected: IntGauge,
     /// `macula_fleet_clusters_owned`: of those, the clusters this worker owns.
     pub clusters_owned: IntGauge,

@@ -42,18 +42,23 @@ fn settings_digest_covers_what_workers_must_share() {
     assert_ne!(config_digest(&name), base);
 }
 
-#[test]
-fn redirect_count_is_read_from_capabilities() {
-    let mut c = Connect {
+/// A node's `connect` in realm `io.macula` with one capability.
+fn connect(node_id: NodeId, cluster: &str, capability: &str) -> Connect {
+    Connect {
         versions: vec![1],
-        node_id: [0; 32],
+        node_id,
         realm: "io.macula".into(),
-        cluster: "a".into(),
+        cluster: cluster.into(),
         role: Role::Node,
-        capabilities: vec!["pubsub".into()],
+        capabilities: vec![capability.into()],
         max_frame_size: 1024,
         correlation_id: 1,
-    };
+    }
+}
+
+#[test]
+fn redirect_count_is_read_from_capabilities() {
+    let mut c = connect([0; 32], "a", "pubsub");
     assert_eq!(redirects_of(&c), 0);
     c.capabilities.push(format!("{CAP_REDIRECTS}3"));
     assert_eq!(redirects_of(&c), 3);
@@ -66,16 +71,7 @@ fn redirect_count_is_read_from_capabilities() {
 
 #[test]
 fn children_are_placed_by_cluster_fleet_or_id() {
-    let mut c = Connect {
-        versions: vec![1],
-        node_id: [7; 32],
-        realm: "io.macula".into(),
-        cluster: "bridge-street".into(),
-        role: Role::Node,
-        capabilities: vec!["bridge".into()],
-        max_frame_size: 1024,
-        correlation_id: 1,
-    };
+    let mut c = connect([7; 32], "bridge-street", "bridge");
     let node = child_key(&c, false);
     assert_eq!(
         node,
