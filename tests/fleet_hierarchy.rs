@@ -17,7 +17,9 @@
 //! worker's subscribers once; then the worker owning a subscriber's cluster is SIGKILLed
 //! under QoS 1 load: nothing lost, nothing delivered twice. The second: a street bridge
 //! dialing the worker of a city fleet that does not own it is redirected to the owner, and
-//! re-homes on the survivor when the owner is SIGKILLed under QoS 1 load.
+//! re-homes on the survivor when the owner is SIGKILLed under QoS 1 load. The third: a street
+//! fleet under a city fleet — both street workers are placed on one city worker (by their
+//! fleet's name) and publishes still arrive once everywhere.
 //!
 //! Cluster and bridge ownership is known in advance: the tests write the processes'
 //! identity keys first and hash as the workers do (`macula::fleet::hash`).
@@ -199,15 +201,21 @@ async fn publish_and_kill(f: &mut Fleet, victim: usize, pubs: Vec<(Client, &'sta
     }
 }
 
-/// Whether the worker at `admin` lists `cluster` as connected there and owned (`/fleet`).
+/// Whether the worker at `admin` lists `cluster` as connected there (one link) and owned
+/// (`/fleet`).
 fn hosts(admin: SocketAddr, cluster: &str) -> bool {
+    hosts_n(admin, cluster, 1)
+}
+
+/// Whether the worker at `admin` lists `cluster` with `links` links connected and owned.
+fn hosts_n(admin: SocketAddr, cluster: &str, links: u64) -> bool {
     let Ok((_, json)) = common::spawn::http_get(admin, "/fleet") else {
         return false;
     };
     let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
     v["clusters"].as_array().is_some_and(|cs| {
         cs.iter()
-            .any(|c| c["cluster"] == cluster && c["owned"] == true && c["nodes"] == 1)
+            .any(|c| c["cluster"] == cluster && c["owned"] == true && c["nodes"] == links)
     })
 }
 
@@ -487,5 +495,131 @@ async fn a_street_redirected_by_a_city_fleet_rehomes_when_its_owner_dies() {
         "owner killed: street-s re-homed, lost 0, duplicated 0; total {:?}",
         t0.elapsed()
     );
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_street_fleet_under_a_city_fleet_is_placed_as_one_and_delivers_once() {
+    let _serial = SERIAL.lock().await;
+    let t0 = Instant::now();
+    let mut f = common::fleet();
+    let (cities, kaddr, kids) = spawn_fleet(
+        &mut f,
+        "city-fleet",
+        &["k1", "k2"],
+        &["127.0.0.1", "127.0.0.2"],
+        "city",
+        &[],
+    );
+    f.wait_ready(SETTLE).await.expect("city workers ready");
+    let kadmin: Vec<SocketAddr> = cities.iter().map(|&w| f.procs[w].admin).collect();
+    poll(SETTLE, "the city workers know each other", || async {
+        kadmin
+            .iter()
+            .all(|&a| metric(a, "macula_fleet_members{status=\"alive\"}") == 2.0)
+            .then_some(())
+    })
+    .await;
+    // The street workers are placed by their fleet's name: one owner for both.
+    let up = owner(
+        &kids,
+        child_bridge_key(REALM, &[0; 32], Some("street-fleet")),
+    );
+    let (streets, _, wids) = spawn_fleet(
+        &mut f,
+        "street-fleet",
+        &["w1", "w2"],
+        &["127.0.0.3", "127.0.0.4"],
+        "street",
+        &[kaddr[1 - up]],
+    );
+    let s2 = f
+        .bridge_with("street-2", "127.0.0.5", "street", &[kaddr[1 - up]], &[])
+        .expect("spawn street-2");
+    f.wait_ready(SETTLE).await.expect("street workers ready");
+    let wadmin: Vec<SocketAddr> = streets.iter().map(|&w| f.procs[w].admin).collect();
+    poll(SETTLE, "the street workers know each other", || async {
+        wadmin
+            .iter()
+            .all(|&a| metric(a, "macula_fleet_members{status=\"alive\"}") == 2.0)
+            .then_some(())
+    })
+    .await;
+    let names: Vec<String> = (0..64).map(|i| format!("c{i}")).collect();
+    let own = |c: &str| owner(&wids, cluster_key(REALM, c));
+    let p = names[0].clone();
+    let wa = own(&p);
+    let q = names.iter().find(|c| own(c) != wa).expect("Q").clone();
+    let s2_addr = f.procs[s2].quic;
+    let np = f
+        .node("node-p", "127.0.0.6", &p, f.procs[streets[0]].quic, &[])
+        .expect("spawn node-p");
+    let nq = f
+        .node("node-q", "127.0.0.7", &q, f.procs[streets[0]].quic, &[])
+        .expect("spawn node-q");
+    let ne = f
+        .node("node-e", "127.0.0.8", "east", s2_addr, &[])
+        .expect("spawn node-e");
+    f.wait_ready(SETTLE).await.expect("ready");
+    poll(SETTLE, "both street workers at one city worker", || async {
+        hosts_n(kadmin[up], "fleet/street-fleet", 2).then_some(())
+    })
+    .await;
+    poll(SETTLE, "P and Q at their owners", || async {
+        (hosts(wadmin[wa], &p) && hosts(wadmin[1 - wa], &q)).then_some(())
+    })
+    .await;
+    assert!(
+        metric(
+            kadmin[1 - up],
+            "macula_fleet_redirects_sent_total{reason=\"connect\"}"
+        ) >= 2.0,
+        "the city worker both street workers dialed redirected them"
+    );
+    eprintln!("placed in {:?}", t0.elapsed());
+
+    let (pub_p, pub_e) = (client_at(&f, np).await, client_at(&f, ne).await);
+    let (cp, cq, ce) = (
+        client_at(&f, np).await,
+        client_at(&f, nq).await,
+        client_at(&f, ne).await,
+    );
+    let mut sp = cp.subscribe("ff.e.*").await.expect("subscribe");
+    let mut sq = cq.subscribe("ff.**").await.expect("subscribe");
+    let mut se = ce.subscribe("ff.p.*").await.expect("subscribe");
+    wait_route(&pub_p, &mut sq, "ff.p.v").await;
+    wait_route(&pub_p, &mut se, "ff.p.v").await;
+    wait_route(&pub_e, &mut sq, "ff.e.v").await;
+    wait_route(&pub_e, &mut sp, "ff.e.v").await;
+    let before: Vec<f64> = [np, nq, ne].iter().map(|&n| dedup(&f, n)).collect();
+    tokio::join!(
+        publish_all(pub_p.clone(), "ff.p.v", 1, STEADY, None),
+        publish_all(pub_e.clone(), "ff.e.v", 1, STEADY, None)
+    );
+    let checks: [Check<'_>; 3] = [
+        (
+            "P (e's, down both fleets)",
+            &mut sp,
+            wanted(&["ff.e.v"], STEADY),
+        ),
+        (
+            "Q (other street worker)",
+            &mut sq,
+            wanted(&["ff.p.v", "ff.e.v"], STEADY),
+        ),
+        ("E (other street)", &mut se, wanted(&["ff.p.v"], STEADY)),
+    ];
+    for (who, sub, want) in checks {
+        assert_eq!(expect_each(sub, who, 1, &want, DELIVER).await, 0, "{who}");
+    }
+    for (i, &n) in [np, nq, ne].iter().enumerate() {
+        assert_eq!(
+            dedup(&f, n),
+            before[i],
+            "{} received duplicate copies",
+            f.procs[n].name
+        );
+    }
+    eprintln!("exactly once through two fleets; total {:?}", t0.elapsed());
     f.stop().await;
 }
