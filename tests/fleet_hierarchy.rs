@@ -63,16 +63,25 @@ fn owner(ids: &[NodeId], key: u64) -> usize {
     ids.iter().position(|i| *i == o).expect("a worker")
 }
 
-/// Starts fleet `fleet` of workers `names` on `ips` at `level` under `parents`; returns
-/// their process indices, QUIC addresses and ids.
-fn spawn_fleet(
+/// A started fleet: per worker its process index, QUIC and admin addresses, and id.
+struct Workers {
+    procs: Vec<usize>,
+    addrs: Vec<SocketAddr>,
+    admins: Vec<SocketAddr>,
+    ids: Vec<NodeId>,
+}
+
+/// Starts fleet `fleet` of workers `names` on `ips` at `level` under `parents` and waits
+/// until every worker is ready and lists them all alive with its peer links up: a node or
+/// bridge dialing then meets the whole fleet, not one worker that serves everyone alone.
+async fn spawn_fleet(
     f: &mut Fleet,
     fleet: &str,
     names: &[&str],
     ips: &[&str],
     level: &str,
     parents: &[SocketAddr],
-) -> (Vec<usize>, Vec<SocketAddr>, Vec<NodeId>) {
+) -> Workers {
     let ids: Vec<NodeId> = names.iter().map(|n| identity(f, n)).collect();
     let addrs: Vec<SocketAddr> = ips.iter().map(|ip| free_udp(ip).expect("port")).collect();
     let mut procs = Vec::new();
@@ -94,7 +103,33 @@ fn spawn_fleet(
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         procs.push(f.bridge_at(name, addrs[i], &args).expect("spawn worker"));
     }
-    (procs, addrs, ids)
+    for &w in &procs {
+        f.wait_ready_one(w, SETTLE).await.expect("worker ready");
+    }
+    let admins: Vec<SocketAddr> = procs.iter().map(|&w| f.procs[w].admin).collect();
+    let n = names.len() as f64;
+    poll(SETTLE, "the workers know each other", || async {
+        admins
+            .iter()
+            .all(|&a| {
+                metric(a, "macula_fleet_members{status=\"alive\"}") == n
+                    && metric(a, "macula_fleet_peer_links") >= n - 1.0
+            })
+            .then_some(())
+    })
+    .await;
+    Workers {
+        procs,
+        addrs,
+        admins,
+        ids,
+    }
+}
+
+/// A city fleet of two workers on 127.0.0.1 and .2, formed, with no parent.
+async fn city_fleet(f: &mut Fleet) -> Workers {
+    let (names, ips) = (["k1", "k2"], ["127.0.0.1", "127.0.0.2"]);
+    spawn_fleet(f, "city-fleet", &names, &ips, "city", &[]).await
 }
 
 async fn client_at(f: &Fleet, i: usize) -> Client {
@@ -232,27 +267,24 @@ async fn street_fleet_under_a_city_delivers_once_each_way_and_survives_a_worker_
         .bridge_with("city", "127.0.0.1", "city", &[], &[])
         .expect("spawn city");
     let city_addr = f.procs[city].quic;
-    let (workers, waddr, wids) = spawn_fleet(
+    let street_fleet = spawn_fleet(
         &mut f,
         "street-fleet",
         &["w1", "w2", "w3"],
         &["127.0.0.2", "127.0.0.3", "127.0.0.4"],
         "street",
         &[city_addr],
-    );
+    )
+    .await;
+    let Workers {
+        procs: workers,
+        addrs: waddr,
+        admins: wadmin,
+        ids: wids,
+    } = street_fleet;
     let s2 = f
         .bridge_with("street-2", "127.0.0.5", "street", &[city_addr], &[])
         .expect("spawn street-2");
-    // The workers know each other before any node dials (else the first serves them all).
-    f.wait_ready(SETTLE).await.expect("workers ready");
-    let wadmin: Vec<SocketAddr> = workers.iter().map(|&w| f.procs[w].admin).collect();
-    poll(SETTLE, "the street workers know each other", || async {
-        wadmin
-            .iter()
-            .all(|&a| metric(a, "macula_fleet_members{status=\"alive\"}") == 3.0)
-            .then_some(())
-    })
-    .await;
     // Clusters chosen by their owners: P and R on one worker, Q on a second, X on the third.
     let names: Vec<String> = (0..64).map(|i| format!("c{i}")).collect();
     let own = |c: &str| owner(&wids, cluster_key(REALM, c));
@@ -397,27 +429,13 @@ async fn a_street_redirected_by_a_city_fleet_rehomes_when_its_owner_dies() {
     let _serial = SERIAL.lock().await;
     let t0 = Instant::now();
     let mut f = common::fleet();
-    let (workers, kaddr, kids) = spawn_fleet(
-        &mut f,
-        "city-fleet",
-        &["k1", "k2"],
-        &["127.0.0.1", "127.0.0.2"],
-        "city",
-        &[],
-    );
     // The workers know each other before street-s dials: the redirect answers its `connect`.
-    f.wait_ready(SETTLE).await.expect("workers ready");
-    let wadmin: Vec<SocketAddr> = workers.iter().map(|&w| f.procs[w].admin).collect();
-    poll(SETTLE, "the city workers linked", || async {
-        wadmin
-            .iter()
-            .all(|&a| {
-                metric(a, "macula_fleet_members{status=\"alive\"}") == 2.0
-                    && metric(a, "macula_fleet_peer_links") >= 1.0
-            })
-            .then_some(())
-    })
-    .await;
+    let Workers {
+        procs: workers,
+        addrs: kaddr,
+        ids: kids,
+        ..
+    } = city_fleet(&mut f).await;
     let s_id = identity(&f, "street-s");
     let so = owner(&kids, child_bridge_key(REALM, &s_id, None));
     let non_owner = 1 - so;
@@ -503,48 +521,34 @@ async fn a_street_fleet_under_a_city_fleet_is_placed_as_one_and_delivers_once() 
     let _serial = SERIAL.lock().await;
     let t0 = Instant::now();
     let mut f = common::fleet();
-    let (cities, kaddr, kids) = spawn_fleet(
-        &mut f,
-        "city-fleet",
-        &["k1", "k2"],
-        &["127.0.0.1", "127.0.0.2"],
-        "city",
-        &[],
-    );
-    f.wait_ready(SETTLE).await.expect("city workers ready");
-    let kadmin: Vec<SocketAddr> = cities.iter().map(|&w| f.procs[w].admin).collect();
-    poll(SETTLE, "the city workers know each other", || async {
-        kadmin
-            .iter()
-            .all(|&a| metric(a, "macula_fleet_members{status=\"alive\"}") == 2.0)
-            .then_some(())
-    })
-    .await;
+    let Workers {
+        addrs: kaddr,
+        admins: kadmin,
+        ids: kids,
+        ..
+    } = city_fleet(&mut f).await;
     // The street workers are placed by their fleet's name: one owner for both.
     let up = owner(
         &kids,
         child_bridge_key(REALM, &[0; 32], Some("street-fleet")),
     );
-    let (streets, _, wids) = spawn_fleet(
+    let Workers {
+        procs: streets,
+        admins: wadmin,
+        ids: wids,
+        ..
+    } = spawn_fleet(
         &mut f,
         "street-fleet",
         &["w1", "w2"],
         &["127.0.0.3", "127.0.0.4"],
         "street",
         &[kaddr[1 - up]],
-    );
+    )
+    .await;
     let s2 = f
         .bridge_with("street-2", "127.0.0.5", "street", &[kaddr[1 - up]], &[])
         .expect("spawn street-2");
-    f.wait_ready(SETTLE).await.expect("street workers ready");
-    let wadmin: Vec<SocketAddr> = streets.iter().map(|&w| f.procs[w].admin).collect();
-    poll(SETTLE, "the street workers know each other", || async {
-        wadmin
-            .iter()
-            .all(|&a| metric(a, "macula_fleet_members{status=\"alive\"}") == 2.0)
-            .then_some(())
-    })
-    .await;
     let names: Vec<String> = (0..64).map(|i| format!("c{i}")).collect();
     let own = |c: &str| owner(&wids, cluster_key(REALM, c));
     let p = names[0].clone();
