@@ -19,7 +19,8 @@
 //! dialing the worker of a city fleet that does not own it is redirected to the owner, and
 //! re-homes on the survivor when the owner is SIGKILLed under QoS 1 load. The third: a street
 //! fleet under a city fleet — both street workers are placed on one city worker (by their
-//! fleet's name) and publishes still arrive once everywhere.
+//! fleet's name) and publishes still arrive once everywhere. The fourth: a street served by a
+//! lone city worker is redirected during its session when the worker that owns it joins.
 //!
 //! Cluster and bridge ownership is known in advance: the tests write the processes'
 //! identity keys first and hash as the workers do (`macula::fleet::hash`).
@@ -86,22 +87,18 @@ async fn spawn_fleet(
     let addrs: Vec<SocketAddr> = ips.iter().map(|ip| free_udp(ip).expect("port")).collect();
     let mut procs = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let mut args: Vec<String> = vec![
-            "--level".into(),
-            level.into(),
-            "--fleet".into(),
-            fleet.into(),
-        ];
-        for (j, a) in addrs.iter().enumerate() {
-            if j != i {
-                args.extend(["--fleet-peer".into(), a.to_string()]);
-            }
-        }
-        for p in parents {
-            args.extend(["--parent".into(), p.to_string()]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        procs.push(f.bridge_at(name, addrs[i], &args).expect("spawn worker"));
+        let peers: Vec<SocketAddr> = (0..addrs.len())
+            .filter(|j| *j != i)
+            .map(|j| addrs[j])
+            .collect();
+        procs.push(start_worker(
+            f,
+            name,
+            addrs[i],
+            (fleet, level),
+            &peers,
+            parents,
+        ));
     }
     for &w in &procs {
         f.wait_ready_one(w, SETTLE).await.expect("worker ready");
@@ -124,6 +121,32 @@ async fn spawn_fleet(
         admins,
         ids,
     }
+}
+
+/// Starts worker `name` of fleet `fleet_level.0` at level `fleet_level.1` on `addr`, knowing
+/// `peers`, under `parents`; returns its process index.
+fn start_worker(
+    f: &mut Fleet,
+    name: &str,
+    addr: SocketAddr,
+    (fleet, level): (&str, &str),
+    peers: &[SocketAddr],
+    parents: &[SocketAddr],
+) -> usize {
+    let mut args: Vec<String> = vec![
+        "--level".into(),
+        level.into(),
+        "--fleet".into(),
+        fleet.into(),
+    ];
+    for a in peers {
+        args.extend(["--fleet-peer".into(), a.to_string()]);
+    }
+    for p in parents {
+        args.extend(["--parent".into(), p.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    f.bridge_at(name, addr, &args).expect("spawn worker")
 }
 
 /// A city fleet of two workers on 127.0.0.1 and .2, formed, with no parent.
@@ -416,6 +439,10 @@ async fn street_fleet_under_a_city_delivers_once_each_way_and_survives_a_worker_
     .await;
     let resent = metric(f.procs[np].admin, "macula_qos1_retransmissions_total")
         + metric(f.procs[ne].admin, "macula_qos1_retransmissions_total");
+    assert!(
+        resent > 0.0,
+        "the origins kept custody of what the dead worker held"
+    );
     eprintln!(
         "killed {}: lost 0, duplicated 0; origins retransmitted {resent}; total {:?}",
         f.procs[victim].name,
@@ -509,8 +536,15 @@ async fn a_street_redirected_by_a_city_fleet_rehomes_when_its_owner_dies() {
         (metric(other_admin, "macula_fleet_child_bridges") == 2.0).then_some(())
     })
     .await;
+    let resent = metric(f.procs[ns].admin, "macula_qos1_retransmissions_total")
+        + metric(f.procs[nt].admin, "macula_qos1_retransmissions_total");
+    assert!(
+        resent > 0.0,
+        "the origins kept custody of what the dead owner held"
+    );
     eprintln!(
-        "owner killed: street-s re-homed, lost 0, duplicated 0; total {:?}",
+        "owner killed: street-s re-homed, lost 0, duplicated 0; origins retransmitted \
+         {resent}; total {:?}",
         t0.elapsed()
     );
     f.stop().await;
@@ -625,5 +659,66 @@ async fn a_street_fleet_under_a_city_fleet_is_placed_as_one_and_delivers_once() 
         );
     }
     eprintln!("exactly once through two fleets; total {:?}", t0.elapsed());
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_street_moves_during_its_session_to_a_joining_city_worker_that_owns_it() {
+    let _serial = SERIAL.lock().await;
+    let t0 = Instant::now();
+    let mut f = common::fleet();
+    let city = ("city-fleet", "city");
+    let (a1, a2) = (
+        free_udp("127.0.0.1").unwrap(),
+        free_udp("127.0.0.2").unwrap(),
+    );
+    let kids = [identity(&f, "k1"), identity(&f, "k2")];
+    // A street bridge the joining worker k2 will own (identities are drawn until one is).
+    let (name, s_id) = (0..64)
+        .map(|i| format!("street-{i}"))
+        .map(|n| (n.clone(), identity(&f, &n)))
+        .find(|(_, id)| owner(&kids, child_bridge_key(REALM, id, None)) == 1)
+        .expect("a street k2 owns");
+    let k1 = start_worker(&mut f, "k1", a1, city, &[a2], &[]);
+    let s = f
+        .bridge_with(&name, "127.0.0.3", "street", &[a1], &[])
+        .expect("spawn the street");
+    let ns = f
+        .node("node-s", "127.0.0.4", "south", f.procs[s].quic, &[])
+        .expect("spawn node-s");
+    let nt = f
+        .node("node-t", "127.0.0.5", "north", a1, &[])
+        .expect("spawn node-t");
+    f.wait_ready(SETTLE).await.expect("ready");
+    let (k1_admin, s_admin) = (f.procs[k1].admin, f.procs[s].admin);
+    poll(SETTLE, "k1 alone serves the street", || async {
+        (metric(k1_admin, "macula_fleet_child_bridges") == 1.0).then_some(())
+    })
+    .await;
+    let k2 = start_worker(&mut f, "k2", a2, city, &[a1], &[]);
+    f.wait_ready_one(k2, SETTLE).await.expect("k2 ready");
+    let k2_admin = f.procs[k2].admin;
+    let placed = format!("bridge/{}", macula::bridge::fleet::hex(&s_id));
+    poll(SETTLE, "the street moved to k2", || async {
+        (hosts(k2_admin, &placed) && metric(k1_admin, "macula_fleet_child_bridges") == 0.0)
+            .then_some(())
+    })
+    .await;
+    let rebalanced = metric(
+        k1_admin,
+        "macula_fleet_redirects_sent_total{reason=\"rebalance\"}",
+    );
+    assert!(
+        rebalanced >= 1.0,
+        "k1 redirected the street during its session"
+    );
+    assert!(metric(s_admin, "macula_fleet_redirects_followed_total") >= 1.0);
+    eprintln!("the street moved to k2 within {:?}", t0.elapsed());
+    let (pub_t, cs) = (client_at(&f, nt).await, client_at(&f, ns).await);
+    let mut sub = cs.subscribe("moved.*").await.expect("subscribe");
+    wait_route(&pub_t, &mut sub, "moved.t").await;
+    publish_all(pub_t.clone(), "moved.t", 1, STEADY, None).await;
+    let want = wanted(&["moved.t"], STEADY);
+    assert_eq!(expect_each(&mut sub, "s", 1, &want, DELIVER).await, 0);
     f.stop().await;
 }
