@@ -258,6 +258,14 @@ impl Fleet {
         Ok(body)
     }
 
+    /// The data directory process `name` gets (created): a test may write its identity key
+    /// there first (`macula::transport::node_identity`) to know its node id in advance.
+    pub fn data_dir(&self, name: &str) -> Result<PathBuf> {
+        let data = self.dir.path().join(name);
+        std::fs::create_dir_all(&data)?;
+        Ok(data)
+    }
+
     /// Where process `name` writes its log.
     pub fn log_path(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.log"))

@@ -313,7 +313,7 @@ type Fatal = (ErrorCode, String);
 enum LinkKind {
     /// A node's uplink; the nodes of one cluster share a route-table group.
     Node,
-    /// A child bridge's parent link (a group of its own).
+    /// A child bridge's parent link (group 0, or the group of its child fleet).
     ChildBridge,
     /// Another worker of this bridge's fleet (the fleet group); `dialer` dialed it.
     Peer {
@@ -379,9 +379,10 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         )
         .await;
     }
-    if let (LinkKind::Node, Some(f)) = (kind, &shared.fleet) {
-        if let Some(r) = f.admit(&shared, &connect) {
-            debug!(cluster = %connect.cluster, owner = %r.addr, "redirecting a node to its owner");
+    if let (LinkKind::Node | LinkKind::ChildBridge, Some(f)) = (kind, &shared.fleet) {
+        let (placement, name) = fleet::child_key(&connect, kind == LinkKind::ChildBridge);
+        if let Some(r) = f.admit(&shared, &connect, placement) {
+            debug!(child = %name, owner = %r.addr, "redirecting a child to its owner");
             let _ = send.write_all(&Frame::Redirect(r).to_bytes()).await;
             let _ = send.finish();
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -409,6 +410,12 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     .await;
 }
 
+/// The route-table group name of the workers of child fleet `fleet` in `realm`: NUL-separated
+/// so that no cluster's group (`realm NUL cluster`, cluster names hold no NUL) can equal it.
+fn child_fleet_group(realm: &str, fleet: &str) -> String {
+    format!("{realm}\0\0fleet\0{fleet}")
+}
+
 /// Runs an established child link (a node, a child bridge, or a fleet peer) until it ends,
 /// then removes its routes, records and calls. `accepted` is the peer's `connect` when this
 /// side accepted the session (the `CONNECTED` answer is queued first); `None` when this side
@@ -427,11 +434,14 @@ async fn run_link(
 ) {
     let metrics = shared.metrics.clone();
     let limits = &shared.cfg.limits;
-    // Child bridges stand alone (group 0); the nodes of a cluster share its group; the
-    // workers of the fleet share the fleet group.
+    // The nodes of a cluster share its group; the workers of a child fleet share theirs
+    // (one logical child: they reach each other over their peer links, docs/FLEET.md); other
+    // child bridges stand alone (group 0); this bridge's own fleet peers share the fleet group.
     let group_name = match kind {
         LinkKind::Node => Some(format!("{}\0{}", realm.name, remote.cluster)),
-        LinkKind::ChildBridge => None,
+        LinkKind::ChildBridge => accepted
+            .and_then(|c| crate::fleet::fleet_of(&c.capabilities))
+            .map(|f| child_fleet_group(&realm.name, f)),
         LinkKind::Peer { .. } => Some(fleet::GROUP.to_string()),
     };
     let group = match &group_name {
@@ -503,9 +513,19 @@ async fn run_link(
         tx.send_ctrl(Frame::BridgePath(own_path(&shared, &realm)));
         lock(&realm.child_bridges).insert(key, tx.ctrl.clone());
     }
-    match (kind, &shared.fleet) {
-        (LinkKind::Node, Some(f)) => f.child_up(key, &realm.name, &remote.cluster, &ctrl_tx, &conn),
-        (LinkKind::Peer { .. }, Some(_)) => fleet::sync_records(&shared, &realm, &link),
+    let child_fleet = kind == LinkKind::ChildBridge && group != 0;
+    if child_fleet {
+        metrics.fleet.child_workers.inc();
+    }
+    match (kind, &shared.fleet, accepted) {
+        (LinkKind::Node | LinkKind::ChildBridge, Some(f), Some(c)) => {
+            if kind == LinkKind::ChildBridge {
+                metrics.fleet.child_bridges.inc();
+            }
+            let placed = fleet::child_key(c, kind == LinkKind::ChildBridge);
+            f.child_up(key, &realm.name, placed, &ctrl_tx, &conn)
+        }
+        (LinkKind::Peer { .. }, Some(_), _) => fleet::sync_records(&shared, &realm, &link),
         _ => {}
     }
     info!(realm = %realm.name, cluster = %remote.cluster, kind = ?kind, "link up");
@@ -531,19 +551,28 @@ async fn run_link(
     let mut handoff = false;
     if let Some(f) = &shared.fleet {
         match kind {
-            LinkKind::Node => {
+            LinkKind::Node | LinkKind::ChildBridge => {
+                if kind == LinkKind::ChildBridge {
+                    metrics.fleet.child_bridges.dec();
+                }
                 handoff = f.child_down(key);
                 if handoff {
                     metrics.fleet.handoffs_total.inc();
                 }
             }
             LinkKind::Peer { .. } => f.peer_link_down(remote.node_id, &realm.name, key),
-            LinkKind::ChildBridge => {}
         }
     }
+    if child_fleet {
+        metrics.fleet.child_workers.dec();
+    }
+    // A worker of a child fleet that died (no orderly close) is held like a fleet link: its
+    // nodes re-home on the other workers within the grace, which then announce their
+    // interest here (docs/FLEET.md, "Fleets inside the hierarchy").
     let linger = match (&shared.fleet, kind) {
-        (Some(_), LinkKind::Node) => !orderly || handoff,
+        (Some(_), LinkKind::Node | LinkKind::ChildBridge) => !orderly || handoff,
         (Some(_), LinkKind::Peer { .. }) => !orderly,
+        (None, LinkKind::ChildBridge) => child_fleet && !orderly,
         _ => false,
     };
     if !matches!(kind, LinkKind::Peer { .. }) {
@@ -558,25 +587,25 @@ async fn run_link(
     info!(realm = %realm.name, cluster = %remote.cluster, kind = ?kind, orderly, linger, "link down");
     let end = end.map(|_| ());
     session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
-    match (&shared.fleet, linger) {
-        (Some(f), true) => {
-            // Hold the link's interest (see `bridge/fleet.rs`, "Handoff grace").
+    if linger {
+        // Hold the link's interest (see `bridge/fleet.rs`, "Handoff grace").
+        if let Some(f) = &shared.fleet {
             f.lingering.fetch_add(1, Ordering::Relaxed);
-            metrics.fleet.lingering_links.inc();
-            let grace = f.handoff_grace;
-            tokio::select! {
-                _ = tokio::time::sleep(grace) => {}
-                _ = shared.shutdown.cancelled() => {}
-            }
-            remove_link(&realm, key);
-            release(&shared);
+        }
+        metrics.fleet.lingering_links.inc();
+        let grace = Duration::from_millis(shared.cfg.bridge.fleet.handoff_grace_ms);
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            _ = shared.shutdown.cancelled() => {}
+        }
+    }
+    remove_link(&realm, key);
+    release(&shared);
+    if linger {
+        if let Some(f) = &shared.fleet {
             f.lingering.fetch_sub(1, Ordering::Relaxed);
-            metrics.fleet.lingering_links.dec();
         }
-        _ => {
-            remove_link(&realm, key);
-            release(&shared);
-        }
+        metrics.fleet.lingering_links.dec();
     }
 }
 

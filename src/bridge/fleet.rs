@@ -17,6 +17,10 @@
 //!   may be dying; this worker serves the node meanwhile) or the node says it was redirected
 //!   [`defaults::FLEET_MAX_REDIRECTS`] times in a row (workers disagree during a membership
 //!   change; the node stays, and is moved once they agree).
+//! - **Child bridges** are placed and redirected like nodes, by `child_key`: the workers
+//!   of one child fleet by their fleet's name (they stay together, as a cluster's nodes do),
+//!   any other child bridge by its node id. Their parent links follow redirects
+//!   (`bridge/parent.rs`, [`crate::fleet::follow`]).
 //! - **Rebalancing and drain.** After a membership change, nodes whose cluster moved are
 //!   redirected with a random delay of up to `bridge.fleet.redirect_jitter_ms`. A draining
 //!   worker announces itself `Draining` (it owns nothing then), redirects every node, and is
@@ -35,33 +39,30 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use quinn::{Connection, Endpoint};
+use quinn::Connection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::debug;
 
-use super::{lock, rpc::Link, run_link, LinkKind, Realm, Remote, Shared};
+use super::{lock, rpc::Link, Realm, Shared};
 use crate::config::Config;
 use crate::defaults;
-use crate::fleet::hash::{cluster_key, Placement};
-use crate::fleet::membership::{Change, DetectorConfig, Membership};
+use crate::fleet::hash::{child_bridge_key, cluster_key, Placement};
+use crate::fleet::membership::{DetectorConfig, Membership};
 use crate::router::PeerKey;
 use crate::session::{self, Outbound};
 use crate::wire::{
-    self, Connect, ErrorCode, FleetMember, FleetView, Frame, MemberStatus, NodeId, Redirect, Role,
-    Store,
+    self, Connect, ErrorCode, FleetMember, FleetView, Frame, MemberStatus, NodeId, Redirect, Store,
 };
 
 /// Name of the route-table group every peer link is in (see the module docs).
 pub(super) const GROUP: &str = "\0fleet";
 /// Capability a worker's `connect` carries when it dials another worker.
 pub(super) const CAP_PEER: &str = "fleet-peer";
-/// Prefix of the capability naming the dialer's fleet.
-const CAP_FLEET: &str = "fleet=";
 /// Prefix of the capability carrying the dialer's settings digest (16 hex digits).
 const CAP_CONFIG: &str = "fleet-config=";
-/// Prefix of the capability a node sends with the number of redirects it followed in a row.
-pub const CAP_REDIRECTS: &str = "redirects=";
+use crate::fleet::CAP_FLEET;
+pub use crate::fleet::CAP_REDIRECTS;
 /// How long a redirected node has to leave before it is redirected again; after
 /// [`MAX_REDIRECT_TRIES`] tries its link is closed.
 const REDIRECT_RETRY: Duration = Duration::from_secs(5);
@@ -71,7 +72,7 @@ const MAX_REDIRECT_TRIES: u32 = 3;
 /// next second's view replaces.
 const CMD_QUEUE: usize = 1024;
 
-/// A node connected to this worker, as rebalancing sees it.
+/// A child (a node or a child bridge) connected to this worker, as rebalancing sees it.
 struct ChildNode {
     realm: Arc<str>,
     cluster: String,
@@ -133,7 +134,6 @@ pub(super) struct Fleet {
     me: NodeId,
     advertise: String,
     jitter_ms: u64,
-    pub(super) handoff_grace: Duration,
     dir: ArcSwap<Directory>,
     cmds: mpsc::Sender<Cmd>,
     draining: AtomicBool,
@@ -181,6 +181,27 @@ pub fn prefer_new_link(me: &NodeId, peer: &NodeId, old: &NodeId, new: &NodeId) -
 /// Whether a `connect` comes from another worker of a fleet.
 pub(super) fn is_peer(c: &Connect) -> bool {
     c.capabilities.iter().any(|x| x == CAP_PEER)
+}
+
+/// The placement key of a child's `connect` and the name `/fleet` shows for it: a node is
+/// placed by its cluster; a child bridge (`bridge`) by its fleet, `fleet/<name>`, when it is
+/// a worker of one, else by its node id, `bridge/<hex id>` ([`child_bridge_key`]).
+pub(super) fn child_key(c: &Connect, bridge: bool) -> (u64, String) {
+    if !bridge {
+        return (cluster_key(&c.realm, &c.cluster), c.cluster.clone());
+    }
+    let fleet = crate::fleet::fleet_of(&c.capabilities);
+    let name = match fleet {
+        Some(f) => format!("fleet/{f}"),
+        None => format!("bridge/{}", hex(&c.node_id)),
+    };
+    (child_bridge_key(&c.realm, &c.node_id, fleet), name)
+}
+
+/// Whether a placement name from [`child_key`] is a child bridge's (`/` occurs in no
+/// cluster name).
+fn is_bridge_name(name: &str) -> bool {
+    name.contains('/')
 }
 
 /// How many redirects in a row a node says it followed.
@@ -254,7 +275,6 @@ impl Fleet {
             me,
             advertise,
             jitter_ms: f.redirect_jitter_ms,
-            handoff_grace: Duration::from_millis(f.handoff_grace_ms),
             dir: ArcSwap::from_pointee(dir),
             cmds: tx,
             draining: AtomicBool::new(false),
@@ -326,10 +346,11 @@ impl Fleet {
         Ok(())
     }
 
-    /// Decides whether a node's `connect` is served here; `Some` is the redirect to send.
-    pub(super) fn admit(&self, shared: &Shared, c: &Connect) -> Option<Redirect> {
+    /// Decides whether a child's `connect` (a node's or a child bridge's) is served here,
+    /// given its placement `key` ([`child_key`]); `Some` is the redirect to send.
+    pub(super) fn admit(&self, shared: &Shared, c: &Connect, key: u64) -> Option<Redirect> {
         let dir = self.dir.load();
-        let owner = dir.placement.owner(cluster_key(&c.realm, &c.cluster))?;
+        let owner = dir.placement.owner(key)?;
         if owner == self.me || !dir.reachable(&owner) {
             return None;
         }
@@ -417,12 +438,13 @@ impl Fleet {
             .collect()
     }
 
-    /// A node link came up: remembered for rebalancing, given the directory.
+    /// A child link (a node or a child bridge) came up: remembered for rebalancing, given
+    /// the directory. `placed` is its placement key and name ([`child_key`]).
     pub(super) fn child_up(
         &self,
         key: PeerKey,
         realm: &Arc<str>,
-        cluster: &str,
+        placed: (u64, String),
         ctrl: &mpsc::Sender<Outbound>,
         conn: &Connection,
     ) {
@@ -431,8 +453,8 @@ impl Fleet {
             key,
             ChildNode {
                 realm: realm.clone(),
-                cluster: cluster.to_string(),
-                key: cluster_key(realm, cluster),
+                cluster: placed.1,
+                key: placed.0,
                 ctrl: ctrl.clone(),
                 conn: conn.clone(),
                 redirected: None,
@@ -440,7 +462,7 @@ impl Fleet {
         );
     }
 
-    /// A node link ended; returns whether it had been redirected (a handoff).
+    /// A child link ended; returns whether it had been redirected (a handoff).
     pub(super) fn child_down(&self, key: PeerKey) -> bool {
         lock(&self.children)
             .remove(&key)
@@ -452,7 +474,7 @@ impl Fleet {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Sends `frame` to every node link.
+    /// Sends `frame` to every child link (nodes and child bridges).
     fn to_children(&self, frame: &Bytes) {
         for c in lock(&self.children).values() {
             let _ = c.ctrl.try_send(Outbound::Frame(frame.clone()));
@@ -518,286 +540,6 @@ pub(super) fn on_view(
     Ok(())
 }
 
-/// The fleet task's own state.
-pub(super) struct FleetTask {
-    rx: mpsc::Receiver<Cmd>,
-    membership: Membership,
-    seeds: Vec<String>,
-    dns: Option<(String, Duration)>,
-}
-
-#[derive(Default)]
-struct Dialing {
-    /// (addr, realm) being dialed or linked through a dial of ours.
-    busy: HashSet<(String, Arc<str>)>,
-    /// Next attempt per address, and the backoff.
-    next: HashMap<String, (Instant, Duration)>,
-}
-
-/// Runs the fleet task until `shutdown`: see the module docs.
-pub(super) async fn run(
-    shared: Arc<Shared>,
-    mut task: FleetTask,
-    endpoint: Endpoint,
-    shutdown: CancellationToken,
-) {
-    let fleet = shared
-        .fleet
-        .clone()
-        .expect("the fleet task runs only in a fleet");
-    let metrics = &shared.metrics.fleet;
-    let mut tick = tokio::time::interval(Duration::from_millis(defaults::FLEET_TICK_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut linked: HashMap<NodeId, usize> = HashMap::new();
-    let mut dialing = Dialing::default();
-    let mut dns_addrs: Vec<String> = Vec::new();
-    let mut next_dns = Instant::now();
-    let mut drain_started = false;
-    loop {
-        let mut changes: Vec<Change> = Vec::new();
-        let mut links_changed = false;
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = fleet.drain.cancelled(), if !drain_started => {
-                drain_started = true;
-                fleet.draining.store(true, Ordering::Relaxed);
-                metrics.draining.set(1);
-                changes.extend(task.membership.set_draining(Instant::now()));
-                info!("draining: redirecting every node to its new owner");
-            }
-            cmd = task.rx.recv() => match cmd {
-                None => return,
-                Some(Cmd::View(v)) => {
-                    changes = task.membership.merge(&v.sender, &v.members, Instant::now());
-                }
-                Some(Cmd::LinkUp(id)) => {
-                    *linked.entry(id).or_default() += 1;
-                    links_changed = true;
-                    task.membership.heard_from(&id, Instant::now());
-                }
-                Some(Cmd::LinkDown(id)) => {
-                    if let Some(n) = linked.get_mut(&id) {
-                        *n -= 1;
-                        if *n == 0 {
-                            linked.remove(&id);
-                        }
-                    }
-                    links_changed = true;
-                }
-                Some(Cmd::DialEnded(addr, realm)) => {
-                    dialing.busy.remove(&(addr, realm));
-                }
-            },
-            _ = tick.tick() => {
-                let now = Instant::now();
-                changes = task.membership.tick(now);
-                if let Some((name, every)) = &task.dns {
-                    if now >= next_dns {
-                        next_dns = now + *every;
-                        dns_addrs = resolve(name).await;
-                    }
-                }
-                dial_missing(&shared, &fleet, &task, &dns_addrs, &linked, &mut dialing, &endpoint, &shutdown);
-                fleet.to_peers(&fleet.dir.load().frame);
-                rebalance(&shared, &fleet);
-                let (connected, owned) = cluster_counts(&fleet);
-                metrics.clusters_connected.set(connected as i64);
-                metrics.clusters_owned.set(owned as i64);
-                if drain_started {
-                    let left = lock(&fleet.children).len() + fleet.lingering.load(Ordering::Relaxed);
-                    metrics.drain_remaining_links.set(left as i64);
-                    if left == 0 && !fleet.drained.is_cancelled() {
-                        info!("drained");
-                        fleet.drained.cancel();
-                    }
-                }
-                publish_json(&fleet);
-            }
-        }
-        for c in &changes {
-            if let Some(to) = c.to {
-                metrics
-                    .membership_changes_total
-                    .with_label_values(&[to.as_str()])
-                    .inc();
-            }
-            info!(member = %hex(&c.id)[..16], from = ?c.from, to = ?c.to, "fleet member changed");
-        }
-        if !changes.is_empty() || links_changed {
-            let set: HashSet<NodeId> = linked.keys().copied().collect();
-            let dir = build_directory(&task.membership, &set, &fleet.name, fleet.digest);
-            for (status, n) in task.membership.counts() {
-                metrics
-                    .members
-                    .with_label_values(&[status.as_str()])
-                    .set(n as i64);
-            }
-            let frame = dir.frame.clone();
-            fleet.dir.store(Arc::new(dir));
-            if !changes.is_empty() {
-                fleet.to_peers(&frame);
-                fleet.to_children(&frame);
-            }
-            rebalance(&shared, &fleet);
-            publish_json(&fleet);
-        }
-        metrics.peer_links.set(lock(&fleet.peers).len() as i64);
-    }
-}
-
-async fn resolve(name: &str) -> Vec<String> {
-    match tokio::net::lookup_host(name).await {
-        Ok(addrs) => addrs.map(|a| a.to_string()).collect(),
-        Err(e) => {
-            debug!(dns = %name, error = %e, "fleet DNS lookup failed");
-            Vec::new()
-        }
-    }
-}
-
-/// Starts a dial (one task per address and realm) to every member and seed without a link.
-#[allow(clippy::too_many_arguments)]
-fn dial_missing(
-    shared: &Arc<Shared>,
-    fleet: &Arc<Fleet>,
-    task: &FleetTask,
-    dns: &[String],
-    linked: &HashMap<NodeId, usize>,
-    dialing: &mut Dialing,
-    endpoint: &Endpoint,
-    shutdown: &CancellationToken,
-) {
-    let now = Instant::now();
-    let mut targets: Vec<String> = Vec::new();
-    for m in task.membership.members() {
-        if m.info.id != fleet.me
-            && m.info.status != MemberStatus::Dead
-            && !linked.contains_key(&m.info.id)
-        {
-            targets.push(m.info.addr.clone());
-        }
-    }
-    let known: HashSet<&str> = task
-        .membership
-        .members()
-        .map(|m| m.info.addr.as_str())
-        .collect();
-    for s in task.seeds.iter().chain(dns) {
-        if s != &fleet.advertise && !known.contains(s.as_str()) {
-            targets.push(s.clone());
-        }
-    }
-    targets.sort();
-    targets.dedup();
-    // Forget the backoff of addresses no longer wanted (pods come and go with new IPs): the
-    // map stays bounded by the members, seeds and DNS answers of the moment.
-    dialing.next.retain(|a, _| targets.binary_search(a).is_ok());
-    for addr in targets {
-        if let Some((at, _)) = dialing.next.get(&addr) {
-            if now < *at {
-                continue;
-            }
-        }
-        let backoff = dialing
-            .next
-            .get(&addr)
-            .map_or(Duration::from_millis(500), |(_, b)| {
-                (*b * 2).min(Duration::from_secs(5))
-            });
-        dialing.next.insert(addr.clone(), (now + backoff, backoff));
-        for realm in shared.realms.values() {
-            let busy = (addr.clone(), realm.name.clone());
-            if !dialing.busy.insert(busy) {
-                continue;
-            }
-            let span = info_span!("peer", addr = %addr, realm = %realm.name);
-            shared.tracker.spawn(
-                dial(
-                    shared.clone(),
-                    fleet.clone(),
-                    realm.clone(),
-                    addr.clone(),
-                    endpoint.clone(),
-                    shutdown.clone(),
-                )
-                .instrument(span),
-            );
-        }
-    }
-}
-
-/// Dials one worker for one realm and runs the link until it ends.
-async fn dial(
-    shared: Arc<Shared>,
-    fleet: Arc<Fleet>,
-    realm: Arc<Realm>,
-    addr: String,
-    endpoint: Endpoint,
-    shutdown: CancellationToken,
-) {
-    let run = async {
-        let target: SocketAddr = match tokio::net::lookup_host(&addr)
-            .await
-            .ok()
-            .and_then(|mut a| a.next())
-        {
-            Some(a) => a,
-            None => return,
-        };
-        let connecting = match endpoint.connect(target, &shared.cfg.bridge.parent_server_name) {
-            Ok(c) => c,
-            Err(e) => return debug!(error = %e, "peer dial failed"),
-        };
-        let conn = match tokio::time::timeout(session::HANDSHAKE_TIMEOUT, connecting).await {
-            Ok(Ok(c)) => c,
-            _ => return debug!("peer unreachable"),
-        };
-        let connect = Connect {
-            versions: vec![wire::PROTOCOL_VERSION],
-            node_id: fleet.me,
-            realm: realm.name.to_string(),
-            cluster: "fleet".into(),
-            role: Role::Node,
-            capabilities: fleet.peer_capabilities(),
-            max_frame_size: shared.cfg.limits.max_frame_size,
-            correlation_id: 1,
-        };
-        let (send, recv, decoder, welcome) =
-            match session::open_session(&conn, connect, shared.cfg.limits.max_frame_size).await {
-                Ok(s) => s,
-                Err(e) => return warn!(error = %e, "peer refused the link"),
-            };
-        if welcome.node_id == fleet.me {
-            conn.close(0u32.into(), b"dialed myself");
-            return;
-        }
-        let remote = Remote {
-            node_id: welcome.node_id,
-            cluster: String::new(),
-            max_frame_size: welcome.max_frame_size,
-        };
-        run_link(
-            shared.clone(),
-            realm.clone(),
-            conn,
-            send,
-            recv,
-            decoder,
-            remote,
-            LinkKind::Peer { dialer: fleet.me },
-            None,
-        )
-        .await;
-    };
-    tokio::select! {
-        _ = run => {}
-        _ = shutdown.cancelled() => {}
-    }
-    let _ = fleet
-        .cmds
-        .try_send(Cmd::DialEnded(addr, realm.name.clone()));
-}
-
 /// Redirects every node whose cluster another linked worker owns (all of them when
 /// draining), with jitter; closes links that ignored [`MAX_REDIRECT_TRIES`] redirects.
 fn rebalance(shared: &Shared, fleet: &Fleet) {
@@ -860,7 +602,8 @@ fn cluster_counts(fleet: &Fleet) -> (usize, usize) {
     let dir = fleet.dir.load();
     let children = lock(&fleet.children);
     let mut seen: HashMap<u64, bool> = HashMap::new();
-    for c in children.values() {
+    // Child bridges are placed too, but are not clusters.
+    for c in children.values().filter(|c| !is_bridge_name(&c.cluster)) {
         seen.entry(c.key)
             .or_insert_with(|| dir.placement.owner(c.key) == Some(fleet.me));
     }
@@ -940,5 +683,8 @@ pub(super) fn forward_store(shared: &Shared, realm: &Realm, from: &Link, s: &Sto
     }
 }
 
+mod task;
 #[cfg(test)]
 mod tests;
+
+pub(super) use task::{run, FleetTask};

@@ -6,7 +6,15 @@
 //! dead after [`defaults::UPLINK_DEAD_AFTER`] of silence (heartbeat every
 //! [`defaults::UPLINK_HEARTBEAT`], as [`session::Liveness`] does for node uplinks). It
 //! connects with role `node`, the realm, cluster `bridge-<level>` and capability `bridge`: the
-//! parent serves it exactly like a node uplink.
+//! parent serves it exactly like a node uplink. A fleet worker adds `fleet=<name>`: its
+//! parent groups the workers of one fleet as one child (`docs/FLEET.md`, "Fleets inside the
+//! hierarchy").
+//!
+//! **A parent level served by a fleet** places this bridge like a node
+//! ([`crate::fleet::hash::child_bridge_key`]): the link follows `redirect` frames (refusing
+//! the `connect`, or during a session), keeps the directory (`fleet_view`) and dials the owner
+//! first, and after losing its worker re-homes on another, never back to the one just lost
+//! for [`defaults::FLEET_LOST_WORKER_MEMORY`] ([`Follower`], the node uplink's rules).
 //!
 //! While a session is up the task
 //! - **advertises** the realm's subtree index, aggregated: everything on (re)connection, then
@@ -31,7 +39,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{mpsc, oneshot};
@@ -43,6 +51,7 @@ use super::rpc::{self, Link};
 use super::{lock, Realm, Shared};
 use crate::defaults;
 use crate::escalation::{LookupError, ESCALATION_TIMEOUT};
+use crate::fleet::follow::{Followed, Follower};
 use crate::session::{
     self, fill, open_session, AckTrack, Liveness, Outbound, PeerTx, SessionError, WriterConfig,
 };
@@ -189,19 +198,36 @@ pub(super) async fn run_parent(
     let max = Duration::from_millis(limits.reconnect_max_backoff_ms.max(1));
     let mut backoff = initial;
     let mut attempt: u64 = 0;
+    let own_fleet = shared.cfg.bridge.fleet.name.as_deref();
+    let follow = Mutex::new(Follower::new(crate::fleet::hash::child_bridge_key(
+        &realm.name,
+        &shared.node_id,
+        own_fleet,
+    )));
     while !cancel.is_cancelled() {
-        if attempt > 0 {
-            let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 4);
+        let (targets, redirected) =
+            lock(&follow).targets(&shared.cfg.bridge.parents, Instant::now());
+        // A redirect's delay replaces the backoff.
+        let wait = match redirected {
+            Some(delay) => delay,
+            None if attempt > 0 => {
+                let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 4);
+                let w = backoff + Duration::from_millis(jitter);
+                backoff = (backoff * 2).min(max);
+                w
+            }
+            None => Duration::ZERO,
+        };
+        if !wait.is_zero() {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
-            backoff = (backoff * 2).min(max);
         }
         attempt += 1;
         let dialed = tokio::select! {
             _ = cancel.cancelled() => break,
-            d = dial_first(&shared, &realm, &endpoint) => d,
+            d = dial_first(&shared, &realm, &endpoint, &targets, &follow) => d,
         };
         let Some(dialed) = dialed else {
             continue;
@@ -213,8 +239,15 @@ pub(super) async fn run_parent(
         }
         let parent = dialed.parent.clone();
         info!(parent = %parent, "parent link connected");
-        serve(&shared, &realm, dialed, &cancel).await;
-        if !cancel.is_cancelled() {
+        serve(&shared, &realm, dialed, &follow, &cancel).await;
+        if cancel.is_cancelled() {
+            break;
+        }
+        let mut f = lock(&follow);
+        if f.has_redirect() {
+            info!(parent = %parent, "redirected by the parent fleet; moving");
+        } else {
+            f.on_lost(&parent, Instant::now());
             warn!(parent = %parent, "parent link lost; reconnecting");
         }
     }
@@ -232,11 +265,44 @@ struct Dialed {
     welcome: Connected,
 }
 
-/// Tries every configured parent in order; the first session that opens wins.
-async fn dial_first(shared: &Shared, realm: &Realm, endpoint: &Endpoint) -> Option<Dialed> {
-    for parent in &shared.cfg.bridge.parents {
-        match dial(shared, realm, endpoint, parent).await {
-            Ok(d) => return Some(d),
+/// Tries `targets` in order ([`Follower::targets`]); the first session that opens wins. A
+/// redirect that is taken ends the round (the next one starts with its target).
+async fn dial_first(
+    shared: &Shared,
+    realm: &Realm,
+    endpoint: &Endpoint,
+    targets: &[String],
+    follow: &Mutex<Follower>,
+) -> Option<Dialed> {
+    for parent in targets {
+        let (extra, in_fleet) = {
+            let f = lock(follow);
+            (f.capability(), f.in_fleet())
+        };
+        // A dead fleet worker must not hold a re-homing bridge for the generic timeout.
+        let timeout = if in_fleet {
+            defaults::UPLINK_CONNECT_TIMEOUT
+        } else {
+            session::HANDSHAKE_TIMEOUT
+        };
+        match dial(shared, realm, endpoint, parent, extra, timeout).await {
+            Ok(d) => {
+                lock(follow).on_accepted();
+                return Some(d);
+            }
+            Err(DialError::Session(SessionError::Redirected(r))) => {
+                let to = r.addr.clone();
+                match lock(follow).on_redirect(r, Instant::now()) {
+                    Followed::Taken => {
+                        shared.metrics.fleet.redirects_followed_total.inc();
+                        info!(from = %parent, to = %to, "redirected to the owning worker");
+                        return None;
+                    }
+                    Followed::JustLost => {
+                        info!(from = %parent, to = %to, "redirect to the worker just lost; trying another")
+                    }
+                }
+            }
             Err(e) => debug!(parent = %parent, error = %e, "parent connect failed"),
         }
     }
@@ -248,6 +314,8 @@ async fn dial(
     realm: &Realm,
     endpoint: &Endpoint,
     parent: &str,
+    redirects: Option<String>,
+    timeout: Duration,
 ) -> Result<Dialed, DialError> {
     let addr = tokio::net::lookup_host(parent)
         .await
@@ -260,7 +328,7 @@ async fn dial(
             addr: parent.to_string(),
         })?;
     let connecting = endpoint.connect(addr, &shared.cfg.bridge.parent_server_name)?;
-    let conn = tokio::time::timeout(session::HANDSHAKE_TIMEOUT, connecting)
+    let conn = tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| DialError::Timeout)??;
     let connect = Connect {
@@ -269,7 +337,18 @@ async fn dial(
         realm: realm.name.to_string(),
         cluster: format!("bridge-{}", shared.cfg.bridge.level),
         role: Role::Node,
-        capabilities: vec!["bridge".into()],
+        capabilities: std::iter::once("bridge".to_string())
+            .chain(
+                shared
+                    .cfg
+                    .bridge
+                    .fleet
+                    .name
+                    .as_ref()
+                    .map(|f| format!("{}{f}", crate::fleet::CAP_FLEET)),
+            )
+            .chain(redirects)
+            .collect(),
         max_frame_size: shared.cfg.limits.max_frame_size,
         correlation_id: 1,
     };
@@ -291,7 +370,13 @@ async fn dial(
 
 /// Serves one parent session until it ends or `cancel`; then the parent is marked down,
 /// waiting lookups fail and calls forwarded up are answered `UNREACHABLE`.
-async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &CancellationToken) {
+async fn serve(
+    shared: &Arc<Shared>,
+    realm: &Arc<Realm>,
+    d: Dialed,
+    follow: &Mutex<Follower>,
+    cancel: &CancellationToken,
+) {
     let Dialed {
         conn,
         send,
@@ -363,6 +448,7 @@ async fn serve(shared: &Arc<Shared>, realm: &Arc<Realm>, d: Dialed, cancel: &Can
             session: &session,
             parent_id,
             me: &tx,
+            follow,
         };
         let r = read(shared, realm, &link, recv, decoder, &liveness, pending_rx).await;
         session_cancel.cancel();
@@ -448,6 +534,8 @@ struct ParentLink<'a> {
     session: &'a ParentSession,
     parent_id: NodeId,
     me: &'a PeerTx,
+    /// What the link knows of a parent fleet (directory, redirects).
+    follow: &'a Mutex<Follower>,
 }
 
 /// Queues the realm's whole upward interest (its minimal cover) for a new session, the last
@@ -572,6 +660,11 @@ async fn read(
                     Ok(_) => {}
                     Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
                 },
+                Some(MessageType::FleetView | MessageType::Redirect) => {
+                    if on_fleet_frame(shared, link, &raw) {
+                        return Ok(());
+                    }
+                }
                 Some(MessageType::SubAck) => {
                     if let Ok(Frame::SubAck(a)) = raw.decode() {
                         if a.correlation_id == super::pubsub::INTEREST_SYNC {
@@ -591,6 +684,26 @@ async fn read(
         }
         liveness.touch();
     }
+}
+
+/// A `fleet_view` (the parent fleet's directory) or a `redirect` from the parent; `true`:
+/// the redirect is taken and the session ends (the next dial goes to its target).
+fn on_fleet_frame(shared: &Shared, link: &ParentLink<'_>, raw: &RawFrame) -> bool {
+    let metrics = &shared.metrics;
+    match raw.decode() {
+        Ok(Frame::FleetView(v)) => lock(link.follow).on_view(v.members),
+        Ok(Frame::Redirect(r)) => {
+            let (to, reason) = (r.addr.clone(), r.reason.clone());
+            if lock(link.follow).on_redirect(r, Instant::now()) == Followed::Taken {
+                metrics.fleet.redirects_followed_total.inc();
+                info!(to = %to, reason = %reason, "the parent fleet redirects this bridge");
+                return true;
+            }
+        }
+        Ok(_) => {}
+        Err(e) => link.me.send_error(metrics, e.code(), e.to_string(), None),
+    }
+    false
 }
 
 /// The parent's interest changed (what the rest of the hierarchy wants through it).

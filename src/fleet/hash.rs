@@ -62,6 +62,22 @@ pub fn cluster_key(realm: &str, cluster: &str) -> u64 {
     first_u64(&digest)
 }
 
+/// The 64-bit placement key of a child bridge connecting to a fleet (`docs/FLEET.md`,
+/// "Child bridges"): a worker of fleet `fleet` is hashed as the cluster `"fleet/" ‖ name`,
+/// so every worker of one fleet has one owner above (as the nodes of one cluster do); any
+/// other bridge as the cluster `"bridge/" ‖ its node id in lowercase hex` (64 digits), so
+/// child bridges spread over the workers. Cluster names cannot hold `/` (`node.cluster`), so
+/// neither form meets a real cluster's key.
+pub fn child_bridge_key(realm: &str, node_id: &NodeId, fleet: Option<&str>) -> u64 {
+    match fleet {
+        Some(name) => cluster_key(realm, &format!("fleet/{name}")),
+        None => {
+            let hex: String = node_id.iter().map(|b| format!("{b:02x}")).collect();
+            cluster_key(realm, &format!("bridge/{hex}"))
+        }
+    }
+}
+
 /// A mapping from a 64-bit key to the worker owning it.
 pub trait Scheme {
     /// The owner of `key`, or `None` for an empty fleet.

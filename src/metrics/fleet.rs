@@ -33,13 +33,15 @@ pub struct FleetMetrics {
     pub members: IntGaugeVec,
     /// `macula_fleet_membership_changes_total{status}`: status changes seen, by new status.
     pub membership_changes_total: IntCounterVec,
-    /// `macula_fleet_clusters_connected`: clusters with at least one node connected here.
+    /// `macula_fleet_clusters_connected`: clusters with at least one node connected here
+    /// (child bridges are not counted).
     pub clusters_connected: IntGauge,
     /// `macula_fleet_clusters_owned`: of those, the clusters this worker owns.
     pub clusters_owned: IntGauge,
-    /// `macula_fleet_redirects_sent_total{reason}`: redirects sent to nodes.
+    /// `macula_fleet_redirects_sent_total{reason}`: redirects sent to nodes and child bridges.
     pub redirects_sent_total: IntCounterVec,
-    /// `macula_fleet_redirects_followed_total` (node): redirects this node followed.
+    /// `macula_fleet_redirects_followed_total` (node, child bridge): redirects this node's
+    /// uplink or this bridge's parent link followed.
     pub redirects_followed_total: IntCounter,
     /// `macula_fleet_uplink_is_owner` (node): 1 while the uplink is connected to the worker
     /// its directory names as the owner of its cluster (or there is no fleet), else 0.
@@ -63,6 +65,13 @@ pub struct FleetMetrics {
     /// `macula_fleet_drain_remaining_links`: node links and held interests a drain still
     /// waits for.
     pub drain_remaining_links: IntGauge,
+    /// `macula_fleet_child_bridges`: child-bridge links connected to this worker (placed
+    /// and redirected like nodes).
+    pub child_bridges: IntGauge,
+    /// `macula_fleet_child_workers` (any bridge): child bridges connected here that are
+    /// workers of a fleet (`fleet=<name>` in their `connect`); the workers of one fleet count
+    /// as one child for routing.
+    pub child_workers: IntGauge,
 }
 
 impl FleetMetrics {
@@ -149,6 +158,14 @@ impl FleetMetrics {
             drain_remaining_links: gauge(
                 "macula_fleet_drain_remaining_links",
                 "Node links and held interests a drain still waits for.",
+            ),
+            child_bridges: gauge(
+                "macula_fleet_child_bridges",
+                "Child-bridge links connected to this worker.",
+            ),
+            child_workers: gauge(
+                "macula_fleet_child_workers",
+                "Child bridges connected here that are workers of a fleet.",
             ),
         }
     }

@@ -469,3 +469,77 @@ proptest! {
         }
     }
 }
+
+/// A street fleet of two workers (procs 1, 2, peer-linked) under a city (proc 0) with a
+/// plain street (proc 3) beside it; one one-node cluster per street bridge and one more on
+/// worker 1, one client per node. With `grouped`, the city holds the workers' parent links
+/// in one group (`fleet=<name>` in their `connect`), as a real city does.
+fn fleet_under_a_city(grouped: bool) -> (Net, Vec<usize>) {
+    let (city, w1, w2, street) = (0, 1, 2, 3);
+    let nodes = [(w1, 4), (w1, 5), (w2, 6), (street, 7)];
+    let mut net = Net::new(8, 1);
+    let g = u32::from(grouped) * 50;
+    net.link(w1, LinkKind::Uplink, 0, city, LinkKind::Child, g);
+    net.link(w2, LinkKind::Uplink, 0, city, LinkKind::Child, g);
+    net.link(street, LinkKind::Uplink, 0, city, LinkKind::Child, 0);
+    net.link(w1, LinkKind::Peer, 60, w2, LinkKind::Peer, 60);
+    let mut clients = Vec::new();
+    for (i, (bridge, node)) in nodes.into_iter().enumerate() {
+        net.link(
+            node,
+            LinkKind::Uplink,
+            0,
+            bridge,
+            LinkKind::Child,
+            i as u32 + 1,
+        );
+        clients.push(net.client(node, 0));
+    }
+    net.settle();
+    (net, clients)
+}
+
+#[test]
+fn ungrouped_fleet_workers_at_their_parent_deliver_twice() {
+    let (mut net, clients) = fleet_under_a_city(false);
+    // A subscriber on worker 2; the publisher on worker 1.
+    net.subscribe(clients[2], &pats(&["a.**"]));
+    let id = net.publish(clients[0], "a.b");
+    assert_eq!(
+        net.delivered.get(&(id, clients[2])),
+        Some(&2),
+        "once over the peer link, once through the city"
+    );
+    let (mut net, clients) = fleet_under_a_city(true);
+    net.subscribe(clients[2], &pats(&["a.**"]));
+    let id = net.publish(clients[0], "a.b");
+    assert_eq!(net.delivered.get(&(id, clients[2])), Some(&1));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// With the workers grouped at the city, every publish reaches every matching
+    /// subscriber once: between clusters of one worker, of two workers, and across the city
+    /// both ways.
+    #[test]
+    fn a_fleet_under_a_city_delivers_each_publish_once(
+        subs in proptest::collection::vec((0usize..4, proptest::collection::vec(pattern(), 1..3)), 1..8),
+        pubs in proptest::collection::vec((0usize..4, topic()), 1..12),
+    ) {
+        let (mut net, clients) = fleet_under_a_city(true);
+        let mut held: Vec<Vec<String>> = vec![Vec::new(); clients.len()];
+        for (who, ps) in &subs {
+            net.subscribe(clients[*who], ps);
+            held[*who].extend(ps.iter().cloned());
+        }
+        for (who, t) in &pubs {
+            let id = net.publish(clients[*who], t);
+            for (i, &c) in clients.iter().enumerate() {
+                let got = net.delivered.get(&(id, c)).copied().unwrap_or(0);
+                let wants = held[i].iter().any(|p| crate::topic::matches(p, t));
+                prop_assert_eq!(got, u32::from(wants), "client {} topic {}", i, t);
+            }
+        }
+    }
+}

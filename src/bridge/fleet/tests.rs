@@ -1,6 +1,7 @@
 //! Tests of the pure parts of the fleet worker: the link tie-break, the settings digest,
 //! the redirect count.
 use super::*;
+use crate::wire::Role;
 
 #[test]
 fn both_sides_keep_the_link_dialed_by_the_lower_id() {
@@ -41,18 +42,23 @@ fn settings_digest_covers_what_workers_must_share() {
     assert_ne!(config_digest(&name), base);
 }
 
-#[test]
-fn redirect_count_is_read_from_capabilities() {
-    let mut c = Connect {
+/// A node's `connect` in realm `io.macula` with one capability.
+fn connect(node_id: NodeId, cluster: &str, capability: &str) -> Connect {
+    Connect {
         versions: vec![1],
-        node_id: [0; 32],
+        node_id,
         realm: "io.macula".into(),
-        cluster: "a".into(),
+        cluster: cluster.into(),
         role: Role::Node,
-        capabilities: vec!["pubsub".into()],
+        capabilities: vec![capability.into()],
         max_frame_size: 1024,
         correlation_id: 1,
-    };
+    }
+}
+
+#[test]
+fn redirect_count_is_read_from_capabilities() {
+    let mut c = connect([0; 32], "a", "pubsub");
     assert_eq!(redirects_of(&c), 0);
     c.capabilities.push(format!("{CAP_REDIRECTS}3"));
     assert_eq!(redirects_of(&c), 3);
@@ -61,4 +67,32 @@ fn redirect_count_is_read_from_capabilities() {
     assert!(!is_peer(&c));
     c.capabilities.push(CAP_PEER.into());
     assert!(is_peer(&c));
+}
+
+#[test]
+fn children_are_placed_by_cluster_fleet_or_id() {
+    let mut c = connect([7; 32], "bridge-street", "bridge");
+    let node = child_key(&c, false);
+    assert_eq!(
+        node,
+        (
+            cluster_key("io.macula", "bridge-street"),
+            "bridge-street".into()
+        )
+    );
+    let alone = child_key(&c, true);
+    assert_eq!(alone.1, format!("bridge/{}", hex(&[7; 32])));
+    assert_ne!(
+        alone.0, node.0,
+        "a child bridge is not placed by its cluster name"
+    );
+    c.capabilities.push(format!("{CAP_FLEET}street-1"));
+    let worker = child_key(&c, true);
+    c.node_id = [8; 32];
+    assert_eq!(
+        child_key(&c, true),
+        worker,
+        "the workers of one fleet go together"
+    );
+    assert_eq!(worker.1, "fleet/street-1");
 }
