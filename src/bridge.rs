@@ -52,9 +52,7 @@ use crate::relay::{LinkId, Relay, Route};
 use crate::router::PeerKey;
 use crate::rpc::PendingCalls;
 pub use crate::server::ServerHandle;
-use crate::session::{
-    self, accept_session, fill, AckTrack, Outbound, PeerTx, SessionError, WriterConfig,
-};
+use crate::session::{self, accept_session, AckTrack, Outbound, PeerTx, WriterConfig};
 use crate::wire::{
     ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck,
 };
@@ -306,7 +304,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
     })
 }
 
-type Fatal = (ErrorCode, String);
+use crate::session::read::{read_loop, Fatal, Flow, FrameHandler};
 
 /// What a child link is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -618,42 +616,43 @@ async fn node_reader(
     me: &PeerTx,
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
-    mut pending: mpsc::Receiver<Arc<AckTrack>>,
+    pending: mpsc::Receiver<Arc<AckTrack>>,
 ) -> Result<bool, Fatal> {
-    let metrics = &shared.metrics;
-    let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
-    let mut scratch = Vec::new();
-    loop {
-        loop {
-            let raw = match decoder.next_frame() {
-                Ok(Some(raw)) => raw,
-                Ok(None) => break,
-                Err(e) => return Err((e.code(), e.to_string())),
-            };
-            metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
-            let ctx = FrameCtx {
-                shared,
-                realm,
-                link,
-                child,
-                me,
-            };
-            if handle_node_frame(&ctx, &raw, &mut scratch, &mut pending, slow).await? {
-                return Ok(true);
-            }
-        }
-        // A dead child is detected by QUIC: its dialer asked for a 3 s idle timeout with
-        // 1 s keep-alives (`transport.link_*`), so its routes, records and calls in flight go
-        // within seconds, not at the 30 s default.
-        match fill(&mut recv, &mut decoder).await {
-            Ok(true) => {}
-            Ok(false) => return Ok(false),
-            Err(SessionError::Wire(e)) => return Err((e.code(), e.to_string())),
-            Err(e) => {
-                debug!(error = %e, "node stream ended");
-                return Ok(false);
-            }
-        }
+    // A dead child is detected by QUIC: its dialer asked for a 3 s idle timeout with 1 s
+    // keep-alives (`transport.link_*`), so its routes, records and calls in flight go within
+    // seconds, not at the 30 s default.
+    let mut reader = ChildReader {
+        ctx: FrameCtx {
+            shared,
+            realm,
+            link,
+            child,
+            me,
+        },
+        scratch: Vec::new(),
+        pending,
+        slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
+    };
+    let metrics = Some(&*shared.metrics);
+    read_loop(&mut recv, &mut decoder, metrics, &mut reader)
+        .await
+        .orderly()
+}
+
+/// A child link's frame handler.
+struct ChildReader<'a> {
+    ctx: FrameCtx<'a>,
+    scratch: Vec<Route<PeerTx>>,
+    /// Tracked frames written to the child, in order, awaiting its `puback`.
+    pending: mpsc::Receiver<Arc<AckTrack>>,
+    slow: Duration,
+}
+
+impl FrameHandler for ChildReader<'_> {
+    async fn on_frame(&mut self, raw: &RawFrame) -> Result<Flow, Fatal> {
+        let (scratch, pending) = (&mut self.scratch, &mut self.pending);
+        let end = handle_node_frame(&self.ctx, raw, scratch, pending, self.slow).await?;
+        Ok(if end { Flow::Stop } else { Flow::Continue })
     }
 }
 

@@ -139,14 +139,6 @@ pub const LINK_KEEP_ALIVE_MS: u64 = 1_000;
 /// QUIC takes the smaller of the two sides' values, so the dialler's choice holds for both.
 pub const LINK_IDLE_TIMEOUT_MS: u64 = 3_000;
 
-/// Interval of the application heartbeat (`PING`) a bridge still sends on its parent link
-/// (being replaced by [`LINK_KEEP_ALIVE_MS`]).
-pub const UPLINK_HEARTBEAT: Duration = Duration::from_millis(LINK_KEEP_ALIVE_MS);
-
-/// Silence on a bridge's parent link after which the parent is declared dead (being replaced
-/// by [`LINK_IDLE_TIMEOUT_MS`]).
-pub const UPLINK_DEAD_AFTER: Duration = Duration::from_millis(LINK_IDLE_TIMEOUT_MS);
-
 /// First delay before reconnecting a lost uplink, in milliseconds: 100 ms (quick recovery from a
 /// bridge restart); doubled, with jitter, on each failure.
 pub const RECONNECT_INITIAL_BACKOFF_MS: u64 = 100;

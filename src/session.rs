@@ -781,7 +781,7 @@ pub mod read;
 mod reliable;
 pub use interest::{decode_interest, InterestRequest};
 pub use reliable::{
-    run_reliable_writer, Liveness, ReliableQueues, ReliableState, MAX_RETRANSMITS, NO_ROUTE_RETRY,
+    run_reliable_writer, ReliableQueues, ReliableState, MAX_RETRANSMITS, NO_ROUTE_RETRY,
     RETRANSMIT_TICK,
 };
 

@@ -139,7 +139,7 @@ pub enum MessageType {
     Connect = 0x01,
     /// Announces an orderly close. Body: [`Disconnect`].
     Disconnect = 0x02,
-    /// Liveness probe. Body: [`Ping`].
+    /// Application round-trip probe (liveness is QUIC's, `docs/PROTOCOL.md` §9). Body: [`Ping`].
     Ping = 0x03,
     /// Answer to a ping. Body: [`Pong`].
     Pong = 0x04,

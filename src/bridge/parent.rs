@@ -2,9 +2,9 @@
 //! (`docs/DISCOVERY.md`, "Topology and links"), the bridge-side twin of a node's uplink.
 //!
 //! One task per realm (when `bridge.parents` is set) dials the parents in order and keeps
-//! the first that accepts, reconnecting with exponential backoff and jitter, and declares it
-//! dead after [`defaults::UPLINK_DEAD_AFTER`] of silence (heartbeat every
-//! [`defaults::UPLINK_HEARTBEAT`], as [`session::Liveness`] does for node uplinks). It
+//! the first that accepts, reconnecting with exponential backoff and jitter; QUIC declares it
+//! dead after `transport.link_idle_timeout_ms` (3 s) in which nothing, not even an
+//! acknowledgement of a keep-alive, arrived (as for node uplinks, `docs/PROTOCOL.md` §9). It
 //! connects with role `node`, the realm, cluster `bridge-<level>` and capability `bridge`: the
 //! parent serves it exactly like a node uplink. A fleet worker adds `fleet=<name>`: its
 //! parent groups the workers of one fleet as one child (`docs/FLEET.md`, "Fleets inside the
@@ -52,9 +52,8 @@ use super::{lock, Realm, Shared};
 use crate::defaults;
 use crate::escalation::{LookupError, ESCALATION_TIMEOUT};
 use crate::fleet::follow::{Followed, Follower};
-use crate::session::{
-    self, fill, open_session, AckTrack, Liveness, Outbound, PeerTx, SessionError, WriterConfig,
-};
+use crate::session::read::{read_loop, Fatal, Flow, FrameHandler};
+use crate::session::{self, open_session, AckTrack, Outbound, PeerTx, SessionError, WriterConfig};
 use crate::wire::{
     self, Connect, Connected, ErrorCode, FindValue, FindValueReply, Frame, FrameDecoder,
     MessageType, NodeId, Pong, Qos, RawFrame, Role, Store, WireContact,
@@ -427,7 +426,6 @@ async fn serve(
     let open = metrics.connections_open.with_label_values(&["uplink"]);
     open.inc();
 
-    let liveness = Liveness::new(defaults::UPLINK_HEARTBEAT, defaults::UPLINK_DEAD_AFTER);
     let session_cancel = CancellationToken::new();
     let writer = async {
         let r = session::run_writer(
@@ -450,17 +448,13 @@ async fn serve(
             me: &tx,
             follow,
         };
-        let r = read(shared, realm, &link, recv, decoder, &liveness, pending_rx).await;
+        let r = read(shared, realm, &link, recv, decoder, pending_rx).await;
         session_cancel.cancel();
         r
     };
     tokio::select! {
         (w, r) = async { tokio::join!(writer, reader) } => {
             debug!(writer = ?w.err(), reader = ?r.err(), "parent session ended");
-        }
-        _ = heartbeat(&ctrl_tx, &liveness) => {
-            info!("parent silent past its heartbeat; closing the link");
-            conn.close((ErrorCode::Protocol as u32).into(), b"no heartbeat");
         }
         _ = advertise(shared, realm, &session) => {}
         _ = cancel.cancelled() => {
@@ -565,27 +559,6 @@ fn announce_interest(realm: &Realm, tx: &PeerTx) {
     }
 }
 
-/// Sends a `PING` on the control queue every [`defaults::UPLINK_HEARTBEAT`]; returns when
-/// the parent has been silent for [`defaults::UPLINK_DEAD_AFTER`] (or the queue closed).
-async fn heartbeat(ctrl: &mpsc::Sender<Outbound>, liveness: &Liveness) {
-    let mut tick = tokio::time::interval(liveness.ping_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seq = 0u64;
-    loop {
-        tick.tick().await;
-        if liveness.silent_for() >= liveness.dead_after {
-            return;
-        }
-        seq += 1;
-        let ping = Frame::Ping(wire::Ping {
-            correlation_id: seq,
-        });
-        if ctrl.send(Outbound::Frame(ping.to_bytes())).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Reads what the parent sends until the session ends.
 async fn read(
     shared: &Arc<Shared>,
@@ -593,96 +566,115 @@ async fn read(
     link: &ParentLink<'_>,
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
-    liveness: &Liveness,
-    mut pending: mpsc::Receiver<Arc<AckTrack>>,
+    pending: mpsc::Receiver<Arc<AckTrack>>,
 ) -> Result<(), SessionError> {
-    let slow = Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms);
-    let mut scratch = Vec::new();
-    // Patterns the parent announced on this session (what survives its snapshot).
-    let mut seen: HashSet<String> = HashSet::new();
-    let metrics = &shared.metrics;
-    let me = link.me;
-    loop {
-        while let Some(raw) = decoder.next_frame()? {
-            metrics.frames_in.inc(raw.header.msg_type, raw.bytes.len());
-            match raw.msg_type() {
-                Some(MessageType::Publish) => {
-                    let view = match raw.publish_view() {
-                        Ok(v) => v,
-                        Err(e) => {
-                            me.send_error(metrics, e.code(), e.to_string(), None);
-                            continue;
-                        }
-                    };
-                    if let Err((code, msg)) = session::check_publish(&raw, &view) {
-                        me.send_error(metrics, code, msg, None);
-                        metrics.dropped("invalid");
-                        if view.qos == Qos::AtLeastOnce {
-                            let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
-                        }
-                        continue;
+    let mut reader = ParentReader {
+        shared,
+        realm,
+        link,
+        pending,
+        scratch: Vec::new(),
+        seen: HashSet::new(),
+        slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
+    };
+    let metrics = Some(&*shared.metrics);
+    read_loop(&mut recv, &mut decoder, metrics, &mut reader)
+        .await
+        .into_session()
+}
+
+/// The parent link's frame handler.
+struct ParentReader<'a> {
+    shared: &'a Arc<Shared>,
+    realm: &'a Arc<Realm>,
+    link: &'a ParentLink<'a>,
+    /// Tracked frames written to the parent, in order, awaiting its `puback`.
+    pending: mpsc::Receiver<Arc<AckTrack>>,
+    scratch: Vec<crate::relay::Route<PeerTx>>,
+    /// Patterns the parent announced on this session (what survives its snapshot).
+    seen: HashSet<String>,
+    slow: Duration,
+}
+
+impl FrameHandler for ParentReader<'_> {
+    async fn on_frame(&mut self, raw: &RawFrame) -> Result<Flow, Fatal> {
+        let ParentReader {
+            shared,
+            realm,
+            link,
+            pending,
+            scratch,
+            seen,
+            slow,
+        } = self;
+        let (shared, realm, link, slow) = (*shared, *realm, *link, *slow);
+        let metrics = &shared.metrics;
+        let me = link.me;
+        match raw.msg_type() {
+            Some(MessageType::Publish) => {
+                let view = match raw.publish_view() {
+                    Ok(v) => v,
+                    Err(e) => {
+                        me.send_error(metrics, e.code(), e.to_string(), None);
+                        return Ok(Flow::Continue);
                     }
-                    super::pubsub::relay_publish(
-                        shared,
-                        realm,
-                        me,
-                        &raw,
-                        &view,
-                        &mut scratch,
-                        slow,
-                    )
-                    .await;
-                }
-                Some(MessageType::PubAck) => match raw.decode() {
-                    Ok(Frame::PubAck(a)) => super::pubsub::on_puback(&mut pending, &a),
-                    Ok(_) => {}
-                    Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
-                },
-                Some(MessageType::Subscribe | MessageType::Unsubscribe) => {
-                    on_interest(shared, realm, me, &raw, &mut seen)
-                }
-                Some(MessageType::BridgePath) => match raw.decode() {
-                    Ok(Frame::BridgePath(p)) => {
-                        if p.path.contains(&shared.node_id) {
-                            metrics.protocol_error(ErrorCode::LoopDetected.as_str());
-                            warn!("the parent's path names this bridge: a loop in the parent configuration; closing the parent link");
-                            realm.looped.store(true, Ordering::Relaxed);
-                            session::close(
-                                &me.conn,
-                                ErrorCode::LoopDetected,
-                                "parent path names this bridge",
-                            );
-                            return Err(SessionError::Protocol("parent loop".into()));
-                        }
-                        *lock(&realm.ancestry) = p.path;
-                        super::pubsub::push_path(shared, realm);
+                };
+                if let Err((code, msg)) = session::check_publish(raw, &view) {
+                    me.send_error(metrics, code, msg, None);
+                    metrics.dropped("invalid");
+                    if view.qos == Qos::AtLeastOnce {
+                        let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
                     }
-                    Ok(_) => {}
-                    Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
-                },
-                Some(MessageType::FleetView | MessageType::Redirect) => {
-                    if on_fleet_frame(shared, link, &raw) {
-                        return Ok(());
-                    }
+                    return Ok(Flow::Continue);
                 }
-                Some(MessageType::SubAck) => {
-                    if let Ok(Frame::SubAck(a)) = raw.decode() {
-                        if a.correlation_id == super::pubsub::INTEREST_SYNC {
-                            synced(shared, realm, me.key, &seen);
-                        }
+                super::pubsub::relay_publish(shared, realm, me, raw, &view, scratch, slow).await;
+            }
+            Some(MessageType::PubAck) => match raw.decode() {
+                Ok(Frame::PubAck(a)) => super::pubsub::on_puback(pending, &a),
+                Ok(_) => {}
+                Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+            },
+            Some(MessageType::Subscribe | MessageType::Unsubscribe) => {
+                on_interest(shared, realm, me, raw, seen)
+            }
+            Some(MessageType::BridgePath) => match raw.decode() {
+                Ok(Frame::BridgePath(p)) => {
+                    if p.path.contains(&shared.node_id) {
+                        metrics.protocol_error(ErrorCode::LoopDetected.as_str());
+                        warn!("the parent's path names this bridge: a loop in the parent configuration; closing the parent link");
+                        realm.looped.store(true, Ordering::Relaxed);
+                        session::close(
+                            &me.conn,
+                            ErrorCode::LoopDetected,
+                            "parent path names this bridge",
+                        );
+                        return Err((ErrorCode::LoopDetected, "parent loop".into()));
                     }
+                    *lock(&realm.ancestry) = p.path;
+                    super::pubsub::push_path(shared, realm);
                 }
-                _ => {
-                    if on_frame(shared, realm, link.session, link.parent_id, &raw) {
-                        return Ok(());
+                Ok(_) => {}
+                Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+            },
+            Some(MessageType::FleetView | MessageType::Redirect) => {
+                if on_fleet_frame(shared, link, raw) {
+                    return Ok(Flow::Stop);
+                }
+            }
+            Some(MessageType::SubAck) => {
+                if let Ok(Frame::SubAck(a)) = raw.decode() {
+                    if a.correlation_id == super::pubsub::INTEREST_SYNC {
+                        synced(shared, realm, me.key, seen);
                     }
                 }
             }
+            _ => {
+                if on_frame(shared, realm, link.session, link.parent_id, raw) {
+                    return Ok(Flow::Stop);
+                }
+            }
         }
-        if !fill(&mut recv, &mut decoder).await? {
-            return Err(SessionError::Eof);
-        }
-        liveness.touch();
+        Ok(Flow::Continue)
     }
 }
 

@@ -390,11 +390,8 @@ async fn read_link(
         ctx: super::pubsub::ReadCtx::new(),
         slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
     };
-    let end = read::read_loop(&mut recv, &mut decoder, Some(&shared.metrics), &mut link).await;
-    if let read::ReadEnd::Closed(e) = &end {
-        debug!(error = %e, "mesh stream ended");
-    }
-    end.orderly().map(|_| ())
+    let end = read::read_loop(&mut recv, &mut decoder, Some(&shared.metrics), &mut link);
+    end.await.orderly().map(|_| ())
 }
 
 /// A mesh link's frame handler.

@@ -39,13 +39,17 @@ pub enum ReadEnd {
 }
 
 impl ReadEnd {
-    /// The end as the acceptor side reports it: `Ok(true)` for an orderly end (stop or end
-    /// of stream), `Ok(false)` when the connection failed, `Err` for a protocol violation to
-    /// answer with an error frame and close.
+    /// The end as the acceptor side reports it: `Ok(true)` when the handler stopped (the peer
+    /// said goodbye), `Ok(false)` when the stream ended or the connection failed without one,
+    /// `Err` for a protocol violation to answer with an error frame and close.
     pub fn orderly(self) -> Result<bool, Fatal> {
         match self {
-            ReadEnd::Stopped | ReadEnd::Eof => Ok(true),
-            ReadEnd::Closed(_) => Ok(false),
+            ReadEnd::Stopped => Ok(true),
+            ReadEnd::Eof => Ok(false),
+            ReadEnd::Closed(e) => {
+                tracing::debug!(error = %e, "stream ended");
+                Ok(false)
+            }
             ReadEnd::Fatal(code, msg) => Err((code, msg)),
         }
     }
