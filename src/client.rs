@@ -878,20 +878,18 @@ impl SessionManager {
             .take()
             .unwrap_or_else(|| DedupWindow::new(self.opts.dedup_window));
         let mut next = Some(first);
-        let mut backoff = self
-            .opts
-            .reconnect_initial_backoff
-            .max(Duration::from_millis(1));
+        let mut backoff = session::backoff::Backoff::new(
+            self.opts.reconnect_initial_backoff,
+            self.opts.reconnect_max_backoff,
+        );
         loop {
             let est = match next.take() {
                 Some(e) => e,
                 None => {
-                    let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 4);
                     tokio::select! {
                         _ = inner.cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
                     }
-                    backoff = (backoff * 2).min(self.opts.reconnect_max_backoff);
                     match establish(&self.opts, &self.endpoint, self.node_id).await {
                         Ok(e) => {
                             inner.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -909,10 +907,7 @@ impl SessionManager {
                     }
                 }
             };
-            backoff = self
-                .opts
-                .reconnect_initial_backoff
-                .max(Duration::from_millis(1));
+            backoff.reset();
             let Established {
                 conn,
                 mut send,

@@ -776,6 +776,7 @@ pub async fn run_writer(
     }
 }
 
+pub mod backoff;
 pub mod interest;
 pub mod read;
 mod reliable;

@@ -193,9 +193,10 @@ pub(super) async fn run_parent(
     cancel: CancellationToken,
 ) {
     let limits = &shared.cfg.limits;
-    let initial = Duration::from_millis(limits.reconnect_initial_backoff_ms.max(1));
-    let max = Duration::from_millis(limits.reconnect_max_backoff_ms.max(1));
-    let mut backoff = initial;
+    let mut backoff = session::backoff::Backoff::new(
+        limits.reconnect_initial_backoff(),
+        limits.reconnect_max_backoff(),
+    );
     let mut attempt: u64 = 0;
     let own_fleet = shared.cfg.bridge.fleet.name.as_deref();
     let follow = Mutex::new(Follower::new(crate::fleet::hash::child_bridge_key(
@@ -209,12 +210,7 @@ pub(super) async fn run_parent(
         // A redirect's delay replaces the backoff.
         let wait = match redirected {
             Some(delay) => delay,
-            None if attempt > 0 => {
-                let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 4);
-                let w = backoff + Duration::from_millis(jitter);
-                backoff = (backoff * 2).min(max);
-                w
-            }
+            None if attempt > 0 => backoff.next_delay(),
             None => Duration::ZERO,
         };
         if !wait.is_zero() {
@@ -234,7 +230,7 @@ pub(super) async fn run_parent(
         // A session that ended on a loop does not reset the backoff: the loop would
         // otherwise be re-dialed ten times a second.
         if !realm.looped.swap(false, Ordering::Relaxed) {
-            backoff = initial;
+            backoff.reset();
         }
         let parent = dialed.parent.clone();
         info!(parent = %parent, "parent link connected");

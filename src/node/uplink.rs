@@ -55,9 +55,10 @@ pub(super) async fn run_uplink(
         acks: acks_rx,
     };
     let mut dedup = DedupWindow::new(limits.dedup_window);
-    let initial = Duration::from_millis(limits.reconnect_initial_backoff_ms.max(1));
-    let max = Duration::from_millis(limits.reconnect_max_backoff_ms.max(1));
-    let mut backoff = initial;
+    let mut backoff = session::backoff::Backoff::new(
+        limits.reconnect_initial_backoff(),
+        limits.reconnect_max_backoff(),
+    );
     let wcfg = writer_config(&shared);
     let mut attempt: u64 = 0;
     let mut sessions: u64 = 0;
@@ -69,12 +70,10 @@ pub(super) async fn run_uplink(
             }
         } else if attempt > 0 {
             shared.metrics.uplink_reconnects_total.inc();
-            let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 4);
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
-            backoff = (backoff * 2).min(max);
         }
         attempt += 1;
         let conn = match connect_uplink(&shared, &endpoint, &target, &server_name).await {
@@ -117,7 +116,7 @@ pub(super) async fn run_uplink(
                 continue;
             }
         };
-        backoff = initial;
+        backoff.reset();
         state.window = (welcome.max_inflight as usize).max(1);
         shared.uplink_up.store(true, Ordering::Relaxed);
         shared
@@ -227,7 +226,7 @@ pub(super) async fn run_uplink(
                 shared.metrics.fleet.redirects_followed_total.inc();
                 target = r.addr;
                 redirect_delay = Some(Duration::from_millis(r.delay_ms.into()));
-                backoff = initial;
+                backoff.reset();
             }
             None => {
                 warn!(uplink = %target, unacked = state.unacked(), "uplink lost; reconnecting");
