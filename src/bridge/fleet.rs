@@ -237,9 +237,7 @@ fn now_json(
 }
 
 /// Lowercase hex of an id.
-pub fn hex(id: &NodeId) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::state::hex_id as hex;
 
 impl Fleet {
     /// The fleet of a bridge whose `bridge.fleet.name` is set, and the receiving end of its

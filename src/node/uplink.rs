@@ -527,7 +527,7 @@ impl UplinkFleet {
     /// The `redirects=N` capability of the next `connect`, when redirects were followed.
     fn capability(&self) -> Option<String> {
         let n = self.in_row.load(Ordering::Relaxed);
-        (n > 0).then(|| format!("{}{n}", crate::bridge::fleet::CAP_REDIRECTS))
+        (n > 0).then(|| format!("{}{n}", crate::fleet::CAP_REDIRECTS))
     }
 
     /// A directory arrived from the bridge: the owner is recomputed.
@@ -558,7 +558,7 @@ impl UplinkFleet {
     }
 
     fn publish(&self, metrics: Option<&crate::metrics::Metrics>) {
-        let hex = crate::bridge::fleet::hex;
+        let hex = crate::state::hex_id;
         let connected = self.connected.load_full();
         let owner = self.owner.load_full();
         let is_owner = match (&connected, &owner, self.members.load().is_some()) {
