@@ -682,12 +682,8 @@ async fn handle_node_frame(
     };
     match t {
         MessageType::Publish => {
-            let view = match raw.publish_view() {
-                Ok(v) => v,
-                Err(e) => {
-                    me.send_error(metrics, e.code(), e.to_string(), None);
-                    return Ok(false);
-                }
+            let Some(view) = me.publish_view(raw, metrics) else {
+                return Ok(false);
             };
             let reliable = view.qos == Qos::AtLeastOnce;
             if let Err((code, msg)) = session::check_publish(raw, &view) {

@@ -356,13 +356,8 @@ async fn handle_client_frame(
     };
     match t {
         MessageType::Publish => {
-            let view = match raw.publish_view() {
-                Ok(v) => v,
-                Err(e) => {
-                    me.send_error(metrics, e.code(), e.to_string(), None);
-                    metrics.dropped("invalid");
-                    return Ok(None);
-                }
+            let Some(view) = me.publish_view(raw, metrics) else {
+                return Ok(None);
             };
             let reliable = view.qos == Qos::AtLeastOnce;
             if let Err((code, msg)) = session::check_publish(raw, &view) {

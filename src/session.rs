@@ -134,6 +134,23 @@ impl PeerTx {
         t
     }
 
+    /// The zero-copy view of a `publish` frame; one whose body does not decode is answered
+    /// with a non-fatal error frame, counted as `dropped{reason="invalid"}`, and gives `None`.
+    pub fn publish_view<'a>(
+        &self,
+        raw: &'a RawFrame,
+        metrics: &Metrics,
+    ) -> Option<wire::PublishView<'a>> {
+        match raw.publish_view() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.send_error(metrics, e.code(), e.to_string(), None);
+                metrics.dropped("invalid");
+                None
+            }
+        }
+    }
+
     /// Answers a `PING` frame with its `PONG`; a malformed one with a `MALFORMED_BODY` error
     /// frame (counted, carrying the correlation id when readable).
     pub fn pong(&self, raw: &RawFrame, metrics: &Metrics) {

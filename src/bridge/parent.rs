@@ -608,12 +608,8 @@ impl FrameHandler for ParentReader<'_> {
         let me = link.me;
         match raw.msg_type() {
             Some(MessageType::Publish) => {
-                let view = match raw.publish_view() {
-                    Ok(v) => v,
-                    Err(e) => {
-                        me.send_error(metrics, e.code(), e.to_string(), None);
-                        return Ok(Flow::Continue);
-                    }
+                let Some(view) = me.publish_view(raw, metrics) else {
+                    return Ok(Flow::Continue);
                 };
                 if let Err((code, msg)) = session::check_publish(raw, &view) {
                     me.send_error(metrics, code, msg, None);

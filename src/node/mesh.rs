@@ -419,13 +419,8 @@ impl read::FrameHandler for MeshLink<'_> {
         };
         match t {
             MessageType::Publish => {
-                let view = match raw.publish_view() {
-                    Ok(v) => v,
-                    Err(e) => {
-                        me.send_error(metrics, e.code(), e.to_string(), None);
-                        metrics.dropped("invalid");
-                        return Ok(Flow::Continue);
-                    }
+                let Some(view) = me.publish_view(raw, metrics) else {
+                    return Ok(Flow::Continue);
                 };
                 if let Err(e) = crate::topic::validate_topic(view.topic) {
                     me.send_error(
