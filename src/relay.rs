@@ -192,6 +192,11 @@ impl<T> Relay<T> {
             .unwrap_or_default()
     }
 
+    /// How many patterns `link` holds (0 for an unknown link). O(1).
+    pub fn held_count(&self, link: LinkId) -> usize {
+        self.links.get(&link).map_or(0, |l| l.patterns.len())
+    }
+
     /// Adds a link (replacing nothing: `link` must be new) and returns what it must be told
     /// first: the interest it can forward to, as one [`Delta`] (empty for clients).
     pub fn add_link(&mut self, link: LinkId, kind: LinkKind, target: Option<Arc<T>>) -> Delta {

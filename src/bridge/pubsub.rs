@@ -160,7 +160,7 @@ pub(super) fn change_interest(
             r.subscribe(link, patterns)?
         } else {
             let d = r.unsubscribe(link, patterns);
-            (r.held(link).len(), d)
+            (r.held_count(link), d)
         };
         tell(&r, &deltas);
         held

@@ -127,7 +127,7 @@ pub(super) fn change_interest(
         r.subscribe(link, patterns)?
     } else {
         let d = r.unsubscribe(link, patterns);
-        (r.held(link).len(), d)
+        (r.held_count(link), d)
     };
     tell(shared, &r, &deltas);
     shared.metrics.subscriptions.set(r.patterns() as i64);
