@@ -71,8 +71,7 @@ use index::{IndexLimits, SubtreeIndex};
 use parent::ParentSession;
 pub use pubsub::PATTERNS_PER_FRAME;
 use pubsub::{
-    change_interest, on_puback, own_path, relay_mut, relay_publish, remove_link, tell,
-    FIRST_LINK_KEY,
+    change_interest, own_path, relay_mut, relay_publish, remove_link, tell, FIRST_LINK_KEY,
 };
 use rpc::Link;
 
@@ -698,7 +697,7 @@ async fn handle_node_frame(
             relay_publish(shared, realm, me, raw, &view, scratch, slow).await;
         }
         MessageType::PubAck => match raw.decode() {
-            Ok(Frame::PubAck(a)) => on_puback(pending, &a),
+            Ok(Frame::PubAck(a)) => session::settle_tracked(pending, &a),
             Ok(_) => unreachable!("decode follows the header type"),
             Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
         },

@@ -89,6 +89,27 @@ impl AckTrack {
     }
 }
 
+/// Applies a `PUBACK` received on a link to the countdowns of the tracked frames written to
+/// it (`pending`, in write order: the peer acknowledges in the order it read them, though one
+/// `PUBACK` batches its `ids` and `no_route` apart). Frames are taken in write order until
+/// every id the ack names has been settled; a frame taken that it does not name was skipped
+/// by the peer and is dropped unacknowledged (its origin retransmits it).
+pub fn settle_tracked(pending: &mut mpsc::Receiver<Arc<AckTrack>>, ack: &PubAck) {
+    // Each list is in write order on its own: merge them as the frames come out, O(n).
+    let (mut ids, mut no_route) = (ack.ids.iter().peekable(), ack.no_route.iter().peekable());
+    while ids.peek().is_some() || no_route.peek().is_some() {
+        let Ok(track) = pending.try_recv() else { break };
+        if ids.peek() == Some(&&track.id) {
+            ids.next();
+        } else if no_route.peek() == Some(&&track.id) {
+            no_route.next();
+        } else {
+            continue;
+        }
+        track.ack_one();
+    }
+}
+
 /// Sending half of a connection, shared with whoever routes to it.
 #[derive(Clone, Debug)]
 pub struct PeerTx {
@@ -835,3 +856,56 @@ pub fn count_error(metrics: &Metrics, code: ErrorCode) {
 
 /// Re-export for modules building connect frames.
 pub use wire::PROTOCOL_VERSION;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> MessageId {
+        [n; 16]
+    }
+
+    /// Tracks for ids `1..=n`, one recipient each, written in order; and their upstream.
+    fn written(n: u8) -> (mpsc::Receiver<Arc<AckTrack>>, mpsc::Receiver<Outbound>) {
+        let (up_tx, up_rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(16);
+        for i in 1..=n {
+            tx.try_send(AckTrack::new(id(i), 1, up_tx.clone())).unwrap();
+        }
+        (rx, up_rx)
+    }
+
+    fn acked(up: &mut mpsc::Receiver<Outbound>) -> Vec<MessageId> {
+        std::iter::from_fn(|| match up.try_recv() {
+            Ok(Outbound::Ack(i)) => Some(i),
+            _ => None,
+        })
+        .collect()
+    }
+
+    #[test]
+    fn settle_merges_ids_and_no_route_in_write_order() {
+        let (mut pending, mut up) = written(4);
+        // 1 and 3 had no route, 2 and 4 were delivered: one batched ack lists them apart.
+        let ack = PubAck {
+            ids: vec![id(2), id(4)],
+            no_route: vec![id(1), id(3)],
+        };
+        settle_tracked(&mut pending, &ack);
+        assert_eq!(acked(&mut up), vec![id(1), id(2), id(3), id(4)]);
+        assert!(pending.try_recv().is_err());
+    }
+
+    #[test]
+    fn settle_drops_what_the_peer_skipped_and_keeps_the_rest() {
+        let (mut pending, mut up) = written(4);
+        let ack = PubAck {
+            ids: vec![id(2)],
+            no_route: vec![],
+        };
+        settle_tracked(&mut pending, &ack);
+        // 1 was skipped: never acknowledged upstream (its origin retransmits); 3 and 4 wait.
+        assert_eq!(acked(&mut up), vec![id(2)]);
+        assert_eq!(pending.try_recv().unwrap().id, id(3));
+    }
+}

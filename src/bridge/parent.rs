@@ -622,7 +622,7 @@ impl FrameHandler for ParentReader<'_> {
                 super::pubsub::relay_publish(shared, realm, me, raw, &view, scratch, slow).await;
             }
             Some(MessageType::PubAck) => match raw.decode() {
-                Ok(Frame::PubAck(a)) => super::pubsub::on_puback(pending, &a),
+                Ok(Frame::PubAck(a)) => session::settle_tracked(pending, &a),
                 Ok(_) => {}
                 Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
             },

@@ -3,10 +3,8 @@
 //! each link its deltas in order, and the chain of bridges above (`bridge_path`) told to the
 //! child bridges for loop detection (`docs/PROTOCOL.md` §5.29, §8a).
 
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 use std::time::Duration;
-
-use tokio::sync::mpsc;
 
 use super::{lock, Realm, Shared};
 use crate::relay::{Delta, LinkId, Relay, Route};
@@ -127,20 +125,6 @@ pub(super) async fn relay_publish(
             Offer::QueueFull => metrics.dropped("queue_full"),
             Offer::SlowConsumer => metrics.dropped("slow_consumer"),
             Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
-        }
-    }
-}
-
-/// Applies an acknowledgement from a link to the countdowns of the tracked frames written to
-/// it, which it acknowledges in the order they were written; anything skipped stays
-/// unacknowledged upstream and is retransmitted by its origin.
-pub(super) fn on_puback(pending: &mut mpsc::Receiver<Arc<AckTrack>>, ack: &crate::wire::PubAck) {
-    for id in ack.ids.iter().chain(ack.no_route.iter()) {
-        while let Ok(track) = pending.try_recv() {
-            if track.id == *id {
-                track.ack_one();
-                break;
-            }
         }
     }
 }
