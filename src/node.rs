@@ -370,9 +370,15 @@ async fn handle_client_frame(
                 return Ok(None);
             }
             metrics.messages_published_total.inc();
-            let taken = pubsub::forward(shared, me.key, &raw.bytes, &view, ctx, slow).await;
+            let up = reliable.then_some(&me.ctrl);
+            let out = pubsub::forward(shared, me.key, &raw.bytes, &view, ctx, slow, up).await;
+            if let Some(track) = out.track {
+                // Acknowledged (`ids`) when the mesh peers it went to have acknowledged it too.
+                track.ack_one();
+                return Ok(None);
+            }
             // `ids` once queued for someone, `no_route` when nobody wanted it (§8).
-            let ack = match taken {
+            let ack = match out.now {
                 0 => Outbound::NoRoute(view.message_id),
                 _ => Outbound::Ack(view.message_id),
             };

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::mpsc;
@@ -19,8 +19,9 @@ use tracing::{debug, info, warn};
 use super::{rpc, Shared};
 use crate::dht::service::DhtTransport;
 use crate::dht::{Contact, Id};
+use crate::relay::LinkId;
 use crate::router::PeerKey;
-use crate::session::{self, open_session, Outbound, PeerTx};
+use crate::session::{self, interest, open_session, AckTrack, Outbound, PeerTx};
 use crate::wire::{
     self, Connect, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, RawFrame, Role,
 };
@@ -38,10 +39,33 @@ const BOOTSTRAP_EVERY: u64 = 15;
 /// Dial requests queued at most (a flood of contacts cannot queue more).
 const DIAL_QUEUE: usize = 64;
 
+/// How long a mesh peer's interest is kept after its link is lost, waiting for a new link
+/// (the maintainer redials every [`MAINTAIN_INTERVAL`]). Meanwhile a QoS 1 publish that
+/// interest wants is held: counted toward its acknowledgement but never acknowledged, so the
+/// publishing client keeps custody and retransmits it (`limits.ack_timeout_ms`) until the new
+/// link carries it, or the hold ends and the peer's interest is forgotten.
+pub const MESH_HOLD: Duration = Duration::from_secs(10);
+
+/// Most peers held at once (a flood of short-lived sessions under fresh node ids cannot
+/// keep more); a link lost beyond this is forgotten at once.
+const MAX_HELD: usize = 64;
+
+/// A mesh peer's link of the relay: it outlives one session (the peer's interest is held
+/// through a reconnect) and belongs to the newest session.
+#[derive(Debug)]
+struct RelayLink {
+    link: LinkId,
+    /// The session (connection key) that owns it; `None` while held.
+    owner: Option<PeerKey>,
+    /// When its last session ended (held since).
+    down_since: Option<Instant>,
+}
+
 /// The open mesh links by peer node id (the newest link wins when both sides dialled), and the
 /// dial queue. Shared by the DHT transport, the call router and the link tasks.
 pub struct Mesh {
     links: Mutex<HashMap<NodeId, PeerTx>>,
+    relay_links: Mutex<HashMap<NodeId, RelayLink>>,
     dial_tx: mpsc::Sender<SocketAddr>,
 }
 
@@ -52,6 +76,7 @@ impl Mesh {
         (
             Arc::new(Mesh {
                 links: Mutex::new(HashMap::new()),
+                relay_links: Mutex::new(HashMap::new()),
                 dial_tx,
             }),
             dial_rx,
@@ -87,6 +112,57 @@ impl Mesh {
         } else {
             false
         }
+    }
+
+    /// The relay link of peer `id`, now owned by the session keyed `key`: the held one when
+    /// the peer had a link lately, else a fresh id from `fresh`.
+    fn attach(&self, id: NodeId, key: PeerKey, fresh: impl FnOnce() -> LinkId) -> LinkId {
+        let mut links = self.relay_links.lock().expect("mesh lock");
+        let entry = links.entry(id).or_insert_with(|| RelayLink {
+            link: fresh(),
+            owner: None,
+            down_since: None,
+        });
+        entry.owner = Some(key);
+        entry.down_since = None;
+        entry.link
+    }
+
+    /// The session keyed `key` of peer `id` ended. If it owned the peer's relay link, the link
+    /// is held from `now` (`Some(true)`), or forgotten when [`MAX_HELD`] peers are held
+    /// already (`Some(false)`: the caller removes it from the relay). `None`: a newer session
+    /// owns the link.
+    fn detach(&self, id: &NodeId, key: PeerKey, now: Instant) -> Option<(LinkId, bool)> {
+        let mut links = self.relay_links.lock().expect("mesh lock");
+        let entry = links.get(id)?;
+        if entry.owner != Some(key) {
+            return None;
+        }
+        let link = entry.link;
+        let held = links.values().filter(|l| l.owner.is_none()).count();
+        if held >= MAX_HELD {
+            links.remove(id);
+            return Some((link, false));
+        }
+        let entry = links.get_mut(id).expect("present");
+        entry.owner = None;
+        entry.down_since = Some(now);
+        Some((link, true))
+    }
+
+    /// The relay links held longer than [`MESH_HOLD`] as of `now`, forgotten (the caller
+    /// removes them from the relay).
+    fn expire(&self, now: Instant) -> Vec<LinkId> {
+        let mut links = self.relay_links.lock().expect("mesh lock");
+        let mut gone = Vec::new();
+        links.retain(|_, l| match l.down_since {
+            Some(t) if now.duration_since(t) >= MESH_HOLD => {
+                gone.push(l.link);
+                false
+            }
+            _ => true,
+        });
+        gone
     }
 
     /// Asks the dialer to connect to `addr` (dropped when the queue is full; the maintainer asks
@@ -183,6 +259,7 @@ async fn dial(
     let max_frame = welcome.max_frame_size as usize + wire::HEADER_LEN;
     let s = shared.clone();
     let cancel = cancel.clone();
+    let window = welcome.max_inflight as usize;
     run_link(
         s,
         conn,
@@ -191,7 +268,7 @@ async fn dial(
         decoder,
         welcome.node_id,
         Some(peer),
-        max_frame,
+        (max_frame, window),
         cancel,
     )
     .await;
@@ -259,6 +336,8 @@ pub async fn serve_accepted(
         return;
     }
     let max_frame = connect.max_frame_size as usize + wire::HEADER_LEN;
+    // `connect` carries no window: the peer is a node of this cluster, configured alike.
+    let window = shared.cfg.limits.max_inflight as usize;
     let cancel = CancellationToken::new();
     run_link(
         shared.clone(),
@@ -268,14 +347,16 @@ pub async fn serve_accepted(
         decoder,
         connect.node_id,
         None,
-        max_frame,
+        (max_frame, window),
         cancel,
     )
     .await;
 }
 
 /// Runs one established mesh link until it ends: registers it, feeds the DHT, reads frames,
-/// and on the end removes it and fails the calls forwarded over it.
+/// and on the end removes it, holds the peer's interest ([`MESH_HOLD`]) and fails the calls
+/// forwarded over it. `(max_frame, window)`: the largest frame the peer accepts (bytes,
+/// header included) and how many QoS 1 publishes it may owe acknowledgements for.
 #[allow(clippy::too_many_arguments)]
 async fn run_link(
     shared: Arc<Shared>,
@@ -285,7 +366,7 @@ async fn run_link(
     decoder: FrameDecoder,
     peer_id: NodeId,
     contact: Option<Contact>,
-    max_frame: usize,
+    (max_frame, window): (usize, usize),
     stop: CancellationToken,
 ) {
     let limits = &shared.cfg.limits;
@@ -317,8 +398,17 @@ async fn run_link(
             .close(0u32.into(), b"duplicate mesh link (replaced)");
     }
     shared.mesh.insert(peer_id, tx.clone());
-    // Tell the peer what our clients want; later changes follow on the same queue.
-    super::pubsub::add_link(&shared, key, crate::relay::LinkKind::Mesh, Some(tx.clone()));
+    // The peer's relay link (held from its last session, if any) now routes here; tell the
+    // peer what our clients want. Later changes follow on the same queue.
+    let link = shared.mesh.attach(peer_id, key, || {
+        shared
+            .next_key
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    });
+    super::pubsub::mesh_up(&shared, link, tx.clone());
+    // The chained acknowledgement: QoS 1 publishes written to the peer, in order, until it
+    // acknowledges them (at most `window` outstanding; the writer waits beyond that).
+    let (pending_tx, pending_rx) = mpsc::channel(window.max(1));
     shared.metrics.rpc.mesh_peers.set(shared.mesh.len() as i64);
     shared.gossip.send(super::gossip::Cmd::PeerUp(
         peer_id,
@@ -350,19 +440,25 @@ async fn run_link(
         send,
         ctrl_rx,
         data_rx,
-        None,
+        Some(pending_tx),
         cancel.clone(),
         super::writer_config(&shared),
     ));
     let end = tokio::select! {
-        r = read_link(&shared, &tx, peer_id, recv, decoder) => r,
+        r = read_link(&shared, &tx, (link, peer_id), recv, decoder, pending_rx) => r,
         _ = stop.cancelled() => Ok(()),
         _ = shared.shutdown.cancelled() => Ok(()),
     };
     if shared.mesh.remove(&peer_id, key) {
         info!(peer = %Id(peer_id), "mesh link down");
     }
-    super::pubsub::remove_link(&shared, key);
+    // Publishes the peer had not acknowledged are dropped with `pending`: their publishers
+    // still hold them and retransmit.
+    match shared.mesh.detach(&peer_id, key, Instant::now()) {
+        Some((link, true)) => super::pubsub::mesh_down(&shared, link),
+        Some((link, false)) => super::pubsub::remove_link(&shared, link),
+        None => {}
+    }
     shared
         .gossip
         .send(super::gossip::Cmd::PeerDown(peer_id, Some(key)));
@@ -379,14 +475,17 @@ use crate::session::read::{self, Fatal, Flow};
 async fn read_link(
     shared: &Arc<Shared>,
     me: &PeerTx,
-    peer_id: NodeId,
+    (link, peer_id): (LinkId, NodeId),
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
+    pending: mpsc::Receiver<Arc<AckTrack>>,
 ) -> Result<(), Fatal> {
     let mut link = MeshLink {
         shared,
         me,
+        link,
         peer_id,
+        pending,
         ctx: super::pubsub::ReadCtx::new(),
         slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
     };
@@ -398,7 +497,11 @@ async fn read_link(
 struct MeshLink<'a> {
     shared: &'a Arc<Shared>,
     me: &'a PeerTx,
+    /// The peer's relay link.
+    link: LinkId,
     peer_id: NodeId,
+    /// Tracked publishes written to the peer, awaiting its `puback`.
+    pending: mpsc::Receiver<Arc<AckTrack>>,
     ctx: super::pubsub::ReadCtx,
     slow: Duration,
 }
@@ -408,11 +511,13 @@ impl read::FrameHandler for MeshLink<'_> {
         let MeshLink {
             shared,
             me,
+            link,
             peer_id,
+            pending,
             ctx,
             slow,
         } = self;
-        let (shared, me, peer_id, slow) = (*shared, *me, *peer_id, *slow);
+        let (shared, me, link, peer_id, slow) = (*shared, *me, *link, *peer_id, *slow);
         let metrics = &shared.metrics;
         let Some(t) = me.msg_type(raw, metrics) else {
             return Ok(Flow::Continue);
@@ -432,9 +537,23 @@ impl read::FrameHandler for MeshLink<'_> {
                     metrics.dropped("invalid");
                     return Ok(Flow::Continue);
                 }
-                // Delivered here only: a mesh publish is never forwarded again.
-                super::pubsub::forward(shared, me.key, &raw.bytes, &view, ctx, slow).await;
+                // Delivered here only: a mesh publish is never forwarded again. A QoS 1 one is
+                // acknowledged once queued for our clients (`no_route` when none wanted it).
+                let taken =
+                    super::pubsub::forward(shared, link, &raw.bytes, &view, ctx, slow, None).await;
+                if view.qos == crate::wire::Qos::AtLeastOnce {
+                    let ack = match taken.now {
+                        0 => Outbound::NoRoute(view.message_id),
+                        _ => Outbound::Ack(view.message_id),
+                    };
+                    let _ = me.ctrl.try_send(ack);
+                }
             }
+            MessageType::PubAck => match raw.decode() {
+                Ok(Frame::PubAck(a)) => session::settle_tracked(pending, &a),
+                Ok(_) => unreachable!("decode follows the header type"),
+                Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
+            },
             MessageType::Subscribe | MessageType::Unsubscribe => {
                 let req = match session::decode_interest(raw) {
                     Ok(r) => r,
@@ -444,12 +563,27 @@ impl read::FrameHandler for MeshLink<'_> {
                     }
                 };
                 if let Err(e) =
-                    super::pubsub::change_interest(shared, me.key, &req.patterns, req.subscribe)
+                    super::pubsub::change_interest(shared, link, &req.patterns, req.subscribe)
                 {
                     metrics.interest_refused_total.inc();
                     me.send_error(metrics, ErrorCode::LimitExceeded, e.to_string(), None);
+                    // Its interest stays unknown: QoS 1 keeps going to it (§8a).
+                } else if req.correlation_id == interest::INTEREST_SYNC {
+                    // The end of the peer's snapshot: our own was queued before this (§8a).
+                    me.send_ctrl(Frame::SubAck(wire::SubAck {
+                        correlation_id: interest::INTEREST_SYNC,
+                        count: 0,
+                    }));
                 }
             }
+            MessageType::SubAck => match raw.decode() {
+                Ok(Frame::SubAck(a)) if a.correlation_id == interest::INTEREST_SYNC => {
+                    // Everything the peer's clients want has arrived.
+                    super::pubsub::mesh_synced(shared, link);
+                }
+                Ok(_) => {}
+                Err(e) => metrics.protocol_error(e.code().as_str()),
+            },
             MessageType::FindNode | MessageType::FindValue | MessageType::Store => {
                 match raw.decode() {
                     Ok(f) => {
@@ -505,7 +639,7 @@ impl read::FrameHandler for MeshLink<'_> {
                 }
             }
             MessageType::Ping => me.pong(raw, &shared.metrics),
-            MessageType::Pong | MessageType::SubAck => {}
+            MessageType::Pong => {}
             MessageType::Disconnect => return Ok(Flow::Stop),
             other => me.send_error(
                 metrics,
@@ -563,6 +697,13 @@ pub async fn run_maintainer(shared: Arc<Shared>, seeds: Vec<String>, cancel: Can
             if shared.mesh.get(id).is_none() {
                 shared.mesh.dial(*addr);
             }
+        }
+        for link in shared.mesh.expire(Instant::now()) {
+            debug!(
+                link,
+                "mesh peer did not come back; its interest is forgotten"
+            );
+            super::pubsub::remove_link(&shared, link);
         }
         shared.dht.tick().await;
     }

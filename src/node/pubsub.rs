@@ -25,7 +25,9 @@ use bytes::Bytes;
 
 use super::{gossip, Shared};
 use crate::relay::{Delta, LinkId, LinkKind, Relay, Route};
-use crate::session::{self, interest, observe_latency, Offer, Outbound, PeerTx};
+use tokio::sync::mpsc;
+
+use crate::session::{self, interest, observe_latency, AckTrack, Offer, Outbound, PeerTx};
 use crate::wire::PublishView;
 
 pub(super) use super::rpc::UPLINK_LINK;
@@ -104,6 +106,41 @@ pub(super) fn add_link(shared: &Shared, link: LinkId, kind: LinkKind, tx: Option
     tell(shared, &r, &[first]);
 }
 
+/// A session with a mesh peer started on the peer's relay link `link` (held from an earlier
+/// session, or new). What the link held is dropped: the peer sends its whole interest again,
+/// and until the end of that snapshot (its `INTEREST_SYNC`, [`mesh_synced`]) the link's
+/// interest is unknown, so QoS 1 publishes go to it whatever their topic. The peer is told
+/// our clients' interest as a snapshot ending in `INTEREST_SYNC` (`docs/PROTOCOL.md` §8a).
+pub(super) fn mesh_up(shared: &Shared, link: LinkId, tx: PeerTx) {
+    let mut r = relay_mut(shared);
+    let stale = r.remove_link(link);
+    tell(shared, &r, &stale);
+    let first = r.add_link(link, LinkKind::Mesh, Some(std::sync::Arc::new(tx.clone())));
+    r.set_unknown(link, true);
+    for f in interest::snapshot_frames(&first.add) {
+        if tx.ctrl.try_send(Outbound::Frame(f)).is_err() {
+            session::close_slow_consumer(&tx.conn, &shared.metrics, "control queue full");
+            break;
+        }
+    }
+    shared.metrics.subscriptions.set(r.patterns() as i64);
+}
+
+/// The peer on mesh link `link` has sent its whole interest: it is known from now on.
+pub(super) fn mesh_synced(shared: &Shared, link: LinkId) {
+    relay_mut(shared).set_unknown(link, false);
+}
+
+/// The session of mesh link `link` ended: its interest is held (publishes it wants are
+/// routed to it with no target, so a QoS 1 one is never acknowledged and its publisher
+/// retransmits) until a new session takes the link over or the hold ends
+/// ([`super::mesh::MESH_HOLD`]). An unknown interest is not held: only known patterns are.
+pub(super) fn mesh_down(shared: &Shared, link: LinkId) {
+    let mut r = relay_mut(shared);
+    r.set_target(link, None);
+    r.set_unknown(link, false);
+}
+
 /// Removes a link with its patterns and tells the others what changed.
 pub(super) fn remove_link(shared: &Shared, link: LinkId) {
     let mut r = relay_mut(shared);
@@ -152,10 +189,25 @@ impl ReadCtx {
     }
 }
 
+/// What became of one publish [`forward`]ed.
+#[derive(Debug, Default)]
+pub(super) struct Forwarded {
+    /// Recipients that took it at once: local clients whose queue it entered, the uplink when
+    /// it took QoS 1 custody.
+    pub(super) now: u64,
+    /// For a QoS 1 publish sent across the mesh: the countdown of its acknowledgement (one
+    /// share per mesh peer, one for this node). The caller acknowledges its own share with
+    /// [`AckTrack::ack_one`] once it is done; the publisher is acknowledged when every mesh
+    /// peer has acknowledged too, so a mesh link that dies never loses an acknowledged publish.
+    pub(super) track: Option<std::sync::Arc<AckTrack>>,
+}
+
 /// Forwards one publish frame received on link `from` wherever the relay routes it; drops
-/// are counted by reason. Returns how many recipients took it (queued it, or for the
-/// uplink, took QoS 1 custody): a client's QoS 1 publish is acknowledged in `ids` when
-/// this is non-zero, in `no_route` when it is zero (`docs/PROTOCOL.md` §8).
+/// are counted by reason. `upstream`: the control queue of the link it came from when that
+/// link is owed a chained acknowledgement (a client's QoS 1 publish); then each mesh peer
+/// routed to gets it tracked ([`Forwarded::track`]). A client's QoS 1 publish is
+/// acknowledged in `ids` when something took it, in `no_route` when nothing did
+/// (`docs/PROTOCOL.md` §8).
 pub(super) async fn forward(
     shared: &Shared,
     from: LinkId,
@@ -163,32 +215,54 @@ pub(super) async fn forward(
     view: &PublishView<'_>,
     ctx: &mut ReadCtx,
     slow: Duration,
-) -> u64 {
+    upstream: Option<&mpsc::Sender<Outbound>>,
+) -> Forwarded {
     let metrics = &shared.metrics;
     let reliable = view.qos == crate::wire::Qos::AtLeastOnce;
     let mut routes = std::mem::take(&mut ctx.routes);
     relay_ref(shared).route(from, view.topic, reliable, &mut routes);
-    let mut taken = 0;
+    let mut out = Forwarded::default();
+    if reliable {
+        if let Some(up) = upstream {
+            let mesh = routes.iter().filter(|r| r.kind == LinkKind::Mesh).count() as u32;
+            if mesh > 0 {
+                out.track = Some(AckTrack::new(view.message_id, mesh + 1, up.clone()));
+            }
+        }
+    }
     for r in routes.drain(..) {
         if r.link == UPLINK_LINK {
-            taken += up(shared, frame, view.message_id, reliable).await;
+            out.now += up(shared, frame, view.message_id, reliable).await;
             continue;
         }
-        let Some(tx) = r.target else { continue };
+        let Some(tx) = r.target else {
+            // A mesh peer whose session is down, its interest held: a tracked publish is
+            // never acknowledged by it, so the publisher retransmits.
+            metrics.dropped("peer_down");
+            continue;
+        };
         if frame.len() > tx.max_frame {
             metrics.dropped("too_large");
+            if let (LinkKind::Mesh, Some(t)) = (r.kind, &out.track) {
+                // Never deliverable there: not a reason to make the publisher resend forever.
+                t.ack_one();
+            }
             continue;
         }
-        match tx
-            .offer(Outbound::Frame(frame.clone()), reliable, slow, metrics)
-            .await
-        {
+        let item = match (r.kind, &out.track) {
+            (LinkKind::Mesh, Some(t)) => Outbound::Tracked(frame.clone(), t.clone()),
+            _ => Outbound::Frame(frame.clone()),
+        };
+        match tx.offer(item, reliable, slow, metrics).await {
             Offer::Queued => {
-                taken += 1;
                 if r.kind == LinkKind::Client {
+                    out.now += 1;
                     metrics.messages_delivered_total.inc();
                     observe_latency(metrics, view.ts_us, ctx.now_us);
                 } else {
+                    if out.track.is_none() {
+                        out.now += 1;
+                    }
                     metrics.messages_relayed_total.inc();
                 }
             }
@@ -198,7 +272,7 @@ pub(super) async fn forward(
         }
     }
     ctx.routes = routes;
-    taken
+    out
 }
 
 /// Hands one publish to the uplink: QoS 1 into its custody (waiting for room: the

@@ -360,7 +360,7 @@ impl FrameHandler for UplinkLink<'_> {
                 };
                 let reliable = view.qos == Qos::AtLeastOnce;
                 if dedup.insert(view.message_id) {
-                    pubsub::forward(shared, UPLINK_LINK, &raw.bytes, &view, ctx, slow).await;
+                    pubsub::forward(shared, UPLINK_LINK, &raw.bytes, &view, ctx, slow, None).await;
                 } else {
                     metrics.messages_deduplicated_total.inc();
                 }
