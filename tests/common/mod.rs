@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: real `macula` processes on 127.0.0.x.
 #![allow(dead_code)]
 
+pub mod netlab;
 #[path = "../../loadtest/spawn.rs"]
 pub mod spawn;
 #[path = "../../loadtest/topology.rs"]
