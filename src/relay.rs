@@ -111,8 +111,8 @@ pub struct Delta {
 }
 
 /// Where one publish goes: a link, and its target when the link is up (`None`: an uplink
-/// whose session is down or whose interest is unknown; the caller must not acknowledge a
-/// QoS 1 publish routed there).
+/// whose session is down or whose interest is unknown, or a mesh peer whose session is down
+/// and whose interest is held; the caller must not acknowledge a QoS 1 publish routed there).
 #[derive(Debug)]
 pub struct Route<T> {
     /// The link.
