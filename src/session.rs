@@ -172,6 +172,43 @@ impl PeerTx {
         }
     }
 
+    /// The `publish` frame `raw`, decoded and checked ([`check_publish`]) before it is
+    /// routed. A refused one is answered with its error frame and counted as
+    /// `dropped{reason="invalid"}`, and if it is QoS 1 and its id readable, acknowledged in
+    /// `no_route` so its sender stops re-sending it (`docs/PROTOCOL.md` §8); then `None`.
+    pub fn accept_publish<'a>(
+        &self,
+        raw: &'a RawFrame,
+        metrics: &Metrics,
+    ) -> Option<wire::PublishView<'a>> {
+        let view = self.publish_view(raw, metrics)?;
+        if let Err((code, msg)) = check_publish(raw, &view) {
+            self.send_error(metrics, code, msg, None);
+            metrics.dropped("invalid");
+            if view.qos == wire::Qos::AtLeastOnce {
+                let _ = self.ctrl.try_send(Outbound::NoRoute(view.message_id));
+            }
+            return None;
+        }
+        Some(view)
+    }
+
+    /// Handles a `PUBACK` from a link that acknowledges tracked publishes: applied to
+    /// `pending` ([`settle_tracked`]); one that does not decode is answered with its error
+    /// frame (counted).
+    pub fn on_tracked_puback(
+        &self,
+        raw: &RawFrame,
+        pending: &mut mpsc::Receiver<Arc<AckTrack>>,
+        metrics: &Metrics,
+    ) {
+        match raw.decode() {
+            Ok(Frame::PubAck(a)) => settle_tracked(pending, &a),
+            Ok(_) => unreachable!("decode follows the header type"),
+            Err(e) => self.send_error(metrics, e.code(), e.to_string(), None),
+        }
+    }
+
     /// Answers a `PING` frame with its `PONG`; a malformed one with a `MALFORMED_BODY` error
     /// frame (counted, carrying the correlation id when readable).
     pub fn pong(&self, raw: &RawFrame, metrics: &Metrics) {
@@ -817,6 +854,7 @@ pub async fn run_writer(
 pub mod backoff;
 pub mod interest;
 pub mod read;
+pub mod redial;
 mod reliable;
 pub use interest::{decode_interest, InterestRequest};
 pub use reliable::{

@@ -53,10 +53,11 @@ use crate::defaults;
 use crate::escalation::{LookupError, ESCALATION_TIMEOUT};
 use crate::fleet::follow::{Followed, Follower};
 use crate::session::read::{read_loop, Fatal, Flow, FrameHandler};
+use crate::session::redial::{quic_connect, Dial, DialError, Redialer};
 use crate::session::{self, open_session, AckTrack, Outbound, PeerTx, SessionError, WriterConfig};
 use crate::wire::{
     self, Connect, Connected, ErrorCode, FindValue, FindValueReply, Frame, FrameDecoder,
-    MessageType, NodeId, Pong, Qos, RawFrame, Role, Store, WireContact,
+    MessageType, NodeId, Pong, RawFrame, Role, Store, WireContact,
 };
 
 /// Most index changes taken from the index at once (one lock hold) for the parent.
@@ -64,38 +65,6 @@ pub const UPWARD_BATCH: usize = 256;
 
 /// Shortest period of the full re-advertisement, whatever `dht.record_ttl_ms` says.
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
-
-/// Why dialing a parent failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DialError {
-    /// The parent's `host:port` did not resolve.
-    #[error("resolving {addr}: {source}")]
-    Resolve {
-        /// The configured parent.
-        addr: String,
-        /// The resolver's error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The parent's `host:port` resolved to no address.
-    #[error("{addr} resolved to no address")]
-    NoAddress {
-        /// The configured parent.
-        addr: String,
-    },
-    /// quinn refused to start the connection (bad server name, endpoint closed).
-    #[error("connecting: {0}")]
-    Connect(#[from] quinn::ConnectError),
-    /// The QUIC handshake failed.
-    #[error("handshake: {0}")]
-    Handshake(#[from] quinn::ConnectionError),
-    /// The QUIC handshake took longer than [`session::HANDSHAKE_TIMEOUT`].
-    #[error("handshake timed out")]
-    Timeout,
-    /// The parent refused the session (`CONNECT` answered by an error) or broke the handshake.
-    #[error("session: {0}")]
-    Session(#[from] SessionError),
-}
 
 type Answer = Result<FindValueReply, String>;
 
@@ -193,56 +162,49 @@ pub(super) async fn run_parent(
     cancel: CancellationToken,
 ) {
     let limits = &shared.cfg.limits;
-    let mut backoff = session::backoff::Backoff::new(
-        limits.reconnect_initial_backoff(),
-        limits.reconnect_max_backoff(),
-    );
-    let mut attempt: u64 = 0;
     let own_fleet = shared.cfg.bridge.fleet.name.as_deref();
-    let follow = Mutex::new(Follower::new(crate::fleet::hash::child_bridge_key(
+    let follow = Follower::new(crate::fleet::hash::child_bridge_key(
         &realm.name,
         &shared.node_id,
         own_fleet,
-    )));
-    while !cancel.is_cancelled() {
-        let (targets, redirected) =
-            lock(&follow).targets(&shared.cfg.bridge.parents, Instant::now());
-        // A redirect's delay replaces the backoff.
-        let wait = match redirected {
-            Some(delay) => delay,
-            None if attempt > 0 => backoff.next_delay(),
-            None => Duration::ZERO,
-        };
-        if !wait.is_zero() {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(wait) => {}
+    ));
+    let mut redial = Redialer::new(
+        shared.cfg.bridge.parents.clone(),
+        Arc::new(Mutex::new(follow)),
+        session::backoff::Backoff::new(
+            limits.reconnect_initial_backoff(),
+            limits.reconnect_max_backoff(),
+        ),
+        shared.metrics.fleet.redirects_followed_total.clone(),
+    );
+    // A dead fleet worker must not hold a re-homing bridge for the generic timeout.
+    let timeouts = (session::HANDSHAKE_TIMEOUT, defaults::UPLINK_CONNECT_TIMEOUT);
+    loop {
+        let (parent, dialed) = {
+            let (shared, realm, endpoint) = (&shared, &realm, &endpoint);
+            let opened = redial
+                .connect(&cancel, timeouts, |parent, extra, timeout| async move {
+                    Dial::from(dial(shared, realm, endpoint, &parent, extra, timeout).await)
+                })
+                .await;
+            match opened {
+                Some(o) => o,
+                None => break,
             }
-        }
-        attempt += 1;
-        let dialed = tokio::select! {
-            _ = cancel.cancelled() => break,
-            d = dial_first(&shared, &realm, &endpoint, &targets, &follow) => d,
-        };
-        let Some(dialed) = dialed else {
-            continue;
         };
         // A session that ended on a loop does not reset the backoff: the loop would
         // otherwise be re-dialed ten times a second.
         if !realm.looped.swap(false, Ordering::Relaxed) {
-            backoff.reset();
+            redial.reset_backoff();
         }
-        let parent = dialed.parent.clone();
         info!(parent = %parent, "parent link connected");
-        serve(&shared, &realm, dialed, &follow, &cancel).await;
+        serve(&shared, &realm, dialed, redial.follower(), &cancel).await;
         if cancel.is_cancelled() {
             break;
         }
-        let mut f = lock(&follow);
-        if f.has_redirect() {
+        if redial.ended(&parent) {
             info!(parent = %parent, "redirected by the parent fleet; moving");
         } else {
-            f.on_lost(&parent, Instant::now());
             warn!(parent = %parent, "parent link lost; reconnecting");
         }
     }
@@ -250,58 +212,12 @@ pub(super) async fn run_parent(
 
 /// An open session with a parent, fresh from the handshake.
 struct Dialed {
-    /// The configured `host:port` that accepted.
-    parent: String,
     conn: Connection,
     send: SendStream,
     recv: RecvStream,
     decoder: FrameDecoder,
     /// The parent's `CONNECTED`: its frame size and in-flight limits.
     welcome: Connected,
-}
-
-/// Tries `targets` in order ([`Follower::targets`]); the first session that opens wins. A
-/// redirect that is taken ends the round (the next one starts with its target).
-async fn dial_first(
-    shared: &Shared,
-    realm: &Realm,
-    endpoint: &Endpoint,
-    targets: &[String],
-    follow: &Mutex<Follower>,
-) -> Option<Dialed> {
-    for parent in targets {
-        let (extra, in_fleet) = {
-            let f = lock(follow);
-            (f.capability(), f.in_fleet())
-        };
-        // A dead fleet worker must not hold a re-homing bridge for the generic timeout.
-        let timeout = if in_fleet {
-            defaults::UPLINK_CONNECT_TIMEOUT
-        } else {
-            session::HANDSHAKE_TIMEOUT
-        };
-        match dial(shared, realm, endpoint, parent, extra, timeout).await {
-            Ok(d) => {
-                lock(follow).on_accepted();
-                return Some(d);
-            }
-            Err(DialError::Session(SessionError::Redirected(r))) => {
-                let to = r.addr.clone();
-                match lock(follow).on_redirect(r, Instant::now()) {
-                    Followed::Taken => {
-                        shared.metrics.fleet.redirects_followed_total.inc();
-                        info!(from = %parent, to = %to, "redirected to the owning worker");
-                        return None;
-                    }
-                    Followed::JustLost => {
-                        info!(from = %parent, to = %to, "redirect to the worker just lost; trying another")
-                    }
-                }
-            }
-            Err(e) => debug!(parent = %parent, error = %e, "parent connect failed"),
-        }
-    }
-    None
 }
 
 async fn dial(
@@ -312,20 +228,13 @@ async fn dial(
     redirects: Option<String>,
     timeout: Duration,
 ) -> Result<Dialed, DialError> {
-    let addr = tokio::net::lookup_host(parent)
-        .await
-        .map_err(|source| DialError::Resolve {
-            addr: parent.to_string(),
-            source,
-        })?
-        .next()
-        .ok_or_else(|| DialError::NoAddress {
-            addr: parent.to_string(),
-        })?;
-    let connecting = endpoint.connect(addr, &shared.cfg.bridge.parent_server_name)?;
-    let conn = tokio::time::timeout(timeout, connecting)
-        .await
-        .map_err(|_| DialError::Timeout)??;
+    let conn = quic_connect(
+        endpoint,
+        parent,
+        &shared.cfg.bridge.parent_server_name,
+        timeout,
+    )
+    .await?;
     let connect = Connect {
         versions: vec![wire::PROTOCOL_VERSION],
         node_id: shared.node_id,
@@ -349,7 +258,6 @@ async fn dial(
     };
     match open_session(&conn, connect, shared.cfg.limits.max_frame_size).await {
         Ok((send, recv, decoder, welcome)) => Ok(Dialed {
-            parent: parent.to_string(),
             conn,
             send,
             recv,
@@ -608,24 +516,12 @@ impl FrameHandler for ParentReader<'_> {
         let me = link.me;
         match raw.msg_type() {
             Some(MessageType::Publish) => {
-                let Some(view) = me.publish_view(raw, metrics) else {
+                let Some(view) = me.accept_publish(raw, metrics) else {
                     return Ok(Flow::Continue);
                 };
-                if let Err((code, msg)) = session::check_publish(raw, &view) {
-                    me.send_error(metrics, code, msg, None);
-                    metrics.dropped("invalid");
-                    if view.qos == Qos::AtLeastOnce {
-                        let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
-                    }
-                    return Ok(Flow::Continue);
-                }
                 super::pubsub::relay_publish(shared, realm, me, raw, &view, scratch, slow).await;
             }
-            Some(MessageType::PubAck) => match raw.decode() {
-                Ok(Frame::PubAck(a)) => session::settle_tracked(pending, &a),
-                Ok(_) => {}
-                Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
-            },
+            Some(MessageType::PubAck) => me.on_tracked_puback(raw, pending, metrics),
             Some(MessageType::Subscribe | MessageType::Unsubscribe) => {
                 on_interest(shared, realm, me, raw, seen)
             }

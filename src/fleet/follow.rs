@@ -1,10 +1,10 @@
-//! The dialing side of a fleet, pure: what a link to a fleet-served level (a child bridge's
-//! parent link) remembers of the fleet — the directory of workers it was sent, the redirect
+//! The dialing side of a fleet, pure: what a link to a fleet-served level (a node's uplink,
+//! a child bridge's parent link) remembers of the fleet — the directory of workers it was sent, the redirect
 //! to follow, the worker it just lost — and where it dials next (`docs/FLEET.md`, "Child
 //! bridges"). No sockets and no clocks: time is passed in as `now`.
 //!
-//! The rules are a node uplink's (`node/uplink.rs`, `UplinkFleet`): follow a redirect unless
-//! it names the worker lost less than [`defaults::FLEET_LOST_WORKER_MEMORY`] ago (the other
+//! Both links redial through `session::redial::Redialer`. The rules: follow a redirect
+//! unless it names the worker lost less than [`defaults::FLEET_LOST_WORKER_MEMORY`] ago (the other
 //! workers may not have noticed its death yet); dial the owner the directory names first; say
 //! how many redirects were followed in a row (`redirects=N`) so that a loop is bounded.
 
@@ -22,8 +22,8 @@ pub struct Follower {
     key: u64,
     /// The last directory a worker sent (`None`: the level is not a fleet, or nothing yet).
     members: Option<Vec<FleetMember>>,
-    /// The address of the owner of `key` according to `members`.
-    owner: Option<String>,
+    /// The owner of `key` according to `members`.
+    owner: Option<FleetMember>,
     /// A redirect to follow on the next dial.
     redirect: Option<Redirect>,
     /// The worker whose session was lost last (address), and when.
@@ -61,7 +61,17 @@ impl Follower {
 
     /// The owner's address according to the last directory.
     pub fn owner(&self) -> Option<&str> {
-        self.owner.as_deref()
+        self.owner.as_ref().map(|m| m.addr.as_str())
+    }
+
+    /// The owner according to the last directory.
+    pub fn owner_member(&self) -> Option<&FleetMember> {
+        self.owner.as_ref()
+    }
+
+    /// The last directory received (`None`: the level is not a fleet, or nothing yet).
+    pub fn members(&self) -> Option<&[FleetMember]> {
+        self.members.as_deref()
     }
 
     /// A directory (`fleet_view` members) arrived: the owner is recomputed over the `alive`
@@ -78,7 +88,7 @@ impl Follower {
         self.owner = Placement::new(&owners)
             .owner(self.key)
             .and_then(|id| members.iter().find(|m| m.id == id))
-            .map(|m| m.addr.clone());
+            .cloned();
         self.members = Some(members);
     }
 
@@ -139,7 +149,7 @@ impl Follower {
             .as_ref()
             .map(|r| r.addr.as_str())
             .into_iter()
-            .chain(self.owner.as_deref())
+            .chain(self.owner())
             .chain(configured.iter().map(String::as_str))
             .chain(live);
         for a in candidates {

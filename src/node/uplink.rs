@@ -4,12 +4,12 @@
 //! and connects to its cluster's owner first; QoS 1 custody and the de-duplication window
 //! survive every move.
 
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use quinn::{Connection, Endpoint, RecvStream};
+use quinn::{Endpoint, RecvStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -18,12 +18,14 @@ use super::pubsub::{self, ReadCtx, UPLINK_LINK};
 use super::{gossip, rpc, writer_config, Shared};
 use crate::dedup::DedupWindow;
 use crate::defaults;
-use crate::fleet::hash::{cluster_key, Placement, Worker};
+use crate::fleet::follow::{Followed, Follower};
+use crate::fleet::hash::cluster_key;
 use crate::session::read::{read_loop, Fatal, Flow, FrameHandler};
+use crate::session::redial::{quic_connect, Dial, DialError, Redialer};
 use crate::session::{self, open_session, Outbound, ReliableState, SessionError};
 use crate::wire::{
-    self, Connect, ErrorCode, FleetMember, FleetView, Frame, FrameDecoder, MemberStatus,
-    MessageType, NodeId, Pong, PubAck, Qos, RawFrame, Redirect, Role, WireError,
+    self, Connect, ErrorCode, FleetView, Frame, FrameDecoder, MessageType, NodeId, Pong, PubAck,
+    Qos, RawFrame, Redirect, Role, WireError,
 };
 
 /// The uplink task: connect, announce interest, relay, reconnect with backoff.
@@ -36,11 +38,6 @@ pub(super) async fn run_uplink(
 ) {
     let limits = shared.cfg.limits.clone();
     let configured = shared.cfg.node.uplink.clone().unwrap_or_default();
-    let mut target = configured.clone();
-    // A redirect's delay replaces the backoff before the next attempt.
-    let mut redirect_delay: Option<Duration> = None;
-    // The worker whose session or handshake failed last, and when.
-    let mut lost: Option<(String, Instant)> = None;
     let server_name = shared.cfg.node.uplink_server_name.clone();
     let mut state = ReliableState::new(
         limits.max_inflight as usize,
@@ -55,68 +52,49 @@ pub(super) async fn run_uplink(
         acks: acks_rx,
     };
     let mut dedup = DedupWindow::new(limits.dedup_window);
-    let mut backoff = session::backoff::Backoff::new(
-        limits.reconnect_initial_backoff(),
-        limits.reconnect_max_backoff(),
+    let mut redial = Redialer::new(
+        vec![configured],
+        shared.fleet.follow.clone(),
+        session::backoff::Backoff::new(
+            limits.reconnect_initial_backoff(),
+            limits.reconnect_max_backoff(),
+        ),
+        shared.metrics.fleet.redirects_followed_total.clone(),
+    )
+    .counting_retries(shared.metrics.uplink_reconnects_total.clone());
+    let timeouts = (
+        defaults::UPLINK_CONNECT_TIMEOUT,
+        defaults::UPLINK_CONNECT_TIMEOUT,
     );
     let wcfg = writer_config(&shared);
-    let mut attempt: u64 = 0;
     let mut sessions: u64 = 0;
-    while !cancel.is_cancelled() {
-        if let Some(d) = redirect_delay.take() {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(d) => {}
-            }
-        } else if attempt > 0 {
-            shared.metrics.uplink_reconnects_total.inc();
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-            }
-        }
-        attempt += 1;
-        let conn = match connect_uplink(&shared, &endpoint, &target, &server_name).await {
-            Ok(c) => c,
-            Err(e) => {
-                debug!(uplink = %target, error = %e, "uplink connect failed");
-                lost = Some((target.clone(), Instant::now()));
-                target = shared.fleet.next_target(&configured, Some(&target));
-                continue;
-            }
+    loop {
+        let opened = {
+            let (shared, endpoint, server_name) = (&shared, &endpoint, &server_name);
+            redial
+                .connect(&cancel, timeouts, |target, extra, timeout| async move {
+                    let opened = async {
+                        let conn = quic_connect(endpoint, &target, server_name, timeout).await?;
+                        let frame = connect_frame(shared, extra);
+                        match open_session(&conn, frame, shared.cfg.limits.max_frame_size).await {
+                            Ok(s) => Ok((conn, s)),
+                            Err(e) => {
+                                conn.close(0u32.into(), b"session refused");
+                                if !matches!(e, SessionError::Redirected(_)) {
+                                    warn!(uplink = %target, error = %e, "uplink session refused");
+                                }
+                                Err(DialError::Session(e))
+                            }
+                        }
+                    };
+                    Dial::from(opened.await)
+                })
+                .await
         };
-        let (mut send, recv, decoder, welcome) = match open_session(
-            &conn,
-            connect_frame(&shared),
-            limits.max_frame_size,
-        )
-        .await
-        {
-            Ok(s) => s,
-            Err(SessionError::Redirected(r)) => {
-                shared.fleet.in_row.fetch_add(1, Ordering::Relaxed);
-                let just_lost = lost.as_ref().is_some_and(|(a, at)| {
-                    *a == r.addr && at.elapsed() < defaults::FLEET_LOST_WORKER_MEMORY
-                });
-                if just_lost {
-                    // The worker that sent it has not yet noticed that one die.
-                    info!(from = %target, to = %r.addr, "redirect to the worker just lost; trying another");
-                    target = shared.fleet.next_target(&configured, Some(&r.addr));
-                } else {
-                    info!(from = %target, to = %r.addr, reason = %r.reason, "redirected");
-                    shared.metrics.fleet.redirects_followed_total.inc();
-                    target = r.addr;
-                    redirect_delay = Some(Duration::from_millis(r.delay_ms.into()));
-                }
-                continue;
-            }
-            Err(e) => {
-                warn!(uplink = %target, error = %e, "uplink session refused");
-                target = shared.fleet.next_target(&configured, Some(&target));
-                continue;
-            }
+        let Some((target, (conn, (mut send, recv, decoder, welcome)))) = opened else {
+            break;
         };
-        backoff.reset();
+        redial.reset_backoff();
         state.window = (welcome.max_inflight as usize).max(1);
         shared.uplink_up.store(true, Ordering::Relaxed);
         shared
@@ -213,31 +191,17 @@ pub(super) async fn run_uplink(
         shared.fleet.connected_to(None, &shared.metrics);
         shared.gossip.send(gossip::Cmd::PeerDown(bridge_id, None));
         rpc::uplink_lost(&shared);
-        let redirect = shared
-            .fleet
-            .redirect
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        match redirect {
-            Some(r) => {
-                info!(from = %target, to = %r.addr, reason = %r.reason, unacked = state.unacked(), "redirected; moving");
-                shared.fleet.in_row.fetch_add(1, Ordering::Relaxed);
-                shared.metrics.fleet.redirects_followed_total.inc();
-                target = r.addr;
-                redirect_delay = Some(Duration::from_millis(r.delay_ms.into()));
-                backoff.reset();
-            }
-            None => {
-                warn!(uplink = %target, unacked = state.unacked(), "uplink lost; reconnecting");
-                lost = Some((target.clone(), Instant::now()));
-                target = shared.fleet.next_target(&configured, Some(&target));
-            }
+        if redial.ended(&target) {
+            info!(from = %target, unacked = state.unacked(), "redirected; moving");
+        } else {
+            warn!(uplink = %target, unacked = state.unacked(), "uplink lost; reconnecting");
         }
     }
 }
 
-fn connect_frame(shared: &Shared) -> Connect {
+/// The uplink's `CONNECT`; `redirects`: the `redirects=N` capability when redirects were
+/// followed in a row.
+fn connect_frame(shared: &Shared, redirects: Option<String>) -> Connect {
     Connect {
         versions: vec![wire::PROTOCOL_VERSION],
         node_id: shared.node_id,
@@ -246,29 +210,11 @@ fn connect_frame(shared: &Shared) -> Connect {
         role: Role::Node,
         capabilities: ["pubsub".to_string(), "qos1".to_string()]
             .into_iter()
-            .chain(shared.fleet.capability())
+            .chain(redirects)
             .collect(),
         max_frame_size: shared.cfg.limits.max_frame_size,
         correlation_id: 1,
     }
-}
-
-async fn connect_uplink(
-    _shared: &Shared,
-    endpoint: &Endpoint,
-    target: &str,
-    server_name: &str,
-) -> anyhow::Result<Connection> {
-    let addr = tokio::net::lookup_host(target)
-        .await?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{target} resolved to no address"))?;
-    let conn = tokio::time::timeout(
-        defaults::UPLINK_CONNECT_TIMEOUT,
-        endpoint.connect(addr, server_name)?,
-    )
-    .await??;
-    Ok(conn)
 }
 
 /// Whether the uplink's interest is known in this session: the bridge's snapshot is
@@ -446,12 +392,9 @@ impl FrameHandler for UplinkLink<'_> {
             },
             Some(MessageType::Redirect) => match raw.decode() {
                 Ok(Frame::Redirect(r)) => {
-                    *shared
-                        .fleet
-                        .redirect
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
-                    return Ok(Flow::Stop);
+                    if shared.fleet.on_redirect(r, metrics) {
+                        return Ok(Flow::Stop);
+                    }
                 }
                 _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
             },
@@ -489,21 +432,14 @@ fn answer_error(
     let _ = up.ctrl.try_send(Outbound::Frame(f));
 }
 
-/// The node's side of a bridge fleet: the directory of workers its bridge sent, the
-/// redirect to follow, and what `/fleet` and `macula_fleet_uplink_is_owner` report.
+/// The node's side of a bridge fleet: the directory of workers its bridge sent and the
+/// redirect to follow (the [`Follower`] the uplink redials by), and what `/fleet` and
+/// `macula_fleet_uplink_is_owner` report.
 pub(super) struct UplinkFleet {
-    realm: String,
-    cluster: String,
-    /// Members of the fleet, as last announced by the bridge (`None`: no fleet).
-    members: ArcSwapOption<Vec<FleetMember>>,
-    /// The owner of this node's cluster according to `members`.
-    owner: ArcSwapOption<FleetMember>,
+    /// Shared with the uplink's [`Redialer`]; fed by the uplink reader.
+    follow: Arc<Mutex<Follower>>,
     /// The worker the uplink is connected to.
     connected: ArcSwapOption<NodeId>,
-    /// A redirect received during a session, followed when the session has ended.
-    redirect: Mutex<Option<Redirect>>,
-    /// Redirects followed since the last session that was accepted.
-    in_row: AtomicU32,
     /// `/fleet` as JSON.
     pub(super) json: Arc<ArcSwap<serde_json::Value>>,
 }
@@ -511,48 +447,39 @@ pub(super) struct UplinkFleet {
 impl UplinkFleet {
     pub(super) fn new(realm: &str, cluster: &str) -> UplinkFleet {
         let f = UplinkFleet {
-            realm: realm.to_string(),
-            cluster: cluster.to_string(),
-            members: ArcSwapOption::empty(),
-            owner: ArcSwapOption::empty(),
+            follow: Arc::new(Mutex::new(Follower::new(cluster_key(realm, cluster)))),
             connected: ArcSwapOption::empty(),
-            redirect: Mutex::new(None),
-            in_row: AtomicU32::new(0),
             json: Arc::new(ArcSwap::from_pointee(serde_json::Value::Null)),
         };
         f.publish(None);
         f
     }
 
-    /// The `redirects=N` capability of the next `connect`, when redirects were followed.
-    fn capability(&self) -> Option<String> {
-        let n = self.in_row.load(Ordering::Relaxed);
-        (n > 0).then(|| format!("{}{n}", crate::fleet::CAP_REDIRECTS))
+    fn lock(&self) -> std::sync::MutexGuard<'_, Follower> {
+        self.follow
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A directory arrived from the bridge: the owner is recomputed.
     fn on_view(&self, view: FleetView, metrics: Option<&crate::metrics::Metrics>) {
-        let owners: Vec<Worker> = view
-            .members
-            .iter()
-            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
-            .map(|m| Worker {
-                id: m.id,
-                weight: m.weight,
-            })
-            .collect();
-        let owner = Placement::new(&owners)
-            .owner(cluster_key(&self.realm, &self.cluster))
-            .and_then(|id| view.members.iter().find(|m| m.id == id).cloned());
-        self.owner.store(owner.map(Arc::new));
-        self.members.store(Some(Arc::new(view.members)));
+        self.lock().on_view(view.members);
         self.publish(metrics);
     }
 
-    fn connected_to(&self, bridge: Option<NodeId>, metrics: &crate::metrics::Metrics) {
-        if bridge.is_some() {
-            self.in_row.store(0, Ordering::Relaxed);
+    /// A redirect arrived during a session: `true` when it is followed (the session ends
+    /// and the next dial goes to its target); one naming the worker just lost is ignored.
+    fn on_redirect(&self, r: Redirect, metrics: &crate::metrics::Metrics) -> bool {
+        let (to, reason) = (r.addr.clone(), r.reason.clone());
+        let taken = self.lock().on_redirect(r, Instant::now()) == Followed::Taken;
+        if taken {
+            metrics.fleet.redirects_followed_total.inc();
+            info!(to = %to, reason = %reason, "the bridge fleet redirects this node");
         }
+        taken
+    }
+
+    fn connected_to(&self, bridge: Option<NodeId>, metrics: &crate::metrics::Metrics) {
         self.connected.store(bridge.map(Arc::new));
         self.publish(Some(metrics));
     }
@@ -560,8 +487,11 @@ impl UplinkFleet {
     fn publish(&self, metrics: Option<&crate::metrics::Metrics>) {
         let hex = crate::state::hex_id;
         let connected = self.connected.load_full();
-        let owner = self.owner.load_full();
-        let is_owner = match (&connected, &owner, self.members.load().is_some()) {
+        let (owner, members) = {
+            let f = self.lock();
+            (f.owner_member().cloned(), f.members().map(<[_]>::len))
+        };
+        let is_owner = match (&connected, &owner, members.is_some()) {
             (None, _, _) => false,
             (Some(_), _, false) => true,
             (Some(c), Some(o), true) => **c == o.id,
@@ -573,53 +503,18 @@ impl UplinkFleet {
         self.json.store(Arc::new(serde_json::json!({
             "connected": connected.is_some(),
             "uplink": connected.as_deref().map(hex),
-            "owner": owner.as_deref().map(|o| hex(&o.id)),
-            "owner_addr": owner.as_deref().map(|o| o.addr.clone()),
+            "owner": owner.as_ref().map(|o| hex(&o.id)),
+            "owner_addr": owner.as_ref().map(|o| o.addr.clone()),
             "is_owner": is_owner,
-            "members": self.members.load().as_deref().map_or(0, Vec::len),
+            "members": members.unwrap_or(0),
         })));
-    }
-
-    /// Where to connect next: the owner of this node's cluster when nothing failed
-    /// (`avoid` is `None`); after a failure (`avoid`: the worker just lost or unreachable),
-    /// the next worker of the directory after it, so repeated failures go round every
-    /// worker; without a directory, the configured uplink.
-    fn next_target(&self, configured: &str, avoid: Option<&str>) -> String {
-        if avoid.is_none() {
-            if let Some(o) = self.owner.load().as_deref() {
-                return o.addr.clone();
-            }
-        }
-        let members = self.members.load();
-        let Some(members) = members.as_deref() else {
-            return configured.to_string();
-        };
-        let mut live: Vec<&str> = members
-            .iter()
-            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
-            .map(|m| m.addr.as_str())
-            .collect();
-        live.sort_unstable();
-        let owner = self.owner.load().as_deref().map(|o| o.addr.clone());
-        let after = avoid.and_then(|a| live.iter().position(|x| *x == a));
-        let pick = match after {
-            // Not a member (a seed, or the configured uplink): the owner first.
-            None if avoid.is_some() && owner.is_some() => return owner.unwrap_or_default(),
-            Some(i) => live
-                .iter()
-                .cycle()
-                .skip(i + 1)
-                .take(live.len())
-                .find(|x| Some(**x) != avoid),
-            None => live.first(),
-        };
-        pick.map_or_else(|| configured.to_string(), |x| x.to_string())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{FleetMember, MemberStatus};
 
     fn member(b: u8, status: MemberStatus) -> FleetMember {
         FleetMember {
@@ -629,56 +524,6 @@ mod tests {
             incarnation: 1,
             status,
         }
-    }
-
-    fn fleet_with(members: Vec<FleetMember>) -> UplinkFleet {
-        let f = UplinkFleet::new("io.macula", "a");
-        f.on_view(
-            FleetView {
-                fleet: "f".into(),
-                config: 0,
-                sender: [1; 32],
-                members,
-            },
-            None,
-        );
-        f
-    }
-
-    #[test]
-    fn the_owner_is_tried_first_then_the_others_in_turn() {
-        let f = fleet_with(vec![
-            member(1, MemberStatus::Alive),
-            member(2, MemberStatus::Alive),
-            member(3, MemberStatus::Alive),
-        ]);
-        let owner = f.owner.load_full().expect("an owner").addr.clone();
-        assert_eq!(f.next_target("seed:1", None), owner);
-        // The owner just failed: every other worker is tried before it comes round again.
-        let mut seen = vec![owner.clone()];
-        let mut avoid = owner.clone();
-        for _ in 0..2 {
-            let next = f.next_target("seed:1", Some(&avoid));
-            assert!(!seen.contains(&next), "{next} twice");
-            seen.push(next.clone());
-            avoid = next;
-        }
-        assert_eq!(seen.len(), 3);
-    }
-
-    #[test]
-    fn dead_and_draining_workers_own_nothing_and_no_directory_means_the_seed() {
-        assert_eq!(
-            UplinkFleet::new("io.macula", "a").next_target("seed:1", None),
-            "seed:1"
-        );
-        let f = fleet_with(vec![
-            member(1, MemberStatus::Dead),
-            member(2, MemberStatus::Draining),
-            member(3, MemberStatus::Alive),
-        ]);
-        assert_eq!(f.next_target("seed:1", None), "10.0.0.3:9443");
-        assert_eq!(f.next_target("seed:1", Some("10.0.0.3:9443")), "seed:1");
     }
 
     #[test]
