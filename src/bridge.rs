@@ -53,9 +53,7 @@ use crate::router::PeerKey;
 use crate::rpc::PendingCalls;
 pub use crate::server::ServerHandle;
 use crate::session::{self, accept_session, AckTrack, Outbound, PeerTx, WriterConfig};
-use crate::wire::{
-    ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck,
-};
+use crate::wire::{ErrorCode, Frame, FrameDecoder, MessageType, NodeId, RawFrame, Role, SubAck};
 
 pub mod aggregate;
 pub mod fleet;
@@ -681,26 +679,13 @@ async fn handle_node_frame(
     };
     match t {
         MessageType::Publish => {
-            let Some(view) = me.publish_view(raw, metrics) else {
+            let Some(view) = me.accept_publish(raw, metrics) else {
                 return Ok(false);
             };
-            let reliable = view.qos == Qos::AtLeastOnce;
-            if let Err((code, msg)) = session::check_publish(raw, &view) {
-                me.send_error(metrics, code, msg, None);
-                metrics.dropped("invalid");
-                if reliable {
-                    let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
-                }
-                return Ok(false);
-            }
             metrics.messages_published_total.inc();
             relay_publish(shared, realm, me, raw, &view, scratch, slow).await;
         }
-        MessageType::PubAck => match raw.decode() {
-            Ok(Frame::PubAck(a)) => session::settle_tracked(pending, &a),
-            Ok(_) => unreachable!("decode follows the header type"),
-            Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
-        },
+        MessageType::PubAck => me.on_tracked_puback(raw, pending, metrics),
         MessageType::Subscribe | MessageType::Unsubscribe => {
             let req = match session::decode_interest(raw) {
                 Ok(r) => r,

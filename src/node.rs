@@ -66,6 +66,8 @@ struct Shared {
     rpc: rpc::NodeRpc,
     /// Cancelled when the node stops.
     shutdown: CancellationToken,
+    /// Every task the node starts, joined (within `limits.drain_grace_ms`) when it stops.
+    tasks: TaskTracker,
     /// Whether the uplink session is up (calls and lookups fail over at once while it is not).
     uplink_up: AtomicBool,
     /// Procedures whose advertisement changed, handled in order by one task.
@@ -146,6 +148,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         dht,
         rpc: rpc::NodeRpc::new(cfg.rpc.max_pending, cache),
         shutdown: shutdown.clone(),
+        tasks: tracker.clone(),
         uplink_up: AtomicBool::new(false),
         advert_tx,
         gossip: gossip_handle,
@@ -356,19 +359,10 @@ async fn handle_client_frame(
     };
     match t {
         MessageType::Publish => {
-            let Some(view) = me.publish_view(raw, metrics) else {
+            let Some(view) = me.accept_publish(raw, metrics) else {
                 return Ok(None);
             };
             let reliable = view.qos == Qos::AtLeastOnce;
-            if let Err((code, msg)) = session::check_publish(raw, &view) {
-                me.send_error(metrics, code, msg, None);
-                metrics.dropped("invalid");
-                if reliable {
-                    // Refused for good: `no_route` stops the client re-sending it (§8).
-                    let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
-                }
-                return Ok(None);
-            }
             metrics.messages_published_total.inc();
             let up = reliable.then_some(&me.ctrl);
             let out = pubsub::forward(shared, me.key, &raw.bytes, &view, ctx, slow, up).await;

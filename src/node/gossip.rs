@@ -410,7 +410,8 @@ pub fn client_op(shared: &Arc<Shared>, client: &PeerTx, call: crate::wire::Call)
     use crate::wire::RpcError;
     let shared = shared.clone();
     let client = client.clone();
-    tokio::spawn(async move {
+    let tasks = shared.tasks.clone();
+    tasks.spawn(async move {
         let invalid = |m: String| RpcError::new(RpcError::INVALID, m);
         let result: Result<Bytes, RpcError> = async {
             match call.procedure.as_str() {

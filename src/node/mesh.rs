@@ -212,7 +212,7 @@ pub async fn run_dialer(
         let ep = endpoint.clone();
         let busy = in_progress.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move {
+        shared.tasks.spawn(async move {
             let r = dial(&s, &ep, addr, &busy, &cancel).await;
             if let Err(e) = r {
                 debug!(peer = %addr, error = %e, "mesh dial failed");
@@ -427,7 +427,7 @@ async fn run_link(
     // the peer's view of the cluster).
     {
         let dht = shared.dht.clone();
-        tokio::spawn(async move {
+        shared.tasks.spawn(async move {
             dht.bootstrap().await;
         });
     }
@@ -524,19 +524,9 @@ impl read::FrameHandler for MeshLink<'_> {
         };
         match t {
             MessageType::Publish => {
-                let Some(view) = me.publish_view(raw, metrics) else {
+                let Some(view) = me.accept_publish(raw, metrics) else {
                     return Ok(Flow::Continue);
                 };
-                if let Err(e) = crate::topic::validate_topic(view.topic) {
-                    me.send_error(
-                        metrics,
-                        ErrorCode::InvalidTopic,
-                        format!("topic {:?}: {e}", view.topic),
-                        None,
-                    );
-                    metrics.dropped("invalid");
-                    return Ok(Flow::Continue);
-                }
                 // Delivered here only: a mesh publish is never forwarded again. A QoS 1 one is
                 // acknowledged once queued for our clients (`no_route` when none wanted it).
                 let taken =
@@ -549,11 +539,7 @@ impl read::FrameHandler for MeshLink<'_> {
                     let _ = me.ctrl.try_send(ack);
                 }
             }
-            MessageType::PubAck => match raw.decode() {
-                Ok(Frame::PubAck(a)) => session::settle_tracked(pending, &a),
-                Ok(_) => unreachable!("decode follows the header type"),
-                Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
-            },
+            MessageType::PubAck => me.on_tracked_puback(raw, pending, metrics),
             MessageType::Subscribe | MessageType::Unsubscribe => {
                 let req = match session::decode_interest(raw) {
                     Ok(r) => r,
@@ -673,7 +659,7 @@ pub async fn run_maintainer(shared: Arc<Shared>, seeds: Vec<String>, cancel: Can
         // every BOOTSTRAP_EVERY ticks (new nodes also announce themselves when they link).
         if !shared.mesh.is_empty() && (n <= 5 || n % BOOTSTRAP_EVERY == 0) {
             let dht = shared.dht.clone();
-            tokio::spawn(async move { dht.bootstrap().await });
+            shared.tasks.spawn(async move { dht.bootstrap().await });
         }
         if shared.mesh.is_empty() {
             for seed in &seeds {

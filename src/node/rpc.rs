@@ -648,7 +648,8 @@ pub fn client_call(shared: &Arc<Shared>, client: &PeerTx, call: Call) {
     }
     let shared = shared.clone();
     let client = client.clone();
-    tokio::spawn(async move {
+    let tasks = shared.tasks.clone();
+    tasks.spawn(async move {
         let start = Instant::now();
         let deadline = deadline_of(call.timeout_ms);
         let result = run_call(&shared, &call.procedure, call.args, deadline).await;
