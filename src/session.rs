@@ -731,6 +731,37 @@ impl Batch {
         }
     }
 
+    /// Adds one queued item. A tracked frame's countdown is the caller's: here it is dropped,
+    /// so that publish is never acknowledged upstream (its origin re-sends it).
+    fn push_item(&mut self, item: Outbound, metrics: &Metrics) {
+        match item {
+            Outbound::Frame(f) | Outbound::Custody(_, f) | Outbound::Tracked(f, _) => {
+                self.push_frame(f, metrics)
+            }
+            Outbound::Ack(id) => self.acks.push(id),
+            Outbound::NoRoute(id) => self.no_route.push(id),
+        }
+    }
+
+    /// Seals and writes what the batch holds, if anything. A write not done within
+    /// `cfg.write_timeout` closes `conn` as a slow consumer.
+    async fn flush(
+        &mut self,
+        send: &mut SendStream,
+        conn: &Connection,
+        cfg: &WriterConfig,
+    ) -> Result<(), SessionError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        self.seal(&cfg.metrics);
+        let r = self.write(send, cfg.write_timeout).await;
+        if matches!(r, Err(SessionError::Timeout(_))) {
+            close_slow_consumer(conn, &cfg.metrics, "write timed out");
+        }
+        r
+    }
+
     fn is_empty(&self) -> bool {
         self.head.is_empty()
             && self.body.is_empty()
@@ -776,7 +807,9 @@ pub struct WriterConfig {
 /// Writer for the accepting side (node → client, bridge → node). `pending` receives,
 /// in write order, the [`AckTrack`] of every tracked frame; its capacity is the
 /// in-flight window toward this peer, so the writer stops writing tracked frames
-/// while the peer owes that many acknowledgements. A batch not written within
+/// while the peer owes that many acknowledgements; meanwhile it writes control items only
+/// (acknowledgements, interest), so two peers that both wait for acknowledgements (a mesh
+/// or parent link with QoS 1 both ways) never wait on each other. A batch not written within
 /// `cfg.write_timeout` (`slow_consumer_timeout_ms`) closes `conn` as a slow consumer
 /// ([`close_slow_consumer`]) rather than leaving the peer a stream ended mid-frame.
 pub async fn run_writer(
@@ -820,29 +853,41 @@ pub async fn run_writer(
             }
         }
         for item in items.drain(..) {
-            match item {
-                Outbound::Frame(f) | Outbound::Custody(_, f) => batch.push_frame(f, &cfg.metrics),
-                Outbound::Tracked(f, track) => {
-                    if let Some(p) = &pending {
-                        if p.send(track).await.is_err() {
-                            return Err(SessionError::Eof);
+            let Outbound::Tracked(f, track) = item else {
+                batch.push_item(item, &cfg.metrics);
+                continue;
+            };
+            if let Some(p) = &pending {
+                let permit = match p.try_reserve() {
+                    Ok(permit) => permit,
+                    Err(mpsc::error::TrySendError::Closed(())) => return Err(SessionError::Eof),
+                    Err(mpsc::error::TrySendError::Full(())) => {
+                        // The peer owes a whole window of acknowledgements, and on a link
+                        // where both sides send QoS 1 (mesh, parent) its own may wait for
+                        // ours: write what is batched, and keep writing control items
+                        // (acknowledgements first of all) until it acknowledges.
+                        batch.flush(&mut send, &conn, &cfg).await?;
+                        loop {
+                            tokio::select! {
+                                biased;
+                                _ = cancel.cancelled() => return Ok(()),
+                                r = p.reserve() => break r.map_err(|_| SessionError::Eof)?,
+                                Some(i) = ctrl_rx.recv() => {
+                                    batch.push_item(i, &cfg.metrics);
+                                    while let Ok(i) = ctrl_rx.try_recv() {
+                                        batch.push_item(i, &cfg.metrics);
+                                    }
+                                    batch.flush(&mut send, &conn, &cfg).await?;
+                                }
+                            }
                         }
                     }
-                    batch.push_frame(f, &cfg.metrics);
-                }
-                Outbound::Ack(id) => batch.acks.push(id),
-                Outbound::NoRoute(id) => batch.no_route.push(id),
+                };
+                permit.send(track);
             }
+            batch.push_frame(f, &cfg.metrics);
         }
-        if !batch.is_empty() {
-            batch.seal(&cfg.metrics);
-            if let Err(e) = batch.write(&mut send, cfg.write_timeout).await {
-                if matches!(e, SessionError::Timeout(_)) {
-                    close_slow_consumer(&conn, &cfg.metrics, "write timed out");
-                }
-                return Err(e);
-            }
-        }
+        batch.flush(&mut send, &conn, &cfg).await?;
         if closing {
             let _ = send.finish();
             let _ = tokio::time::timeout(CLOSE_LINGER, send.stopped()).await;

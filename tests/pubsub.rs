@@ -517,3 +517,110 @@ async fn a_mesh_link_lost_under_qos1_load_loses_and_duplicates_nothing() {
     drop((n0, n1));
     drop(lab);
 }
+
+/// QoS 1 both ways across one mesh link, flat out, with an in-flight window (64) smaller than
+/// what the publishers keep outstanding: each node's writer waits for the other's
+/// acknowledgements, and keeps writing its own meanwhile, so neither stalls the other. Every
+/// message arrives once and the link is never closed as a slow consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_both_ways_across_a_mesh_link_never_stalls_it() {
+    let mut f = fleet();
+    let cfg = f
+        .write_file("window.toml", "[limits]\nmax_inflight = 64\n")
+        .unwrap();
+    let cfg = cfg.display().to_string();
+    let b = f.bridge("bridge", "127.0.0.1", &[]).unwrap();
+    let baddr = f.procs[b].quic;
+    let a1 = f
+        .node("node-a1", "127.0.0.2", "a", baddr, &["--config", &cfg])
+        .unwrap();
+    let a1_addr = f.procs[a1].quic.to_string();
+    let a2 = f
+        .node(
+            "node-a2",
+            "127.0.0.3",
+            "a",
+            baddr,
+            &["--config", &cfg, "--seed", &a1_addr],
+        )
+        .unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    common::poll(Duration::from_secs(20), "the mesh links a1 and a2", || {
+        let (x, y) = (f.procs[a1].admin, f.procs[a2].admin);
+        async move {
+            (metric(x, "macula_mesh_peers") >= 1.0 && metric(y, "macula_mesh_peers") >= 1.0)
+                .then_some(())
+        }
+    })
+    .await;
+
+    const N: u32 = 10_000;
+    const PUBLISHERS: usize = 3;
+    let mut subs = Vec::new();
+    let mut pubs = Vec::new();
+    for (here, there, dir) in [(a1, a2, "east"), (a2, a1, "west")] {
+        let sub_client = client(f.procs[there].quic).await;
+        let mut sub = sub_client.subscribe(&format!("{dir}.**")).await.unwrap();
+        let probe = client(f.procs[here].quic).await;
+        wait_route(&probe, &mut sub, &format!("{dir}.probe")).await;
+        // Received concurrently, so only the mesh link's window holds publishers back.
+        subs.push(tokio::spawn(async move {
+            let mut seen = HashSet::new();
+            while seen.len() < PUBLISHERS * N as usize {
+                let m = match tokio::time::timeout(Duration::from_secs(30), sub.recv()).await {
+                    Ok(Some(m)) => m,
+                    _ => panic!(
+                        "{dir}: {} of {} delivered",
+                        seen.len(),
+                        PUBLISHERS * N as usize
+                    ),
+                };
+                if m.topic().ends_with(".probe") || &m.payload[..] == b"marker" {
+                    continue;
+                }
+                assert!(seen.insert(m.payload.to_vec()), "{dir}: delivered twice");
+            }
+            drop(sub_client);
+        }));
+        for p in 0..PUBLISHERS {
+            let c = client(f.procs[here].quic).await;
+            let topic = format!("{dir}.{p}");
+            pubs.push(tokio::spawn(async move {
+                for i in 0..N {
+                    let body = [p as u32, i].map(u32::to_be_bytes).concat();
+                    c.publish(&topic, body.into(), Qos::AtLeastOnce)
+                        .await
+                        .unwrap();
+                }
+                c.flush(Duration::from_secs(60))
+                    .await
+                    .expect("every publish acknowledged");
+            }));
+        }
+    }
+    for p in pubs {
+        p.await.unwrap();
+    }
+    for s in subs {
+        s.await.unwrap();
+    }
+    for n in [a1, a2] {
+        let admin = f.procs[n].admin;
+        assert_eq!(
+            metric(
+                admin,
+                "macula_protocol_errors_total{code=\"slow_consumer\"}"
+            ),
+            0.0,
+            "{}: a link closed as a slow consumer",
+            f.procs[n].name
+        );
+        assert_eq!(
+            metric(admin, "macula_messages_dropped_total{reason=\"peer_down\"}"),
+            0.0,
+            "{}: the mesh link was lost",
+            f.procs[n].name
+        );
+    }
+    f.stop().await;
+}
