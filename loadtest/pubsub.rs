@@ -64,6 +64,10 @@ pub struct Args {
     /// between two of its clients (no bridge hop).
     #[arg(long)]
     same_node: bool,
+    /// With --spawn: put node-b in node-a's cluster (seeded with node-a), so publishes cross
+    /// the cluster's mesh link instead of the bridge.
+    #[arg(long)]
+    same_cluster: bool,
     /// With --spawn: a fleet of N bridge workers (`--fleet loadtest`) and `--clusters`
     /// clusters instead of one bridge and two nodes; 0 = one bridge.
     #[arg(long, default_value_t = 0)]
@@ -125,7 +129,10 @@ impl Args {
             return Ok(events);
         }
         ensure!(self.spawn, "--workers needs --spawn");
-        ensure!(!self.same_node, "--same-node does not apply with --workers");
+        ensure!(
+            !self.same_node && !self.same_cluster,
+            "--same-node and --same-cluster do not apply with --workers"
+        );
         ensure!(
             self.publishers == 1 && self.subscribers == 1,
             "--publishers / --subscribers do not apply with --workers (one of each per cluster)"
@@ -381,7 +388,10 @@ fn spawn_for(a: &Args) -> Result<(Spawned, Plan)> {
         return Ok((Spawned::Workers(Box::new(w)), plan));
     }
     if a.levels > 1 {
-        ensure!(!a.same_node, "--same-node needs --levels 1");
+        ensure!(
+            !a.same_node && !a.same_cluster,
+            "--same-node and --same-cluster need --levels 1"
+        );
         let mut f = Fleet::new(spawn::macula_bin()?)?;
         let mut spec = crate::topology::TopologySpec::two_streets(1);
         spec.single_ip = a.single_ip;
@@ -409,7 +419,16 @@ fn spawn_for(a: &Args) -> Result<(Spawned, Plan)> {
     let b = f.bridge("bridge", ip_b, &[])?;
     let bridge_addr = f.procs[b].quic;
     let n1 = f.node("node-a", ip_1, "cluster-a", bridge_addr, &[])?;
-    let n2 = f.node("node-b", ip_2, "cluster-b", bridge_addr, &[])?;
+    ensure!(
+        !(a.same_node && a.same_cluster),
+        "--same-node and --same-cluster exclude each other"
+    );
+    let n2 = if a.same_cluster {
+        let seed = f.procs[n1].quic;
+        f.node_with("node-b", ip_2, "cluster-a", bridge_addr, &[seed], &[])?
+    } else {
+        f.node("node-b", ip_2, "cluster-b", bridge_addr, &[])?
+    };
     let (pa, sa) = (f.procs[n1].quic.to_string(), f.procs[n2].quic.to_string());
     let sa = if a.same_node { pa.clone() } else { sa };
     eprintln!(
