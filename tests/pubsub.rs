@@ -322,6 +322,22 @@ async fn clients_reconnect_resubscribe_and_retransmit_after_a_node_restart() {
 /// Two nodes of one cluster (the second joins through the first as its seed) and a node of
 /// another cluster, all under one bridge: a publish inside the cluster goes over the mesh and
 /// never through the bridge; one for the other cluster still goes through it.
+/// Waits until nodes `a` and `b` of `f` each have a mesh link.
+async fn wait_mesh(f: &common::Fleet, a: usize, b: usize) {
+    common::poll(
+        Duration::from_secs(20),
+        "the mesh links the two nodes",
+        || {
+            let (x, y) = (f.procs[a].admin, f.procs[b].admin);
+            async move {
+                (metric(x, "macula_mesh_peers") >= 1.0 && metric(y, "macula_mesh_peers") >= 1.0)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_inside_a_cluster_never_crosses_the_bridge() {
     let mut f = fleet();
@@ -334,14 +350,7 @@ async fn traffic_inside_a_cluster_never_crosses_the_bridge() {
         .unwrap();
     let nb = f.node("node-b", "127.0.0.4", "b", baddr, &[]).unwrap();
     f.wait_ready(Duration::from_secs(20)).await.unwrap();
-    common::poll(Duration::from_secs(20), "the mesh links a1 and a2", || {
-        let (x, y) = (f.procs[a1].admin, f.procs[a2].admin);
-        async move {
-            (metric(x, "macula_mesh_peers") >= 1.0 && metric(y, "macula_mesh_peers") >= 1.0)
-                .then_some(())
-        }
-    })
-    .await;
+    wait_mesh(&f, a1, a2).await;
 
     let inside = client(f.procs[a2].quic).await;
     let mut sub = inside.subscribe("room.temp").await.unwrap();
@@ -545,14 +554,7 @@ async fn qos1_both_ways_across_a_mesh_link_never_stalls_it() {
         )
         .unwrap();
     f.wait_ready(Duration::from_secs(20)).await.unwrap();
-    common::poll(Duration::from_secs(20), "the mesh links a1 and a2", || {
-        let (x, y) = (f.procs[a1].admin, f.procs[a2].admin);
-        async move {
-            (metric(x, "macula_mesh_peers") >= 1.0 && metric(y, "macula_mesh_peers") >= 1.0)
-                .then_some(())
-        }
-    })
-    .await;
+    wait_mesh(&f, a1, a2).await;
 
     const N: u32 = 10_000;
     const PUBLISHERS: usize = 3;
