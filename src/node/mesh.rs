@@ -21,6 +21,8 @@ use crate::dht::service::DhtTransport;
 use crate::dht::{Contact, Id};
 use crate::relay::LinkId;
 use crate::router::PeerKey;
+use crate::session::backoff::Schedule;
+use crate::session::redial::DialError;
 use crate::session::{self, interest, open_session, AckTrack, Outbound, PeerTx};
 use crate::wire::{
     self, Connect, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, RawFrame, Role,
@@ -191,33 +193,63 @@ impl DhtTransport for MeshTransport {
     }
 }
 
+/// Most addresses the dialer keeps a backoff for; beyond it the schedule of addresses not
+/// being dialled is forgotten (they may be dialled at once again).
+const MAX_SCHEDULED: usize = 256;
+
+/// The dialer's state: addresses being dialled (or linked through a dial of ours), and each
+/// address's redial backoff (`limits.reconnect_*_backoff_ms`).
+struct Dials {
+    busy: HashSet<SocketAddr>,
+    schedule: Schedule<SocketAddr>,
+}
+
 /// The dialer task: connects to the addresses asked for, at most one attempt per address at a
-/// time, and runs each resulting link.
+/// time and, while an address stays unreachable, at most one per step of its backoff; runs
+/// each resulting link.
 pub async fn run_dialer(
     shared: Arc<Shared>,
     endpoint: Endpoint,
     mut dial_rx: mpsc::Receiver<SocketAddr>,
     cancel: CancellationToken,
 ) {
-    let in_progress: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+    let limits = &shared.cfg.limits;
+    let dials = Arc::new(Mutex::new(Dials {
+        busy: HashSet::new(),
+        schedule: Schedule::new(
+            limits.reconnect_initial_backoff(),
+            limits.reconnect_max_backoff(),
+        ),
+    }));
     loop {
         let addr = tokio::select! {
             _ = cancel.cancelled() => return,
             a = dial_rx.recv() => match a { Some(a) => a, None => return },
         };
-        if addr == shared.advertise || !in_progress.lock().expect("dial lock").insert(addr) {
+        if addr == shared.advertise {
             continue;
+        }
+        {
+            let mut d = dials.lock().expect("dial lock");
+            if d.busy.contains(&addr) || !d.schedule.try_dial(addr, Instant::now()) {
+                continue;
+            }
+            if d.schedule.len() > MAX_SCHEDULED {
+                let Dials { busy, schedule } = &mut *d;
+                schedule.retain(|a| busy.contains(a) || *a == addr);
+            }
+            d.busy.insert(addr);
         }
         let s = shared.clone();
         let ep = endpoint.clone();
-        let busy = in_progress.clone();
+        let dials = dials.clone();
         let cancel = cancel.clone();
         shared.tasks.spawn(async move {
-            let r = dial(&s, &ep, addr, &busy, &cancel).await;
+            let r = dial(&s, &ep, addr, &dials, &cancel).await;
             if let Err(e) = r {
                 debug!(peer = %addr, error = %e, "mesh dial failed");
             }
-            busy.lock().expect("dial lock").remove(&addr);
+            dials.lock().expect("dial lock").busy.remove(&addr);
         });
     }
 }
@@ -226,14 +258,15 @@ async fn dial(
     shared: &Arc<Shared>,
     endpoint: &Endpoint,
     addr: SocketAddr,
-    busy: &Mutex<HashSet<SocketAddr>>,
+    dials: &Mutex<Dials>,
     cancel: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), DialError> {
     let conn = tokio::time::timeout(
         session::HANDSHAKE_TIMEOUT,
         endpoint.connect(addr, &shared.cfg.node.uplink_server_name)?,
     )
-    .await??;
+    .await
+    .map_err(|_| DialError::Timeout)??;
     let connect = Connect {
         versions: vec![wire::PROTOCOL_VERSION],
         node_id: shared.node_id,
@@ -255,7 +288,12 @@ async fn dial(
         id: Id(welcome.node_id),
         addr,
     };
-    busy.lock().expect("dial lock").remove(&addr);
+    {
+        // Linked: once this link is lost the peer is redialled at once.
+        let mut d = dials.lock().expect("dial lock");
+        d.busy.remove(&addr);
+        d.schedule.forget(&addr);
+    }
     let max_frame = welcome.max_frame_size as usize + wire::HEADER_LEN;
     let s = shared.clone();
     let cancel = cancel.clone();

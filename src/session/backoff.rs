@@ -3,7 +3,9 @@
 //! lost one bridge does not reconnect in lockstep (AWS Architecture Blog, "Exponential
 //! Backoff and Jitter"; lessons from peers: reconnect storms).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
 
 /// Exponential backoff state: `initial`, doubled on each failure up to `max`.
 #[derive(Debug, Clone)]
@@ -40,6 +42,64 @@ impl Backoff {
     }
 }
 
+/// The redial schedule of many targets (a fleet's workers, a cluster's nodes): each target
+/// has its own [`Backoff`], and is dialled at most once per step of it. Pure: time is passed
+/// in. The caller bounds it ([`Schedule::retain`], [`Schedule::forget`]) by the targets it
+/// still wants.
+#[derive(Debug)]
+pub struct Schedule<K> {
+    initial: Duration,
+    max: Duration,
+    /// Per target: the earliest next attempt, and its backoff.
+    next: HashMap<K, (Instant, Backoff)>,
+}
+
+impl<K: Hash + Eq> Schedule<K> {
+    /// Every target starts at `initial` between attempts, doubling up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Schedule {
+            initial,
+            max,
+            next: HashMap::new(),
+        }
+    }
+
+    /// Whether `target` may be dialled at `now`; when it may, its next attempt is scheduled
+    /// one backoff step later (the step doubles for the attempt after).
+    pub fn try_dial(&mut self, target: K, now: Instant) -> bool {
+        let (initial, max) = (self.initial, self.max);
+        let (at, backoff) = self
+            .next
+            .entry(target)
+            .or_insert_with(|| (now, Backoff::new(initial, max)));
+        if now < *at {
+            return false;
+        }
+        *at = now + backoff.next_delay();
+        true
+    }
+
+    /// `target` linked: its next attempt (after the link is lost) is at once, from `initial`.
+    pub fn forget(&mut self, target: &K) {
+        self.next.remove(target);
+    }
+
+    /// Keeps only the targets `keep` still wants.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.next.retain(|k, _| keep(k));
+    }
+
+    /// Targets with a schedule.
+    pub fn len(&self) -> usize {
+        self.next.len()
+    }
+
+    /// Whether no target has a schedule.
+    pub fn is_empty(&self) -> bool {
+        self.next.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +119,23 @@ mod tests {
         assert!(b.next_delay() <= ms(125));
         let mut z = Backoff::new(Duration::ZERO, Duration::ZERO);
         assert_eq!(z.next_delay(), ms(1));
+    }
+
+    #[test]
+    fn a_schedule_dials_each_target_once_per_step() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut s = Schedule::new(ms(100), ms(400));
+        assert!(s.try_dial("a", t0), "first attempt at once");
+        assert!(!s.try_dial("a", t0 + ms(99)), "not within the first step");
+        assert!(s.try_dial("b", t0), "targets are independent");
+        assert!(s.try_dial("a", t0 + ms(126)), "after the step and its jitter");
+        // The step doubled: 200 ms (+ up to 50 ms jitter) after the second attempt.
+        assert!(!s.try_dial("a", t0 + ms(126 + 199)));
+        assert!(s.try_dial("a", t0 + ms(126 + 251)));
+        s.forget(&"a");
+        assert!(s.try_dial("a", t0 + ms(378)), "forgotten: at once again");
+        s.retain(|k| *k == "b");
+        assert_eq!(s.len(), 1);
     }
 }

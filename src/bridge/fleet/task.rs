@@ -27,12 +27,23 @@ pub(in crate::bridge) struct FleetTask {
     pub(super) dns: Option<(String, Duration)>,
 }
 
-#[derive(Default)]
 struct Dialing {
     /// (addr, realm) being dialed or linked through a dial of ours.
     busy: HashSet<(String, Arc<str>)>,
-    /// Next attempt per address, and the backoff.
-    next: HashMap<String, (Instant, Duration)>,
+    /// Next attempt per address (500 ms doubling to 5 s, with jitter).
+    next: session::backoff::Schedule<String>,
+}
+
+impl Default for Dialing {
+    fn default() -> Self {
+        Dialing {
+            busy: HashSet::new(),
+            next: session::backoff::Schedule::new(
+                Duration::from_millis(500),
+                Duration::from_secs(5),
+            ),
+        }
+    }
 }
 
 /// Runs the fleet task until `shutdown`: see the module docs.
@@ -192,20 +203,11 @@ fn dial_missing(
     targets.dedup();
     // Forget the backoff of addresses no longer wanted (pods come and go with new IPs): the
     // map stays bounded by the members, seeds and DNS answers of the moment.
-    dialing.next.retain(|a, _| targets.binary_search(a).is_ok());
+    dialing.next.retain(|a| targets.binary_search(a).is_ok());
     for addr in targets {
-        if let Some((at, _)) = dialing.next.get(&addr) {
-            if now < *at {
-                continue;
-            }
+        if !dialing.next.try_dial(addr.clone(), now) {
+            continue;
         }
-        let backoff = dialing
-            .next
-            .get(&addr)
-            .map_or(Duration::from_millis(500), |(_, b)| {
-                (*b * 2).min(Duration::from_secs(5))
-            });
-        dialing.next.insert(addr.clone(), (now + backoff, backoff));
         for realm in shared.realms.values() {
             let busy = (addr.clone(), realm.name.clone());
             if !dialing.busy.insert(busy) {
