@@ -129,7 +129,10 @@ mod tests {
         assert!(s.try_dial("a", t0), "first attempt at once");
         assert!(!s.try_dial("a", t0 + ms(99)), "not within the first step");
         assert!(s.try_dial("b", t0), "targets are independent");
-        assert!(s.try_dial("a", t0 + ms(126)), "after the step and its jitter");
+        assert!(
+            s.try_dial("a", t0 + ms(126)),
+            "after the step and its jitter"
+        );
         // The step doubled: 200 ms (+ up to 50 ms jitter) after the second attempt.
         assert!(!s.try_dial("a", t0 + ms(126 + 199)));
         assert!(s.try_dial("a", t0 + ms(126 + 251)));
