@@ -214,24 +214,9 @@ async fn kill_under_qos1_load(victim: fn(&Topology) -> usize) {
     wait_route(&publisher, &mut far, "ledger.probe").await;
 
     const N: u32 = 2000;
-    let p = publisher.clone();
-    let (half_tx, mut half_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let (killed_tx, mut killed_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let pub_task = tokio::spawn(async move {
-        for i in 0..N {
-            if i == N / 2 {
-                half_tx.send(()).await.unwrap();
-                killed_rx.recv().await.unwrap();
-            }
-            p.publish(
-                "ledger.entry",
-                i.to_be_bytes().to_vec().into(),
-                Qos::AtLeastOnce,
-            )
-            .await
-            .unwrap();
-        }
-    });
+    let (killed_tx, killed_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let (pub_task, mut half_rx) =
+        common::publish_numbered(&publisher, "ledger.entry", N, Some(killed_rx));
     half_rx.recv().await.unwrap();
     let victim = victim(&t);
     f.kill(victim).await;
@@ -248,18 +233,9 @@ async fn kill_under_qos1_load(victim: fn(&Topology) -> usize) {
         ("b (sibling street)", &mut sub),
         ("c (other city)", &mut far),
     ] {
-        let mut seen = HashSet::new();
-        while seen.len() < N as usize {
-            let m = match tokio::time::timeout(Duration::from_secs(30), s.recv()).await {
-                Ok(Some(m)) => m,
-                _ => panic!("{who}: {} of {N} delivered", seen.len()),
-            };
-            if m.topic() != "ledger.entry" {
-                continue;
-            }
-            let i = u32::from_be_bytes(m.payload[..4].try_into().unwrap());
-            assert!(seen.insert(i), "{who}: message {i} delivered twice");
-        }
+        common::expect_each_once(s, "ledger.entry", N, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
     }
     let a1 = f.procs[t.cluster("a")[0]].admin;
     let resent = metric(a1, "macula_qos1_retransmissions_total");

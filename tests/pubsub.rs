@@ -192,24 +192,9 @@ async fn qos1_survives_a_bridge_restart() {
     wait_route(&publisher, &mut sub, "ledger.probe").await;
 
     const N: u32 = 3000;
-    let p = publisher.clone();
-    let (killed_tx, mut killed_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let (half_tx, mut half_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let pub_task = tokio::spawn(async move {
-        for i in 0..N {
-            if i == N / 2 {
-                half_tx.send(()).await.unwrap();
-                killed_rx.recv().await.unwrap();
-            }
-            p.publish(
-                "ledger.entry",
-                i.to_be_bytes().to_vec().into(),
-                Qos::AtLeastOnce,
-            )
-            .await
-            .unwrap();
-        }
-    });
+    let (killed_tx, killed_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let (pub_task, mut half_rx) =
+        common::publish_numbered(&publisher, "ledger.entry", N, Some(killed_rx));
     half_rx.recv().await.unwrap();
     f.kill(b).await;
     killed_tx.send(()).await.unwrap();
@@ -221,30 +206,12 @@ async fn qos1_survives_a_bridge_restart() {
         .flush(Duration::from_secs(30))
         .await
         .expect("every publish acknowledged");
-
-    let mut seen = HashSet::new();
-    while seen.len() < N as usize {
-        let m = match tokio::time::timeout(Duration::from_secs(15), sub.recv()).await {
-            Ok(Some(m)) => m,
-            _ => {
-                let missing: Vec<u32> = (0..N).filter(|i| !seen.contains(i)).take(20).collect();
-                let logs = std::fs::read_to_string(f.log_path("node-a")).unwrap_or_default();
-                panic!(
-                    "{} of {N} delivered; first missing {missing:?}\nnode-a log:\n{logs}",
-                    seen.len()
-                );
-            }
-        };
-        if m.topic() != "ledger.entry" {
-            continue;
-        }
-        let i = u32::from_be_bytes(m.payload[..4].try_into().unwrap());
-        assert!(
-            seen.insert(i),
-            "message {i} delivered twice to the application"
-        );
+    if let Err(e) =
+        common::expect_each_once(&mut sub, "ledger.entry", N, Duration::from_secs(15)).await
+    {
+        let logs = std::fs::read_to_string(f.log_path("node-a")).unwrap_or_default();
+        panic!("{e}\nnode-a log:\n{logs}");
     }
-    assert_eq!(seen.len(), N as usize);
     assert!(metric(f.procs[na].admin, "macula_uplink_reconnects_total") >= 1.0);
     f.stop().await;
 }
@@ -447,22 +414,7 @@ async fn a_mesh_link_lost_under_qos1_load_loses_and_duplicates_nothing() {
     wait_route(&publisher, &mut sub, "ledger.probe").await;
 
     const N: u32 = 2000;
-    let p = publisher.clone();
-    let (half_tx, mut half_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let pub_task = tokio::spawn(async move {
-        for i in 0..N {
-            if i == N / 2 {
-                half_tx.send(()).await.unwrap();
-            }
-            p.publish(
-                "ledger.entry",
-                i.to_be_bytes().to_vec().into(),
-                Qos::AtLeastOnce,
-            )
-            .await
-            .unwrap();
-        }
-    });
+    let (pub_task, mut half_rx) = common::publish_numbered(&publisher, "ledger.entry", N, None);
     half_rx.recv().await.unwrap();
     // Cut mid-stream: what was on the mesh link is lost in the network.
     lab.partition(true);
@@ -496,24 +448,9 @@ async fn a_mesh_link_lost_under_qos1_load_loses_and_duplicates_nothing() {
         .flush(Duration::from_secs(60))
         .await
         .expect("every publish acknowledged");
-    let mut seen = HashSet::new();
-    while seen.len() < N as usize {
-        let m = match tokio::time::timeout(Duration::from_secs(30), sub.recv()).await {
-            Ok(Some(m)) => m,
-            _ => {
-                let missing: Vec<u32> = (0..N).filter(|i| !seen.contains(i)).take(20).collect();
-                panic!("{} of {N} delivered; first missing {missing:?}", seen.len());
-            }
-        };
-        if m.topic() != "ledger.entry" {
-            continue;
-        }
-        let i = u32::from_be_bytes(m.payload[..4].try_into().unwrap());
-        assert!(
-            seen.insert(i),
-            "message {i} delivered twice to the application"
-        );
-    }
+    common::expect_each_once(&mut sub, "ledger.entry", N, Duration::from_secs(30))
+        .await
+        .unwrap();
     let stats = sub_client.stats();
     eprintln!(
         "mesh cut: {} held for the lost peer on node 0, {} duplicates dropped by the subscriber",

@@ -132,3 +132,63 @@ pub fn metric(admin: SocketAddr, sample: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// Publishes QoS 1 messages `0..n` on `topic` from a task (payload: the index, big-endian
+/// `u32`). Half-way it signals on the returned receiver and, when `resume` is given, waits
+/// for it before publishing the second half (a test kills or cuts something meanwhile).
+pub fn publish_numbered(
+    publisher: &Client,
+    topic: &'static str,
+    n: u32,
+    mut resume: Option<tokio::sync::mpsc::Receiver<()>>,
+) -> (tokio::task::JoinHandle<()>, tokio::sync::mpsc::Receiver<()>) {
+    let p = publisher.clone();
+    let (half_tx, half_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let task = tokio::spawn(async move {
+        for i in 0..n {
+            if i == n / 2 {
+                half_tx.send(()).await.unwrap();
+                if let Some(r) = resume.as_mut() {
+                    r.recv().await.unwrap();
+                }
+            }
+            p.publish(topic, i.to_be_bytes().to_vec().into(), Qos::AtLeastOnce)
+                .await
+                .unwrap();
+        }
+    });
+    (task, half_rx)
+}
+
+/// Receives from `sub` until each of the messages `0..n` [`publish_numbered`] sent on
+/// `topic` has arrived; panics at a duplicate. `Err`: how many arrived and the first missing,
+/// once no message came for `within`.
+pub async fn expect_each_once(
+    sub: &mut Subscription,
+    topic: &str,
+    n: u32,
+    within: Duration,
+) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < n as usize {
+        let m = match tokio::time::timeout(within, sub.recv()).await {
+            Ok(Some(m)) => m,
+            _ => {
+                let missing: Vec<u32> = (0..n).filter(|i| !seen.contains(i)).take(20).collect();
+                return Err(format!(
+                    "{} of {n} delivered; first missing {missing:?}",
+                    seen.len()
+                ));
+            }
+        };
+        if m.topic() != topic {
+            continue;
+        }
+        let i = u32::from_be_bytes(m.payload[..4].try_into().unwrap());
+        assert!(
+            seen.insert(i),
+            "message {i} delivered twice to the application"
+        );
+    }
+    Ok(())
+}
