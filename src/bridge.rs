@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use quinn::{Connection, RecvStream, SendStream};
+use quinn::Connection;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,7 +53,7 @@ use crate::router::PeerKey;
 use crate::rpc::PendingCalls;
 pub use crate::server::ServerHandle;
 use crate::session::{self, accept_session, AckTrack, Outbound, PeerTx, WriterConfig};
-use crate::wire::{ErrorCode, Frame, FrameDecoder, MessageType, NodeId, RawFrame, Role, SubAck};
+use crate::wire::{ErrorCode, Frame, MessageType, NodeId, RawFrame, Role, SubAck};
 
 pub mod aggregate;
 pub mod fleet;
@@ -301,7 +301,8 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
     })
 }
 
-use crate::session::read::{read_loop, Fatal, Flow, FrameHandler};
+use crate::session::link::{LinkActor, LinkIo};
+use crate::session::read::{Fatal, Flow, FrameHandler};
 
 /// What a child link is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -391,18 +392,13 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         cluster: connect.cluster.clone(),
         max_frame_size: connect.max_frame_size,
     };
-    run_link(
-        shared.clone(),
-        realm,
+    let io = LinkIo {
         conn,
         send,
         recv,
         decoder,
-        remote,
-        kind,
-        Some(&connect),
-    )
-    .await;
+    };
+    run_link(shared.clone(), realm, io, remote, kind, Some(&connect)).await;
 }
 
 /// The route-table group name of the workers of child fleet `fleet` in `realm`: NUL-separated
@@ -415,14 +411,10 @@ fn child_fleet_group(realm: &str, fleet: &str) -> String {
 /// then removes its routes, records and calls. `accepted` is the peer's `connect` when this
 /// side accepted the session (the `CONNECTED` answer is queued first); `None` when this side
 /// dialed it (a fleet peer link).
-#[allow(clippy::too_many_arguments)]
 async fn run_link(
     shared: Arc<Shared>,
     realm: Arc<Realm>,
-    conn: Connection,
-    send: SendStream,
-    recv: RecvStream,
-    decoder: FrameDecoder,
+    io: LinkIo,
     remote: Remote,
     kind: LinkKind,
     accepted: Option<&crate::wire::Connect>,
@@ -450,11 +442,8 @@ async fn run_link(
     };
     let seq = shared.next_key.fetch_add(1, Ordering::Relaxed) as u32;
     let key = crate::router::grouped_key(group, seq);
-    let session::AcceptedPeer {
-        tx,
-        ctrl_rx,
-        data_rx,
-    } = match accepted {
+    let conn = io.conn.clone();
+    let peer = match accepted {
         Some(connect) => session::accept_peer(
             key,
             &conn,
@@ -465,6 +454,7 @@ async fn run_link(
         ),
         None => session::peer_queues(key, &conn, remote.max_frame_size, limits),
     };
+    let tx = peer.tx.clone();
     let ctrl_tx = tx.ctrl.clone();
     let mut link = Link::child(&tx, (kind == LinkKind::Node).then_some(remote.node_id));
     link.peer = matches!(kind, LinkKind::Peer { .. });
@@ -494,7 +484,6 @@ async fn run_link(
         is_bridge: kind == LinkKind::ChildBridge,
     };
     lock(&realm.links).insert(key, link.clone());
-    let (pending_tx, pending_rx) = mpsc::channel((limits.max_inflight as usize).max(1));
     let relay_kind = match kind {
         LinkKind::Peer { .. } => crate::relay::LinkKind::Peer,
         LinkKind::Node | LinkKind::ChildBridge => crate::relay::LinkKind::Child,
@@ -524,24 +513,39 @@ async fn run_link(
         _ => {}
     }
     info!(realm = %realm.name, cluster = %remote.cluster, kind = ?kind, "link up");
-    let cancel = CancellationToken::new();
     let wcfg = WriterConfig {
         write_timeout: Duration::from_millis(limits.slow_consumer_timeout_ms.max(1)),
         metrics: metrics.clone(),
     };
-    let writer = tokio::spawn(session::run_writer(
-        conn.clone(),
-        send,
-        ctrl_rx,
-        data_rx,
-        Some(pending_tx),
-        cancel.clone(),
-        wcfg,
-    ));
-    let end = node_reader(
-        &shared, &realm, &link, &child, &tx, recv, decoder, pending_rx,
-    )
-    .await;
+    let span = tracing::debug_span!(
+        "link",
+        kind = ?kind,
+        realm = %realm.name,
+        peer.id = %crate::state::hex_id(&remote.node_id),
+    );
+    // The child's window is this side's `max_inflight` (its `connect` carries none).
+    let window = Some(limits.max_inflight as usize);
+    let (mut actor, _, pending) = LinkActor::start(io, peer, window, wcfg, span);
+    // A dead child is detected by QUIC: its dialer asked for a 3 s idle timeout with 1 s
+    // keep-alives (`transport.link_*`), so its routes, records and calls in flight go within
+    // seconds, not at the 30 s default.
+    let mut reader = ChildReader {
+        ctx: FrameCtx {
+            shared: &shared,
+            realm: &realm,
+            link: &link,
+            child: &child,
+            me: &tx,
+        },
+        scratch: Vec::new(),
+        pending: pending.expect("a windowed link has a pending queue"),
+        slow: Duration::from_millis(limits.slow_consumer_timeout_ms),
+    };
+    let end = actor
+        .read(&mut reader, std::future::pending())
+        .await
+        .orderly();
+    drop(reader);
     let orderly = matches!(end, Ok(true));
     let mut handoff = false;
     if let Some(f) = &shared.fleet {
@@ -580,8 +584,7 @@ async fn run_link(
     rpc::link_closed(&shared, &realm, key);
     lock(&realm.child_bridges).remove(&key);
     info!(realm = %realm.name, cluster = %remote.cluster, kind = ?kind, orderly, linger, "link down");
-    let end = end.map(|_| ());
-    session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
+    actor.finish(end.map(|_| ())).await;
     if linger {
         // Hold the link's interest (see `bridge/fleet.rs`, "Handoff grace").
         if let Some(f) = &shared.fleet {
@@ -602,38 +605,6 @@ async fn run_link(
         }
         metrics.fleet.lingering_links.dec();
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn node_reader(
-    shared: &Arc<Shared>,
-    realm: &Arc<Realm>,
-    link: &Link,
-    child: &gossip::ChildInfo,
-    me: &PeerTx,
-    mut recv: RecvStream,
-    mut decoder: FrameDecoder,
-    pending: mpsc::Receiver<Arc<AckTrack>>,
-) -> Result<bool, Fatal> {
-    // A dead child is detected by QUIC: its dialer asked for a 3 s idle timeout with 1 s
-    // keep-alives (`transport.link_*`), so its routes, records and calls in flight go within
-    // seconds, not at the 30 s default.
-    let mut reader = ChildReader {
-        ctx: FrameCtx {
-            shared,
-            realm,
-            link,
-            child,
-            me,
-        },
-        scratch: Vec::new(),
-        pending,
-        slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
-    };
-    let metrics = Some(&*shared.metrics);
-    read_loop(&mut recv, &mut decoder, metrics, &mut reader)
-        .await
-        .orderly()
 }
 
 /// A child link's frame handler.

@@ -51,7 +51,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{TlsConfig, TransportConfig};
 use crate::dedup::DedupWindow;
+use crate::fleet::follow::Follower;
 use crate::metrics::Metrics;
+use crate::session::redial::{Dial, Redialer};
 use crate::session::{
     self, now_us, open_session, Outbound, ReliableState, SessionError, WriterConfig,
 };
@@ -315,7 +317,7 @@ impl Client {
             addr: opts.addr.clone(),
             reason,
         };
-        let addr = resolve(&opts).await?;
+        let addr = resolve(&opts.addr).await?;
         let bind = if addr.is_ipv6() {
             "[::]:0"
         } else {
@@ -329,7 +331,14 @@ impl Client {
         )
         .map_err(|e| cerr(e.to_string()))?;
         let node_id: wire::NodeId = rand::random();
-        let first = establish(&opts, &endpoint, node_id).await?;
+        let first = establish(
+            &opts,
+            &endpoint,
+            node_id,
+            &opts.addr,
+            session::HANDSHAKE_TIMEOUT,
+        )
+        .await?;
         let welcome = &first.welcome;
         let (ctrl_tx, ctrl_rx) = mpsc::channel(welcome.max_inflight as usize + 1024);
         let (data_tx, data_rx) = mpsc::channel(opts.queue.max(1));
@@ -658,34 +667,37 @@ struct Established {
     welcome: wire::Connected,
 }
 
-/// Resolves `opts.addr` (re-resolved on every reconnect, so a moved node is found).
-async fn resolve(opts: &ClientOptions) -> Result<std::net::SocketAddr, ClientError> {
+/// Resolves `target` (`host:port`) to its first address.
+async fn resolve(target: &str) -> Result<std::net::SocketAddr, ClientError> {
     let cerr = |reason: String| ClientError::Connect {
-        addr: opts.addr.clone(),
+        addr: target.to_string(),
         reason,
     };
-    tokio::net::lookup_host(&opts.addr)
+    tokio::net::lookup_host(target)
         .await
         .map_err(|e| cerr(e.to_string()))?
         .next()
         .ok_or_else(|| cerr("no address".into()))
 }
 
-/// QUIC handshake plus `CONNECT`/`CONNECTED`.
+/// QUIC handshake with `target` (`host:port`, resolved again on every call, so a moved node
+/// is found) within `timeout`, plus `CONNECT`/`CONNECTED`.
 async fn establish(
     opts: &ClientOptions,
     endpoint: &Endpoint,
     node_id: wire::NodeId,
+    target: &str,
+    timeout: Duration,
 ) -> Result<Established, ClientError> {
     let cerr = |reason: String| ClientError::Connect {
-        addr: opts.addr.clone(),
+        addr: target.to_string(),
         reason,
     };
-    let addr = resolve(opts).await?;
+    let addr = resolve(target).await?;
     let connecting = endpoint
         .connect(addr, &opts.server_name)
         .map_err(|e| cerr(e.to_string()))?;
-    let conn = tokio::time::timeout(session::HANDSHAKE_TIMEOUT, connecting)
+    let conn = tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| ClientError::Timeout("QUIC handshake"))?
         .map_err(|e| cerr(e.to_string()))?;
@@ -731,36 +743,49 @@ impl SessionManager {
             .take()
             .unwrap_or_else(|| DedupWindow::new(self.opts.dedup_window));
         let mut next = Some(first);
-        let mut backoff = session::backoff::Backoff::new(
-            self.opts.reconnect_initial_backoff,
-            self.opts.reconnect_max_backoff,
+        // One target (the node; a node never redirects its clients), the shared redial loop:
+        // the first attempt at once, then the backoff with jitter between rounds.
+        let mut redial = Redialer::new(
+            vec![self.opts.addr.clone()],
+            Arc::new(Mutex::new(Follower::new(0))),
+            session::backoff::Backoff::new(
+                self.opts.reconnect_initial_backoff,
+                self.opts.reconnect_max_backoff,
+            ),
+            self.wcfg.metrics.fleet.redirects_followed_total.clone(),
         );
+        let timeouts = (session::HANDSHAKE_TIMEOUT, session::HANDSHAKE_TIMEOUT);
         loop {
             let est = match next.take() {
                 Some(e) => e,
                 None => {
-                    tokio::select! {
-                        _ = inner.cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    }
-                    match establish(&self.opts, &self.endpoint, self.node_id).await {
-                        Ok(e) => {
+                    let (opts, endpoint, node_id) = (&self.opts, &self.endpoint, self.node_id);
+                    let opened = redial
+                        .connect(&inner.cancel, timeouts, |target, _, timeout| async move {
+                            match establish(opts, endpoint, node_id, &target, timeout).await {
+                                Ok(e) => Dial::Open(e),
+                                Err(ClientError::Session(SessionError::Redirected(r))) => {
+                                    Dial::Redirected(r)
+                                }
+                                // The node refused us (e.g. the realm is gone): retrying
+                                // cannot help.
+                                Err(e @ ClientError::Session(SessionError::Peer { .. })) => {
+                                    Dial::Refused(e)
+                                }
+                                Err(e) => Dial::Failed(e),
+                            }
+                        })
+                        .await;
+                    match opened {
+                        Some((_, e)) => {
                             inner.reconnects.fetch_add(1, Ordering::Relaxed);
                             e
                         }
-                        // The node refused us (e.g. the realm is gone): retrying cannot help.
-                        Err(ClientError::Session(SessionError::Peer { code, message })) => {
-                            tracing::warn!(code, %message, "node refused the reconnect; giving up");
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "reconnect failed");
-                            continue;
-                        }
+                        None => break,
                     }
                 }
             };
-            backoff.reset();
+            redial.reset_backoff();
             let Established {
                 conn,
                 mut send,
@@ -778,35 +803,33 @@ impl SessionManager {
                 inner.rpc.fail_calls();
                 continue;
             }
-            let session_cancel = CancellationToken::new();
-            // The reader runs as its own task so that receiving and sending can use
-            // different cores; it hands the de-duplication window back when it ends.
-            let reader_task = {
-                let (inner, acks, cancel) =
-                    (inner.clone(), self.acks_tx.clone(), session_cancel.clone());
+            let reader = {
+                let (inner, acks) = (inner.clone(), self.acks_tx.clone());
                 let mut window = dedup;
-                tokio::spawn(async move {
+                async move {
                     let r = read::reader(&inner, recv, decoder, &mut window, &acks).await;
-                    cancel.cancel();
                     (r, window)
-                })
+                }
             };
-            let w = tokio::select! {
-                r = session::run_reliable_writer(
-                    &mut send,
-                    &mut self.state,
-                    &mut self.queues,
-                    &session_cancel,
-                    &self.wcfg,
-                ) => r,
-                _ = inner.cancel.cancelled() => Ok(()),
+            let span =
+                tracing::debug_span!("link", kind = "client", remote.addr = %conn.remote_address());
+            // Closing: what the writer wrote (the DISCONNECT) is flushed before the stream ends.
+            let on_stop = session::link::StopClose {
+                code: None,
+                finish: true,
             };
-            if inner.cancel.is_cancelled() {
-                // Flush what close() queued (DISCONNECT) before the stream ends.
-                let _ = send.finish();
-            }
-            conn.close(0u32.into(), b"session ended");
-            let r = match reader_task.await {
+            let (w, r) = session::link::run_reliable(
+                &conn,
+                &mut send,
+                &mut self.state,
+                &mut self.queues,
+                &self.wcfg,
+                span,
+                reader,
+                (inner.cancel.cancelled(), on_stop),
+            )
+            .await;
+            let r = match r {
                 Ok((r, window)) => {
                     dedup = window;
                     r
@@ -823,6 +846,7 @@ impl SessionManager {
             if inner.cancel.is_cancelled() || !self.opts.reconnect {
                 break;
             }
+            redial.ended(&self.opts.addr);
         }
         // Cancel first: a call or request that checks `cancel` after its waiter is in a
         // table is failed below; one that checks before sees the cancellation.

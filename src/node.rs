@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use quinn::{Connection, RecvStream};
+use quinn::Connection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,9 +37,7 @@ use crate::metrics::Metrics;
 use crate::relay::{LinkKind, Relay};
 pub use crate::server::ServerHandle;
 use crate::session::{self, accept_session, Outbound, PeerTx, WriterConfig};
-use crate::wire::{
-    self, ErrorCode, Frame, FrameDecoder, MessageType, NodeId, Qos, RawFrame, Role, SubAck,
-};
+use crate::wire::{self, ErrorCode, Frame, MessageType, NodeId, Qos, RawFrame, Role, SubAck};
 use pubsub::ReadCtx;
 
 /// A running node; see [`ServerHandle`].
@@ -272,11 +270,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         .await;
     }
     let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
-    let session::AcceptedPeer {
-        tx,
-        ctrl_rx,
-        data_rx,
-    } = session::accept_peer(
+    let peer = session::accept_peer(
         key,
         &conn,
         &connect,
@@ -284,43 +278,32 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         limits,
         shared.cfg.transport.keep_alive_ms,
     );
-    let ctrl_tx = tx.ctrl.clone();
-    pubsub::add_link(&shared, key, LinkKind::Client, Some(tx.clone()));
-    let cancel = CancellationToken::new();
-    let writer = tokio::spawn(session::run_writer(
-        conn.clone(),
+    let span = tracing::debug_span!("link", kind = "client", remote.addr = %conn.remote_address());
+    let io = LinkIo {
+        conn,
         send,
-        ctrl_rx,
-        data_rx,
-        None,
-        cancel.clone(),
-        writer_config(&shared),
-    ));
-    let end = client_reader(&shared, &tx, recv, decoder).await;
-    pubsub::remove_link(&shared, key);
-    rpc::client_gone(&shared, key);
-    session::finish_session(&conn, &ctrl_tx, cancel, writer, end, &metrics).await;
-}
-
-use session::read::{Fatal, Flow, FrameHandler};
-
-/// Reads one client's frames until it leaves. Non-fatal problems are answered
-/// with an error frame and counted; a fatal one is returned.
-async fn client_reader(
-    shared: &Arc<Shared>,
-    me: &PeerTx,
-    mut recv: RecvStream,
-    mut decoder: FrameDecoder,
-) -> Result<(), Fatal> {
+        recv,
+        decoder,
+    };
+    let (mut actor, tx, _) = LinkActor::start(io, peer, None, writer_config(&shared), span);
+    pubsub::add_link(&shared, key, LinkKind::Client, Some(tx.clone()));
     let mut link = ClientLink {
-        shared,
-        me,
+        shared: &shared,
+        me: &tx,
         ctx: ReadCtx::new(),
         slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
     };
-    let end = session::read::read_loop(&mut recv, &mut decoder, Some(&shared.metrics), &mut link);
-    end.await.orderly().map(|_| ())
+    let end = actor
+        .read(&mut link, std::future::pending())
+        .await
+        .orderly();
+    pubsub::remove_link(&shared, key);
+    rpc::client_gone(&shared, key);
+    actor.finish(end.map(|_| ())).await;
 }
+
+use session::link::{LinkActor, LinkIo};
+use session::read::{Fatal, Flow, FrameHandler};
 
 /// A client session's frame handler.
 struct ClientLink<'a> {

@@ -17,7 +17,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::router::PeerKey;
@@ -358,29 +357,6 @@ pub async fn reject_before_connect(conn: &Connection, metrics: &Metrics, refused
     refuse(conn, send.as_mut(), metrics, code, &msg, correlation_id).await;
 }
 
-/// Ends an accepted session once its reader returned `end`: on a fatal error the
-/// error frame goes out through the writer first; the writer is stopped (waiting at
-/// most 1 s) and the connection closed with the error's code, or 0 on a clean end.
-pub async fn finish_session(
-    conn: &Connection,
-    ctrl: &mpsc::Sender<Outbound>,
-    cancel: CancellationToken,
-    writer: tokio::task::JoinHandle<Result<(), SessionError>>,
-    end: Result<(), (ErrorCode, String)>,
-    metrics: &Metrics,
-) {
-    if let Err((code, msg)) = &end {
-        metrics.protocol_error(code.as_str());
-        let _ = ctrl.try_send(Outbound::Frame(error_frame(*code, msg.clone(), None)));
-    }
-    cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
-    match end {
-        Err((code, msg)) => close(conn, code, &msg),
-        Ok(()) => conn.close(0u32.into(), b"bye"),
-    }
-}
-
 /// An accepted session's sending half and the receiving ends its writer drains.
 pub struct AcceptedPeer {
     /// Routing handle of the peer.
@@ -667,6 +643,7 @@ pub async fn open_session(
 
 pub mod backoff;
 pub mod interest;
+pub mod link;
 pub mod read;
 pub mod redial;
 mod writer;

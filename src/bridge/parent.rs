@@ -52,9 +52,10 @@ use super::{lock, Realm, Shared};
 use crate::defaults;
 use crate::escalation::{LookupError, ESCALATION_TIMEOUT};
 use crate::fleet::follow::{Followed, Follower};
-use crate::session::read::{read_loop, Fatal, Flow, FrameHandler};
+use crate::session::link::{LinkActor, LinkIo};
+use crate::session::read::{Fatal, Flow, FrameHandler, ReadEnd};
 use crate::session::redial::{quic_connect, Dial, DialError, Redialer};
-use crate::session::{self, open_session, AckTrack, Outbound, PeerTx, SessionError, WriterConfig};
+use crate::session::{self, open_session, AckTrack, Outbound, PeerTx, WriterConfig};
 use crate::wire::{
     self, Connect, Connected, ErrorCode, FindValue, FindValueReply, Frame, FrameDecoder,
     MessageType, NodeId, Pong, RawFrame, Role, Store, WireContact,
@@ -293,17 +294,9 @@ async fn serve(
     let key = realm
         .up
         .expect("a parent link runs only when a parent is configured");
-    let (ctrl_tx, ctrl_rx) = mpsc::channel(limits.max_inflight as usize + 1024);
-    let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue.max(1));
-    let (pending_tx, pending_rx) = mpsc::channel((welcome.max_inflight as usize).max(1));
-    let max_frame = welcome.max_frame_size as usize + wire::HEADER_LEN;
-    let tx = PeerTx {
-        key,
-        ctrl: ctrl_tx.clone(),
-        data: data_tx,
-        conn: conn.clone(),
-        max_frame,
-    };
+    let peer = session::peer_queues(key, &conn, welcome.max_frame_size, limits);
+    let tx = peer.tx.clone();
+    let ctrl_tx = tx.ctrl.clone();
     let wcfg = WriterConfig {
         write_timeout: Duration::from_millis(limits.slow_consumer_timeout_ms.max(1)),
         metrics: metrics.clone(),
@@ -311,7 +304,7 @@ async fn serve(
     let session = Arc::new(ParentSession::new(Link {
         key,
         ctrl: ctrl_tx.clone(),
-        max_frame,
+        max_frame: tx.max_frame,
         parent: true,
         node: None,
         peer: false,
@@ -330,41 +323,53 @@ async fn serve(
     let open = metrics.connections_open.with_label_values(&["uplink"]);
     open.inc();
 
-    let session_cancel = CancellationToken::new();
-    let writer = async {
-        let r = session::run_writer(
-            conn.clone(),
-            send,
-            ctrl_rx,
-            data_rx,
-            Some(pending_tx),
-            session_cancel.clone(),
-            wcfg,
-        )
-        .await;
-        conn.close(0u32.into(), b"parent writer ended");
-        r
+    let span = tracing::debug_span!(
+        "link",
+        kind = "parent",
+        realm = %realm.name,
+        peer.id = %crate::state::hex_id(&parent_id),
+    );
+    let io = LinkIo {
+        conn: conn.clone(),
+        send,
+        recv,
+        decoder,
     };
-    let reader = async {
-        let link = ParentLink {
-            session: &session,
-            parent_id,
-            me: &tx,
-            follow,
-        };
-        let r = read(shared, realm, &link, recv, decoder, pending_rx).await;
-        session_cancel.cancel();
-        r
+    let window = Some(welcome.max_inflight as usize);
+    let (mut actor, _, pending) = LinkActor::start(io, peer, window, wcfg, span);
+    let link = ParentLink {
+        session: &session,
+        parent_id,
+        me: &tx,
+        follow,
     };
-    tokio::select! {
-        (w, r) = async { tokio::join!(writer, reader) } => {
-            debug!(writer = ?w.err(), reader = ?r.err(), "parent session ended");
+    let mut reader = ParentReader {
+        shared,
+        realm,
+        link: &link,
+        pending: pending.expect("a windowed link has a pending queue"),
+        scratch: Vec::new(),
+        seen: HashSet::new(),
+        slow: Duration::from_millis(limits.slow_consumer_timeout_ms),
+    };
+    // The advertiser returns only when the session's queue closed.
+    let stop = async {
+        tokio::select! {
+            _ = advertise(shared, realm, &session) => {}
+            _ = cancel.cancelled() => {}
         }
-        _ = advertise(shared, realm, &session) => {}
-        _ = cancel.cancelled() => {
-            conn.close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");
-        }
+    };
+    let end = actor.read(&mut reader, stop).await;
+    drop(reader);
+    debug!(end = ?end, "parent session ended");
+    if cancel.is_cancelled() {
+        session::close(&conn, ErrorCode::ShuttingDown, "shutting down");
     }
+    let end = match end {
+        ReadEnd::Fatal(code, msg) => Err((code, msg)),
+        _ => Ok(()),
+    };
+    actor.finish(end).await;
     realm.parent.store(None);
     lock(&realm.ancestry).clear();
     super::pubsub::push_path(shared, realm);
@@ -461,30 +466,6 @@ fn announce_interest(realm: &Realm, tx: &PeerTx) {
                 c, true, corr,
             )));
     }
-}
-
-/// Reads what the parent sends until the session ends.
-async fn read(
-    shared: &Arc<Shared>,
-    realm: &Arc<Realm>,
-    link: &ParentLink<'_>,
-    mut recv: RecvStream,
-    mut decoder: FrameDecoder,
-    pending: mpsc::Receiver<Arc<AckTrack>>,
-) -> Result<(), SessionError> {
-    let mut reader = ParentReader {
-        shared,
-        realm,
-        link,
-        pending,
-        scratch: Vec::new(),
-        seen: HashSet::new(),
-        slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
-    };
-    let metrics = Some(&*shared.metrics);
-    read_loop(&mut recv, &mut decoder, metrics, &mut reader)
-        .await
-        .into_session()
 }
 
 /// The parent link's frame handler.

@@ -294,19 +294,19 @@ async fn dial(
         d.busy.remove(&addr);
         d.schedule.forget(&addr);
     }
-    let max_frame = welcome.max_frame_size as usize + wire::HEADER_LEN;
-    let s = shared.clone();
-    let cancel = cancel.clone();
-    let window = welcome.max_inflight as usize;
-    run_link(
-        s,
+    let io = LinkIo {
         conn,
         send,
         recv,
         decoder,
-        welcome.node_id,
-        Some(peer),
-        (max_frame, window),
+    };
+    let window = welcome.max_inflight as usize;
+    let peer_at = (welcome.node_id, Some(peer));
+    run_link(
+        shared.clone(),
+        io,
+        peer_at,
+        (welcome.max_frame_size, window),
         cancel,
     )
     .await;
@@ -373,53 +373,35 @@ pub async fn serve_accepted(
     if send.write_all(&welcome.to_bytes()).await.is_err() {
         return;
     }
-    let max_frame = connect.max_frame_size as usize + wire::HEADER_LEN;
     // `connect` carries no window: the peer is a node of this cluster, configured alike.
     let window = shared.cfg.limits.max_inflight as usize;
-    let cancel = CancellationToken::new();
-    run_link(
-        shared.clone(),
+    let io = LinkIo {
         conn,
         send,
         recv,
         decoder,
-        connect.node_id,
-        None,
-        (max_frame, window),
-        cancel,
-    )
-    .await;
+    };
+    let limits = (connect.max_frame_size, window);
+    let stop = CancellationToken::new();
+    run_link(shared.clone(), io, (connect.node_id, None), limits, &stop).await;
 }
 
 /// Runs one established mesh link until it ends: registers it, feeds the DHT, reads frames,
 /// and on the end removes it, holds the peer's interest ([`MESH_HOLD`]) and fails the calls
-/// forwarded over it. `(max_frame, window)`: the largest frame the peer accepts (bytes,
-/// header included) and how many QoS 1 publishes it may owe acknowledgements for.
-#[allow(clippy::too_many_arguments)]
+/// forwarded over it. `(peer_id, contact)`: the peer, and its DHT contact when this side
+/// dialled it; `(max_frame_size, window)`: the largest frame body the peer accepts (bytes)
+/// and how many QoS 1 publishes it may owe acknowledgements for.
 async fn run_link(
     shared: Arc<Shared>,
-    conn: Connection,
-    send: SendStream,
-    recv: RecvStream,
-    decoder: FrameDecoder,
-    peer_id: NodeId,
-    contact: Option<Contact>,
-    (max_frame, window): (usize, usize),
-    stop: CancellationToken,
+    io: LinkIo,
+    (peer_id, contact): (NodeId, Option<Contact>),
+    (max_frame_size, window): (u32, usize),
+    stop: &CancellationToken,
 ) {
     let limits = &shared.cfg.limits;
     let key = shared
         .next_key
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (ctrl_tx, ctrl_rx) = mpsc::channel(limits.max_inflight as usize + 1024);
-    let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue.max(1));
-    let tx = PeerTx {
-        key,
-        ctrl: ctrl_tx,
-        data: data_tx,
-        conn: conn.clone(),
-        max_frame,
-    };
     // Both nodes may dial each other at once: of two links between the same pair, the one
     // dialled by the lower node id is kept and the other closed, so a pair has one link (one
     // copy of each publish, one place its interest lives).
@@ -428,13 +410,23 @@ async fn run_link(
     if let Some(existing) = shared.mesh.get(&peer_id) {
         if !canonical {
             debug!(peer = %Id(peer_id), "duplicate mesh link; keeping the other one");
-            conn.close(0u32.into(), b"duplicate mesh link");
+            io.conn.close(0u32.into(), b"duplicate mesh link");
             return;
         }
         existing
             .conn
             .close(0u32.into(), b"duplicate mesh link (replaced)");
     }
+    let peer = session::peer_queues(key, &io.conn, max_frame_size, limits);
+    let span = tracing::debug_span!("link", kind = "mesh", peer.id = %Id(peer_id));
+    // The chained acknowledgement: QoS 1 publishes written to the peer, in order, until it
+    // acknowledges them (at most `window` outstanding; the writer waits beyond that). A
+    // crashed peer is detected by QUIC (`transport.link_idle_timeout_ms`, 3 s: keep-alive
+    // PINGs are acknowledged by the peer's QUIC stack however busy it is), so calls forwarded
+    // to it fail over in ~3 s, not at the 30 s idle timeout of other connections.
+    let (mut actor, tx, pending) =
+        LinkActor::start(io, peer, Some(window), super::writer_config(&shared), span);
+    let pending = pending.expect("a windowed link has a pending queue");
     shared.mesh.insert(peer_id, tx.clone());
     // The peer's relay link (held from its last session, if any) now routes here; tell the
     // peer what our clients want. Later changes follow on the same queue.
@@ -444,9 +436,6 @@ async fn run_link(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     });
     super::pubsub::mesh_up(&shared, link, tx.clone());
-    // The chained acknowledgement: QoS 1 publishes written to the peer, in order, until it
-    // acknowledges them (at most `window` outstanding; the writer waits beyond that).
-    let (pending_tx, pending_rx) = mpsc::channel(window.max(1));
     shared.metrics.rpc.mesh_peers.set(shared.mesh.len() as i64);
     shared.gossip.send(super::gossip::Cmd::PeerUp(
         peer_id,
@@ -469,29 +458,32 @@ async fn run_link(
             dht.bootstrap().await;
         });
     }
-    let cancel = CancellationToken::new();
-    // A crashed peer is detected by QUIC (`transport.link_idle_timeout_ms`, 3 s: keep-alive
-    // PINGs are acknowledged by the peer's QUIC stack however busy it is), so calls forwarded
-    // to it fail over in ~3 s, not at the 30 s idle timeout of other connections.
-    let writer = tokio::spawn(session::run_writer(
-        conn.clone(),
-        send,
-        ctrl_rx,
-        data_rx,
-        Some(pending_tx),
-        cancel.clone(),
-        super::writer_config(&shared),
-    ));
-    let end = tokio::select! {
-        r = read_link(&shared, &tx, (link, peer_id), recv, decoder, pending_rx) => r,
-        _ = stop.cancelled() => Ok(()),
-        _ = shared.shutdown.cancelled() => Ok(()),
+    let mut handler = MeshLink {
+        shared: &shared,
+        me: &tx,
+        link,
+        peer_id,
+        pending,
+        ctx: super::pubsub::ReadCtx::new(),
+        slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
     };
+    let stopped = async {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = shared.shutdown.cancelled() => {}
+        }
+    };
+    let end = actor
+        .read(&mut handler, stopped)
+        .await
+        .orderly()
+        .map(|_| ());
     if shared.mesh.remove(&peer_id, key) {
         info!(peer = %Id(peer_id), "mesh link down");
     }
     // Publishes the peer had not acknowledged are dropped with `pending`: their publishers
     // still hold them and retransmit.
+    drop(handler);
     match shared.mesh.detach(&peer_id, key, Instant::now()) {
         Some((link, true)) => super::pubsub::mesh_down(&shared, link),
         Some((link, false)) => super::pubsub::remove_link(&shared, link),
@@ -505,31 +497,11 @@ async fn run_link(
     if let Err((code, msg)) = &end {
         warn!(peer = %Id(peer_id), code = code.as_str(), %msg, "mesh link failed");
     }
-    session::finish_session(&conn, &tx.ctrl, cancel, writer, end, &shared.metrics).await;
+    actor.finish(end).await;
 }
 
+use crate::session::link::{LinkActor, LinkIo};
 use crate::session::read::{self, Fatal, Flow};
-
-async fn read_link(
-    shared: &Arc<Shared>,
-    me: &PeerTx,
-    (link, peer_id): (LinkId, NodeId),
-    mut recv: RecvStream,
-    mut decoder: FrameDecoder,
-    pending: mpsc::Receiver<Arc<AckTrack>>,
-) -> Result<(), Fatal> {
-    let mut link = MeshLink {
-        shared,
-        me,
-        link,
-        peer_id,
-        pending,
-        ctx: super::pubsub::ReadCtx::new(),
-        slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
-    };
-    let end = read::read_loop(&mut recv, &mut decoder, Some(&shared.metrics), &mut link);
-    end.await.orderly().map(|_| ())
-}
 
 /// A mesh link's frame handler.
 struct MeshLink<'a> {

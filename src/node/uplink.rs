@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::session::link::{run_reliable, StopClose};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use quinn::{Endpoint, RecvStream};
 use tokio::sync::mpsc;
@@ -127,7 +128,7 @@ pub(super) async fn run_uplink(
             while queues.ctrl.try_recv().is_ok() {}
             session::interest::snapshot_frames(&r.told(UPLINK_LINK))
         };
-        let settle = Settle::default();
+        let settle = Arc::new(Settle::default());
         let mut ok = true;
         for f in announce.into_iter().chain(rpc::all_store_frames(&shared)) {
             if send.write_all(&f).await.is_err() {
@@ -136,49 +137,59 @@ pub(super) async fn run_uplink(
             }
         }
         if ok {
-            let session_cancel = CancellationToken::new();
-            let writer = async {
-                let r = session::run_reliable_writer(
-                    &mut send,
-                    &mut state,
-                    &mut queues,
-                    &session_cancel,
-                    &wcfg,
-                )
-                .await;
-                conn.close(0u32.into(), b"uplink writer ended");
-                r
+            let link = UplinkLink {
+                shared: shared.clone(),
+                dedup,
+                acks_tx: acks_tx.clone(),
+                this: ThisSession {
+                    bridge_id,
+                    settle: settle.clone(),
+                },
+                ctx: ReadCtx::new(),
+                slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
             };
-            let reader = async {
-                let r = uplink_reader(
-                    &shared,
-                    recv,
-                    decoder,
-                    &mut dedup,
-                    &acks_tx,
-                    &ThisSession {
-                        bridge_id,
-                        settle: &settle,
-                    },
-                )
-                .await;
-                session_cancel.cancel();
-                r
+            let reader = async move {
+                let shared = link.shared.clone();
+                let settled = async {
+                    if let Some(t) = settle_until {
+                        tokio::time::sleep_until(t.into()).await;
+                    }
+                    settle.mark(&shared, Settle::SETTLED);
+                    std::future::pending::<()>().await
+                };
+                let mut link = link;
+                let read = link.read(recv, decoder);
+                let r = tokio::select! {
+                    r = read => r,
+                    () = settled => unreachable!("pending never completes"),
+                };
+                (r, link.dedup)
             };
-            let settled = async {
-                if let Some(t) = settle_until {
-                    tokio::time::sleep_until(t.into()).await;
+            let span = tracing::debug_span!("link", kind = "uplink", uplink = %target);
+            let on_stop = StopClose {
+                code: Some(ErrorCode::ShuttingDown),
+                finish: false,
+            };
+            let (w, r) = run_reliable(
+                &conn,
+                &mut send,
+                &mut state,
+                &mut queues,
+                &wcfg,
+                span,
+                reader,
+                (cancel.cancelled(), on_stop),
+            )
+            .await;
+            let r = match r {
+                Ok((r, window)) => {
+                    dedup = window;
+                    r
                 }
-                settle.mark(&shared, Settle::SETTLED);
-            };
-            let stop = async {
-                cancel.cancelled().await;
-                session_cancel.cancel();
-                conn.close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");
-            };
-            let (w, r) = tokio::select! {
-                (w, r, ()) = async { tokio::join!(writer, reader, settled) } => (w, r),
-                _ = stop => (Ok(()), Ok(())),
+                Err(e) => {
+                    dedup = DedupWindow::new(limits.dedup_window);
+                    Err(SessionError::Protocol(format!("reader task failed: {e}")))
+                }
             };
             debug!(writer = ?w.err(), reader = ?r.err(), "uplink session ended");
         }
@@ -237,63 +248,55 @@ impl Settle {
 }
 
 /// What the uplink reader knows of its session.
-#[derive(Clone, Copy)]
-struct ThisSession<'a> {
+struct ThisSession {
     bridge_id: NodeId,
-    settle: &'a Settle,
+    settle: Arc<Settle>,
 }
 
-/// Reads what the bridge sends: publishes for local subscribers, acknowledgements
-/// of our publishes, and the realm's interest.
-async fn uplink_reader(
-    shared: &Arc<Shared>,
-    mut recv: RecvStream,
-    mut decoder: FrameDecoder,
-    dedup: &mut DedupWindow,
-    acks_tx: &mpsc::Sender<PubAck>,
-    this: &ThisSession<'_>,
-) -> Result<(), SessionError> {
-    let mut link = UplinkLink {
-        shared,
-        up: shared
-            .uplink
-            .as_ref()
-            .expect("uplink reader runs only with an uplink"),
-        dedup,
-        acks_tx,
-        this: *this,
-        ctx: ReadCtx::new(),
-        slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
-    };
-    read_loop(&mut recv, &mut decoder, Some(&shared.metrics), &mut link)
-        .await
-        .into_session()
-}
-
-/// The uplink's frame handler.
-struct UplinkLink<'a> {
-    shared: &'a Arc<Shared>,
-    up: &'a super::UplinkTx,
-    dedup: &'a mut DedupWindow,
-    acks_tx: &'a mpsc::Sender<PubAck>,
-    this: ThisSession<'a>,
+/// The uplink's frame handler: reads what the bridge sends (publishes for local
+/// subscribers, acknowledgements of our publishes, the realm's interest). It owns what it
+/// needs, so it runs as its own task ([`run_reliable`]); the de-duplication window goes back
+/// to the uplink task with the session's end.
+struct UplinkLink {
+    shared: Arc<Shared>,
+    dedup: DedupWindow,
+    acks_tx: mpsc::Sender<PubAck>,
+    this: ThisSession,
     ctx: ReadCtx,
     slow: Duration,
 }
 
-impl FrameHandler for UplinkLink<'_> {
+impl UplinkLink {
+    /// Reads the session until it ends.
+    async fn read(
+        &mut self,
+        mut recv: RecvStream,
+        mut decoder: FrameDecoder,
+    ) -> Result<(), SessionError> {
+        let metrics = self.shared.metrics.clone();
+        read_loop(&mut recv, &mut decoder, Some(&metrics), self)
+            .await
+            .into_session()
+    }
+}
+
+impl FrameHandler for UplinkLink {
     async fn on_frame(&mut self, raw: &RawFrame) -> Result<Flow, Fatal> {
         let UplinkLink {
             shared,
-            up,
             dedup,
             acks_tx,
             this,
             ctx,
             slow,
         } = self;
-        let (shared, up, acks_tx, slow) = (*shared, *up, *acks_tx, *slow);
-        let ThisSession { bridge_id, settle } = *this;
+        let (shared, acks_tx, slow) = (&*shared, &*acks_tx, *slow);
+        let up = shared
+            .uplink
+            .as_ref()
+            .expect("uplink reader runs only with an uplink");
+        let ThisSession { bridge_id, settle } = &*this;
+        let bridge_id = *bridge_id;
         let metrics = &shared.metrics;
         match raw.msg_type() {
             Some(MessageType::Publish) => {

@@ -1,5 +1,5 @@
 //! The one redial loop of the links that dial a level above them (a node's uplink, a bridge's
-//! parent link): wait (a redirect's delay, else [`Backoff`] after the first attempt), try the
+//! parent link, the client library's session with its node): wait (a redirect's delay, else [`Backoff`] after the first attempt), try the
 //! targets a [`Follower`] gives in order, follow a redirect or skip the worker just lost, and
 //! hand the first session that opens to the caller (`docs/FLEET.md`, "Child bridges" and
 //! "Nodes"). What a dial is (connect, handshake, `CONNECT` frame) is the caller's.
@@ -93,6 +93,9 @@ pub enum Dial<T, E> {
     Redirected(Redirect),
     /// Anything else: unreachable, refused, timed out.
     Failed(E),
+    /// The target refused the session in a way no retry can change (a client whose realm
+    /// the node does not serve): the redialer gives up.
+    Refused(E),
 }
 
 /// A redial loop's state: the fleet follower (shared with the session's reader, which feeds
@@ -152,7 +155,7 @@ impl Redialer {
     /// (`fleet_timeout` once a fleet directory is known, so a dead worker does not hold the
     /// link; `timeout` otherwise). A redirect that is taken ends the round: the next starts
     /// at its target. Returns the target that opened and its session, or `None` once `cancel`
-    /// fires.
+    /// fires or a dial was [`Dial::Refused`].
     pub async fn connect<T, E, F, Fut>(
         &mut self,
         cancel: &CancellationToken,
@@ -213,6 +216,10 @@ impl Redialer {
                         }
                     }
                     Dial::Failed(e) => debug!(target = %target, error = %e, "dial failed"),
+                    Dial::Refused(e) => {
+                        info!(target = %target, error = %e, "session refused; giving up");
+                        return None;
+                    }
                 }
             }
         }

@@ -279,18 +279,14 @@ async fn dial(
             cluster: String::new(),
             max_frame_size: welcome.max_frame_size,
         };
-        run_link(
-            shared.clone(),
-            realm.clone(),
+        let io = crate::session::link::LinkIo {
             conn,
             send,
             recv,
             decoder,
-            remote,
-            LinkKind::Peer { dialer: fleet.me },
-            None,
-        )
-        .await;
+        };
+        let kind = LinkKind::Peer { dialer: fleet.me };
+        run_link(shared.clone(), realm.clone(), io, remote, kind, None).await;
     };
     tokio::select! {
         _ = run => {}
