@@ -187,6 +187,9 @@ pub struct Report {
     node_drops: Option<f64>,
     /// Sessions the publishers and subscribers re-established during the run.
     reconnects: u64,
+    /// QoS 0 publishes the publishers wrote in sessions lost before their node confirmed
+    /// them (`ClientStats::qos0_unconfirmed`, taken before the clients close).
+    qos0_unconfirmed: u64,
     /// With --workers only.
     #[serde(flatten)]
     fleet: Option<FleetReport>,
@@ -688,6 +691,7 @@ async fn scenario(
         .chain(&sub_clients)
         .map(|c| c.stats().reconnects)
         .sum();
+    let qos0_unconfirmed: u64 = pubs.iter().map(|c| c.stats().qos0_unconfirmed).sum();
     for p in pubs {
         p.close().await;
     }
@@ -730,6 +734,7 @@ async fn scenario(
         },
         node_drops,
         reconnects,
+        qos0_unconfirmed,
         fleet,
     })
 }

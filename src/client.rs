@@ -59,8 +59,7 @@ use crate::session::{
 };
 use crate::topic::{self, PatternTrie, TopicError};
 use crate::wire::{
-    self, Connect, Frame, FrameDecoder, MessageId, PubAck, Qos, Role, Subscribe, Unsubscribe,
-    WireError,
+    self, Connect, Frame, FrameDecoder, MessageId, Qos, Role, Subscribe, Unsubscribe, WireError,
 };
 
 mod read;
@@ -204,6 +203,12 @@ pub struct ClientStats {
     pub dropped: u64,
     /// Sessions re-established after the connection to the node was lost.
     pub reconnects: u64,
+    /// QoS 0 publishes [`Client::publish`] accepted whose arrival the node had not confirmed
+    /// when their session ended (the connection was lost, or the client closed): they may
+    /// have been lost. An upper bound, above the truth by at most ~100 ms plus a round trip
+    /// of publishing per lost session (`docs/PROTOCOL.md` §8, "QoS 0 and lost sessions").
+    /// QoS 1 publishes are never lost this way: they are re-sent until acknowledged.
+    pub qos0_unconfirmed: u64,
     /// Calls made with [`Client::call`].
     pub calls: u64,
     /// Calls made with [`Client::call`] that returned an error (any [`CallError`]).
@@ -290,6 +295,8 @@ struct Inner {
     published_qos1: AtomicU64,
     acked: Arc<AtomicU64>,
     acked_notify: Arc<Notify>,
+    /// [`ReliableState::qos0_unconfirmed`].
+    qos0_unconfirmed: Arc<AtomicU64>,
     received: AtomicU64,
     duplicates: AtomicU64,
     dropped: AtomicU64,
@@ -371,6 +378,7 @@ impl Client {
             published_qos1: AtomicU64::new(0),
             acked: state.acked.clone(),
             acked_notify: state.acked_notify.clone(),
+            qos0_unconfirmed: state.qos0_unconfirmed.clone(),
             received: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -551,6 +559,7 @@ impl Client {
             duplicates: i.duplicates.load(Ordering::Relaxed),
             dropped: i.dropped.load(Ordering::Relaxed),
             reconnects: i.reconnects.load(Ordering::Relaxed),
+            qos0_unconfirmed: i.qos0_unconfirmed.load(Ordering::Relaxed),
             calls: i.rpc.calls.load(Ordering::Relaxed),
             call_errors: i.rpc.call_errors.load(Ordering::Relaxed),
             handled: i.rpc.handled.load(Ordering::Relaxed),
@@ -730,7 +739,7 @@ struct SessionManager {
     node_id: wire::NodeId,
     state: ReliableState,
     queues: session::ReliableQueues,
-    acks_tx: mpsc::Sender<PubAck>,
+    acks_tx: mpsc::Sender<session::Confirm>,
     dedup: Option<DedupWindow>,
     wcfg: WriterConfig,
 }
@@ -851,6 +860,13 @@ impl SessionManager {
         // Cancel first: a call or request that checks `cancel` after its waiter is in a
         // table is failed below; one that checks before sees the cancellation.
         inner.cancel.cancel();
+        // QoS 0 publishes still queued never leave.
+        self.queues.data.close();
+        let mut never_sent = 0;
+        while let Ok(item) = self.queues.data.try_recv() {
+            never_sent += u64::from(matches!(item, Outbound::Frame(_)));
+        }
+        self.state.never_sent(never_sent);
         inner.fail_pending(None);
         inner.rpc.fail_calls();
         inner.rpc.clear_handlers();

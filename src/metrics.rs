@@ -35,7 +35,7 @@ pub const REJECT_REASONS: [&str; 6] = [
 ];
 
 /// Values of the `reason` label of `macula_messages_dropped_total`.
-pub const DROP_REASONS: [&str; 10] = [
+pub const DROP_REASONS: [&str; 11] = [
     "queue_full",
     "slow_consumer",
     "no_route",
@@ -46,6 +46,7 @@ pub const DROP_REASONS: [&str; 10] = [
     "retries_exhausted",
     "parent_down",
     "peer_down",
+    "session_lost",
 ];
 
 /// Values of the `code` label of `macula_protocol_errors_total` (the wire `ErrorCode`s), plus

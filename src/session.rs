@@ -652,12 +652,13 @@ pub use writer::{run_writer, WriterConfig};
 mod reliable;
 pub use interest::{decode_interest, InterestRequest};
 pub use reliable::{
-    run_reliable_writer, ReliableQueues, ReliableState, MAX_RETRANSMITS, NO_ROUTE_RETRY,
-    RETRANSMIT_TICK,
+    run_reliable_writer, Confirm, Qos0Ledger, ReliableQueues, ReliableState, MAX_RETRANSMITS,
+    NO_ROUTE_RETRY, RETRANSMIT_TICK,
 };
 
-/// Builds the `PUBACK` handling channel pair used between a reader and its reliable writer.
-pub fn ack_channel(window: usize) -> (mpsc::Sender<PubAck>, mpsc::Receiver<PubAck>) {
+/// Builds the channel pair that carries `PUBACK`s and `PONG`s from a reader to its reliable
+/// writer.
+pub fn ack_channel(window: usize) -> (mpsc::Sender<Confirm>, mpsc::Receiver<Confirm>) {
     mpsc::channel(window.clamp(64, 65_536))
 }
 

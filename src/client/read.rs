@@ -11,15 +11,15 @@ use tokio::sync::mpsc;
 use super::{rpc, ClientError, Inner, Message, SubTrie};
 use crate::dedup::DedupWindow;
 use crate::session::read::{read_loop, Fatal, Flow, FrameHandler, ReadEnd};
-use crate::session::{Outbound, SessionError};
-use crate::wire::{Frame, FrameDecoder, MessageType, Pong, PubAck, Qos, RawFrame, WireError};
+use crate::session::{Confirm, Outbound, SessionError};
+use crate::wire::{Frame, FrameDecoder, MessageType, Pong, Qos, RawFrame, WireError};
 
 pub(super) async fn reader(
     inner: &Arc<Inner>,
     mut recv: RecvStream,
     mut decoder: FrameDecoder,
     dedup: &mut DedupWindow,
-    acks_tx: &mpsc::Sender<PubAck>,
+    acks_tx: &mpsc::Sender<Confirm>,
 ) -> Result<(), SessionError> {
     let mut link = NodeLink {
         inner,
@@ -45,7 +45,7 @@ fn fatal(e: WireError) -> Fatal {
 struct NodeLink<'a> {
     inner: &'a Arc<Inner>,
     dedup: &'a mut DedupWindow,
-    acks_tx: &'a mpsc::Sender<PubAck>,
+    acks_tx: &'a mpsc::Sender<Confirm>,
     subs: Arc<SubTrie>,
     reliable_targets: Vec<mpsc::Sender<Message>>,
 }
@@ -104,7 +104,12 @@ impl FrameHandler for NodeLink<'_> {
             }
             Some(MessageType::PubAck) => {
                 if let Frame::PubAck(a) = raw.decode().map_err(fatal)? {
-                    let _ = acks_tx.try_send(a);
+                    let _ = acks_tx.try_send(Confirm::PubAck(a));
+                }
+            }
+            Some(MessageType::Pong) => {
+                if let Frame::Pong(p) = raw.decode().map_err(fatal)? {
+                    let _ = acks_tx.try_send(Confirm::Pong(p.correlation_id));
                 }
             }
             Some(MessageType::SubAck) => {

@@ -629,3 +629,67 @@ async fn closed_client_fails_calls_and_registrations() {
         Err(ClientError::Closed)
     ));
 }
+
+/// QoS 0 publishes the node read are confirmed (its `PONG`s to the client's `PING`s); when
+/// the connection then dies, none of them is reported unconfirmed.
+#[tokio::test]
+async fn qos0_the_node_confirmed_is_not_reported_lost() {
+    let (_s, client, mut node) = pair().await;
+    for i in 0..20u8 {
+        client
+            .publish("t.a", Bytes::from(vec![i]), Qos::AtMostOnce)
+            .await
+            .expect("accepted");
+    }
+    for _ in 0..20 {
+        assert!(matches!(node.frame().await, Frame::Publish(_)));
+    }
+    // The next tick's PING comes after the 20 publishes; `frame()` answers it.
+    let answered = async {
+        loop {
+            let raw = next_frame(&mut node.recv, &mut node.decoder)
+                .await
+                .expect("open");
+            if let Frame::Ping(p) = raw.decode().expect("decodes") {
+                node.send(Frame::Pong(wire::Pong {
+                    correlation_id: p.correlation_id,
+                }))
+                .await;
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, answered).await.expect("a ping");
+    // The stream ends after the PONG: the client's reader reads both, in order.
+    node.send.finish().expect("finish");
+    tokio::time::timeout(WAIT, client.inner.cancel.cancelled())
+        .await
+        .expect("the session ends (no reconnect)");
+    assert_eq!(client.stats().qos0_unconfirmed, 0);
+}
+
+/// A node that reads but never confirms: every QoS 0 publish of the session it kills is
+/// reported unconfirmed.
+#[tokio::test]
+async fn qos0_unconfirmed_when_the_session_dies_is_reported() {
+    let (_s, client, mut node) = pair().await;
+    for i in 0..20u8 {
+        client
+            .publish("t.a", Bytes::from(vec![i]), Qos::AtMostOnce)
+            .await
+            .expect("accepted");
+    }
+    let mut read = 0;
+    while read < 20 {
+        let raw = tokio::time::timeout(WAIT, next_frame(&mut node.recv, &mut node.decoder))
+            .await
+            .expect("in time")
+            .expect("open");
+        read += usize::from(matches!(raw.decode(), Ok(Frame::Publish(_))));
+    }
+    node.conn.close(0u32.into(), b"gone");
+    tokio::time::timeout(WAIT, client.inner.cancel.cancelled())
+        .await
+        .expect("the session ends (no reconnect)");
+    assert_eq!(client.stats().qos0_unconfirmed, 20);
+}

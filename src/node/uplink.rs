@@ -23,10 +23,10 @@ use crate::fleet::follow::{Followed, Follower};
 use crate::fleet::hash::cluster_key;
 use crate::session::read::{read_loop, Fatal, Flow, FrameHandler};
 use crate::session::redial::{quic_connect, Dial, DialError, Redialer};
-use crate::session::{self, open_session, Outbound, ReliableState, SessionError};
+use crate::session::{self, open_session, Confirm, Outbound, ReliableState, SessionError};
 use crate::wire::{
-    self, Connect, ErrorCode, FleetView, Frame, FrameDecoder, MessageType, NodeId, Pong, PubAck,
-    Qos, RawFrame, Redirect, Role, WireError,
+    self, Connect, ErrorCode, FleetView, Frame, FrameDecoder, MessageType, NodeId, Pong, Qos,
+    RawFrame, Redirect, Role, WireError,
 };
 
 /// The uplink task: connect, announce interest, relay, reconnect with backoff.
@@ -260,7 +260,7 @@ struct ThisSession {
 struct UplinkLink {
     shared: Arc<Shared>,
     dedup: DedupWindow,
-    acks_tx: mpsc::Sender<PubAck>,
+    acks_tx: mpsc::Sender<Confirm>,
     this: ThisSession,
     ctx: ReadCtx,
     slow: Duration,
@@ -319,7 +319,7 @@ impl FrameHandler for UplinkLink {
             }
             Some(MessageType::PubAck) => match raw.decode() {
                 Ok(Frame::PubAck(a)) => {
-                    let _ = acks_tx.try_send(a);
+                    let _ = acks_tx.try_send(Confirm::PubAck(a));
                 }
                 Ok(_) => unreachable!("decode follows the header type"),
                 Err(e) => answer_error(up, metrics, &e, None),
@@ -386,7 +386,11 @@ impl FrameHandler for UplinkLink {
                     }
                 }
             }
-            Some(MessageType::Pong) => {}
+            Some(MessageType::Pong) => {
+                if let Ok(Frame::Pong(p)) = raw.decode() {
+                    let _ = acks_tx.try_send(Confirm::Pong(p.correlation_id));
+                }
+            }
             Some(MessageType::FleetView) => match raw.decode() {
                 Ok(Frame::FleetView(v)) if v.sender == bridge_id => {
                     shared.fleet.on_view(v, Some(metrics))

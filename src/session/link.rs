@@ -231,7 +231,8 @@ pub struct StopClose {
 /// `stop` completes. The reader's end stops the writer; the writer's end (a write error or
 /// timeout, its queues closed) closes the connection, which ends the reader; `stop` closes
 /// it with `on_stop`. `state` and `queues` outlive the session: what is unacknowledged is
-/// written again on the next one. Returns the writer's end and the reader's output (`Err`
+/// written again on the next one, and the QoS 0 publishes the peer did not confirm are
+/// counted in [`ReliableState::qos0_unconfirmed`]. Returns the writer's end and the reader's output (`Err`
 /// if the reader task panicked).
 #[allow(clippy::too_many_arguments)]
 pub async fn run_reliable<R: Send + 'static>(
@@ -286,6 +287,7 @@ pub async fn run_reliable<R: Send + 'static>(
             reader.await
         }
     };
+    state.end_session(queues);
     (w, r)
 }
 

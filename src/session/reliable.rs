@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Batch, Outbound, SessionError, WriterConfig, WRITE_BATCH};
 use crate::metrics::Metrics;
-use crate::wire::{MessageId, PubAck};
+use crate::wire::{Frame, MessageId, Ping, PubAck};
 
 /// One QoS 1 publish awaiting its acknowledgement.
 #[derive(Debug)]
@@ -50,7 +50,88 @@ pub struct ReliableState {
     pub acked: Arc<AtomicU64>,
     /// Woken whenever publishes are acknowledged.
     pub acked_notify: Arc<Notify>,
+    /// QoS 0 publishes written in sessions that ended before the peer confirmed reading them
+    /// (monotonic; [`Qos0Ledger`]): they may have been lost with the connection.
+    pub qos0_unconfirmed: Arc<AtomicU64>,
+    q0: Qos0Ledger,
     metrics: Arc<Metrics>,
+}
+
+/// What the peer confirmed of the QoS 0 publishes written in one session.
+///
+/// QoS 0 has no acknowledgement (`docs/PROTOCOL.md` §8), and what QUIC had accepted but not
+/// delivered when a connection dies is lost without a trace per frame. So the writer
+/// confirms them in bulk: each [`RETRANSMIT_TICK`] in which QoS 0 publishes were written it
+/// sends a `PING` whose `correlation_id` marks how many ([`Qos0Ledger::ping`]); the stream is
+/// ordered, so the peer's `PONG` ([`Qos0Ledger::on_pong`]) confirms every publish written
+/// before that `PING` was read. When the session ends, those written after the last
+/// confirmed mark are counted as unconfirmed ([`Qos0Ledger::end`]): an upper bound of what
+/// was lost, at most one tick plus a round trip of traffic above the truth.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Qos0Ledger {
+    /// The session's number (tags its marks, so a late `PONG` of an earlier session is
+    /// ignored).
+    session: u64,
+    /// QoS 0 publishes written this session.
+    written: u64,
+    /// The largest mark the peer confirmed.
+    confirmed: u64,
+    /// The last mark sent in a `PING`.
+    pinged: u64,
+}
+
+/// Bits of a `PING`'s `correlation_id` that carry the mark; the ones above carry the session.
+const MARK_BITS: u32 = 40;
+const MARK_MASK: u64 = (1 << MARK_BITS) - 1;
+
+impl Qos0Ledger {
+    /// Starts a new session: nothing written, nothing confirmed.
+    pub fn begin(&mut self) {
+        *self = Qos0Ledger {
+            session: self.session.wrapping_add(1),
+            ..Qos0Ledger::default()
+        };
+    }
+
+    /// One QoS 0 publish was written.
+    pub fn written(&mut self) {
+        self.written += 1;
+    }
+
+    /// The `PING` correlation id that asks the peer to confirm what was written so far, or
+    /// `None` when nothing new was written since the last one.
+    pub fn ping(&mut self) -> Option<u64> {
+        if self.written == self.pinged {
+            return None;
+        }
+        self.pinged = self.written;
+        Some((self.session << MARK_BITS) | (self.written & MARK_MASK))
+    }
+
+    /// The peer answered a `PING` with `correlation_id`: what was written before it arrived.
+    /// A `PONG` of another session, or to a `PING` this writer did not send, changes nothing.
+    pub fn on_pong(&mut self, correlation_id: u64) {
+        let (session, mark) = (correlation_id >> MARK_BITS, correlation_id & MARK_MASK);
+        if session == self.session & (u64::MAX >> MARK_BITS) && mark <= self.pinged {
+            self.confirmed = self.confirmed.max(mark);
+        }
+    }
+
+    /// Ends the session: how many of its QoS 0 publishes the peer never confirmed.
+    pub fn end(&mut self) -> u64 {
+        let unconfirmed = self.written - self.confirmed.min(self.written);
+        self.written = self.confirmed;
+        unconfirmed
+    }
+}
+
+/// What a reliable link's reader hands its writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirm {
+    /// The peer acknowledged QoS 1 publishes.
+    PubAck(PubAck),
+    /// The peer answered a `PING` (its correlation id): QoS 0 written before it arrived.
+    Pong(u64),
 }
 
 /// How soon a `no_route` answer inside the settle window is retried.
@@ -75,7 +156,39 @@ impl ReliableState {
             session_started: Instant::now(),
             acked: Arc::new(AtomicU64::new(0)),
             acked_notify: Arc::new(Notify::new()),
+            qos0_unconfirmed: Arc::new(AtomicU64::new(0)),
+            q0: Qos0Ledger::default(),
             metrics,
+        }
+    }
+
+    /// Ends the current session's QoS 0 accounting once its reader has ended: the `PUBACK`s
+    /// and `PONG`s it passed on and the writer did not take yet are applied, then what the
+    /// session wrote and the peer did not confirm is added to
+    /// [`ReliableState::qos0_unconfirmed`]; returns that number.
+    pub fn end_session(&mut self, queues: &mut ReliableQueues) -> u64 {
+        let now = Instant::now();
+        while let Ok(c) = queues.acks.try_recv() {
+            self.on_confirm(c, now);
+        }
+        let n = self.q0.end();
+        if n > 0 {
+            self.qos0_unconfirmed.fetch_add(n, Ordering::Relaxed);
+            self.metrics.dropped_n("session_lost", n);
+        }
+        n
+    }
+
+    /// Counts `n` QoS 0 publishes that were never written (queued when their link closed
+    /// for good) in [`ReliableState::qos0_unconfirmed`].
+    pub fn never_sent(&self, n: u64) {
+        self.qos0_unconfirmed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn on_confirm(&mut self, c: Confirm, now: Instant) {
+        match c {
+            Confirm::PubAck(a) => self.on_puback(a, now),
+            Confirm::Pong(corr) => self.q0.on_pong(corr),
         }
     }
 
@@ -166,14 +279,17 @@ pub struct ReliableQueues {
     pub ctrl: mpsc::Receiver<Outbound>,
     /// Publishes.
     pub data: mpsc::Receiver<Outbound>,
-    /// `PUBACK`s the reader received for our publishes.
-    pub acks: mpsc::Receiver<PubAck>,
+    /// `PUBACK`s and `PONG`s the reader received.
+    pub acks: mpsc::Receiver<Confirm>,
 }
 
 /// Writer for the connecting side (client → node, node → bridge), which keeps
-/// custody of QoS 1 publishes until acknowledged. `queues.acks` carries the `PUBACK`
-/// frames the reader received. Returns when cancelled, when the queues close, or
-/// on a write error; `state` survives for the next session.
+/// custody of QoS 1 publishes until acknowledged. `queues.acks` carries the `PUBACK` and
+/// `PONG` frames the reader received. QoS 0 publishes (the data queue's plain frames) are
+/// confirmed in bulk by a `PING` each tick in which some were written ([`Qos0Ledger`]); the
+/// caller ends the session's account with [`ReliableState::end_session`]. Returns when
+/// cancelled, when the queues close, or on a write error; `state` survives for the next
+/// session.
 pub async fn run_reliable_writer(
     send: &mut SendStream,
     state: &mut ReliableState,
@@ -183,6 +299,7 @@ pub async fn run_reliable_writer(
 ) -> Result<(), SessionError> {
     let mut batch = Batch::new();
     state.session_started = Instant::now();
+    state.q0.begin();
     let resend = state.due_frames(Instant::now(), true);
     if !resend.is_empty() {
         state
@@ -207,15 +324,28 @@ pub async fn run_reliable_writer(
             _ = cancel.cancelled() => true,
             Some(ack) = queues.acks.recv() => {
                 let now = Instant::now();
-                state.on_puback(ack, now);
+                state.on_confirm(ack, now);
                 while let Ok(ack) = queues.acks.try_recv() {
-                    state.on_puback(ack, now);
+                    state.on_confirm(ack, now);
                 }
                 false
             }
             i = queues.ctrl.recv() => match i { Some(i) => { items.push(i); false } None => true },
-            i = queues.data.recv(), if room > 0 => match i { Some(i) => { items.push(i); false } None => true },
+            i = queues.data.recv(), if room > 0 => match i {
+                Some(i) => {
+                    if matches!(i, Outbound::Frame(_)) {
+                        state.q0.written();
+                    }
+                    items.push(i);
+                    false
+                }
+                None => true,
+            },
             _ = tick.tick() => {
+                if let Some(corr) = state.q0.ping() {
+                    let ping = Frame::Ping(Ping { correlation_id: corr });
+                    batch.push_frame(ping.to_bytes(), &cfg.metrics);
+                }
                 let due = state.due_frames(Instant::now(), false);
                 if !due.is_empty() {
                     state.metrics.qos1_retransmissions_total.inc_by(due.len() as u64);
@@ -253,9 +383,11 @@ pub async fn run_reliable_writer(
                     state.take_custody(id, f.clone(), now);
                     batch.push_frame(f, &cfg.metrics);
                 }
-                Ok(Outbound::Frame(f)) | Ok(Outbound::Tracked(f, _)) => {
+                Ok(Outbound::Frame(f)) => {
+                    state.q0.written();
                     batch.push_frame(f, &cfg.metrics)
                 }
+                Ok(Outbound::Tracked(f, _)) => batch.push_frame(f, &cfg.metrics),
                 Ok(Outbound::Ack(id)) => batch.acks.push(id),
                 Ok(Outbound::NoRoute(id)) => batch.no_route.push(id),
                 Err(_) => break,
@@ -265,5 +397,63 @@ pub async fn run_reliable_writer(
             batch.seal(&cfg.metrics);
             batch.write(send, cfg.write_timeout).await?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `PONG` confirms what was written before its `PING`, not what came after.
+    #[test]
+    fn a_pong_confirms_what_its_ping_followed() {
+        let mut l = Qos0Ledger::default();
+        l.begin();
+        assert_eq!(l.ping(), None, "nothing written, nothing to confirm");
+        for _ in 0..5 {
+            l.written();
+        }
+        let first = l.ping().expect("5 to confirm");
+        assert_eq!(l.ping(), None, "one ping per new mark");
+        for _ in 0..3 {
+            l.written();
+        }
+        l.on_pong(first);
+        assert_eq!(l.end(), 3, "the 3 written after the ping are unconfirmed");
+    }
+
+    /// A `PONG` of an earlier session, or to a mark never sent, confirms nothing.
+    #[test]
+    fn foreign_pongs_confirm_nothing() {
+        let mut l = Qos0Ledger::default();
+        l.begin();
+        for _ in 0..4 {
+            l.written();
+        }
+        let old = l.ping().expect("mark");
+        assert_eq!(l.end(), 4);
+        l.begin();
+        for _ in 0..4 {
+            l.written();
+        }
+        l.on_pong(old);
+        let now = l.ping().expect("mark");
+        l.on_pong(now + 1);
+        l.on_pong(7); // session 0: a peer's own ping id, not ours
+        assert_eq!(l.end(), 4);
+    }
+
+    /// Everything confirmed: a lost session loses nothing that was written.
+    #[test]
+    fn all_confirmed_counts_nothing() {
+        let mut l = Qos0Ledger::default();
+        l.begin();
+        for _ in 0..10 {
+            l.written();
+        }
+        let m = l.ping().expect("mark");
+        l.on_pong(m);
+        assert_eq!(l.end(), 0);
+        assert_eq!(l.end(), 0, "ending twice counts once");
     }
 }
