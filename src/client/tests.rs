@@ -635,12 +635,7 @@ async fn closed_client_fails_calls_and_registrations() {
 #[tokio::test]
 async fn qos0_the_node_confirmed_is_not_reported_lost() {
     let (_s, client, mut node) = pair().await;
-    for i in 0..20u8 {
-        client
-            .publish("t.a", Bytes::from(vec![i]), Qos::AtMostOnce)
-            .await
-            .expect("accepted");
-    }
+    publish_qos0(&client, 20).await;
     for _ in 0..20 {
         assert!(matches!(node.frame().await, Frame::Publish(_)));
     }
@@ -673,12 +668,7 @@ async fn qos0_the_node_confirmed_is_not_reported_lost() {
 #[tokio::test]
 async fn qos0_unconfirmed_when_the_session_dies_is_reported() {
     let (_s, client, mut node) = pair().await;
-    for i in 0..20u8 {
-        client
-            .publish("t.a", Bytes::from(vec![i]), Qos::AtMostOnce)
-            .await
-            .expect("accepted");
-    }
+    publish_qos0(&client, 20).await;
     let mut read = 0;
     while read < 20 {
         let raw = tokio::time::timeout(WAIT, next_frame(&mut node.recv, &mut node.decoder))
@@ -692,4 +682,14 @@ async fn qos0_unconfirmed_when_the_session_dies_is_reported() {
         .await
         .expect("the session ends (no reconnect)");
     assert_eq!(client.stats().qos0_unconfirmed, 20);
+}
+
+/// Publishes `n` QoS 0 messages on `t.a`.
+async fn publish_qos0(client: &Client, n: u8) {
+    for i in 0..n {
+        client
+            .publish("t.a", Bytes::from(vec![i]), Qos::AtMostOnce)
+            .await
+            .expect("accepted");
+    }
 }
