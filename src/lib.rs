@@ -31,8 +31,9 @@
 //! Async parts (tokio + quinn):
 //! - [`transport`] — QUIC endpoints (quinn + rustls, ALPN `macula`), development
 //!   and production TLS.
-//! - [`session`] — per-connection plumbing: bounded control/data queues, batching
-//!   writers, QoS 1 custody and retransmission, the handshake.
+//! - [`session`] — per-connection plumbing: the link actor every link runs on
+//!   ([`session::link`]), bounded control/data queues, batching writers, QoS 1 custody and
+//!   retransmission, QoS 0 confirmation, the handshake, the one read loop and redial loop.
 //! - [`server`] — the accept loop (one task per connection, connection cap).
 //! - [`node`] — `macula node`: local pub/sub for clients plus one uplink to a bridge.
 //! - [`bridge`] — `macula bridge`: interest-routed relay between the nodes of each realm;
