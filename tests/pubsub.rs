@@ -3,7 +3,9 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{bridge_and_two_nodes, client, fleet, metric, recv, wait_route};
 use macula::client::Client;
@@ -561,5 +563,105 @@ async fn qos1_both_ways_across_a_mesh_link_never_stalls_it() {
             f.procs[n].name
         );
     }
+    f.stop().await;
+}
+
+/// QoS 0 across a lost uplink session (PROTOCOL §8, "QoS 0 and lost sessions"): what the
+/// bridge confirmed (its `pong`s to the uplink's `ping` marks) is not reported when the bridge
+/// is then SIGKILLed; publishes written flat out when it is killed are reported as
+/// `dropped{reason="session_lost"}` at the node, never more than were published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_uplink_session_reports_the_qos0_the_bridge_did_not_confirm() {
+    let (mut f, b, na, nb) = bridge_and_two_nodes().await;
+    let admin = f.procs[na].admin;
+    let session_lost = || {
+        metric(
+            admin,
+            "macula_messages_dropped_total{reason=\"session_lost\"}",
+        )
+    };
+    let uplink_down = |admin| async move {
+        (metric(admin, "macula_connections_open{role=\"uplink\"}") == 0.0).then_some(())
+    };
+    let sub_client = client(f.procs[nb].quic).await;
+    let mut sub = sub_client.subscribe("telemetry.**").await.unwrap();
+    let publisher = client(f.procs[na].quic).await;
+    wait_route(&publisher, &mut sub, "telemetry.probe").await;
+
+    // Everything delivered, and no `pong` for 300 ms (3 ticks): the last mark is confirmed.
+    for i in 0..500u32 {
+        publisher
+            .publish(
+                "telemetry.x",
+                i.to_be_bytes().to_vec().into(),
+                Qos::AtMostOnce,
+            )
+            .await
+            .unwrap();
+    }
+    for _ in 0..500 {
+        recv(&mut sub).await;
+    }
+    let pongs = || metric(admin, "macula_frames_received_total{type=\"pong\"}");
+    let mut last = (pongs(), Instant::now());
+    common::poll(Duration::from_secs(10), "pongs settle", || {
+        let now = pongs();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        let settled = now > 0.0 && last.1.elapsed() >= Duration::from_millis(300);
+        async move { settled.then_some(()) }
+    })
+    .await;
+    f.kill(b).await;
+    common::poll(Duration::from_secs(10), "uplink down", || {
+        uplink_down(admin)
+    })
+    .await;
+    assert_eq!(
+        session_lost(),
+        0.0,
+        "the bridge had confirmed every QoS 0 publish"
+    );
+
+    // Flat out when the bridge dies: the tail of the session is unconfirmed.
+    f.restart(b).unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    wait_route(&publisher, &mut sub, "telemetry.probe").await;
+    // Publishes until told to stop (at most 2,000,000).
+    let stop = Arc::new(AtomicBool::new(false));
+    let flat_out = {
+        let (p, stop) = (publisher.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && n < 2_000_000 {
+                p.publish("telemetry.x", "x".into(), Qos::AtMostOnce)
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    for _ in 0..2_000 {
+        recv(&mut sub).await;
+    }
+    f.kill(b).await;
+    stop.store(true, Ordering::Relaxed);
+    common::poll(Duration::from_secs(10), "uplink down", || {
+        uplink_down(admin)
+    })
+    .await;
+    let published = flat_out.await.unwrap();
+    let lost = session_lost();
+    eprintln!("session_lost: {lost} reported, {published} published");
+    assert!(
+        lost > 0.0,
+        "a session lost under QoS 0 load reports its unconfirmed tail"
+    );
+    assert!(
+        lost <= published as f64,
+        "{lost} reported of {published} published"
+    );
     f.stop().await;
 }
