@@ -23,7 +23,7 @@ mod uplink;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::Connection;
@@ -50,8 +50,9 @@ struct Shared {
     node_id: NodeId,
     cfg: Config,
     metrics: Arc<Metrics>,
-    /// Who holds which pattern on which link (clients, mesh peers, the uplink, the registry).
-    relay: RwLock<Relay<PeerTx>>,
+    /// Pub/sub: the relay over every link (clients, mesh peers, the uplink, the registry).
+    pubsub: pubsub::PubSub,
+    /// The uplink's queues (pub/sub custody, RPC and lookups going up).
     uplink: Option<UplinkTx>,
     next_key: AtomicU64,
     /// Where the other nodes of the cluster reach this one (its DHT contact address).
@@ -71,7 +72,7 @@ struct Shared {
     /// Procedures whose advertisement changed, handled in order by one task.
     advert_tx: mpsc::Sender<String>,
     /// The queue into the gossip task (the cluster's replicated CRDT store).
-    gossip: gossip::GossipHandle,
+    gossip: Arc<gossip::GossipHandle>,
     /// The bridge fleet as the uplink sees it (directory, redirects).
     fleet: uplink::UplinkFleet,
 }
@@ -114,6 +115,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
     let (mesh, dial_rx) = mesh::Mesh::new();
     let (advert_tx, advert_rx) = mpsc::channel(rpc::ADVERT_QUEUE);
     let (gossip_handle, gossip_rx) = gossip::GossipHandle::new();
+    let gossip_handle = Arc::new(gossip_handle);
     let dht = crate::dht::service::DhtService::new(
         crate::dht::service::DhtParams::from_config(
             crate::dht::Contact {
@@ -135,10 +137,13 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         cluster: cfg.node.cluster.clone(),
         node_id,
         metrics: metrics.clone(),
-        relay: RwLock::new(node_relay(
-            limits.max_subscriptions_per_connection,
-            uplink.is_some(),
-        )),
+        pubsub: pubsub::PubSub::new(
+            node_relay(limits.max_subscriptions_per_connection, uplink.is_some()),
+            uplink.clone(),
+            gossip_handle.clone(),
+            &node_id,
+            metrics.clone(),
+        ),
         uplink,
         next_key: AtomicU64::new(1),
         advertise,
@@ -286,7 +291,9 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         decoder,
     };
     let (mut actor, tx, _) = LinkActor::start(io, peer, None, writer_config(&shared), span);
-    pubsub::add_link(&shared, key, LinkKind::Client, Some(tx.clone()));
+    shared
+        .pubsub
+        .add_link(key, LinkKind::Client, Some(tx.clone()));
     let mut link = ClientLink {
         shared: &shared,
         me: &tx,
@@ -297,7 +304,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         .read(&mut link, std::future::pending())
         .await
         .orderly();
-    pubsub::remove_link(&shared, key);
+    shared.pubsub.remove_link(key);
     rpc::client_gone(&shared, key);
     actor.finish(end.map(|_| ())).await;
 }
@@ -348,7 +355,8 @@ async fn handle_client_frame(
             let reliable = view.qos == Qos::AtLeastOnce;
             metrics.messages_published_total.inc();
             let up = reliable.then_some(&me.ctrl);
-            let out = pubsub::forward(shared, me.key, &raw.bytes, &view, ctx, slow, up).await;
+            let out =
+                pubsub::forward(&shared.pubsub, me.key, &raw.bytes, &view, ctx, slow, up).await;
             if let Some(track) = out.track {
                 // Acknowledged (`ids`) when the mesh peers it went to have acknowledged it too.
                 track.ack_one();
@@ -376,7 +384,9 @@ async fn handle_client_frame(
                     return Ok(None);
                 }
             };
-            let count = match pubsub::change_interest(shared, me.key, &req.patterns, req.subscribe)
+            let count = match shared
+                .pubsub
+                .change_interest(me.key, &req.patterns, req.subscribe)
             {
                 Ok(n) => n,
                 Err(e) => {

@@ -435,7 +435,7 @@ async fn run_link(
             .next_key
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     });
-    super::pubsub::mesh_up(&shared, link, tx.clone());
+    shared.pubsub.mesh_up(link, tx.clone());
     shared.metrics.rpc.mesh_peers.set(shared.mesh.len() as i64);
     shared.gossip.send(super::gossip::Cmd::PeerUp(
         peer_id,
@@ -485,8 +485,8 @@ async fn run_link(
     // still hold them and retransmit.
     drop(handler);
     match shared.mesh.detach(&peer_id, key, Instant::now()) {
-        Some((link, true)) => super::pubsub::mesh_down(&shared, link),
-        Some((link, false)) => super::pubsub::remove_link(&shared, link),
+        Some((link, true)) => shared.pubsub.mesh_down(link),
+        Some((link, false)) => shared.pubsub.remove_link(link),
         None => {}
     }
     shared
@@ -539,8 +539,16 @@ impl read::FrameHandler for MeshLink<'_> {
                 };
                 // Delivered here only: a mesh publish is never forwarded again. A QoS 1 one is
                 // acknowledged once queued for our clients (`no_route` when none wanted it).
-                let taken =
-                    super::pubsub::forward(shared, link, &raw.bytes, &view, ctx, slow, None).await;
+                let taken = super::pubsub::forward(
+                    &shared.pubsub,
+                    link,
+                    &raw.bytes,
+                    &view,
+                    ctx,
+                    slow,
+                    None,
+                )
+                .await;
                 if view.qos == crate::wire::Qos::AtLeastOnce {
                     let ack = match taken.now {
                         0 => Outbound::NoRoute(view.message_id),
@@ -558,8 +566,9 @@ impl read::FrameHandler for MeshLink<'_> {
                         return Ok(Flow::Continue);
                     }
                 };
-                if let Err(e) =
-                    super::pubsub::change_interest(shared, link, &req.patterns, req.subscribe)
+                if let Err(e) = shared
+                    .pubsub
+                    .change_interest(link, &req.patterns, req.subscribe)
                 {
                     metrics.interest_refused_total.inc();
                     me.send_error(metrics, ErrorCode::LimitExceeded, e.to_string(), None);
@@ -575,7 +584,7 @@ impl read::FrameHandler for MeshLink<'_> {
             MessageType::SubAck => match raw.decode() {
                 Ok(Frame::SubAck(a)) if a.correlation_id == interest::INTEREST_SYNC => {
                     // Everything the peer's clients want has arrived.
-                    super::pubsub::mesh_synced(shared, link);
+                    shared.pubsub.mesh_synced(link);
                 }
                 Ok(_) => {}
                 Err(e) => metrics.protocol_error(e.code().as_str()),
@@ -699,7 +708,7 @@ pub async fn run_maintainer(shared: Arc<Shared>, seeds: Vec<String>, cancel: Can
                 link,
                 "mesh peer did not come back; its interest is forgotten"
             );
-            super::pubsub::remove_link(&shared, link);
+            shared.pubsub.remove_link(link);
         }
         shared.dht.tick().await;
     }

@@ -8,7 +8,7 @@
 //!
 //! The uplink's sending half is not a [`PeerTx`] (its session changes under the reliable
 //! writer's custody), so its relay target is always `None` and its queues are
-//! [`Shared::uplink`]: QoS 1 publishes routed there are taken into custody (acknowledged to
+//! [`PubSub::uplink`]: QoS 1 publishes routed there are taken into custody (acknowledged to
 //! the client at once, retransmitted until the bridge acknowledges them), QoS 0 ones queued
 //! or dropped. Until the bridge's interest snapshot of a session is complete, and through
 //! the settle window after a reconnect, the uplink's interest is unknown and every QoS 1
@@ -18,13 +18,15 @@
 //! (a pattern when its first holder appears and when its last leaves), which become the
 //! node's entries in the replicated subscription registry (`gossip::sub_key`).
 
-use std::sync::{PoisonError, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{gossip, Shared};
+use super::{gossip, UplinkTx};
+use crate::metrics::Metrics;
 use crate::relay::{Delta, LinkId, LinkKind, Relay, Route};
+use crate::wire::NodeId;
 use tokio::sync::mpsc;
 
 use crate::session::{self, interest, observe_latency, AckTrack, Offer, Outbound, PeerTx};
@@ -36,139 +38,173 @@ pub(super) use super::rpc::UPLINK_LINK;
 /// never handed to a connection).
 pub(super) const REGISTRY_LINK: LinkId = 0;
 
-/// Write access to the node's relay.
-pub(super) fn relay_mut(shared: &Shared) -> RwLockWriteGuard<'_, Relay<PeerTx>> {
-    shared.relay.write().unwrap_or_else(PoisonError::into_inner)
+/// The node's pub/sub: who holds which pattern on which link (clients, mesh peers, the
+/// uplink, the registry) and what the relay routes where. It owns its state; the node's
+/// links call it (`shared.pubsub`).
+pub(super) struct PubSub {
+    relay: RwLock<Relay<PeerTx>>,
+    /// The uplink's queues (the reliable writer's custody), when an uplink is configured.
+    uplink: Option<UplinkTx>,
+    /// The cluster's replicated store: the registry link's deltas become `$sub/` entries.
+    gossip: Arc<gossip::GossipHandle>,
+    /// This node's id in hex, the registry entries' member.
+    me: Arc<str>,
+    metrics: Arc<Metrics>,
 }
 
-/// Read access to the node's relay (the publish path).
-pub(super) fn relay_ref(shared: &Shared) -> RwLockReadGuard<'_, Relay<PeerTx>> {
-    shared.relay.read().unwrap_or_else(PoisonError::into_inner)
-}
+impl PubSub {
+    /// Pub/sub over `relay` (built with its registry and uplink links), routing up through
+    /// `uplink` and registering patterns as node `node_id` in `gossip`.
+    pub(super) fn new(
+        relay: Relay<PeerTx>,
+        uplink: Option<UplinkTx>,
+        gossip: Arc<gossip::GossipHandle>,
+        node_id: &NodeId,
+        metrics: Arc<Metrics>,
+    ) -> PubSub {
+        PubSub {
+            relay: RwLock::new(relay),
+            uplink,
+            gossip,
+            me: crate::state::hex_id(node_id).into(),
+            metrics,
+        }
+    }
 
-/// Sends each link its interest delta (call it while holding the relay's write lock, so
-/// deltas leave in order): the registry's become gossip updates, the uplink's go on its
-/// control queue, a mesh peer's on its own (a peer whose control queue is full is closed as
-/// a slow consumer).
-pub(super) fn tell(shared: &Shared, relay: &Relay<PeerTx>, deltas: &[Delta]) {
-    for d in deltas {
-        match d.link {
-            REGISTRY_LINK => registry(shared, d),
-            UPLINK_LINK => {
-                if let Some(up) = &shared.uplink {
+    /// Write access to the node's relay.
+    pub(super) fn relay_mut(&self) -> RwLockWriteGuard<'_, Relay<PeerTx>> {
+        self.relay.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Read access to the node's relay (the publish path).
+    pub(super) fn relay_ref(&self) -> RwLockReadGuard<'_, Relay<PeerTx>> {
+        self.relay.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends each link its interest delta (call it while holding the relay's write lock, so
+    /// deltas leave in order): the registry's become gossip updates, the uplink's go on its
+    /// control queue, a mesh peer's on its own (a peer whose control queue is full is closed as
+    /// a slow consumer).
+    pub(super) fn tell(&self, relay: &Relay<PeerTx>, deltas: &[Delta]) {
+        for d in deltas {
+            match d.link {
+                REGISTRY_LINK => self.registry(d),
+                UPLINK_LINK => {
+                    if let Some(up) = &self.uplink {
+                        for f in interest::delta_frames(d) {
+                            // A full control queue means the session is stuck; the next session
+                            // re-announces the whole interest.
+                            let _ = up.ctrl.try_send(Outbound::Frame(f));
+                        }
+                    }
+                }
+                link => {
+                    let Some(tx) = relay.target(link) else {
+                        continue;
+                    };
                     for f in interest::delta_frames(d) {
-                        // A full control queue means the session is stuck; the next session
-                        // re-announces the whole interest.
-                        let _ = up.ctrl.try_send(Outbound::Frame(f));
-                    }
-                }
-            }
-            link => {
-                let Some(tx) = relay.target(link) else {
-                    continue;
-                };
-                for f in interest::delta_frames(d) {
-                    if tx.ctrl.try_send(Outbound::Frame(f)).is_err() {
-                        session::close_slow_consumer(
-                            &tx.conn,
-                            &shared.metrics,
-                            "control queue full",
-                        );
-                        break;
+                        if tx.ctrl.try_send(Outbound::Frame(f)).is_err() {
+                            session::close_slow_consumer(
+                                &tx.conn,
+                                &self.metrics,
+                                "control queue full",
+                            );
+                            break;
+                        }
                     }
                 }
             }
         }
     }
-}
 
-/// The node's entries in the replicated subscription registry.
-fn registry(shared: &Shared, d: &Delta) {
-    let me = crate::state::hex_id(&shared.node_id);
-    for p in &d.add {
-        shared.gossip.update(
-            gossip::sub_key(p),
-            crate::crdt::Op::SetAdd(me.clone().into()),
-        );
-    }
-    for p in &d.remove {
-        shared.gossip.update(
-            gossip::sub_key(p),
-            crate::crdt::Op::SetRemove(me.clone().into()),
-        );
-    }
-}
-
-/// Adds a link and tells it the interest it can forward to.
-pub(super) fn add_link(shared: &Shared, link: LinkId, kind: LinkKind, tx: Option<PeerTx>) {
-    let mut r = relay_mut(shared);
-    let first = r.add_link(link, kind, tx.map(std::sync::Arc::new));
-    tell(shared, &r, &[first]);
-}
-
-/// A session with a mesh peer started on the peer's relay link `link` (held from an earlier
-/// session, or new). What the link held is dropped: the peer sends its whole interest again,
-/// and until the end of that snapshot (its `INTEREST_SYNC`, [`mesh_synced`]) the link's
-/// interest is unknown, so QoS 1 publishes go to it whatever their topic. The peer is told
-/// our clients' interest as a snapshot ending in `INTEREST_SYNC` (`docs/PROTOCOL.md` §8a).
-pub(super) fn mesh_up(shared: &Shared, link: LinkId, tx: PeerTx) {
-    let mut r = relay_mut(shared);
-    let stale = r.remove_link(link);
-    tell(shared, &r, &stale);
-    let first = r.add_link(link, LinkKind::Mesh, Some(std::sync::Arc::new(tx.clone())));
-    r.set_unknown(link, true);
-    for f in interest::snapshot_frames(&first.add) {
-        if tx.ctrl.try_send(Outbound::Frame(f)).is_err() {
-            session::close_slow_consumer(&tx.conn, &shared.metrics, "control queue full");
-            break;
+    /// The node's entries in the replicated subscription registry.
+    fn registry(&self, d: &Delta) {
+        let me = &self.me;
+        for p in &d.add {
+            self.gossip.update(
+                gossip::sub_key(p),
+                crate::crdt::Op::SetAdd(me.to_string().into()),
+            );
+        }
+        for p in &d.remove {
+            self.gossip.update(
+                gossip::sub_key(p),
+                crate::crdt::Op::SetRemove(me.to_string().into()),
+            );
         }
     }
-    shared.metrics.subscriptions.set(r.patterns() as i64);
-}
 
-/// The peer on mesh link `link` has sent its whole interest: it is known from now on.
-pub(super) fn mesh_synced(shared: &Shared, link: LinkId) {
-    relay_mut(shared).set_unknown(link, false);
-}
+    /// Adds a link and tells it the interest it can forward to.
+    pub(super) fn add_link(&self, link: LinkId, kind: LinkKind, tx: Option<PeerTx>) {
+        let mut r = self.relay_mut();
+        let first = r.add_link(link, kind, tx.map(std::sync::Arc::new));
+        self.tell(&r, &[first]);
+    }
 
-/// The session of mesh link `link` ended: its interest is held (publishes it wants are
-/// routed to it with no target, so a QoS 1 one is never acknowledged and its publisher
-/// retransmits) until a new session takes the link over or the hold ends
-/// ([`super::mesh::MESH_HOLD`]). An unknown interest is not held: only known patterns are.
-pub(super) fn mesh_down(shared: &Shared, link: LinkId) {
-    let mut r = relay_mut(shared);
-    r.set_target(link, None);
-    r.set_unknown(link, false);
-}
+    /// A session with a mesh peer started on the peer's relay link `link` (held from an earlier
+    /// session, or new). What the link held is dropped: the peer sends its whole interest again,
+    /// and until the end of that snapshot (its `INTEREST_SYNC`, [`mesh_synced`]) the link's
+    /// interest is unknown, so QoS 1 publishes go to it whatever their topic. The peer is told
+    /// our clients' interest as a snapshot ending in `INTEREST_SYNC` (`docs/PROTOCOL.md` §8a).
+    pub(super) fn mesh_up(&self, link: LinkId, tx: PeerTx) {
+        let mut r = self.relay_mut();
+        let stale = r.remove_link(link);
+        self.tell(&r, &stale);
+        let first = r.add_link(link, LinkKind::Mesh, Some(std::sync::Arc::new(tx.clone())));
+        r.set_unknown(link, true);
+        for f in interest::snapshot_frames(&first.add) {
+            if tx.ctrl.try_send(Outbound::Frame(f)).is_err() {
+                session::close_slow_consumer(&tx.conn, &self.metrics, "control queue full");
+                break;
+            }
+        }
+        self.metrics.subscriptions.set(r.patterns() as i64);
+    }
 
-/// Removes a link with its patterns and tells the others what changed.
-pub(super) fn remove_link(shared: &Shared, link: LinkId) {
-    let mut r = relay_mut(shared);
-    let deltas = r.remove_link(link);
-    tell(shared, &r, &deltas);
-    shared.metrics.subscriptions.set(r.patterns() as i64);
-}
+    /// The peer on mesh link `link` has sent its whole interest: it is known from now on.
+    pub(super) fn mesh_synced(&self, link: LinkId) {
+        self.relay_mut().set_unknown(link, false);
+    }
 
-/// Applies a `subscribe` or `unsubscribe` from `link` and sends the resulting deltas.
-/// Returns how many patterns the link then holds.
-///
-/// Errors: [`crate::relay::RelayError::LimitExceeded`] (nothing applied).
-pub(super) fn change_interest(
-    shared: &Shared,
-    link: LinkId,
-    patterns: &[String],
-    subscribe: bool,
-) -> Result<usize, crate::relay::RelayError> {
-    let mut r = relay_mut(shared);
-    let (held, deltas) = if subscribe {
-        r.subscribe(link, patterns)?
-    } else {
-        let d = r.unsubscribe(link, patterns);
-        (r.held_count(link), d)
-    };
-    tell(shared, &r, &deltas);
-    shared.metrics.subscriptions.set(r.patterns() as i64);
-    Ok(held)
+    /// The session of mesh link `link` ended: its interest is held (publishes it wants are
+    /// routed to it with no target, so a QoS 1 one is never acknowledged and its publisher
+    /// retransmits) until a new session takes the link over or the hold ends
+    /// ([`super::mesh::MESH_HOLD`]). An unknown interest is not held: only known patterns are.
+    pub(super) fn mesh_down(&self, link: LinkId) {
+        let mut r = self.relay_mut();
+        r.set_target(link, None);
+        r.set_unknown(link, false);
+    }
+
+    /// Removes a link with its patterns and tells the others what changed.
+    pub(super) fn remove_link(&self, link: LinkId) {
+        let mut r = self.relay_mut();
+        let deltas = r.remove_link(link);
+        self.tell(&r, &deltas);
+        self.metrics.subscriptions.set(r.patterns() as i64);
+    }
+
+    /// Applies a `subscribe` or `unsubscribe` from `link` and sends the resulting deltas.
+    /// Returns how many patterns the link then holds.
+    ///
+    /// Errors: [`crate::relay::RelayError::LimitExceeded`] (nothing applied).
+    pub(super) fn change_interest(
+        &self,
+        link: LinkId,
+        patterns: &[String],
+        subscribe: bool,
+    ) -> Result<usize, crate::relay::RelayError> {
+        let mut r = self.relay_mut();
+        let (held, deltas) = if subscribe {
+            r.subscribe(link, patterns)?
+        } else {
+            let d = r.unsubscribe(link, patterns);
+            (r.held_count(link), d)
+        };
+        self.tell(&r, &deltas);
+        self.metrics.subscriptions.set(r.patterns() as i64);
+        Ok(held)
+    }
 }
 
 /// Per-reader scratch state for the delivery path, reused across frames so the hot path
@@ -209,7 +245,7 @@ pub(super) struct Forwarded {
 /// acknowledged in `ids` when something took it, in `no_route` when nothing did
 /// (`docs/PROTOCOL.md` §8).
 pub(super) async fn forward(
-    shared: &Shared,
+    pubsub: &PubSub,
     from: LinkId,
     frame: &Bytes,
     view: &PublishView<'_>,
@@ -217,10 +253,12 @@ pub(super) async fn forward(
     slow: Duration,
     upstream: Option<&mpsc::Sender<Outbound>>,
 ) -> Forwarded {
-    let metrics = &shared.metrics;
+    let metrics = &pubsub.metrics;
     let reliable = view.qos == crate::wire::Qos::AtLeastOnce;
     let mut routes = std::mem::take(&mut ctx.routes);
-    relay_ref(shared).route(from, view.topic, reliable, &mut routes);
+    pubsub
+        .relay_ref()
+        .route(from, view.topic, reliable, &mut routes);
     let mut out = Forwarded::default();
     if reliable {
         if let Some(up) = upstream {
@@ -232,7 +270,7 @@ pub(super) async fn forward(
     }
     for r in routes.drain(..) {
         if r.link == UPLINK_LINK {
-            out.now += up(shared, frame, view.message_id, reliable).await;
+            out.now += up(pubsub, frame, view.message_id, reliable).await;
             continue;
         }
         let Some(tx) = r.target else {
@@ -278,13 +316,13 @@ pub(super) async fn forward(
 /// Hands one publish to the uplink: QoS 1 into its custody (waiting for room: the
 /// publisher is slowed, nothing is lost), QoS 0 queued or dropped. Returns 1 when taken.
 async fn up(
-    shared: &Shared,
+    pubsub: &PubSub,
     frame: &Bytes,
     message_id: crate::wire::MessageId,
     reliable: bool,
 ) -> u64 {
-    let Some(up) = &shared.uplink else { return 0 };
-    let metrics = &shared.metrics;
+    let Some(up) = &pubsub.uplink else { return 0 };
+    let metrics = &pubsub.metrics;
     if reliable {
         let custody = Outbound::Custody(message_id, frame.clone());
         if up.data.send(custody).await.is_ok() {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::pubsub::{self, ReadCtx, UPLINK_LINK};
+use super::pubsub::{self, PubSub, ReadCtx, UPLINK_LINK};
 use super::{gossip, rpc, writer_config, Shared};
 use crate::dedup::DedupWindow;
 use crate::defaults;
@@ -121,7 +121,7 @@ pub(super) async fn run_uplink(
         // deltas) and take the told set under the relay's lock, so every later delta
         // follows this snapshot.
         let announce = {
-            let mut r = pubsub::relay_mut(&shared);
+            let mut r = shared.pubsub.relay_mut();
             let held = r.held(UPLINK_LINK);
             r.unsubscribe(UPLINK_LINK, &held);
             r.set_unknown(UPLINK_LINK, true);
@@ -154,7 +154,7 @@ pub(super) async fn run_uplink(
                     if let Some(t) = settle_until {
                         tokio::time::sleep_until(t.into()).await;
                     }
-                    settle.mark(&shared, Settle::SETTLED);
+                    settle.mark(&shared.pubsub, Settle::SETTLED);
                     std::future::pending::<()>().await
                 };
                 let mut link = link;
@@ -239,10 +239,10 @@ impl Settle {
     const SETTLED: u8 = 2;
 
     /// Records one of the two conditions; the second one makes the interest known.
-    fn mark(&self, shared: &Shared, bit: u8) {
+    fn mark(&self, pubsub: &PubSub, bit: u8) {
         let now = self.0.fetch_or(bit, Ordering::AcqRel) | bit;
         if now == Self::SYNCED | Self::SETTLED {
-            pubsub::relay_mut(shared).set_unknown(UPLINK_LINK, false);
+            pubsub.relay_mut().set_unknown(UPLINK_LINK, false);
         }
     }
 }
@@ -309,7 +309,16 @@ impl FrameHandler for UplinkLink {
                 };
                 let reliable = view.qos == Qos::AtLeastOnce;
                 if dedup.insert(view.message_id) {
-                    pubsub::forward(shared, UPLINK_LINK, &raw.bytes, &view, ctx, slow, None).await;
+                    pubsub::forward(
+                        &shared.pubsub,
+                        UPLINK_LINK,
+                        &raw.bytes,
+                        &view,
+                        ctx,
+                        slow,
+                        None,
+                    )
+                    .await;
                 } else {
                     metrics.messages_deduplicated_total.inc();
                 }
@@ -332,12 +341,12 @@ impl FrameHandler for UplinkLink {
                         return Ok(Flow::Continue);
                     }
                 };
-                if let Err(e) = pubsub::change_interest(shared, UPLINK_LINK, &patterns, add) {
+                if let Err(e) = shared.pubsub.change_interest(UPLINK_LINK, &patterns, add) {
                     // Too much interest to hold: treat it as unknown for the rest of the
                     // session (QoS 1 still goes up; the bridge routes it).
                     metrics.interest_refused_total.inc();
                     warn!(error = %e, "bridge interest refused; routing QoS 1 up regardless");
-                    pubsub::relay_mut(shared).set_unknown(UPLINK_LINK, true);
+                    shared.pubsub.relay_mut().set_unknown(UPLINK_LINK, true);
                 }
             }
             Some(MessageType::Ping) => match raw.decode() {
@@ -382,7 +391,7 @@ impl FrameHandler for UplinkLink {
             Some(MessageType::SubAck) => {
                 if let Ok(Frame::SubAck(a)) = raw.decode() {
                     if a.correlation_id == session::interest::INTEREST_SYNC {
-                        settle.mark(shared, Settle::SYNCED);
+                        settle.mark(&shared.pubsub, Settle::SYNCED);
                     }
                 }
             }
