@@ -301,7 +301,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
     })
 }
 
-use crate::session::link::{LinkActor, LinkIo};
+use crate::session::link::{LinkActor, LinkIo, LinkTasks};
 use crate::session::read::{Fatal, Flow, FrameHandler};
 
 /// What a child link is.
@@ -525,7 +525,11 @@ async fn run_link(
     );
     // The child's window is this side's `max_inflight` (its `connect` carries none).
     let window = Some(limits.max_inflight as usize);
-    let (mut actor, _, pending) = LinkActor::start(io, peer, window, wcfg, span);
+    let tasks = LinkTasks {
+        tracker: shared.tracker.clone(),
+        span,
+    };
+    let (mut actor, _, pending) = LinkActor::start(io, peer, window, wcfg, tasks);
     // A dead child is detected by QUIC: its dialer asked for a 3 s idle timeout with 1 s
     // keep-alives (`transport.link_*`), so its routes, records and calls in flight go within
     // seconds, not at the 30 s default.

@@ -833,7 +833,10 @@ impl SessionManager {
                 &mut self.state,
                 &mut self.queues,
                 &self.wcfg,
-                span,
+                &session::link::LinkTasks {
+                    tracker: inner.tasks.clone(),
+                    span,
+                },
                 reader,
                 (inner.cancel.cancelled(), on_stop),
             )

@@ -242,6 +242,14 @@ fn node_relay(max_patterns: usize, uplink: bool) -> Relay<PeerTx> {
     relay
 }
 
+/// Where a link's tasks run: the node's tracker, inside `span`.
+fn link_tasks(shared: &Shared, span: tracing::Span) -> LinkTasks {
+    LinkTasks {
+        tracker: shared.tasks.clone(),
+        span,
+    }
+}
+
 fn writer_config(shared: &Shared) -> WriterConfig {
     WriterConfig {
         write_timeout: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms.max(1)),
@@ -290,7 +298,13 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         recv,
         decoder,
     };
-    let (mut actor, tx, _) = LinkActor::start(io, peer, None, writer_config(&shared), span);
+    let (mut actor, tx, _) = LinkActor::start(
+        io,
+        peer,
+        None,
+        writer_config(&shared),
+        link_tasks(&shared, span),
+    );
     shared
         .pubsub
         .add_link(key, LinkKind::Client, Some(tx.clone()));
@@ -309,7 +323,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
     actor.finish(end.map(|_| ())).await;
 }
 
-use session::link::{LinkActor, LinkIo};
+use session::link::{LinkActor, LinkIo, LinkTasks};
 use session::read::{Fatal, Flow, FrameHandler};
 
 /// A client session's frame handler.

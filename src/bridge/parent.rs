@@ -52,7 +52,7 @@ use super::{lock, Realm, Shared};
 use crate::defaults;
 use crate::escalation::{LookupError, ESCALATION_TIMEOUT};
 use crate::fleet::follow::{Followed, Follower};
-use crate::session::link::{LinkActor, LinkIo};
+use crate::session::link::{LinkActor, LinkIo, LinkTasks};
 use crate::session::read::{Fatal, Flow, FrameHandler, ReadEnd};
 use crate::session::redial::{quic_connect, Dial, DialError, Redialer};
 use crate::session::{self, open_session, AckTrack, Outbound, PeerTx, WriterConfig};
@@ -329,6 +329,10 @@ async fn serve(
         realm = %realm.name,
         peer.id = %crate::state::hex_id(&parent_id),
     );
+    let tasks = LinkTasks {
+        tracker: shared.tracker.clone(),
+        span,
+    };
     let io = LinkIo {
         conn: conn.clone(),
         send,
@@ -336,7 +340,7 @@ async fn serve(
         decoder,
     };
     let window = Some(welcome.max_inflight as usize);
-    let (mut actor, _, pending) = LinkActor::start(io, peer, window, wcfg, span);
+    let (mut actor, _, pending) = LinkActor::start(io, peer, window, wcfg, tasks);
     let link = ParentLink {
         session: &session,
         parent_id,

@@ -424,8 +424,13 @@ async fn run_link(
     // crashed peer is detected by QUIC (`transport.link_idle_timeout_ms`, 3 s: keep-alive
     // PINGs are acknowledged by the peer's QUIC stack however busy it is), so calls forwarded
     // to it fail over in ~3 s, not at the 30 s idle timeout of other connections.
-    let (mut actor, tx, pending) =
-        LinkActor::start(io, peer, Some(window), super::writer_config(&shared), span);
+    let (mut actor, tx, pending) = LinkActor::start(
+        io,
+        peer,
+        Some(window),
+        super::writer_config(&shared),
+        super::link_tasks(&shared, span),
+    );
     let pending = pending.expect("a windowed link has a pending queue");
     shared.mesh.insert(peer_id, tx.clone());
     // The peer's relay link (held from its last session, if any) now routes here; tell the

@@ -176,7 +176,7 @@ pub(super) async fn run_uplink(
                 &mut state,
                 &mut queues,
                 &wcfg,
-                span,
+                &super::link_tasks(&shared, span),
                 reader,
                 (cancel.cancelled(), on_stop),
             )

@@ -30,6 +30,7 @@ use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span};
 
 use super::read::{read_loop, Fatal, FrameHandler, ReadEnd};
@@ -43,6 +44,27 @@ use crate::wire::{ErrorCode, FrameDecoder};
 /// How long [`LinkActor::finish`] waits for the writer to write what it holds (the error frame
 /// last of all) before the connection is closed under it.
 pub const WRITER_DRAIN: Duration = Duration::from_secs(1);
+
+/// Where a link's tasks run: on the process's tracker (so its shutdown waits for them too,
+/// `docs/OPERATIONS.md`, "Signals and shutdown"), inside the link's span (`link`, with the
+/// link's `kind` and `peer.id` or `remote.addr`).
+#[derive(Debug, Clone)]
+pub struct LinkTasks {
+    /// The process's task tracker.
+    pub tracker: TaskTracker,
+    /// The link's span.
+    pub span: Span,
+}
+
+impl LinkTasks {
+    fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn(task.instrument(self.span.clone()))
+    }
+}
 
 /// A session's connection and stream, fresh from the handshake
 /// ([`super::accept_session`] / [`super::open_session`]).
@@ -75,7 +97,7 @@ pub struct LinkActor {
 
 impl LinkActor {
     /// Starts the writer of `io` over the queues of `peer` (built by [`super::peer_queues`] or
-    /// [`super::accept_peer`]) inside `span`. With `window = Some(n)` the writer keeps at most
+    /// [`super::accept_peer`]) on `tasks`. With `window = Some(n)` the writer keeps at most
     /// `n` tracked frames unacknowledged (the peer's `max_inflight`, at least 1) and the
     /// returned receiver yields their countdowns in write order, for the handler to settle
     /// from the peer's `PUBACK`s; with `None` tracked frames are written untracked (a client
@@ -85,7 +107,7 @@ impl LinkActor {
         peer: AcceptedPeer,
         window: Option<usize>,
         cfg: WriterConfig,
-        span: Span,
+        tasks: LinkTasks,
     ) -> (LinkActor, PeerTx, Option<mpsc::Receiver<Arc<AckTrack>>>) {
         let LinkIo {
             conn,
@@ -109,27 +131,24 @@ impl LinkActor {
         let metrics = cfg.metrics.clone();
         let writer = {
             let (conn, cancel) = (conn.clone(), cancel.clone());
-            tokio::spawn(
-                async move {
-                    let r = run_writer(
-                        conn.clone(),
-                        send,
-                        ctrl_rx,
-                        data_rx,
-                        pending_tx,
-                        cancel,
-                        cfg,
-                    )
-                    .await;
-                    if let Err(e) = &r {
-                        // The reader must not wait on a link nothing can be written to.
-                        tracing::debug!(error = %e, "writer ended");
-                        conn.close(0u32.into(), b"writer ended");
-                    }
-                    r
+            tasks.spawn(async move {
+                let r = run_writer(
+                    conn.clone(),
+                    send,
+                    ctrl_rx,
+                    data_rx,
+                    pending_tx,
+                    cancel,
+                    cfg,
+                )
+                .await;
+                if let Err(e) = &r {
+                    // The reader must not wait on a link nothing can be written to.
+                    tracing::debug!(error = %e, "writer ended");
+                    conn.close(0u32.into(), b"writer ended");
                 }
-                .instrument(span.clone()),
-            )
+                r
+            })
         };
         let actor = LinkActor {
             conn,
@@ -138,7 +157,7 @@ impl LinkActor {
             decoder,
             writer: Some(writer),
             cancel,
-            span,
+            span: tasks.span,
             metrics,
         };
         (actor, tx, pending_rx)
@@ -227,7 +246,7 @@ pub struct StopClose {
 
 /// Runs one session of the originating side (a client's session with its node, a node's
 /// uplink): `reader` — the kind's read loop over the session's receiving half — as its own
-/// task inside `span`, and the reliable writer over `send` here, until one of them ends or
+/// task on `tasks`, and the reliable writer over `send` here, until one of them ends or
 /// `stop` completes. The reader's end stops the writer; the writer's end (a write error or
 /// timeout, its queues closed) closes the connection, which ends the reader; `stop` closes
 /// it with `on_stop`. `state` and `queues` outlive the session: what is unacknowledged is
@@ -241,27 +260,24 @@ pub async fn run_reliable<R: Send + 'static>(
     state: &mut ReliableState,
     queues: &mut ReliableQueues,
     cfg: &WriterConfig,
-    span: Span,
+    tasks: &LinkTasks,
     reader: impl Future<Output = R> + Send + 'static,
     (stop, on_stop): (impl Future<Output = ()>, StopClose),
 ) -> (Result<(), SessionError>, Result<R, tokio::task::JoinError>) {
     let session_cancel = CancellationToken::new();
     let mut reader = {
         let cancel = session_cancel.clone();
-        tokio::spawn(
-            async move {
-                let r = reader.await;
-                cancel.cancel();
-                r
-            }
-            .instrument(span.clone()),
-        )
+        tasks.spawn(async move {
+            let r = reader.await;
+            cancel.cancel();
+            r
+        })
     };
     let written = async {
         let r = super::run_reliable_writer(send, state, queues, &session_cancel, cfg).await;
         (r, false)
     }
-    .instrument(span);
+    .instrument(tasks.span.clone());
     let (w, stopped) = tokio::select! {
         r = written => r,
         () = stop => (Ok(()), true),

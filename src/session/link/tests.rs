@@ -64,6 +64,13 @@ async fn pair() -> Pair {
     }
 }
 
+fn tasks() -> LinkTasks {
+    LinkTasks {
+        tracker: tokio_util::task::TaskTracker::new(),
+        span: Span::none(),
+    }
+}
+
 fn writer_config() -> WriterConfig {
     WriterConfig {
         write_timeout: Duration::from_secs(5),
@@ -101,7 +108,7 @@ fn start(far: LinkIo) -> (LinkActor, PeerTx) {
         wire::DEFAULT_MAX_FRAME_SIZE,
         &LimitsConfig::default(),
     );
-    let (actor, tx, pending) = LinkActor::start(far, peer, None, writer_config(), Span::none());
+    let (actor, tx, pending) = LinkActor::start(far, peer, None, writer_config(), tasks());
     assert!(pending.is_none(), "no window, no pending queue");
     (actor, tx)
 }
@@ -255,7 +262,7 @@ async fn a_reliable_session_ends_with_its_reader() {
             &mut state,
             &mut queues,
             &writer_config(),
-            Span::none(),
+            &tasks(),
             reader,
             (std::future::pending(), never),
         ),
@@ -301,14 +308,14 @@ async fn a_stopped_reliable_session_closes_with_the_stop_code() {
         code: Some(ErrorCode::ShuttingDown),
         finish: false,
     };
-    let cfg = writer_config();
+    let (cfg, tasks) = (writer_config(), tasks());
     let near_side = run_reliable(
         &conn,
         &mut send,
         &mut state,
         &mut queues,
         &cfg,
-        Span::none(),
+        &tasks,
         reader,
         (
             async {
@@ -321,4 +328,26 @@ async fn a_stopped_reliable_session_closes_with_the_stop_code() {
     assert_eq!(code, ErrorCode::ShuttingDown as u64);
     assert!(w.is_ok(), "{w:?}");
     assert!(r.is_ok(), "the reader ended with the connection");
+}
+
+/// The writer runs on the process's tracker (a shutdown that waits for the tracker waits for
+/// it) until `finish` ends it.
+#[tokio::test]
+async fn the_writer_runs_on_the_tracker_until_finish() {
+    let Pair { near, far, .. } = pair().await;
+    let t = tasks();
+    let peer = peer_queues(
+        7,
+        &far.conn,
+        wire::DEFAULT_MAX_FRAME_SIZE,
+        &LimitsConfig::default(),
+    );
+    let (actor, _tx, _) = LinkActor::start(far, peer, None, writer_config(), t.clone());
+    assert_eq!(t.tracker.len(), 1, "the writer is tracked");
+    actor.finish(Ok(())).await;
+    t.tracker.close();
+    tokio::time::timeout(WAIT, t.tracker.wait())
+        .await
+        .expect("the writer ended with the link");
+    drop(near);
 }
