@@ -369,8 +369,10 @@ async fn handle_client_frame(
             let reliable = view.qos == Qos::AtLeastOnce;
             metrics.messages_published_total.inc();
             let up = reliable.then_some(&me.ctrl);
-            let out =
-                pubsub::forward(&shared.pubsub, me.key, &raw.bytes, &view, ctx, slow, up).await;
+            let out = shared
+                .pubsub
+                .forward(me.key, &raw.bytes, &view, ctx, slow, up)
+                .await;
             if let Some(track) = out.track {
                 // Acknowledged (`ids`) when the mesh peers it went to have acknowledged it too.
                 track.ack_one();

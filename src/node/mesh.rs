@@ -544,16 +544,10 @@ impl read::FrameHandler for MeshLink<'_> {
                 };
                 // Delivered here only: a mesh publish is never forwarded again. A QoS 1 one is
                 // acknowledged once queued for our clients (`no_route` when none wanted it).
-                let taken = super::pubsub::forward(
-                    &shared.pubsub,
-                    link,
-                    &raw.bytes,
-                    &view,
-                    ctx,
-                    slow,
-                    None,
-                )
-                .await;
+                let taken = shared
+                    .pubsub
+                    .forward(link, &raw.bytes, &view, ctx, slow, None)
+                    .await;
                 if view.qos == crate::wire::Qos::AtLeastOnce {
                     let ack = match taken.now {
                         0 => Outbound::NoRoute(view.message_id),

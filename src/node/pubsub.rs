@@ -143,7 +143,7 @@ impl PubSub {
 
     /// A session with a mesh peer started on the peer's relay link `link` (held from an earlier
     /// session, or new). What the link held is dropped: the peer sends its whole interest again,
-    /// and until the end of that snapshot (its `INTEREST_SYNC`, [`mesh_synced`]) the link's
+    /// and until the end of that snapshot (its `INTEREST_SYNC`, [`Self::mesh_synced`]) the link's
     /// interest is unknown, so QoS 1 publishes go to it whatever their topic. The peer is told
     /// our clients' interest as a snapshot ending in `INTEREST_SYNC` (`docs/PROTOCOL.md` §8a).
     pub(super) fn mesh_up(&self, link: LinkId, tx: PeerTx) {
@@ -205,6 +205,101 @@ impl PubSub {
         self.metrics.subscriptions.set(r.patterns() as i64);
         Ok(held)
     }
+
+    /// Forwards one publish frame received on link `from` wherever the relay routes it; drops
+    /// are counted by reason. `upstream`: the control queue of the link it came from when that
+    /// link is owed a chained acknowledgement (a client's QoS 1 publish); then each mesh peer
+    /// routed to gets it tracked ([`Forwarded::track`]). A client's QoS 1 publish is
+    /// acknowledged in `ids` when something took it, in `no_route` when nothing did
+    /// (`docs/PROTOCOL.md` §8).
+    pub(super) async fn forward(
+        &self,
+        from: LinkId,
+        frame: &Bytes,
+        view: &PublishView<'_>,
+        ctx: &mut ReadCtx,
+        slow: Duration,
+        upstream: Option<&mpsc::Sender<Outbound>>,
+    ) -> Forwarded {
+        let metrics = &self.metrics;
+        let reliable = view.qos == crate::wire::Qos::AtLeastOnce;
+        let mut routes = std::mem::take(&mut ctx.routes);
+        self.relay_ref()
+            .route(from, view.topic, reliable, &mut routes);
+        let mut out = Forwarded::default();
+        if reliable {
+            if let Some(up) = upstream {
+                let mesh = routes.iter().filter(|r| r.kind == LinkKind::Mesh).count() as u32;
+                if mesh > 0 {
+                    out.track = Some(AckTrack::new(view.message_id, mesh + 1, up.clone()));
+                }
+            }
+        }
+        for r in routes.drain(..) {
+            if r.link == UPLINK_LINK {
+                out.now += self.up(frame, view.message_id, reliable).await;
+                continue;
+            }
+            let Some(tx) = r.target else {
+                // A mesh peer whose session is down, its interest held: a tracked publish is
+                // never acknowledged by it, so the publisher retransmits.
+                metrics.dropped("peer_down");
+                continue;
+            };
+            if frame.len() > tx.max_frame {
+                metrics.dropped("too_large");
+                if let (LinkKind::Mesh, Some(t)) = (r.kind, &out.track) {
+                    // Never deliverable there: not a reason to make the publisher resend forever.
+                    t.ack_one();
+                }
+                continue;
+            }
+            let item = match (r.kind, &out.track) {
+                (LinkKind::Mesh, Some(t)) => Outbound::Tracked(frame.clone(), t.clone()),
+                _ => Outbound::Frame(frame.clone()),
+            };
+            match tx.offer(item, reliable, slow, metrics).await {
+                Offer::Queued => {
+                    if r.kind == LinkKind::Client {
+                        out.now += 1;
+                        metrics.messages_delivered_total.inc();
+                        observe_latency(metrics, view.ts_us, ctx.now_us);
+                    } else {
+                        if out.track.is_none() {
+                            out.now += 1;
+                        }
+                        metrics.messages_relayed_total.inc();
+                    }
+                }
+                Offer::QueueFull => metrics.dropped("queue_full"),
+                Offer::SlowConsumer => metrics.dropped("slow_consumer"),
+                Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
+            }
+        }
+        ctx.routes = routes;
+        out
+    }
+
+    /// Hands one publish to the uplink: QoS 1 into its custody (waiting for room: the
+    /// publisher is slowed, nothing is lost), QoS 0 queued or dropped. Returns 1 when taken.
+    async fn up(&self, frame: &Bytes, message_id: crate::wire::MessageId, reliable: bool) -> u64 {
+        let Some(up) = &self.uplink else { return 0 };
+        let metrics = &self.metrics;
+        if reliable {
+            let custody = Outbound::Custody(message_id, frame.clone());
+            if up.data.send(custody).await.is_ok() {
+                metrics.messages_relayed_total.inc();
+                return 1;
+            }
+            return 0;
+        }
+        if up.data.try_send(Outbound::Frame(frame.clone())).is_ok() {
+            metrics.messages_relayed_total.inc();
+        } else {
+            metrics.dropped("queue_full");
+        }
+        0
+    }
 }
 
 /// Per-reader scratch state for the delivery path, reused across frames so the hot path
@@ -225,7 +320,7 @@ impl ReadCtx {
     }
 }
 
-/// What became of one publish [`forward`]ed.
+/// What became of one publish [`PubSub::forward`]ed.
 #[derive(Debug, Default)]
 pub(super) struct Forwarded {
     /// Recipients that took it at once: local clients whose queue it entered, the uplink when
@@ -236,105 +331,4 @@ pub(super) struct Forwarded {
     /// [`AckTrack::ack_one`] once it is done; the publisher is acknowledged when every mesh
     /// peer has acknowledged too, so a mesh link that dies never loses an acknowledged publish.
     pub(super) track: Option<std::sync::Arc<AckTrack>>,
-}
-
-/// Forwards one publish frame received on link `from` wherever the relay routes it; drops
-/// are counted by reason. `upstream`: the control queue of the link it came from when that
-/// link is owed a chained acknowledgement (a client's QoS 1 publish); then each mesh peer
-/// routed to gets it tracked ([`Forwarded::track`]). A client's QoS 1 publish is
-/// acknowledged in `ids` when something took it, in `no_route` when nothing did
-/// (`docs/PROTOCOL.md` §8).
-pub(super) async fn forward(
-    pubsub: &PubSub,
-    from: LinkId,
-    frame: &Bytes,
-    view: &PublishView<'_>,
-    ctx: &mut ReadCtx,
-    slow: Duration,
-    upstream: Option<&mpsc::Sender<Outbound>>,
-) -> Forwarded {
-    let metrics = &pubsub.metrics;
-    let reliable = view.qos == crate::wire::Qos::AtLeastOnce;
-    let mut routes = std::mem::take(&mut ctx.routes);
-    pubsub
-        .relay_ref()
-        .route(from, view.topic, reliable, &mut routes);
-    let mut out = Forwarded::default();
-    if reliable {
-        if let Some(up) = upstream {
-            let mesh = routes.iter().filter(|r| r.kind == LinkKind::Mesh).count() as u32;
-            if mesh > 0 {
-                out.track = Some(AckTrack::new(view.message_id, mesh + 1, up.clone()));
-            }
-        }
-    }
-    for r in routes.drain(..) {
-        if r.link == UPLINK_LINK {
-            out.now += up(pubsub, frame, view.message_id, reliable).await;
-            continue;
-        }
-        let Some(tx) = r.target else {
-            // A mesh peer whose session is down, its interest held: a tracked publish is
-            // never acknowledged by it, so the publisher retransmits.
-            metrics.dropped("peer_down");
-            continue;
-        };
-        if frame.len() > tx.max_frame {
-            metrics.dropped("too_large");
-            if let (LinkKind::Mesh, Some(t)) = (r.kind, &out.track) {
-                // Never deliverable there: not a reason to make the publisher resend forever.
-                t.ack_one();
-            }
-            continue;
-        }
-        let item = match (r.kind, &out.track) {
-            (LinkKind::Mesh, Some(t)) => Outbound::Tracked(frame.clone(), t.clone()),
-            _ => Outbound::Frame(frame.clone()),
-        };
-        match tx.offer(item, reliable, slow, metrics).await {
-            Offer::Queued => {
-                if r.kind == LinkKind::Client {
-                    out.now += 1;
-                    metrics.messages_delivered_total.inc();
-                    observe_latency(metrics, view.ts_us, ctx.now_us);
-                } else {
-                    if out.track.is_none() {
-                        out.now += 1;
-                    }
-                    metrics.messages_relayed_total.inc();
-                }
-            }
-            Offer::QueueFull => metrics.dropped("queue_full"),
-            Offer::SlowConsumer => metrics.dropped("slow_consumer"),
-            Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
-        }
-    }
-    ctx.routes = routes;
-    out
-}
-
-/// Hands one publish to the uplink: QoS 1 into its custody (waiting for room: the
-/// publisher is slowed, nothing is lost), QoS 0 queued or dropped. Returns 1 when taken.
-async fn up(
-    pubsub: &PubSub,
-    frame: &Bytes,
-    message_id: crate::wire::MessageId,
-    reliable: bool,
-) -> u64 {
-    let Some(up) = &pubsub.uplink else { return 0 };
-    let metrics = &pubsub.metrics;
-    if reliable {
-        let custody = Outbound::Custody(message_id, frame.clone());
-        if up.data.send(custody).await.is_ok() {
-            metrics.messages_relayed_total.inc();
-            return 1;
-        }
-        return 0;
-    }
-    if up.data.try_send(Outbound::Frame(frame.clone())).is_ok() {
-        metrics.messages_relayed_total.inc();
-    } else {
-        metrics.dropped("queue_full");
-    }
-    0
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::pubsub::{self, PubSub, ReadCtx, UPLINK_LINK};
+use super::pubsub::{PubSub, ReadCtx, UPLINK_LINK};
 use super::{gossip, rpc, writer_config, Shared};
 use crate::dedup::DedupWindow;
 use crate::defaults;
@@ -137,7 +137,7 @@ pub(super) async fn run_uplink(
             }
         }
         if ok {
-            let link = UplinkLink {
+            let mut link = UplinkLink {
                 shared: shared.clone(),
                 dedup,
                 acks_tx: acks_tx.clone(),
@@ -157,7 +157,6 @@ pub(super) async fn run_uplink(
                     settle.mark(&shared.pubsub, Settle::SETTLED);
                     std::future::pending::<()>().await
                 };
-                let mut link = link;
                 let read = link.read(recv, decoder);
                 let r = tokio::select! {
                     r = read => r,
@@ -309,16 +308,10 @@ impl FrameHandler for UplinkLink {
                 };
                 let reliable = view.qos == Qos::AtLeastOnce;
                 if dedup.insert(view.message_id) {
-                    pubsub::forward(
-                        &shared.pubsub,
-                        UPLINK_LINK,
-                        &raw.bytes,
-                        &view,
-                        ctx,
-                        slow,
-                        None,
-                    )
-                    .await;
+                    shared
+                        .pubsub
+                        .forward(UPLINK_LINK, &raw.bytes, &view, ctx, slow, None)
+                        .await;
                 } else {
                     metrics.messages_deduplicated_total.inc();
                 }

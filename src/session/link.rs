@@ -163,16 +163,6 @@ impl LinkActor {
         (actor, tx, pending_rx)
     }
 
-    /// The link's connection.
-    pub fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
-    /// The link's span (its tasks run in it; a kind's own tasks may too).
-    pub fn span(&self) -> &Span {
-        &self.span
-    }
-
     /// Reads frames into `handler` until it stops, the peer ends the stream, the connection
     /// fails, a frame is fatal, or `stop` completes (then [`ReadEnd::Stopped`]). Frames are
     /// counted in `macula_frames_received_total`.

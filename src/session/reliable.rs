@@ -404,20 +404,23 @@ pub async fn run_reliable_writer(
 mod tests {
     use super::*;
 
+    /// `n` QoS 0 publishes written.
+    fn write(l: &mut Qos0Ledger, n: u32) {
+        for _ in 0..n {
+            l.written();
+        }
+    }
+
     /// A `PONG` confirms what was written before its `PING`, not what came after.
     #[test]
     fn a_pong_confirms_what_its_ping_followed() {
         let mut l = Qos0Ledger::default();
         l.begin();
         assert_eq!(l.ping(), None, "nothing written, nothing to confirm");
-        for _ in 0..5 {
-            l.written();
-        }
+        write(&mut l, 5);
         let first = l.ping().expect("5 to confirm");
         assert_eq!(l.ping(), None, "one ping per new mark");
-        for _ in 0..3 {
-            l.written();
-        }
+        write(&mut l, 3);
         l.on_pong(first);
         assert_eq!(l.end(), 3, "the 3 written after the ping are unconfirmed");
     }
@@ -427,15 +430,11 @@ mod tests {
     fn foreign_pongs_confirm_nothing() {
         let mut l = Qos0Ledger::default();
         l.begin();
-        for _ in 0..4 {
-            l.written();
-        }
+        write(&mut l, 4);
         let old = l.ping().expect("mark");
         assert_eq!(l.end(), 4);
         l.begin();
-        for _ in 0..4 {
-            l.written();
-        }
+        write(&mut l, 4);
         l.on_pong(old);
         let now = l.ping().expect("mark");
         l.on_pong(now + 1);
@@ -448,9 +447,7 @@ mod tests {
     fn all_confirmed_counts_nothing() {
         let mut l = Qos0Ledger::default();
         l.begin();
-        for _ in 0..10 {
-            l.written();
-        }
+        write(&mut l, 10);
         let m = l.ping().expect("mark");
         l.on_pong(m);
         assert_eq!(l.end(), 0);
