@@ -22,7 +22,7 @@ mod rpc;
 mod uplink;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,15 +62,11 @@ struct Shared {
     /// The cluster DHT.
     dht: Arc<crate::dht::service::DhtService>,
     /// RPC: local providers, calls in flight, the lookup cache.
-    rpc: rpc::NodeRpc,
+    rpc: Arc<rpc::NodeRpc>,
     /// Cancelled when the node stops.
     shutdown: CancellationToken,
     /// Every task the node starts, joined (within `limits.drain_grace_ms`) when it stops.
     tasks: TaskTracker,
-    /// Whether the uplink session is up (calls and lookups fail over at once while it is not).
-    uplink_up: AtomicBool,
-    /// Procedures whose advertisement changed, handled in order by one task.
-    advert_tx: mpsc::Sender<String>,
     /// The queue into the gossip task (the cluster's replicated CRDT store).
     gossip: Arc<gossip::GossipHandle>,
     /// The bridge fleet as the uplink sees it (directory, redirects).
@@ -132,6 +128,26 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         cfg.cache.for_level(crate::escalation::Level::Cluster),
         &metrics.cache,
     );
+    let rpc = Arc::new(rpc::NodeRpc::new(
+        cfg.rpc.max_pending,
+        cache,
+        rpc::RpcEnv {
+            realm: cfg.node.realm.clone(),
+            cluster: cfg.node.cluster.clone(),
+            node_id,
+            contact_addr: advertise,
+            max_attempts: cfg.rpc.max_attempts as usize,
+            uplink_max_frame: limits.max_frame_size as usize + wire::HEADER_LEN,
+            record_ttl_ms: cfg.dht.record_ttl_ms.min(u64::from(u32::MAX)) as u32,
+            uplink: uplink.clone(),
+            mesh: mesh.clone(),
+            dht: dht.clone(),
+            gossip: gossip_handle.clone(),
+            advert_tx,
+            metrics: metrics.clone(),
+            tasks: tracker.clone(),
+        },
+    ));
     let shared = Arc::new(Shared {
         realm: cfg.node.realm.clone(),
         cluster: cfg.node.cluster.clone(),
@@ -149,11 +165,9 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         advertise,
         mesh,
         dht,
-        rpc: rpc::NodeRpc::new(cfg.rpc.max_pending, cache),
+        rpc,
         shutdown: shutdown.clone(),
         tasks: tracker.clone(),
-        uplink_up: AtomicBool::new(false),
-        advert_tx,
         gossip: gossip_handle,
         fleet: uplink::UplinkFleet::new(&cfg.node.realm, &cfg.node.cluster),
         cfg,
@@ -197,11 +211,12 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         )
         .instrument(info_span!("gossip")),
     );
-    tracker.spawn(rpc::run_advertiser(
-        shared.clone(),
-        advert_rx,
-        shutdown.clone(),
-    ));
+    tracker.spawn(
+        shared
+            .rpc
+            .clone()
+            .run_advertiser(advert_rx, shutdown.clone()),
+    );
     let s = shared.clone();
     tracker.spawn(crate::server::accept_loop(
         endpoint.clone(),
@@ -319,7 +334,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         .await
         .orderly();
     shared.pubsub.remove_link(key);
-    rpc::client_gone(&shared, key);
+    shared.rpc.client_gone(key);
     actor.finish(end.map(|_| ())).await;
 }
 
@@ -428,15 +443,18 @@ async fn handle_client_frame(
         | MessageType::Unregister
         | MessageType::Call
         | MessageType::Reply => match raw.decode() {
-            Ok(Frame::Register(r)) => rpc::on_register(shared, me, r),
-            Ok(Frame::Unregister(u)) => rpc::on_unregister(shared, me, u),
+            Ok(Frame::Register(r)) => shared.rpc.on_register(me, r),
+            Ok(Frame::Unregister(u)) => shared.rpc.on_unregister(me, u),
             Ok(Frame::Call(c)) if c.hops > wire::MAX_HOPS => {
                 metrics.rpc.call("rejected");
                 let e = wire::RpcError::new(wire::RpcError::HOPS_EXCEEDED, "hop limit exceeded");
                 rpc::reply_link(me, c.call_id, Err(e));
             }
-            Ok(Frame::Call(c)) => rpc::client_call(shared, me, c),
-            Ok(Frame::Reply(r)) => rpc::reply_arrived(shared, me.key, r),
+            Ok(Frame::Call(c)) if c.procedure.starts_with("$crdt.") => {
+                gossip::client_op(shared, me, c)
+            }
+            Ok(Frame::Call(c)) => shared.rpc.client_call(me, c),
+            Ok(Frame::Reply(r)) => shared.rpc.reply_arrived(me.key, r),
             Ok(_) => unreachable!("decode follows the header type"),
             Err(e) => me.send_error(metrics, e.code(), e.to_string(), raw.peek_correlation_id()),
         },
@@ -474,10 +492,10 @@ async fn run_housekeeping(shared: Arc<Shared>, cancel: CancellationToken) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = sweep.tick() => rpc::sweep(&shared),
+            _ = sweep.tick() => shared.rpc.sweep(),
             _ = refresh.tick() => {
                 if let Some(up) = &shared.uplink {
-                    for f in rpc::all_store_frames(&shared) {
+                    for f in shared.rpc.all_store_frames() {
                         let _ = up.ctrl.try_send(Outbound::Frame(f));
                     }
                 }

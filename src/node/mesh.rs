@@ -498,7 +498,7 @@ async fn run_link(
         .gossip
         .send(super::gossip::Cmd::PeerDown(peer_id, Some(key)));
     shared.metrics.rpc.mesh_peers.set(shared.mesh.len() as i64);
-    rpc::link_closed(&shared, key);
+    shared.rpc.link_closed(key);
     if let Err((code, msg)) = &end {
         warn!(peer = %Id(peer_id), code = code.as_str(), %msg, "mesh link failed");
     }
@@ -623,13 +623,15 @@ impl read::FrameHandler for MeshLink<'_> {
             },
             MessageType::Call => match raw.decode() {
                 Ok(Frame::Call(call)) => {
-                    rpc::routed_call(shared, rpc::Back::Link(me.clone()), call, false)
+                    shared
+                        .rpc
+                        .routed_call(rpc::Back::Link(me.clone()), call, false)
                 }
                 Ok(_) => unreachable!("decode follows the header type"),
                 Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
             },
             MessageType::Reply => match raw.decode() {
-                Ok(Frame::Reply(r)) => rpc::reply_arrived(shared, me.key, r),
+                Ok(Frame::Reply(r)) => shared.rpc.reply_arrived(me.key, r),
                 Ok(_) => unreachable!("decode follows the header type"),
                 Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
             },

@@ -97,7 +97,7 @@ pub(super) async fn run_uplink(
         };
         redial.reset_backoff();
         state.window = (welcome.max_inflight as usize).max(1);
-        shared.uplink_up.store(true, Ordering::Relaxed);
+        shared.rpc.set_uplink_up(true);
         shared
             .metrics
             .connections_open
@@ -130,7 +130,7 @@ pub(super) async fn run_uplink(
         };
         let settle = Arc::new(Settle::default());
         let mut ok = true;
-        for f in announce.into_iter().chain(rpc::all_store_frames(&shared)) {
+        for f in announce.into_iter().chain(shared.rpc.all_store_frames()) {
             if send.write_all(&f).await.is_err() {
                 ok = false;
                 break;
@@ -197,10 +197,10 @@ pub(super) async fn run_uplink(
             .connections_open
             .with_label_values(&["uplink"])
             .dec();
-        shared.uplink_up.store(false, Ordering::Relaxed);
+        shared.rpc.set_uplink_up(false);
         shared.fleet.connected_to(None, &shared.metrics);
         shared.gossip.send(gossip::Cmd::PeerDown(bridge_id, None));
-        rpc::uplink_lost(&shared);
+        shared.rpc.uplink_lost();
         if redial.ended(&target) {
             info!(from = %target, unacked = state.unacked(), "redirected; moving");
         } else {
@@ -355,8 +355,7 @@ impl FrameHandler for UplinkLink {
             Some(MessageType::Error) => {
                 if let Ok(Frame::Error(e)) = raw.decode() {
                     match e.correlation_id {
-                        Some(corr) => rpc::escalation_answered(
-                            shared,
+                        Some(corr) => shared.rpc.escalation_answered(
                             corr,
                             Err(format!("bridge error {}: {}", e.code, e.message)),
                         ),
@@ -367,16 +366,16 @@ impl FrameHandler for UplinkLink {
                 }
             }
             Some(MessageType::Call) => match raw.decode() {
-                Ok(Frame::Call(c)) => rpc::routed_call(shared, rpc::Back::Uplink, c, true),
+                Ok(Frame::Call(c)) => shared.rpc.routed_call(rpc::Back::Uplink, c, true),
                 _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
             },
             Some(MessageType::Reply) => match raw.decode() {
-                Ok(Frame::Reply(r)) => rpc::reply_arrived(shared, rpc::UPLINK_LINK, r),
+                Ok(Frame::Reply(r)) => shared.rpc.reply_arrived(rpc::UPLINK_LINK, r),
                 _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
             },
             Some(MessageType::FindValueReply) => match raw.decode() {
                 Ok(Frame::FindValueReply(r)) => {
-                    rpc::escalation_answered(shared, r.correlation_id, Ok(r))
+                    shared.rpc.escalation_answered(r.correlation_id, Ok(r))
                 }
                 _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
             },
