@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use quinn::Connection;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, Instrument};
@@ -50,7 +50,6 @@ use crate::escalation::LookupCache;
 use crate::metrics::Metrics;
 use crate::relay::{LinkId, Relay, Route};
 use crate::router::PeerKey;
-use crate::rpc::PendingCalls;
 pub use crate::server::ServerHandle;
 use crate::session::{self, accept_session, AckTrack, Outbound, PeerTx, WriterConfig};
 use crate::wire::{ErrorCode, Frame, MessageType, NodeId, RawFrame, Role, SubAck};
@@ -88,8 +87,6 @@ pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// What every connection task of a bridge shares.
 struct Shared {
     node_id: NodeId,
-    /// The QUIC listener's address (the `sender` contact of escalated lookups).
-    local_addr: SocketAddr,
     cfg: Config,
     metrics: Arc<Metrics>,
     realms: HashMap<String, Arc<Realm>>,
@@ -98,12 +95,8 @@ struct Shared {
     /// one cluster share a group, so they neither hear each other's interest nor receive each
     /// other's publishes through the bridge — they reach each other over their mesh.
     groups: Mutex<crate::router::GroupNames>,
-    /// Calls forwarded by this bridge and not yet answered (`rpc.max_pending`).
-    calls: Mutex<PendingCalls<mpsc::Sender<Outbound>>>,
-    /// Answers from the parent level, for `bridge.level`'s TTLs.
-    cache: LookupCache,
-    /// Permits for concurrent lookups ([`MAX_LOOKUPS`]).
-    lookups: Arc<Semaphore>,
+    /// DHT and RPC: calls in flight, the level's lookup cache, lookups in flight.
+    rpc: Arc<rpc::BridgeRpc>,
     tracker: TaskTracker,
     /// The queue into the gossip task (children's stores and the level store).
     gossip: gossip::BridgeGossip,
@@ -207,14 +200,19 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
     let fleet_group = groups.acquire(fleet::GROUP);
     let shared = Arc::new(Shared {
         node_id,
-        local_addr,
         metrics: metrics.clone(),
         realms,
         next_key: AtomicU64::new(FIRST_LINK_KEY),
         groups: Mutex::new(groups),
-        calls: Mutex::new(PendingCalls::new(cfg.rpc.max_pending)),
-        cache,
-        lookups: Arc::new(Semaphore::new(MAX_LOOKUPS)),
+        rpc: Arc::new(rpc::BridgeRpc::new(
+            &cfg,
+            node_id,
+            local_addr,
+            cache,
+            fleet.clone(),
+            metrics.clone(),
+            tracker.clone(),
+        )),
         tracker: tracker.clone(),
         gossip: gossip_handle,
         fleet,
@@ -260,7 +258,12 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
             );
         }
     }
-    tracker.spawn(rpc::housekeeping(shared.clone(), shutdown.clone()));
+    tracker.spawn(
+        shared
+            .rpc
+            .clone()
+            .housekeeping(shared.realms.values().cloned().collect(), shutdown.clone()),
+    );
     let s = shared.clone();
     tracker.spawn(crate::server::accept_loop(
         endpoint.clone(),
@@ -585,7 +588,7 @@ async fn run_link(
             key,
         });
     }
-    rpc::link_closed(&shared, &realm, key);
+    shared.rpc.link_closed(&realm, key);
     lock(&realm.child_bridges).remove(&key);
     info!(realm = %realm.name, cluster = %remote.cluster, kind = ?kind, orderly, linger, "link down");
     actor.finish(end.map(|_| ())).await;
@@ -721,7 +724,7 @@ async fn handle_node_frame(
         | MessageType::StoreAck
         | MessageType::FindValueReply
         | MessageType::FindNodeReply => match raw.decode() {
-            Ok(frame) => rpc::on_child_frame(shared, realm, ctx.link, frame),
+            Ok(frame) => shared.rpc.on_child_frame(realm, ctx.link, frame),
             Err(e) => me.send_error(metrics, e.code(), e.to_string(), raw.peek_correlation_id()),
         },
         other => me.send_error(

@@ -49,6 +49,7 @@ use crate::config::Config;
 use crate::defaults;
 use crate::fleet::hash::{child_bridge_key, cluster_key, Placement};
 use crate::fleet::membership::{DetectorConfig, Membership};
+use crate::metrics::Metrics;
 use crate::router::PeerKey;
 use crate::session::{self, Outbound};
 use crate::wire::{
@@ -436,6 +437,23 @@ impl Fleet {
             .collect()
     }
 
+    /// Forwards a `store` that arrived on `from` to every peer link of `realm`, unless `from`
+    /// is a peer link itself (records cross one fleet hop).
+    pub(super) fn forward_store(&self, realm: &str, from: &Link, s: &Store, metrics: &Metrics) {
+        if from.peer {
+            return;
+        }
+        for link in self.peer_links(realm) {
+            if link.send(Frame::Store(s.clone())) {
+                metrics
+                    .fleet
+                    .forwarded_total
+                    .with_label_values(&["store"])
+                    .inc();
+            }
+        }
+    }
+
     /// A child link (a node or a child bridge) came up: remembered for rebalancing, given
     /// the directory. `placed` is its placement key and name ([`child_key`]).
     pub(super) fn child_up(
@@ -653,24 +671,6 @@ pub(super) fn sync_records(shared: &Shared, realm: &Realm, link: &Link) {
             correlation_id: 0,
         };
         if link.send(Frame::Store(store)) {
-            shared
-                .metrics
-                .fleet
-                .forwarded_total
-                .with_label_values(&["store"])
-                .inc();
-        }
-    }
-}
-
-/// Forwards a `store` from one of this worker's own children to every peer link of `realm`.
-pub(super) fn forward_store(shared: &Shared, realm: &Realm, from: &Link, s: &Store) {
-    let Some(fleet) = &shared.fleet else { return };
-    if crate::router::group_of(from.key) == shared.fleet_group {
-        return;
-    }
-    for link in fleet.peer_links(&realm.name) {
-        if link.send(Frame::Store(s.clone())) {
             shared
                 .metrics
                 .fleet

@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use super::index::{RecordKey, Upward};
-use super::rpc::{self, Link};
+use super::rpc::Link;
 use super::{lock, Realm, Shared};
 use crate::defaults;
 use crate::escalation::{LookupError, ESCALATION_TIMEOUT};
@@ -387,7 +387,7 @@ async fn serve(
         realm: realm.name.clone(),
     });
     session.close();
-    rpc::link_closed(shared, realm, key);
+    shared.rpc.link_closed(realm, key);
     open.dec();
 }
 
@@ -673,8 +673,8 @@ fn on_frame(
                     debug!(code = e.code, message = %e.message, "parent reported an error");
                 }
             }
-            Ok(Frame::Call(c)) => rpc::on_call(shared, realm, link, c),
-            Ok(Frame::Reply(r)) => rpc::on_reply(shared, link, r),
+            Ok(Frame::Call(c)) => shared.rpc.on_call(realm, link, c),
+            Ok(Frame::Reply(r)) => shared.rpc.on_reply(link, r),
             Ok(other) => {
                 let msg = format!(
                     "{} is not accepted from a parent",
