@@ -259,7 +259,7 @@ impl Fleet {
     }
 
     /// The data directory process `name` gets (created): a test may write its identity key
-    /// there first (`macula::transport::node_identity`) to know its node id in advance.
+    /// there first (`macula::identity::Identity::load_or_create`) to know its node id in advance.
     pub fn data_dir(&self, name: &str) -> Result<PathBuf> {
         let data = self.dir.path().join(name);
         std::fs::create_dir_all(&data)?;

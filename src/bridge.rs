@@ -86,6 +86,10 @@ pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What every connection task of a bridge shares.
 struct Shared {
+    /// Admission rules and this bridge's own credential (`auth.*`).
+    auth: crate::auth::Auth,
+    /// This process's key; proves `node_id` to every peer (`docs/AUTH.md`).
+    identity: crate::identity::Identity,
     node_id: NodeId,
     cfg: Config,
     metrics: Arc<Metrics>,
@@ -154,7 +158,14 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         &cfg.data_dir,
     )?;
     let local_addr = endpoint.local_addr()?;
-    let node_id: NodeId = crate::transport::node_identity(&cfg.data_dir)?;
+    let identity = crate::identity::Identity::load_or_create(&cfg.data_dir)?;
+    let auth = crate::auth::Auth::from_config(&cfg.auth).map_err(anyhow::Error::msg)?;
+    for realm in &cfg.bridge.realms {
+        if !auth.admission.required(realm) {
+            tracing::warn!(%realm, "realm is open: anyone who proves a key is admitted (set auth.operators, docs/AUTH.md)");
+        }
+    }
+    let node_id: NodeId = identity.node_id();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let has_parent = !cfg.bridge.parents.is_empty();
@@ -199,6 +210,8 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
     let mut groups = crate::router::GroupNames::default();
     let fleet_group = groups.acquire(fleet::GROUP);
     let shared = Arc::new(Shared {
+        auth,
+        identity,
         node_id,
         metrics: metrics.clone(),
         realms,
@@ -378,6 +391,16 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         )
         .await;
     }
+    // A node's uplink needs a `node` credential, a child bridge or a fleet peer a `bridge`
+    // one (in a realm with operator keys, `docs/AUTH.md`).
+    let role = match kind {
+        LinkKind::Node => crate::auth::Role::Node,
+        LinkKind::ChildBridge | LinkKind::Peer { .. } => crate::auth::Role::Bridge,
+    };
+    if let Err(e) = shared.auth.admit(&connect, role) {
+        let corr = connect.correlation_id;
+        return session::refuse_admission(&conn, &mut send, &metrics, &e, corr).await;
+    }
     if let (LinkKind::Node | LinkKind::ChildBridge, Some(f)) = (kind, &shared.fleet) {
         let (placement, name) = fleet::child_key(&connect, kind == LinkKind::ChildBridge);
         if let Some(r) = f.admit(&shared, &connect, placement) {
@@ -451,7 +474,7 @@ async fn run_link(
             key,
             &conn,
             connect,
-            shared.node_id,
+            &shared.identity,
             limits,
             shared.cfg.transport.keep_alive_ms,
         ),

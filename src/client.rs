@@ -110,6 +110,13 @@ pub struct ClientOptions {
     /// [`CallError::Overloaded`] (default [`DEFAULT_MAX_PENDING_CALLS`] = 65,536; 0 counts
     /// as 1).
     pub rpc_max_pending: usize,
+    /// The key that proves this client's node id at `connect` (`docs/AUTH.md`). Default
+    /// `None`: a fresh key per [`Client`]. A client with a `credential` needs the key that
+    /// credential names.
+    pub identity: Option<crate::identity::Identity>,
+    /// The operator-signed credential presented at `connect` (bytes; `auth::Credential::from_text`
+    /// reads the `mc1.…` form). Needed by nodes whose realm has operator keys. Default `None`.
+    pub credential: Option<bytes::Bytes>,
 }
 
 impl Default for ClientOptions {
@@ -134,6 +141,8 @@ impl Default for ClientOptions {
             reconnect_max_backoff: Duration::from_millis(cfg.limits.reconnect_max_backoff_ms),
             rpc_max_handlers: DEFAULT_MAX_HANDLERS,
             rpc_max_pending: DEFAULT_MAX_PENDING_CALLS,
+            identity: None,
+            credential: None,
         }
     }
 }
@@ -337,11 +346,14 @@ impl Client {
             &opts.data_dir,
         )
         .map_err(|e| cerr(e.to_string()))?;
-        let node_id: wire::NodeId = rand::random();
+        let identity = opts
+            .identity
+            .clone()
+            .unwrap_or_else(crate::identity::Identity::generate);
         let first = establish(
             &opts,
             &endpoint,
-            node_id,
+            &identity,
             &opts.addr,
             session::HANDSHAKE_TIMEOUT,
         )
@@ -393,7 +405,7 @@ impl Client {
             inner: inner.clone(),
             opts,
             endpoint,
-            node_id,
+            identity,
             state,
             queues,
             acks_tx,
@@ -694,7 +706,7 @@ async fn resolve(target: &str) -> Result<std::net::SocketAddr, ClientError> {
 async fn establish(
     opts: &ClientOptions,
     endpoint: &Endpoint,
-    node_id: wire::NodeId,
+    identity: &crate::identity::Identity,
     target: &str,
     timeout: Duration,
 ) -> Result<Established, ClientError> {
@@ -712,15 +724,18 @@ async fn establish(
         .map_err(|e| cerr(e.to_string()))?;
     let connect = Connect {
         versions: vec![wire::PROTOCOL_VERSION],
-        node_id,
+        node_id: identity.node_id(),
         realm: opts.realm.clone(),
         cluster: String::new(),
         role: Role::Client,
         capabilities: vec!["pubsub".into(), "qos1".into()],
         max_frame_size: opts.max_frame_size,
         correlation_id: 1,
+        proof: None,
+        credential: opts.credential.clone(),
     };
-    let (send, recv, decoder, welcome) = open_session(&conn, connect, opts.max_frame_size).await?;
+    let (send, recv, decoder, welcome) =
+        open_session(&conn, connect, opts.max_frame_size, identity).await?;
     Ok(Established {
         conn,
         send,
@@ -736,7 +751,8 @@ struct SessionManager {
     inner: Arc<Inner>,
     opts: ClientOptions,
     endpoint: Endpoint,
-    node_id: wire::NodeId,
+    /// This client's key, made at `connect` (one per `Client`; it proves the node id).
+    identity: crate::identity::Identity,
     state: ReliableState,
     queues: session::ReliableQueues,
     acks_tx: mpsc::Sender<session::Confirm>,
@@ -768,10 +784,10 @@ impl SessionManager {
             let est = match next.take() {
                 Some(e) => e,
                 None => {
-                    let (opts, endpoint, node_id) = (&self.opts, &self.endpoint, self.node_id);
+                    let (opts, endpoint, identity) = (&self.opts, &self.endpoint, &self.identity);
                     let opened = redial
                         .connect(&inner.cancel, timeouts, |target, _, timeout| async move {
-                            match establish(opts, endpoint, node_id, &target, timeout).await {
+                            match establish(opts, endpoint, identity, &target, timeout).await {
                                 Ok(e) => Dial::Open(e),
                                 Err(ClientError::Session(SessionError::Redirected(r))) => {
                                     Dial::Redirected(r)

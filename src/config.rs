@@ -66,6 +66,22 @@ pub struct Config {
     pub cache: CacheSettings,
     /// CRDT gossip (both modes; `docs/GOSSIP.md`).
     pub gossip: GossipSettings,
+    /// Admission: operator keys per realm and this process's credential (`docs/AUTH.md`).
+    pub auth: AuthConfig,
+}
+
+/// Admission (`docs/AUTH.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Operator public keys (64 hex digits) per realm: a realm listed here admits only
+    /// sessions presenting a credential one of them signed. Default: none — every realm is
+    /// open to anyone who proves a key, and the process says so at start.
+    pub operators: std::collections::BTreeMap<String, Vec<String>>,
+    /// This process's credential (a file holding its text form, `mc1.…`), presented when it
+    /// dials: a node's uplink and mesh links, a bridge's parent link and fleet peers.
+    /// Default: none.
+    pub credential_file: Option<PathBuf>,
 }
 
 /// Settings of `macula bridge`.
@@ -493,8 +509,30 @@ impl Config {
         self.validate_tls()?;
         self.validate_transport()?;
         self.validate_limits()?;
+        self.validate_auth()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", format!("not a valid filter: {e}"));
+        }
+        Ok(())
+    }
+
+    /// `auth.operators`: realms valid, keys 64 hex digits; `auth.credential_file` readable,
+    /// a credential whose signature verifies.
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        for (realm, keys) in &self.auth.operators {
+            if let Err(e) = check_realm(realm) {
+                return invalid("auth.operators", format!("realm {realm:?}: {e}"));
+            }
+            for k in keys {
+                if let Err(e) = crate::auth::parse_public_key(k) {
+                    return invalid("auth.operators", format!("realm {realm:?}: {e}"));
+                }
+            }
+        }
+        if let Some(path) = &self.auth.credential_file {
+            if let Err(e) = crate::auth::read_credential(path) {
+                return invalid("auth.credential_file", e);
+            }
         }
         Ok(())
     }
@@ -669,6 +707,7 @@ impl Default for Config {
             rpc: RpcConfig::default(),
             cache: CacheSettings::default(),
             gossip: GossipSettings::default(),
+            auth: AuthConfig::default(),
         }
     }
 }

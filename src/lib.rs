@@ -50,6 +50,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod auth;
 pub mod bridge;
 pub mod client;
 pub mod config;
@@ -60,6 +61,7 @@ pub mod dht;
 pub mod escalation;
 pub mod fleet;
 pub mod gossip;
+pub mod identity;
 pub mod metrics;
 pub mod node;
 pub mod relay;

@@ -40,6 +40,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// Keys and credentials: generate, show, sign, inspect (docs/AUTH.md).
+    Keys {
+        #[command(subcommand)]
+        cmd: keys::KeysCmd,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -230,13 +235,25 @@ fn overrides(cli: &Cli) -> Overrides {
                 advertise: n.advertise.clone(),
             })
         }
-        Cmd::Config { .. } => {}
+        Cmd::Config { .. } | Cmd::Keys { .. } => {}
     }
     o
 }
 
+#[path = "cli/keys.rs"]
+mod keys;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Keys { cmd } = cli.cmd {
+        return match keys::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("macula keys: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Cmd::Bridge(BridgeArgs {
         action: Some(BridgeCmd::Drain { admin }),
         ..
@@ -363,7 +380,7 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             h.shutdown(grace).await;
         }
-        Cmd::Config { .. } => unreachable!("handled before the runtime starts"),
+        Cmd::Config { .. } | Cmd::Keys { .. } => unreachable!("handled before the runtime starts"),
     }
     admin_cancel.cancel();
     if let Some(a) = admin {

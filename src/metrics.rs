@@ -25,12 +25,20 @@ use prometheus::{
 pub const ROLES: [&str; 3] = ["client", "node", "uplink"];
 
 /// Values of the `reason` label of `macula_connections_rejected_total`.
-pub const REJECT_REASONS: [&str; 6] = [
+pub const REJECT_REASONS: [&str; 14] = [
     "max_connections",
     "handshake",
     "unknown_realm",
     "protocol",
     "shutting_down",
+    "no_proof",
+    "bad_proof",
+    "no_credential",
+    "bad_credential",
+    "wrong_realm",
+    "expired",
+    "wrong_role",
+    "revoked",
     "other",
 ];
 
@@ -51,7 +59,7 @@ pub const DROP_REASONS: [&str; 11] = [
 
 /// Values of the `code` label of `macula_protocol_errors_total` (the wire `ErrorCode`s), plus
 /// `other` for anything not in this list.
-pub const ERROR_CODE_LABELS: [&str; 19] = [
+pub const ERROR_CODE_LABELS: [&str; 21] = [
     "protocol",
     "frame_too_large",
     "unsupported_version",
@@ -70,6 +78,8 @@ pub const ERROR_CODE_LABELS: [&str; 19] = [
     "already_connected",
     "fleet_mismatch",
     "loop_detected",
+    "unauthenticated",
+    "permission_denied",
     "other",
 ];
 

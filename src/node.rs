@@ -45,6 +45,10 @@ pub type NodeHandle = ServerHandle;
 
 /// What local publishers and the uplink reader share.
 struct Shared {
+    /// Admission rules and this node's own credential (`auth.*`).
+    auth: crate::auth::Auth,
+    /// This process's key; proves `node_id` to every peer (`docs/AUTH.md`).
+    identity: crate::identity::Identity,
     realm: String,
     cluster: String,
     node_id: NodeId,
@@ -90,7 +94,12 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         &cfg.data_dir,
     )?;
     let local_addr = endpoint.local_addr()?;
-    let node_id: NodeId = crate::transport::node_identity(&cfg.data_dir)?;
+    let identity = crate::identity::Identity::load_or_create(&cfg.data_dir)?;
+    let auth = crate::auth::Auth::from_config(&cfg.auth).map_err(anyhow::Error::msg)?;
+    if !auth.admission.required(&cfg.node.realm) {
+        tracing::warn!(realm = %cfg.node.realm, "realm is open: anyone who proves a key is admitted (set auth.operators, docs/AUTH.md)");
+    }
+    let node_id: NodeId = identity.node_id();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let limits = &cfg.limits;
@@ -149,6 +158,8 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         },
     ));
     let shared = Arc::new(Shared {
+        auth,
+        identity,
         realm: cfg.node.realm.clone(),
         cluster: cfg.node.cluster.clone(),
         node_id,
@@ -297,12 +308,16 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         )
         .await;
     }
+    if let Err(e) = shared.auth.admit(&connect, crate::auth::Role::Client) {
+        let corr = connect.correlation_id;
+        return session::refuse_admission(&conn, &mut send, &metrics, &e, corr).await;
+    }
     let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
     let peer = session::accept_peer(
         key,
         &conn,
         &connect,
-        shared.node_id,
+        &shared.identity,
         limits,
         shared.cfg.transport.keep_alive_ms,
     );

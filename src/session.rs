@@ -320,6 +320,32 @@ pub async fn refuse(
     close(conn, code, msg);
 }
 
+/// Refuses a session the admission rules turned away (`docs/AUTH.md`): counted in
+/// `macula_connections_rejected_total{reason}`, then [`refuse`] with the error's code
+/// (`UNAUTHENTICATED` or `PERMISSION_DENIED`) and the `connect`'s correlation id.
+pub async fn refuse_admission(
+    conn: &Connection,
+    send: &mut SendStream,
+    metrics: &Metrics,
+    error: &crate::auth::AdmissionError,
+    corr: u64,
+) {
+    metrics
+        .connections_rejected_total
+        .with_label_values(&[error.reason()])
+        .inc();
+    tracing::info!(remote.addr = %conn.remote_address(), reason = error.reason(), %error, "admission refused");
+    refuse(
+        conn,
+        Some(send),
+        metrics,
+        error.code(),
+        &error.to_string(),
+        Some(corr),
+    )
+    .await;
+}
+
 /// A session that ended before its `CONNECT` was accepted ([`accept_session`]).
 #[derive(Debug)]
 pub struct NotAccepted {
@@ -348,6 +374,13 @@ pub async fn reject_before_connect(conn: &Connection, metrics: &Metrics, refused
         SessionError::Wire(w) => (w.code(), w.to_string()),
         SessionError::Protocol(m) => (ErrorCode::NotConnected, m.clone()),
         SessionError::Timeout(_) => (ErrorCode::Protocol, error.to_string()),
+        SessionError::Unauthenticated(e) => {
+            metrics
+                .connections_rejected_total
+                .with_label_values(&[e.reason()])
+                .inc();
+            (ErrorCode::Unauthenticated, e.to_string())
+        }
         _ => {
             tracing::debug!(error = %error, "session ended before connect");
             return;
@@ -393,19 +426,22 @@ pub fn peer_queues(
 }
 
 /// [`peer_queues`] for a validated session, with the `CONNECTED` answer carrying this
-/// side's limits queued first.
+/// side's limits and its proof of `identity`'s node id queued first.
 pub fn accept_peer(
     key: PeerKey,
     conn: &Connection,
     connect: &Connect,
-    node_id: wire::NodeId,
+    identity: &crate::identity::Identity,
     limits: &crate::config::LimitsConfig,
     keepalive_ms: u64,
 ) -> AcceptedPeer {
     let peer = peer_queues(key, conn, connect.max_frame_size, limits);
     peer.tx.send_ctrl(Frame::Connected(Connected {
         version: wire::PROTOCOL_VERSION,
-        node_id,
+        node_id: identity.node_id(),
+        proof: identity
+            .prove_on(conn, crate::identity::Side::Acceptor)
+            .ok(),
         realm: connect.realm.clone(),
         max_frame_size: limits.max_frame_size,
         max_inflight: limits.max_inflight,
@@ -498,6 +534,9 @@ pub enum SessionError {
     /// cluster (`docs/FLEET.md`).
     #[error("redirected to {} ({})", .0.addr, .0.reason)]
     Redirected(wire::Redirect),
+    /// The other side did not prove the node id it claims (`docs/AUTH.md`).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(#[from] crate::identity::ProofError),
 }
 
 /// Closes `conn` at once with the application code `SLOW_CONSUMER` and `reason`, counted
@@ -564,8 +603,10 @@ pub async fn next_frame(
 /// Server side of the handshake: accepts the stream and reads the `CONNECT` frame, all
 /// within [`HANDSHAKE_TIMEOUT`]. A first frame of another type is a `NOT_CONNECTED`
 /// protocol error; a `connect` that does not decode is its wire error (e.g.
-/// `MALFORMED_BODY`), with its correlation id when that much of the body is readable.
-/// Errors come with the stream's sending half, for [`reject_before_connect`].
+/// `MALFORMED_BODY`), with its correlation id when that much of the body is readable; a
+/// `connect` whose `proof` does not prove its `node_id` on this connection is
+/// [`SessionError::Unauthenticated`] (`docs/AUTH.md`). Errors come with the stream's
+/// sending half, for [`reject_before_connect`].
 pub async fn accept_session(
     conn: &Connection,
     max_frame_size: u32,
@@ -602,7 +643,18 @@ pub async fn accept_session(
         return Err(refused(Some(send), e, None));
     }
     match raw.decode() {
-        Ok(Frame::Connect(c)) => Ok((send, recv, decoder, c)),
+        // A connect of another version is refused by `check_connect` (its proof, if any,
+        // follows that version's rules).
+        Ok(Frame::Connect(c)) if !c.versions.contains(&wire::PROTOCOL_VERSION) => {
+            Ok((send, recv, decoder, c))
+        }
+        Ok(Frame::Connect(c)) => {
+            let side = crate::identity::Side::Initiator;
+            match crate::identity::verify_on(conn, side, &c.node_id, c.proof.as_ref()) {
+                Ok(()) => Ok((send, recv, decoder, c)),
+                Err(e) => Err(refused(Some(send), e.into(), Some(c.correlation_id))),
+            }
+        }
         Ok(_) => unreachable!("decode follows the header type"),
         Err(e) => {
             let corr = raw.peek_correlation_id();
@@ -611,20 +663,35 @@ pub async fn accept_session(
     }
 }
 
-/// Client side of the handshake: opens the stream, sends `connect`, waits for
-/// `CONNECTED` (or an error frame, returned as [`SessionError::Peer`]).
+/// Client side of the handshake: opens the stream, sends `connect` as `identity` (its
+/// `node_id` and `proof` are filled in here), waits for `CONNECTED` (or an error frame,
+/// returned as [`SessionError::Peer`]) and checks the acceptor's proof of its `node_id`
+/// (else [`SessionError::Unauthenticated`], and the connection is closed with
+/// `UNAUTHENTICATED`).
 pub async fn open_session(
     conn: &Connection,
-    connect: Connect,
+    mut connect: Connect,
     max_frame_size: u32,
+    identity: &crate::identity::Identity,
 ) -> Result<(SendStream, RecvStream, FrameDecoder, Connected), SessionError> {
+    use crate::identity::Side;
+    connect.node_id = identity.node_id();
+    connect.proof = Some(identity.prove_on(conn, Side::Initiator)?);
     let fut = async {
         let (mut send, mut recv) = conn.open_bi().await?;
         send.write_all(&Frame::Connect(connect).to_bytes()).await?;
         let mut decoder = FrameDecoder::new(max_frame_size);
         let raw = next_frame(&mut recv, &mut decoder).await?;
         match raw.decode()? {
-            Frame::Connected(c) => Ok((send, recv, decoder, c)),
+            Frame::Connected(c) => {
+                let proof = c.proof.as_ref();
+                if let Err(e) = crate::identity::verify_on(conn, Side::Acceptor, &c.node_id, proof)
+                {
+                    close(conn, ErrorCode::Unauthenticated, &e.to_string());
+                    return Err(e.into());
+                }
+                Ok((send, recv, decoder, c))
+            }
             Frame::Redirect(r) => Err(SessionError::Redirected(r)),
             Frame::Error(e) => Err(SessionError::Peer {
                 code: e.code,

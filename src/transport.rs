@@ -387,21 +387,24 @@ pub fn stateless_reset_key(data_dir: &Path) -> Result<ring::hmac::Key, Transport
 /// Writes a secret to `path` (in `data_dir`, created if missing) atomically: a temporary file
 /// with mode 0600, then a rename. Errors: [`TransportError::WriteDevCert`].
 fn write_secret(data_dir: &Path, path: &Path, secret: &[u8]) -> Result<(), TransportError> {
-    let write = || -> io::Result<()> {
-        std::fs::create_dir_all(data_dir)?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, secret)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        }
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|source| TransportError::WriteDevCert {
+    write_secret_file(data_dir, path, secret).map_err(|source| TransportError::WriteDevCert {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Writes `secret` to `path` (in `data_dir`, created if missing) atomically: a temporary
+/// file with mode 0600, then a rename.
+pub(crate) fn write_secret_file(data_dir: &Path, path: &Path, secret: &[u8]) -> io::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, secret)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(&tmp, path)
 }
 
 /// Whether the development-mode warning was logged already.
@@ -938,63 +941,5 @@ mod tests {
         };
         let _ = link_transport_config(&extreme);
         let _ = transport_config(&extreme);
-    }
-}
-
-/// File holding this process's Ed25519 identity key in `data_dir` (PKCS#8 v2, mode 0600).
-pub const IDENTITY_KEY_FILE: &str = "identity.key";
-
-/// This process's node id: SHA-256 of its Ed25519 public key ([`crate::dht::Id::from_public_key`],
-/// `docs/DHT.md`), the key generated with ring on first start and kept in
-/// `data_dir/identity.key`, so a restarted node keeps its id (and its place in the DHT).
-///
-/// # Errors
-/// [`TransportError::WriteDevCert`] if the file cannot be read or created, or holds no valid
-/// key.
-pub fn node_identity(data_dir: &Path) -> Result<crate::wire::NodeId, TransportError> {
-    use ring::signature::{Ed25519KeyPair, KeyPair};
-    let path = data_dir.join(IDENTITY_KEY_FILE);
-    let bad = |e: String| TransportError::WriteDevCert {
-        path: path.clone(),
-        source: io::Error::new(io::ErrorKind::InvalidData, e),
-    };
-    let pkcs8 = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(_) => {
-            let rng = ring::rand::SystemRandom::new();
-            let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| bad(e.to_string()))?;
-            write_secret(data_dir, &path, doc.as_ref())?;
-            doc.as_ref().to_vec()
-        }
-    };
-    let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| bad(e.to_string()))?;
-    let public: [u8; 32] = pair
-        .public_key()
-        .as_ref()
-        .try_into()
-        .map_err(|_| bad("public key is not 32 bytes".into()))?;
-    Ok(crate::dht::Id::from_public_key(&public).0)
-}
-
-#[cfg(test)]
-mod identity_tests {
-    use super::*;
-
-    #[test]
-    fn node_identity_is_stable_per_data_dir() {
-        let a = tempfile::tempdir().unwrap();
-        let b = tempfile::tempdir().unwrap();
-        let id = node_identity(a.path()).unwrap();
-        assert_eq!(
-            node_identity(a.path()).unwrap(),
-            id,
-            "same key after a restart"
-        );
-        assert_ne!(node_identity(b.path()).unwrap(), id);
-        std::fs::write(a.path().join(IDENTITY_KEY_FILE), b"garbage").unwrap();
-        assert!(
-            node_identity(a.path()).is_err(),
-            "a corrupt key is an error"
-        );
     }
 }

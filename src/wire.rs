@@ -326,11 +326,17 @@ pub enum ErrorCode {
     /// A bridge's parent chain would form a loop: a child bridge that is this bridge or one
     /// of its ancestors, or a parent whose path names this bridge. Fatal.
     LoopDetected = 18,
+    /// The peer did not prove the node id it claims (no or a bad `proof` in `connect` or
+    /// `connected`, `docs/AUTH.md`), or its credential was refused. Fatal.
+    Unauthenticated = 19,
+    /// A proven, admitted peer asked for something its credential does not grant (a role
+    /// it does not have at `connect`). Fatal before `connected`.
+    PermissionDenied = 20,
 }
 
 impl ErrorCode {
     /// Every error code, in numeric order.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::Protocol,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -349,6 +355,8 @@ impl ErrorCode {
         ErrorCode::AlreadyConnected,
         ErrorCode::FleetMismatch,
         ErrorCode::LoopDetected,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
     ];
 
     /// The code for a raw u16, `None` if unknown (keep the raw value, e.g. in [`ErrorFrame`]).
@@ -377,6 +385,8 @@ impl ErrorCode {
             ErrorCode::AlreadyConnected => "already_connected",
             ErrorCode::FleetMismatch => "fleet_mismatch",
             ErrorCode::LoopDetected => "loop_detected",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::PermissionDenied => "permission_denied",
         }
     }
 
@@ -399,6 +409,7 @@ impl ErrorCode {
                 | ErrorCode::AlreadyConnected
                 | ErrorCode::FleetMismatch
                 | ErrorCode::LoopDetected
+                | ErrorCode::Unauthenticated
         )
     }
 }
@@ -444,6 +455,19 @@ impl Role {
     }
 }
 
+/// A side's proof of its node id (`docs/AUTH.md`, "Identity"): its Ed25519 public key,
+/// whose SHA-256 is the node id it claims, and its signature over the session transcript
+/// (the side's context string and this connection's TLS exporter; [`crate::identity`]).
+/// On the wire: the keys `"public_key"` (bin, 32 bytes) and `"proof"` (bin, 64 bytes) of
+/// `connect` and `connected`, both present or both absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// Ed25519 public key (RFC 8032 §5.1.5 encoding).
+    pub public_key: [u8; 32],
+    /// Ed25519 signature (RFC 8032 §5.1.6) over the transcript.
+    pub signature: [u8; 64],
+}
+
 /// `connect` (0x01): first frame of the connecting side. Answered by [`Connected`] or by an
 /// [`ErrorFrame`] with the same `correlation_id` followed by close.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -464,6 +488,12 @@ pub struct Connect {
     pub max_frame_size: u32,
     /// `"correlation_id"`: echoed in the answer.
     pub correlation_id: u64,
+    /// `"public_key"` + `"proof"`: the proof of `node_id` (required by the acceptor; the
+    /// session code fills it in, [`crate::session::open_session`]).
+    pub proof: Option<Proof>,
+    /// `"credential"` (optional bin, at most [`crate::auth::credential::MAX_CREDENTIAL_BYTES`]):
+    /// the operator-signed credential admitting the sender (`docs/AUTH.md`).
+    pub credential: Option<Bytes>,
 }
 
 /// `connected` (0x05): the accepting side's answer to [`Connect`].
@@ -484,6 +514,8 @@ pub struct Connected {
     pub keepalive_ms: u32,
     /// `"correlation_id"`: copied from the [`Connect`].
     pub correlation_id: u64,
+    /// `"public_key"` + `"proof"`: the acceptor's proof of `node_id`.
+    pub proof: Option<Proof>,
 }
 
 /// `disconnect` (0x02): orderly close; the sender closes the connection after it.

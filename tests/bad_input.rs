@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{client, fleet, metric, recv};
-use macula::config::Config;
+use macula::identity::{Identity, Side};
 use macula::wire::{
     self, Connect, ErrorCode, Frame, FrameDecoder, Ping, Publish, Qos, Role, Subscribe,
 };
@@ -20,31 +20,26 @@ struct Raw {
     send: SendStream,
     recv: RecvStream,
     decoder: FrameDecoder,
+    /// This connection's key: [`Raw::sign`] proves its node id on this connection.
+    identity: Identity,
     _ep: quinn::Endpoint,
 }
 
 async fn raw_connect(addr: SocketAddr) -> Raw {
-    let cfg = Config::default();
-    let ep = macula::transport::client_endpoint(
-        "0.0.0.0:0".parse().unwrap(),
-        &cfg.tls,
-        &cfg.transport,
-        &cfg.data_dir,
-    )
-    .unwrap();
-    let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
+    let (conn, ep) = common::quic_connect(addr).await;
     let (send, recv) = conn.open_bi().await.unwrap();
     Raw {
         conn,
         send,
         recv,
         decoder: FrameDecoder::new(wire::DEFAULT_MAX_FRAME_SIZE),
+        identity: Identity::generate(),
         _ep: ep,
     }
 }
 
-fn connect_frame(realm: &str) -> Bytes {
-    Frame::Connect(Connect {
+fn connect_frame(realm: &str) -> Connect {
+    Connect {
         versions: vec![wire::PROTOCOL_VERSION],
         node_id: [7; 32],
         realm: realm.into(),
@@ -53,14 +48,33 @@ fn connect_frame(realm: &str) -> Bytes {
         capabilities: vec![],
         max_frame_size: wire::DEFAULT_MAX_FRAME_SIZE,
         correlation_id: 1,
-    })
-    .to_bytes()
+        proof: None,
+        credential: None,
+    }
 }
 
 impl Raw {
+    /// `c` as this connection's identity: its node id, and the proof of it on this
+    /// connection (`docs/AUTH.md`).
+    fn sign(&self, mut c: Connect) -> Bytes {
+        c.node_id = self.identity.node_id();
+        c.proof = Some(self.identity.prove_on(&self.conn, Side::Initiator).unwrap());
+        Frame::Connect(c).to_bytes()
+    }
+
+    /// Sends `c` as it is and expects `UNAUTHENTICATED`: the error frame, then the close.
+    async fn refused(&mut self, c: Connect, what: &str) {
+        let hello = Frame::Connect(c).to_bytes();
+        self.send.write_all(&hello).await.unwrap();
+        let code = ErrorCode::Unauthenticated;
+        assert_eq!(self.error_code().await, code as u16, "{what}");
+        assert_eq!(self.close_code().await, code as u64, "{what}");
+    }
+
     async fn handshake(addr: SocketAddr) -> Raw {
         let mut r = raw_connect(addr).await;
-        r.send.write_all(&connect_frame("io.macula")).await.unwrap();
+        let hello = r.sign(connect_frame("io.macula"));
+        r.send.write_all(&hello).await.unwrap();
         match r.next().await {
             Some(Frame::Connected(_)) => r,
             other => panic!("expected connected, got {other:?}"),
@@ -282,10 +296,8 @@ async fn every_bad_input_is_answered_counted_and_survived() {
 
     // Unknown realm at connect: error frame then close.
     let mut r = raw_connect(addr).await;
-    r.send
-        .write_all(&connect_frame("org.nowhere"))
-        .await
-        .unwrap();
+    let hello = r.sign(connect_frame("org.nowhere"));
+    r.send.write_all(&hello).await.unwrap();
     assert_eq!(r.error_code().await, ErrorCode::UnknownRealm as u16);
     assert_eq!(r.close_code().await, ErrorCode::UnknownRealm as u64);
 
@@ -375,10 +387,10 @@ async fn bad_gossip_is_refused_counted_and_state_survives() {
         .await
         .unwrap();
 
-    // A mesh peer of cluster "c" with id [7; 32].
-    let peer = [7u8; 32];
+    // A mesh peer of cluster "c".
     let mut r = raw_connect(addr).await;
-    let hello = Frame::Connect(Connect {
+    let peer = r.identity.node_id();
+    let hello = r.sign(Connect {
         versions: vec![wire::PROTOCOL_VERSION],
         node_id: peer,
         realm: "io.macula".into(),
@@ -387,8 +399,10 @@ async fn bad_gossip_is_refused_counted_and_state_survives() {
         capabilities: vec!["mesh".into()],
         max_frame_size: wire::DEFAULT_MAX_FRAME_SIZE,
         correlation_id: 1,
+        proof: None,
+        credential: None,
     });
-    r.send.write_all(&hello.to_bytes()).await.unwrap();
+    r.send.write_all(&hello).await.unwrap();
     assert!(matches!(r.next().await, Some(Frame::Connected(_))));
     let l = Limits::default();
     let now = std::time::SystemTime::now()
@@ -533,12 +547,111 @@ async fn bad_gossip_is_refused_counted_and_state_survives() {
     f.stop().await;
 }
 
+/// Identity at `connect` (`docs/AUTH.md`, "Identity"), against a bridge and a node: a
+/// `connect` with no proof, one claiming another's node id, and one replaying another
+/// connection's proof are each refused with `UNAUTHENTICATED` (error frame with the
+/// correlation id, then the close) and counted by reason; a witness keeps its round trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unproven_node_id_is_refused_and_counted() {
+    let (f, b, na, _nb) = common::bridge_and_two_nodes().await;
+    let node = f.procs[na].quic;
+    let witness_sub = client(node).await;
+    let mut sub = witness_sub.subscribe("witness.*").await.unwrap();
+    let witness = client(node).await;
+    common::wait_route(&witness, &mut sub, "witness.x").await;
+    for (who, at) in [("bridge", b), ("node", na)] {
+        let addr = f.procs[at].quic;
+        let admin = f.procs[at].admin;
+        let role = if who == "bridge" {
+            Role::Node
+        } else {
+            Role::Client
+        };
+        let hello = Connect {
+            role,
+            cluster: if who == "bridge" {
+                "z".into()
+            } else {
+                String::new()
+            },
+            correlation_id: 77,
+            ..connect_frame("io.macula")
+        };
+        let refused = |r: &str| format!("macula_connections_rejected_total{{reason=\"{r}\"}}");
+        let before = (
+            metric(admin, &refused("no_proof")),
+            metric(admin, &refused("bad_proof")),
+        );
+
+        // No proof at all.
+        let mut r = raw_connect(addr).await;
+        r.send
+            .write_all(&Frame::Connect(hello.clone()).to_bytes())
+            .await
+            .unwrap();
+        let e = r.error().await;
+        assert_eq!(
+            (e.code, e.correlation_id),
+            (ErrorCode::Unauthenticated as u16, Some(77)),
+            "{who}: no proof"
+        );
+        assert_eq!(r.close_code().await, ErrorCode::Unauthenticated as u64);
+
+        // Another's node id, proven with my key.
+        let mut r = raw_connect(addr).await;
+        let victim = Identity::generate();
+        let claim = Connect {
+            node_id: victim.node_id(),
+            proof: Some(r.identity.prove_on(&r.conn, Side::Initiator).unwrap()),
+            ..hello.clone()
+        };
+        r.refused(claim, &format!("{who}: claimed id")).await;
+
+        // A proof made on one connection replayed on another.
+        let first = raw_connect(addr).await;
+        let replayed = Connect {
+            node_id: first.identity.node_id(),
+            proof: Some(
+                first
+                    .identity
+                    .prove_on(&first.conn, Side::Initiator)
+                    .unwrap(),
+            ),
+            ..hello.clone()
+        };
+        let mut r = raw_connect(addr).await;
+        r.refused(replayed, &format!("{who}: replay")).await;
+
+        let after = (
+            metric(admin, &refused("no_proof")),
+            metric(admin, &refused("bad_proof")),
+        );
+        assert_eq!(after.0 - before.0, 1.0, "{who}: no_proof counted");
+        assert_eq!(after.1 - before.1, 2.0, "{who}: bad_proof counted");
+        let code = "macula_protocol_errors_total{code=\"unauthenticated\"}";
+        assert!(
+            metric(admin, code) >= 3.0,
+            "{who}: unauthenticated errors counted"
+        );
+        drop(first);
+
+        // The witness's round trips go on.
+        witness
+            .publish(
+                "witness.x",
+                Bytes::from_static(b"still here"),
+                Qos::AtLeastOnce,
+            )
+            .await
+            .unwrap();
+        assert_eq!(&recv(&mut sub).await.payload[..], b"still here");
+    }
+}
+
 async fn raw_send(addr: SocketAddr, connect: Connect) -> Raw {
     let mut r = raw_connect(addr).await;
-    r.send
-        .write_all(&Frame::Connect(connect).to_bytes())
-        .await
-        .unwrap();
+    let hello = r.sign(connect);
+    r.send.write_all(&hello).await.unwrap();
     r
 }
 
@@ -552,6 +665,8 @@ fn node_connect(cluster: &str, capabilities: Vec<String>) -> Connect {
         capabilities,
         max_frame_size: wire::DEFAULT_MAX_FRAME_SIZE,
         correlation_id: 1,
+        proof: None,
+        credential: None,
     }
 }
 

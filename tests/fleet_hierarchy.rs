@@ -54,7 +54,9 @@ type Check<'a> = (&'a str, &'a mut Subscription, HashSet<(String, u32)>);
 /// Writes the identity key of process `name` and returns its node id.
 fn identity(f: &Fleet, name: &str) -> NodeId {
     let dir = f.data_dir(name).expect("data dir");
-    macula::transport::node_identity(&dir).expect("identity key")
+    macula::identity::Identity::load_or_create(&dir)
+        .expect("identity key")
+        .node_id()
 }
 
 /// Index in `ids` of the worker owning `key` (all alive, default weight).

@@ -256,8 +256,17 @@ async fn dial(
             .collect(),
         max_frame_size: shared.cfg.limits.max_frame_size,
         correlation_id: 1,
+        proof: None,
+        credential: shared.auth.credential.clone(),
     };
-    match open_session(&conn, connect, shared.cfg.limits.max_frame_size).await {
+    match open_session(
+        &conn,
+        connect,
+        shared.cfg.limits.max_frame_size,
+        &shared.identity,
+    )
+    .await
+    {
         Ok((send, recv, decoder, welcome)) => Ok(Dialed {
             conn,
             send,

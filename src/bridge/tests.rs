@@ -56,7 +56,8 @@ impl FakeNode {
             .expect("connect")
             .await
             .expect("handshake");
-        let id: NodeId = rand::random();
+        let identity = crate::identity::Identity::generate();
+        let id: NodeId = identity.node_id();
         let connect = Connect {
             versions: vec![PROTOCOL_VERSION],
             node_id: id,
@@ -66,10 +67,13 @@ impl FakeNode {
             capabilities: vec![],
             max_frame_size: cfg.limits.max_frame_size,
             correlation_id: 1,
+            proof: None,
+            credential: None,
         };
-        let (send, recv, decoder, _) = open_session(&conn, connect, cfg.limits.max_frame_size)
-            .await
-            .expect("session");
+        let (send, recv, decoder, _) =
+            open_session(&conn, connect, cfg.limits.max_frame_size, &identity)
+                .await
+                .expect("session");
         FakeNode {
             id,
             conn,

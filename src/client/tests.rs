@@ -41,14 +41,19 @@ impl FakeNode {
             accept_session(&conn, wire::DEFAULT_MAX_FRAME_SIZE)
                 .await
                 .expect("CONNECT");
+        let me = crate::identity::Identity::generate();
         let welcome = Frame::Connected(Connected {
             version: wire::PROTOCOL_VERSION,
-            node_id: [9; 32],
+            node_id: me.node_id(),
             realm: connect.realm,
             max_frame_size: max_frame,
             max_inflight: 64,
             keepalive_ms: 5_000,
             correlation_id: connect.correlation_id,
+            proof: Some(
+                me.prove_on(&conn, crate::identity::Side::Acceptor)
+                    .expect("exporter"),
+            ),
         });
         send.write_all(&welcome.to_bytes())
             .await

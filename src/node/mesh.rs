@@ -276,9 +276,16 @@ async fn dial(
         capabilities: vec![MESH_CAPABILITY.into()],
         max_frame_size: shared.cfg.limits.max_frame_size,
         correlation_id: 1,
+        proof: None,
+        credential: shared.auth.credential.clone(),
     };
-    let (send, recv, decoder, welcome) =
-        open_session(&conn, connect, shared.cfg.limits.max_frame_size).await?;
+    let (send, recv, decoder, welcome) = open_session(
+        &conn,
+        connect,
+        shared.cfg.limits.max_frame_size,
+        &shared.identity,
+    )
+    .await?;
     if welcome.node_id == shared.node_id {
         conn.close(0u32.into(), b"dialled myself");
         return Ok(());
@@ -360,6 +367,10 @@ pub async fn serve_accepted(
         )
         .await;
     }
+    if let Err(e) = shared.auth.admit(&connect, crate::auth::Role::Node) {
+        let corr = connect.correlation_id;
+        return session::refuse_admission(&conn, &mut send, metrics, &e, corr).await;
+    }
     // Answer CONNECTED first, then run the link like a dialled one.
     let welcome = Frame::Connected(wire::Connected {
         version: wire::PROTOCOL_VERSION,
@@ -369,6 +380,10 @@ pub async fn serve_accepted(
         max_inflight: shared.cfg.limits.max_inflight,
         keepalive_ms: shared.cfg.transport.keep_alive_ms.min(u64::from(u32::MAX)) as u32,
         correlation_id: connect.correlation_id,
+        proof: shared
+            .identity
+            .prove_on(&conn, crate::identity::Side::Acceptor)
+            .ok(),
     });
     if send.write_all(&welcome.to_bytes()).await.is_err() {
         return;

@@ -77,7 +77,14 @@ pub(super) async fn run_uplink(
                     let opened = async {
                         let conn = quic_connect(endpoint, &target, server_name, timeout).await?;
                         let frame = connect_frame(shared, extra);
-                        match open_session(&conn, frame, shared.cfg.limits.max_frame_size).await {
+                        match open_session(
+                            &conn,
+                            frame,
+                            shared.cfg.limits.max_frame_size,
+                            &shared.identity,
+                        )
+                        .await
+                        {
                             Ok(s) => Ok((conn, s)),
                             Err(e) => {
                                 conn.close(0u32.into(), b"session refused");
@@ -224,6 +231,8 @@ fn connect_frame(shared: &Shared, redirects: Option<String>) -> Connect {
             .collect(),
         max_frame_size: shared.cfg.limits.max_frame_size,
         correlation_id: 1,
+        proof: None,
+        credential: shared.auth.credential.clone(),
     }
 }
 

@@ -116,6 +116,8 @@ impl RawFrame {
                     capabilities: w.capabilities,
                     max_frame_size: w.max_frame_size,
                     correlation_id: w.correlation_id,
+                    proof: proof(w.public_key, w.proof)?,
+                    credential: credential(w.credential)?,
                 })
             }
             MessageType::Connected => {
@@ -128,6 +130,7 @@ impl RawFrame {
                     max_inflight: w.max_inflight,
                     keepalive_ms: w.keepalive_ms,
                     correlation_id: w.correlation_id,
+                    proof: proof(w.public_key, w.proof)?,
                 })
             }
             MessageType::Disconnect => {
@@ -392,6 +395,9 @@ fn serialize_body<W: std::io::Write>(f: &Frame, w: &mut W) {
             capabilities: &c.capabilities,
             max_frame_size: c.max_frame_size,
             correlation_id: c.correlation_id,
+            public_key: key_bin(&c.proof),
+            proof: signature_bin(&c.proof),
+            credential: c.credential.as_deref().map(serde_bytes::Bytes::new),
         }
         .serialize(&mut ser),
         Frame::Connected(c) => ConnectedSer {
@@ -402,6 +408,8 @@ fn serialize_body<W: std::io::Write>(f: &Frame, w: &mut W) {
             max_inflight: c.max_inflight,
             keepalive_ms: c.keepalive_ms,
             correlation_id: c.correlation_id,
+            public_key: key_bin(&c.proof),
+            proof: signature_bin(&c.proof),
         }
         .serialize(&mut ser),
         Frame::Disconnect(d) => DisconnectSer {
@@ -509,6 +517,49 @@ fn qos(v: u64) -> Result<Qos, WireError> {
     Qos::from_u8(u8::try_from(v).unwrap_or(u8::MAX))
 }
 
+fn key_bin(p: &Option<super::Proof>) -> Option<&serde_bytes::Bytes> {
+    p.as_ref().map(|p| serde_bytes::Bytes::new(&p.public_key))
+}
+
+fn signature_bin(p: &Option<super::Proof>) -> Option<&serde_bytes::Bytes> {
+    p.as_ref().map(|p| serde_bytes::Bytes::new(&p.signature))
+}
+
+/// `"public_key"` and `"proof"` of `connect` / `connected`: both or neither.
+fn proof(
+    key: Option<&serde_bytes::Bytes>,
+    sig: Option<&serde_bytes::Bytes>,
+) -> Result<Option<super::Proof>, WireError> {
+    match (key, sig) {
+        (None, None) => Ok(None),
+        (Some(k), Some(s)) => Ok(Some(super::Proof {
+            public_key: (&k[..])
+                .try_into()
+                .map_err(|_| bad_len("public_key", 32, k.len()))?,
+            signature: (&s[..])
+                .try_into()
+                .map_err(|_| bad_len("proof", 64, s.len()))?,
+        })),
+        _ => Err(WireError::InvalidField {
+            field: "proof",
+            reason: "public_key and proof go together".into(),
+        }),
+    }
+}
+
+/// `"credential"` of `connect`: at most [`MAX_CREDENTIAL_BYTES`](crate::auth::credential::MAX_CREDENTIAL_BYTES).
+fn credential(c: Option<&serde_bytes::Bytes>) -> Result<Option<Bytes>, WireError> {
+    use crate::auth::credential::MAX_CREDENTIAL_BYTES;
+    match c {
+        None => Ok(None),
+        Some(c) if c.len() > MAX_CREDENTIAL_BYTES => Err(WireError::InvalidField {
+            field: "credential",
+            reason: format!("{} bytes, at most {MAX_CREDENTIAL_BYTES}", c.len()),
+        }),
+        Some(c) => Ok(Some(Bytes::copy_from_slice(c))),
+    }
+}
+
 fn node_id(b: &[u8]) -> Result<NodeId, WireError> {
     b.try_into().map_err(|_| bad_len("node_id", 32, b.len()))
 }
@@ -552,6 +603,12 @@ struct ConnectSer<'a> {
     capabilities: &'a [String],
     max_frame_size: u32,
     correlation_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<&'a serde_bytes::Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proof: Option<&'a serde_bytes::Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<&'a serde_bytes::Bytes>,
 }
 
 #[derive(Deserialize)]
@@ -566,6 +623,12 @@ struct ConnectDe<'a> {
     capabilities: Vec<String>,
     max_frame_size: u32,
     correlation_id: u64,
+    #[serde(borrow, default)]
+    public_key: Option<&'a serde_bytes::Bytes>,
+    #[serde(borrow, default)]
+    proof: Option<&'a serde_bytes::Bytes>,
+    #[serde(borrow, default)]
+    credential: Option<&'a serde_bytes::Bytes>,
 }
 
 #[derive(Serialize)]
@@ -578,6 +641,10 @@ struct ConnectedSer<'a> {
     max_inflight: u32,
     keepalive_ms: u32,
     correlation_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<&'a serde_bytes::Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proof: Option<&'a serde_bytes::Bytes>,
 }
 
 #[derive(Deserialize)]
@@ -590,6 +657,10 @@ struct ConnectedDe<'a> {
     max_inflight: u32,
     keepalive_ms: u32,
     correlation_id: u64,
+    #[serde(borrow, default)]
+    public_key: Option<&'a serde_bytes::Bytes>,
+    #[serde(borrow, default)]
+    proof: Option<&'a serde_bytes::Bytes>,
 }
 
 #[derive(Serialize)]

@@ -131,6 +131,8 @@ fn connect_snapshot() {
         capabilities: vec![],
         max_frame_size: DEFAULT_MAX_FRAME_SIZE,
         correlation_id: 1,
+        proof: None,
+        credential: None,
     });
     let bytes = f.to_bytes();
     assert_eq!(hex(&bytes), CONNECT_HEX);
@@ -188,7 +190,8 @@ fn message_type_and_error_code_tables() {
         assert_eq!(ErrorCode::from_u16(*c as u16), Some(*c));
     }
     assert_eq!(ErrorCode::from_u16(0), None);
-    assert_eq!(ErrorCode::from_u16(19), None);
+    assert_eq!(ErrorCode::from_u16(21), None);
+    assert!(ErrorCode::Unauthenticated.is_fatal());
     assert!(ErrorCode::LoopDetected.is_fatal());
     assert_eq!(ErrorCode::SlowConsumer.as_str(), "slow_consumer");
     assert!(ErrorCode::Truncated.is_fatal() && !ErrorCode::UnknownType.is_fatal());
@@ -594,6 +597,8 @@ fn pubsub_frame_s() -> impl Strategy<Value = Frame> {
                         capabilities,
                         max_frame_size: mfs,
                         correlation_id: cid,
+                        proof: None,
+                        credential: None,
                     })
                 }
             ),
@@ -614,6 +619,7 @@ fn pubsub_frame_s() -> impl Strategy<Value = Frame> {
                         max_inflight,
                         keepalive_ms,
                         correlation_id: cid,
+                        proof: None,
                     })
                 }
             ),

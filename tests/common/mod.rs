@@ -73,6 +73,21 @@ pub fn opts(addr: SocketAddr, realm: &str) -> ClientOptions {
     }
 }
 
+/// A QUIC connection to `addr` on the default development TLS, its endpoint kept alive with
+/// it (for tests that speak the wire protocol by hand).
+pub async fn quic_connect(addr: SocketAddr) -> (quinn::Connection, quinn::Endpoint) {
+    let cfg = macula::config::Config::default();
+    let ep = macula::transport::client_endpoint(
+        "0.0.0.0:0".parse().unwrap(),
+        &cfg.tls,
+        &cfg.transport,
+        &cfg.data_dir,
+    )
+    .unwrap();
+    let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
+    (conn, ep)
+}
+
 /// Connects a client to `addr` in realm `io.macula`.
 pub async fn client(addr: SocketAddr) -> Client {
     Client::connect(opts(addr, "io.macula"))

@@ -264,12 +264,20 @@ async fn dial(
             capabilities: fleet.peer_capabilities(),
             max_frame_size: shared.cfg.limits.max_frame_size,
             correlation_id: 1,
+            proof: None,
+            credential: shared.auth.credential.clone(),
         };
-        let (send, recv, decoder, welcome) =
-            match session::open_session(&conn, connect, shared.cfg.limits.max_frame_size).await {
-                Ok(s) => s,
-                Err(e) => return warn!(error = %e, "peer refused the link"),
-            };
+        let (send, recv, decoder, welcome) = match session::open_session(
+            &conn,
+            connect,
+            shared.cfg.limits.max_frame_size,
+            &shared.identity,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => return warn!(error = %e, "peer refused the link"),
+        };
         if welcome.node_id == fleet.me {
             conn.close(0u32.into(), b"dialed myself");
             return;

@@ -53,6 +53,8 @@ fn connect(node_id: NodeId, cluster: &str, capability: &str) -> Connect {
         capabilities: vec![capability.into()],
         max_frame_size: 1024,
         correlation_id: 1,
+        proof: None,
+        credential: None,
     }
 }
 

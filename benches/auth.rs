@@ -1,0 +1,48 @@
+//! The cost of admission per `connect` (`docs/AUTH.md`): proving and verifying a node id
+//! over a connection's exporter bytes, and decoding + checking a credential.
+//!
+//! `cargo bench --bench auth -- --quick`; figures in `docs/BENCHMARKS.md`.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use macula::auth::{Admission, Claims, Credential, Role};
+use macula::identity::{verify, Identity, Side};
+
+fn bench(c: &mut Criterion) {
+    let me = Identity::from_secret(&[2; 32]);
+    let op = Identity::from_secret(&[1; 32]);
+    let exporter = [9u8; 32];
+    c.bench_function("identity: prove", |b| {
+        b.iter(|| me.prove(Side::Initiator, &exporter))
+    });
+    let proof = me.prove(Side::Initiator, &exporter);
+    c.bench_function("identity: verify", |b| {
+        b.iter(|| verify(Side::Initiator, &exporter, &me.node_id(), Some(&proof)).unwrap())
+    });
+    let claims = Claims {
+        id: [5; 16],
+        realm: "io.macula".into(),
+        subject: me.public_key(),
+        role: Role::Node,
+        name: "street-7".into(),
+        issued_at: 1_800_000_000,
+        expires_at: 1_900_000_000,
+    };
+    let cred = Credential::issue(&op, &claims).unwrap();
+    let admission = Admission::new([("io.macula".to_string(), vec![op.public_key()])].into());
+    c.bench_function("credential: decode + check (admit)", |b| {
+        b.iter(|| {
+            admission
+                .admit(
+                    "io.macula",
+                    &me.public_key(),
+                    Some(&cred),
+                    Role::Node,
+                    1_850_000_000,
+                )
+                .unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,167 @@
+//! Admission (`docs/AUTH.md`): which credential a session needs, checked where it enters.
+//!
+//! A realm with operator keys (`auth.operators`) admits only sessions whose `connect`
+//! carries a [`Credential`] signed by one of them, for that realm, naming the key that
+//! proved the session's node id (PROTOCOL §7a), unexpired, with the role the link needs:
+//! `client` for a node's client listener, `node` for a node uplink at a bridge and for a
+//! mesh link between nodes, `bridge` for a child bridge's parent link and a fleet peer.
+//! A realm without operator keys is open (development; logged at start).
+//!
+//! [`Admission`] is built once from the configuration and checked on every `connect`; it is
+//! pure apart from the clock, which the caller passes in.
+
+use std::collections::HashMap;
+
+pub mod credential;
+
+pub use credential::{Claims, Credential, CredentialError, Role};
+
+/// Why a session was refused admission, with its wire code and counter label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    /// The realm needs a credential and `connect` carried none.
+    #[error("realm {0:?} requires a credential")]
+    Missing(String),
+    /// The credential was refused.
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+}
+
+impl AdmissionError {
+    /// The `reason` label of `macula_connections_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AdmissionError::Missing(_) => "no_credential",
+            AdmissionError::Credential(e) => e.reason(),
+        }
+    }
+
+    /// The error code sent: `PERMISSION_DENIED` for a valid credential of the wrong role,
+    /// `UNAUTHENTICATED` otherwise.
+    pub fn code(&self) -> crate::wire::ErrorCode {
+        match self {
+            AdmissionError::Credential(CredentialError::WrongRole { .. }) => {
+                crate::wire::ErrorCode::PermissionDenied
+            }
+            _ => crate::wire::ErrorCode::Unauthenticated,
+        }
+    }
+}
+
+/// The operator keys of each realm (from `auth.operators`).
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    operators: HashMap<String, Vec<[u8; 32]>>,
+}
+
+impl Admission {
+    /// Admission over `operators` (realm → operator public keys).
+    pub fn new(operators: HashMap<String, Vec<[u8; 32]>>) -> Admission {
+        Admission { operators }
+    }
+
+    /// Whether `realm` requires credentials.
+    pub fn required(&self, realm: &str) -> bool {
+        self.operators.get(realm).is_some_and(|k| !k.is_empty())
+    }
+
+    /// Checks a session of `realm` whose node id was proven with `subject_key`, presenting
+    /// `credential`, for a link that needs `role`, at `now` (Unix seconds). `Ok(None)` for an
+    /// open realm (no credential needed; one presented is ignored), `Ok(Some(claims))` when
+    /// admitted on a credential. Errors: [`AdmissionError`].
+    pub fn admit(
+        &self,
+        realm: &str,
+        subject_key: &[u8; 32],
+        credential: Option<&[u8]>,
+        role: Role,
+        now: u64,
+    ) -> Result<Option<Claims>, AdmissionError> {
+        let Some(ops) = self.operators.get(realm).filter(|k| !k.is_empty()) else {
+            return Ok(None);
+        };
+        let bytes = credential.ok_or_else(|| AdmissionError::Missing(realm.into()))?;
+        let c = Credential::decode(bytes)?;
+        c.check(realm, subject_key, ops, now)?;
+        if c.claims.role != role {
+            return Err(CredentialError::WrongRole {
+                got: c.claims.role.as_str(),
+                want: role.as_str(),
+            }
+            .into());
+        }
+        Ok(Some(c.claims))
+    }
+}
+
+/// Parses an operator public key: 64 hex digits. Errors: a message naming the problem.
+pub fn parse_public_key(s: &str) -> Result<[u8; 32], String> {
+    crate::dht::Id::from_hex(s.trim())
+        .map(|id| id.0)
+        .map_err(|e| format!("{s:?} is not a 32-byte public key in hex: {e}"))
+}
+
+/// The admission rules and this process's own credential, parsed once from `auth.*`.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// The operator keys of each realm.
+    pub admission: Admission,
+    /// The credential this process presents when it dials (`auth.credential_file`).
+    pub credential: Option<bytes::Bytes>,
+}
+
+impl Auth {
+    /// Parses `cfg`: operator keys (hex) and the credential file (text form). Errors: a
+    /// message naming the key or file and the problem (the configuration is validated
+    /// before this, so these are files that changed or failed to read).
+    pub fn from_config(cfg: &crate::config::AuthConfig) -> Result<Auth, String> {
+        let mut operators = HashMap::new();
+        for (realm, keys) in &cfg.operators {
+            let keys = keys
+                .iter()
+                .map(|k| parse_public_key(k))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("auth.operators.{realm}: {e}"))?;
+            operators.insert(realm.clone(), keys);
+        }
+        let credential = match &cfg.credential_file {
+            None => None,
+            Some(path) => Some(read_credential(path)?.into()),
+        };
+        Ok(Auth {
+            admission: Admission::new(operators),
+            credential,
+        })
+    }
+
+    /// [`Admission::admit`] for a decoded `connect` (its proven public key, its
+    /// credential), now.
+    pub fn admit(
+        &self,
+        connect: &crate::wire::Connect,
+        role: Role,
+    ) -> Result<Option<Claims>, AdmissionError> {
+        let Some(proof) = &connect.proof else {
+            // Not reached: the session refuses a connect without a proof first.
+            return Err(AdmissionError::Missing(connect.realm.clone()));
+        };
+        self.admission.admit(
+            &connect.realm,
+            &proof.public_key,
+            connect.credential.as_deref(),
+            role,
+            credential::unix_now(),
+        )
+    }
+}
+
+/// Reads a credential file (text form, `mc1.…`) and checks that it decodes and its
+/// signature verifies. Errors: a message naming the file.
+pub fn read_credential(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("credential file {}: {e}", path.display()))?;
+    let bytes = Credential::from_text(&text)
+        .map_err(|e| format!("credential file {}: {e}", path.display()))?;
+    Credential::decode(&bytes).map_err(|e| format!("credential file {}: {e}", path.display()))?;
+    Ok(bytes)
+}

@@ -1,0 +1,135 @@
+use super::*;
+use proptest::prelude::*;
+
+const NOW: u64 = 1_800_000_000;
+
+fn claims(subject: &Identity) -> Claims {
+    Claims {
+        id: [5; 16],
+        realm: "io.macula".into(),
+        subject: subject.public_key(),
+        role: Role::Node,
+        name: "street-7".into(),
+        issued_at: NOW - 10,
+        expires_at: NOW + 3600,
+    }
+}
+
+fn operator() -> Identity {
+    Identity::from_secret(&[1; 32])
+}
+
+#[test]
+fn an_issued_credential_decodes_and_checks() {
+    let (op, me) = (operator(), Identity::from_secret(&[2; 32]));
+    let bytes = Credential::issue(&op, &claims(&me)).unwrap();
+    assert!(bytes.len() < 300, "compact: {} bytes", bytes.len());
+    let c = Credential::decode(&bytes).unwrap();
+    assert_eq!(c.issuer, op.public_key());
+    assert_eq!(c.claims, claims(&me));
+    let ops = [op.public_key()];
+    assert_eq!(c.check("io.macula", &me.public_key(), &ops, NOW), Ok(()));
+    // The text form round-trips.
+    let text = Credential::to_text(&bytes);
+    assert!(text.starts_with(TEXT_PREFIX));
+    assert_eq!(Credential::from_text(&format!(" {text}\n")).unwrap(), bytes);
+}
+
+#[test]
+fn each_check_refuses_with_its_own_error() {
+    let (op, me) = (operator(), Identity::from_secret(&[2; 32]));
+    let c = Credential::decode(&Credential::issue(&op, &claims(&me)).unwrap()).unwrap();
+    let ops = [op.public_key()];
+    let key = me.public_key();
+    assert!(matches!(
+        c.check("org.other", &key, &ops, NOW),
+        Err(CredentialError::WrongRealm { .. })
+    ));
+    let other_op = Identity::from_secret(&[9; 32]).public_key();
+    assert_eq!(
+        c.check("io.macula", &key, &[other_op], NOW),
+        Err(CredentialError::UnknownIssuer("io.macula".into()))
+    );
+    let thief = Identity::from_secret(&[3; 32]).public_key();
+    assert_eq!(
+        c.check("io.macula", &thief, &ops, NOW),
+        Err(CredentialError::WrongSubject)
+    );
+    assert_eq!(
+        c.check("io.macula", &key, &ops, NOW + 3600),
+        Err(CredentialError::Expired(NOW + 3600))
+    );
+    let early = NOW - 10 - MAX_CLOCK_SKEW_SECS - 1;
+    assert_eq!(
+        c.check("io.macula", &key, &ops, early),
+        Err(CredentialError::NotYetValid(NOW - 10))
+    );
+}
+
+#[test]
+fn a_credential_signed_by_another_key_than_its_issuer_fails() {
+    // Body names operator A as issuer, signature by B.
+    let (a, b, me) = (
+        operator(),
+        Identity::from_secret(&[8; 32]),
+        Identity::from_secret(&[2; 32]),
+    );
+    let good = Credential::issue(&a, &claims(&me)).unwrap();
+    let forged_sig = Credential::issue(&b, &claims(&me)).unwrap();
+    let body_len = good.len() - 64;
+    let mut forged = good[..body_len].to_vec();
+    forged.extend_from_slice(&forged_sig[forged_sig.len() - 64..]);
+    assert_eq!(
+        Credential::decode(&forged),
+        Err(CredentialError::BadSignature)
+    );
+}
+
+#[test]
+fn malformed_text_and_sizes_are_refused() {
+    for t in ["", "mc1.", "mc2.AAAA", "mc1.!!!!", "plain"] {
+        let bytes = Credential::from_text(t);
+        assert!(
+            bytes.is_err() || Credential::decode(&bytes.unwrap()).is_err(),
+            "{t:?}"
+        );
+    }
+    assert!(matches!(
+        Credential::decode(&vec![0; MAX_CREDENTIAL_BYTES + 1]),
+        Err(CredentialError::Malformed(_))
+    ));
+    let long = Claims {
+        name: "x".repeat(MAX_NAME + 1),
+        ..claims(&operator())
+    };
+    assert!(Credential::issue(&operator(), &long).is_err());
+}
+
+proptest! {
+    /// Garbage never decodes into a credential and never panics.
+    #[test]
+    fn garbage_never_decodes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        prop_assert!(Credential::decode(&bytes).is_err());
+    }
+
+    /// Any flipped bit of a valid credential is refused (malformed or bad signature).
+    #[test]
+    fn a_flipped_bit_is_refused(seed in any::<u8>(), bit in any::<usize>()) {
+        let me = Identity::from_secret(&[seed; 32]);
+        let mut bytes = Credential::issue(&operator(), &claims(&me)).unwrap();
+        let bit = bit % (bytes.len() * 8);
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        let decoded = Credential::decode(&bytes);
+        // A flip may keep the body decodable but can never keep the signature valid — or
+        // it lands in a field's value and changes what was signed.
+        prop_assert!(decoded.is_err(), "flipped bit {bit} still decodes: {decoded:?}");
+    }
+
+    /// Truncation at any length is refused.
+    #[test]
+    fn truncation_is_refused(cut in any::<usize>()) {
+        let bytes = Credential::issue(&operator(), &claims(&operator())).unwrap();
+        let cut = cut % bytes.len();
+        prop_assert!(Credential::decode(&bytes[..cut]).is_err());
+    }
+}

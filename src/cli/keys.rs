@@ -1,0 +1,173 @@
+//! `macula keys`: the operator's tool for keys and credentials (`docs/AUTH.md`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use macula::auth::{Claims, Credential, Role};
+use macula::identity::Identity;
+
+/// `macula keys …`
+#[derive(clap::Subcommand)]
+pub enum KeysCmd {
+    /// Create an Ed25519 key file (PKCS#8 DER, mode 0600): an operator key, or a node's or
+    /// bridge's identity key made ahead of its first start. Never overwrites a file.
+    Generate {
+        /// Where to write the key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a key file's public key (hex) and node id.
+    Show {
+        /// The key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Sign a credential with an operator key; prints its text form (`mc1.…`).
+    Sign {
+        /// The operator's key file.
+        #[arg(long)]
+        operator: PathBuf,
+        /// The realm the credential admits to.
+        #[arg(long)]
+        realm: String,
+        /// client, node or bridge.
+        #[arg(long)]
+        role: Role,
+        /// The subject's public key, 64 hex digits (see `macula keys show`).
+        #[arg(long, conflicts_with = "subject_key")]
+        subject: Option<String>,
+        /// The subject's key file (its public key is used).
+        #[arg(long)]
+        subject_key: Option<PathBuf>,
+        /// A label for logs and the audit trail.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime: a number with s, m, h or d (default 365d).
+        #[arg(long, default_value = "365d")]
+        valid_for: String,
+        /// Write the credential here (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Decode a credential (its text, or a file holding it) and print its claims as JSON;
+    /// exits 1 if its signature does not verify.
+    Inspect {
+        /// `mc1.…` or a file path.
+        credential: String,
+    },
+}
+
+/// Runs a `keys` command.
+pub fn run(cmd: KeysCmd) -> Result<()> {
+    match cmd {
+        KeysCmd::Generate { out } => {
+            let id = Identity::create(&out)?;
+            print_identity(&out, &id);
+        }
+        KeysCmd::Show { key } => print_identity(&key, &Identity::load(&key)?),
+        KeysCmd::Sign {
+            operator,
+            realm,
+            role,
+            subject,
+            subject_key,
+            name,
+            valid_for,
+            out,
+        } => {
+            let op = Identity::load(&operator)?;
+            let subject = match (subject, subject_key) {
+                (Some(hex), None) => {
+                    macula::auth::parse_public_key(&hex).map_err(anyhow::Error::msg)?
+                }
+                (None, Some(path)) => Identity::load(&path)?.public_key(),
+                _ => bail!("give --subject HEX or --subject-key FILE"),
+            };
+            if !macula::config::is_valid_realm(&realm) {
+                bail!("realm {realm:?} is not a valid realm name");
+            }
+            let now = macula::auth::credential::unix_now();
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&Identity::generate().public_key()[..16]);
+            let claims = Claims {
+                id,
+                realm,
+                subject,
+                role,
+                name,
+                issued_at: now,
+                expires_at: now.saturating_add(parse_lifetime(&valid_for)?),
+            };
+            let text = Credential::to_text(&Credential::issue(&op, &claims)?);
+            match out {
+                Some(path) => {
+                    write_private(&path, format!("{text}\n").as_bytes())?;
+                    eprintln!("credential written to {}", path.display());
+                }
+                None => println!("{text}"),
+            }
+        }
+        KeysCmd::Inspect { credential } => {
+            let text = if credential.starts_with(macula::auth::credential::TEXT_PREFIX) {
+                credential
+            } else {
+                std::fs::read_to_string(&credential)
+                    .with_context(|| format!("reading {credential}"))?
+            };
+            let c = Credential::decode(&Credential::from_text(&text)?)?;
+            let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+            let json = serde_json::json!({
+                "issuer": hex(&c.issuer),
+                "id": hex(&c.claims.id),
+                "realm": c.claims.realm,
+                "subject": hex(&c.claims.subject),
+                "subject_node_id": macula::dht::Id::from_public_key(&c.claims.subject).to_string(),
+                "role": c.claims.role.as_str(),
+                "name": c.claims.name,
+                "issued_at": c.claims.issued_at,
+                "expires_at": c.claims.expires_at,
+                "signature": "valid for its issuer",
+            });
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+    }
+    Ok(())
+}
+
+fn print_identity(path: &Path, id: &Identity) {
+    let hex: String = id.public_key().iter().map(|b| format!("{b:02x}")).collect();
+    println!("key:        {}", path.display());
+    println!("public key: {hex}");
+    println!("node id:    {}", macula::dht::Id(id.node_id()));
+}
+
+/// `30d`, `12h`, `90m`, `3600s` → seconds.
+fn parse_lifetime(s: &str) -> Result<u64> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("lifetime {s:?}: expected a number and s, m, h or d"))?;
+    let mult = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("lifetime {s:?}: unit must be s, m, h or d"),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .with_context(|| format!("lifetime {s:?} out of range"))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let mut f = o
+        .open(path)
+        .with_context(|| format!("creating {} (never overwritten)", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}

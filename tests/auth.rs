@@ -1,0 +1,328 @@
+//! Admission with operator keys and credentials (`docs/AUTH.md`), on real processes: a
+//! bridge and a node whose realm has an operator key admit only sessions with a credential
+//! of that operator, for that realm, naming the key that proved the session's node id,
+//! unexpired, of the role the link needs. Every refusal is typed and counted, and an
+//! admitted witness keeps its round trips.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{fleet, metric, poll, recv};
+use macula::auth::{Claims, Credential, Role};
+use macula::client::{Client, ClientOptions};
+use macula::identity::Identity;
+use macula::session::{open_session, SessionError};
+use macula::wire::{self, Connect, ErrorCode, Qos};
+
+const REALM: &str = "io.macula";
+
+fn now() -> u64 {
+    macula::auth::credential::unix_now()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn issue(op: &Identity, subject: &Identity, role: Role, realm: &str, exp: u64) -> Vec<u8> {
+    let claims = Claims {
+        id: [1; 16],
+        realm: realm.into(),
+        subject: subject.public_key(),
+        role,
+        name: format!("test-{}", role.as_str()),
+        issued_at: now() - 60,
+        expires_at: exp,
+    };
+    Credential::issue(op, &claims).unwrap()
+}
+
+/// A `connect` as `who` (role `node`; `bridge` capability for a child bridge) with
+/// `credential`, to `addr`: the session's outcome.
+async fn connect_as(
+    addr: SocketAddr,
+    who: &Identity,
+    child_bridge: bool,
+    credential: Option<Vec<u8>>,
+) -> Result<(), SessionError> {
+    let (conn, _ep) = common::quic_connect(addr).await;
+    let connect = Connect {
+        versions: vec![wire::PROTOCOL_VERSION],
+        node_id: who.node_id(),
+        realm: REALM.into(),
+        cluster: "intruders".into(),
+        role: wire::Role::Node,
+        capabilities: if child_bridge {
+            vec!["bridge".into()]
+        } else {
+            vec![]
+        },
+        max_frame_size: wire::DEFAULT_MAX_FRAME_SIZE,
+        correlation_id: 5,
+        proof: None,
+        credential: credential.map(Bytes::from),
+    };
+    let r = open_session(&conn, connect, wire::DEFAULT_MAX_FRAME_SIZE, who).await;
+    conn.close(0u32.into(), b"done");
+    r.map(|_| ())
+}
+
+/// What is presented, whether as a child bridge, and the refusal expected (code, reason).
+type Case = (&'static str, bool, Option<Vec<u8>>, ErrorCode, &'static str);
+
+fn refused_with(r: Result<(), SessionError>, code: ErrorCode, what: &str) {
+    match r {
+        Err(SessionError::Peer { code: c, .. }) if c == code as u16 => {}
+        other => panic!("{what}: expected {code:?}, got {other:?}"),
+    }
+}
+
+fn write_cred(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, Credential::to_text(bytes)).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_credentials_of_the_realms_operator_and_the_right_role_are_admitted() {
+    let mut f = fleet();
+    let op = Identity::generate();
+    let stranger_op = Identity::generate();
+    let operators = format!(
+        "[auth.operators]\n\"{REALM}\" = [\"{}\"]\n",
+        hex(&op.public_key())
+    );
+    let bridge_cfg = f.write_file("bridge.toml", &operators).unwrap();
+    let b = f
+        .bridge(
+            "bridge",
+            "127.0.0.1",
+            &["--config", bridge_cfg.to_str().unwrap()],
+        )
+        .unwrap();
+    let baddr = f.procs[b].quic;
+
+    // Node "a": a node credential for its own key; its realm needs client credentials too.
+    let a_key = Identity::load_or_create(&f.data_dir("node-a").unwrap()).unwrap();
+    let dir = f.data_dir("creds").unwrap();
+    let a_cred = write_cred(
+        &dir,
+        "a.cred",
+        &issue(&op, &a_key, Role::Node, REALM, now() + 3600),
+    );
+    let a_cfg = f
+        .write_file(
+            "node-a.toml",
+            &format!("{operators}[auth]\ncredential_file = \"{a_cred}\"\n"),
+        )
+        .unwrap();
+    let na = f
+        .node(
+            "node-a",
+            "127.0.0.2",
+            "a",
+            baddr,
+            &["--config", a_cfg.to_str().unwrap()],
+        )
+        .unwrap();
+    // Node "z": no credential, so the bridge refuses its uplink.
+    let nz = f.node("node-z", "127.0.0.4", "z", baddr, &[]).unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (badmin, aaddr, aadmin) = (f.procs[b].admin, f.procs[na].quic, f.procs[na].admin);
+
+    // The bridge refused node z's uplink for want of a credential; node a's is up.
+    let no_cred = "macula_connections_rejected_total{reason=\"no_credential\"}";
+    poll(Duration::from_secs(10), "node z refused", || async {
+        (metric(badmin, no_cred) >= 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        f.is_running(nz),
+        "a refused node keeps running (and retrying)"
+    );
+
+    // A client of node a with a client credential for its key is admitted; it is the witness.
+    let me = Identity::generate();
+    let witness_opts = ClientOptions {
+        identity: Some(me.clone()),
+        credential: Some(issue(&op, &me, Role::Client, REALM, now() + 3600).into()),
+        ..common::opts(aaddr, REALM)
+    };
+    let witness = Client::connect(witness_opts.clone()).await.unwrap();
+    let mut sub = witness.subscribe("w.*").await.unwrap();
+    common::wait_route(&witness, &mut sub, "w.x").await;
+
+    // Node a refuses clients without a credential, with another's, or with a node one.
+    let anon = Client::connect(common::opts(aaddr, REALM)).await;
+    assert!(anon.is_err(), "an anonymous client is refused");
+    let thief = ClientOptions {
+        identity: None,
+        ..witness_opts.clone()
+    };
+    assert!(
+        Client::connect(thief).await.is_err(),
+        "a stolen credential is refused"
+    );
+    let wrong_role = ClientOptions {
+        credential: Some(issue(&op, &me, Role::Node, REALM, now() + 3600).into()),
+        ..witness_opts.clone()
+    };
+    assert!(
+        Client::connect(wrong_role).await.is_err(),
+        "a node credential is not a client's"
+    );
+    let reasons = |r: &str| {
+        metric(
+            aadmin,
+            &format!("macula_connections_rejected_total{{reason=\"{r}\"}}"),
+        )
+    };
+    assert!(reasons("no_credential") >= 1.0);
+    assert!(reasons("bad_credential") >= 1.0);
+    assert!(reasons("wrong_role") >= 1.0);
+
+    // At the bridge, each bad credential gets its own refusal.
+    let x = Identity::generate();
+    let cases: Vec<Case> = vec![
+        (
+            "no credential",
+            false,
+            None,
+            ErrorCode::Unauthenticated,
+            "no_credential",
+        ),
+        (
+            "another operator's",
+            false,
+            Some(issue(&stranger_op, &x, Role::Node, REALM, now() + 3600)),
+            ErrorCode::Unauthenticated,
+            "bad_credential",
+        ),
+        (
+            "another realm's",
+            false,
+            Some(issue(&op, &x, Role::Node, "org.other", now() + 3600)),
+            ErrorCode::Unauthenticated,
+            "wrong_realm",
+        ),
+        (
+            "expired",
+            false,
+            Some(issue(&op, &x, Role::Node, REALM, now() - 1)),
+            ErrorCode::Unauthenticated,
+            "expired",
+        ),
+        (
+            "another key's",
+            false,
+            Some(issue(&op, &a_key, Role::Node, REALM, now() + 3600)),
+            ErrorCode::Unauthenticated,
+            "bad_credential",
+        ),
+        (
+            "a client's as a node",
+            false,
+            Some(issue(&op, &x, Role::Client, REALM, now() + 3600)),
+            ErrorCode::PermissionDenied,
+            "wrong_role",
+        ),
+        (
+            "a node's as a child bridge",
+            true,
+            Some(issue(&op, &x, Role::Node, REALM, now() + 3600)),
+            ErrorCode::PermissionDenied,
+            "wrong_role",
+        ),
+        (
+            "garbage",
+            false,
+            Some(vec![0xc1; 100]),
+            ErrorCode::Unauthenticated,
+            "bad_credential",
+        ),
+    ];
+    for (what, child_bridge, cred, code, reason) in cases {
+        let sample = format!("macula_connections_rejected_total{{reason=\"{reason}\"}}");
+        let before = metric(badmin, &sample);
+        refused_with(connect_as(baddr, &x, child_bridge, cred).await, code, what);
+        assert_eq!(
+            metric(badmin, &sample) - before,
+            1.0,
+            "{what}: counted as {reason}"
+        );
+        // The witness keeps its round trips through node a.
+        witness
+            .publish("w.x", Bytes::from_static(b"on"), Qos::AtLeastOnce)
+            .await
+            .unwrap();
+        assert_eq!(&recv(&mut sub).await.payload[..], b"on", "{what}: witness");
+    }
+    // A valid node credential for its own key is admitted.
+    let good = issue(&op, &x, Role::Node, REALM, now() + 3600);
+    connect_as(baddr, &x, false, Some(good)).await.unwrap();
+}
+
+/// `macula keys` end to end: generate an operator key and a subject key, sign, inspect.
+#[test]
+fn the_keys_tool_generates_signs_and_inspects() {
+    let bin = env!("CARGO_BIN_EXE_macula");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    assert!(run(&["keys", "generate", "--out", "op.key"]).0);
+    assert!(
+        !run(&["keys", "generate", "--out", "op.key"]).0,
+        "never overwrites a key"
+    );
+    let (ok, shown) = run(&["keys", "generate", "--out", "node.key"]);
+    assert!(ok);
+    let node = Identity::load(&dir.path().join("node.key")).unwrap();
+    assert!(shown.contains(&hex(&node.public_key())));
+    let (ok, text) = run(&[
+        "keys",
+        "sign",
+        "--operator",
+        "op.key",
+        "--realm",
+        REALM,
+        "--role",
+        "node",
+        "--subject-key",
+        "node.key",
+        "--name",
+        "street-7",
+        "--valid-for",
+        "2d",
+    ]);
+    assert!(ok);
+    let c = Credential::decode(&Credential::from_text(&text).unwrap()).unwrap();
+    let op = Identity::load(&dir.path().join("op.key")).unwrap();
+    assert_eq!(c.issuer, op.public_key());
+    assert_eq!(
+        (c.claims.role, c.claims.subject),
+        (Role::Node, node.public_key())
+    );
+    assert!(c
+        .check(REALM, &node.public_key(), &[op.public_key()], now())
+        .is_ok());
+    assert!(c.claims.expires_at - c.claims.issued_at == 2 * 86_400);
+    let (ok, json) = run(&["keys", "inspect", text.trim()]);
+    assert!(ok && json.contains("\"role\": \"node\"") && json.contains("street-7"));
+    assert!(
+        !run(&["keys", "inspect", "mc1.AAAA"]).0,
+        "garbage is refused"
+    );
+}
