@@ -5,10 +5,15 @@
 //! | `GET /metrics` | 200, Prometheus text format 0.0.4 ([`crate::metrics::Metrics::encode_text`]) |
 //! | `GET /health/live` | 200 `ok` while the process serves HTTP at all (liveness) |
 //! | `GET /health/ready` | 200 `ready` when [`AdminState::ready`] is set, else 503 `not ready` |
-//! | `GET /state` | 200, the replicated state as JSON ([`AdminState::state`]) |
-//! | `GET /fleet` | 200, the fleet view as JSON ([`AdminState::fleet`]; `{}` outside a fleet) |
-//! | `POST /drain` | 202 `draining` and starts a fleet worker's drain ([`AdminState::drain`]); 404 outside a fleet |
+//! | `GET /state` | 200, the replicated state as JSON ([`AdminState::state`]) † |
+//! | `GET /fleet` | 200, the fleet view as JSON ([`AdminState::fleet`]; `{}` outside a fleet) † |
+//! | `POST /drain` | 202 `draining` and starts a fleet worker's drain ([`AdminState::drain`]); 404 outside a fleet † |
 //! | other path | 404 `not found` |
+//!
+//! † Tenant data or a change of state: answered to loopback peers, and to others only with
+//! `Authorization: Bearer <token>` matching the admin token ([`AdminState::token`]); else
+//! 401 `admin token required` (with `WWW-Authenticate: Bearer`), counted in
+//! `macula_admin_refused_total`. `/metrics` and `/health/*` stay open for scrapers and probes.
 //! | known path, method other than GET/HEAD | 405 `method not allowed`, with `Allow: GET, HEAD` |
 //!
 //! Each connection is served in a task tracked by a [`TaskTracker`]; on shutdown the listener
@@ -51,6 +56,45 @@ pub struct AdminState {
     pub fleet: Arc<arc_swap::ArcSwapOption<arc_swap::ArcSwap<serde_json::Value>>>,
     /// Cancelled by `POST /drain`: a fleet worker's drain (`None` outside a fleet).
     pub drain: Arc<arc_swap::ArcSwapOption<CancellationToken>>,
+    /// SHA-256 of the admin token (`auth.admin_token_file`); `None`: the protected endpoints
+    /// answer loopback peers only.
+    pub token: Option<[u8; 32]>,
+}
+
+/// Shortest admin token accepted, characters.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Reads an admin token file (its first line, trimmed) and returns the token's SHA-256.
+/// Errors: a message naming the file (unreadable, or a token under [`MIN_TOKEN_LEN`]).
+pub fn read_token(path: &std::path::Path) -> Result<[u8; 32], String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("admin token file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(format!(
+            "admin token file {}: the token must be at least {MIN_TOKEN_LEN} characters",
+            path.display()
+        ));
+    }
+    Ok(token_digest(token))
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whether a request from `remote` carrying `authorization` (the header's value) may read
+/// tenant data or change state: loopback peers always; others with `Bearer <token>` whose
+/// SHA-256 is `token`. (The digests are compared, so timing says nothing about the token.)
+fn authorized(remote: SocketAddr, authorization: Option<&str>, token: Option<&[u8; 32]>) -> bool {
+    if remote.ip().to_canonical().is_loopback() {
+        return true;
+    }
+    match (token, authorization.and_then(|v| v.strip_prefix("Bearer "))) {
+        (Some(want), Some(got)) => *want == token_digest(got.trim()),
+        _ => false,
+    }
 }
 
 /// Errors of the admin listener.
@@ -127,7 +171,7 @@ pub async fn serve_listener(
         tracker.spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&req, &state)) }
+                async move { Ok::<_, Infallible>(route(&req, &state, remote)) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -165,12 +209,27 @@ pub async fn serve_listener(
 // Private helpers
 // ---------------------------------------------------------------------------------------------
 
-fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+fn route(req: &Request<Incoming>, state: &AdminState, remote: SocketAddr) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let known = matches!(
         path,
         "/metrics" | "/health/live" | "/health/ready" | "/state" | "/fleet"
     );
+    let protected = matches!(path, "/state" | "/fleet" | "/drain");
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if protected && !authorized(remote, authorization, state.token.as_ref()) {
+        state.metrics.admin_refused_total.inc();
+        tracing::info!(remote.addr = %remote, path, "admin request refused: no valid admin token");
+        let mut resp = text(StatusCode::UNAUTHORIZED, "admin token required\n");
+        resp.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+        return resp;
+    }
     if path == "/drain" && req.method() == Method::POST {
         return match &*state.drain.load() {
             Some(token) => {
@@ -259,10 +318,47 @@ mod tests {
             metrics: Metrics::new(),
             ready: Arc::new(AtomicBool::new(false)),
             state: Default::default(),
+            token: None,
         };
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve_listener(listener, state.clone(), shutdown.clone()));
         (addr, state, shutdown, task)
+    }
+
+    #[test]
+    fn tenant_data_needs_loopback_or_the_token() {
+        let token = token_digest("0123456789abcdef-secret");
+        let far: SocketAddr = "203.0.113.7:5000".parse().unwrap();
+        let near: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        assert!(authorized(near, None, None));
+        assert!(authorized(mapped, None, Some(&token)));
+        assert!(
+            !authorized(far, None, None),
+            "no token configured: loopback only"
+        );
+        assert!(!authorized(far, None, Some(&token)));
+        assert!(!authorized(
+            far,
+            Some("Bearer wrong-token-0000000"),
+            Some(&token)
+        ));
+        assert!(
+            !authorized(far, Some("0123456789abcdef-secret"), Some(&token)),
+            "not Bearer"
+        );
+        assert!(authorized(
+            far,
+            Some("Bearer 0123456789abcdef-secret"),
+            Some(&token)
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, "tiny\n").unwrap();
+        assert!(read_token(&short).is_err());
+        let good = dir.path().join("good");
+        std::fs::write(&good, "0123456789abcdef-secret\n").unwrap();
+        assert_eq!(read_token(&good), Ok(token));
     }
 
     #[tokio::test]

@@ -82,6 +82,10 @@ pub struct AuthConfig {
     /// dials: a node's uplink and mesh links, a bridge's parent link and fleet peers.
     /// Default: none.
     pub credential_file: Option<PathBuf>,
+    /// A file holding the admin token (one line, at least 16 characters): a request from
+    /// another address than loopback to `/state`, `/fleet` or `/drain` must carry it as
+    /// `Authorization: Bearer <token>`. Default: none — those endpoints answer loopback only.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// Settings of `macula bridge`.
@@ -532,6 +536,11 @@ impl Config {
         if let Some(path) = &self.auth.credential_file {
             if let Err(e) = crate::auth::read_credential(path) {
                 return invalid("auth.credential_file", e);
+            }
+        }
+        if let Some(path) = &self.auth.admin_token_file {
+            if let Err(e) = crate::admin::read_token(path) {
+                return invalid("auth.admin_token_file", e);
             }
         }
         Ok(())

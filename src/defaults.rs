@@ -30,13 +30,16 @@ pub const DEFAULT_UPLINK: &str = "127.0.0.1:9443";
 /// uplink: `localhost`, which the development certificate covers.
 pub const DEFAULT_UPLINK_SERVER_NAME: &str = "localhost";
 
-/// Default admin (HTTP/1.1 `/metrics`, `/health/*`) listen address of a bridge (TCP): port 8080,
-/// the health/metrics port of Macula v0.16.
-pub const DEFAULT_BRIDGE_ADMIN: &str = "0.0.0.0:8080";
+/// Default admin (HTTP/1.1 `/metrics`, `/health/*`, `/state`, `/fleet`, `/drain`) listen
+/// address of a bridge (TCP): port 8080, the health/metrics port of Macula v0.16, on
+/// **loopback** — safe on a host facing the internet; a deployment that scrapes metrics from
+/// elsewhere binds `0.0.0.0` explicitly, and `/state`, `/fleet` and `/drain` then need the
+/// admin token from any other address (`auth.admin_token_file`, `docs/AUTH.md`).
+pub const DEFAULT_BRIDGE_ADMIN: &str = "127.0.0.1:8080";
 
 /// Default admin listen address of a node (TCP): port 8081, one above the bridge's, so both run
-/// on one host without a clash.
-pub const DEFAULT_NODE_ADMIN: &str = "0.0.0.0:8081";
+/// on one host without a clash; loopback, as the bridge's.
+pub const DEFAULT_NODE_ADMIN: &str = "127.0.0.1:8081";
 
 /// Default realm (tenant namespace, reverse-DNS name) of a node and the one realm a bridge
 /// accepts by default: `io.macula`, the realm of the Macula examples.

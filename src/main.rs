@@ -55,7 +55,7 @@ struct BridgeArgs {
     /// UDP address for QUIC from nodes (default 0.0.0.0:9443).
     #[arg(long)]
     listen: Option<String>,
-    /// Admin HTTP address for /metrics and /health (default 0.0.0.0:8080).
+    /// Admin HTTP address for /metrics, /health, /state, /fleet, /drain (default 127.0.0.1:8080).
     #[arg(long)]
     admin_listen: Option<String>,
     /// Realm this bridge accepts (repeatable; default io.macula).
@@ -94,6 +94,10 @@ enum BridgeCmd {
         /// The worker's admin address, host:port.
         #[arg(long, default_value = "127.0.0.1:8080")]
         admin: String,
+        /// A file holding the admin token (needed when the worker is not on this host's
+        /// loopback; `auth.admin_token_file` on the worker).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -102,7 +106,7 @@ struct NodeArgs {
     /// UDP address for QUIC from clients (default 0.0.0.0:9444).
     #[arg(long)]
     listen: Option<String>,
-    /// Admin HTTP address (default 0.0.0.0:8081).
+    /// Admin HTTP address (default 127.0.0.1:8081).
     #[arg(long)]
     admin_listen: Option<String>,
     /// Realm of this node (default io.macula).
@@ -255,11 +259,11 @@ fn main() -> ExitCode {
         };
     }
     if let Cmd::Bridge(BridgeArgs {
-        action: Some(BridgeCmd::Drain { admin }),
+        action: Some(BridgeCmd::Drain { admin, token_file }),
         ..
     }) = &cli.cmd
     {
-        return drain_remote(admin);
+        return drain_remote(admin, token_file.as_deref());
     }
     let mut cfg = match Config::load(cli.config.as_deref(), &overrides(&cli))
         .and_then(|c| c.validate().map(|_| c))
@@ -340,6 +344,10 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
                 state: state_slot.clone(),
                 fleet: fleet_slot.clone(),
                 drain: drain_slot.clone(),
+                token: match &cfg.auth.admin_token_file {
+                    Some(p) => Some(macula::admin::read_token(p).map_err(anyhow::Error::msg)?),
+                    None => None,
+                },
             };
             Some(tokio::spawn(macula::admin::serve_listener(
                 listener,
@@ -390,14 +398,25 @@ async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {
 }
 
 /// `macula bridge drain`: `POST /drain` to a worker's admin listener; exit 0 on 202.
-fn drain_remote(admin: &str) -> ExitCode {
+fn drain_remote(admin: &str, token_file: Option<&std::path::Path>) -> ExitCode {
     use std::io::{Read, Write};
+    let auth = match token_file.map(std::fs::read_to_string) {
+        None => String::new(),
+        Some(Ok(t)) => format!(
+            "Authorization: Bearer {}\r\n",
+            t.lines().next().unwrap_or("").trim()
+        ),
+        Some(Err(e)) => {
+            eprintln!("macula: cannot read the admin token file: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = (|| -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect(admin)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         write!(
             s,
-            "POST /drain HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "POST /drain HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
         )?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;

@@ -168,6 +168,9 @@ pub struct Metrics {
     /// hold more patterns than `limits.max_subscriptions_per_connection` (a child bridge
     /// advertising its subtree counts here too).
     pub interest_refused_total: IntCounter,
+    /// `macula_admin_refused_total`: admin requests for tenant data or a change of state
+    /// (`/state`, `/fleet`, `/drain`) refused for want of a valid admin token.
+    pub admin_refused_total: IntCounter,
     /// `macula_delivery_latency_seconds`: time from a message's acceptance to its delivery to a
     /// subscriber's outbound queue, seconds ([`LATENCY_BUCKETS`]).
     pub delivery_latency_seconds: Histogram,
@@ -386,6 +389,13 @@ impl Metrics {
                 gauge(
                     "macula_subscriptions",
                     "Subscriptions currently held, over all connections.",
+                ),
+            ),
+            admin_refused_total: register(
+                r,
+                counter(
+                    "macula_admin_refused_total",
+                    "Admin requests for tenant data or a change of state refused (no valid admin token).",
                 ),
             ),
             interest_refused_total: register(
