@@ -220,7 +220,11 @@ fn route(req: &Request<Incoming>, state: &AdminState, remote: SocketAddr) -> Res
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if protected && !authorized(remote, authorization, state.token.as_ref()) {
+    let allowed = !protected || authorized(remote, authorization, state.token.as_ref());
+    if protected {
+        crate::audit::admin(remote, req.method().as_str(), path, allowed);
+    }
+    if !allowed {
         state.metrics.admin_refused_total.inc();
         tracing::info!(remote.addr = %remote, path, "admin request refused: no valid admin token");
         let mut resp = text(StatusCode::UNAUTHORIZED, "admin token required\n");

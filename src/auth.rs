@@ -134,24 +134,32 @@ impl Auth {
         })
     }
 
-    /// [`Admission::admit`] for a decoded `connect` (its proven public key, its
-    /// credential), now.
+    /// [`Admission::admit`] for a decoded `connect` from `remote` (its proven public key,
+    /// its credential), now; the decision goes to the audit log either way.
     pub fn admit(
         &self,
         connect: &crate::wire::Connect,
         role: Role,
+        remote: std::net::SocketAddr,
     ) -> Result<Option<Claims>, AdmissionError> {
-        let Some(proof) = &connect.proof else {
+        let decided = match &connect.proof {
+            Some(proof) => self.admission.admit(
+                &connect.realm,
+                &proof.public_key,
+                connect.credential.as_deref(),
+                role,
+                credential::unix_now(),
+            ),
             // Not reached: the session refuses a connect without a proof first.
-            return Err(AdmissionError::Missing(connect.realm.clone()));
+            None => Err(AdmissionError::Missing(connect.realm.clone())),
         };
-        self.admission.admit(
-            &connect.realm,
-            &proof.public_key,
-            connect.credential.as_deref(),
-            role,
-            credential::unix_now(),
-        )
+        let outcome = match &decided {
+            Ok(claims) => Ok(claims.as_ref()),
+            Err(e) => Err(e.reason()),
+        };
+        let (realm, id) = (&connect.realm, &connect.node_id);
+        crate::audit::admission(remote, realm, role.as_str(), id, outcome);
+        decided
     }
 }
 

@@ -397,7 +397,7 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         LinkKind::Node => crate::auth::Role::Node,
         LinkKind::ChildBridge | LinkKind::Peer { .. } => crate::auth::Role::Bridge,
     };
-    if let Err(e) = shared.auth.admit(&connect, role) {
+    if let Err(e) = shared.auth.admit(&connect, role, conn.remote_address()) {
         let corr = connect.correlation_id;
         return session::refuse_admission(&conn, &mut send, &metrics, &e, corr).await;
     }

@@ -68,6 +68,30 @@ pub struct Config {
     pub gossip: GossipSettings,
     /// Admission: operator keys per realm and this process's credential (`docs/AUTH.md`).
     pub auth: AuthConfig,
+    /// The audit log (`docs/AUTH.md`, "Audit log").
+    pub audit: AuditConfig,
+}
+
+/// The audit log: JSON lines of admission decisions and admin actions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Where the lines go: a file path, `"stdout"`, or `None` (written `"off"`: no audit
+    /// log). Default `"off"`.
+    #[serde(with = "opt_string")]
+    pub file: Option<String>,
+    /// Size at which the file is rotated (the previous one is kept as `<file>.1`), bytes.
+    /// Default 100 MiB.
+    pub max_bytes: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            file: None,
+            max_bytes: defaults::DEFAULT_AUDIT_MAX_BYTES,
+        }
+    }
 }
 
 /// Admission (`docs/AUTH.md`).
@@ -538,6 +562,9 @@ impl Config {
                 return invalid("auth.credential_file", e);
             }
         }
+        if self.audit.max_bytes < 4096 {
+            return invalid("audit.max_bytes", "must be at least 4096");
+        }
         if let Some(path) = &self.auth.admin_token_file {
             if let Err(e) = crate::admin::read_token(path) {
                 return invalid("auth.admin_token_file", e);
@@ -717,6 +744,7 @@ impl Default for Config {
             cache: CacheSettings::default(),
             gossip: GossipSettings::default(),
             auth: AuthConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -41,6 +41,10 @@ pub const DEFAULT_BRIDGE_ADMIN: &str = "127.0.0.1:8080";
 /// on one host without a clash; loopback, as the bridge's.
 pub const DEFAULT_NODE_ADMIN: &str = "127.0.0.1:8081";
 
+/// Default size at which the audit log file rotates: 100 MiB (with the one previous file
+/// kept, at most about 200 MiB on disk).
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 100 << 20;
+
 /// Default realm (tenant namespace, reverse-DNS name) of a node and the one realm a bridge
 /// accepts by default: `io.macula`, the realm of the Macula examples.
 pub const DEFAULT_REALM: &str = "io.macula";

@@ -50,6 +50,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod bridge;
 pub mod client;

@@ -286,7 +286,13 @@ fn main() -> ExitCode {
         print!("{}", cfg.to_toml());
         return ExitCode::SUCCESS;
     }
-    init_logging(&cfg);
+    let _audit_guard = match init_logging(&cfg) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("macula: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -307,17 +313,52 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(cfg: &Config) {
+/// The process log (stderr; `log.*`) and, with `audit.file` set, the audit log: events of
+/// target `macula::audit` as flat JSON lines through a bounded, lossy, non-blocking writer
+/// (`macula::audit`). The returned guard flushes the audit writer when dropped.
+fn init_logging(
+    cfg: &Config,
+) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cfg.log.json {
-        builder.json().init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level))
+        .add_directive(format!("{}=off", macula::audit::TARGET).parse()?);
+    let main = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let main = if cfg.log.json {
+        main.json().boxed()
     } else {
-        builder.init();
-    }
+        main.boxed()
+    };
+    let (audit, guard) = match cfg.audit.file.as_deref() {
+        None => (None, None),
+        Some(file) => {
+            let (writer, guard) = if file == "stdout" {
+                tracing_appender::non_blocking(std::io::stdout())
+            } else {
+                let w = macula::audit::SizeRotating::open(file.as_ref(), cfg.audit.max_bytes)
+                    .map_err(|e| anyhow::anyhow!("audit log {file}: {e}"))?;
+                tracing_appender::non_blocking(w)
+            };
+            let layer = tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_writer(writer)
+                .with_filter(
+                    tracing_subscriber::filter::Targets::new()
+                        .with_target(macula::audit::TARGET, tracing::Level::INFO),
+                );
+            (Some(layer), Some(guard))
+        }
+    };
+    tracing_subscriber::registry()
+        .with(main.with_filter(filter))
+        .with(audit)
+        .init();
+    Ok(guard)
 }
 
 async fn run(cmd: Cmd, cfg: Config) -> anyhow::Result<()> {

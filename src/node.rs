@@ -308,7 +308,10 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         )
         .await;
     }
-    if let Err(e) = shared.auth.admit(&connect, crate::auth::Role::Client) {
+    if let Err(e) = shared
+        .auth
+        .admit(&connect, crate::auth::Role::Client, conn.remote_address())
+    {
         let corr = connect.correlation_id;
         return session::refuse_admission(&conn, &mut send, &metrics, &e, corr).await;
     }

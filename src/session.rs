@@ -652,7 +652,12 @@ pub async fn accept_session(
             let side = crate::identity::Side::Initiator;
             match crate::identity::verify_on(conn, side, &c.node_id, c.proof.as_ref()) {
                 Ok(()) => Ok((send, recv, decoder, c)),
-                Err(e) => Err(refused(Some(send), e.into(), Some(c.correlation_id))),
+                Err(e) => {
+                    let role = c.role.as_str();
+                    let why = Err(e.reason());
+                    crate::audit::admission(conn.remote_address(), &c.realm, role, &c.node_id, why);
+                    Err(refused(Some(send), e.into(), Some(c.correlation_id)))
+                }
             }
         }
         Ok(_) => unreachable!("decode follows the header type"),

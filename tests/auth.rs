@@ -96,7 +96,13 @@ async fn only_credentials_of_the_realms_operator_and_the_right_role_are_admitted
         "[auth.operators]\n\"{REALM}\" = [\"{}\"]\n",
         hex(&op.public_key())
     );
-    let bridge_cfg = f.write_file("bridge.toml", &operators).unwrap();
+    let audit = f.data_dir("audit").unwrap().join("bridge-audit.log");
+    let bridge_cfg = f
+        .write_file(
+            "bridge.toml",
+            &format!("{operators}[audit]\nfile = \"{}\"\n", audit.display()),
+        )
+        .unwrap();
     let b = f
         .bridge(
             "bridge",
@@ -264,6 +270,42 @@ async fn only_credentials_of_the_realms_operator_and_the_right_role_are_admitted
     // A valid node credential for its own key is admitted.
     let good = issue(&op, &x, Role::Node, REALM, now() + 3600);
     connect_as(baddr, &x, false, Some(good)).await.unwrap();
+
+    // The bridge's audit log holds a JSON line for each decision, with who and why.
+    let x_id = macula::dht::Id(x.node_id()).to_string();
+    let lines: Vec<serde_json::Value> = poll(Duration::from_secs(10), "audit lines", || async {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
+            .collect();
+        let admitted_x = lines
+            .iter()
+            .any(|l| l["decision"] == "admitted" && l["node_id"] == x_id.as_str());
+        admitted_x.then_some(lines)
+    })
+    .await;
+    let refused = |reason: &str| {
+        let refusal = |l: &&serde_json::Value| {
+            l["event"] == "admission" && l["decision"] == "refused" && l["reason"] == reason
+        };
+        lines.iter().filter(refusal).count()
+    };
+    assert!(refused("no_credential") >= 2, "node z and the bare connect");
+    assert_eq!(refused("expired"), 1);
+    assert_eq!(refused("wrong_realm"), 1);
+    assert_eq!(refused("wrong_role"), 2);
+    assert!(refused("bad_credential") >= 3);
+    let a_id = macula::dht::Id(a_key.node_id()).to_string();
+    let a = lines
+        .iter()
+        .find(|l| l["decision"] == "admitted" && l["node_id"] == a_id.as_str())
+        .expect("node a's uplink admitted");
+    let who = (a["role"].as_str(), a["credential_name"].as_str());
+    assert_eq!(who, (Some("node"), Some("test-node")));
+    let remote = a["remote"].as_str().unwrap();
+    assert!(remote.parse::<SocketAddr>().is_ok(), "{a}");
+    assert!(a["timestamp"].is_string());
 }
 
 /// `macula keys` end to end: generate an operator key and a subject key, sign, inspect.

@@ -367,7 +367,10 @@ pub async fn serve_accepted(
         )
         .await;
     }
-    if let Err(e) = shared.auth.admit(&connect, crate::auth::Role::Node) {
+    if let Err(e) = shared
+        .auth
+        .admit(&connect, crate::auth::Role::Node, conn.remote_address())
+    {
         let corr = connect.correlation_id;
         return session::refuse_admission(&conn, &mut send, metrics, &e, corr).await;
     }
