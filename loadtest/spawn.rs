@@ -25,7 +25,14 @@ pub struct Fleet {
     pub procs: Vec<Proc>,
     pub dir: tempfile::TempDir,
     bin: PathBuf,
+    /// Environment set on every process started ([`Fleet::env`]).
+    env: Vec<(String, String)>,
 }
+
+/// The admin token of the processes a [`Fleet`] starts (`auth.admin_token_file`), sent by
+/// [`http_get`]: processes in network namespaces are reached from a non-loopback address,
+/// where `/state` and `/fleet` need it. A test fixture, not a secret.
+pub const LAB_ADMIN_TOKEN: &str = "macula-lab-admin-token";
 
 /// Finds the `macula` binary next to this executable (or `$LOADTEST_MACULA_BIN`).
 pub fn macula_bin() -> Result<PathBuf> {
@@ -56,11 +63,24 @@ pub fn free_tcp(ip: &str) -> Result<SocketAddr> {
 impl Fleet {
     /// An empty fleet using the `macula` binary at `bin`.
     pub fn new(bin: PathBuf) -> Result<Fleet> {
+        let dir = tempfile::tempdir()?;
+        let token = dir.path().join("admin.token");
+        std::fs::write(&token, format!("{LAB_ADMIN_TOKEN}\n"))?;
         Ok(Fleet {
             procs: Vec::new(),
-            dir: tempfile::tempdir()?,
+            dir,
             bin,
+            env: vec![(
+                "MACULA_AUTH__ADMIN_TOKEN_FILE".into(),
+                token.display().to_string(),
+            )],
         })
+    }
+
+    /// Sets environment variable `key` (e.g. a `MACULA_*` setting) for the processes started
+    /// from now on; it overrides this fleet's own defaults.
+    pub fn env(&mut self, key: &str, value: &str) {
+        self.env.push((key.into(), value.into()));
     }
 
     /// Starts a bridge on `ip`; `extra` are more command-line arguments.
@@ -183,6 +203,10 @@ impl Fleet {
                 "MACULA_LOG__LEVEL",
                 std::env::var("MACULA_LOG__LEVEL").unwrap_or_else(|_| "warn".into()),
             )
+            // Every client of a load test comes from this host: lift the per-source bound
+            // (a test sets its own with `Fleet::env`).
+            .env("MACULA_LIMITS__MAX_CONNECTIONS_PER_SOURCE", "1000000")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -339,7 +363,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {LAB_ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
     )?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;

@@ -415,8 +415,14 @@ pub struct LimitsConfig {
     pub max_inflight: u32,
     /// Outbound queue capacity per connection, frames. Default 8192.
     pub outbound_queue: usize,
-    /// Most concurrent connections. Default 10000.
+    /// Most concurrent connections, handshakes in progress included. Default 10000.
     pub max_connections: usize,
+    /// Most concurrent connections (handshakes included) from one source IP address.
+    /// Default [`defaults::MAX_CONNECTIONS_PER_SOURCE`].
+    pub max_connections_per_source: usize,
+    /// Handshakes in progress beyond which an attempt from a not yet validated address
+    /// gets a QUIC Retry (RFC 9000 §8.1). Default [`defaults::HANDSHAKE_RETRY_ABOVE`].
+    pub handshake_retry_above: usize,
     /// Most subscriptions per connection. Default 10000.
     pub max_subscriptions_per_connection: usize,
     /// Seen-message-id window for de-duplication, ids. Default 65536.
@@ -814,6 +820,8 @@ impl Default for LimitsConfig {
             max_inflight: defaults::MAX_INFLIGHT,
             outbound_queue: defaults::OUTBOUND_QUEUE,
             max_connections: defaults::MAX_CONNECTIONS,
+            max_connections_per_source: defaults::MAX_CONNECTIONS_PER_SOURCE,
+            handshake_retry_above: defaults::HANDSHAKE_RETRY_ABOVE,
             max_subscriptions_per_connection: defaults::MAX_SUBSCRIPTIONS_PER_CONNECTION,
             dedup_window: defaults::DEDUP_WINDOW,
             slow_consumer_timeout_ms: defaults::SLOW_CONSUMER_TIMEOUT_MS,

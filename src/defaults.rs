@@ -97,6 +97,16 @@ pub const OUTBOUND_QUEUE: usize = 8192;
 /// connections are refused (and counted) rather than degrading everyone.
 pub const MAX_CONNECTIONS: usize = 10_000;
 
+/// Most concurrent connections (handshakes included) from one source IP address: 1,000, a
+/// tenth of [`MAX_CONNECTIONS`], so one host cannot fill a listener while a NAT with many
+/// clients behind one address still fits. Load generators on one host raise it.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 1_000;
+
+/// Handshakes in progress beyond which an unvalidated source gets a QUIC Retry: 256. Below
+/// it a handshake costs no extra round trip; above it a flood from spoofed addresses costs
+/// one stateless Retry packet per Initial and holds no state.
+pub const HANDSHAKE_RETRY_ABOVE: usize = 256;
+
 /// Most subscriptions (topic filters) one connection may hold: 10,000. Bounds the topic trie
 /// against one misbehaving client (lessons, 2).
 pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 10_000;

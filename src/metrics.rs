@@ -25,12 +25,13 @@ use prometheus::{
 pub const ROLES: [&str; 3] = ["client", "node", "uplink"];
 
 /// Values of the `reason` label of `macula_connections_rejected_total`.
-pub const REJECT_REASONS: [&str; 14] = [
+pub const REJECT_REASONS: [&str; 15] = [
     "max_connections",
     "handshake",
     "unknown_realm",
     "protocol",
     "shutting_down",
+    "per_source",
     "no_proof",
     "bad_proof",
     "no_credential",
@@ -138,6 +139,9 @@ pub struct Metrics {
     pub connections_accepted_total: IntCounterVec,
     /// `macula_connections_rejected_total{reason}`: connections refused, by [`REJECT_REASONS`].
     pub connections_rejected_total: IntCounterVec,
+    /// `macula_handshake_retries_total`: connection attempts answered with a QUIC Retry
+    /// (address validation while handshakes pile up).
+    pub handshake_retries_total: IntCounter,
     /// `macula_frames_received_total{type}` and `macula_received_bytes_total{type}`: frames and
     /// their bytes (header included) read from peers.
     pub frames_in: FrameCounters,
@@ -343,6 +347,13 @@ impl Metrics {
         Arc::new(Metrics {
             connections_open,
             connections_accepted_total,
+            handshake_retries_total: register(
+                r,
+                counter(
+                    "macula_handshake_retries_total",
+                    "Connection attempts answered with a QUIC Retry (address validation).",
+                ),
+            ),
             connections_rejected_total,
             frames_in: FrameCounters::new(r, Direction::In),
             frames_out: FrameCounters::new(r, Direction::Out),

@@ -203,15 +203,7 @@ fn header(version: u8, msg_type: u8, len: u32) -> BytesMut {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_is_answered_counted_and_survived() {
     let mut f = fleet();
-    let n = f
-        .node(
-            "node",
-            "127.0.0.5",
-            "c",
-            "127.0.0.1:9".parse().unwrap(),
-            &[],
-        )
-        .unwrap();
+    let n = common::lone_node(&mut f, "node", "127.0.0.5");
     f.wait_ready(Duration::from_secs(20)).await.unwrap();
     let addr = f.procs[n].quic;
     let admin = f.procs[n].admin;
@@ -371,15 +363,7 @@ async fn every_bad_input_is_answered_counted_and_survived() {
 async fn bad_gossip_is_refused_counted_and_state_survives() {
     use macula::crdt::{ActorId, CrdtMap, Hlc, Limits, Op};
     let mut f = fleet();
-    let n = f
-        .node(
-            "gnode",
-            "127.0.0.6",
-            "c",
-            "127.0.0.1:9".parse().unwrap(),
-            &[],
-        )
-        .unwrap();
+    let n = common::lone_node(&mut f, "gnode", "127.0.0.6");
     f.wait_ready(Duration::from_secs(20)).await.unwrap();
     let (addr, admin) = (f.procs[n].quic, f.procs[n].admin);
     let c = client(addr).await;

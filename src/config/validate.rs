@@ -274,10 +274,14 @@ impl Config {
                 ),
             );
         }
-        let non_zero: [(&'static str, u64); 11] = [
+        let non_zero: [(&'static str, u64); 12] = [
             ("limits.max_inflight", u64::from(l.max_inflight)),
             ("limits.outbound_queue", l.outbound_queue as u64),
             ("limits.max_connections", l.max_connections as u64),
+            (
+                "limits.max_connections_per_source",
+                l.max_connections_per_source as u64,
+            ),
             (
                 "limits.max_subscriptions_per_connection",
                 l.max_subscriptions_per_connection as u64,

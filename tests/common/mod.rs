@@ -76,9 +76,17 @@ pub fn opts(addr: SocketAddr, realm: &str) -> ClientOptions {
 /// A QUIC connection to `addr` on the default development TLS, its endpoint kept alive with
 /// it (for tests that speak the wire protocol by hand).
 pub async fn quic_connect(addr: SocketAddr) -> (quinn::Connection, quinn::Endpoint) {
+    quic_connect_from("0.0.0.0:0", addr).await
+}
+
+/// [`quic_connect`] from source address `bind` (an `ip:0`).
+pub async fn quic_connect_from(
+    bind: &str,
+    addr: SocketAddr,
+) -> (quinn::Connection, quinn::Endpoint) {
     let cfg = macula::config::Config::default();
     let ep = macula::transport::client_endpoint(
-        "0.0.0.0:0".parse().unwrap(),
+        bind.parse().unwrap(),
         &cfg.tls,
         &cfg.transport,
         &cfg.data_dir,
@@ -86,6 +94,13 @@ pub async fn quic_connect(addr: SocketAddr) -> (quinn::Connection, quinn::Endpoi
     .unwrap();
     let conn = ep.connect(addr, "localhost").unwrap().await.unwrap();
     (conn, ep)
+}
+
+/// Starts a node of cluster `c` on `ip` whose uplink points at a closed port (it serves its
+/// clients alone); returns its index.
+pub fn lone_node(f: &mut Fleet, name: &str, ip: &str) -> usize {
+    f.node(name, ip, "c", "127.0.0.1:9".parse().unwrap(), &[])
+        .expect("spawn node")
 }
 
 /// Connects a client to `addr` in realm `io.macula`.

@@ -143,9 +143,14 @@ pub fn spawn_in(ns: &str, ip: &str, seed: Option<SocketAddr>, dir: &std::path::P
         args.push("--seed".into());
         args.push(s.to_string());
     }
+    // Reached from the host namespace (not loopback): `/state` needs the admin token, which
+    // `spawn::http_get` sends.
+    let token = dir.join("admin.token");
+    std::fs::write(&token, format!("{}\n", super::spawn::LAB_ADMIN_TOKEN)).unwrap();
     let child = tokio::process::Command::new("ip")
         .args(&args)
         .env("MACULA_LOG__LEVEL", "info")
+        .env("MACULA_AUTH__ADMIN_TOKEN_FILE", &token)
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .kill_on_drop(true)

@@ -1,5 +1,9 @@
 //! The accept loop shared by `macula node` and `macula bridge`: one task per QUIC
-//! connection, tracked so shutdown can wait for all of them, with a connection cap.
+//! connection, tracked so shutdown can wait for all of them, behind the handshake gate
+//! ([`gate`]: a bound on open plus in-progress connections, per source address too, and a
+//! QUIC Retry for unvalidated sources when handshakes pile up).
+
+pub mod gate;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -85,12 +89,15 @@ impl ServerHandle {
 }
 
 /// Accepts connections on `endpoint` until `shutdown` is cancelled, running
-/// `handler` for each in its own task on `tracker`. Beyond `max_connections`
-/// open connections new attempts are refused at the QUIC level and counted
-/// (`macula_connections_rejected_total{reason="limit"}`).
+/// `handler` for each in its own task on `tracker`. Each attempt passes the handshake
+/// [`gate::Gate`] first: refused at the QUIC level beyond `limits.max_connections` open plus
+/// in-progress connections (`macula_connections_rejected_total{reason="max_connections"}`)
+/// or `limits.max_connections_per_source` from one address (`reason="per_source"`), and
+/// answered with a Retry when more than `limits.handshake_retry_above` handshakes are in
+/// progress and its address is not validated (`macula_handshake_retries_total`).
 pub async fn accept_loop<F, Fut>(
     endpoint: Endpoint,
-    max_connections: usize,
+    limits: gate::GateLimits,
     role: &'static str,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
@@ -101,23 +108,40 @@ pub async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
+    let gate = Arc::new(std::sync::Mutex::new(gate::Gate::new(limits)));
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
             i = endpoint.accept() => match i { Some(i) => i, None => break },
         };
-        if metrics.connections_open.with_label_values(&[role]).get() as usize >= max_connections {
-            metrics
-                .connections_rejected_total
-                .with_label_values(&["max_connections"])
-                .inc();
-            incoming.refuse();
-            continue;
+        let remote = incoming.remote_address();
+        let decision = lock(&gate).incoming(remote.ip(), incoming.remote_address_validated());
+        match decision {
+            gate::Decision::Accept => {}
+            gate::Decision::Retry => {
+                metrics.handshake_retries_total.inc();
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+                continue;
+            }
+            gate::Decision::Refuse(reason) => {
+                metrics
+                    .connections_rejected_total
+                    .with_label_values(&[reason])
+                    .inc();
+                incoming.refuse();
+                continue;
+            }
         }
         let handler = handler.clone();
         let metrics = metrics.clone();
+        let mut slot = Slot {
+            gate: gate.clone(),
+            source: remote.ip(),
+            open: false,
+        };
         tracker.spawn(async move {
-            let remote = incoming.remote_address();
             let conn = match tokio::time::timeout(Duration::from_secs(10), incoming).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
@@ -137,6 +161,7 @@ pub async fn accept_loop<F, Fut>(
                     return;
                 }
             };
+            slot.established();
             metrics
                 .connections_accepted_total
                 .with_label_values(&[role])
@@ -144,6 +169,38 @@ pub async fn accept_loop<F, Fut>(
             metrics.connections_open.with_label_values(&[role]).inc();
             handler(conn).await;
             metrics.connections_open.with_label_values(&[role]).dec();
+            drop(slot);
         });
+    }
+}
+
+fn lock(gate: &std::sync::Mutex<gate::Gate>) -> std::sync::MutexGuard<'_, gate::Gate> {
+    gate.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A connection's place in the gate, given back when dropped (the handshake failed, or the
+/// connection ended; also if its task panics).
+struct Slot {
+    gate: Arc<std::sync::Mutex<gate::Gate>>,
+    source: std::net::IpAddr,
+    open: bool,
+}
+
+impl Slot {
+    fn established(&mut self) {
+        lock(&self.gate).established();
+        self.open = true;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut g = lock(&self.gate);
+        if self.open {
+            g.closed(self.source);
+        } else {
+            g.failed(self.source);
+        }
     }
 }
