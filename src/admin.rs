@@ -226,7 +226,7 @@ fn route(req: &Request<Incoming>, state: &AdminState, remote: SocketAddr) -> Res
     }
     if !allowed {
         state.metrics.admin_refused_total.inc();
-        tracing::info!(remote.addr = %remote, path, "admin request refused: no valid admin token");
+        tracing::debug!(remote.addr = %remote, path, "admin request refused: no valid admin token");
         let mut resp = text(StatusCode::UNAUTHORIZED, "admin token required\n");
         resp.headers_mut().insert(
             hyper::header::WWW_AUTHENTICATE,

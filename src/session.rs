@@ -334,7 +334,7 @@ pub async fn refuse_admission(
         .connections_rejected_total
         .with_label_values(&[error.reason()])
         .inc();
-    tracing::info!(remote.addr = %conn.remote_address(), reason = error.reason(), %error, "admission refused");
+    tracing::debug!(remote.addr = %conn.remote_address(), reason = error.reason(), %error, "admission refused");
     refuse(
         conn,
         Some(send),
