@@ -273,16 +273,20 @@ async fn only_credentials_of_the_realms_operator_and_the_right_role_are_admitted
 
     // The bridge's audit log holds a JSON line for each decision, with who and why.
     let x_id = macula::dht::Id(x.node_id()).to_string();
+    let a_id = macula::dht::Id(a_key.node_id()).to_string();
     let lines: Vec<serde_json::Value> = poll(Duration::from_secs(10), "audit lines", || async {
         let text = std::fs::read_to_string(&audit).unwrap_or_default();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
             .collect();
-        let admitted_x = lines
-            .iter()
-            .any(|l| l["decision"] == "admitted" && l["node_id"] == x_id.as_str());
-        admitted_x.then_some(lines)
+        // Node a's uplink may still be in its first back-off: wait for its line too.
+        let admitted = |id: &str| {
+            lines
+                .iter()
+                .any(|l| l["decision"] == "admitted" && l["node_id"] == id)
+        };
+        (admitted(&x_id) && admitted(&a_id)).then_some(lines)
     })
     .await;
     let refused = |reason: &str| {
@@ -296,7 +300,6 @@ async fn only_credentials_of_the_realms_operator_and_the_right_role_are_admitted
     assert_eq!(refused("wrong_realm"), 1);
     assert_eq!(refused("wrong_role"), 2);
     assert!(refused("bad_credential") >= 3);
-    let a_id = macula::dht::Id(a_key.node_id()).to_string();
     let a = lines
         .iter()
         .find(|l| l["decision"] == "admitted" && l["node_id"] == a_id.as_str())
