@@ -144,8 +144,9 @@ pub fn spawn_in(ns: &str, ip: &str, seed: Option<SocketAddr>, dir: &std::path::P
         args.push(s.to_string());
     }
     // Reached from the host namespace (not loopback): `/state` needs the admin token, which
-    // `spawn::http_get` sends.
-    let token = dir.join("admin.token");
+    // `spawn::http_get` sends. Each node gets its own file: rewriting a shared one while an
+    // earlier node starts up lets that node read it empty (and refuse to start).
+    let token = dir.join(format!("{ns}.admin-token"));
     std::fs::write(&token, format!("{}\n", super::spawn::LAB_ADMIN_TOKEN)).unwrap();
     let child = tokio::process::Command::new("ip")
         .args(&args)
