@@ -26,6 +26,7 @@ fn bench(c: &mut Criterion) {
         name: "street-7".into(),
         issued_at: 1_800_000_000,
         expires_at: 1_900_000_000,
+        permissions: Default::default(),
     };
     let cred = Credential::issue(&op, &claims).unwrap();
     let admission = Admission::new([("io.macula".to_string(), vec![op.public_key()])].into());

@@ -60,6 +60,23 @@ pub fn admission(
     }
 }
 
+/// A request refused by the session's permissions (`docs/AUTH.md`, "Permissions"):
+/// `action` on `name` by the holder of credential `grant`.
+pub fn denied(grant: &crate::auth::Grant, action: crate::auth::Action, name: &str) {
+    tracing::info!(
+        target: TARGET,
+        event = "permission",
+        decision = "denied",
+        action = action.as_str(),
+        name,
+        remote = %grant.remote,
+        realm = %grant.realm,
+        role = grant.role.as_str(),
+        credential_id = hex(&grant.credential_id),
+        credential_name = %grant.name,
+    );
+}
+
 /// An admin request for tenant data or a change of state (`/state`, `/fleet`, `/drain`).
 pub fn admin(remote: SocketAddr, method: &str, path: &str, allowed: bool) {
     tracing::info!(

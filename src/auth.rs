@@ -13,8 +13,10 @@
 use std::collections::HashMap;
 
 pub mod credential;
+pub mod permissions;
 
 pub use credential::{Claims, Credential, CredentialError, Role};
+pub use permissions::{Action, Permissions};
 
 /// Why a session was refused admission, with its wire code and counter label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +93,61 @@ impl Admission {
             .into());
         }
         Ok(Some(c.claims))
+    }
+}
+
+/// What an admitted session may do, and whose credential it is (for the audit log): built
+/// once at admission, checked on every request the permissions govern. Only sessions whose
+/// credential restricts something have one; the others skip every check.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The credential's permissions (not open).
+    pub permissions: Permissions,
+    /// The credential's id.
+    pub credential_id: [u8; 16],
+    /// The credential's label.
+    pub name: String,
+    /// The realm of the session.
+    pub realm: String,
+    /// The role the credential grants.
+    pub role: Role,
+    /// The peer's address.
+    pub remote: std::net::SocketAddr,
+}
+
+impl Grant {
+    /// The grant of a session admitted on `claims` from `remote`; `None` when the claims
+    /// restrict nothing (or there are none: an open realm).
+    pub fn of(
+        claims: Option<Claims>,
+        remote: std::net::SocketAddr,
+    ) -> Option<std::sync::Arc<Grant>> {
+        let c = claims?;
+        if c.permissions.is_open() {
+            return None;
+        }
+        Some(std::sync::Arc::new(Grant {
+            permissions: c.permissions,
+            credential_id: c.id,
+            name: c.name,
+            realm: c.realm,
+            role: c.role,
+            remote,
+        }))
+    }
+
+    /// Checks `action` on `name` (a pattern for [`Action::Subscribe`]); a denial is written to
+    /// the audit log and described in the `Err` (the text of the `PERMISSION_DENIED` error).
+    pub fn check(&self, action: Action, name: &str) -> Result<(), String> {
+        if self.permissions.permits(action, name) {
+            return Ok(());
+        }
+        crate::audit::denied(self, action, name);
+        Err(format!(
+            "permission denied: {} {name:?} (credential {:?})",
+            action.as_str(),
+            self.name
+        ))
     }
 }
 

@@ -401,10 +401,13 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         LinkKind::Node => crate::auth::Role::Node,
         LinkKind::ChildBridge | LinkKind::Peer { .. } => crate::auth::Role::Bridge,
     };
-    if let Err(e) = shared.auth.admit(&connect, role, conn.remote_address()) {
-        let corr = connect.correlation_id;
-        return session::refuse_admission(&conn, &mut send, &metrics, &e, corr).await;
-    }
+    let grant = match shared.auth.admit(&connect, role, conn.remote_address()) {
+        Ok(claims) => crate::auth::Grant::of(claims, conn.remote_address()),
+        Err(e) => {
+            let corr = connect.correlation_id;
+            return session::refuse_admission(&conn, &mut send, &metrics, &e, corr).await;
+        }
+    };
     if let (LinkKind::Node | LinkKind::ChildBridge, Some(f)) = (kind, &shared.fleet) {
         let (placement, name) = fleet::child_key(&connect, kind == LinkKind::ChildBridge);
         if let Some(r) = f.admit(&shared, &connect, placement) {
@@ -428,7 +431,19 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         recv,
         decoder,
     };
-    run_link(shared.clone(), realm, io, remote, kind, Some(&connect)).await;
+    // A fleet peer relays the whole realm for its worker: its credential bounds admission
+    // only (`docs/AUTH.md`, "Permissions").
+    let grant = grant.filter(|_| !matches!(kind, LinkKind::Peer { .. }));
+    run_link(
+        shared.clone(),
+        realm,
+        io,
+        remote,
+        kind,
+        Some(&connect),
+        grant,
+    )
+    .await;
 }
 
 /// The route-table group name of the workers of child fleet `fleet` in `realm`: NUL-separated
@@ -440,7 +455,8 @@ fn child_fleet_group(realm: &str, fleet: &str) -> String {
 /// Runs an established child link (a node, a child bridge, or a fleet peer) until it ends,
 /// then removes its routes, records and calls. `accepted` is the peer's `connect` when this
 /// side accepted the session (the `CONNECTED` answer is queued first); `None` when this side
-/// dialed it (a fleet peer link).
+/// dialed it (a fleet peer link). `grant` bounds what the child may do (its credential's
+/// permissions; `None`: everything).
 async fn run_link(
     shared: Arc<Shared>,
     realm: Arc<Realm>,
@@ -448,6 +464,7 @@ async fn run_link(
     remote: Remote,
     kind: LinkKind,
     accepted: Option<&crate::wire::Connect>,
+    grant: Option<Arc<crate::auth::Grant>>,
 ) {
     let metrics = shared.metrics.clone();
     let limits = &shared.cfg.limits;
@@ -488,6 +505,7 @@ async fn run_link(
     let ctrl_tx = tx.ctrl.clone();
     let mut link = Link::child(&tx, (kind == LinkKind::Node).then_some(remote.node_id));
     link.peer = matches!(kind, LinkKind::Peer { .. });
+    link.grant = grant;
     if let (LinkKind::Peer { dialer }, Some(f)) = (kind, &shared.fleet) {
         if !f.peer_link_up(
             remote.node_id,
@@ -675,9 +693,11 @@ async fn handle_node_frame(
     pending: &mut mpsc::Receiver<Arc<AckTrack>>,
     slow: Duration,
 ) -> Result<bool, Fatal> {
+    use crate::auth::Action;
     let FrameCtx {
         shared, realm, me, ..
     } = *ctx;
+    let grant = ctx.link.grant.as_deref();
     let metrics = &shared.metrics;
     let Some(t) = me.msg_type(raw, metrics) else {
         return Ok(false);
@@ -687,6 +707,9 @@ async fn handle_node_frame(
             let Some(view) = me.accept_publish(raw, metrics) else {
                 return Ok(false);
             };
+            if !me.permit_publish(grant, &view, metrics) {
+                return Ok(false);
+            }
             metrics.messages_published_total.inc();
             relay_publish(shared, realm, me, raw, &view, scratch, slow).await;
         }
@@ -699,7 +722,14 @@ async fn handle_node_frame(
                     return Ok(false);
                 }
             };
-            let count = match change_interest(shared, realm, me.key, &req.patterns, req.subscribe) {
+            // A link's interest is its subtree's: the patterns its credential permits are
+            // taken, each refused one is answered with its own error.
+            let corr = Some(req.correlation_id);
+            let mut patterns = req.patterns;
+            if req.subscribe && grant.is_some() {
+                patterns.retain(|p| me.permit(grant, Action::Subscribe, p, metrics, corr));
+            }
+            let count = match change_interest(shared, realm, me.key, &patterns, req.subscribe) {
                 Ok(n) => n,
                 Err(e) => {
                     metrics.interest_refused_total.inc();

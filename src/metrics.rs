@@ -44,7 +44,7 @@ pub const REJECT_REASONS: [&str; 15] = [
 ];
 
 /// Values of the `reason` label of `macula_messages_dropped_total`.
-pub const DROP_REASONS: [&str; 11] = [
+pub const DROP_REASONS: [&str; 12] = [
     "queue_full",
     "slow_consumer",
     "no_route",
@@ -56,6 +56,7 @@ pub const DROP_REASONS: [&str; 11] = [
     "parent_down",
     "peer_down",
     "session_lost",
+    "denied",
 ];
 
 /// Values of the `code` label of `macula_protocol_errors_total` (the wire `ErrorCode`s), plus
@@ -175,6 +176,10 @@ pub struct Metrics {
     /// `macula_admin_refused_total`: admin requests for tenant data or a change of state
     /// (`/state`, `/fleet`, `/drain`) refused for want of a valid admin token.
     pub admin_refused_total: IntCounter,
+    /// `macula_permission_denied_total{action}`: requests refused by the session's
+    /// credential permissions (`docs/AUTH.md`), by action (`publish`, `subscribe`, `call`,
+    /// `register`, `state`).
+    pub permission_denied_total: IntCounterVec,
     /// `macula_delivery_latency_seconds`: time from a message's acceptance to its delivery to a
     /// subscriber's outbound queue, seconds ([`LATENCY_BUCKETS`]).
     pub delivery_latency_seconds: Histogram,
@@ -409,6 +414,20 @@ impl Metrics {
                     "Admin requests for tenant data or a change of state refused (no valid admin token).",
                 ),
             ),
+            permission_denied_total: {
+                let c = register(
+                    r,
+                    counter_vec(
+                        "macula_permission_denied_total",
+                        "Requests refused by the credential's permissions, by action.",
+                        "action",
+                    ),
+                );
+                for a in crate::auth::Action::ALL {
+                    c.with_label_values(&[a.as_str()]);
+                }
+                c
+            },
             interest_refused_total: register(
                 r,
                 counter(
@@ -448,6 +467,13 @@ impl Metrics {
             .position(|l| *l == code_label)
             .unwrap_or(ERROR_CODE_LABELS.len() - 1);
         self.protocol_error_children[i].inc();
+    }
+
+    /// Counts one request refused by a credential's permissions (`macula_permission_denied_total`).
+    pub fn permission_denied(&self, action: crate::auth::Action) {
+        self.permission_denied_total
+            .with_label_values(&[action.as_str()])
+            .inc();
     }
 
     /// Counts one dropped message with `reason` (one of [`DROP_REASONS`]; another
@@ -536,6 +562,7 @@ mod tests {
             "macula_protocol_errors_total",
             "macula_subscriptions",
             "macula_interest_refused_total",
+            "macula_permission_denied_total",
             "macula_delivery_latency_seconds_bucket",
             "macula_uplink_reconnects_total",
             "macula_inflight_messages",

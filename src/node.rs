@@ -312,13 +312,16 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         )
         .await;
     }
-    if let Err(e) = shared
+    let grant = match shared
         .auth
         .admit(&connect, crate::auth::Role::Client, conn.remote_address())
     {
-        let corr = connect.correlation_id;
-        return session::refuse_admission(&conn, &mut send, &metrics, &e, corr).await;
-    }
+        Ok(claims) => crate::auth::Grant::of(claims, conn.remote_address()),
+        Err(e) => {
+            let corr = connect.correlation_id;
+            return session::refuse_admission(&conn, &mut send, &metrics, &e, corr).await;
+        }
+    };
     let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
     let peer = session::accept_peer(
         key,
@@ -350,6 +353,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         me: &tx,
         ctx: ReadCtx::new(),
         slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
+        grant,
     };
     let end = actor
         .read(&mut link, std::future::pending())
@@ -369,11 +373,15 @@ struct ClientLink<'a> {
     me: &'a PeerTx,
     ctx: ReadCtx,
     slow: Duration,
+    /// What the client's credential permits (`None`: everything).
+    grant: Option<Arc<crate::auth::Grant>>,
 }
 
 impl FrameHandler for ClientLink<'_> {
     async fn on_frame(&mut self, raw: &RawFrame) -> Result<Flow, Fatal> {
-        let end = handle_client_frame(self.shared, self.me, raw, &mut self.ctx, self.slow).await?;
+        let grant = self.grant.as_ref();
+        let end =
+            handle_client_frame(self.shared, self.me, raw, &mut self.ctx, self.slow, grant).await?;
         Ok(if end.is_some() {
             Flow::Stop
         } else {
@@ -393,7 +401,10 @@ async fn handle_client_frame(
     raw: &RawFrame,
     ctx: &mut ReadCtx,
     slow: Duration,
+    granted: Option<&Arc<crate::auth::Grant>>,
 ) -> Result<Option<()>, Fatal> {
+    use crate::auth::Action;
+    let grant = granted.map(|g| &**g);
     let metrics = &shared.metrics;
     let Some(t) = me.msg_type(raw, metrics) else {
         return Ok(None);
@@ -403,6 +414,9 @@ async fn handle_client_frame(
             let Some(view) = me.accept_publish(raw, metrics) else {
                 return Ok(None);
             };
+            if !me.permit_publish(grant, &view, metrics) {
+                return Ok(None);
+            }
             let reliable = view.qos == Qos::AtLeastOnce;
             metrics.messages_published_total.inc();
             let up = reliable.then_some(&me.ctrl);
@@ -437,6 +451,15 @@ async fn handle_client_frame(
                     return Ok(None);
                 }
             };
+            let corr = Some(req.correlation_id);
+            if req.subscribe
+                && !req
+                    .patterns
+                    .iter()
+                    .all(|p| me.permit(grant, Action::Subscribe, p, metrics, corr))
+            {
+                return Ok(None);
+            }
             let count = match shared
                 .pubsub
                 .change_interest(me.key, &req.patterns, req.subscribe)
@@ -465,7 +488,15 @@ async fn handle_client_frame(
         | MessageType::Unregister
         | MessageType::Call
         | MessageType::Reply => match raw.decode() {
-            Ok(Frame::Register(r)) => shared.rpc.on_register(me, r),
+            Ok(Frame::Register(r)) => {
+                let corr = Some(r.correlation_id);
+                if r.procedures
+                    .iter()
+                    .all(|p| me.permit(grant, Action::Register, p, metrics, corr))
+                {
+                    shared.rpc.on_register(me, r)
+                }
+            }
             Ok(Frame::Unregister(u)) => shared.rpc.on_unregister(me, u),
             Ok(Frame::Call(c)) if c.hops > wire::MAX_HOPS => {
                 metrics.rpc.call("rejected");
@@ -473,9 +504,17 @@ async fn handle_client_frame(
                 rpc::reply_link(me, c.call_id, Err(e));
             }
             Ok(Frame::Call(c)) if c.procedure.starts_with("$crdt.") => {
-                gossip::client_op(shared, me, c)
+                gossip::client_op(shared, me, c, granted.cloned())
             }
-            Ok(Frame::Call(c)) => shared.rpc.client_call(me, c),
+            Ok(Frame::Call(c)) => match grant.map(|g| g.check(Action::Call, &c.procedure)) {
+                Some(Err(m)) => {
+                    metrics.permission_denied(Action::Call);
+                    metrics.rpc.call("rejected");
+                    let e = wire::RpcError::new(wire::RpcError::PERMISSION_DENIED, m);
+                    rpc::reply_link(me, c.call_id, Err(e));
+                }
+                _ => shared.rpc.client_call(me, c),
+            },
             Ok(Frame::Reply(r)) => shared.rpc.reply_arrived(me.key, r),
             Ok(_) => unreachable!("decode follows the header type"),
             Err(e) => me.send_error(metrics, e.code(), e.to_string(), raw.peek_correlation_id()),

@@ -133,6 +133,53 @@ impl PeerTx {
             .try_send(Outbound::Frame(error_frame(code, msg, corr)));
     }
 
+    /// Checks `action` on `name` against the session's `grant` (`None`: nothing is
+    /// restricted). A denial is answered with a non-fatal `PERMISSION_DENIED` error frame
+    /// carrying `corr`, counted in `macula_permission_denied_total{action}` and written to
+    /// the audit log; `false` then.
+    pub fn permit(
+        &self,
+        grant: Option<&crate::auth::Grant>,
+        action: crate::auth::Action,
+        name: &str,
+        metrics: &Metrics,
+        corr: Option<u64>,
+    ) -> bool {
+        let Some(g) = grant else { return true };
+        match g.check(action, name) {
+            Ok(()) => true,
+            Err(msg) => {
+                metrics.permission_denied(action);
+                self.send_error(metrics, ErrorCode::PermissionDenied, msg, corr);
+                false
+            }
+        }
+    }
+
+    /// [`PeerTx::permit`] for a `publish`: a denied one is dropped (reason `denied`) and,
+    /// at QoS 1, answered `puback.no_route` (final, §8).
+    pub fn permit_publish(
+        &self,
+        grant: Option<&crate::auth::Grant>,
+        view: &wire::PublishView<'_>,
+        metrics: &Metrics,
+    ) -> bool {
+        if self.permit(
+            grant,
+            crate::auth::Action::Publish,
+            view.topic,
+            metrics,
+            None,
+        ) {
+            return true;
+        }
+        metrics.dropped("denied");
+        if view.qos == wire::Qos::AtLeastOnce {
+            let _ = self.ctrl.try_send(Outbound::NoRoute(view.message_id));
+        }
+        false
+    }
+
     /// Queues a control frame (best effort: a full control queue means the peer
     /// is not reading, and its writer will time out).
     pub fn send_ctrl(&self, frame: Frame) {

@@ -107,6 +107,11 @@ pub fn validate_pattern(pattern: &str) -> Result<(), TopicError> {
 /// Those of [`validate_pattern`].
 pub fn normalize_pattern(pattern: &str) -> Result<String, TopicError> {
     validate_pattern(pattern)?;
+    Ok(collapse_globs(pattern))
+}
+
+/// `pattern` with each run of consecutive `**` segments collapsed into one (no validation).
+pub(crate) fn collapse_globs(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len());
     let mut prev_glob = false;
     for segment in pattern.split('.') {
@@ -120,7 +125,7 @@ pub fn normalize_pattern(pattern: &str) -> Result<String, TopicError> {
         }
         out.push_str(segment);
     }
-    Ok(out)
+    out
 }
 
 /// Returns whether `pattern` has a wildcard segment (`*` or `**`), i.e. may match more than one
@@ -173,6 +178,63 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
             None => return false,
         }
     }
+}
+
+/// Whether every topic matched by pattern `q` is matched by pattern `p` (both valid and
+/// normalised, see [`normalize_pattern`]): sound, not complete. When it says `p` covers
+/// `q`, it does; a few exotic pairs it cannot prove (`**.*` covers `*.**`) get `false`,
+/// which costs an extra advertised pattern in the relay's cover (`crate::relay::cover`) and
+/// a refusal, never a grant, in a permission check (`crate::auth::permissions`). For a `q`
+/// without `**` it is exact. Cost: O(segments(p) × segments(q)), at most 33 × 33 cells.
+pub fn covers(p: &str, q: &str) -> bool {
+    if p == q {
+        return true;
+    }
+    let p: Vec<&str> = p.split('.').collect();
+    let q: Vec<&str> = q.split('.').collect();
+    // ok[i][j]: p[i..] covers q[j..]. Filled from the back.
+    let (n, m) = (p.len(), q.len());
+    let mut ok = vec![false; (n + 1) * (m + 1)];
+    let at = |i: usize, j: usize| i * (m + 1) + j;
+    ok[at(n, m)] = true;
+    for i in (0..n).rev() {
+        for j in (0..=m).rev() {
+            let v = match p[i] {
+                // `**` absorbs nothing more, or one more segment of q (any kind) and stays.
+                "**" => ok[at(i + 1, j)] || (j < m && ok[at(i, j + 1)]),
+                // `*` is exactly one segment: a literal or another `*`, never a `**`.
+                "*" => j < m && q[j] != "**" && ok[at(i + 1, j + 1)],
+                lit => j < m && q[j] == lit && ok[at(i + 1, j + 1)],
+            };
+            ok[at(i, j)] = v;
+        }
+    }
+    ok[at(0, 0)]
+}
+
+/// Returns whether some topic matches both `a` and `b` (exact). Both are assumed valid;
+/// at most [`MAX_SEGMENTS`]² steps.
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let x: Vec<&str> = a.split('.').collect();
+    let y: Vec<&str> = b.split('.').collect();
+    // both[i][j]: some topic matches x[i..] and y[j..].
+    let mut both = vec![vec![false; y.len() + 1]; x.len() + 1];
+    for i in (0..=x.len()).rev() {
+        for j in (0..=y.len()).rev() {
+            both[i][j] = if i == x.len() && j == y.len() {
+                true
+            } else if i < x.len() && x[i] == "**" {
+                both[i + 1][j] || (j < y.len() && both[i][j + 1])
+            } else if j < y.len() && y[j] == "**" {
+                both[i][j + 1] || (i < x.len() && both[i + 1][j])
+            } else if i < x.len() && j < y.len() {
+                (x[i] == "*" || y[j] == "*" || x[i] == y[j]) && both[i + 1][j + 1]
+            } else {
+                false
+            };
+        }
+    }
+    both[0][0]
 }
 
 /// Bytes allowed anywhere in a segment: `[A-Za-z0-9_-]`.

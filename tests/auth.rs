@@ -37,6 +37,7 @@ fn issue(op: &Identity, subject: &Identity, role: Role, realm: &str, exp: u64) -
         name: format!("test-{}", role.as_str()),
         issued_at: now() - 60,
         expires_at: exp,
+        permissions: Default::default(),
     };
     Credential::issue(op, &claims).unwrap()
 }
@@ -81,10 +82,61 @@ fn refused_with(r: Result<(), SessionError>, code: ErrorCode, what: &str) {
     }
 }
 
+/// Starts node `node-<cluster>` of cluster `cluster` at `ip` under `bridge`, presenting the
+/// credential `credential` makes for its key, with `extra` prepended to its configuration.
+fn credentialed_node(
+    f: &mut common::Fleet,
+    (cluster, ip): (&str, &str),
+    bridge: SocketAddr,
+    extra: &str,
+    credential: impl FnOnce(&Identity) -> Vec<u8>,
+) -> (usize, Identity) {
+    let name = format!("node-{cluster}");
+    let key = Identity::load_or_create(&f.data_dir(&name).unwrap()).unwrap();
+    let dir = f.data_dir("creds").unwrap();
+    let cred = write_cred(&dir, &format!("{name}.cred"), &credential(&key));
+    let cfg = f
+        .write_file(
+            &format!("{name}.toml"),
+            &format!("{extra}[auth]\ncredential_file = \"{cred}\"\n"),
+        )
+        .unwrap();
+    let i = f
+        .node(
+            &name,
+            ip,
+            cluster,
+            bridge,
+            &["--config", cfg.to_str().unwrap()],
+        )
+        .unwrap();
+    (i, key)
+}
+
 fn write_cred(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let path = dir.join(name);
     std::fs::write(&path, Credential::to_text(bytes)).unwrap();
     path.display().to_string()
+}
+
+/// A bridge on 127.0.0.1 whose realm is governed by `op`, auditing to a file: its index,
+/// the `[auth.operators]` table (for the nodes' configurations too) and the audit log path.
+fn governed_bridge(f: &mut common::Fleet, op: &Identity) -> (usize, String, std::path::PathBuf) {
+    let operators = format!(
+        "[auth.operators]\n\"{REALM}\" = [\"{}\"]\n",
+        hex(&op.public_key())
+    );
+    let audit = f.data_dir("audit").unwrap().join("bridge-audit.log");
+    let cfg = f
+        .write_file(
+            "bridge.toml",
+            &format!("{operators}[audit]\nfile = \"{}\"\n", audit.display()),
+        )
+        .unwrap();
+    let b = f
+        .bridge("bridge", "127.0.0.1", &["--config", cfg.to_str().unwrap()])
+        .unwrap();
+    (b, operators, audit)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,49 +144,13 @@ async fn only_credentials_of_the_realms_operator_and_the_right_role_are_admitted
     let mut f = fleet();
     let op = Identity::generate();
     let stranger_op = Identity::generate();
-    let operators = format!(
-        "[auth.operators]\n\"{REALM}\" = [\"{}\"]\n",
-        hex(&op.public_key())
-    );
-    let audit = f.data_dir("audit").unwrap().join("bridge-audit.log");
-    let bridge_cfg = f
-        .write_file(
-            "bridge.toml",
-            &format!("{operators}[audit]\nfile = \"{}\"\n", audit.display()),
-        )
-        .unwrap();
-    let b = f
-        .bridge(
-            "bridge",
-            "127.0.0.1",
-            &["--config", bridge_cfg.to_str().unwrap()],
-        )
-        .unwrap();
+    let (b, operators, audit) = governed_bridge(&mut f, &op);
     let baddr = f.procs[b].quic;
 
     // Node "a": a node credential for its own key; its realm needs client credentials too.
-    let a_key = Identity::load_or_create(&f.data_dir("node-a").unwrap()).unwrap();
-    let dir = f.data_dir("creds").unwrap();
-    let a_cred = write_cred(
-        &dir,
-        "a.cred",
-        &issue(&op, &a_key, Role::Node, REALM, now() + 3600),
-    );
-    let a_cfg = f
-        .write_file(
-            "node-a.toml",
-            &format!("{operators}[auth]\ncredential_file = \"{a_cred}\"\n"),
-        )
-        .unwrap();
-    let na = f
-        .node(
-            "node-a",
-            "127.0.0.2",
-            "a",
-            baddr,
-            &["--config", a_cfg.to_str().unwrap()],
-        )
-        .unwrap();
+    let (na, a_key) = credentialed_node(&mut f, ("a", "127.0.0.2"), baddr, &operators, |k| {
+        issue(&op, k, Role::Node, REALM, now() + 3600)
+    });
     // Node "z": no credential, so the bridge refuses its uplink.
     let nz = f.node("node-z", "127.0.0.4", "z", baddr, &[]).unwrap();
     f.wait_ready(Duration::from_secs(20)).await.unwrap();
@@ -370,4 +386,179 @@ fn the_keys_tool_generates_signs_and_inspects() {
         !run(&["keys", "inspect", "mc1.AAAA"]).0,
         "garbage is refused"
     );
+}
+
+fn issue_limited(
+    op: &Identity,
+    subject: &Identity,
+    role: Role,
+    perms: &[(&str, bool, &str)],
+) -> Vec<u8> {
+    let mut permissions = macula::auth::Permissions::default();
+    for &(action, deny, pattern) in perms {
+        let a = macula::auth::Action::ALL
+            .into_iter()
+            .find(|a| a.as_str() == action)
+            .unwrap();
+        permissions.add(a, deny, pattern).unwrap();
+    }
+    let claims = Claims {
+        id: [2; 16],
+        realm: REALM.into(),
+        subject: subject.public_key(),
+        role,
+        name: format!("limited-{}", role.as_str()),
+        issued_at: now() - 60,
+        expires_at: now() + 3600,
+        permissions,
+    };
+    Credential::issue(op, &claims).unwrap()
+}
+
+/// A node whose credential allows publishing only `sensors.**` cannot publish `billing.x`
+/// through its uplink (the bridge refuses it, counts it and audits it) while `sensors.t`
+/// crosses; a client whose credential denies `secret.**`, `billing.*` calls and state keys
+/// and allows registering only `svc.**` is refused each, typed, while its allowed requests
+/// and a witness keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_bound_a_nodes_uplink_and_a_clients_requests() {
+    let mut f = fleet();
+    let op = Identity::generate();
+    let (b, operators, audit) = governed_bridge(&mut f, &op);
+    let baddr = f.procs[b].quic;
+    // Node a may publish only sensors.** upward; node c is unrestricted. Node a's realm
+    // needs client credentials; node c's is open to clients.
+    let (na, _) = credentialed_node(&mut f, ("a", "127.0.0.2"), baddr, &operators, |k| {
+        issue_limited(&op, k, Role::Node, &[("publish", false, "sensors.**")])
+    });
+    let (nc, _) = credentialed_node(&mut f, ("c", "127.0.0.3"), baddr, "", |k| {
+        issue(&op, k, Role::Node, REALM, now() + 3600)
+    });
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (badmin, aaddr, aadmin) = (f.procs[b].admin, f.procs[na].quic, f.procs[na].admin);
+
+    // A client of node a, limited by its own credential.
+    let me = Identity::generate();
+    let limits = [
+        ("publish", true, "secret.**"),
+        ("call", true, "billing.*"),
+        ("register", false, "svc.**"),
+        ("state", true, "billing.**"),
+        ("subscribe", false, "sensors.**"),
+    ];
+    let pubr = Client::connect(ClientOptions {
+        identity: Some(me.clone()),
+        credential: Some(issue_limited(&op, &me, Role::Client, &limits).into()),
+        ..common::opts(aaddr, REALM)
+    })
+    .await
+    .unwrap();
+    let watcher = Client::connect(common::opts(f.procs[nc].quic, REALM))
+        .await
+        .unwrap();
+    let mut all = watcher.subscribe("**").await.unwrap();
+    common::wait_route(&pubr, &mut all, "sensors.probe").await;
+
+    // Through the uplink: billing.x is refused at the bridge, sensors.t crosses after it.
+    let denied = "macula_permission_denied_total{action=\"publish\"}";
+    let before = metric(badmin, denied);
+    pubr.publish("billing.x", Bytes::from_static(b"no"), Qos::AtLeastOnce)
+        .await
+        .unwrap();
+    pubr.publish("sensors.t", Bytes::from_static(b"yes"), Qos::AtLeastOnce)
+        .await
+        .unwrap();
+    let m = recv(&mut all).await;
+    assert_eq!(
+        m.topic(),
+        "sensors.t",
+        "billing.x must not cross the uplink"
+    );
+    poll(
+        Duration::from_secs(10),
+        "the bridge counts the denial",
+        || async { (metric(badmin, denied) > before).then_some(()) },
+    )
+    .await;
+
+    // At node a, the client's own limits: each refusal typed and counted.
+    let before_a = metric(aadmin, "macula_permission_denied_total{action=\"publish\"}");
+    pubr.publish("secret.plan", Bytes::from_static(b"no"), Qos::AtLeastOnce)
+        .await
+        .unwrap();
+    pubr.publish("sensors.u", Bytes::from_static(b"yes"), Qos::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        recv(&mut all).await.topic(),
+        "sensors.u",
+        "secret.plan must not leave node a"
+    );
+    assert_eq!(
+        metric(aadmin, "macula_permission_denied_total{action=\"publish\"}") - before_a,
+        1.0
+    );
+    let sub = pubr.subscribe("**").await;
+    assert!(
+        sub.is_err(),
+        "a subscription wider than sensors.** is refused"
+    );
+    pubr.subscribe("sensors.*")
+        .await
+        .expect("a covered subscription");
+    let reg = pubr.register("other.echo", |b| async move { Ok(b) }).await;
+    assert!(reg.is_err(), "registering outside svc.** is refused");
+    let _echo = pubr
+        .register("svc.echo", |b| async move { Ok(b) })
+        .await
+        .expect("svc.echo may be registered");
+    let call = pubr
+        .call("billing.charge", Bytes::new(), Duration::from_secs(2))
+        .await;
+    assert!(
+        matches!(call, Err(macula::client::CallError::PermissionDenied(_))),
+        "{call:?}"
+    );
+    let echoed = pubr
+        .call(
+            "svc.echo",
+            Bytes::from_static(b"hi"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&echoed[..], b"hi");
+    let put = pubr.put("billing.total", Bytes::from_static(b"1")).await;
+    assert!(
+        matches!(put, Err(macula::client::CallError::PermissionDenied(_))),
+        "{put:?}"
+    );
+    pubr.put("owner", Bytes::from_static(b"me")).await.unwrap();
+    for (action, n) in [
+        ("subscribe", 1.0),
+        ("register", 1.0),
+        ("call", 1.0),
+        ("state", 1.0),
+    ] {
+        let sample = format!("macula_permission_denied_total{{action=\"{action}\"}}");
+        assert_eq!(metric(aadmin, &sample), n, "{action}");
+    }
+
+    // The bridge's audit log names the denial: who, what, from where.
+    let line = poll(
+        Duration::from_secs(10),
+        "the denial's audit line",
+        || async {
+            std::fs::read_to_string(&audit)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .find(|l| l["event"] == "permission" && l["name"] == "billing.x")
+        },
+    )
+    .await;
+    assert_eq!(line["action"], "publish");
+    assert_eq!(line["decision"], "denied");
+    assert_eq!(line["credential_name"], "limited-node");
+    assert_eq!(line["role"], "node");
 }

@@ -18,10 +18,15 @@
 //! | `name` | str | a label for logs and the audit trail (≤ 128 bytes) |
 //! | `iat` | uint | issued at, Unix seconds |
 //! | `exp` | uint | expires at, Unix seconds (exclusive) |
+//! | `perm` | map | optional: what the subject may do ([`Permissions`]); absent: everything |
+//!
+//! Keys this build does not know make the credential malformed: a restriction a verifier
+//! does not understand must never be ignored.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::permissions::Permissions;
 use crate::identity::Identity;
 
 /// Signed before the body (domain separation from every other signature of a key).
@@ -93,6 +98,8 @@ pub struct Claims {
     pub issued_at: u64,
     /// Expires at, Unix seconds (not valid from this second on).
     pub expires_at: u64,
+    /// What the subject may do (default: everything).
+    pub permissions: Permissions,
 }
 
 /// A decoded credential whose signature verified against its issuer key (which the caller
@@ -179,9 +186,12 @@ struct BodySer<'a> {
     name: &'a str,
     iat: u64,
     exp: u64,
+    #[serde(skip_serializing_if = "Permissions::is_open")]
+    perm: &'a Permissions,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct BodyDe<'a> {
     v: u64,
     #[serde(with = "serde_bytes", borrow)]
@@ -196,6 +206,8 @@ struct BodyDe<'a> {
     name: String,
     iat: u64,
     exp: u64,
+    #[serde(default)]
+    perm: Permissions,
 }
 
 fn malformed(e: impl std::fmt::Display) -> CredentialError {
@@ -225,6 +237,7 @@ impl Credential {
             name: &claims.name,
             iat: claims.issued_at,
             exp: claims.expires_at,
+            perm: &claims.permissions,
         })
         .map_err(malformed)?;
         let mut signed = Vec::with_capacity(SIGNING_CONTEXT.len() + body.len());
@@ -265,6 +278,7 @@ impl Credential {
             name: b.name,
             issued_at: b.iat,
             expires_at: b.exp,
+            permissions: b.perm.normalised().map_err(malformed)?,
         };
         let key = ed25519_dalek::VerifyingKey::from_bytes(&issuer)
             .map_err(|_| CredentialError::BadSignature)?;

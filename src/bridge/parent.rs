@@ -317,6 +317,7 @@ async fn serve(
         parent: true,
         node: None,
         peer: false,
+        grant: None,
     }));
     announce_interest(realm, &tx);
     // The parent holds nothing of ours on a new session: everything is stored again.

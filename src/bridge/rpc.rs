@@ -58,6 +58,9 @@ pub(super) struct Link {
     pub(super) node: Option<NodeId>,
     /// Whether this is a link to another worker of the fleet (`bridge/fleet.rs`).
     pub(super) peer: bool,
+    /// What the child's credential permits (`None`: everything; always `None` for the
+    /// parent and fleet peers).
+    pub(super) grant: Option<Arc<crate::auth::Grant>>,
 }
 
 impl Link {
@@ -70,6 +73,7 @@ impl Link {
             parent: false,
             node,
             peer: false,
+            grant: None,
         }
     }
 
@@ -341,6 +345,14 @@ impl BridgeRpc {
         };
         if call.timeout_ms == 0 {
             return fail(RpcError::INVALID, "timeout_ms is 0");
+        }
+        if let Some(Err(m)) = from
+            .grant
+            .as_deref()
+            .map(|g| g.check(crate::auth::Action::Call, &call.procedure))
+        {
+            metrics.permission_denied(crate::auth::Action::Call);
+            return fail(RpcError::PERMISSION_DENIED, &m);
         }
         let Some(out) = next_hop(realm, from, &target) else {
             // Whatever this bridge cached about the target is stale: it is gone from here.

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use macula::auth::{Claims, Credential, Role};
+use macula::auth::{Action, Claims, Credential, Permissions, Role};
 use macula::identity::Identity;
 
 /// `macula keys …`
@@ -45,6 +45,15 @@ pub enum KeysCmd {
         /// Lifetime: a number with s, m, h or d (default 365d).
         #[arg(long, default_value = "365d")]
         valid_for: String,
+        /// Allow only names matching this pattern for an action: `ACTION=PATTERN`, ACTION one
+        /// of publish, subscribe, call, register, state (repeatable; per action, no allow
+        /// means everything).
+        #[arg(long, value_name = "ACTION=PATTERN")]
+        allow: Vec<String>,
+        /// Refuse names matching this pattern for an action (`ACTION=PATTERN`, repeatable;
+        /// wins over --allow).
+        #[arg(long, value_name = "ACTION=PATTERN")]
+        deny: Vec<String>,
         /// Write the credential here (mode 0600) instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -73,8 +82,17 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
             subject_key,
             name,
             valid_for,
+            allow,
+            deny,
             out,
         } => {
+            let mut permissions = Permissions::default();
+            for (list, is_deny) in [(&allow, false), (&deny, true)] {
+                for spec in list {
+                    let (action, pattern) = parse_permission(spec)?;
+                    permissions.add(action, is_deny, pattern)?;
+                }
+            }
             let op = Identity::load(&operator)?;
             let subject = match (subject, subject_key) {
                 (Some(hex), None) => {
@@ -96,6 +114,7 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
                 name,
                 issued_at: now,
                 expires_at: now.saturating_add(parse_lifetime(&valid_for)?),
+                permissions,
             };
             let text = Credential::to_text(&Credential::issue(&op, &claims)?);
             match out {
@@ -125,6 +144,7 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
                 "name": c.claims.name,
                 "issued_at": c.claims.issued_at,
                 "expires_at": c.claims.expires_at,
+                "permissions": c.claims.permissions,
                 "signature": "valid for its issuer",
             });
             println!("{}", serde_json::to_string_pretty(&json)?);
@@ -138,6 +158,20 @@ fn print_identity(path: &Path, id: &Identity) {
     println!("key:        {}", path.display());
     println!("public key: {hex}");
     println!("node id:    {}", macula::dht::Id(id.node_id()));
+}
+
+/// `publish=sensors.**` → (action, pattern).
+fn parse_permission(spec: &str) -> Result<(Action, &str)> {
+    let (a, pattern) = spec
+        .split_once('=')
+        .with_context(|| format!("{spec:?}: expected ACTION=PATTERN"))?;
+    let action = Action::ALL
+        .into_iter()
+        .find(|x| x.as_str() == a)
+        .with_context(|| {
+            format!("{spec:?}: action must be publish, subscribe, call, register or state")
+        })?;
+    Ok((action, pattern))
 }
 
 /// `30d`, `12h`, `90m`, `3600s` → seconds.

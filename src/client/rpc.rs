@@ -88,11 +88,16 @@ pub enum CallError {
     /// node. The text says which.
     #[error("invalid call: {0}")]
     Invalid(String),
+    /// The caller's credential does not permit the call (or, for a state write, the key):
+    /// `PERMISSION_DENIED` (10), `docs/AUTH.md`. The text names the action and name.
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl CallError {
     /// Maps a `reply` error to a [`CallError`]: 1 → `NoProvider`, 2 → `Timeout`, 3 and 7 →
-    /// `AllProvidersFailed`, 8 → `Overloaded`, 9 → `Invalid(message)`, anything else →
+    /// `AllProvidersFailed`, 8 → `Overloaded`, 9 → `Invalid(message)`, 10 →
+    /// `PermissionDenied(message)`, anything else →
     /// `Remote { code, message }`.
     pub fn from_rpc(e: RpcError) -> CallError {
         match e.code {
@@ -101,6 +106,7 @@ impl CallError {
             RpcError::ALL_PROVIDERS_FAILED | RpcError::UNREACHABLE => CallError::AllProvidersFailed,
             RpcError::OVERLOADED => CallError::Overloaded,
             RpcError::INVALID => CallError::Invalid(e.message),
+            RpcError::PERMISSION_DENIED => CallError::PermissionDenied(e.message),
             code => CallError::Remote {
                 code,
                 message: e.message,
@@ -110,7 +116,7 @@ impl CallError {
 
     /// A stable snake_case name of the variant, for reports and metric labels:
     /// `"no_provider"`, `"timeout"`, `"all_providers_failed"`, `"remote"`, `"closed"`,
-    /// `"overloaded"` or `"invalid"`.
+    /// `"overloaded"`, `"invalid"` or `"permission_denied"`.
     pub fn kind(&self) -> &'static str {
         match self {
             CallError::NoProvider => "no_provider",
@@ -120,6 +126,7 @@ impl CallError {
             CallError::Closed => "closed",
             CallError::Overloaded => "overloaded",
             CallError::Invalid(_) => "invalid",
+            CallError::PermissionDenied(_) => "permission_denied",
         }
     }
 }

@@ -406,7 +406,13 @@ fn busy(shared: &Shared) -> crate::wire::RpcError {
 /// Serves a client's `$crdt.update` / `$crdt.get` call (the client API of named keys):
 /// decodes the args, asks the gossip task, and replies. Errors are answered as RPC errors
 /// `INVALID` (bad args, bad key, type mismatch, limits) or `OVERLOADED`.
-pub fn client_op(shared: &Arc<Shared>, client: &PeerTx, call: crate::wire::Call) {
+pub fn client_op(
+    shared: &Arc<Shared>,
+    client: &PeerTx,
+    call: crate::wire::Call,
+    grant: Option<Arc<crate::auth::Grant>>,
+) {
+    use crate::auth::Action;
     use crate::wire::RpcError;
     let shared = shared.clone();
     let client = client.clone();
@@ -419,6 +425,10 @@ pub fn client_op(shared: &Arc<Shared>, client: &PeerTx, call: crate::wire::Call)
                     let a: state::UpdateArgs =
                         rmp_serde::from_slice(&call.args).map_err(|e| invalid(e.to_string()))?;
                     state::validate_app_key(&a.key).map_err(invalid)?;
+                    if let Some(Err(m)) = grant.map(|g| g.check(Action::State, &a.key)) {
+                        shared.metrics.permission_denied(Action::State);
+                        return Err(RpcError::new(RpcError::PERMISSION_DENIED, m));
+                    }
                     let op = a.op().map_err(invalid)?;
                     let (tx, rx) = oneshot::channel();
                     let cmd = Cmd::Update {

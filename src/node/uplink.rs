@@ -368,6 +368,11 @@ impl FrameHandler for UplinkLink {
                             corr,
                             Err(format!("bridge error {}: {}", e.code, e.message)),
                         ),
+                        // A publish the node's credential does not permit (the bridge
+                        // counts and audits each; a flood of them must not flood this log).
+                        None if e.code == ErrorCode::PermissionDenied as u16 => {
+                            debug!(message = %e.message, "bridge refused a publish")
+                        }
                         None => {
                             warn!(code = e.code, message = %e.message, "bridge reported an error")
                         }

@@ -13,34 +13,9 @@ use crate::topic::{is_wildcard, PatternTrie};
 /// `false` when it stops.
 pub type CoverChange = (String, bool);
 
-/// Whether every topic matched by pattern `q` is matched by pattern `p` (both valid and
-/// normalised, see [`crate::topic::normalize_pattern`]). Sound, not complete (see the module
-/// docs). Cost: O(segments(p) × segments(q)), at most 33 × 33 cells.
-pub fn covers(p: &str, q: &str) -> bool {
-    if p == q {
-        return true;
-    }
-    let p: Vec<&str> = p.split('.').collect();
-    let q: Vec<&str> = q.split('.').collect();
-    // ok[i][j]: p[i..] covers q[j..]. Filled from the back.
-    let (n, m) = (p.len(), q.len());
-    let mut ok = vec![false; (n + 1) * (m + 1)];
-    let at = |i: usize, j: usize| i * (m + 1) + j;
-    ok[at(n, m)] = true;
-    for i in (0..n).rev() {
-        for j in (0..=m).rev() {
-            let v = match p[i] {
-                // `**` absorbs nothing more, or one more segment of q (any kind) and stays.
-                "**" => ok[at(i + 1, j)] || (j < m && ok[at(i, j + 1)]),
-                // `*` is exactly one segment: a literal or another `*`, never a `**`.
-                "*" => j < m && q[j] != "**" && ok[at(i + 1, j + 1)],
-                lit => j < m && q[j] == lit && ok[at(i + 1, j + 1)],
-            };
-            ok[at(i, j)] = v;
-        }
-    }
-    ok[at(0, 0)]
-}
+/// Whether every topic matched by pattern `q` is matched by pattern `p`; see
+/// [`crate::topic::covers`] (sound, not complete).
+pub use crate::topic::covers;
 
 /// The patterns told to one link and the minimal cover of them it advertises.
 ///

@@ -438,3 +438,68 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------- covers and overlaps
+
+/// Every topic of 1..=`max` segments over `a`, `b`, `c` and `d` (`d` appears in no generated
+/// pattern: it stands for "any other literal").
+fn all_topics(max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut level = vec![String::new()];
+    for _ in 0..max {
+        let mut next = Vec::new();
+        for prefix in &level {
+            for s in ["a", "b", "c", "d"] {
+                let t = if prefix.is_empty() {
+                    s.to_string()
+                } else {
+                    format!("{prefix}.{s}")
+                };
+                out.push(t.clone());
+                next.push(t);
+            }
+        }
+        level = next;
+    }
+    out
+}
+
+#[test]
+fn covers_and_overlaps_examples() {
+    assert!(covers("sensors.**", "sensors.*.temp"));
+    assert!(covers("sensors.**", "sensors.**"));
+    assert!(covers("**", "a.*.**"));
+    assert!(covers("a.*", "a.b"));
+    assert!(!covers("a.*", "a.**"));
+    assert!(!covers("sensors.**", "**"));
+    assert!(!covers("a.b", "a.*"));
+    assert!(overlaps("**", "billing.x"));
+    assert!(overlaps("a.*.c", "a.b.*"));
+    assert!(overlaps("a.**.c", "*.c"));
+    assert!(!overlaps("sensors.**", "billing.**"));
+    assert!(!overlaps("a.*", "a.b.c"));
+}
+
+proptest! {
+    /// `covers` never claims a subset that is not one; for an inner pattern without `**` it
+    /// is exact.
+    #[test]
+    fn covers_is_sound_and_exact_without_globs(o in pattern_strategy(), i in pattern_strategy()) {
+        let (o, i) = (normalize_pattern(&o).unwrap(), normalize_pattern(&i).unwrap());
+        let subset = all_topics(7).iter().all(|t| !matches(&i, t) || matches(&o, t));
+        if covers(&o, &i) {
+            prop_assert!(subset, "{} claimed to cover {}", o, i);
+        }
+        if !i.split('.').any(|s| s == "**") {
+            prop_assert_eq!(covers(&o, &i), subset, "{} over {}", o, i);
+        }
+    }
+
+    /// `overlaps` is exact: true iff some topic matches both.
+    #[test]
+    fn overlaps_is_exact(a in pattern_strategy(), b in pattern_strategy()) {
+        let common = all_topics(6).iter().any(|t| matches(&a, t) && matches(&b, t));
+        prop_assert_eq!(overlaps(&a, &b), common, "{} and {}", a, b);
+        prop_assert_eq!(overlaps(&b, &a), common);
+    }
+}

@@ -243,6 +243,9 @@ impl RpcError {
     /// The call is malformed (bad procedure name, zero timeout, missing target on a hop that
     /// needs one).
     pub const INVALID: u16 = 9;
+    /// The caller's credential does not permit calling the procedure (or, for `$crdt.update`,
+    /// writing the key); `docs/AUTH.md`, "Permissions".
+    pub const PERMISSION_DENIED: u16 = 10;
 
     /// An error with the given code and message.
     pub fn new(code: u16, message: impl Into<String>) -> Self {

@@ -12,6 +12,7 @@ fn claims(subject: &Identity) -> Claims {
         name: "street-7".into(),
         issued_at: NOW - 10,
         expires_at: NOW + 3600,
+        permissions: Default::default(),
     }
 }
 
@@ -132,4 +133,82 @@ proptest! {
         let cut = cut % bytes.len();
         prop_assert!(Credential::decode(&bytes[..cut]).is_err());
     }
+}
+
+#[test]
+fn permissions_travel_in_the_credential() {
+    let (op, me) = (operator(), Identity::from_secret(&[2; 32]));
+    let mut c = claims(&me);
+    c.permissions
+        .add(crate::auth::Action::Publish, false, "sensors.**.**")
+        .unwrap();
+    c.permissions
+        .add(crate::auth::Action::Call, true, "billing.*")
+        .unwrap();
+    let got = Credential::decode(&Credential::issue(&op, &c).unwrap()).unwrap();
+    assert_eq!(got.claims.permissions.publish.allow, ["sensors.**"]);
+    assert_eq!(got.claims.permissions.call.deny, ["billing.*"]);
+    assert!(!got
+        .claims
+        .permissions
+        .permits(crate::auth::Action::Publish, "billing.x"));
+}
+
+/// Signs a hand-made body (for fields `issue` would never write).
+fn sign_raw(op: &Identity, body: &[u8]) -> Vec<u8> {
+    let mut signed = SIGNING_CONTEXT.to_vec();
+    signed.extend_from_slice(body);
+    let mut out = body.to_vec();
+    out.extend_from_slice(&op.sign(&signed));
+    out
+}
+
+#[test]
+fn unknown_keys_and_bad_patterns_are_malformed() {
+    let (op, me) = (operator(), Identity::from_secret(&[2; 32]));
+    let c = claims(&me);
+    let perm = |p: serde_json::Value| {
+        let mut m = serde_json::json!({
+            "v": 1, "iss": op.public_key().to_vec(), "jti": c.id.to_vec(), "realm": c.realm,
+            "sub": c.subject.to_vec(), "role": "node", "name": "", "iat": c.issued_at,
+            "exp": c.expires_at,
+        });
+        if let Some((k, v)) = p.as_object().and_then(|o| o.iter().next()) {
+            m[k] = v.clone();
+        }
+        // serde_json arrays of numbers become MessagePack arrays, not bin: re-encode the
+        // byte fields as bin through the typed body.
+        let b: BodyJson = serde_json::from_value(m).unwrap();
+        sign_raw(&op, &rmp_serde::to_vec_named(&b).unwrap())
+    };
+    // The baseline decodes.
+    assert!(Credential::decode(&perm(serde_json::json!({}))).is_ok());
+    let unknown = perm(serde_json::json!({"rate": 5}));
+    assert!(matches!(
+        Credential::decode(&unknown),
+        Err(CredentialError::Malformed(_))
+    ));
+    let future_perm = perm(serde_json::json!({"perm": {"pub": {"allow": ["a"]}, "bytes_s": 5}}));
+    assert!(matches!(
+        Credential::decode(&future_perm),
+        Err(CredentialError::Malformed(_))
+    ));
+    let bad_pattern = perm(serde_json::json!({"perm": {"pub": {"allow": ["a*b"]}}}));
+    assert!(matches!(
+        Credential::decode(&bad_pattern),
+        Err(CredentialError::Malformed(_))
+    ));
+}
+
+/// A body with the byte fields as bin and anything else passed through.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BodyJson {
+    #[serde(with = "serde_bytes")]
+    iss: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    jti: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    sub: Vec<u8>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
 }

@@ -294,7 +294,7 @@ async fn dial(
             decoder,
         };
         let kind = LinkKind::Peer { dialer: fleet.me };
-        run_link(shared.clone(), realm.clone(), io, remote, kind, None).await;
+        run_link(shared.clone(), realm.clone(), io, remote, kind, None, None).await;
     };
     tokio::select! {
         _ = run => {}
