@@ -429,7 +429,11 @@ async fn permissions_bound_a_nodes_uplink_and_a_clients_requests() {
     // Node a may publish only sensors.** upward; node c is unrestricted. Node a's realm
     // needs client credentials; node c's is open to clients.
     let (na, _) = credentialed_node(&mut f, ("a", "127.0.0.2"), baddr, &operators, |k| {
-        issue_limited(&op, k, Role::Node, &[("publish", false, "sensors.**")])
+        let node_limits = [
+            ("publish", false, "sensors.**"),
+            ("register", false, "svc.public.**"),
+        ];
+        issue_limited(&op, k, Role::Node, &node_limits)
     });
     let (nc, _) = credentialed_node(&mut f, ("c", "127.0.0.3"), baddr, "", |k| {
         issue(&op, k, Role::Node, REALM, now() + 3600)
@@ -543,6 +547,46 @@ async fn permissions_bound_a_nodes_uplink_and_a_clients_requests() {
         let sample = format!("macula_permission_denied_total{{action=\"{action}\"}}");
         assert_eq!(metric(aadmin, &sample), n, "{action}");
     }
+
+    // Registrations: node a may advertise only svc.public.** upward. Its client may register
+    // svc.echo (its own credential allows svc.**): callable on node a, refused at the bridge,
+    // so node c finds no provider; svc.public.echo crosses.
+    let _public = pubr
+        .register("svc.public.echo", |b| async move { Ok(b) })
+        .await
+        .unwrap();
+    let from_c = poll(
+        Duration::from_secs(20),
+        "svc.public.echo from node c",
+        || {
+            let w = &watcher;
+            async move {
+                w.call(
+                    "svc.public.echo",
+                    Bytes::from_static(b"c"),
+                    Duration::from_secs(2),
+                )
+                .await
+                .ok()
+            }
+        },
+    )
+    .await;
+    assert_eq!(&from_c[..], b"c");
+    let reg_denied = "macula_permission_denied_total{action=\"register\"}";
+    poll(
+        Duration::from_secs(10),
+        "the bridge refuses svc.echo's record",
+        || async { (metric(badmin, reg_denied) >= 1.0).then_some(()) },
+    )
+    .await;
+    let hidden = watcher
+        .call("svc.echo", Bytes::from_static(b"c"), Duration::from_secs(2))
+        .await;
+    assert!(
+        matches!(hidden, Err(macula::client::CallError::NoProvider)),
+        "{hidden:?}"
+    );
 
     // The bridge's audit log names the denial: who, what, from where.
     let line = poll(

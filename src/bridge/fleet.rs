@@ -669,6 +669,8 @@ pub(super) fn sync_records(shared: &Shared, realm: &Realm, link: &Link) {
             publisher,
             ttl_ms: remaining.as_millis().min(u128::from(u32::MAX)) as u32,
             correlation_id: 0,
+            // Fleet peers are not bound by permissions: the name is not kept.
+            name: None,
         };
         if link.send(Frame::Store(store)) {
             shared

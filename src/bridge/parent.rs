@@ -435,6 +435,9 @@ async fn advertise(shared: &Shared, realm: &Realm, session: &ParentSession) {
                     value,
                     ttl_ms: ttl,
                     publisher,
+                    // The level index keeps keys, not names: a parent that restricts this
+                    // bridge's registrations refuses these (`docs/AUTH.md`).
+                    name: None,
                 });
                 // Backpressure, not loss: the changes leave in the order they were taken.
                 let item = Outbound::Frame(frame.to_bytes());

@@ -181,6 +181,24 @@ impl BridgeRpc {
             let msg = "a node stores only the records it publishes itself".to_string();
             return refuse("invalid", ErrorCode::MalformedBody, msg);
         }
+        // A link whose credential restricts registrations must name the procedure, and the
+        // name must be the key's (withdrawals are always allowed).
+        if let Some(g) = from.grant.as_deref().filter(|_| s.ttl_ms > 0) {
+            let action = crate::auth::Action::Register;
+            let named = s
+                .name
+                .as_deref()
+                .filter(|n| crate::rpc::procedure_key(&realm.name, n) == s.key);
+            let checked = match named {
+                Some(n) => g.check(action, n),
+                None if g.permissions.rule(action).is_open() => Ok(()),
+                None => Err("permission denied: register needs the procedure's name".into()),
+            };
+            if let Err(msg) = checked {
+                metrics.permission_denied(action);
+                return refuse("denied", ErrorCode::PermissionDenied, msg);
+            }
+        }
         let record = if s.ttl_ms == 0 {
             None
         } else {

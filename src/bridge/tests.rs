@@ -127,6 +127,7 @@ impl FakeNode {
             value,
             ttl_ms,
             publisher: self.id,
+            name: None,
         }))
         .await;
         self.recv().await
@@ -379,6 +380,7 @@ async fn bad_stores_and_calls_get_typed_errors() {
             value,
             ttl_ms: 1_000,
             publisher: n.id,
+            name: None,
         }))
         .await;
         match n.recv().await {

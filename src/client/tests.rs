@@ -244,12 +244,16 @@ fn call_error_maps_rpc_codes_and_names_kinds() {
     assert_eq!(m(RpcError::UNREACHABLE), CallError::AllProvidersFailed);
     assert_eq!(m(RpcError::OVERLOADED), CallError::Overloaded);
     assert_eq!(m(RpcError::INVALID), CallError::Invalid("m".into()));
+    assert_eq!(
+        m(RpcError::PERMISSION_DENIED),
+        CallError::PermissionDenied("m".into())
+    );
     for code in [
         0,
         RpcError::REMOTE,
         RpcError::HOPS_EXCEEDED,
         RpcError::UNKNOWN_PROCEDURE,
-        10,
+        11,
         u16::MAX,
     ] {
         assert_eq!(

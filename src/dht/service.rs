@@ -810,6 +810,7 @@ impl DhtService {
                     value: value.clone(),
                     ttl_ms,
                     publisher: *own.as_bytes(),
+                    name: None,
                 })
             })
         });

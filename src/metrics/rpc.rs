@@ -19,7 +19,7 @@ pub const RPC_OUTCOMES: [&str; 6] = [
 pub const LOOKUP_RESULTS: [&str; 3] = ["found", "not_found", "error"];
 
 /// Values of the `reason` label of `macula_dht_store_refused_total`.
-pub const STORE_REFUSALS: [&str; 4] = ["ttl", "too_large", "full", "invalid"];
+pub const STORE_REFUSALS: [&str; 5] = ["ttl", "too_large", "full", "denied", "invalid"];
 
 /// Upper bounds of `macula_rpc_duration_seconds` and `macula_dht_lookup_duration_seconds`,
 /// seconds: 50 µs to 10 s.

@@ -328,6 +328,7 @@ impl NodeRpc {
             value: self.record(),
             ttl_ms,
             publisher: self.env.node_id,
+            name: Some(proc.to_string()),
         })
         .to_bytes()
     }

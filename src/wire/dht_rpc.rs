@@ -108,6 +108,10 @@ pub struct Store {
     pub ttl_ms: u32,
     /// `"publisher"`: node id of the node that published the record (bin, exactly 32 bytes).
     pub publisher: NodeId,
+    /// `"name"` (str, optional, at most [`crate::rpc::MAX_PROCEDURE_LEN`] bytes): the
+    /// procedure the record advertises, when `key` is a procedure key. A receiver that checks
+    /// register permissions (`docs/AUTH.md`) needs it and checks that `key` is its key.
+    pub name: Option<String>,
 }
 
 /// `store_ack` (0x45): answer to [`Store`]. Errors (a full store, a bad record) are not

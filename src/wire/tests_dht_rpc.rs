@@ -72,6 +72,7 @@ fn sample_store(value_len: usize) -> Store {
         value: Bytes::from(vec![0xab; value_len]),
         ttl_ms: 300_000,
         publisher: [0x55; 32],
+        name: Some("io.macula.echo".into()),
     }
 }
 
@@ -617,6 +618,7 @@ pub(super) fn dht_rpc_frame_s() -> impl Strategy<Value = Frame> {
                     value,
                     ttl_ms,
                     publisher,
+                    name: None,
                 })
             }),
         (any::<u64>(), any::<bool>()).prop_map(|(correlation_id, stored)| {

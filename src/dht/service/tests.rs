@@ -437,6 +437,7 @@ fn store(cid: u64, key: Key, publisher: NodeId, ttl_ms: u32) -> Frame {
         value: Bytes::from_static(b"v"),
         ttl_ms,
         publisher: *publisher.as_bytes(),
+        name: None,
     })
 }
 

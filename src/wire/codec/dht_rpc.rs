@@ -80,6 +80,8 @@ pub(super) struct StoreSer<'a> {
     ttl_ms: u32,
     #[serde(with = "serde_bytes")]
     publisher: &'a [u8],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
 }
 
 impl<'a> From<&'a Store> for StoreSer<'a> {
@@ -90,6 +92,7 @@ impl<'a> From<&'a Store> for StoreSer<'a> {
             value: &m.value,
             ttl_ms: m.ttl_ms,
             publisher: &m.publisher,
+            name: m.name.as_deref(),
         }
     }
 }
@@ -347,6 +350,8 @@ pub(super) struct StoreDe<'a> {
     ttl_ms: u32,
     #[serde(with = "serde_bytes", borrow)]
     publisher: &'a [u8],
+    #[serde(default)]
+    name: Option<String>,
 }
 
 impl StoreDe<'_> {
@@ -357,6 +362,15 @@ impl StoreDe<'_> {
             value: dht_value(frame, self.value)?,
             ttl_ms: self.ttl_ms,
             publisher: id32("publisher", self.publisher)?,
+            name: match self.name {
+                Some(n) if n.len() > crate::rpc::MAX_PROCEDURE_LEN => {
+                    return Err(WireError::InvalidField {
+                        field: "name",
+                        reason: "longer than a procedure name".into(),
+                    })
+                }
+                n => n,
+            },
         })
     }
 }
