@@ -60,6 +60,17 @@ pub fn admission(
     }
 }
 
+/// A live session closed because its credential `id` was revoked.
+pub fn revoked(remote: SocketAddr, id: &[u8; 16]) {
+    tracing::info!(
+        target: TARGET,
+        event = "revocation",
+        decision = "closed",
+        %remote,
+        credential_id = hex(id),
+    );
+}
+
 /// A request refused by the session's permissions (`docs/AUTH.md`, "Permissions"):
 /// `action` on `name` by the holder of credential `grant`.
 pub fn denied(grant: &crate::auth::Grant, action: crate::auth::Action, name: &str) {

@@ -10,10 +10,12 @@
 //! [`Admission`] is built once from the configuration and checked on every `connect`; it is
 //! pure apart from the clock, which the caller passes in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 pub mod credential;
 pub mod permissions;
+pub mod revocation;
 
 pub use credential::{Claims, Credential, CredentialError, Role};
 pub use permissions::{Action, Permissions};
@@ -158,20 +160,63 @@ pub fn parse_public_key(s: &str) -> Result<[u8; 32], String> {
         .map_err(|e| format!("{s:?} is not a 32-byte public key in hex: {e}"))
 }
 
-/// The admission rules and this process's own credential, parsed once from `auth.*`.
+/// The admission rules and this process's own credential, parsed once from `auth.*`, with
+/// the revocation lists in force and the live sessions admitted on a credential (shared by
+/// clones).
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     /// The operator keys of each realm.
     pub admission: Admission,
     /// The credential this process presents when it dials (`auth.credential_file`).
     pub credential: Option<bytes::Bytes>,
+    revocations: Arc<Mutex<Revoked>>,
+}
+
+/// The revoked ids of each realm, and the sessions that may need closing.
+#[derive(Debug, Default)]
+struct Revoked {
+    /// Realm → (seq of the list in force, its ids).
+    lists: HashMap<String, (u64, HashSet<[u8; 16]>)>,
+    /// Credential id → the live sessions admitted on it (token, connection).
+    live: HashMap<[u8; 16], Vec<(u64, quinn::Connection)>>,
+    next_token: u64,
+}
+
+/// What admission gave a session: its permissions, and its entry among the live sessions
+/// (keep it for the session's life: dropping it forgets the session).
+#[derive(Debug, Default)]
+pub struct Admitted {
+    /// What the session may do (`None`: everything).
+    pub grant: Option<Arc<Grant>>,
+    /// The session's entry among the live ones, closed if its credential is revoked.
+    pub live: Option<LiveSession>,
+}
+
+/// A live session admitted on a credential; removed from the registry when dropped.
+#[derive(Debug)]
+pub struct LiveSession {
+    revocations: Arc<Mutex<Revoked>>,
+    id: [u8; 16],
+    token: u64,
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        let mut r = self.revocations.lock().expect("revocations lock");
+        if let Some(v) = r.live.get_mut(&self.id) {
+            v.retain(|(t, _)| *t != self.token);
+            if v.is_empty() {
+                r.live.remove(&self.id);
+            }
+        }
+    }
 }
 
 impl Auth {
-    /// Parses `cfg`: operator keys (hex) and the credential file (text form). Errors: a
-    /// message naming the key or file and the problem (the configuration is validated
-    /// before this, so these are files that changed or failed to read).
-    pub fn from_config(cfg: &crate::config::AuthConfig) -> Result<Auth, String> {
+    /// The operator keys of `cfg` (realm → keys). Errors: a message naming the bad key.
+    pub fn operator_keys(
+        cfg: &crate::config::AuthConfig,
+    ) -> Result<HashMap<String, Vec<[u8; 32]>>, String> {
         let mut operators = HashMap::new();
         for (realm, keys) in &cfg.operators {
             let keys = keys
@@ -181,25 +226,42 @@ impl Auth {
                 .map_err(|e| format!("auth.operators.{realm}: {e}"))?;
             operators.insert(realm.clone(), keys);
         }
+        Ok(operators)
+    }
+
+    /// Parses `cfg`: operator keys (hex), the credential file (text form) and the revocation
+    /// file. Errors: a message naming the key or file and the problem (the configuration is
+    /// validated before this, so these are files that changed or failed to read).
+    pub fn from_config(cfg: &crate::config::AuthConfig) -> Result<Auth, String> {
+        let operators = Auth::operator_keys(cfg)?;
         let credential = match &cfg.credential_file {
             None => None,
             Some(path) => Some(read_credential(path)?.into()),
         };
-        Ok(Auth {
+        let lists = match &cfg.revocation_file {
+            Some(path) => revocation::Revocations::read_file(path, &operators)?,
+            None => Vec::new(),
+        };
+        let auth = Auth {
             admission: Admission::new(operators),
             credential,
-        })
+            revocations: Arc::default(),
+        };
+        auth.apply_revocations(lists);
+        Ok(auth)
     }
 
-    /// [`Admission::admit`] for a decoded `connect` from `remote` (its proven public key,
-    /// its credential), now; the decision goes to the audit log either way.
+    /// [`Admission::admit`] for a decoded `connect` on `conn` (its proven public key, its
+    /// credential), now, and not revoked; the decision goes to the audit log either way. An
+    /// admitted session on a credential is registered among the live ones.
     pub fn admit(
         &self,
         connect: &crate::wire::Connect,
         role: Role,
-        remote: std::net::SocketAddr,
-    ) -> Result<Option<Claims>, AdmissionError> {
-        let decided = match &connect.proof {
+        conn: &quinn::Connection,
+    ) -> Result<Admitted, AdmissionError> {
+        let remote = conn.remote_address();
+        let mut decided = match &connect.proof {
             Some(proof) => self.admission.admit(
                 &connect.realm,
                 &proof.public_key,
@@ -210,13 +272,100 @@ impl Auth {
             // Not reached: the session refuses a connect without a proof first.
             None => Err(AdmissionError::Missing(connect.realm.clone())),
         };
+        if let Ok(Some(c)) = &decided {
+            if self.is_revoked(&c.realm, &c.id) {
+                decided = Err(CredentialError::Revoked.into());
+            }
+        }
         let outcome = match &decided {
             Ok(claims) => Ok(claims.as_ref()),
             Err(e) => Err(e.reason()),
         };
         let (realm, id) = (&connect.realm, &connect.node_id);
         crate::audit::admission(remote, realm, role.as_str(), id, outcome);
-        decided
+        let claims = decided?;
+        let live = claims.as_ref().map(|c| {
+            let mut r = self.revocations.lock().expect("revocations lock");
+            r.next_token += 1;
+            let token = r.next_token;
+            r.live.entry(c.id).or_default().push((token, conn.clone()));
+            LiveSession {
+                revocations: self.revocations.clone(),
+                id: c.id,
+                token,
+            }
+        });
+        Ok(Admitted {
+            grant: Grant::of(claims, remote),
+            live,
+        })
+    }
+
+    fn is_revoked(&self, realm: &str, id: &[u8; 16]) -> bool {
+        let r = self.revocations.lock().expect("revocations lock");
+        r.lists.get(realm).is_some_and(|(_, ids)| ids.contains(id))
+    }
+
+    /// Puts `lists` (verified, for realms with operator keys) in force, each replacing its
+    /// realm's list unless that has a higher `seq`, and closes every live session admitted on
+    /// a credential now revoked (application close code `UNAUTHENTICATED`, reason
+    /// `credential revoked`). Returns how many sessions it closed.
+    pub fn apply_revocations(&self, lists: Vec<revocation::Revocations>) -> usize {
+        let mut closing = Vec::new();
+        {
+            let mut r = self.revocations.lock().expect("revocations lock");
+            for l in lists {
+                if r.lists.get(&l.realm).is_some_and(|(seq, _)| *seq > l.seq) {
+                    continue;
+                }
+                for id in &l.ids {
+                    if let Some(sessions) = r.live.remove(id) {
+                        closing.extend(sessions.into_iter().map(|(_, c)| (*id, c)));
+                    }
+                }
+                r.lists.insert(l.realm, (l.seq, l.ids));
+            }
+        }
+        let code = crate::wire::ErrorCode::Unauthenticated as u32;
+        for (id, conn) in &closing {
+            crate::audit::revoked(conn.remote_address(), id);
+            conn.close(code.into(), b"credential revoked");
+        }
+        closing.len()
+    }
+}
+
+/// Re-reads `path` every `every` and applies its lists ([`Auth::apply_revocations`]) until
+/// `cancel`; a file that fails to read or verify is logged and the lists in force are kept.
+/// Sessions closed are counted in `macula_connections_revoked_total`.
+pub async fn watch_revocations(
+    auth: Auth,
+    path: std::path::PathBuf,
+    every: std::time::Duration,
+    metrics: Arc<crate::metrics::Metrics>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let ops = &auth.admission.operators;
+        match revocation::Revocations::read_file(&path, ops) {
+            Ok(lists) => {
+                last_error = None;
+                let closed = auth.apply_revocations(lists);
+                metrics.connections_revoked_total.inc_by(closed as u64);
+            }
+            Err(e) if last_error.as_ref() != Some(&e) => {
+                tracing::warn!(error = %e, "revocation file refused; the lists in force stay");
+                last_error = Some(e);
+            }
+            Err(_) => {}
+        }
     }
 }
 

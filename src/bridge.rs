@@ -277,6 +277,15 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
             .clone()
             .housekeeping(shared.realms.values().cloned().collect(), shutdown.clone()),
     );
+    if let Some(path) = shared.cfg.auth.revocation_file.clone() {
+        tracker.spawn(crate::auth::watch_revocations(
+            shared.auth.clone(),
+            path,
+            Duration::from_millis(shared.cfg.auth.revocation_check_ms),
+            shared.metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     let s = shared.clone();
     tracker.spawn(crate::server::accept_loop(
         endpoint.clone(),
@@ -401,8 +410,9 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         LinkKind::Node => crate::auth::Role::Node,
         LinkKind::ChildBridge | LinkKind::Peer { .. } => crate::auth::Role::Bridge,
     };
-    let grant = match shared.auth.admit(&connect, role, conn.remote_address()) {
-        Ok(claims) => crate::auth::Grant::of(claims, conn.remote_address()),
+    // Kept for the link's life: a revoked credential's link is closed.
+    let admitted = match shared.auth.admit(&connect, role, &conn) {
+        Ok(a) => a,
         Err(e) => {
             let corr = connect.correlation_id;
             return session::refuse_admission(&conn, &mut send, &metrics, &e, corr).await;
@@ -433,7 +443,7 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     };
     // A fleet peer relays the whole realm for its worker: its credential bounds admission
     // only (`docs/AUTH.md`, "Permissions").
-    let grant = grant.filter(|_| !matches!(kind, LinkKind::Peer { .. }));
+    let grant = (admitted.grant.clone()).filter(|_| !matches!(kind, LinkKind::Peer { .. }));
     run_link(
         shared.clone(),
         realm,

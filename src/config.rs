@@ -95,7 +95,7 @@ impl Default for AuditConfig {
 }
 
 /// Admission (`docs/AUTH.md`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Operator public keys (64 hex digits) per realm: a realm listed here admits only
@@ -110,6 +110,25 @@ pub struct AuthConfig {
     /// another address than loopback to `/state`, `/fleet` or `/drain` must carry it as
     /// `Authorization: Bearer <token>`. Default: none — those endpoints answer loopback only.
     pub admin_token_file: Option<PathBuf>,
+    /// A file of operator-signed revocation lists (`macula keys revoke`, one `mr1.…` line per
+    /// realm), re-read every `revocation_check_ms`: a listed credential is refused at
+    /// `connect`, and its live sessions are closed. Default: none.
+    pub revocation_file: Option<PathBuf>,
+    /// How often the revocation file is re-read, milliseconds: the bound on how long a
+    /// revoked credential's live session outlasts the new list in the file. Default 5,000.
+    pub revocation_check_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            operators: Default::default(),
+            credential_file: None,
+            admin_token_file: None,
+            revocation_file: None,
+            revocation_check_ms: 5_000,
+        }
+    }
 }
 
 /// Settings of `macula bridge`.
@@ -567,6 +586,18 @@ impl Config {
             if let Err(e) = crate::auth::read_credential(path) {
                 return invalid("auth.credential_file", e);
             }
+        }
+        if let Some(path) = &self.auth.revocation_file {
+            let ops = match crate::auth::Auth::operator_keys(&self.auth) {
+                Ok(o) => o,
+                Err(e) => return invalid("auth.operators", e),
+            };
+            if let Err(e) = crate::auth::revocation::Revocations::read_file(path, &ops) {
+                return invalid("auth.revocation_file", e);
+            }
+        }
+        if !(100..=3_600_000).contains(&self.auth.revocation_check_ms) {
+            return invalid("auth.revocation_check_ms", "must be 100–3,600,000");
         }
         if self.audit.max_bytes < 4096 {
             return invalid("audit.max_bytes", "must be at least 4096");

@@ -180,6 +180,9 @@ pub struct Metrics {
     /// credential permissions (`docs/AUTH.md`), by action (`publish`, `subscribe`, `call`,
     /// `register`, `state`).
     pub permission_denied_total: IntCounterVec,
+    /// `macula_connections_revoked_total`: live sessions closed because their credential was
+    /// revoked (`auth.revocation_file`).
+    pub connections_revoked_total: IntCounter,
     /// `macula_delivery_latency_seconds`: time from a message's acceptance to its delivery to a
     /// subscriber's outbound queue, seconds ([`LATENCY_BUCKETS`]).
     pub delivery_latency_seconds: Histogram,
@@ -412,6 +415,13 @@ impl Metrics {
                 counter(
                     "macula_admin_refused_total",
                     "Admin requests for tenant data or a change of state refused (no valid admin token).",
+                ),
+            ),
+            connections_revoked_total: register(
+                r,
+                counter(
+                    "macula_connections_revoked_total",
+                    "Live sessions closed because their credential was revoked.",
                 ),
             ),
             permission_denied_total: {

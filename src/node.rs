@@ -210,6 +210,15 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         .instrument(info_span!("mesh")),
     );
     tracker.spawn(run_housekeeping(shared.clone(), shutdown.clone()));
+    if let Some(path) = shared.cfg.auth.revocation_file.clone() {
+        tracker.spawn(crate::auth::watch_revocations(
+            shared.auth.clone(),
+            path,
+            Duration::from_millis(shared.cfg.auth.revocation_check_ms),
+            shared.metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     let leave = CancellationToken::new();
     let left = Arc::new(tokio::sync::Notify::new());
     tracker.spawn(
@@ -312,11 +321,11 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         )
         .await;
     }
-    let grant = match shared
+    let admitted = match shared
         .auth
-        .admit(&connect, crate::auth::Role::Client, conn.remote_address())
+        .admit(&connect, crate::auth::Role::Client, &conn)
     {
-        Ok(claims) => crate::auth::Grant::of(claims, conn.remote_address()),
+        Ok(a) => a,
         Err(e) => {
             let corr = connect.correlation_id;
             return session::refuse_admission(&conn, &mut send, &metrics, &e, corr).await;
@@ -353,7 +362,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         me: &tx,
         ctx: ReadCtx::new(),
         slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
-        grant,
+        grant: admitted.grant.clone(),
     };
     let end = actor
         .read(&mut link, std::future::pending())

@@ -122,6 +122,15 @@ fn write_cred(dir: &Path, name: &str, bytes: &[u8]) -> String {
 /// A bridge on 127.0.0.1 whose realm is governed by `op`, auditing to a file: its index,
 /// the `[auth.operators]` table (for the nodes' configurations too) and the audit log path.
 fn governed_bridge(f: &mut common::Fleet, op: &Identity) -> (usize, String, std::path::PathBuf) {
+    governed_bridge_with(f, op, "")
+}
+
+/// [`governed_bridge`] with `extra` appended to the `[auth]` table.
+fn governed_bridge_with(
+    f: &mut common::Fleet,
+    op: &Identity,
+    extra: &str,
+) -> (usize, String, std::path::PathBuf) {
     let operators = format!(
         "[auth.operators]\n\"{REALM}\" = [\"{}\"]\n",
         hex(&op.public_key())
@@ -130,7 +139,10 @@ fn governed_bridge(f: &mut common::Fleet, op: &Identity) -> (usize, String, std:
     let cfg = f
         .write_file(
             "bridge.toml",
-            &format!("{operators}[audit]\nfile = \"{}\"\n", audit.display()),
+            &format!(
+                "{operators}[audit]\nfile = \"{}\"\n[auth]\n{extra}",
+                audit.display()
+            ),
         )
         .unwrap();
     let b = f
@@ -605,4 +617,106 @@ async fn permissions_bound_a_nodes_uplink_and_a_clients_requests() {
     assert_eq!(line["decision"], "denied");
     assert_eq!(line["credential_name"], "limited-node");
     assert_eq!(line["role"], "node");
+}
+
+/// A revocation list in the bridge's `auth.revocation_file` closes the live session of the
+/// credential it names within the check interval, and refuses it at `connect` from then on;
+/// a session on another credential is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_credentials_live_session_is_closed_within_the_bound() {
+    use macula::auth::revocation::Revocations;
+    let mut f = fleet();
+    let op = Identity::generate();
+    let revoked_file = f.data_dir("rev").unwrap().join("revoked");
+    std::fs::write(&revoked_file, "").unwrap();
+    let extra = format!(
+        "revocation_file = \"{}\"\nrevocation_check_ms = 200\n",
+        revoked_file.display()
+    );
+    let (b, _, audit) = governed_bridge_with(&mut f, &op, &extra);
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (baddr, badmin) = (f.procs[b].quic, f.procs[b].admin);
+    let cred = |who: &Identity, id: u8| {
+        let claims = Claims {
+            id: [id; 16],
+            realm: REALM.into(),
+            subject: who.public_key(),
+            role: Role::Node,
+            name: format!("cred-{id}"),
+            issued_at: now() - 60,
+            expires_at: now() + 3600,
+            permissions: Default::default(),
+        };
+        Bytes::from(Credential::issue(&op, &claims).unwrap())
+    };
+    let session = |who: Identity, id: u8| {
+        let credential = cred(&who, id);
+        async move {
+            let (conn, ep) = common::quic_connect(baddr).await;
+            let connect = Connect {
+                versions: vec![wire::PROTOCOL_VERSION],
+                node_id: who.node_id(),
+                realm: REALM.into(),
+                cluster: format!("c{id}"),
+                role: wire::Role::Node,
+                capabilities: vec![],
+                max_frame_size: wire::DEFAULT_MAX_FRAME_SIZE,
+                correlation_id: 1,
+                proof: None,
+                credential: Some(credential),
+            };
+            // The session's streams are kept: dropping them ends the session.
+            let r = open_session(&conn, connect, wire::DEFAULT_MAX_FRAME_SIZE, &who).await;
+            (r, conn, ep)
+        }
+    };
+    let (doomed_key, witness_key) = (Identity::generate(), Identity::generate());
+    let (r, doomed, _ep1) = session(doomed_key.clone(), 7).await;
+    let _doomed_streams = r.unwrap();
+    let (r, witness, _ep2) = session(witness_key, 8).await;
+    let _witness_streams = r.unwrap();
+
+    // The operator revokes credential 7; the list reaches the bridge's file.
+    let list = Revocations::issue(&op, REALM, now(), &[[7; 16]]).unwrap();
+    let tmp = revoked_file.with_extension("tmp");
+    std::fs::write(&tmp, Revocations::to_text(&list)).unwrap();
+    std::fs::rename(&tmp, &revoked_file).unwrap();
+    let written = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), doomed.closed())
+        .await
+        .expect("the revoked session is closed within 10 s (check interval 200 ms)");
+    let took = written.elapsed();
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code, (ErrorCode::Unauthenticated as u32).into(), "{c:?}");
+            assert_eq!(&c.reason[..], b"credential revoked");
+        }
+        other => panic!("closed otherwise: {other:?}"),
+    }
+    eprintln!("revoked session closed {took:?} after the list was written");
+    assert!(
+        witness.close_reason().is_none(),
+        "another credential's session stays"
+    );
+    assert_eq!(metric(badmin, "macula_connections_revoked_total"), 1.0);
+
+    // From now on the credential is refused at connect.
+    let (r, _c, _ep3) = session(doomed_key, 7).await;
+    refused_with(r.map(|_| ()), ErrorCode::Unauthenticated, "a revoked credential");
+    let sample = "macula_connections_rejected_total{reason=\"revoked\"}";
+    assert_eq!(metric(badmin, sample), 1.0);
+    let line = poll(
+        Duration::from_secs(10),
+        "the revocation's audit line",
+        || async {
+            std::fs::read_to_string(&audit)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .find(|l| l["event"] == "revocation")
+        },
+    )
+    .await;
+    assert_eq!(line["credential_id"], hex(&[7; 16]));
+    witness.close(0u32.into(), b"done");
 }

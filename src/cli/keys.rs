@@ -58,6 +58,24 @@ pub enum KeysCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Sign a revocation list for a realm (prints its text form, `mr1.…`): the credential ids
+    /// given, plus those of an earlier list (`--merge`). Put the line in every process's
+    /// `auth.revocation_file`; it replaces the realm's older list there.
+    Revoke {
+        /// The operator's key file.
+        #[arg(long)]
+        operator: PathBuf,
+        /// The realm.
+        #[arg(long)]
+        realm: String,
+        /// A credential id to revoke, 32 hex digits (`macula keys inspect` shows it);
+        /// repeatable.
+        #[arg(long = "id", value_name = "HEX")]
+        ids: Vec<String>,
+        /// An earlier list of the realm (a file holding its text) whose ids are kept.
+        #[arg(long)]
+        merge: Option<PathBuf>,
+    },
     /// Decode a credential (its text, or a file holding it) and print its claims as JSON;
     /// exits 1 if its signature does not verify.
     Inspect {
@@ -124,6 +142,40 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
                 }
                 None => println!("{text}"),
             }
+        }
+        KeysCmd::Revoke {
+            operator,
+            realm,
+            ids,
+            merge,
+        } => {
+            use macula::auth::revocation::Revocations;
+            let op = Identity::load(&operator)?;
+            let mut all: Vec<[u8; 16]> = Vec::new();
+            for hex in &ids {
+                let b = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("x"), 16))
+                    .collect::<Result<Vec<u8>, _>>();
+                match b.ok().and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+                    Some(id) => all.push(id),
+                    None => bail!("--id {hex:?}: expected 32 hex digits"),
+                }
+            }
+            if let Some(path) = merge {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let old = Revocations::decode(&Revocations::from_text(&text)?)?;
+                if old.realm != realm || old.issuer != op.public_key() {
+                    bail!("{}: a list of another realm or operator", path.display());
+                }
+                all.extend(old.ids);
+            }
+            let seq = macula::auth::credential::unix_now();
+            println!(
+                "{}",
+                Revocations::to_text(&Revocations::issue(&op, &realm, seq, &all)?)
+            );
         }
         KeysCmd::Inspect { credential } => {
             let text = if credential.starts_with(macula::auth::credential::TEXT_PREFIX) {

@@ -367,13 +367,14 @@ pub async fn serve_accepted(
         )
         .await;
     }
-    if let Err(e) = shared
-        .auth
-        .admit(&connect, crate::auth::Role::Node, conn.remote_address())
-    {
-        let corr = connect.correlation_id;
-        return session::refuse_admission(&conn, &mut send, metrics, &e, corr).await;
-    }
+    // Kept for the link's life: a revoked credential's link is closed.
+    let _admitted = match shared.auth.admit(&connect, crate::auth::Role::Node, &conn) {
+        Ok(a) => a,
+        Err(e) => {
+            let corr = connect.correlation_id;
+            return session::refuse_admission(&conn, &mut send, metrics, &e, corr).await;
+        }
+    };
     // Answer CONNECTED first, then run the link like a dialled one.
     let welcome = Frame::Connected(wire::Connected {
         version: wire::PROTOCOL_VERSION,
