@@ -21,11 +21,17 @@
 //! reports how fast they subscribed, how many sessions survived, the subscribe/unsubscribe
 //! rate of one more client while the crowd's patterns are held, and the node's shutdown time.
 //!
+//! `macula-loadtest flood --spawn --json flood.json` floods one node with connection attempts
+//! from loopback addresses (TLS handshakes that never send `connect`, half-open handshakes,
+//! idle sessions; bounded in count and time) and reports what was refused, the latency of a
+//! witness client before, during and after, and the node's memory.
+//!
 //! `macula-loadtest gossip --simulate --nodes 1000` runs the deterministic simulation of CRDT
 //! state gossip and prints its report as JSON (flags: `macula-loadtest gossip --help`).
 
 mod clients;
 mod fleet;
+mod flood;
 mod gossip;
 mod pubsub;
 mod rpc;
@@ -57,6 +63,8 @@ enum Cmd {
     Gossip(gossip::GossipArgs),
     /// Many clients on one node: setup rate, session survival, subscription churn, shutdown.
     Clients(clients::Args),
+    /// A bounded connection flood on loopback: refusals, witness latency, node memory.
+    Flood(flood::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,5 +83,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Rpc(args) => rt.block_on(rpc::run(args)),
         Cmd::Gossip(args) => gossip::run(args),
         Cmd::Clients(args) => rt.block_on(clients::run(args)),
+        Cmd::Flood(args) => rt.block_on(flood::run(args)),
     }
 }

@@ -265,6 +265,12 @@ impl Fleet {
         Ok(path)
     }
 
+    /// The operating-system process id of process `i` (`None` once killed or stopped), e.g.
+    /// to read its memory from `/proc/<pid>/status`.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].child.as_ref()?.id()
+    }
+
     /// Whether process `i` was started and not killed since (it may still have exited on its
     /// own: [`Fleet::wait_ready`] reports that).
     pub fn is_running(&self, i: usize) -> bool {
