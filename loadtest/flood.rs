@@ -6,15 +6,16 @@
 //!    `--concurrency` tasks make connection attempts from `--sources` loopback addresses
 //!    (`flood/attack.rs`: TLS handshakes that never send `connect`, half-open handshakes
 //!    from deaf sockets, sessions that connect and idle; `--kind`, default all three
-//!    mixed); every connection is closed when it ends;
+//!    mixed); the phase lasts until every flood connection is closed (at most 2 s more);
 //! 3. **recovery** (`--recovery-secs`, 5): the witness alone again.
 //!
 //! The witness (`flood/witness.rs`) is one client publishing QoS 1 messages to itself at
 //! `--witness-rate` per second, timed publish → delivery; a newcomer client also connects
-//! every `--newcomer-ms`. The node's `/metrics` counters (refused by reason, Retries,
-//! accepted) are read around the flood; its resident memory (`VmRSS` of
-//! `/proc/<pid>/status`) is sampled every 100 ms, and read once more after
-//! `--settle-secs`.
+//! every `--newcomer-ms`. The flood runs on a runtime and threads of its own, but on the same
+//! cores as the node and the witness. The node's `/metrics` counters (refused by reason,
+//! Retries, accepted) are read around the flood, and the receive-buffer drops of its UDP
+//! socket; its resident memory (`VmRSS` of `/proc/<pid>/status`) is sampled every 100 ms,
+//! and read once more after `--settle-secs`.
 //!
 //! `macula-loadtest flood --spawn --json flood.json` starts a bridge (127.0.0.1) and a node
 //! (127.0.0.2) with `limits.max_connections = --max-connections` (1,024),
@@ -152,6 +153,8 @@ struct Report {
     newcomers: BTreeMap<&'static str, witness::NewcomerPhase>,
     /// The node's resident memory, KiB (`None` without a process id).
     rss_kib: Option<RssReport>,
+    /// Datagrams the kernel dropped for want of receive-buffer room.
+    udp_drops: UdpDrops,
 }
 
 #[derive(Serialize, Debug, Clone, Copy)]
@@ -183,6 +186,20 @@ struct ServerReport {
     /// The same from the end of the flood to the last reading (handshakes that time out
     /// later, sessions that never sent `connect`).
     rejected_after: BTreeMap<String, f64>,
+}
+
+/// Receive-buffer drops: a flood that outruns the node's QUIC endpoint loses the witness's
+/// packets too (QUIC recovers them after a probe timeout, which shows as latency).
+#[derive(Serialize, Debug, Default)]
+struct UdpDrops {
+    /// At the node's UDP socket during the flood (`drops` in `/proc/net/udp`; `None`
+    /// unless the socket is in this network namespace).
+    node_socket_during: Option<u64>,
+    /// The same from the end of the flood to the last reading.
+    node_socket_after: Option<u64>,
+    /// Every UDP socket of this network namespace during the flood (`RcvbufErrors` of
+    /// `/proc/net/snmp`: the flood's own sockets too).
+    host_during: Option<u64>,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -292,6 +309,7 @@ async fn scenario(
     tokio::time::sleep(Duration::from_secs(a.baseline_secs)).await;
     let rss_before = rss.as_ref().and_then(|r| r.read());
     let m0 = scrape(admin).await;
+    let d0 = (udp_socket_drops(target), udp_rcvbuf_errors());
 
     let kinds = match a.kind {
         KindArg::Mix => attack::ALL.to_vec(),
@@ -325,6 +343,7 @@ async fn scenario(
         None => 0.0,
     };
     let m1 = scrape(admin).await;
+    let d1 = (udp_socket_drops(target), udp_rcvbuf_errors());
 
     eprintln!("recovery: {} s", a.recovery_secs);
     phase.store(2, Ordering::Relaxed);
@@ -338,6 +357,7 @@ async fn scenario(
     eprintln!("settling: {} s", a.settle_secs);
     tokio::time::sleep(Duration::from_secs(a.settle_secs)).await;
     let m2 = scrape(admin).await;
+    let d2 = udp_socket_drops(target);
     let rss_kib = rss.map(|r| r.finish(rss_before));
 
     let server = match (m0, m1, m2) {
@@ -360,6 +380,11 @@ async fn scenario(
         witness_reconnects,
         newcomers: PHASES.into_iter().zip(newcomers).collect(),
         rss_kib,
+        udp_drops: UdpDrops {
+            node_socket_during: d1.0.zip(d0.0).map(|(b, a)| b.saturating_sub(a)),
+            node_socket_after: d2.zip(d1.0).map(|(b, a)| b.saturating_sub(a)),
+            host_during: d1.1.zip(d0.1).map(|(b, a)| b.saturating_sub(a)),
+        },
     })
 }
 
@@ -520,6 +545,34 @@ impl RssSampler {
     }
 }
 
+/// The `drops` count of the IPv4 UDP socket bound to `addr` (`/proc/net/udp`).
+fn udp_socket_drops(addr: SocketAddr) -> Option<u64> {
+    let SocketAddr::V4(v4) = addr else {
+        return None;
+    };
+    // The address as the kernel prints it: the 32-bit value in host byte order, hex.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/udp").ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.get(1) == Some(&local.as_str())).then(|| cols.last()?.parse().ok())?
+    })
+}
+
+/// `Udp: RcvbufErrors` of `/proc/net/snmp`: datagrams dropped for want of buffer room, every
+/// socket of this network namespace.
+fn udp_rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in KiB.
 fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -609,6 +662,14 @@ fn print_summary(r: &Report) {
                 .unwrap_or_default()
         );
     }
+    let d = &r.udp_drops;
+    let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    eprintln!(
+        "UDP receive drops: node socket {} during, {} after; whole host {} during",
+        show(d.node_socket_during),
+        show(d.node_socket_after),
+        show(d.host_during)
+    );
     if let Some(m) = &r.rss_kib {
         eprintln!(
             "node RSS: before {:.1} MiB, peak during {:.1} MiB, peak recovery {:.1} MiB, after {:.1} MiB (high water {:.1} MiB)",
