@@ -155,6 +155,16 @@ struct Report {
     rss_kib: Option<RssReport>,
     /// Datagrams the kernel dropped for want of receive-buffer room.
     udp_drops: UdpDrops,
+    /// CPU time used per phase (baseline, flood, recovery), seconds.
+    cpu_s: CpuReport,
+}
+
+/// CPU seconds (user + system) per phase: the node's (`None` without a process id) and this
+/// load generator's (the witness and the flood together).
+#[derive(Serialize, Debug, Default)]
+struct CpuReport {
+    node: Option<[f64; 3]>,
+    loadtest: Option<[f64; 3]>,
 }
 
 #[derive(Serialize, Debug, Clone, Copy)]
@@ -305,11 +315,15 @@ async fn scenario(
         witness::Newcomers::start(o, every, phase.clone(), PHASES.len())
     });
 
+    let me = std::process::id();
+    let cpu = |pid: Option<u32>| pid.and_then(cpu_secs);
+    let c0 = (cpu(pid), cpu(Some(me)));
     eprintln!("baseline: {} s", a.baseline_secs);
     tokio::time::sleep(Duration::from_secs(a.baseline_secs)).await;
     let rss_before = rss.as_ref().and_then(|r| r.read());
     let m0 = scrape(admin).await;
     let d0 = (udp_socket_drops(target), udp_rcvbuf_errors());
+    let c1 = (cpu(pid), cpu(Some(me)));
 
     let kinds = match a.kind {
         KindArg::Mix => attack::ALL.to_vec(),
@@ -344,10 +358,12 @@ async fn scenario(
     };
     let m1 = scrape(admin).await;
     let d1 = (udp_socket_drops(target), udp_rcvbuf_errors());
+    let c2 = (cpu(pid), cpu(Some(me)));
 
     eprintln!("recovery: {} s", a.recovery_secs);
     phase.store(2, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(a.recovery_secs)).await;
+    let c3 = (cpu(pid), cpu(Some(me)));
     let (witness, witness_reconnects) = w.finish(Duration::from_secs(2)).await;
     let newcomers = match newcomers {
         Some(n) => n.finish().await,
@@ -380,6 +396,10 @@ async fn scenario(
         witness_reconnects,
         newcomers: PHASES.into_iter().zip(newcomers).collect(),
         rss_kib,
+        cpu_s: CpuReport {
+            node: phases_apart([c0.0, c1.0, c2.0, c3.0]),
+            loadtest: phases_apart([c0.1, c1.1, c2.1, c3.1]),
+        },
         udp_drops: UdpDrops {
             node_socket_during: d1.0.zip(d0.0).map(|(b, a)| b.saturating_sub(a)),
             node_socket_after: d2.zip(d1.0).map(|(b, a)| b.saturating_sub(a)),
@@ -545,6 +565,25 @@ impl RssSampler {
     }
 }
 
+/// CPU seconds (user + system) process `pid` has used (`/proc/<pid>/stat`).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
+    // stime 15 (proc(5)).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks as f64 / hz as f64)
+}
+
+/// The differences between four successive readings: the three phases.
+fn phases_apart(r: [Option<f64>; 4]) -> Option<[f64; 3]> {
+    let r = [r[0]?, r[1]?, r[2]?, r[3]?];
+    Some([r[1] - r[0], r[2] - r[1], r[3] - r[2]])
+}
+
 /// The `drops` count of the IPv4 UDP socket bound to `addr` (`/proc/net/udp`).
 fn udp_socket_drops(addr: SocketAddr) -> Option<u64> {
     let SocketAddr::V4(v4) = addr else {
@@ -662,6 +701,16 @@ fn print_summary(r: &Report) {
                 .unwrap_or_default()
         );
     }
+    let cpu = |c: Option<[f64; 3]>| {
+        c.map_or("-".to_string(), |c| {
+            format!("{:.2} / {:.2} / {:.2} s", c[0], c[1], c[2])
+        })
+    };
+    eprintln!(
+        "CPU (baseline / flood / recovery): node {}, load generator {}",
+        cpu(r.cpu_s.node),
+        cpu(r.cpu_s.loadtest)
+    );
     let d = &r.udp_drops;
     let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     eprintln!(
