@@ -82,6 +82,9 @@ struct Shared {
 struct UplinkTx {
     ctrl: mpsc::Sender<Outbound>,
     data: mpsc::Sender<Outbound>,
+    /// Whether a session with the bridge is up (set by the uplink task): while it is down,
+    /// nothing drains the custody queue.
+    connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts a node from `cfg`: binds the client listener and, if configured, starts
@@ -110,6 +113,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
             Some(UplinkTx {
                 ctrl: ctrl_tx,
                 data: data_tx,
+                connected: Arc::default(),
             }),
             Some((ctrl_rx, data_rx)),
         )
@@ -433,6 +437,10 @@ async fn handle_client_frame(
                 .pubsub
                 .forward(me.key, &raw.bytes, &view, ctx, slow, up)
                 .await;
+            if out.unacked {
+                // The uplink's custody is full while the bridge is away: the client re-sends.
+                return Ok(None);
+            }
             if let Some(track) = out.track {
                 // Acknowledged (`ids`) when the mesh peers it went to have acknowledged it too.
                 track.ack_one();

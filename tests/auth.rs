@@ -688,7 +688,11 @@ async fn a_revoked_credentials_live_session_is_closed_within_the_bound() {
     let took = written.elapsed();
     match closed {
         quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(c.error_code, (ErrorCode::Unauthenticated as u32).into(), "{c:?}");
+            assert_eq!(
+                c.error_code,
+                (ErrorCode::Unauthenticated as u32).into(),
+                "{c:?}"
+            );
             assert_eq!(&c.reason[..], b"credential revoked");
         }
         other => panic!("closed otherwise: {other:?}"),
@@ -702,7 +706,11 @@ async fn a_revoked_credentials_live_session_is_closed_within_the_bound() {
 
     // From now on the credential is refused at connect.
     let (r, _c, _ep3) = session(doomed_key, 7).await;
-    refused_with(r.map(|_| ()), ErrorCode::Unauthenticated, "a revoked credential");
+    refused_with(
+        r.map(|_| ()),
+        ErrorCode::Unauthenticated,
+        "a revoked credential",
+    );
     let sample = "macula_connections_rejected_total{reason=\"revoked\"}";
     assert_eq!(metric(badmin, sample), 1.0);
     let line = poll(

@@ -668,3 +668,47 @@ async fn a_lost_uplink_session_reports_the_qos0_the_bridge_did_not_confirm() {
     );
     f.stop().await;
 }
+
+/// A node whose bridge is unreachable keeps serving its clients: QoS 1 publishes beyond what
+/// the uplink's custody queue holds are left unacknowledged (the client re-sends them) rather
+/// than blocking the client's session, each reaches the local subscriber at once, and the
+/// client's connection slot is released when it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_bridge_is_away_keeps_serving_qos1_locally() {
+    let mut f = fleet();
+    f.env("MACULA_LIMITS__OUTBOUND_QUEUE", "32");
+    // A port nobody answers on: the uplink never comes up.
+    let away = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let n = f.node("node", "127.0.0.2", "a", away, &[]).unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (addr, admin) = (f.procs[n].quic, f.procs[n].admin);
+    let c = client(addr).await;
+    let mut sub = c.subscribe("t.x").await.unwrap();
+    for i in 0..200u32 {
+        c.publish("t.x", i.to_be_bytes().to_vec().into(), Qos::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    let mut seen = HashSet::new();
+    while seen.len() < 200 {
+        seen.insert(recv(&mut sub).await.payload.to_vec());
+    }
+    let held = "macula_messages_dropped_total{reason=\"parent_down\"}";
+    assert!(
+        metric(admin, held) >= 1.0,
+        "publishes past the custody queue"
+    );
+    drop(sub);
+    c.close().await;
+    let open = "macula_connections_open{role=\"client\"}";
+    common::poll(
+        Duration::from_secs(10),
+        "the client's slot released",
+        || async { (metric(admin, open) == 0.0).then_some(()) },
+    )
+    .await;
+    f.stop().await;
+}

@@ -237,7 +237,10 @@ impl PubSub {
         }
         for r in routes.drain(..) {
             if r.link == UPLINK_LINK {
-                out.now += self.up(frame, view.message_id, reliable).await;
+                match self.up(frame, view.message_id, reliable, slow).await {
+                    Some(n) => out.now += n,
+                    None => out.unacked = true,
+                }
                 continue;
             }
             let Some(tx) = r.target else {
@@ -280,25 +283,56 @@ impl PubSub {
         out
     }
 
-    /// Hands one publish to the uplink: QoS 1 into its custody (waiting for room: the
-    /// publisher is slowed, nothing is lost), QoS 0 queued or dropped. Returns 1 when taken.
-    async fn up(&self, frame: &Bytes, message_id: crate::wire::MessageId, reliable: bool) -> u64 {
-        let Some(up) = &self.uplink else { return 0 };
+    /// Hands one publish to the uplink: QoS 1 into its custody, QoS 0 queued or dropped.
+    /// `Some(1)` when taken, `Some(0)` when not (QoS 0, or the uplink is gone). A QoS 1
+    /// publish that finds the custody queue full waits up to `slow` for room while the bridge
+    /// session is up (the publisher is slowed, nothing is lost); while it is down, or past
+    /// `slow`, it is not taken and `None` says to leave it unacknowledged: its publisher
+    /// re-sends it (counted `dropped{reason="parent_down"}`, as a bridge does for its parent).
+    /// So a bridge outage longer than the queue never blocks the client's session.
+    async fn up(
+        &self,
+        frame: &Bytes,
+        message_id: crate::wire::MessageId,
+        reliable: bool,
+        slow: Duration,
+    ) -> Option<u64> {
+        use tokio::sync::mpsc::error::TrySendError;
+        let Some(up) = &self.uplink else {
+            return Some(0);
+        };
         let metrics = &self.metrics;
-        if reliable {
-            let custody = Outbound::Custody(message_id, frame.clone());
-            if up.data.send(custody).await.is_ok() {
+        if !reliable {
+            if up.data.try_send(Outbound::Frame(frame.clone())).is_ok() {
                 metrics.messages_relayed_total.inc();
-                return 1;
+            } else {
+                metrics.dropped("queue_full");
             }
-            return 0;
+            return Some(0);
         }
-        if up.data.try_send(Outbound::Frame(frame.clone())).is_ok() {
+        let custody = Outbound::Custody(message_id, frame.clone());
+        let taken = match up.data.try_send(custody) {
+            Ok(()) => true,
+            Err(TrySendError::Closed(_)) => return Some(0),
+            Err(TrySendError::Full(_))
+                if !up.connected.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                false
+            }
+            Err(TrySendError::Full(item)) => {
+                matches!(
+                    tokio::time::timeout(slow, up.data.send(item)).await,
+                    Ok(Ok(()))
+                )
+            }
+        };
+        if taken {
             metrics.messages_relayed_total.inc();
+            Some(1)
         } else {
-            metrics.dropped("queue_full");
+            metrics.dropped("parent_down");
+            None
         }
-        0
     }
 }
 
@@ -331,4 +365,7 @@ pub(super) struct Forwarded {
     /// [`AckTrack::ack_one`] once it is done; the publisher is acknowledged when every mesh
     /// peer has acknowledged too, so a mesh link that dies never loses an acknowledged publish.
     pub(super) track: Option<std::sync::Arc<AckTrack>>,
+    /// A QoS 1 publish the uplink could not take ([`PubSub::up`]): left unacknowledged, so
+    /// its publisher re-sends it.
+    pub(super) unacked: bool,
 }

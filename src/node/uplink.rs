@@ -105,6 +105,9 @@ pub(super) async fn run_uplink(
         redial.reset_backoff();
         state.window = (welcome.max_inflight as usize).max(1);
         shared.rpc.set_uplink_up(true);
+        if let Some(u) = &shared.uplink {
+            u.connected.store(true, Ordering::Relaxed);
+        }
         shared
             .metrics
             .connections_open
@@ -205,6 +208,9 @@ pub(super) async fn run_uplink(
             .with_label_values(&["uplink"])
             .dec();
         shared.rpc.set_uplink_up(false);
+        if let Some(u) = &shared.uplink {
+            u.connected.store(false, Ordering::Relaxed);
+        }
         shared.fleet.connected_to(None, &shared.metrics);
         shared.gossip.send(gossip::Cmd::PeerDown(bridge_id, None));
         shared.rpc.uplink_lost();
