@@ -1,10 +1,12 @@
 //! The cost of admission per `connect` (`docs/AUTH.md`): proving and verifying a node id
-//! over a connection's exporter bytes, and decoding + checking a credential.
+//! over a connection's exporter bytes, and decoding + checking a credential; and the cost of
+//! a permission check per request (a publish's topic against allow/deny patterns, a
+//! subscription against them).
 //!
 //! `cargo bench --bench auth -- --quick`; figures in `docs/BENCHMARKS.md`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use macula::auth::{Admission, Claims, Credential, Role};
+use macula::auth::{Action, Admission, Claims, Credential, Permissions, Role};
 use macula::identity::{verify, Identity, Side};
 
 fn bench(c: &mut Criterion) {
@@ -42,6 +44,23 @@ fn bench(c: &mut Criterion) {
                 )
                 .unwrap()
         })
+    });
+    // A typical restricted credential: a few allow patterns and a deny.
+    let mut p = Permissions::default();
+    for a in ["sensors.**", "metrics.*.cpu", "alerts.site-3.*"] {
+        p.add(Action::Publish, false, a).unwrap();
+        p.add(Action::Subscribe, false, a).unwrap();
+    }
+    p.add(Action::Publish, true, "sensors.secret.**").unwrap();
+    p.add(Action::Subscribe, true, "sensors.secret.**").unwrap();
+    c.bench_function("permissions: publish allowed (3 allow, 1 deny)", |b| {
+        b.iter(|| assert!(p.permits(Action::Publish, "sensors.site-3.dev-7.temp")))
+    });
+    c.bench_function("permissions: publish denied (no allow matches)", |b| {
+        b.iter(|| assert!(!p.permits(Action::Publish, "billing.invoices.x")))
+    });
+    c.bench_function("permissions: subscribe covered (3 allow, 1 deny)", |b| {
+        b.iter(|| assert!(p.permits(Action::Subscribe, "alerts.site-3.*")))
     });
 }
 
