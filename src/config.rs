@@ -247,6 +247,14 @@ pub struct NodeConfig {
     /// (written `"off"`): `listen`, which must then not be a wildcard address. Default `None`.
     #[serde(with = "opt_socket_addr")]
     pub advertise: Option<SocketAddr>,
+    /// Trust on first use, in development TLS mode (where certificates are not verified):
+    /// the node pins the bridge's proven key per uplink address in `data_dir/known_bridges`
+    /// on first contact and refuses a bridge that later proves another key there
+    /// (`docs/AUTH.md`, "Trust on first use"). Default `true`; ignored in production mode.
+    pub uplink_pin_key: bool,
+    /// Accept a bridge key that differs from the pinned one, and pin the new one (for a
+    /// bridge whose key was really replaced). Default `false`.
+    pub uplink_accept_new_key: bool,
 }
 
 /// Settings of the cluster DHT (`docs/DHT.md`).
@@ -811,6 +819,8 @@ impl Default for NodeConfig {
             uplink_server_name: defaults::DEFAULT_UPLINK_SERVER_NAME.to_string(),
             seeds: Vec::new(),
             advertise: None,
+            uplink_pin_key: true,
+            uplink_accept_new_key: false,
         }
     }
 }

@@ -183,6 +183,9 @@ pub struct Metrics {
     /// `macula_connections_revoked_total`: live sessions closed because their credential was
     /// revoked (`auth.revocation_file`).
     pub connections_revoked_total: IntCounter,
+    /// `macula_uplink_key_refused_total`: uplink sessions refused because the bridge proved
+    /// another key than the one pinned for its address (trust on first use, development mode).
+    pub uplink_key_refused_total: IntCounter,
     /// `macula_delivery_latency_seconds`: time from a message's acceptance to its delivery to a
     /// subscriber's outbound queue, seconds ([`LATENCY_BUCKETS`]).
     pub delivery_latency_seconds: Histogram,
@@ -415,6 +418,13 @@ impl Metrics {
                 counter(
                     "macula_admin_refused_total",
                     "Admin requests for tenant data or a change of state refused (no valid admin token).",
+                ),
+            ),
+            uplink_key_refused_total: register(
+                r,
+                counter(
+                    "macula_uplink_key_refused_total",
+                    "Uplink sessions refused: the bridge proved another key than the pinned one.",
                 ),
             ),
             connections_revoked_total: register(

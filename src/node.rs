@@ -17,6 +17,7 @@
 
 mod gossip;
 mod mesh;
+mod pins;
 mod pubsub;
 mod rpc;
 mod uplink;
@@ -47,6 +48,8 @@ pub type NodeHandle = ServerHandle;
 struct Shared {
     /// Admission rules and this node's own credential (`auth.*`).
     auth: crate::auth::Auth,
+    /// The uplink's pinned bridge keys (development TLS mode with `node.uplink_pin_key`).
+    pins: Option<pins::KnownBridges>,
     /// This process's key; proves `node_id` to every peer (`docs/AUTH.md`).
     identity: crate::identity::Identity,
     realm: String,
@@ -161,8 +164,12 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
             tasks: tracker.clone(),
         },
     ));
+    let dev_tls = cfg.tls.mode == crate::config::TlsMode::Development;
+    let pins = (dev_tls && cfg.node.uplink_pin_key && cfg.node.uplink.is_some())
+        .then(|| pins::KnownBridges::load(&cfg.data_dir, cfg.node.uplink_accept_new_key));
     let shared = Arc::new(Shared {
         auth,
+        pins,
         identity,
         realm: cfg.node.realm.clone(),
         cluster: cfg.node.cluster.clone(),

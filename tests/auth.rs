@@ -728,3 +728,55 @@ async fn a_revoked_credentials_live_session_is_closed_within_the_bound() {
     assert_eq!(line["credential_id"], hex(&[7; 16]));
     witness.close(0u32.into(), b"done");
 }
+
+/// Trust on first use (development TLS mode): a node pins the key its bridge proved at an
+/// address, refuses another bridge that proves another key there, and accepts it only when
+/// told (`node.uplink_accept_new_key`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_a_bridge_whose_key_changed_unless_told() {
+    let mut f = fleet();
+    let addr: SocketAddr = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let first = f.bridge_at("first", addr, &[]).unwrap();
+    let n = f.node("node", "127.0.0.2", "a", addr, &[]).unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let nadmin = f.procs[n].admin;
+    let uplink_open = "macula_connections_open{role=\"uplink\"}";
+    let up = |want: f64| {
+        poll(
+            Duration::from_secs(20),
+            "uplink state",
+            move || async move { (metric(nadmin, uplink_open) == want).then_some(()) },
+        )
+    };
+    up(1.0).await;
+    let pins = std::fs::read_to_string(f.data_dir("node").unwrap().join("known_bridges")).unwrap();
+    assert!(pins.starts_with(&format!("{addr} ")), "{pins}");
+
+    // Another bridge (another key) takes the address: refused, counted.
+    f.kill(first).await;
+    let second = f.bridge_at("second", addr, &[]).unwrap();
+    f.wait_ready_one(second, Duration::from_secs(20))
+        .await
+        .unwrap();
+    poll(
+        Duration::from_secs(30),
+        "the changed key refused",
+        || async { (metric(nadmin, "macula_uplink_key_refused_total") >= 1.0).then_some(()) },
+    )
+    .await;
+    assert_eq!(metric(nadmin, uplink_open), 0.0);
+
+    // Told to accept it, the node re-pins and connects.
+    f.env("MACULA_NODE__UPLINK_ACCEPT_NEW_KEY", "true");
+    f.kill(n).await;
+    f.restart(n).unwrap();
+    f.wait_ready_one(n, Duration::from_secs(20)).await.unwrap();
+    up(1.0).await;
+    let repinned =
+        std::fs::read_to_string(f.data_dir("node").unwrap().join("known_bridges")).unwrap();
+    assert_ne!(repinned, pins, "the new key is pinned");
+    f.stop().await;
+}

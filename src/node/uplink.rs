@@ -85,7 +85,18 @@ pub(super) async fn run_uplink(
                         )
                         .await
                         {
-                            Ok(s) => Ok((conn, s)),
+                            Ok(s) => {
+                                match shared.pins.as_ref().map(|p| p.check(&target, &s.3.node_id)) {
+                                    Some(Err(msg)) => {
+                                        shared.metrics.uplink_key_refused_total.inc();
+                                        tracing::error!(uplink = %target, "{msg}");
+                                        let code = ErrorCode::Unauthenticated as u32;
+                                        conn.close(code.into(), b"bridge key changed");
+                                        Err(DialError::Session(SessionError::Protocol(msg)))
+                                    }
+                                    _ => Ok((conn, s)),
+                                }
+                            }
                             Err(e) => {
                                 conn.close(0u32.into(), b"session refused");
                                 if !matches!(e, SessionError::Redirected(_)) {
