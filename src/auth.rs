@@ -177,8 +177,8 @@ pub struct Auth {
 struct Revoked {
     /// Realm → (seq of the list in force, its ids).
     lists: HashMap<String, (u64, HashSet<[u8; 16]>)>,
-    /// Credential id → the live sessions admitted on it (token, connection).
-    live: HashMap<[u8; 16], Vec<(u64, quinn::Connection)>>,
+    /// Credential id → the live sessions admitted on it, by token.
+    live: HashMap<[u8; 16], HashMap<u64, quinn::Connection>>,
     next_token: u64,
 }
 
@@ -204,7 +204,7 @@ impl Drop for LiveSession {
     fn drop(&mut self) {
         let mut r = self.revocations.lock().expect("revocations lock");
         if let Some(v) = r.live.get_mut(&self.id) {
-            v.retain(|(t, _)| *t != self.token);
+            v.remove(&self.token);
             if v.is_empty() {
                 r.live.remove(&self.id);
             }
@@ -272,9 +272,25 @@ impl Auth {
             // Not reached: the session refuses a connect without a proof first.
             None => Err(AdmissionError::Missing(connect.realm.clone())),
         };
+        // Checked and registered under one lock, so a list applied meanwhile either refuses
+        // this session or finds it live and closes it.
+        let mut live = None;
         if let Ok(Some(c)) = &decided {
-            if self.is_revoked(&c.realm, &c.id) {
+            let mut r = self.revocations.lock().expect("revocations lock");
+            if r.lists
+                .get(&c.realm)
+                .is_some_and(|(_, ids)| ids.contains(&c.id))
+            {
                 decided = Err(CredentialError::Revoked.into());
+            } else {
+                r.next_token += 1;
+                let token = r.next_token;
+                r.live.entry(c.id).or_default().insert(token, conn.clone());
+                live = Some(LiveSession {
+                    revocations: self.revocations.clone(),
+                    id: c.id,
+                    token,
+                });
             }
         }
         let outcome = match &decided {
@@ -284,26 +300,10 @@ impl Auth {
         let (realm, id) = (&connect.realm, &connect.node_id);
         crate::audit::admission(remote, realm, role.as_str(), id, outcome);
         let claims = decided?;
-        let live = claims.as_ref().map(|c| {
-            let mut r = self.revocations.lock().expect("revocations lock");
-            r.next_token += 1;
-            let token = r.next_token;
-            r.live.entry(c.id).or_default().push((token, conn.clone()));
-            LiveSession {
-                revocations: self.revocations.clone(),
-                id: c.id,
-                token,
-            }
-        });
         Ok(Admitted {
             grant: Grant::of(claims, remote),
             live,
         })
-    }
-
-    fn is_revoked(&self, realm: &str, id: &[u8; 16]) -> bool {
-        let r = self.revocations.lock().expect("revocations lock");
-        r.lists.get(realm).is_some_and(|(_, ids)| ids.contains(id))
     }
 
     /// Puts `lists` (verified, for realms with operator keys) in force, each replacing its
@@ -320,7 +320,7 @@ impl Auth {
                 }
                 for id in &l.ids {
                     if let Some(sessions) = r.live.remove(id) {
-                        closing.extend(sessions.into_iter().map(|(_, c)| (*id, c)));
+                        closing.extend(sessions.into_values().map(|c| (*id, c)));
                     }
                 }
                 r.lists.insert(l.realm, (l.seq, l.ids));
@@ -333,6 +333,25 @@ impl Auth {
         }
         closing.len()
     }
+}
+
+/// The task that keeps `cfg.revocation_file` in force ([`watch_revocations`], every
+/// `cfg.revocation_check_ms`), when one is configured.
+pub fn revocation_watcher(
+    auth: &Auth,
+    cfg: &crate::config::AuthConfig,
+    metrics: &Arc<crate::metrics::Metrics>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    let path = cfg.revocation_file.clone()?;
+    let every = std::time::Duration::from_millis(cfg.revocation_check_ms);
+    Some(watch_revocations(
+        auth.clone(),
+        path,
+        every,
+        metrics.clone(),
+        cancel.clone(),
+    ))
 }
 
 /// Re-reads `path` every `every` and applies its lists ([`Auth::apply_revocations`]) until

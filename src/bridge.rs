@@ -277,14 +277,11 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
             .clone()
             .housekeeping(shared.realms.values().cloned().collect(), shutdown.clone()),
     );
-    if let Some(path) = shared.cfg.auth.revocation_file.clone() {
-        tracker.spawn(crate::auth::watch_revocations(
-            shared.auth.clone(),
-            path,
-            Duration::from_millis(shared.cfg.auth.revocation_check_ms),
-            shared.metrics.clone(),
-            shutdown.clone(),
-        ));
+    let auth_cfg = &shared.cfg.auth;
+    if let Some(w) =
+        crate::auth::revocation_watcher(&shared.auth, auth_cfg, &shared.metrics, &shutdown)
+    {
+        tracker.spawn(w);
     }
     let s = shared.clone();
     tracker.spawn(crate::server::accept_loop(

@@ -221,14 +221,11 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         .instrument(info_span!("mesh")),
     );
     tracker.spawn(run_housekeeping(shared.clone(), shutdown.clone()));
-    if let Some(path) = shared.cfg.auth.revocation_file.clone() {
-        tracker.spawn(crate::auth::watch_revocations(
-            shared.auth.clone(),
-            path,
-            Duration::from_millis(shared.cfg.auth.revocation_check_ms),
-            shared.metrics.clone(),
-            shutdown.clone(),
-        ));
+    let auth_cfg = &shared.cfg.auth;
+    if let Some(w) =
+        crate::auth::revocation_watcher(&shared.auth, auth_cfg, &shared.metrics, &shutdown)
+    {
+        tracker.spawn(w);
     }
     let leave = CancellationToken::new();
     let left = Arc::new(tokio::sync::Notify::new());
