@@ -29,6 +29,7 @@ fn bench(c: &mut Criterion) {
         issued_at: 1_800_000_000,
         expires_at: 1_900_000_000,
         permissions: Default::default(),
+        limits: Default::default(),
     };
     let cred = Credential::issue(&op, &claims).unwrap();
     let admission = Admission::new([("io.macula".to_string(), vec![op.public_key()])].into());

@@ -7,6 +7,8 @@
 //!    (`flood/attack.rs`: TLS handshakes that never send `connect`, half-open handshakes
 //!    from deaf sockets, sessions that connect and idle; `--kind`, default all three
 //!    mixed); the phase lasts until every flood connection is closed (at most 2 s more);
+//!    or, with `--kind publish`, while `--concurrency` clients publish QoS 0 flat out
+//!    (`flood/publishers.rs`) to a sink client;
 //! 3. **recovery** (`--recovery-secs`, 5): the witness alone again.
 //!
 //! The witness (`flood/witness.rs`) is one client publishing QoS 1 messages to itself at
@@ -20,11 +22,13 @@
 //! `macula-loadtest flood --spawn --json flood.json` starts a bridge (127.0.0.1) and a node
 //! (127.0.0.2) with `limits.max_connections = --max-connections` (1,024),
 //! `limits.max_connections_per_source = --max-per-source` (256) and
-//! `limits.handshake_retry_above = --retry-above` (256). Without `--spawn`, `--addr` names a
-//! node on this machine's loopback (anything else is refused), `--admin` its admin listener
-//! and `--pid` its process, each optional.
+//! `limits.handshake_retry_above = --retry-above` (256), and `rate.client` from
+//! `--rate-client-msgs` / `--rate-client-bytes` (0: none; default: the built-in limit). Without `--spawn`,
+//! `--addr` names a node on this machine's loopback (anything else is refused), `--admin`
+//! its admin listener and `--pid` its process, each optional.
 
 mod attack;
+mod publishers;
 mod witness;
 
 use std::collections::BTreeMap;
@@ -56,8 +60,9 @@ pub struct Args {
     /// Process id of that node, for its memory (without --spawn).
     #[arg(long)]
     pid: Option<u32>,
-    /// Kind of flood: `mix` (the three kinds at once, a third of the tasks each),
-    /// `handshake`, `half-open` or `idle`.
+    /// Kind of flood: `mix` (the three connection kinds at once, a third of the tasks
+    /// each), `handshake`, `half-open`, `idle`, or `publish` (`--concurrency` clients
+    /// publishing QoS 0 flat out).
     #[arg(long, value_enum, default_value_t = KindArg::Mix)]
     kind: KindArg,
     /// Attempts under way at once.
@@ -99,6 +104,14 @@ pub struct Args {
     /// `limits.handshake_retry_above` of the spawned node.
     #[arg(long, default_value_t = 256)]
     retry_above: usize,
+    /// `rate.client.msgs` of the spawned node (per client connection; 0: none; default:
+    /// the built-in one).
+    #[arg(long)]
+    rate_client_msgs: Option<u32>,
+    /// `rate.client.bytes` of the spawned node (per client connection; 0: none; default:
+    /// the built-in one).
+    #[arg(long)]
+    rate_client_bytes: Option<u32>,
     /// Realm to join.
     #[arg(long, default_value = "io.macula")]
     realm: String,
@@ -117,6 +130,7 @@ enum KindArg {
     Handshake,
     HalfOpen,
     Idle,
+    Publish,
 }
 
 /// The phases, in order; index into the per-phase figures.
@@ -142,7 +156,10 @@ struct Report {
     concurrency: usize,
     sources: Vec<IpAddr>,
     max_attempts: u64,
-    flood: attack::FloodReport,
+    /// The connection flood (kinds other than `publish`).
+    flood: Option<attack::FloodReport>,
+    /// The publish flood (`--kind publish`).
+    publish: Option<publishers::PublishReport>,
     /// From the node's `/metrics` (`None` without an admin address).
     server: Option<ServerReport>,
     /// Per phase (baseline, flood, recovery).
@@ -172,6 +189,7 @@ struct Limits {
     max_connections: usize,
     max_connections_per_source: usize,
     handshake_retry_above: usize,
+    rate_client: macula::rate::RateLimits,
 }
 
 /// Deltas of the node's counters.
@@ -246,7 +264,19 @@ pub async fn run(a: Args) -> Result<()> {
             max_connections: a.max_connections,
             max_connections_per_source: a.max_per_source,
             handshake_retry_above: a.retry_above,
+            rate_client: macula::rate::RateLimits {
+                msgs: (a.rate_client_msgs).unwrap_or(macula::defaults::RATE_CLIENT.msgs),
+                bytes: (a.rate_client_bytes).unwrap_or(macula::defaults::RATE_CLIENT.bytes),
+            },
         };
+        f.env(
+            "MACULA_RATE__CLIENT__MSGS",
+            &limits.rate_client.msgs.to_string(),
+        );
+        f.env(
+            "MACULA_RATE__CLIENT__BYTES",
+            &limits.rate_client.bytes.to_string(),
+        );
         f.env(
             "MACULA_LIMITS__MAX_CONNECTIONS",
             &limits.max_connections.to_string(),
@@ -330,6 +360,7 @@ async fn scenario(
         KindArg::Handshake => vec![Kind::Handshake],
         KindArg::HalfOpen => vec![Kind::HalfOpen],
         KindArg::Idle => vec![Kind::Idle],
+        KindArg::Publish => vec![],
     };
     let plan = attack::Plan {
         target,
@@ -351,7 +382,18 @@ async fn scenario(
     phase.store(1, Ordering::Relaxed);
     let until = Instant::now() + Duration::from_secs(a.flood_secs);
     let gauge = admin.map(|admin| OpenGauge::start(admin, until));
-    let flood = flood_apart(plan, until).await?;
+    let (flood, publish) = if a.kind == KindArg::Publish {
+        eprintln!("publish flood: {} flat-out publishers", a.concurrency);
+        let report = publish_apart(opts.clone(), a.concurrency, until).await?;
+        (None, Some(report))
+    } else {
+        (Some(flood_apart(plan, until).await?), None)
+    };
+    let flood_secs = match (&flood, &publish) {
+        (Some(f), _) => f.secs,
+        (_, Some(p)) => p.secs,
+        _ => 0.0,
+    };
     let open_clients_peak = match gauge {
         Some(g) => g.finish().await,
         None => 0.0,
@@ -378,7 +420,7 @@ async fn scenario(
 
     let server = match (m0, m1, m2) {
         (Some(m0), Some(m1), Some(m2)) => {
-            Some(server_report(&m0, &m1, &m2, flood.secs, open_clients_peak))
+            Some(server_report(&m0, &m1, &m2, flood_secs, open_clients_peak))
         }
         _ => None,
     };
@@ -391,6 +433,7 @@ async fn scenario(
         sources,
         max_attempts: a.max_attempts,
         flood,
+        publish,
         server,
         witness: PHASES.into_iter().zip(witness).collect(),
         witness_reconnects,
@@ -423,6 +466,32 @@ async fn flood_apart(plan: attack::Plan, until: Instant) -> Result<attack::Flood
                     .enable_all()
                     .build()?;
                 rt.block_on(attack::run(plan, Instant::from_std(until)))
+            };
+            let _ = tx.send(run());
+        })
+        .context("start the flood thread")?;
+    rx.await
+        .context("the flood thread ended without a report")?
+}
+
+/// Runs the publish flood on a runtime and threads of its own (as [`flood_apart`]).
+async fn publish_apart(
+    opts: macula::client::ClientOptions,
+    publishers: usize,
+    until: Instant,
+) -> Result<publishers::PublishReport> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let until = until.into_std();
+    std::thread::Builder::new()
+        .name("flood".into())
+        .spawn(move || {
+            let run = || -> Result<publishers::PublishReport> {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(FLOOD_THREADS)
+                    .thread_name("flood")
+                    .enable_all()
+                    .build()?;
+                rt.block_on(publishers::run(opts, publishers, Instant::from_std(until)))
             };
             let _ = tx.send(run());
         })
@@ -655,15 +724,22 @@ impl OpenGauge {
 }
 
 fn print_summary(r: &Report) {
-    let f = &r.flood;
-    eprintln!(
-        "\nflood: {} attempts in {:.1} s ({:.0}/s), held at most {}",
-        f.attempts, f.secs, f.attempts_per_s, f.held_peak
-    );
-    for (k, c) in &f.by_kind {
+    if let Some(f) = &r.flood {
         eprintln!(
-            "  {k:>9}: {} attempts, {} handshakes, {} sessions, {} refused, {} timed out, {} failed, {} cut",
-            c.attempts, c.handshakes, c.sessions, c.refused, c.timed_out, c.failed, c.cut
+            "\nflood: {} attempts in {:.1} s ({:.0}/s), held at most {}",
+            f.attempts, f.secs, f.attempts_per_s, f.held_peak
+        );
+        for (k, c) in &f.by_kind {
+            eprintln!(
+                "  {k:>9}: {} attempts, {} handshakes, {} sessions, {} refused, {} timed out, {} failed, {} cut",
+                c.attempts, c.handshakes, c.sessions, c.refused, c.timed_out, c.failed, c.cut
+            );
+        }
+    }
+    if let Some(p) = &r.publish {
+        eprintln!(
+            "\npublish flood: {} publishers, {} sent in {:.1} s ({:.0}/s), {} delivered to the sink ({:.0}/s), {} failed {:?}",
+            p.publishers, p.sent, p.secs, p.sent_per_s, p.delivered, p.delivered_per_s, p.failed, p.errors
         );
     }
     if let Some(s) = &r.server {

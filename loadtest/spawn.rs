@@ -206,6 +206,10 @@ impl Fleet {
             // Every client of a load test comes from this host: lift the per-source bound
             // (a test sets its own with `Fleet::env`).
             .env("MACULA_LIMITS__MAX_CONNECTIONS_PER_SOURCE", "1000000")
+            // A load test measures the relay, not the per-client rate limit (`rate.client`,
+            // 100,000 msg/s by default): lifted too (`flood` sets its own).
+            .env("MACULA_RATE__CLIENT__MSGS", "0")
+            .env("MACULA_RATE__CLIENT__BYTES", "0")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -190,6 +190,9 @@ pub struct Admitted {
     pub grant: Option<Arc<Grant>>,
     /// The session's entry among the live ones, closed if its credential is revoked.
     pub live: Option<LiveSession>,
+    /// The credential's id and rate limits (`None`: an open realm), for
+    /// [`crate::rate::Rates::throttle`].
+    pub credential: Option<([u8; 16], crate::rate::RateLimits)>,
 }
 
 /// A live session admitted on a credential; removed from the registry when dropped.
@@ -300,9 +303,11 @@ impl Auth {
         let (realm, id) = (&connect.realm, &connect.node_id);
         crate::audit::admission(remote, realm, role.as_str(), id, outcome);
         let claims = decided?;
+        let credential = claims.as_ref().map(|c| (c.id, c.limits));
         Ok(Admitted {
             grant: Grant::of(claims, remote),
             live,
+            credential,
         })
     }
 

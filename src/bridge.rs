@@ -88,6 +88,8 @@ pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 struct Shared {
     /// Admission rules and this bridge's own credential (`auth.*`).
     auth: crate::auth::Auth,
+    /// The rate limits of node uplinks and child-bridge links (`rate.*`).
+    rates: crate::rate::Rates,
     /// This process's key; proves `node_id` to every peer (`docs/AUTH.md`).
     identity: crate::identity::Identity,
     node_id: NodeId,
@@ -210,6 +212,14 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
     let mut groups = crate::router::GroupNames::default();
     let fleet_group = groups.acquire(fleet::GROUP);
     let shared = Arc::new(Shared {
+        rates: crate::rate::Rates::new(
+            cfg.rate.link,
+            cfg.rate.realm,
+            Duration::from_millis(cfg.rate.burst_ms),
+            cfg.limits
+                .max_frame_size
+                .saturating_add(crate::defaults::FRAME_HEADER_SIZE),
+        ),
         auth,
         identity,
         node_id,
@@ -441,6 +451,11 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     // A fleet peer relays the whole realm for its worker: its credential bounds admission
     // only (`docs/AUTH.md`, "Permissions").
     let grant = (admitted.grant.clone()).filter(|_| !matches!(kind, LinkKind::Peer { .. }));
+    // Rate limits too bind node uplinks and child bridges only (`rate.link`, `lim`).
+    let throttle = match kind {
+        LinkKind::Peer { .. } => crate::rate::Throttle::default(),
+        _ => shared.rates.throttle(&connect.realm, admitted.credential),
+    };
     run_link(
         shared.clone(),
         realm,
@@ -448,7 +463,7 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
         remote,
         kind,
         Some(&connect),
-        grant,
+        (grant, throttle),
     )
     .await;
 }
@@ -463,7 +478,7 @@ fn child_fleet_group(realm: &str, fleet: &str) -> String {
 /// then removes its routes, records and calls. `accepted` is the peer's `connect` when this
 /// side accepted the session (the `CONNECTED` answer is queued first); `None` when this side
 /// dialed it (a fleet peer link). `grant` bounds what the child may do (its credential's
-/// permissions; `None`: everything).
+/// permissions; `None`: everything), `throttle` how fast (its rate limits).
 async fn run_link(
     shared: Arc<Shared>,
     realm: Arc<Realm>,
@@ -471,7 +486,7 @@ async fn run_link(
     remote: Remote,
     kind: LinkKind,
     accepted: Option<&crate::wire::Connect>,
-    grant: Option<Arc<crate::auth::Grant>>,
+    (grant, throttle): (Option<Arc<crate::auth::Grant>>, crate::rate::Throttle),
 ) {
     let metrics = shared.metrics.clone();
     let limits = &shared.cfg.limits;
@@ -599,6 +614,7 @@ async fn run_link(
         scratch: Vec::new(),
         pending: pending.expect("a windowed link has a pending queue"),
         slow: Duration::from_millis(limits.slow_consumer_timeout_ms),
+        throttle,
     };
     let end = actor
         .read(&mut reader, std::future::pending())
@@ -673,6 +689,8 @@ struct ChildReader<'a> {
     /// Tracked frames written to the child, in order, awaiting its `puback`.
     pending: mpsc::Receiver<Arc<AckTrack>>,
     slow: Duration,
+    /// The link's rate limits (none for a fleet peer).
+    throttle: crate::rate::Throttle,
 }
 
 impl FrameHandler for ChildReader<'_> {
@@ -680,6 +698,10 @@ impl FrameHandler for ChildReader<'_> {
         let (scratch, pending) = (&mut self.scratch, &mut self.pending);
         let end = handle_node_frame(&self.ctx, raw, scratch, pending, self.slow).await?;
         Ok(if end { Flow::Stop } else { Flow::Continue })
+    }
+
+    fn throttle(&self) -> Option<&crate::rate::Throttle> {
+        Some(&self.throttle).filter(|t| !t.is_unlimited())
     }
 }
 

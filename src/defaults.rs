@@ -111,6 +111,30 @@ pub const HANDSHAKE_RETRY_ABOVE: usize = 256;
 /// against one misbehaving client (lessons, 2).
 pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 10_000;
 
+/// Rate limit of each client connection of a node (`rate.client`): 100,000 frames and
+/// 64 MiB a second. One application client flat out otherwise takes a node's whole core and
+/// raises every other client's p99 many times over (5-19x measured, `docs/BENCHMARKS.md`,
+/// "Fairness"); at this limit the other clients' p99 stays within 2x. Well above what one
+/// client of a 1-10 machine edge cluster needs (10k msg/s per cluster is the design load);
+/// relay benchmarks lift it (`macula-loadtest pubsub --spawn` does).
+pub const RATE_CLIENT: crate::rate::RateLimits = crate::rate::RateLimits {
+    msgs: 100_000,
+    bytes: 64 << 20,
+};
+
+/// Rate limit of each node uplink and child-bridge link of a bridge (`rate.link`): none. A
+/// link carries a whole cluster or subtree, whose clients their nodes limit already; a
+/// hosted operator limits each tenant by its credential (`lim`), and the Helm chart sets
+/// this for the hosted fleet.
+pub const RATE_LINK: crate::rate::RateLimits = crate::rate::RateLimits { msgs: 0, bytes: 0 };
+
+/// Rate limit of one realm's connections together in one process (`rate.realm`): none.
+pub const RATE_REALM: crate::rate::RateLimits = crate::rate::RateLimits { msgs: 0, bytes: 0 };
+
+/// Burst of every rate limit, milliseconds' worth of its rate: 1,000 (a second's worth, at
+/// least one message and one largest frame).
+pub const RATE_BURST_MS: u64 = 1_000;
+
 /// Size of the seen-message-id window used to deliver each message once, in message ids: 65,536
 /// (defect 4 and lessons, 9: loops and duplicates are the recurring hierarchy bug).
 pub const DEDUP_WINDOW: usize = 65_536;

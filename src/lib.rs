@@ -65,6 +65,7 @@ pub mod gossip;
 pub mod identity;
 pub mod metrics;
 pub mod node;
+pub mod rate;
 pub mod relay;
 pub mod router;
 pub mod rpc;

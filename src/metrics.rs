@@ -198,6 +198,8 @@ pub struct Metrics {
     protocol_error_children: Vec<IntCounter>,
     /// Discovery and RPC: DHT, lookups, calls ([`RpcMetrics`]).
     pub rpc: RpcMetrics,
+    /// Rate limits: frames held back and time waited, by scope ([`crate::rate::RateMetrics`]).
+    pub rate: crate::rate::RateMetrics,
     /// The lookup caches, per level (`macula_escalation_*`).
     pub cache: crate::escalation::CacheMetrics,
     /// CRDT gossip (`macula_gossip_*`, [`GossipMetrics`]).
@@ -472,6 +474,7 @@ impl Metrics {
             ),
             protocol_error_children,
             rpc: RpcMetrics::new(r),
+            rate: crate::rate::RateMetrics::new(r),
             gossip: GossipMetrics::new(r),
             fleet: FleetMetrics::new(r),
             cache: crate::escalation::CacheMetrics::new(r).expect("registered once"),

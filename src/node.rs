@@ -48,6 +48,8 @@ pub type NodeHandle = ServerHandle;
 struct Shared {
     /// Admission rules and this node's own credential (`auth.*`).
     auth: crate::auth::Auth,
+    /// The rate limits of client sessions (`rate.*`).
+    rates: crate::rate::Rates,
     /// The uplink's pinned bridge keys (development TLS mode with `node.uplink_pin_key`).
     pins: Option<pins::KnownBridges>,
     /// This process's key; proves `node_id` to every peer (`docs/AUTH.md`).
@@ -169,6 +171,14 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         .then(|| pins::KnownBridges::load(&cfg.data_dir, cfg.node.uplink_accept_new_key));
     let shared = Arc::new(Shared {
         auth,
+        rates: crate::rate::Rates::new(
+            cfg.rate.client,
+            cfg.rate.realm,
+            Duration::from_millis(cfg.rate.burst_ms),
+            limits
+                .max_frame_size
+                .saturating_add(crate::defaults::FRAME_HEADER_SIZE),
+        ),
         pins,
         identity,
         realm: cfg.node.realm.clone(),
@@ -371,6 +381,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         ctx: ReadCtx::new(),
         slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
         grant: admitted.grant.clone(),
+        throttle: shared.rates.throttle(&connect.realm, admitted.credential),
     };
     let end = actor
         .read(&mut link, std::future::pending())
@@ -392,6 +403,8 @@ struct ClientLink<'a> {
     slow: Duration,
     /// What the client's credential permits (`None`: everything).
     grant: Option<Arc<crate::auth::Grant>>,
+    /// The session's rate limits (`rate.client`, `rate.realm`, the credential's `lim`).
+    throttle: crate::rate::Throttle,
 }
 
 impl FrameHandler for ClientLink<'_> {
@@ -408,6 +421,10 @@ impl FrameHandler for ClientLink<'_> {
 
     fn on_chunk(&mut self) {
         self.ctx.now_us = session::now_us();
+    }
+
+    fn throttle(&self) -> Option<&crate::rate::Throttle> {
+        Some(&self.throttle).filter(|t| !t.is_unlimited())
     }
 }
 

@@ -38,6 +38,7 @@ fn issue(op: &Identity, subject: &Identity, role: Role, realm: &str, exp: u64) -
         issued_at: now() - 60,
         expires_at: exp,
         permissions: Default::default(),
+        limits: Default::default(),
     };
     Credential::issue(op, &claims).unwrap()
 }
@@ -423,6 +424,7 @@ fn issue_limited(
         issued_at: now() - 60,
         expires_at: now() + 3600,
         permissions,
+        limits: Default::default(),
     };
     Credential::issue(op, &claims).unwrap()
 }
@@ -619,6 +621,86 @@ async fn permissions_bound_a_nodes_uplink_and_a_clients_requests() {
     assert_eq!(line["role"], "node");
 }
 
+/// A credential's rate limit (`lim`, shared by all the subject's sessions) paces what its
+/// client sends without losing any of it: 300 QoS 1 messages at 100 a second all arrive, in
+/// order, while the node counts the held-back frames by scope `credential`; a client on
+/// another credential is not limited by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_rate_limit_paces_its_sessions_and_loses_nothing() {
+    let mut f = fleet();
+    let op = Identity::generate();
+    let (b, operators, _) = governed_bridge(&mut f, &op);
+    let baddr = f.procs[b].quic;
+    let (na, _) = credentialed_node(&mut f, ("a", "127.0.0.2"), baddr, &operators, |k| {
+        issue(&op, k, Role::Node, REALM, now() + 3600)
+    });
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (aaddr, aadmin) = (f.procs[na].quic, f.procs[na].admin);
+
+    let client = |me: Identity, credential: Vec<u8>| {
+        Client::connect(ClientOptions {
+            identity: Some(me),
+            credential: Some(credential.into()),
+            ..common::opts(aaddr, REALM)
+        })
+    };
+    let slow_key = Identity::generate();
+    let mut slow_claims = Claims {
+        id: [9; 16],
+        realm: REALM.into(),
+        subject: slow_key.public_key(),
+        role: Role::Client,
+        name: "paced".into(),
+        issued_at: now() - 60,
+        expires_at: now() + 3600,
+        permissions: Default::default(),
+        limits: Default::default(),
+    };
+    slow_claims.limits.msgs = 100;
+    let slow_cred = Credential::issue(&op, &slow_claims).unwrap();
+    let slow = client(slow_key, slow_cred).await.unwrap();
+    let free_key = Identity::generate();
+    let free_cred = issue(&op, &free_key, Role::Client, REALM, now() + 3600);
+    let free = client(free_key, free_cred).await.unwrap();
+
+    let limited = "macula_rate_limited_total{scope=\"credential\"}";
+    assert_eq!(metric(aadmin, limited), 0.0);
+    let mut slow_sub = slow.subscribe("paced.t").await.unwrap();
+    let mut free_sub = free.subscribe("free.t").await.unwrap();
+    const N: u32 = 300;
+    let sender = tokio::spawn(async move {
+        for i in 0..N {
+            let body = Bytes::copy_from_slice(&i.to_be_bytes());
+            slow.publish("paced.t", body, Qos::AtLeastOnce)
+                .await
+                .unwrap();
+        }
+        slow
+    });
+    // The other credential's client goes on meanwhile.
+    for i in 0..50u32 {
+        let body = Bytes::copy_from_slice(&i.to_be_bytes());
+        free.publish("free.t", body, Qos::AtLeastOnce)
+            .await
+            .unwrap();
+        assert_eq!(&recv(&mut free_sub).await.payload[..], &i.to_be_bytes());
+    }
+    for i in 0..N {
+        let m = recv(&mut slow_sub).await;
+        assert_eq!(&m.payload[..], &i.to_be_bytes(), "in order, none lost");
+    }
+    let _slow = sender.await.unwrap();
+    assert!(
+        metric(aadmin, limited) >= 1.0,
+        "the node held frames back by the credential's bucket"
+    );
+    assert_eq!(
+        metric(aadmin, "macula_rate_limited_total{scope=\"connection\"}"),
+        0.0,
+        "the default per-connection limit is far above this"
+    );
+}
+
 /// A revocation list in the bridge's `auth.revocation_file` closes the live session of the
 /// credential it names within the check interval, and refuses it at `connect` from then on;
 /// a session on another credential is untouched.
@@ -646,6 +728,7 @@ async fn a_revoked_credentials_live_session_is_closed_within_the_bound() {
             issued_at: now() - 60,
             expires_at: now() + 3600,
             permissions: Default::default(),
+            limits: Default::default(),
         };
         Bytes::from(Credential::issue(&op, &claims).unwrap())
     };

@@ -19,6 +19,7 @@
 //! | `iat` | uint | issued at, Unix seconds |
 //! | `exp` | uint | expires at, Unix seconds (exclusive) |
 //! | `perm` | map | optional: what the subject may do ([`Permissions`]); absent: everything |
+//! | `lim` | map | optional: rate limits shared by the subject's sessions in one process ([`RateLimits`]: `msgs`, `bytes` per second); absent: the process's own |
 //!
 //! Keys this build does not know make the credential malformed: a restriction a verifier
 //! does not understand must never be ignored.
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::permissions::Permissions;
 use crate::identity::Identity;
+use crate::rate::RateLimits;
 
 /// Signed before the body (domain separation from every other signature of a key).
 pub const SIGNING_CONTEXT: &[u8] = b"macula credential v1\0";
@@ -100,6 +102,9 @@ pub struct Claims {
     pub expires_at: u64,
     /// What the subject may do (default: everything).
     pub permissions: Permissions,
+    /// Rate limits for all the subject's sessions together in one process (default: none
+    /// beyond the process's own `[rate]`).
+    pub limits: RateLimits,
 }
 
 /// A decoded credential whose signature verified against its issuer key (which the caller
@@ -188,6 +193,8 @@ struct BodySer<'a> {
     exp: u64,
     #[serde(skip_serializing_if = "Permissions::is_open")]
     perm: &'a Permissions,
+    #[serde(skip_serializing_if = "RateLimits::is_unlimited")]
+    lim: &'a RateLimits,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +215,8 @@ struct BodyDe<'a> {
     exp: u64,
     #[serde(default)]
     perm: Permissions,
+    #[serde(default)]
+    lim: RateLimits,
 }
 
 fn malformed(e: impl std::fmt::Display) -> CredentialError {
@@ -238,6 +247,7 @@ impl Credential {
             iat: claims.issued_at,
             exp: claims.expires_at,
             perm: &claims.permissions,
+            lim: &claims.limits,
         })
         .map_err(malformed)?;
         let mut signed = Vec::with_capacity(SIGNING_CONTEXT.len() + body.len());
@@ -279,6 +289,7 @@ impl Credential {
             issued_at: b.iat,
             expires_at: b.exp,
             permissions: b.perm.normalised().map_err(malformed)?,
+            limits: b.lim,
         };
         let key = ed25519_dalek::VerifyingKey::from_bytes(&issuer)
             .map_err(|_| CredentialError::BadSignature)?;

@@ -54,6 +54,14 @@ pub enum KeysCmd {
         /// wins over --allow).
         #[arg(long, value_name = "ACTION=PATTERN")]
         deny: Vec<String>,
+        /// Rate limit on the frames that ask for work, per second, shared by all the
+        /// subject's sessions in one process (credential `lim.msgs`; 0: none).
+        #[arg(long, default_value_t = 0)]
+        max_msgs_per_sec: u32,
+        /// Rate limit on the bytes of those frames, per second (credential `lim.bytes`; 0:
+        /// none).
+        #[arg(long, default_value_t = 0)]
+        max_bytes_per_sec: u32,
         /// Write the credential here (mode 0600) instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -102,6 +110,8 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
             valid_for,
             allow,
             deny,
+            max_msgs_per_sec,
+            max_bytes_per_sec,
             out,
         } => {
             let mut permissions = Permissions::default();
@@ -133,6 +143,10 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
                 issued_at: now,
                 expires_at: now.saturating_add(parse_lifetime(&valid_for)?),
                 permissions,
+                limits: macula::rate::RateLimits {
+                    msgs: max_msgs_per_sec,
+                    bytes: max_bytes_per_sec,
+                },
             };
             let text = Credential::to_text(&Credential::issue(&op, &claims)?);
             match out {
@@ -197,6 +211,7 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
                 "issued_at": c.claims.issued_at,
                 "expires_at": c.claims.expires_at,
                 "permissions": c.claims.permissions,
+                "limits": c.claims.limits,
                 "signature": "valid for its issuer",
             });
             println!("{}", serde_json::to_string_pretty(&json)?);

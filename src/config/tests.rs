@@ -293,3 +293,32 @@ fn to_toml_round_trips() {
         Ok(())
     });
 }
+
+#[test]
+fn rate_limits_parse_from_the_file_and_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "r.toml",
+            "[rate]\nburst_ms = 250\n[rate.link]\nmsgs = 5000\n[rate.realm]\nbytes = 1048576\n",
+        )?;
+        jail.set_env("MACULA_RATE__CLIENT__MSGS", "0");
+        let c = load_in_jail(Some("r.toml"), &no_overrides()).unwrap();
+        assert_eq!(c.rate.burst_ms, 250);
+        assert_eq!(c.rate.link.msgs, 5000);
+        assert_eq!(c.rate.link.bytes, 0, "an unset limit is none");
+        assert_eq!(c.rate.realm.bytes, 1 << 20);
+        assert_eq!(c.rate.client.msgs, 0, "the environment lifts the default");
+        assert_eq!(c.rate.client.bytes, defaults::RATE_CLIENT.bytes);
+        c.validate().unwrap();
+        jail.create_file("bad.toml", "[rate]\nburst_ms = 0\n")?;
+        let bad = load_in_jail(Some("bad.toml"), &no_overrides()).unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("rate.burst_ms"));
+        jail.create_file("typo.toml", "[rate.client]\nmsg = 5\n")?;
+        assert!(load_in_jail(Some("typo.toml"), &no_overrides()).is_err());
+        Ok(())
+    });
+}

@@ -317,6 +317,9 @@ impl Config {
                 ),
             );
         }
+        if !(1..=60_000).contains(&self.rate.burst_ms) {
+            return invalid("rate.burst_ms", "must be in [1, 60000]");
+        }
         Ok(())
     }
 }

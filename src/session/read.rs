@@ -76,6 +76,11 @@ pub trait FrameHandler {
     /// Called after each chunk of bytes arrived (before its frames), e.g. to take one clock
     /// sample per chunk rather than per frame.
     fn on_chunk(&mut self) {}
+
+    /// The rate limits this link's frames are charged to (`crate::rate`); `None`: none.
+    fn throttle(&self) -> Option<&crate::rate::Throttle> {
+        None
+    }
 }
 
 /// Reads `recv` through `decoder` until the handler stops, the stream ends or fails; counts
@@ -95,6 +100,12 @@ pub async fn read_loop<H: FrameHandler>(
             };
             if let Some(m) = metrics {
                 m.frames_in.inc(raw.header.msg_type, raw.bytes.len());
+            }
+            if let Some(t) = handler.throttle() {
+                // Paces the reader, and through QUIC flow control the sender (`crate::rate`).
+                let len = raw.bytes.len();
+                t.admit(raw.header.msg_type, len, metrics.map(|m| &m.rate))
+                    .await;
             }
             match handler.on_frame(&raw).await {
                 Ok(Flow::Continue) => {}

@@ -86,6 +86,9 @@ merged over it. Rendered to TOML by "macula.toml.table".
 {{- end }}
 {{- $_ := set $cfg "tls" $tls }}
 {{- $_ := set $cfg "log" (dict "level" "info" "json" true) }}
+{{- with .Values.rate }}
+{{- $_ := set $cfg "rate" (dict "link" .link "client" .client) }}
+{{- end }}
 {{- $cfg = mustMergeOverwrite $cfg (deepCopy (default (dict) .Values.config)) }}
 {{- toJson $cfg }}
 {{- end }}

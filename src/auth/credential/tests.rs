@@ -13,6 +13,7 @@ fn claims(subject: &Identity) -> Claims {
         issued_at: NOW - 10,
         expires_at: NOW + 3600,
         permissions: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -294,7 +294,16 @@ async fn dial(
             decoder,
         };
         let kind = LinkKind::Peer { dialer: fleet.me };
-        run_link(shared.clone(), realm.clone(), io, remote, kind, None, None).await;
+        run_link(
+            shared.clone(),
+            realm.clone(),
+            io,
+            remote,
+            kind,
+            None,
+            (None, Default::default()),
+        )
+        .await;
     };
     tokio::select! {
         _ = run => {}
