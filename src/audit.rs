@@ -88,6 +88,22 @@ pub fn denied(grant: &crate::auth::Grant, action: crate::auth::Action, name: &st
     );
 }
 
+/// A gossip state refused because it claims entries of this process's own CRDT actor that
+/// it never wrote (`docs/AUTH.md`, threat model): sent by `peer` for store `scope` of
+/// `realm`; `key` is the first forged key.
+pub fn crdt_forged(peer: &[u8; 32], realm: &str, scope: &str, key: &str) {
+    tracing::info!(
+        target: TARGET,
+        event = "crdt",
+        decision = "refused",
+        reason = "forged_actor",
+        node_id = hex(peer),
+        realm,
+        scope,
+        key,
+    );
+}
+
 /// An admin request for tenant data or a change of state (`/state`, `/fleet`, `/drain`).
 pub fn admin(remote: SocketAddr, method: &str, path: &str, allowed: bool) {
     tracing::info!(

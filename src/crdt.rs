@@ -22,17 +22,21 @@ mod clock;
 mod counter;
 mod dots;
 mod encode;
+mod gc;
 mod lww;
 mod map;
 mod orset;
+mod own;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_gc;
 
 pub use clock::{Hlc, HlcClock, MAX_CLOCK_SKEW_MS};
 pub use counter::{GCounter, PnCounter};
 pub use dots::{ActorId, Dot, DotSet};
 pub use lww::LwwRegister;
-pub use map::{Crdt, CrdtMap, Digest, Kind, Limits, MergeStats, Op, Summary, Value};
+pub use map::{approx_size, Crdt, CrdtMap, Digest, Kind, Limits, MergeStats, Op, Summary, Value};
 pub use orset::OrSet;
 
 /// Why a CRDT operation, merge or decode was refused. Each variant is counted by the
@@ -71,11 +75,45 @@ pub enum CrdtError {
     /// A G-Counter was asked to decrease, or a counter would overflow u64.
     #[error("invalid operation: {0}")]
     InvalidOp(&'static str),
+    /// An incoming state claims more for the receiving replica's own actor than that replica
+    /// has written (a counter entry above its own, a dot it never made, a register it never
+    /// wrote): only an actor writes its own entries, so the state is forged. The whole
+    /// message is refused.
+    #[error("key {key:?} claims entries of this replica's own actor that it never wrote")]
+    Forged {
+        /// The first key found forged.
+        key: String,
+    },
+    /// An incoming key in the reserved namespace (`$…`) that is not one of the system keys
+    /// its store holds, or a system key of the wrong kind (`docs/GOSSIP.md`).
+    #[error("key {key:?} is reserved")]
+    Reserved {
+        /// The key name.
+        key: String,
+    },
+    /// The sender's credential does not permit writing the key (`docs/AUTH.md`,
+    /// "Permissions"); the key is left out, the rest is merged.
+    #[error("{why}")]
+    Denied {
+        /// The key name.
+        key: String,
+        /// The permission error's text.
+        why: String,
+    },
+    /// A bound on the whole store or on one writer's share of it is reached (`what`:
+    /// `store bytes`, `writer keys`, `writer bytes`, `set bytes`); nothing was changed.
+    #[error("{what} quota of {limit} reached")]
+    Quota {
+        /// Which quota.
+        what: &'static str,
+        /// The bound (bytes or keys).
+        limit: usize,
+    },
 }
 
 impl CrdtError {
     /// Stable snake_case label for metrics: `type_mismatch`, `malformed`, `too_large`,
-    /// `clock_skew`, `invalid_op`.
+    /// `clock_skew`, `invalid_op`, `forged_actor`, `reserved_key`, `denied`, `quota`.
     pub fn as_str(&self) -> &'static str {
         match self {
             CrdtError::TypeMismatch { .. } => "type_mismatch",
@@ -83,6 +121,10 @@ impl CrdtError {
             CrdtError::TooLarge { .. } => "too_large",
             CrdtError::ClockSkew { .. } => "clock_skew",
             CrdtError::InvalidOp(_) => "invalid_op",
+            CrdtError::Forged { .. } => "forged_actor",
+            CrdtError::Reserved { .. } => "reserved_key",
+            CrdtError::Denied { .. } => "denied",
+            CrdtError::Quota { .. } => "quota",
         }
     }
 }

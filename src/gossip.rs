@@ -22,6 +22,8 @@ mod engine;
 pub mod sim;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_guard;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -273,6 +275,9 @@ pub struct GossipStats {
     pub redundant: u64,
     /// Keys with concurrent updates met while merging incoming states.
     pub conflicts: u64,
+    /// Keys garbage-collected: OR-Sets left without elements, moved to the store's retired
+    /// contexts ([`CrdtMap::retire_empty`](crate::crdt::CrdtMap::retire_empty)).
+    pub keys_retired: u64,
     /// Refusals by [`GossipError::as_str`] / [`CrdtError::as_str`] label: whole messages,
     /// and single keys (type mismatch, limits, clock skew) of otherwise merged states.
     pub refused: BTreeMap<&'static str, u64>,

@@ -16,7 +16,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::crdt::{Hlc, Op, Value};
+use crate::auth::Action;
+use crate::crdt::{CrdtError, Hlc, Kind, Op, Value};
 use crate::gossip::Message;
 use crate::wire::{self, Frame, NodeId};
 
@@ -82,6 +83,55 @@ pub fn validate_app_key(key: &str) -> Result<(), String> {
         return Err("key contains a control character".into());
     }
     Ok(())
+}
+
+/// Key of a bridge level store's set of children with members (`docs/GOSSIP.md`, "Across
+/// levels").
+pub const CLUSTERS_KEY: &str = "$clusters";
+
+/// Checks a key of a state received from a peer: any application key; of the reserved
+/// names (`$…`), only the system keys and with their kind — [`MEMBERS_KEY`] and
+/// [`CLUSTERS_KEY`] OR-Sets, `$meta/<node id hex>` registers, `$rpc/<procedure>` and
+/// `$sub/<pattern>` OR-Sets (non-empty names).
+///
+/// Errors: [`CrdtError::Reserved`] for any other `$` key, or a system key of another kind (a
+/// peer creating `$rpc/p` as a counter first would make every later registration of `p` a
+/// type mismatch).
+pub fn check_remote_key(key: &str, kind: Kind) -> Result<(), CrdtError> {
+    if !key.starts_with('$') {
+        return Ok(());
+    }
+    let named = |prefix: &str| key.strip_prefix(prefix).is_some_and(|n| !n.is_empty());
+    let ok = match kind {
+        Kind::OrSet => {
+            key == MEMBERS_KEY || key == CLUSTERS_KEY || named(RPC_PREFIX) || named(SUB_PREFIX)
+        }
+        Kind::Lww => key
+            .strip_prefix(META_PREFIX)
+            .is_some_and(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())),
+        Kind::GCounter | Kind::PnCounter => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(CrdtError::Reserved {
+            key: key.to_owned(),
+        })
+    }
+}
+
+/// The permission that governs writing `key` through a link bounded by a credential
+/// (`docs/AUTH.md`, "Permissions"): an application key is `state` of the key, `$rpc/<p>` is
+/// `register` of `p`, `$sub/<pattern>` is `subscribe` of the pattern. `None` for the
+/// structural keys (`$members`, `$meta/…`, `$clusters`), which every member writes.
+pub fn permission_of(key: &str) -> Option<(Action, &str)> {
+    if !key.starts_with('$') {
+        return Some((Action::State, key));
+    }
+    if let Some(p) = key.strip_prefix(RPC_PREFIX) {
+        return Some((Action::Register, p));
+    }
+    key.strip_prefix(SUB_PREFIX).map(|p| (Action::Subscribe, p))
 }
 
 /// Arguments of [`UPDATE_PROCEDURE`] (MessagePack map).

@@ -22,8 +22,9 @@ use tracing::debug;
 
 use super::aggregate::{self, Change};
 use super::Shared;
-use crate::crdt::ActorId;
-use crate::gossip::{Gossip, GossipStats, Message};
+use crate::auth::Grant;
+use crate::crdt::{ActorId, CrdtError, Kind};
+use crate::gossip::{Gossip, GossipError, GossipStats, Message};
 use crate::router::PeerKey;
 use crate::session::Outbound;
 use crate::state::{self, hex_id};
@@ -58,6 +59,9 @@ pub enum Cmd {
         key: PeerKey,
         /// The link's control queue.
         tx: mpsc::Sender<Outbound>,
+        /// What the link's credential permits (`None`: everything): bounds the keys its
+        /// states may write (`state`, and `register` / `subscribe` for `$rpc/` / `$sub/`).
+        grant: Option<Arc<Grant>>,
         /// The message.
         msg: Message,
     },
@@ -173,6 +177,12 @@ pub fn on_child_frame(
             ),
         ));
     }
+    // The link's grant, as the link table holds it (fleet peers have none).
+    let grant = shared.realms.get(&**realm).and_then(|r| {
+        super::lock(&r.links)
+            .get(&key)
+            .and_then(|l| l.grant.clone())
+    });
     let ok = shared.gossip.send(Cmd::Child {
         realm: realm.clone(),
         scope: inc.scope,
@@ -180,6 +190,7 @@ pub fn on_child_frame(
         from: inc.sender,
         key,
         tx: tx.clone(),
+        grant,
         msg: inc.msg,
     });
     if !ok {
@@ -298,7 +309,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
                 let Some(cmd) = cmd else { return };
                 changed = true;
                 match cmd {
-                    Cmd::Child { realm, scope: child_scope, is_bridge, from, key, tx, msg } => {
+                    Cmd::Child { realm, scope: child_scope, is_bridge, from, key, tx, grant, msg } => {
                         let k = (realm.clone(), child_scope.clone());
                         if !children.contains_key(&k) {
                             if children.len() >= MAX_CHILD_STORES {
@@ -320,9 +331,13 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
                         }
                         c.orphan_since = None;
                         let before = c.g.stats().deltas_merged;
-                        match c.g.handle(ActorId(from), msg, state::now_ms()) {
+                        let mut policy = |k: &str, kind| child_policy(&shared, grant.as_deref(), k, kind);
+                        match c.g.handle_with(ActorId(from), msg, state::now_ms(), &mut policy) {
                             Ok(out) => send_child(&shared, &realm, &child_scope, c, out),
-                            Err(e) => debug!(child = %child_scope, error = %e, "gossip refused"),
+                            Err(e) => {
+                                audit_forged(&e, &from, &realm, &child_scope);
+                                debug!(child = %child_scope, error = %e, "gossip refused");
+                            }
                         }
                         c.dirty |= c.g.stats().deltas_merged != before;
                         shared.metrics.gossip.record(&mut c.prev, c.g.stats());
@@ -361,9 +376,13 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
                     }
                     Cmd::Parent { realm, from, msg } => {
                         if let Some(l) = levels.get_mut(&realm) {
-                            match l.g.handle(ActorId(from), msg, state::now_ms()) {
+                            let now = state::now_ms();
+                            match l.g.handle_with(ActorId(from), msg, now, &mut state::check_remote_key) {
                                 Ok(out) => send_parent(&shared, &realm, &scope, l, out),
-                                Err(e) => debug!(error = %e, "gossip from the parent refused"),
+                                Err(e) => {
+                                    audit_forged(&e, &from, &realm, &scope);
+                                    debug!(error = %e, "gossip from the parent refused");
+                                }
                             }
                             shared.metrics.gossip.record(&mut l.prev, l.g.stats());
                         }
@@ -371,6 +390,37 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
                 }
             }
         }
+    }
+}
+
+/// The bridge's rule for a key of a state from a child link: a reserved name must be a
+/// system key of its kind ([`state::check_remote_key`]); through a link whose credential
+/// restricts something, the key must be permitted ([`state::permission_of`]: `state` for an
+/// application key, `register` for `$rpc/<p>`, `subscribe` for `$sub/<pattern>`). A denial
+/// is audited by [`Grant::check`] and counted in `macula_permission_denied_total{action}`.
+fn child_policy(
+    shared: &Shared,
+    grant: Option<&Grant>,
+    key: &str,
+    kind: Kind,
+) -> Result<(), CrdtError> {
+    state::check_remote_key(key, kind)?;
+    let (Some(g), Some((action, name))) = (grant, state::permission_of(key)) else {
+        return Ok(());
+    };
+    g.check(action, name).map_err(|why| {
+        shared.metrics.permission_denied(action);
+        CrdtError::Denied {
+            key: key.to_owned(),
+            why,
+        }
+    })
+}
+
+/// Writes the audit line of a state refused as forged (the other refusals are counted only).
+fn audit_forged(e: &GossipError, from: &NodeId, realm: &str, scope: &str) {
+    if let GossipError::Crdt(CrdtError::Forged { key }) = e {
+        crate::audit::crdt_forged(from, realm, scope, key);
     }
 }
 

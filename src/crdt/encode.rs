@@ -60,8 +60,11 @@ impl CrdtMap {
         }
         r.finish()?;
         // Keys are strictly ascending (checked): a bulk build.
+        let bytes = entries.iter().map(|(k, v)| super::approx_size(k, v)).sum();
         Ok(CrdtMap {
             entries: entries.into_iter().collect(),
+            retired: Default::default(),
+            bytes,
         })
     }
     /// Length of [`CrdtMap::encode`]'s output.

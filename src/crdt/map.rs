@@ -1,12 +1,14 @@
 //! A map of named CRDTs (one replicated store, e.g. one realm's state of one cluster), its
 //! digest for anti-entropy, and the operations clients apply through a node.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
 
 use super::encode::single_len;
+use super::gc::Retired;
 use super::{ActorId, CrdtError, DotSet, GCounter, Hlc, LwwRegister, OrSet, PnCounter};
 
 /// The type of a key's value. Wire tags in parentheses.
@@ -143,6 +145,18 @@ pub struct Limits {
     pub max_actors: usize,
     /// Most ranges in one causal context (default 65,536).
     pub max_ranges: usize,
+    /// Bound on a whole store's approximate size ([`CrdtMap::approx_bytes`]), bytes
+    /// (default 32 MiB): a local operation or a merged key that would pass it is refused with
+    /// [`CrdtError::Quota`] (`store bytes`). Not applied to decoded messages (their bound is
+    /// the frame's).
+    pub max_store_bytes: usize,
+    /// Bound on the present elements' bytes of one OR-Set (default 1 MiB), checked like
+    /// `max_elements` (`set bytes`); without it `max_elements` × `max_value_bytes` allowed
+    /// 128 MiB in one key.
+    pub max_set_bytes: usize,
+    /// Most retired contexts of garbage-collected keys a store keeps (default 16,384;
+    /// `super::gc`); beyond it the key retired longest ago is forgotten.
+    pub max_retired: usize,
 }
 
 impl Default for Limits {
@@ -154,6 +168,9 @@ impl Default for Limits {
             max_value_bytes: 8192,
             max_actors: 4096,
             max_ranges: 65_536,
+            max_store_bytes: 32 << 20,
+            max_set_bytes: 1 << 20,
+            max_retired: 16_384,
         }
     }
 }
@@ -171,10 +188,26 @@ pub struct MergeStats {
 }
 
 /// A map of named CRDTs: the unit that gossip replicates.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// A store also keeps the contexts of its garbage-collected keys ([`CrdtMap::retire_empty`])
+/// and its approximate size ([`CrdtMap::approx_bytes`]). Two maps are equal when they hold
+/// the same keys and values and the same retired contexts.
+#[derive(Debug, Clone, Default)]
 pub struct CrdtMap {
     pub(crate) entries: BTreeMap<String, Crdt>,
+    pub(crate) retired: Retired,
+    /// Σ [`approx_size`] over `entries` (kept by `apply`, `merge`, `insert`, `retire_empty`
+    /// and `decode`; maps built otherwise — deltas — do not use it).
+    pub(crate) bytes: usize,
 }
+
+impl PartialEq for CrdtMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries && self.retired == other.retired
+    }
+}
+
+impl Eq for CrdtMap {}
 
 impl CrdtMap {
     /// An empty map.
@@ -191,8 +224,14 @@ impl CrdtMap {
     /// [`CrdtMap::delta_since`] / [`CrdtMap::wants`] (dots of one actor stay contiguous, so
     /// this costs no range).
     ///
+    /// A retired key ([`CrdtMap::retire_empty`]) is an OR-Set: an add brings it back with
+    /// its kept context (so its dots continue where they stopped), a remove changes nothing,
+    /// another kind of operation is a type mismatch.
+    ///
     /// Errors: [`CrdtError::TypeMismatch`] if `key` holds another kind;
-    /// [`CrdtError::TooLarge`] for a limit; [`CrdtError::InvalidOp`] on counter overflow.
+    /// [`CrdtError::TooLarge`] for a limit; [`CrdtError::Quota`] when the store or the set
+    /// would pass `max_store_bytes` / `max_set_bytes`; [`CrdtError::InvalidOp`] on counter
+    /// overflow. The store is unchanged on every error.
     pub fn apply(
         &mut self,
         key: &str,
@@ -202,6 +241,24 @@ impl CrdtMap {
         limits: &Limits,
     ) -> Result<CrdtMap, CrdtError> {
         let kind = op.kind();
+        if !self.entries.contains_key(key) && self.retired.get(key).is_some() {
+            match op {
+                Op::SetAdd(_) => {}
+                Op::SetRemove(_) => {
+                    let mut out = CrdtMap::new();
+                    out.entries
+                        .insert(key.to_owned(), Crdt::OrSet(OrSet::default()));
+                    return Ok(out);
+                }
+                _ => {
+                    return Err(CrdtError::TypeMismatch {
+                        key: key.to_owned(),
+                        have: Kind::OrSet,
+                        got: kind,
+                    })
+                }
+            }
+        }
         match self.entries.get(key) {
             Some(existing) if existing.kind() != kind => {
                 return Err(CrdtError::TypeMismatch {
@@ -220,14 +277,25 @@ impl CrdtMap {
                 }
             }
         }
-        let empty = Crdt::empty(kind);
+        let empty = match self.retired.get(key) {
+            Some(ctx) => Crdt::OrSet(OrSet::from_parts(BTreeMap::new(), ctx.clone())),
+            None => Crdt::empty(kind),
+        };
         let current = self.entries.get(key).unwrap_or(&empty);
         check_op(current, &op, &actor, limits)?;
-        let value = self
-            .entries
-            .entry(key.to_owned())
-            .or_insert_with(|| Crdt::empty(kind));
-        let delta = match (value, op) {
+        let before = self.entries.get(key).map_or(0, |v| approx_size(key, v));
+        if self.bytes - before + op_growth(key, current, &op) > limits.max_store_bytes {
+            return Err(CrdtError::Quota {
+                what: "store bytes",
+                limit: limits.max_store_bytes,
+            });
+        }
+        if !self.entries.contains_key(key) {
+            self.retired.take(key);
+            self.entries.insert(key.to_owned(), empty);
+        }
+        let value = self.entries.get_mut(key).expect("inserted above");
+        let delta = match (&mut *value, op) {
             (Crdt::OrSet(s), Op::SetAdd(elem)) => Crdt::OrSet(s.add(actor, elem)),
             (Crdt::OrSet(s), Op::SetRemove(elem)) => Crdt::OrSet(s.remove_as(actor, &elem)),
             (Crdt::Lww(r), Op::Put(v)) => Crdt::Lww(r.set(v, ts, actor)),
@@ -235,6 +303,7 @@ impl CrdtMap {
             (Crdt::PnCounter(c), Op::Add(n)) => Crdt::PnCounter(c.add(actor, n)?),
             _ => unreachable!("kind checked above"),
         };
+        self.bytes = self.bytes - before + approx_size(key, value);
         let mut out = CrdtMap::new();
         out.entries.insert(key.to_owned(), delta);
         Ok(out)
@@ -244,23 +313,64 @@ impl CrdtMap {
     /// they were; every other key is merged.
     ///
     /// A key is refused when its kind differs, when it is new and the map already holds
-    /// `max_keys` keys (or its name is longer than `max_key_bytes`), or when the merged
-    /// value would exceed `max_elements`, `max_actors`, `max_ranges` or `max_value_bytes`.
+    /// `max_keys` keys (or its name is longer than `max_key_bytes`), when the merged
+    /// value would exceed `max_elements`, `max_actors`, `max_ranges`, `max_value_bytes` or
+    /// `max_set_bytes`, or when the store would pass `max_store_bytes`.
+    ///
+    /// A retired key is joined against its kept context: the result stays retired while it
+    /// has no element, and becomes a live key again (under the same bounds as a new key) when
+    /// an add the context has not seen arrives.
     pub fn merge(&mut self, other: &CrdtMap, limits: &Limits) -> MergeStats {
         let mut stats = MergeStats::default();
         for (key, theirs) in &other.entries {
             let Some(ours) = self.entries.get_mut(key) else {
+                let revived;
+                let value = match (self.retired.get(key), theirs) {
+                    (None, _) => theirs,
+                    (Some(ctx), Crdt::OrSet(t)) => {
+                        let mut s = OrSet::from_parts(BTreeMap::new(), ctx.clone());
+                        let changed = s.merge(t);
+                        if s.is_empty() {
+                            if changed {
+                                self.retired.update(key, s.context().clone());
+                                stats.changed += 1;
+                            }
+                            continue;
+                        }
+                        revived = Crdt::OrSet(s);
+                        &revived
+                    }
+                    (Some(_), t) => {
+                        stats.refused.push((
+                            key.clone(),
+                            CrdtError::TypeMismatch {
+                                key: key.clone(),
+                                have: Kind::OrSet,
+                                got: t.kind(),
+                            },
+                        ));
+                        continue;
+                    }
+                };
+                let size = approx_size(key, value);
                 let refused = if self.entries.len() >= limits.max_keys {
                     Some(too_large("keys", limits.max_keys))
                 } else if key.len() > limits.max_key_bytes {
                     Some(too_large("key bytes", limits.max_key_bytes))
+                } else if self.bytes + size > limits.max_store_bytes {
+                    Some(CrdtError::Quota {
+                        what: "store bytes",
+                        limit: limits.max_store_bytes,
+                    })
                 } else {
-                    check_value(theirs, limits).err()
+                    check_value(value, limits).err()
                 };
                 match refused {
                     Some(e) => stats.refused.push((key.clone(), e)),
                     None => {
-                        self.entries.insert(key.clone(), theirs.clone());
+                        self.retired.take(key);
+                        self.entries.insert(key.clone(), value.clone());
+                        self.bytes += size;
                         stats.changed += 1;
                     }
                 }
@@ -278,7 +388,10 @@ impl CrdtMap {
                 continue;
             }
             let conflict = is_conflict(ours, theirs);
-            let changed = if fits_without_check(ours, theirs, limits) {
+            let before = approx_size(key, ours);
+            // A join grows a value by at most the incoming value's size.
+            let room = self.bytes - before + approx_size(key, theirs) <= limits.max_store_bytes;
+            let changed = if room && fits_without_check(ours, theirs, limits) {
                 ours.merge(theirs)
             } else {
                 let mut merged = ours.clone();
@@ -287,9 +400,20 @@ impl CrdtMap {
                     stats.refused.push((key.clone(), e));
                     continue;
                 }
+                if self.bytes - before + approx_size(key, &merged) > limits.max_store_bytes {
+                    stats.refused.push((
+                        key.clone(),
+                        CrdtError::Quota {
+                            what: "store bytes",
+                            limit: limits.max_store_bytes,
+                        },
+                    ));
+                    continue;
+                }
                 *ours = merged;
                 changed
             };
+            self.bytes = self.bytes - before + approx_size(key, ours);
             stats.changed += usize::from(changed);
             stats.conflicts += usize::from(conflict);
         }
@@ -308,9 +432,57 @@ impl CrdtMap {
     pub fn crdt(&self, key: &str) -> Option<&Crdt> {
         self.entries.get(key)
     }
-    /// Inserts or replaces a raw CRDT (used by aggregation; bypasses merge).
+    /// Inserts or replaces a raw CRDT (used by aggregation; bypasses merge and the limits).
     pub fn insert(&mut self, key: String, value: Crdt) {
-        self.entries.insert(key, value);
+        let size = approx_size(&key, &value);
+        if let Some(old) = self.entries.insert(key.clone(), value) {
+            self.bytes -= approx_size(&key, &old);
+        }
+        self.bytes += size;
+    }
+    /// Approximate size of the live keys, bytes: Σ over keys of [`approx_size`]. What
+    /// [`Limits::max_store_bytes`] bounds. (Retired contexts are bounded by count,
+    /// [`Limits::max_retired`].)
+    pub fn approx_bytes(&self) -> usize {
+        self.bytes
+    }
+    /// Garbage collection (`super::gc`): every key of `keys` that holds an OR-Set with no
+    /// element leaves the key table; its causal context is kept as a retired context (at
+    /// most `limits.max_retired`, the oldest forgotten first). Returns how many keys were
+    /// retired.
+    ///
+    /// Meant for stores, after a change to `keys`: a delta's empty set is a removal to send,
+    /// not garbage.
+    pub fn retire_empty<'k>(
+        &mut self,
+        keys: impl IntoIterator<Item = &'k str>,
+        limits: &Limits,
+    ) -> usize {
+        let mut n = 0;
+        for key in keys {
+            let empty = matches!(self.entries.get(key), Some(Crdt::OrSet(s)) if s.is_empty());
+            if !empty {
+                continue;
+            }
+            let Some((key, value)) = self.entries.remove_entry(key) else {
+                continue;
+            };
+            self.bytes -= approx_size(&key, &value);
+            let Crdt::OrSet(s) = value else {
+                continue;
+            };
+            self.retired.put(key, s.context, limits.max_retired);
+            n += 1;
+        }
+        n
+    }
+    /// The kept context of a retired key.
+    pub fn retired_context(&self, key: &str) -> Option<&DotSet> {
+        self.retired.get(key)
+    }
+    /// Number of retired keys.
+    pub fn retired_len(&self) -> usize {
+        self.retired.len()
     }
     /// Iterates over keys and values in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Crdt)> + '_ {
@@ -325,14 +497,18 @@ impl CrdtMap {
         self.entries.is_empty()
     }
     /// A full digest: every key's summary.
+    ///
+    /// A retired key is summarized by its kept context (as an empty OR-Set would be).
     pub fn digest(&self) -> Digest {
-        Digest {
-            entries: self
-                .entries
-                .iter()
-                .map(|(k, v)| (k.clone(), v.summary()))
-                .collect(),
+        let mut entries: BTreeMap<String, Summary> = self
+            .entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.summary()))
+            .collect();
+        for (k, ctx) in self.retired.iter() {
+            entries.insert(k.clone(), Summary::OrSet(ctx.clone()));
         }
+        Digest { entries }
     }
     /// Everything a replica with full digest `seen` lacks: for each local key, its
     /// delta since the remote summary (the whole value when the key is absent from
@@ -343,11 +519,20 @@ impl CrdtMap {
     /// [`OrSet::delta_since`], the whole register, or the counter entries above the
     /// remote's ([`GCounter::delta_since`]). A key whose remote summary is of another kind
     /// is sent whole (the receiver refuses and counts it).
+    ///
+    /// Retired keys take part as empty OR-Sets with their kept context (so a removal reaches
+    /// a replica that still holds the element).
     pub fn delta_since(&self, seen: &Digest) -> CrdtMap {
         let mut out = CrdtMap::new();
-        for (key, value) in &self.entries {
+        let retired = self.retired.iter().map(|(k, c)| (k, retired_set(c)));
+        for (key, value) in self
+            .entries
+            .iter()
+            .map(|(k, v)| (k, Cow::Borrowed(v)))
+            .chain(retired.map(|(k, v)| (k, Cow::Owned(v))))
+        {
             let delta = match seen.entries.get(key) {
-                None => Some(value.clone()),
+                None => Some(value.into_owned()),
                 Some(summary) => value.delta_against(summary),
             };
             if let Some(delta) = delta {
@@ -361,7 +546,14 @@ impl CrdtMap {
     pub fn delta_for(&self, wants: &Digest) -> CrdtMap {
         let mut out = CrdtMap::new();
         for (key, summary) in &wants.entries {
-            if let Some(delta) = self.entries.get(key).and_then(|v| v.delta_against(summary)) {
+            let value = match self.entries.get(key) {
+                Some(v) => Cow::Borrowed(v),
+                None => match self.retired.get(key) {
+                    Some(ctx) => Cow::Owned(retired_set(ctx)),
+                    None => continue,
+                },
+            };
+            if let Some(delta) = value.delta_against(summary) {
                 out.entries.insert(key.clone(), delta);
             }
         }
@@ -372,9 +564,18 @@ impl CrdtMap {
     pub fn wants(&self, remote: &Digest) -> Digest {
         let mut out = Digest::default();
         for (key, theirs) in &remote.entries {
-            let ours = self.entries.get(key).map_or(View::Absent, View::of_value);
+            let retired = self.retired.get(key);
+            let ours = match (self.entries.get(key), retired) {
+                (Some(v), _) => View::of_value(v),
+                (None, Some(ctx)) => View::OrSet(ctx),
+                (None, None) => View::Absent,
+            };
             if !ours.covers(&View::of_summary(theirs)) {
-                let ours = self.entries.get(key).map_or(Summary::Absent, Crdt::summary);
+                let ours = match (self.entries.get(key), retired) {
+                    (Some(v), _) => v.summary(),
+                    (None, Some(ctx)) => Summary::OrSet(ctx.clone()),
+                    (None, None) => Summary::Absent,
+                };
                 out.entries.insert(key.clone(), ours);
             }
         }
@@ -546,6 +747,34 @@ fn is_conflict(ours: &Crdt, theirs: &Crdt) -> bool {
     }
 }
 
+/// An empty OR-Set with a retired key's kept context.
+fn retired_set(ctx: &DotSet) -> Crdt {
+    Crdt::OrSet(OrSet::from_parts(BTreeMap::new(), ctx.clone()))
+}
+
+/// Approximate size of `key` and its value, bytes: the key and the element or value bytes,
+/// plus fixed costs of 64 per key, 48 per element or register, 24 per causal-context range
+/// and 40 per counter entry. What [`Limits::max_store_bytes`] is measured in.
+pub fn approx_size(key: &str, value: &Crdt) -> usize {
+    64 + key.len()
+        + match value {
+            Crdt::OrSet(s) => s.element_bytes() + 48 * s.len() + 24 * s.context().range_count(),
+            Crdt::Lww(r) => r.value.len() + 48,
+            Crdt::GCounter(c) => 40 * c.counts.len(),
+            Crdt::PnCounter(c) => 40 * (c.p.counts.len() + c.n.counts.len()),
+        }
+}
+
+/// An upper bound of what `op` adds to [`approx_size`] of `current` under `key`.
+fn op_growth(key: &str, current: &Crdt, op: &Op) -> usize {
+    let base = approx_size(key, current);
+    base + match op {
+        Op::SetAdd(e) | Op::Put(e) => e.len() + 48 + 24,
+        Op::SetRemove(_) => 24,
+        Op::Increment(_) | Op::Add(_) => 40,
+    }
+}
+
 fn too_large(what: &'static str, limit: usize) -> CrdtError {
     CrdtError::TooLarge { what, limit }
 }
@@ -559,6 +788,12 @@ fn check_op(current: &Crdt, op: &Op, actor: &ActorId, limits: &Limits) -> Result
             }
             if !s.contains(elem) && s.len() >= limits.max_elements {
                 return Err(too_large("elements", limits.max_elements));
+            }
+            if !s.contains(elem) && s.element_bytes() + elem.len() > limits.max_set_bytes {
+                return Err(CrdtError::Quota {
+                    what: "set bytes",
+                    limit: limits.max_set_bytes,
+                });
             }
             check_new_actor(s.context(), actor, limits)
         }
@@ -607,6 +842,12 @@ fn check_value(value: &Crdt, limits: &Limits) -> Result<(), CrdtError> {
             if s.len() > limits.max_elements {
                 return Err(too_large("elements", limits.max_elements));
             }
+            if s.element_bytes() > limits.max_set_bytes {
+                return Err(CrdtError::Quota {
+                    what: "set bytes",
+                    limit: limits.max_set_bytes,
+                });
+            }
             if s.context().actor_count() > limits.max_actors {
                 return Err(too_large("actors", limits.max_actors));
             }
@@ -642,6 +883,7 @@ fn fits_without_check(ours: &Crdt, theirs: &Crdt, limits: &Limits) -> bool {
     match (ours, theirs) {
         (Crdt::OrSet(a), Crdt::OrSet(b)) => {
             a.len() + b.len() <= limits.max_elements
+                && a.element_bytes() + b.element_bytes() <= limits.max_set_bytes
                 && a.context().actor_count() + b.context().actor_count() <= limits.max_actors
                 && a.context().range_count() + b.context().range_count() <= limits.max_ranges
                 && b.elements().all(|e| e.len() <= limits.max_value_bytes)

@@ -23,6 +23,8 @@ pub struct OrSet {
     /// step by every mutation), so it takes no part in equality; it lets a merge find the
     /// local dots an incoming context covers without scanning every entry.
     index: BTreeMap<Dot, Bytes>,
+    /// Σ of the present elements' lengths, bytes (derived from `entries`, kept in step).
+    bytes: usize,
 }
 
 impl PartialEq for OrSet {
@@ -51,6 +53,7 @@ impl OrSet {
             .collect();
         pairs.sort_unstable_by_key(|p| p.0);
         OrSet {
+            bytes: entries.keys().map(Bytes::len).sum(),
             entries,
             context,
             index: pairs.into_iter().collect(),
@@ -64,6 +67,7 @@ impl OrSet {
         index: BTreeMap<Dot, Bytes>,
     ) -> OrSet {
         let s = OrSet {
+            bytes: entries.keys().map(Bytes::len).sum(),
             entries,
             context,
             index,
@@ -76,6 +80,8 @@ impl OrSet {
         if cfg!(debug_assertions) {
             let n: usize = self.entries.values().map(BTreeSet::len).sum();
             assert_eq!(n, self.index.len(), "OrSet index size");
+            let bytes: usize = self.entries.keys().map(Bytes::len).sum();
+            assert_eq!(bytes, self.bytes, "OrSet element bytes");
             for (e, dots) in &self.entries {
                 assert!(!dots.is_empty(), "OrSet element without dots");
                 for d in dots {
@@ -96,6 +102,7 @@ impl OrSet {
         };
         let mut delta_ctx = match self.entries.remove(&elem) {
             Some(old) => {
+                self.bytes -= elem.len();
                 for d in &old {
                     self.index.remove(d);
                 }
@@ -106,8 +113,10 @@ impl OrSet {
         delta_ctx.insert(dot);
         self.context.insert(dot);
         self.entries.insert(elem.clone(), BTreeSet::from([dot]));
+        self.bytes += elem.len();
         self.index.insert(dot, elem.clone());
         OrSet {
+            bytes: elem.len(),
             entries: BTreeMap::from([(elem.clone(), BTreeSet::from([dot]))]),
             context: delta_ctx,
             index: BTreeMap::from([(dot, elem)]),
@@ -118,6 +127,7 @@ impl OrSet {
     pub fn remove(&mut self, elem: &[u8]) -> OrSet {
         match self.entries.remove(elem) {
             Some(dots) => {
+                self.bytes -= elem.len();
                 for d in &dots {
                     self.index.remove(d);
                 }
@@ -125,6 +135,7 @@ impl OrSet {
                     entries: BTreeMap::new(),
                     context: DotSet::from_dots(&dots),
                     index: BTreeMap::new(),
+                    bytes: 0,
                 }
             }
             None => OrSet::default(),
@@ -156,6 +167,7 @@ impl OrSet {
             entries,
             context,
             index,
+            bytes,
         } = self;
         // (b) Local dots that `other.context` covers, of elements `other` does not hold:
         // they are removed. Found by range queries on the index, not by a scan.
@@ -181,6 +193,7 @@ impl OrSet {
                 dots.remove(&d);
                 if dots.is_empty() {
                     entries.remove(&elem);
+                    *bytes -= elem.len();
                 }
             }
             changed = true;
@@ -206,6 +219,7 @@ impl OrSet {
                     }
                     if ours.is_empty() {
                         entries.remove(elem);
+                        *bytes -= elem.len();
                     }
                 }
                 None => {
@@ -219,6 +233,7 @@ impl OrSet {
                             index.insert(*d, elem.clone());
                         }
                         entries.insert(elem.clone(), new);
+                        *bytes += elem.len();
                         changed = true;
                     }
                 }
@@ -243,6 +258,10 @@ impl OrSet {
     /// True if no element is present.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+    /// Σ of the present elements' lengths, bytes.
+    pub fn element_bytes(&self) -> usize {
+        self.bytes
     }
     /// The causal context (every dot seen).
     pub fn context(&self) -> &DotSet {

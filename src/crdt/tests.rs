@@ -579,6 +579,7 @@ fn map_apply_checks_kind_and_limits() {
         max_value_bytes: 3,
         max_actors: 1,
         max_ranges: 8,
+        ..Limits::default()
     };
     let mut m = CrdtMap::new();
     m.apply("s", Op::SetAdd(elem(0)), a, ts, &limits).unwrap();

@@ -10,7 +10,7 @@ use super::{
     GossipConfig, GossipError, GossipStats, Message, PeerId, DUPLICATE_WINDOW, MAX_OPEN_ROUNDS,
 };
 use crate::crdt::{
-    ActorId, Crdt, CrdtError, CrdtMap, Digest, HlcClock, MergeStats, Op, MAX_CLOCK_SKEW_MS,
+    ActorId, Crdt, CrdtError, CrdtMap, Digest, HlcClock, Kind, MergeStats, Op, MAX_CLOCK_SKEW_MS,
 };
 
 /// What we remember about one peer.
@@ -125,6 +125,7 @@ impl Gossip {
         let delta = self
             .store
             .apply(key, op, self.actor, ts, &self.config.limits)?;
+        self.stats.keys_retired += self.store.retire_empty([key], &self.config.limits) as u64;
         self.changed_since_tick = true;
         self.pending.merge(&delta, &self.config.limits);
         Ok(())
@@ -141,6 +142,8 @@ impl Gossip {
             }
         }
         let stats = self.store.merge(delta, &self.config.limits);
+        let keys = delta.iter().map(|(k, _)| k.as_str());
+        self.stats.keys_retired += self.store.retire_empty(keys, &self.config.limits) as u64;
         if stats.changed > 0 {
             self.changed_since_tick = true;
             let kept = without_keys(delta, &stats.refused);
@@ -367,8 +370,27 @@ impl Gossip {
         msg: Message,
         now_ms: u64,
     ) -> Result<Vec<(PeerId, Message)>, GossipError> {
+        self.handle_with(from, msg, now_ms, &mut |_, _| Ok(()))
+    }
+
+    /// [`Gossip::handle`] with the driver's `policy` for the keys of incoming states: each
+    /// key (name and kind) of a decoded state is shown to it before the merge, and a key it
+    /// refuses is left out of the merge (counted in [`GossipStats::refused`] under the error's
+    /// label) while the others merge — a permission or a reserved name is a property of one
+    /// key, and gossip relays other writers' keys alongside the sender's own.
+    ///
+    /// Before the policy, a state claiming entries of this replica's own actor beyond what
+    /// it holds ([`CrdtMap::forged_key`]) is refused as a whole with
+    /// [`CrdtError::Forged`]: the peer that sent it is lying, so nothing of it is taken.
+    pub fn handle_with(
+        &mut self,
+        from: PeerId,
+        msg: Message,
+        now_ms: u64,
+        policy: &mut dyn FnMut(&str, Kind) -> Result<(), CrdtError>,
+    ) -> Result<Vec<(PeerId, Message)>, GossipError> {
         self.stats.bytes_received += msg.payload_len() as u64;
-        match self.handle_inner(from, msg, now_ms) {
+        match self.handle_inner(from, msg, now_ms, policy) {
             Ok(out) => {
                 self.count_sent(&out);
                 Ok(out)
@@ -385,6 +407,7 @@ impl Gossip {
         from: PeerId,
         msg: Message,
         now_ms: u64,
+        policy: &mut dyn FnMut(&str, Kind) -> Result<(), CrdtError>,
     ) -> Result<Vec<(PeerId, Message)>, GossipError> {
         let peer = self.peers.get_mut(&from).ok_or(GossipError::UnknownPeer)?;
         // SyncReplies carry no state and legitimately repeat (`{round, merged: 1}` for two
@@ -403,7 +426,7 @@ impl Gossip {
         match msg {
             Message::Push { part, parts, state } => {
                 check_part(part, parts)?;
-                let map = self.decode_state(&state, now_ms)?;
+                let map = self.decode_state(&state, now_ms, policy)?;
                 self.merge_incoming(map);
                 Ok(Vec::new())
             }
@@ -438,7 +461,7 @@ impl Gossip {
                     return Err(GossipError::UnexpectedReply);
                 }
                 // Decode everything before touching any state.
-                let map = self.decode_state(&state, now_ms)?;
+                let map = self.decode_state(&state, now_ms, policy)?;
                 let wants = if wants.is_empty() {
                     None
                 } else {
@@ -492,7 +515,7 @@ impl Gossip {
                 if !self.in_rounds.contains_key(&(from, round)) {
                     return Err(GossipError::UnexpectedReply);
                 }
-                let map = self.decode_state(&state, now_ms)?;
+                let map = self.decode_state(&state, now_ms, policy)?;
                 let changed = self.merge_incoming(map);
                 Ok(vec![(
                     from,
@@ -585,19 +608,41 @@ impl Gossip {
 
     /// Decodes an incoming state under the limits and drops (counting `clock_skew`) every
     /// register stamped more than [`MAX_CLOCK_SKEW_MS`] ahead of `now_ms`.
-    fn decode_state(&mut self, bytes: &[u8], now_ms: u64) -> Result<CrdtMap, GossipError> {
+    ///
+    /// Then refuses the whole state when it forges this replica's own entries
+    /// ([`CrdtMap::forged_key`]), and leaves out (counting each) the keys `policy` refuses.
+    fn decode_state(
+        &mut self,
+        bytes: &[u8],
+        now_ms: u64,
+        policy: &mut dyn FnMut(&str, Kind) -> Result<(), CrdtError>,
+    ) -> Result<CrdtMap, GossipError> {
         let map = CrdtMap::decode(bytes, &self.config.limits)?;
+        if let Some(key) = self.store.forged_key(&map, &self.actor) {
+            return Err(CrdtError::Forged {
+                key: key.to_owned(),
+            }
+            .into());
+        }
         let bound = now_ms.saturating_add(MAX_CLOCK_SKEW_MS);
         let skewed = |c: &Crdt| matches!(c, Crdt::Lww(r) if r.ts.wall_ms > bound);
-        if !map.iter().any(|(_, c)| skewed(c)) {
+        let mut verdicts = Vec::new();
+        for (k, c) in map.iter() {
+            let v = if skewed(c) {
+                Err("clock_skew")
+            } else {
+                policy(k, c.kind()).map_err(|e| e.as_str())
+            };
+            verdicts.push(v);
+        }
+        if verdicts.iter().all(Result::is_ok) {
             return Ok(map);
         }
         let mut kept = CrdtMap::new();
-        for (k, c) in map.iter() {
-            if skewed(c) {
-                self.stats.refuse("clock_skew");
-            } else {
-                kept.insert(k.clone(), c.clone());
+        for ((k, c), v) in map.iter().zip(verdicts) {
+            match v {
+                Ok(()) => kept.insert(k.clone(), c.clone()),
+                Err(label) => self.stats.refuse(label),
             }
         }
         Ok(kept)
@@ -631,6 +676,8 @@ impl Gossip {
         }
         let map = novel;
         let ms = self.store.merge(&map, &self.config.limits);
+        let keys = map.iter().map(|(k, _)| k.as_str());
+        self.stats.keys_retired += self.store.retire_empty(keys, &self.config.limits) as u64;
         self.stats.conflicts += ms.conflicts as u64;
         for (_, e) in &ms.refused {
             self.stats.refuse(e.as_str());

@@ -9,7 +9,7 @@ use crate::gossip::GossipStats;
 /// labels, plus `forged` (a frame whose `sender` is not the link's peer), `wrong_scope` (a
 /// realm or store this process does not replicate with that peer), `overloaded` (the gossip
 /// task's queue was full) and `other`.
-pub const REFUSALS: [&str; 13] = [
+pub const REFUSALS: [&str; 17] = [
     "malformed",
     "too_large",
     "type_mismatch",
@@ -22,6 +22,10 @@ pub const REFUSALS: [&str; 13] = [
     "wrong_scope",
     "overloaded",
     "bad_frame",
+    "forged_actor",
+    "reserved_key",
+    "denied",
+    "quota",
     "other",
 ];
 
@@ -58,6 +62,9 @@ pub struct GossipMetrics {
     /// `macula_gossip_anti_entropy_max_age_seconds`: the largest of those ages over every
     /// peer of every store (both modes; bridges do not export per-peer series).
     pub anti_entropy_max_age_seconds: Gauge,
+    /// `macula_gossip_keys_retired_total`: keys garbage-collected (OR-Sets left without
+    /// elements; their causal context is kept as a retired context, `docs/GOSSIP.md`).
+    pub keys_retired_total: IntCounter,
     /// `macula_gossip_registry_lookups_total`: provider lookups answered from the cluster's
     /// gossiped service registry (`$rpc/<procedure>`), without a DHT query.
     pub registry_lookups_total: IntCounter,
@@ -141,6 +148,10 @@ impl GossipMetrics {
             ),
             anti_entropy_age_seconds,
             anti_entropy_max_age_seconds,
+            keys_retired_total: counter(
+                "macula_gossip_keys_retired_total",
+                "Keys garbage-collected: OR-Sets left without elements.",
+            ),
             registry_lookups_total: counter(
                 "macula_gossip_registry_lookups_total",
                 "Provider lookups answered from the gossiped service registry.",
@@ -179,6 +190,8 @@ impl GossipMetrics {
             .inc_by(d(prev.redundant, now.redundant));
         self.conflicts_total
             .inc_by(d(prev.conflicts, now.conflicts));
+        self.keys_retired_total
+            .inc_by(d(prev.keys_retired, now.keys_retired));
         for (reason, n) in &now.refused {
             let before = prev.refused.get(reason).copied().unwrap_or(0);
             let moved = d(before, *n);

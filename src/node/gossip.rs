@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::Shared;
-use crate::crdt::{ActorId, Op, Value};
-use crate::gossip::{Gossip, GossipStats, Message};
+use crate::crdt::{ActorId, CrdtError, Op, Value};
+use crate::gossip::{Gossip, GossipError, GossipStats, Message};
 use crate::session::{Outbound, PeerTx};
 use crate::state::{self, hex_id, MEMBERS_KEY, META_PREFIX, RPC_PREFIX, SUB_PREFIX};
 use crate::wire::{ErrorCode, NodeId, RawFrame};
@@ -215,9 +215,15 @@ pub async fn run(
                 let Some(cmd) = cmd else { return };
                 match cmd {
                     Cmd::Message { from, msg } => {
-                        match g.handle(ActorId(from), msg, state::now_ms()) {
+                        let now = state::now_ms();
+                        match g.handle_with(ActorId(from), msg, now, &mut state::check_remote_key) {
                             Ok(out) => send_all(&shared, &links, out),
-                            Err(e) => debug!(peer = %hex_id(&from), error = %e, "gossip refused"),
+                            Err(e) => {
+                                if let GossipError::Crdt(CrdtError::Forged { key }) = &e {
+                                    crate::audit::crdt_forged(&from, &shared.realm, &shared.cluster, key);
+                                }
+                                debug!(peer = %hex_id(&from), error = %e, "gossip refused");
+                            }
                         }
                         // Refute a removal that happened while we were cut off.
                         let present = matches!(
