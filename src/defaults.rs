@@ -295,6 +295,24 @@ pub const GOSSIP_ANTI_ENTROPY_INTERVAL_MS: u64 = 30_000;
 /// several times over, short enough that the buffer stays small.
 pub const GOSSIP_PUSH_ROUNDS: u32 = 4;
 
+/// Most live keys in one replicated CRDT store (`crdt.max_keys`): the product's own keys
+/// (`$members`, `$meta/…`, `$rpc/…`, `$sub/…`) and the application's.
+pub const CRDT_MAX_KEYS: usize = 4096;
+
+/// Bound on one replicated store's approximate size, bytes (`crdt.max_store_bytes`, 32 MiB):
+/// the element and value bytes plus fixed costs per key, element, range and counter entry
+/// (`crdt::approx_size`). Before it, one client's set took a node from 11 MB to 1.4 GB.
+pub const CRDT_MAX_STORE_BYTES: usize = 32 << 20;
+
+/// Bound on the element bytes of one OR-Set, bytes (`crdt.max_set_bytes`, 1 MiB): without it
+/// 16,384 elements of 8 KiB made a 128 MiB key.
+pub const CRDT_MAX_SET_BYTES: usize = 1 << 20;
+
+/// Retired contexts of garbage-collected keys (emptied OR-Sets) kept per store
+/// (`crdt.max_retired`): enough for a churn of subscriptions well beyond `CRDT_MAX_KEYS`; beyond
+/// it the oldest retirement is forgotten (`docs/GOSSIP.md`).
+pub const CRDT_MAX_RETIRED: usize = 16_384;
+
 /// Bound on the encoded state or digest in one gossip frame, bytes: under the 64 KiB wire
 /// bound (`wire::MAX_GOSSIP_STATE`) with room for the frame's other fields.
 pub const GOSSIP_MAX_MESSAGE_BYTES: usize = 60_000;

@@ -457,7 +457,7 @@ pub fn engine_config(cfg: &crate::config::Config) -> crate::gossip::GossipConfig
             .max_message_bytes
             .min((cfg.limits.max_frame_size as usize).saturating_sub(1024))
             .max(512),
-        ..crate::gossip::GossipConfig::default()
+        limits: cfg.crdt.limits(),
     }
 }
 
@@ -467,4 +467,45 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    /// Issue 12's probe planted a `$rpc` entry routing a client's call to itself. A client
+    /// cannot write any `$` key; a peer may send only the system keys, with their kind.
+    #[test]
+    fn reserved_keys_are_refused_to_clients_and_checked_from_peers() {
+        assert!(validate_app_key("$rpc/billing.charge").is_err());
+        assert!(validate_app_key("$members").is_err());
+        assert!(validate_app_key("billing.charge").is_ok());
+        let id = "ab".repeat(32);
+        for (key, kind) in [
+            ("$members", Kind::OrSet),
+            ("$clusters", Kind::OrSet),
+            ("$rpc/svc.p", Kind::OrSet),
+            ("$sub/a.*", Kind::OrSet),
+            (&*format!("$meta/{id}"), Kind::Lww),
+            ("app", Kind::GCounter),
+        ] {
+            assert_eq!(check_remote_key(key, kind), Ok(()), "{key}");
+        }
+        for (key, kind) in [
+            ("$rpc/svc.p", Kind::GCounter),
+            ("$members", Kind::Lww),
+            ("$rpc/", Kind::OrSet),
+            ("$meta/xyz", Kind::Lww),
+            ("$evil", Kind::OrSet),
+        ] {
+            assert!(
+                matches!(check_remote_key(key, kind), Err(CrdtError::Reserved { .. })),
+                "{key}"
+            );
+        }
+        assert_eq!(permission_of("a.b"), Some((Action::State, "a.b")));
+        assert_eq!(permission_of("$rpc/p"), Some((Action::Register, "p")));
+        assert_eq!(permission_of("$sub/x.*"), Some((Action::Subscribe, "x.*")));
+        assert_eq!(permission_of("$members"), None);
+    }
 }

@@ -863,3 +863,61 @@ async fn a_node_refuses_a_bridge_whose_key_changed_unless_told() {
     assert_ne!(repinned, pins, "the new key is pinned");
     f.stop().await;
 }
+
+/// Issue 12's probe: through the bridge, a cluster-store write the node was not entitled to
+/// reached the real nodes. Now a node whose credential allows `state` only on `sensors.**`
+/// gossips its cluster's store to the bridge: the bridge takes `sensors.t` into its replica
+/// (and the level above) and refuses `billing.x`, counted (`permission_denied_total{action=
+/// "state"}`, `gossip_refused_total{reason="denied"}`) and audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_credential_bounds_the_state_its_uplink_gossips() {
+    let mut f = fleet();
+    let op = Identity::generate();
+    let (b, _operators, audit) = governed_bridge(&mut f, &op);
+    let baddr = f.procs[b].quic;
+    let (na, _) = credentialed_node(&mut f, ("a", "127.0.0.2"), baddr, "", |k| {
+        issue_limited(&op, k, Role::Node, &[("state", false, "sensors.**")])
+    });
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (badmin, aaddr) = (f.procs[b].admin, f.procs[na].quic);
+    // The node's own client is not limited (the node's realm is open to clients): both
+    // writes land in the cluster's store.
+    let c = Client::connect(common::opts(aaddr, REALM)).await.unwrap();
+    c.crdt_update("sensors.t", macula::crdt::Op::Increment(2))
+        .await
+        .unwrap();
+    c.crdt_update("billing.x", macula::crdt::Op::Increment(5))
+        .await
+        .unwrap();
+    poll(
+        Duration::from_secs(20),
+        "sensors.t at the bridge",
+        || async move {
+            let (_, body) = common::spawn::http_get(badmin, "/state").ok()?;
+            body.contains("sensors.t").then_some(body)
+        },
+    )
+    .await;
+    poll(
+        Duration::from_secs(10),
+        "the denial counted",
+        || async move {
+            let v = metric(badmin, "macula_permission_denied_total{action=\"state\"}");
+            (v >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let (_, body) = common::spawn::http_get(badmin, "/state").unwrap();
+    assert!(!body.contains("billing.x"), "refused at the bridge: {body}");
+    assert!(metric(badmin, "macula_gossip_refused_total{reason=\"denied\"}") >= 1.0);
+    let log = poll(Duration::from_secs(10), "audit line", || {
+        let audit = audit.clone();
+        async move {
+            let log = std::fs::read_to_string(&audit).ok()?;
+            log.contains("\"name\":\"billing.x\"").then_some(log)
+        }
+    })
+    .await;
+    assert!(log.contains("\"action\":\"state\""), "{log}");
+    f.stop().await;
+}

@@ -901,3 +901,78 @@ async fn acks_errors_hops_and_slow_consumers_follow_the_protocol() {
     }
     f.stop().await;
 }
+
+/// Issue 12's probe: a mesh peer set the node's own G-Counter entry to 2^64 − 1, after which
+/// every increment failed with "counter overflow". It learns the node's CRDT actor from the
+/// node's own anti-entropy digest, then pushes the forged entry: the state is refused whole
+/// (`forged_actor`, an audit line) and the client's increments keep counting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_peer_cannot_forge_the_nodes_own_counter() {
+    use macula::crdt::{ActorId, Crdt, CrdtMap, Digest, GCounter, Limits, Summary};
+    let mut f = fleet();
+    let n = common::lone_node(&mut f, "fnode", "127.0.0.7");
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (addr, admin) = (f.procs[n].quic, f.procs[n].admin);
+    let c = client(addr).await;
+    c.crdt_update("hits", macula::crdt::Op::Increment(3))
+        .await
+        .unwrap();
+
+    let mut r = raw_connect(addr).await;
+    let peer = r.identity.node_id();
+    let hello = r.sign(Connect {
+        cluster: "c".into(),
+        capabilities: vec!["mesh".into()],
+        ..node_connect("c", vec![])
+    });
+    r.send.write_all(&hello).await.unwrap();
+    assert!(matches!(r.next().await, Some(Frame::Connected(_))));
+    // The node starts anti-entropy with a new peer: its digest names its actor in "hits".
+    let actor: ActorId = loop {
+        match r.next().await {
+            Some(Frame::GossipPull(p)) => {
+                let d = Digest::decode(&p.digest, &Limits::default()).unwrap();
+                if let Some(Summary::GCounter(g)) = d.entries.get("hits") {
+                    break *g.counts.keys().next().expect("the node's entry");
+                }
+            }
+            Some(_) => continue,
+            None => panic!("no digest from the node"),
+        }
+    };
+    let mut forged = CrdtMap::new();
+    forged.insert(
+        "hits".into(),
+        Crdt::GCounter(GCounter {
+            counts: [(actor, u64::MAX)].into(),
+        }),
+    );
+    let mut state = Vec::new();
+    forged.encode(&mut state);
+    let push = Frame::GossipPush(wire::GossipPush {
+        realm: "io.macula".into(),
+        scope: "c".into(),
+        sender: peer,
+        part: 0,
+        parts: 1,
+        state: state.into(),
+    });
+    r.send.write_all(&push.to_bytes()).await.unwrap();
+    r.still_alive().await;
+    common::poll(Duration::from_secs(10), "forgery counted", || async move {
+        let v = metric(
+            admin,
+            "macula_gossip_refused_total{reason=\"forged_actor\"}",
+        );
+        (v >= 1.0).then_some(())
+    })
+    .await;
+    c.crdt_update("hits", macula::crdt::Op::Increment(1))
+        .await
+        .expect("the node's own increments keep working");
+    assert_eq!(
+        c.get("hits").await.unwrap(),
+        Some(macula::crdt::Value::GCounter(4))
+    );
+    f.stop().await;
+}

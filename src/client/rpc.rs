@@ -92,12 +92,16 @@ pub enum CallError {
     /// `PERMISSION_DENIED` (10), `docs/AUTH.md`. The text names the action and name.
     #[error("{0}")]
     PermissionDenied(String),
+    /// A bound of the node's replicated store refused a state write: `LIMIT_EXCEEDED` (11),
+    /// `docs/ERRORS.md`. The text names the bound.
+    #[error("{0}")]
+    LimitExceeded(String),
 }
 
 impl CallError {
     /// Maps a `reply` error to a [`CallError`]: 1 → `NoProvider`, 2 → `Timeout`, 3 and 7 →
     /// `AllProvidersFailed`, 8 → `Overloaded`, 9 → `Invalid(message)`, 10 →
-    /// `PermissionDenied(message)`, anything else →
+    /// `PermissionDenied(message)`, 11 → `LimitExceeded(message)`, anything else →
     /// `Remote { code, message }`.
     pub fn from_rpc(e: RpcError) -> CallError {
         match e.code {
@@ -107,6 +111,7 @@ impl CallError {
             RpcError::OVERLOADED => CallError::Overloaded,
             RpcError::INVALID => CallError::Invalid(e.message),
             RpcError::PERMISSION_DENIED => CallError::PermissionDenied(e.message),
+            RpcError::LIMIT_EXCEEDED => CallError::LimitExceeded(e.message),
             code => CallError::Remote {
                 code,
                 message: e.message,
@@ -127,6 +132,7 @@ impl CallError {
             CallError::Overloaded => "overloaded",
             CallError::Invalid(_) => "invalid",
             CallError::PermissionDenied(_) => "permission_denied",
+            CallError::LimitExceeded(_) => "limit_exceeded",
         }
     }
 }

@@ -248,12 +248,16 @@ fn call_error_maps_rpc_codes_and_names_kinds() {
         m(RpcError::PERMISSION_DENIED),
         CallError::PermissionDenied("m".into())
     );
+    assert_eq!(
+        m(RpcError::LIMIT_EXCEEDED),
+        CallError::LimitExceeded("m".into())
+    );
     for code in [
         0,
         RpcError::REMOTE,
         RpcError::HOPS_EXCEEDED,
         RpcError::UNKNOWN_PROCEDURE,
-        11,
+        12,
         u16::MAX,
     ] {
         assert_eq!(

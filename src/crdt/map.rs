@@ -162,15 +162,15 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_keys: 4096,
+            max_keys: crate::defaults::CRDT_MAX_KEYS,
             max_key_bytes: 256,
             max_elements: 16_384,
             max_value_bytes: 8192,
             max_actors: 4096,
             max_ranges: 65_536,
-            max_store_bytes: 32 << 20,
-            max_set_bytes: 1 << 20,
-            max_retired: 16_384,
+            max_store_bytes: crate::defaults::CRDT_MAX_STORE_BYTES,
+            max_set_bytes: crate::defaults::CRDT_MAX_SET_BYTES,
+            max_retired: crate::defaults::CRDT_MAX_RETIRED,
         }
     }
 }

@@ -63,7 +63,7 @@ pub enum Cmd {
         /// Operation.
         op: Op,
         /// Where to answer.
-        reply: Option<oneshot::Sender<Result<(), String>>>,
+        reply: Option<oneshot::Sender<Result<(), CrdtError>>>,
     },
     /// Reads a key.
     Get {
@@ -261,9 +261,8 @@ pub async fn run(
                         }
                     }
                     Cmd::Update { key, op, reply } => {
-                        let r = g.apply(&key, op, state::now_ms()).map_err(|e| {
+                        let r = g.apply(&key, op, state::now_ms()).inspect_err(|e| {
                             shared.metrics.gossip.refused(e.as_str());
-                            e.to_string()
                         });
                         if let Some(reply) = reply {
                             let _ = reply.send(r);
@@ -411,7 +410,8 @@ fn busy(shared: &Shared) -> crate::wire::RpcError {
 
 /// Serves a client's `$crdt.update` / `$crdt.get` call (the client API of named keys):
 /// decodes the args, asks the gossip task, and replies. Errors are answered as RPC errors
-/// `INVALID` (bad args, bad key, type mismatch, limits) or `OVERLOADED`.
+/// `INVALID` (bad args, bad key, type mismatch), `PERMISSION_DENIED`, `LIMIT_EXCEEDED` (a
+/// bound of the store: keys, bytes, elements, value size) or `OVERLOADED`.
 pub fn client_op(
     shared: &Arc<Shared>,
     client: &PeerTx,
@@ -447,7 +447,10 @@ pub fn client_op(
                     }
                     match rx.await {
                         Ok(Ok(())) => Ok(Bytes::new()),
-                        Ok(Err(m)) => Err(invalid(m)),
+                        Ok(Err(e @ (CrdtError::TooLarge { .. } | CrdtError::Quota { .. }))) => {
+                            Err(RpcError::new(RpcError::LIMIT_EXCEEDED, e.to_string()))
+                        }
+                        Ok(Err(e)) => Err(invalid(e.to_string())),
                         Err(_) => Err(RpcError::new(RpcError::OVERLOADED, "gossip task gone")),
                     }
                 }

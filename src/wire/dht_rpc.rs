@@ -250,6 +250,10 @@ impl RpcError {
     /// The caller's credential does not permit calling the procedure (or, for `$crdt.update`,
     /// writing the key); `docs/AUTH.md`, "Permissions".
     pub const PERMISSION_DENIED: u16 = 10;
+    /// A bound of the node's replicated store was reached (keys, bytes of the store or of one
+    /// set, elements, value size; `docs/ERRORS.md`): the write was not applied. Retrying the
+    /// same write fails the same way until something is removed.
+    pub const LIMIT_EXCEEDED: u16 = 11;
 
     /// An error with the given code and message.
     pub fn new(code: u16, message: impl Into<String>) -> Self {
