@@ -104,6 +104,10 @@ pub struct Args {
     /// `limits.handshake_retry_above` of the spawned node.
     #[arg(long, default_value_t = 256)]
     retry_above: usize,
+    /// `limits.handshakes_per_source_per_sec` of the spawned node (0: unpaced; default: the
+    /// built-in one).
+    #[arg(long)]
+    handshake_rate: Option<u32>,
     /// `rate.client.msgs` of the spawned node (per client connection; 0: none; default:
     /// the built-in one).
     #[arg(long)]
@@ -189,6 +193,7 @@ struct Limits {
     max_connections: usize,
     max_connections_per_source: usize,
     handshake_retry_above: usize,
+    handshakes_per_source_per_sec: u32,
     rate_client: macula::rate::RateLimits,
 }
 
@@ -264,11 +269,17 @@ pub async fn run(a: Args) -> Result<()> {
             max_connections: a.max_connections,
             max_connections_per_source: a.max_per_source,
             handshake_retry_above: a.retry_above,
+            handshakes_per_source_per_sec: (a.handshake_rate)
+                .unwrap_or(macula::defaults::HANDSHAKES_PER_SOURCE_PER_SEC),
             rate_client: macula::rate::RateLimits {
                 msgs: (a.rate_client_msgs).unwrap_or(macula::defaults::RATE_CLIENT.msgs),
                 bytes: (a.rate_client_bytes).unwrap_or(macula::defaults::RATE_CLIENT.bytes),
             },
         };
+        f.env(
+            "MACULA_LIMITS__HANDSHAKES_PER_SOURCE_PER_SEC",
+            &limits.handshakes_per_source_per_sec.to_string(),
+        );
         f.env(
             "MACULA_RATE__CLIENT__MSGS",
             &limits.rate_client.msgs.to_string(),

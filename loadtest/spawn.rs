@@ -204,8 +204,9 @@ impl Fleet {
                 std::env::var("MACULA_LOG__LEVEL").unwrap_or_else(|_| "warn".into()),
             )
             // Every client of a load test comes from this host: lift the per-source bound
-            // (a test sets its own with `Fleet::env`).
+            // and the per-source handshake pacing (a test sets its own with `Fleet::env`).
             .env("MACULA_LIMITS__MAX_CONNECTIONS_PER_SOURCE", "1000000")
+            .env("MACULA_LIMITS__HANDSHAKES_PER_SOURCE_PER_SEC", "0")
             // A load test measures the relay, not the per-client rate limit (`rate.client`,
             // 100,000 msg/s by default): lifted too (`flood` sets its own).
             .env("MACULA_RATE__CLIENT__MSGS", "0")

@@ -296,11 +296,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
     let s = shared.clone();
     tracker.spawn(crate::server::accept_loop(
         endpoint.clone(),
-        crate::server::gate::GateLimits {
-            max_connections: shared.cfg.limits.max_connections,
-            max_per_source: shared.cfg.limits.max_connections_per_source,
-            retry_above: shared.cfg.limits.handshake_retry_above,
-        },
+        crate::server::gate::GateLimits::of(&shared.cfg.limits),
         "node",
         metrics,
         tracker.clone(),

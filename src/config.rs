@@ -553,6 +553,14 @@ pub struct LimitsConfig {
     /// Handshakes in progress beyond which an attempt from a not yet validated address
     /// gets a QUIC Retry (RFC 9000 §8.1). Default [`defaults::HANDSHAKE_RETRY_ABOVE`].
     pub handshake_retry_above: usize,
+    /// New connection attempts per second from one source address, after a burst of
+    /// `max_connections_per_source`; 0: unpaced. Default
+    /// [`defaults::HANDSHAKES_PER_SOURCE_PER_SEC`].
+    pub handshakes_per_source_per_sec: u32,
+    /// While fewer than 1 % of `max_connections` are free, sessions that received no
+    /// STREAM frame for this long are closed, the longest idle first, ms; 0: never. Default
+    /// [`defaults::IDLE_EVICT_AFTER_MS`].
+    pub idle_evict_after_ms: u64,
     /// Most subscriptions per connection. Default 10000.
     pub max_subscriptions_per_connection: usize,
     /// Seen-message-id window for de-duplication, ids. Default 65536.
@@ -969,6 +977,8 @@ impl Default for LimitsConfig {
             max_connections: defaults::MAX_CONNECTIONS,
             max_connections_per_source: defaults::MAX_CONNECTIONS_PER_SOURCE,
             handshake_retry_above: defaults::HANDSHAKE_RETRY_ABOVE,
+            handshakes_per_source_per_sec: defaults::HANDSHAKES_PER_SOURCE_PER_SEC,
+            idle_evict_after_ms: defaults::IDLE_EVICT_AFTER_MS,
             max_subscriptions_per_connection: defaults::MAX_SUBSCRIPTIONS_PER_CONNECTION,
             dedup_window: defaults::DEDUP_WINDOW,
             slow_consumer_timeout_ms: defaults::SLOW_CONSUMER_TIMEOUT_MS,

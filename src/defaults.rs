@@ -107,6 +107,20 @@ pub const MAX_CONNECTIONS_PER_SOURCE: usize = 1_000;
 /// one stateless Retry packet per Initial and holds no state.
 pub const HANDSHAKE_RETRY_ABOVE: usize = 256;
 
+/// New connection attempts per second from one source IP address, after a burst of
+/// [`MAX_CONNECTIONS_PER_SOURCE`]: 100. A handshake costs the listener about 100 µs of CPU
+/// (TLS 1.3, the identity proof, a credential check: `docs/BENCHMARKS.md`), so one host
+/// opening and dropping connections in a loop costs it at most about 1 % of a core, while a
+/// NAT whose thousand clients reconnect at once after a restart fits in the burst. Load
+/// generators on one host lift it (0: unpaced).
+pub const HANDSHAKES_PER_SOURCE_PER_SEC: u32 = 100;
+
+/// How long a session must have sent nothing (no STREAM frame; QUIC keep-alives do not
+/// count) before it may be evicted, in milliseconds: 30 s. Eviction happens only while the
+/// listener has fewer than 1 % of `max_connections` free (`src/server/idle.rs`): sessions that
+/// connect and idle cannot lock newcomers out, and a listener with room evicts nobody.
+pub const IDLE_EVICT_AFTER_MS: u64 = 30_000;
+
 /// Most subscriptions (topic filters) one connection may hold: 10,000. Bounds the topic trie
 /// against one misbehaving client (lessons, 2).
 pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 10_000;

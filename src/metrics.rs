@@ -25,8 +25,9 @@ use prometheus::{
 pub const ROLES: [&str; 3] = ["client", "node", "uplink"];
 
 /// Values of the `reason` label of `macula_connections_rejected_total`.
-pub const REJECT_REASONS: [&str; 15] = [
+pub const REJECT_REASONS: [&str; 16] = [
     "max_connections",
+    "handshake_rate",
     "handshake",
     "unknown_realm",
     "protocol",
@@ -143,6 +144,9 @@ pub struct Metrics {
     /// `macula_handshake_retries_total`: connection attempts answered with a QUIC Retry
     /// (address validation while handshakes pile up).
     pub handshake_retries_total: IntCounter,
+    /// `macula_connections_evicted_total`: sessions closed for idling while the listener was
+    /// nearly full (`limits.idle_evict_after_ms`).
+    pub connections_evicted_total: IntCounter,
     /// `macula_frames_received_total{type}` and `macula_received_bytes_total{type}`: frames and
     /// their bytes (header included) read from peers.
     pub frames_in: FrameCounters,
@@ -365,6 +369,13 @@ impl Metrics {
                 counter(
                     "macula_handshake_retries_total",
                     "Connection attempts answered with a QUIC Retry (address validation).",
+                ),
+            ),
+            connections_evicted_total: register(
+                r,
+                counter(
+                    "macula_connections_evicted_total",
+                    "Sessions closed for idling while the listener was nearly full.",
                 ),
             ),
             connections_rejected_total,

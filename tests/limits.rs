@@ -14,8 +14,9 @@ use macula::client::Client;
 use macula::identity::Identity;
 use macula::wire::{self, Connect};
 
-/// A session from source address `bind` (an ip:0) to `node`.
-async fn session_from(bind: &str, node: SocketAddr) -> (quinn::Connection, quinn::Endpoint) {
+/// A session from source address `bind` (an ip:0) to `node`, kept open with its stream
+/// (dropping the stream ends the session).
+async fn idle_session_from(bind: &str, node: SocketAddr) -> IdleSession {
     let (conn, ep) = common::quic_connect_from(bind, node).await;
     let me = Identity::generate();
     let connect = Connect {
@@ -30,10 +31,22 @@ async fn session_from(bind: &str, node: SocketAddr) -> (quinn::Connection, quinn
         proof: None,
         credential: None,
     };
-    macula::session::open_session(&conn, connect, wire::DEFAULT_MAX_FRAME_SIZE, &me)
-        .await
-        .expect("served");
-    (conn, ep)
+    let (send, recv, _, _) =
+        macula::session::open_session(&conn, connect, wire::DEFAULT_MAX_FRAME_SIZE, &me)
+            .await
+            .expect("served");
+    IdleSession {
+        conn,
+        _ep: ep,
+        _stream: (send, recv),
+    }
+}
+
+/// A session that sent `connect` and nothing since.
+struct IdleSession {
+    conn: quinn::Connection,
+    _ep: quinn::Endpoint,
+    _stream: (quinn::SendStream, quinn::RecvStream),
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +71,7 @@ async fn one_source_is_bounded_and_retries_are_followed() {
         .is_err());
     assert!(metric(admin, refused) >= 1.0);
     // Another address is still served.
-    let (other, _ep) = session_from("127.0.0.9:0", addr).await;
+    let other = idle_session_from("127.0.0.9:0", addr).await;
     // Closing one frees its slot.
     let gone = held.pop().unwrap();
     gone.close().await;
@@ -66,5 +79,75 @@ async fn one_source_is_bounded_and_retries_are_followed() {
         Client::connect(common::opts(addr, "io.macula")).await.ok()
     })
     .await;
-    other.close(0u32.into(), b"done");
+    other.conn.close(0u32.into(), b"done");
+}
+
+/// Sessions that `connect` and idle cannot lock newcomers out: with the listener full
+/// (`max_connections` 12) of such sessions, the node evicts the idle ones (idle for
+/// `limits.idle_evict_after_ms`, 3 s here), longest idle first, counted; a newcomer then gets
+/// in, and a client that keeps talking is never evicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_evicted_when_the_listener_is_full_and_busy_ones_are_not() {
+    let mut f = fleet();
+    f.env("MACULA_LIMITS__MAX_CONNECTIONS", "12");
+    f.env("MACULA_LIMITS__IDLE_EVICT_AFTER_MS", "3000");
+    let n = common::lone_node(&mut f, "node", "127.0.0.5");
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (addr, admin) = (f.procs[n].quic, f.procs[n].admin);
+
+    // A busy client: a QoS 1 round trip to itself every 100 ms for the whole test.
+    let busy = common::client(addr).await;
+    let mut echo = busy.subscribe("busy.t").await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let talker = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.is_cancelled() {
+                let body = bytes::Bytes::copy_from_slice(&n.to_be_bytes());
+                busy.publish("busy.t", body, wire::Qos::AtLeastOnce)
+                    .await
+                    .expect("the busy client is never evicted");
+                common::recv(&mut echo).await;
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            busy
+        })
+    };
+    // Idle sessions fill the other 11 slots (from two addresses, within their bounds).
+    let mut idle = Vec::new();
+    for i in 0..11 {
+        let bind = if i % 2 == 0 {
+            "127.0.0.9:0"
+        } else {
+            "127.0.0.10:0"
+        };
+        idle.push(idle_session_from(bind, addr).await);
+    }
+    let refused = "macula_connections_rejected_total{reason=\"max_connections\"}";
+    assert!(
+        Client::connect(common::opts(addr, "io.macula"))
+            .await
+            .is_err(),
+        "the full listener refuses a newcomer while its sessions are not idle long enough"
+    );
+    assert!(metric(admin, refused) >= 1.0);
+    // Within a few samples an idle session is evicted and the newcomer gets in.
+    let evicted = "macula_connections_evicted_total";
+    poll(
+        Duration::from_secs(15),
+        "a newcomer after an eviction",
+        || async { Client::connect(common::opts(addr, "io.macula")).await.ok() },
+    )
+    .await;
+    assert!(metric(admin, evicted) >= 1.0);
+    let closed = idle
+        .iter()
+        .filter(|s| s.conn.close_reason().is_some())
+        .count();
+    assert!(closed >= 1, "an idle session was closed");
+    stop.cancel();
+    let busy = talker.await.unwrap();
+    busy.close().await;
 }

@@ -1,5 +1,6 @@
-//! Admission of QUIC handshakes (pure: no sockets, no clock): what the accept loop does with
-//! each incoming connection attempt, before any handshake work is spent on it.
+//! Admission of QUIC handshakes (pure: no sockets; the handshake pacing reads tokio's
+//! clock): what the accept loop does with each incoming connection attempt, before any
+//! handshake work is spent on it.
 //!
 //! Every attempt counts against the process's bound from the moment it is accepted — the
 //! handshakes in progress as well as the established connections — so a flood of half-open
@@ -10,11 +11,33 @@
 //! is not yet validated gets a QUIC Retry (RFC 9000 §8.1): a spoofed source never answers
 //! it, so a flood from forged addresses costs one stateless packet each.
 //!
+//! Per source address, new attempts are also paced: at most `handshakes_per_source_per_sec`
+//! a second after a burst of `max_per_source` (GCRA, the `governor` crate, on tokio's clock),
+//! so one host cannot spend the listener's CPU on handshakes it opens and drops again; over
+//! the rate an attempt is refused (`reason="handshake_rate"`). A NAT whose clients all
+//! reconnect at once fits in the burst.
+//!
 //! The per-source table holds only sources with a slot, so it is bounded by
-//! `max_connections` entries.
+//! `max_connections` entries. The rate table holds sources that attempted recently (their
+//! bucket not yet full again), at most [`MAX_RATE_SOURCES`]; when full even after forgetting
+//! the refilled ones, an unvalidated source gets a Retry (a forged one never comes back) and a
+//! validated one passes unpaced.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
+
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::HashMapStateStore;
+
+use crate::rate::TokioClock;
+
+/// Most sources the handshake-rate table tracks at once.
+pub const MAX_RATE_SOURCES: usize = 65_536;
+
+type SourceLimiter =
+    governor::RateLimiter<IpAddr, HashMapStateStore<IpAddr>, TokioClock, NoOpMiddleware<Nanos>>;
 
 /// What to do with one incoming attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,26 +63,88 @@ pub struct GateLimits {
     /// In-progress handshakes beyond which unvalidated sources get a Retry
     /// (`limits.handshake_retry_above`).
     pub retry_above: usize,
+    /// New attempts per second from one source address, after a burst of `max_per_source`
+    /// (`limits.handshakes_per_source_per_sec`; 0: unpaced).
+    pub handshakes_per_source_per_sec: u32,
+    /// While the listener is nearly full, sessions idle this long are closed
+    /// (`limits.idle_evict_after_ms`, [`super::idle`]); `None`: never.
+    pub idle_evict_after: Option<std::time::Duration>,
+}
+
+impl GateLimits {
+    /// The gate's bounds from `limits.*`.
+    pub fn of(l: &crate::config::LimitsConfig) -> GateLimits {
+        GateLimits {
+            max_connections: l.max_connections,
+            max_per_source: l.max_connections_per_source,
+            retry_above: l.handshake_retry_above,
+            handshakes_per_source_per_sec: l.handshakes_per_source_per_sec,
+            idle_evict_after: (l.idle_evict_after_ms > 0)
+                .then(|| std::time::Duration::from_millis(l.idle_evict_after_ms)),
+        }
+    }
 }
 
 /// The accept loop's counts.
-#[derive(Debug)]
 pub struct Gate {
     limits: GateLimits,
     in_progress: usize,
     open: usize,
     per_source: HashMap<IpAddr, usize>,
+    /// Handshake pacing per source (`None`: unpaced).
+    rate: Option<SourceLimiter>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("limits", &self.limits)
+            .field("in_progress", &self.in_progress)
+            .field("open", &self.open)
+            .field("sources", &self.per_source.len())
+            .field("paced_sources", &self.paced_sources())
+            .finish()
+    }
 }
 
 impl Gate {
     /// An empty gate.
     pub fn new(limits: GateLimits) -> Gate {
+        let rate = NonZeroU32::new(limits.handshakes_per_source_per_sec).map(|per_sec| {
+            let burst = u32::try_from(limits.max_per_source).unwrap_or(u32::MAX);
+            let burst = NonZeroU32::new(burst)
+                .unwrap_or(NonZeroU32::MIN)
+                .max(per_sec);
+            let quota = governor::Quota::per_second(per_sec).allow_burst(burst);
+            governor::RateLimiter::new(quota, HashMapStateStore::default(), TokioClock)
+        });
         Gate {
             limits,
             in_progress: 0,
             open: 0,
             per_source: HashMap::new(),
+            rate,
         }
+    }
+
+    /// Paces attempts per source: `None` to go on, or the decision for an attempt over its
+    /// source's rate (refused), or for one the full table cannot track (see the module).
+    fn pace(&self, source: IpAddr, validated: bool) -> Option<Decision> {
+        let rate = self.rate.as_ref()?;
+        if rate.len() >= MAX_RATE_SOURCES {
+            rate.retain_recent();
+            if rate.len() >= MAX_RATE_SOURCES {
+                return (!validated).then_some(Decision::Retry);
+            }
+        }
+        rate.check_key(&source)
+            .err()
+            .map(|_| Decision::Refuse("handshake_rate"))
+    }
+
+    /// Sources the handshake-rate table tracks.
+    pub fn paced_sources(&self) -> usize {
+        self.rate.as_ref().map_or(0, |r| r.len())
     }
 
     /// An attempt from `source`; `validated` when its address was validated already (it
@@ -71,6 +156,9 @@ impl Gate {
         let held = self.per_source.get(&source).copied().unwrap_or(0);
         if held >= self.limits.max_per_source {
             return Decision::Refuse("per_source");
+        }
+        if let Some(d) = self.pace(source, validated) {
+            return d;
         }
         if !validated && self.in_progress >= self.limits.retry_above {
             return Decision::Retry;
@@ -107,6 +195,11 @@ impl Gate {
         }
     }
 
+    /// Slots free: `max_connections` minus open and in-progress connections.
+    pub fn free(&self) -> usize {
+        (self.limits.max_connections).saturating_sub(self.in_progress + self.open)
+    }
+
     /// Handshakes in progress.
     pub fn in_progress(&self) -> usize {
         self.in_progress
@@ -132,7 +225,84 @@ mod tests {
             max_connections: max,
             max_per_source: per,
             retry_above: retry,
+            handshakes_per_source_per_sec: 0,
+            idle_evict_after: None,
         })
+    }
+
+    fn paced(per_source: usize, per_sec: u32) -> Gate {
+        Gate::new(GateLimits {
+            max_connections: 1_000_000,
+            max_per_source: per_source,
+            retry_above: 1_000_000,
+            handshakes_per_source_per_sec: per_sec,
+            idle_evict_after: None,
+        })
+    }
+
+    /// An attempt that is accepted and whose handshake fails at once (open and drop).
+    fn churn(g: &mut Gate, source: IpAddr) -> Decision {
+        let d = g.incoming(source, true);
+        if d == Decision::Accept {
+            g.failed(source);
+        }
+        d
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_source_opening_and_dropping_connections_is_paced_after_its_burst() {
+        let mut g = paced(200, 100);
+        for i in 0..200 {
+            assert_eq!(
+                churn(&mut g, ip(1)),
+                Decision::Accept,
+                "attempt {i}: the burst"
+            );
+        }
+        assert_eq!(churn(&mut g, ip(1)), Decision::Refuse("handshake_rate"));
+        assert_eq!(
+            churn(&mut g, ip(2)),
+            Decision::Accept,
+            "another source is not paced"
+        );
+        // 100 a second: one more every 10 ms.
+        tokio::time::advance(std::time::Duration::from_millis(10)).await;
+        assert_eq!(churn(&mut g, ip(1)), Decision::Accept);
+        assert_eq!(churn(&mut g, ip(1)), Decision::Refuse("handshake_rate"));
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        let back = (0..200).filter(|_| churn(&mut g, ip(1)) == Decision::Accept);
+        assert_eq!(back.count(), 100, "a second refills 100");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unpaced_when_the_rate_is_zero() {
+        let mut g = paced(10, 0);
+        for _ in 0..10_000 {
+            assert_eq!(churn(&mut g, ip(1)), Decision::Accept);
+        }
+        assert_eq!(g.paced_sources(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_table_stays_bounded_under_many_sources() {
+        let mut g = paced(1000, 100);
+        let src = |i: u32| IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+        let n = MAX_RATE_SOURCES as u32 + 5_000;
+        // Forged sources, all at once: past the table's bound they get a Retry (stateless).
+        let mut retried = 0;
+        for i in 0..n {
+            if g.incoming(src(i), false) == Decision::Retry {
+                retried += 1;
+            } else {
+                g.failed(src(i));
+            }
+        }
+        assert!(g.paced_sources() <= MAX_RATE_SOURCES);
+        assert_eq!(retried, 5_000);
+        // Once their buckets have refilled they are forgotten and new sources are tracked.
+        tokio::time::advance(std::time::Duration::from_secs(11)).await;
+        assert_eq!(g.incoming(src(n + 1), false), Decision::Accept);
+        assert!(g.paced_sources() < 10, "{}", g.paced_sources());
     }
 
     #[test]

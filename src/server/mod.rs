@@ -4,6 +4,7 @@
 //! QUIC Retry for unvalidated sources when handshakes pile up).
 
 pub mod gate;
+pub mod idle;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -109,6 +110,16 @@ pub async fn accept_loop<F, Fut>(
 {
     let handler = Arc::new(handler);
     let gate = Arc::new(std::sync::Mutex::new(gate::Gate::new(limits)));
+    let open = Arc::new(std::sync::Mutex::new(OpenSessions::default()));
+    if let Some(after) = limits.idle_evict_after {
+        let (g, o, m, stop) = (
+            gate.clone(),
+            open.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        tracker.spawn(evict_idle(g, o, after, limits.max_connections, m, stop));
+    }
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -140,6 +151,8 @@ pub async fn accept_loop<F, Fut>(
             gate: gate.clone(),
             source: remote.ip(),
             open: false,
+            sessions: open.clone(),
+            token: None,
         };
         tracker.spawn(async move {
             let conn = match tokio::time::timeout(Duration::from_secs(10), incoming).await {
@@ -161,7 +174,7 @@ pub async fn accept_loop<F, Fut>(
                     return;
                 }
             };
-            slot.established();
+            slot.established(&conn);
             metrics
                 .connections_accepted_total
                 .with_label_values(&[role])
@@ -174,9 +187,8 @@ pub async fn accept_loop<F, Fut>(
     }
 }
 
-fn lock(gate: &std::sync::Mutex<gate::Gate>) -> std::sync::MutexGuard<'_, gate::Gate> {
-    gate.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A connection's place in the gate, given back when dropped (the handshake failed, or the
@@ -185,17 +197,83 @@ struct Slot {
     gate: Arc<std::sync::Mutex<gate::Gate>>,
     source: std::net::IpAddr,
     open: bool,
+    /// The open sessions (eviction candidates) and this one's token there once established.
+    sessions: Arc<std::sync::Mutex<OpenSessions>>,
+    token: Option<u64>,
 }
 
 impl Slot {
-    fn established(&mut self) {
+    fn established(&mut self, conn: &Connection) {
         lock(&self.gate).established();
         self.open = true;
+        let mut s = lock(&self.sessions);
+        s.next += 1;
+        let token = s.next;
+        s.conns.insert(token, conn.clone());
+        self.token = Some(token);
+    }
+}
+
+/// The established connections of a listener, by token, and their sampled activity.
+#[derive(Default)]
+struct OpenSessions {
+    conns: std::collections::HashMap<u64, Connection>,
+    index: idle::IdleIndex,
+    next: u64,
+}
+
+/// Every [`idle::SAMPLE_EVERY`]: samples each open connection's received STREAM frames and,
+/// while fewer than [`idle::headroom`] slots are free, closes the sessions idle for `after`
+/// or longer, the longest idle first (`LIMIT_EXCEEDED`, counted in
+/// `macula_connections_evicted_total`).
+async fn evict_idle(
+    gate: Arc<std::sync::Mutex<gate::Gate>>,
+    open: Arc<std::sync::Mutex<OpenSessions>>,
+    after: Duration,
+    max_connections: usize,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(idle::SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = start.elapsed();
+        let free = lock(&gate).free();
+        let mut s = lock(&open);
+        let OpenSessions { conns, index, .. } = &mut *s;
+        for (id, c) in conns.iter() {
+            index.observe(*id, c.stats().frame_rx.stream, now);
+        }
+        let want = idle::headroom(max_connections).saturating_sub(free);
+        if want == 0 {
+            continue;
+        }
+        for id in index.victims(now, after, want) {
+            if let Some(c) = conns.remove(&id) {
+                index.remove(id);
+                debug!(remote.addr = %c.remote_address(), "evicting an idle session: the listener is full");
+                metrics.connections_evicted_total.inc();
+                c.close(
+                    (ErrorCode::LimitExceeded as u32).into(),
+                    b"evicted: idle while the listener is full",
+                );
+            }
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(token) = self.token {
+            let mut s = lock(&self.sessions);
+            s.conns.remove(&token);
+            s.index.remove(token);
+        }
         let mut g = lock(&self.gate);
         if self.open {
             g.closed(self.source);
