@@ -75,6 +75,8 @@ pub struct Config {
     /// Bounds of the replicated CRDT stores (`docs/GOSSIP.md`, "Bounds and garbage
     /// collection").
     pub crdt: CrdtSettings,
+    /// Per-tenant quotas (`docs/AUTH.md`, "Quotas"; [`quota::QuotaConfig`]).
+    pub quota: quota::QuotaConfig,
 }
 
 /// Rate limits (`src/rate.rs`): per connection by kind of link, per realm, and the bursts.
@@ -683,6 +685,7 @@ impl Config {
         self.validate_limits()?;
         self.validate_auth()?;
         self.crdt.validate()?;
+        self.quota.validate(self.rpc.max_pending)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", format!("not a valid filter: {e}"));
         }
@@ -904,6 +907,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             rate: RateConfig::default(),
             crdt: CrdtSettings::default(),
+            quota: quota::QuotaConfig::default(),
         }
     }
 }
@@ -1001,6 +1005,9 @@ impl Default for LogConfig {
 }
 
 mod validate;
+
+// Per-tenant quotas (issue 12).
+pub mod quota;
 
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail closures return figment::Error

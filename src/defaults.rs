@@ -366,3 +366,55 @@ pub const UPLINK_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a node ignores redirects to the worker it just lost, ms: until every worker
 /// has noticed the death (peer silence 3 s), one may still name it as the owner.
 pub const FLEET_LOST_WORKER_MEMORY: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// Per-tenant quotas (issue 12; `crate::quota`, `docs/AUTH.md` "Quotas"). A tenant is the
+// holder of one proven node id (a credential's subject); each table has a total bound and a
+// per-tenant share, in entries and in bytes. Totals are per realm except the calls', which
+// are per process. Each share is a tenth or less of its total, so ten tenants at their share
+// leave room for newcomers.
+// ---------------------------------------------------------------------------------------------
+
+/// Interest patterns one tenant may hold at a bridge, per realm: 10,000 (as
+/// [`MAX_SUBSCRIPTIONS_PER_CONNECTION`], now shared by all the tenant's links).
+pub const QUOTA_INTEREST_PER_TENANT: usize = 10_000;
+
+/// Bytes of interest patterns one tenant may hold at a bridge, per realm: 512 KiB (10,000
+/// patterns of ~50 bytes).
+pub const QUOTA_INTEREST_BYTES_PER_TENANT: usize = 512 * 1024;
+
+/// Interest patterns held at a bridge per realm, all links: 200,000 (a street of 20 clusters
+/// at their share; the pattern trie costs ~200 bytes per pattern, ~40 MB).
+pub const QUOTA_INTEREST_TOTAL: usize = 200_000;
+
+/// Bytes of interest patterns held at a bridge per realm, all links: 8 MiB.
+pub const QUOTA_INTEREST_BYTES_TOTAL: usize = 8 * 1024 * 1024;
+
+/// Provider-record copies one tenant may hold in a bridge's level index, per realm: 10,000
+/// (a child bridge advertising a street of clusters with a few hundred procedures each).
+pub const QUOTA_RECORDS_PER_TENANT: usize = 10_000;
+
+/// Bytes of provider-record copies one tenant may hold in a level index, per realm: 2 MiB
+/// (a copy is its key, publisher, record and procedure name: ~100–200 bytes).
+pub const QUOTA_RECORD_BYTES_PER_TENANT: usize = 2 * 1024 * 1024;
+
+/// Provider-record copies in one realm's level index: 100,000 (~20 MB).
+pub const QUOTA_RECORDS_TOTAL: usize = 100_000;
+
+/// Bytes of provider-record copies in one realm's level index: 16 MiB.
+pub const QUOTA_RECORD_BYTES_TOTAL: usize = 16 * 1024 * 1024;
+
+/// Calls one tenant may have in flight through a bridge (forwarded, not yet answered): 4,096,
+/// a sixteenth of [`RPC_MAX_PENDING`], which stays the total.
+pub const QUOTA_CALLS_PER_TENANT: usize = 4_096;
+
+/// DHT records one mesh peer may have stored at a node (as their publisher): 10,000, a tenth
+/// of [`crate::dht::store::MAX_RECORDS`].
+pub const QUOTA_DHT_RECORDS_PER_PEER: usize = 10_000;
+
+/// Bytes of DHT record values one mesh peer may have stored at a node: 16 MiB.
+pub const QUOTA_DHT_BYTES_PER_PEER: usize = 16 * 1024 * 1024;
+
+/// Bytes of DHT record values a node holds for all publishers: 128 MiB (before this bound,
+/// 100,000 records of 64 KiB could take 6.5 GB).
+pub const QUOTA_DHT_BYTES_TOTAL: usize = 128 * 1024 * 1024;

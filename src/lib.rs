@@ -25,6 +25,8 @@
 //!   digests and a compact encoding (`docs/CRDT.md`); [`gossip`] — the sans-IO gossip engine
 //!   (delta pushes, push-pull-push anti-entropy) and its 1,000-node simulation; [`state`] — the
 //!   product's replicated keys and the client's `put`/`get`/`update` (`docs/GOSSIP.md`).
+//! - [`quota`] — per-tenant quotas: a ledger of entries and bytes per link, per tenant (a
+//!   proven node id, a credential's subject) and in total, for each table remote input grows.
 //! - [`config`] + [`defaults`] — layered configuration (defaults → TOML → `MACULA_*`
 //!   env → flags) and every default with its reason.
 //!
@@ -66,6 +68,7 @@ pub mod identity;
 pub mod metrics;
 pub mod node;
 pub mod rate;
+pub mod quota;
 pub mod relay;
 pub mod router;
 pub mod rpc;

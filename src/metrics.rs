@@ -11,8 +11,11 @@ use std::sync::Arc;
 pub mod fleet;
 pub mod gossip;
 pub mod rpc;
+// Per-tenant quotas (issue 12).
+pub mod quota;
 pub use fleet::FleetMetrics;
 pub use gossip::GossipMetrics;
+pub use quota::QuotaMetrics;
 pub use rpc::RpcMetrics;
 
 use prometheus::{
@@ -210,6 +213,8 @@ pub struct Metrics {
     pub gossip: GossipMetrics,
     /// The bridge fleet (`macula_fleet_*`, [`FleetMetrics`]).
     pub fleet: FleetMetrics,
+    /// Per-tenant quotas (`macula_quota_*`, [`QuotaMetrics`]).
+    pub quota: QuotaMetrics,
 }
 
 /// Per-message-type frame and byte counters, pre-resolved so the hot path does no label
@@ -488,6 +493,7 @@ impl Metrics {
             rate: crate::rate::RateMetrics::new(r),
             gossip: GossipMetrics::new(r),
             fleet: FleetMetrics::new(r),
+            quota: QuotaMetrics::new(r),
             cache: crate::escalation::CacheMetrics::new(r).expect("registered once"),
             registry,
         })
