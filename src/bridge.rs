@@ -55,6 +55,7 @@ use crate::session::{self, accept_session, AckTrack, Outbound, PeerTx, WriterCon
 use crate::wire::{ErrorCode, Frame, MessageType, NodeId, RawFrame, Role, SubAck};
 
 pub mod aggregate;
+mod calls;
 pub mod fleet;
 mod gossip;
 pub mod index;
@@ -126,6 +127,9 @@ struct Realm {
     up: Option<LinkId>,
     /// Provider records of the subtree, routes, and what the parent was told.
     index: Mutex<SubtreeIndex>,
+    /// The interest patterns each link and tenant holds (`quota.interest_*`); locked inside
+    /// the relay's write lock.
+    interest_quota: Mutex<crate::quota::Ledger>,
     /// Open child links, by key (targets of routed calls).
     links: Mutex<HashMap<PeerKey, Link>>,
     /// The parent link's session while it is up.
@@ -189,7 +193,15 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
                 name: Arc::from(r.as_str()),
                 relay: RwLock::new(relay),
                 up,
-                index: Mutex::new(SubtreeIndex::new(IndexLimits::default(), has_parent)),
+                index: Mutex::new(SubtreeIndex::new(
+                    IndexLimits {
+                        total: cfg.quota.records_total,
+                        ..IndexLimits::default()
+                    },
+                    cfg.quota.records(),
+                    has_parent,
+                )),
+                interest_quota: Mutex::new(crate::quota::Ledger::new(cfg.quota.interest())),
                 links: Mutex::new(HashMap::new()),
                 parent: ArcSwapOption::empty(),
                 has_parent,
@@ -521,7 +533,13 @@ async fn run_link(
     };
     let tx = peer.tx.clone();
     let ctrl_tx = tx.ctrl.clone();
-    let mut link = Link::child(&tx, (kind == LinkKind::Node).then_some(remote.node_id));
+    // A child's quota share is its holder's (its proven node id); fleet peers are exempt.
+    let tenant = match kind {
+        LinkKind::Peer { .. } => crate::quota::Tenant::Exempt,
+        LinkKind::Node | LinkKind::ChildBridge => crate::quota::Tenant::Subject(remote.node_id),
+    };
+    let node = (kind == LinkKind::Node).then_some(remote.node_id);
+    let mut link = Link::child(&tx, node, tenant);
     link.peer = matches!(kind, LinkKind::Peer { .. });
     link.grant = grant;
     if let (LinkKind::Peer { dialer }, Some(f)) = (kind, &shared.fleet) {

@@ -192,6 +192,13 @@ impl<T> Relay<T> {
             .unwrap_or_default()
     }
 
+    /// Whether `link` holds `pattern`. O(1).
+    pub fn holds(&self, link: LinkId, pattern: &str) -> bool {
+        self.links
+            .get(&link)
+            .is_some_and(|l| l.patterns.contains(pattern))
+    }
+
     /// How many patterns `link` holds (0 for an unknown link). O(1).
     pub fn held_count(&self, link: LinkId) -> usize {
         self.links.get(&link).map_or(0, |l| l.patterns.len())

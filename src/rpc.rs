@@ -238,6 +238,20 @@ impl<B> PendingCalls<B> {
             .collect()
     }
 
+    /// Removes and returns every call `pred` selects (e.g. those of a caller that left).
+    /// O(calls in flight), as [`PendingCalls::drain_link`].
+    pub fn drain_where(&mut self, pred: impl Fn(&Pending<B>) -> bool) -> Vec<Pending<B>> {
+        let ids: Vec<u64> = self
+            .map
+            .iter()
+            .filter(|(_, p)| pred(p))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.map.remove(&id))
+            .collect()
+    }
+
     /// Removes and returns every call whose deadline is at or before `now`.
     pub fn expire(&mut self, now: Instant) -> Vec<Pending<B>> {
         let ids: Vec<u64> = self

@@ -662,15 +662,16 @@ fn publish_json(fleet: &Fleet) {
 pub(super) fn sync_records(shared: &Shared, realm: &Realm, link: &Link) {
     let own = |k: PeerKey| crate::router::group_of(k) != shared.fleet_group;
     let records = lock(&realm.index).copies_where(own, Instant::now());
-    for (key, publisher, value, remaining) in records {
+    for c in records {
         let store = Store {
-            key,
-            value,
-            publisher,
-            ttl_ms: remaining.as_millis().min(u128::from(u32::MAX)) as u32,
+            key: c.key,
+            value: c.value,
+            publisher: c.publisher,
+            ttl_ms: c.remaining.as_millis().min(u128::from(u32::MAX)) as u32,
             correlation_id: 0,
-            // Fleet peers are not bound by permissions: the name is not kept.
-            name: None,
+            // Fleet peers are not bound by permissions, but the peer advertises the record
+            // upward too, where the name is checked.
+            name: c.name.as_deref().map(str::to_string),
         };
         if link.send(Frame::Store(store)) {
             shared

@@ -15,14 +15,23 @@
 //!   resulting [`Upward`] changes with [`SubtreeIndex::take_upward`] (the sans-IO `poll_*`
 //!   shape of quinn-proto).
 //!
-//! Bounds ([`IndexLimits`]): copies per child link, copies in total and publishers per key.
-//! A STORE beyond them is refused ([`IndexError`]); a refresh of an existing copy always
-//! passes. Every map here is bounded by those limits: the advertised and dirty sets hold only
-//! pairs that are, or were since the last [`SubtreeIndex::take_upward`], in the index.
+//! Each copy keeps the **procedure name** its STORE carried (checked against the key by the
+//! caller), so that the advertisement upward names it too: a parent that restricts this
+//! bridge's registrations can then check each record (`docs/AUTH.md`, "Permissions").
+//!
+//! Bounds ([`IndexLimits`]): copies per child link, copies in total and publishers per key;
+//! and a per-tenant quota ([`crate::quota`], `quota.records_*`) in copies and in bytes, where
+//! a copy's bytes are [`copy_bytes`]. A STORE beyond them is refused ([`IndexError`]); a
+//! refresh of an existing copy passes the count bounds and is refused only if its new value
+//! grows past a byte bound. Every map here is bounded by those limits: the advertised and
+//! dirty sets hold only pairs that are, or were since the last [`SubtreeIndex::take_upward`],
+//! in the index.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::quota::{Ledger, QuotaError, QuotaLimits, Tenant, Usage};
 use crate::router::PeerKey;
 use crate::rpc::ProviderRecord;
 use crate::wire::NodeId;
@@ -67,9 +76,13 @@ impl Default for IndexLimits {
 }
 
 /// Why a STORE was refused. All map to the `full` reason of
-/// `macula_dht_store_refused_total` and to a `LIMIT_EXCEEDED` error frame.
+/// `macula_dht_store_refused_total` and to a `LIMIT_EXCEEDED` error frame; a
+/// [`IndexError::Quota`] is also counted in `macula_quota_refused_total{table="records"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IndexError {
+    /// The link's tenant, or the index, is at a quota (entries or bytes).
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
     /// The link already holds [`IndexLimits::per_link`] copies.
     #[error("this link already holds {0} records")]
     LinkFull(usize),
@@ -79,6 +92,40 @@ pub enum IndexError {
     /// The key already has [`IndexLimits::per_key`] publishers.
     #[error("the key already has {0} publishers")]
     KeyFull(usize),
+}
+
+/// Bytes a copy is charged in the quota: its key and publisher (32 each), the record's node
+/// id (32) and cluster name, and the procedure name.
+pub fn copy_bytes(record: &ProviderRecord, name: Option<&str>) -> usize {
+    96 + record.cluster.len() + name.map_or(0, str::len)
+}
+
+/// A copy to store: what a `store` frame carried, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCopy {
+    /// Record key.
+    pub key: RecordKey,
+    /// Publisher (the provider node).
+    pub publisher: NodeId,
+    /// The record.
+    pub record: ProviderRecord,
+    /// The procedure name, when the `store` carried one whose key is `key`.
+    pub name: Option<Arc<str>>,
+}
+
+/// A copy as [`SubtreeIndex::copies_where`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldCopy {
+    /// Record key.
+    pub key: RecordKey,
+    /// Publisher.
+    pub publisher: NodeId,
+    /// The encoded record.
+    pub value: bytes::Bytes,
+    /// The procedure name, if known.
+    pub name: Option<Arc<str>>,
+    /// Lifetime left.
+    pub remaining: Duration,
 }
 
 /// One record of a [`SubtreeIndex::get`] answer.
@@ -103,6 +150,8 @@ pub enum Upward {
         publisher: NodeId,
         /// The current value.
         record: ProviderRecord,
+        /// The procedure name, when a copy carried one.
+        name: Option<Arc<str>>,
     },
     /// `store` with `ttl_ms = 0`: the last copy of this record went.
     Withdraw {
@@ -127,6 +176,7 @@ pub struct Removal {
 struct Copy {
     link: PeerKey,
     record: ProviderRecord,
+    name: Option<Arc<str>>,
     expires: Instant,
     /// Store order, to pick the most recent value.
     seq: u64,
@@ -152,12 +202,15 @@ pub struct SubtreeIndex {
     copies: usize,
     seq: u64,
     upward: Option<UpwardState>,
+    /// Copies and bytes per link, per tenant and in total.
+    quota: Ledger,
 }
 
 impl SubtreeIndex {
-    /// An empty index with `limits`. With `upward` (the bridge has a parent) it tracks what
-    /// to advertise; without, [`SubtreeIndex::take_upward`] never returns anything.
-    pub fn new(limits: IndexLimits, upward: bool) -> Self {
+    /// An empty index with `limits` and the per-tenant `quota` (`quota.records_*`). With
+    /// `upward` (the bridge has a parent) it tracks what to advertise; without,
+    /// [`SubtreeIndex::take_upward`] never returns anything.
+    pub fn new(limits: IndexLimits, quota: QuotaLimits, upward: bool) -> Self {
         SubtreeIndex {
             limits,
             records: BTreeMap::new(),
@@ -167,22 +220,35 @@ impl SubtreeIndex {
             copies: 0,
             seq: 0,
             upward: upward.then(UpwardState::default),
+            quota: Ledger::new(quota),
         }
     }
 
-    /// Stores (or refreshes) the copy of (`key`, `publisher`) that came through `link`,
-    /// living `ttl` from `now`. A zero `ttl` withdraws it ([`SubtreeIndex::withdraw`]).
+    /// The quota accounts (what each link and tenant holds).
+    pub fn quota(&self) -> &Ledger {
+        &self.quota
+    }
+
+    /// Stores (or refreshes) the copy of (`key`, `publisher`) that came through `link`, whose
+    /// holder is `tenant`, living `ttl` from `now`. A zero `ttl` withdraws it
+    /// ([`SubtreeIndex::withdraw`]).
     ///
-    /// Errors: [`IndexError`] when a new copy would exceed a bound; refreshes never fail.
+    /// Errors: [`IndexError`] when a new copy would exceed a bound or a quota, or a refresh's
+    /// new value would grow past a byte quota.
     pub fn store(
         &mut self,
         link: PeerKey,
-        key: RecordKey,
-        publisher: NodeId,
-        record: ProviderRecord,
+        tenant: Tenant,
+        copy: NewCopy,
         ttl: Duration,
         now: Instant,
     ) -> Result<Removal, IndexError> {
+        let NewCopy {
+            key,
+            publisher,
+            record,
+            name,
+        } = copy;
         if ttl.is_zero() {
             return Ok(self.withdraw(link, key, publisher));
         }
@@ -195,9 +261,13 @@ impl SubtreeIndex {
                 // Refresh: the value may change (the most recent one is advertised).
                 let was_latest = latest(copies).record.clone();
                 let c = &mut copies[i];
+                let old = Usage::new(1, copy_bytes(&c.record, c.name.as_deref()));
+                let new = Usage::new(1, copy_bytes(&record, name.as_deref()));
+                self.quota.resize(link, tenant, old, new)?;
                 self.expiry.remove(&(c.expires, pair, link));
                 c.expires = expires;
                 c.record = record;
+                c.name = name.or(c.name.take());
                 c.seq = seq;
                 self.expiry.insert((expires, pair, link));
                 if latest(copies).record != was_latest {
@@ -221,11 +291,14 @@ impl SubtreeIndex {
                 return Err(IndexError::KeyFull(publishers));
             }
         }
+        let usage = Usage::new(1, copy_bytes(&record, name.as_deref()));
+        self.quota.charge(link, tenant, usage)?;
         let copies = self.records.entry(pair).or_default();
         let before = (!copies.is_empty()).then(|| latest(copies).record.clone());
         copies.push(Copy {
             link,
             record,
+            name,
             expires,
             seq,
         });
@@ -253,18 +326,20 @@ impl SubtreeIndex {
         out
     }
 
-    /// Every live copy whose link passes `keep`: (key, publisher, encoded record, lifetime
-    /// left). Used to hand a fleet peer the records of this worker's own children.
-    pub fn copies_where(
-        &self,
-        keep: impl Fn(PeerKey) -> bool,
-        now: Instant,
-    ) -> Vec<(RecordKey, NodeId, bytes::Bytes, Duration)> {
+    /// Every live copy whose link passes `keep`. Used to hand a fleet peer the records of
+    /// this worker's own children.
+    pub fn copies_where(&self, keep: impl Fn(PeerKey) -> bool, now: Instant) -> Vec<HeldCopy> {
         let mut out = Vec::new();
         for ((key, publisher), copies) in &self.records {
             for c in copies {
                 if keep(c.link) && c.expires > now {
-                    out.push((*key, *publisher, c.record.encode(), c.expires - now));
+                    out.push(HeldCopy {
+                        key: *key,
+                        publisher: *publisher,
+                        value: c.record.encode(),
+                        name: c.name.clone(),
+                        remaining: c.expires - now,
+                    });
                 }
             }
         }
@@ -283,6 +358,7 @@ impl SubtreeIndex {
             self.remove_copy(pair, link, &mut out);
         }
         self.per_link.remove(&link);
+        self.quota.release_link(link);
         out
     }
 
@@ -391,6 +467,7 @@ impl SubtreeIndex {
                         key: pair.0,
                         publisher: pair.1,
                         record: latest(copies).record.clone(),
+                        name: copies.iter().find_map(|c| c.name.clone()),
                     });
                 }
                 _ => {
@@ -434,6 +511,8 @@ impl SubtreeIndex {
         };
         let before = latest(copies).record.clone();
         let c = copies.swap_remove(i);
+        let bytes = copy_bytes(&c.record, c.name.as_deref());
+        self.quota.release(link, Usage::new(1, bytes));
         self.expiry.remove(&(c.expires, pair, link));
         self.copies -= 1;
         out.removed += 1;
@@ -486,6 +565,19 @@ mod tests {
         }
     }
 
+    fn tenant(link: PeerKey) -> Tenant {
+        Tenant::Subject([link as u8; 32])
+    }
+
+    fn copy(key: RecordKey, publisher: NodeId, record: ProviderRecord) -> NewCopy {
+        NewCopy {
+            key,
+            publisher,
+            record,
+            name: None,
+        }
+    }
+
     fn store(
         ix: &mut SubtreeIndex,
         link: PeerKey,
@@ -493,7 +585,13 @@ mod tests {
         node: u8,
         now: Instant,
     ) -> Result<Removal, IndexError> {
-        ix.store(link, [key; 32], [node; 32], rec(node, "a"), TTL, now)
+        ix.store(
+            link,
+            tenant(link),
+            copy([key; 32], [node; 32], rec(node, "a")),
+            TTL,
+            now,
+        )
     }
 
     fn upward(ix: &mut SubtreeIndex) -> Vec<Upward> {
@@ -509,7 +607,7 @@ mod tests {
     #[test]
     fn store_get_and_route() {
         let now = Instant::now();
-        let mut ix = SubtreeIndex::new(IndexLimits::default(), false);
+        let mut ix = SubtreeIndex::new(IndexLimits::default(), QuotaLimits::UNBOUNDED, false);
         store(&mut ix, 1, 9, 5, now).unwrap();
         store(&mut ix, 1, 9, 6, now).unwrap();
         let got = ix.get(&[9; 32], now + Duration::from_secs(100), 32);
@@ -532,11 +630,17 @@ mod tests {
     #[test]
     fn refresh_extends_and_replaces_the_value() {
         let now = Instant::now();
-        let mut ix = SubtreeIndex::new(IndexLimits::default(), false);
+        let mut ix = SubtreeIndex::new(IndexLimits::default(), QuotaLimits::UNBOUNDED, false);
         store(&mut ix, 1, 9, 5, now).unwrap();
         let later = now + Duration::from_secs(200);
-        ix.store(1, [9; 32], [5; 32], rec(5, "b"), TTL, later)
-            .unwrap();
+        ix.store(
+            1,
+            tenant(1),
+            copy([9; 32], [5; 32], rec(5, "b")),
+            TTL,
+            later,
+        )
+        .unwrap();
         assert_eq!(ix.len(), 1, "a refresh is not a new copy");
         // Past the first expiry the refreshed copy is still there.
         let t = now + TTL + Duration::from_secs(1);
@@ -549,12 +653,18 @@ mod tests {
     #[test]
     fn withdraw_and_zero_ttl_remove_one_copy() {
         let now = Instant::now();
-        let mut ix = SubtreeIndex::new(IndexLimits::default(), false);
+        let mut ix = SubtreeIndex::new(IndexLimits::default(), QuotaLimits::UNBOUNDED, false);
         store(&mut ix, 1, 9, 5, now).unwrap();
         store(&mut ix, 2, 9, 5, now).unwrap();
         store(&mut ix, 1, 8, 5, now).unwrap();
         let r = ix
-            .store(1, [9; 32], [5; 32], rec(5, "a"), Duration::ZERO, now)
+            .store(
+                1,
+                tenant(1),
+                copy([9; 32], [5; 32], rec(5, "a")),
+                Duration::ZERO,
+                now,
+            )
             .unwrap();
         assert_eq!(r.removed, 1);
         assert!(r.gone.is_empty(), "still routed via both links");
@@ -570,7 +680,7 @@ mod tests {
     #[test]
     fn link_drop_takes_its_copies_and_routes() {
         let now = Instant::now();
-        let mut ix = SubtreeIndex::new(IndexLimits::default(), false);
+        let mut ix = SubtreeIndex::new(IndexLimits::default(), QuotaLimits::UNBOUNDED, false);
         store(&mut ix, 1, 9, 5, now).unwrap();
         store(&mut ix, 1, 8, 5, now).unwrap();
         store(&mut ix, 1, 9, 6, now).unwrap();
@@ -588,10 +698,16 @@ mod tests {
     #[test]
     fn expiry_with_explicit_now() {
         let now = Instant::now();
-        let mut ix = SubtreeIndex::new(IndexLimits::default(), false);
+        let mut ix = SubtreeIndex::new(IndexLimits::default(), QuotaLimits::UNBOUNDED, false);
         store(&mut ix, 1, 9, 5, now).unwrap();
-        ix.store(1, [9; 32], [6; 32], rec(6, "a"), TTL * 2, now)
-            .unwrap();
+        ix.store(
+            1,
+            tenant(1),
+            copy([9; 32], [6; 32], rec(6, "a")),
+            TTL * 2,
+            now,
+        )
+        .unwrap();
         let edge = now + TTL;
         assert_eq!(ix.get(&[9; 32], edge, 32).len(), 1, "hidden at its expiry");
         assert_eq!(ix.expire(edge - Duration::from_millis(1)).removed, 0);
@@ -610,7 +726,7 @@ mod tests {
             total: 3,
             per_key: 2,
         };
-        let mut ix = SubtreeIndex::new(limits, false);
+        let mut ix = SubtreeIndex::new(limits, QuotaLimits::UNBOUNDED, false);
         store(&mut ix, 1, 1, 1, now).unwrap();
         store(&mut ix, 1, 1, 2, now).unwrap();
         assert_eq!(store(&mut ix, 1, 2, 1, now), Err(IndexError::LinkFull(2)));
@@ -627,7 +743,7 @@ mod tests {
     #[test]
     fn aggregation_advertises_each_pair_once() {
         let now = Instant::now();
-        let mut ix = SubtreeIndex::new(IndexLimits::default(), true);
+        let mut ix = SubtreeIndex::new(IndexLimits::default(), QuotaLimits::UNBOUNDED, true);
         store(&mut ix, 1, 9, 5, now).unwrap();
         store(&mut ix, 2, 9, 5, now).unwrap(); // same pair from a second child
         assert!(ix.upward_pending());
@@ -637,6 +753,7 @@ mod tests {
                 key: [9; 32],
                 publisher: [5; 32],
                 record: rec(5, "a"),
+                name: None,
             }]
         );
         assert!(!ix.upward_pending());
@@ -662,7 +779,7 @@ mod tests {
     #[test]
     fn churn_while_the_parent_is_away_stays_bounded() {
         let now = Instant::now();
-        let mut ix = SubtreeIndex::new(IndexLimits::default(), true);
+        let mut ix = SubtreeIndex::new(IndexLimits::default(), QuotaLimits::UNBOUNDED, true);
         store(&mut ix, 1, 1, 1, now).unwrap();
         upward(&mut ix); // the parent knows (1, 1)
         for k in 2..=200u8 {
@@ -683,17 +800,24 @@ mod tests {
     #[test]
     fn value_change_is_advertised_again() {
         let now = Instant::now();
-        let mut ix = SubtreeIndex::new(IndexLimits::default(), true);
+        let mut ix = SubtreeIndex::new(IndexLimits::default(), QuotaLimits::UNBOUNDED, true);
         store(&mut ix, 1, 9, 5, now).unwrap();
         upward(&mut ix);
-        ix.store(2, [9; 32], [5; 32], rec(5, "moved"), TTL, now)
-            .unwrap();
+        ix.store(
+            2,
+            tenant(2),
+            copy([9; 32], [5; 32], rec(5, "moved")),
+            TTL,
+            now,
+        )
+        .unwrap();
         assert_eq!(
             upward(&mut ix),
             vec![Upward::Store {
                 key: [9; 32],
                 publisher: [5; 32],
                 record: rec(5, "moved"),
+                name: None,
             }]
         );
         // The newest copy goes: the older value is advertised again.
@@ -704,6 +828,7 @@ mod tests {
                 key: [9; 32],
                 publisher: [5; 32],
                 record: rec(5, "a"),
+                name: None,
             }]
         );
     }
@@ -711,7 +836,7 @@ mod tests {
     #[test]
     fn resync_and_refresh_send_everything() {
         let now = Instant::now();
-        let mut ix = SubtreeIndex::new(IndexLimits::default(), true);
+        let mut ix = SubtreeIndex::new(IndexLimits::default(), QuotaLimits::UNBOUNDED, true);
         store(&mut ix, 1, 9, 5, now).unwrap();
         store(&mut ix, 1, 9, 6, now).unwrap();
         store(&mut ix, 2, 9, 6, now).unwrap();
@@ -728,6 +853,7 @@ mod tests {
                 key: [9; 32],
                 publisher: [6; 32],
                 record: rec(6, "a"),
+                name: None,
             }]
         );
         // take_upward respects max.
@@ -740,10 +866,101 @@ mod tests {
     #[test]
     fn without_a_parent_nothing_is_tracked() {
         let now = Instant::now();
-        let mut ix = SubtreeIndex::new(IndexLimits::default(), false);
+        let mut ix = SubtreeIndex::new(IndexLimits::default(), QuotaLimits::UNBOUNDED, false);
         store(&mut ix, 1, 9, 5, now).unwrap();
         ix.resync();
         assert!(!ix.upward_pending());
         assert!(ix.take_upward(10).is_empty());
+    }
+
+    fn named(key: RecordKey, publisher: NodeId, name: &str) -> NewCopy {
+        NewCopy {
+            name: Some(Arc::from(name)),
+            ..copy(key, publisher, rec(publisher[0], "a"))
+        }
+    }
+
+    #[test]
+    fn a_tenant_at_its_quota_is_refused_while_another_stores() {
+        let now = Instant::now();
+        let quota = QuotaLimits {
+            tenant_entries: 2,
+            tenant_bytes: 10_000,
+            total_entries: 10,
+            total_bytes: 10_000,
+        };
+        let mut ix = SubtreeIndex::new(IndexLimits::default(), quota, false);
+        store(&mut ix, 1, 1, 1, now).unwrap();
+        store(&mut ix, 1, 2, 1, now).unwrap();
+        let refused = store(&mut ix, 1, 3, 1, now).unwrap_err();
+        assert!(
+            matches!(refused, IndexError::Quota(QuotaError::TenantEntries { .. })),
+            "{refused:?}"
+        );
+        // The same holder on a second link shares the quota.
+        let again = ix.store(9, tenant(1), copy([4; 32], [1; 32], rec(1, "a")), TTL, now);
+        assert!(again.is_err());
+        // Another tenant stores; a refresh at the quota passes.
+        store(&mut ix, 2, 3, 2, now).unwrap();
+        store(&mut ix, 1, 1, 1, now + Duration::from_secs(1)).unwrap();
+        // The link goes: its share is free again.
+        ix.remove_link(1);
+        assert_eq!(ix.quota().tenant_usage(&[1; 32]), Usage::default());
+        store(&mut ix, 1, 3, 1, now).unwrap();
+    }
+
+    #[test]
+    fn bytes_count_the_record_and_the_name() {
+        let now = Instant::now();
+        let one = copy_bytes(&rec(1, "a"), Some("svc.x"));
+        let quota = QuotaLimits {
+            tenant_bytes: 2 * one,
+            ..QuotaLimits::UNBOUNDED
+        };
+        let mut ix = SubtreeIndex::new(IndexLimits::default(), quota, false);
+        ix.store(1, tenant(1), named([1; 32], [1; 32], "svc.x"), TTL, now)
+            .unwrap();
+        ix.store(1, tenant(1), named([2; 32], [1; 32], "svc.x"), TTL, now)
+            .unwrap();
+        assert_eq!(ix.quota().link_usage(1), Usage::new(2, 2 * one));
+        let e = ix.store(1, tenant(1), named([3; 32], [1; 32], "svc.x"), TTL, now);
+        assert!(matches!(
+            e,
+            Err(IndexError::Quota(QuotaError::TenantBytes { .. }))
+        ));
+        // A refresh that grows the record past the bytes is refused; the copy stays.
+        let big = NewCopy {
+            record: rec(1, "a much longer cluster name"),
+            ..named([1; 32], [1; 32], "svc.x")
+        };
+        assert!(ix.store(1, tenant(1), big, TTL, now).is_err());
+        assert_eq!(ix.get(&[1; 32], now, 32)[0].record, rec(1, "a"));
+        ix.withdraw(1, [1; 32], [1; 32]);
+        assert_eq!(ix.quota().link_usage(1), Usage::new(1, one));
+        ix.expire(now + TTL);
+        assert_eq!(ix.quota().total(), Usage::default());
+    }
+
+    #[test]
+    fn names_are_kept_and_advertised_upward() {
+        let now = Instant::now();
+        let mut ix = SubtreeIndex::new(IndexLimits::default(), QuotaLimits::UNBOUNDED, true);
+        ix.store(1, tenant(1), named([9; 32], [5; 32], "svc.echo"), TTL, now)
+            .unwrap();
+        // A second copy without a name (an older child) does not hide the first's.
+        store(&mut ix, 2, 9, 5, now).unwrap();
+        assert_eq!(
+            upward(&mut ix),
+            vec![Upward::Store {
+                key: [9; 32],
+                publisher: [5; 32],
+                record: rec(5, "a"),
+                name: Some(Arc::from("svc.echo")),
+            }]
+        );
+        // A refresh without a name keeps the one known.
+        store(&mut ix, 1, 9, 5, now).unwrap();
+        let held = ix.copies_where(|l| l == 1, now);
+        assert_eq!(held[0].name.as_deref(), Some("svc.echo"));
     }
 }

@@ -318,6 +318,7 @@ async fn serve(
         node: None,
         peer: false,
         grant: None,
+        tenant: crate::quota::Tenant::Exempt,
     }));
     announce_interest(realm, &tx);
     // The parent holds nothing of ours on a new session: everything is stored again.
@@ -421,13 +422,16 @@ async fn advertise(shared: &Shared, realm: &Realm, session: &ParentSession) {
                 break;
             }
             for change in batch {
-                let (key, publisher, value, ttl) = match change {
+                let (key, publisher, value, ttl, name) = match change {
                     Upward::Store {
                         key,
                         publisher,
                         record,
-                    } => (key, publisher, record.encode(), ttl_ms),
-                    Upward::Withdraw { key, publisher } => (key, publisher, Default::default(), 0),
+                        name,
+                    } => (key, publisher, record.encode(), ttl_ms, name),
+                    Upward::Withdraw { key, publisher } => {
+                        (key, publisher, Default::default(), 0, None)
+                    }
                 };
                 let frame = Frame::Store(Store {
                     correlation_id: session.next_corr(),
@@ -435,9 +439,9 @@ async fn advertise(shared: &Shared, realm: &Realm, session: &ParentSession) {
                     value,
                     ttl_ms: ttl,
                     publisher,
-                    // The level index keeps keys, not names: a parent that restricts this
-                    // bridge's registrations refuses these (`docs/AUTH.md`).
-                    name: None,
+                    // The name the child's STORE carried: a parent that restricts this
+                    // bridge's registrations checks it (`docs/AUTH.md`, "Permissions").
+                    name: name.as_deref().map(str::to_string),
                 });
                 // Backpressure, not loss: the changes leave in the order they were taken.
                 let item = Outbound::Frame(frame.to_bytes());

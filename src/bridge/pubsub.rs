@@ -7,6 +7,8 @@ use std::sync::PoisonError;
 use std::time::Duration;
 
 use super::{lock, Realm, Shared};
+use crate::metrics::quota::Table;
+use crate::quota::{QuotaError, Tenant, Usage};
 use crate::relay::{Delta, LinkId, Relay, Route};
 use crate::session::{close, AckTrack, Offer, Outbound, PeerTx};
 use crate::wire::{ErrorCode, Frame, Qos, RawFrame};
@@ -50,10 +52,12 @@ pub(super) fn push_path(shared: &Shared, realm: &Realm) {
     }
 }
 
-/// Removes a link from its realm's relay and tells the others what changed.
+/// Removes a link from its realm's relay and tells the others what changed; its patterns
+/// leave its tenant's quota.
 pub(super) fn remove_link(realm: &Realm, key: LinkId) {
     let mut r = relay_mut(realm);
     let deltas = r.remove_link(key);
+    lock(&realm.interest_quota).release_link(key);
     tell(&r, &deltas);
 }
 
@@ -129,23 +133,62 @@ pub(super) async fn relay_publish(
     }
 }
 
+/// Why a link's `subscribe` was refused as a whole (answered `LIMIT_EXCEEDED`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum InterestError {
+    /// The link's pattern bound (`limits.max_subscriptions_per_connection`).
+    #[error(transparent)]
+    Relay(#[from] crate::relay::RelayError),
+    /// Its tenant's share, or the realm's total, of `quota.interest_*`.
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+}
+
 /// Sets the interest a link holds, or drops it; sends the resulting deltas. Returns the
-/// number of patterns the link then holds.
+/// number of patterns the link then holds. New patterns are charged to the link's tenant
+/// ([`super::rpc::Link::tenant`]; the parent and fleet peers are exempt) in patterns and
+/// bytes (the patterns' lengths); withdrawn ones are given back.
+///
+/// Errors: [`InterestError`] (nothing applied), counted in `macula_quota_refused_total`
+/// for a quota.
 pub(super) fn change_interest(
     shared: &Shared,
     realm: &Realm,
     link: LinkId,
     patterns: &[String],
     subscribe: bool,
-) -> Result<usize, crate::relay::RelayError> {
+) -> Result<usize, InterestError> {
+    let tenant = lock(&realm.links)
+        .get(&link)
+        .map_or(Tenant::Exempt, |l| l.tenant);
     let held = {
         let mut r = relay_mut(realm);
+        let mut quota = lock(&realm.interest_quota);
+        let mut changed: Vec<&String> = patterns
+            .iter()
+            .filter(|p| r.holds(link, p) != subscribe)
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        let usage = Usage::new(changed.len(), changed.iter().map(|p| p.len()).sum());
         let (held, deltas) = if subscribe {
-            r.subscribe(link, patterns)?
+            if let Err(e) = quota.charge(link, tenant, usage) {
+                shared.metrics.quota.refused(Table::Interest, &e);
+                return Err(e.into());
+            }
+            match r.subscribe(link, patterns) {
+                Ok(d) => d,
+                Err(e) => {
+                    quota.release(link, usage);
+                    return Err(e.into());
+                }
+            }
         } else {
             let d = r.unsubscribe(link, patterns);
+            quota.release(link, usage);
             (r.held_count(link), d)
         };
+        drop(quota);
         tell(&r, &deltas);
         held
     };

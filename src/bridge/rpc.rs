@@ -29,13 +29,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::index::{IndexedRecord, RecordKey, Removal, SubtreeIndex};
+use super::calls::{Back, CallRefused, Calls};
+use super::index::{IndexError, IndexedRecord, NewCopy, RecordKey, Removal, SubtreeIndex};
 use super::{lock, Realm, HOUSEKEEPING_INTERVAL};
 use crate::dht::Id;
 use crate::escalation::{Answer, EscalationPath, LookupCache, LookupError, Provider, Source};
+use crate::metrics::quota::Table;
 use crate::metrics::Metrics;
+use crate::quota::Tenant;
 use crate::router::PeerKey;
-use crate::rpc::{Pending, PendingCalls, ProviderRecord};
+use crate::rpc::{Pending, ProviderRecord};
 use crate::session::{error_frame, Outbound, PeerTx};
 use crate::wire::{
     Call, ErrorCode, FindValue, FindValueReply, Frame, NodeId, Reply, RpcError, Store, StoreAck,
@@ -61,11 +64,15 @@ pub(super) struct Link {
     /// What the child's credential permits (`None`: everything; always `None` for the
     /// parent and fleet peers).
     pub(super) grant: Option<Arc<crate::auth::Grant>>,
+    /// Whose quota share what this link stores and calls is charged to (`docs/AUTH.md`,
+    /// "Quotas"): the child's proven node id; exempt for the parent and fleet peers.
+    pub(super) tenant: Tenant,
 }
 
 impl Link {
-    /// The link of an accepted child session; `node` as in [`Link::node`].
-    pub(super) fn child(tx: &PeerTx, node: Option<NodeId>) -> Link {
+    /// The link of an accepted child session; `node` as in [`Link::node`]; `tenant` as in
+    /// [`Link::tenant`].
+    pub(super) fn child(tx: &PeerTx, node: Option<NodeId>, tenant: Tenant) -> Link {
         Link {
             key: tx.key,
             ctrl: tx.ctrl.clone(),
@@ -74,6 +81,7 @@ impl Link {
             node,
             peer: false,
             grant: None,
+            tenant,
         }
     }
 
@@ -104,8 +112,9 @@ impl Link {
 /// level and the bound on lookups in flight. It owns that state; the links call it
 /// (`shared.rpc`) with the realm a frame belongs to.
 pub(super) struct BridgeRpc {
-    /// Calls forwarded by this bridge and not yet answered (`rpc.max_pending`).
-    calls: Mutex<PendingCalls<mpsc::Sender<Outbound>>>,
+    /// Calls forwarded by this bridge and not yet answered (`rpc.max_pending`), with each
+    /// caller's quota share (`quota.calls_per_tenant`).
+    calls: Mutex<Calls<mpsc::Sender<Outbound>>>,
     /// Answers from the parent level, for `bridge.level`'s TTLs.
     cache: LookupCache,
     /// Permits for concurrent lookups ([`super::MAX_LOOKUPS`]).
@@ -138,7 +147,10 @@ impl BridgeRpc {
         tracker: TaskTracker,
     ) -> BridgeRpc {
         BridgeRpc {
-            calls: Mutex::new(PendingCalls::new(cfg.rpc.max_pending)),
+            calls: Mutex::new(Calls::new(
+                cfg.rpc.max_pending,
+                cfg.quota.calls(cfg.rpc.max_pending),
+            )),
             cache,
             lookups: Arc::new(Semaphore::new(super::MAX_LOOKUPS)),
             node_id,
@@ -181,14 +193,17 @@ impl BridgeRpc {
             let msg = "a node stores only the records it publishes itself".to_string();
             return refuse("invalid", ErrorCode::MalformedBody, msg);
         }
-        // A link whose credential restricts registrations must name the procedure, and the
-        // name must be the key's (withdrawals are always allowed).
+        // A name must be the key's: it is kept in the index and sent upward, where a parent
+        // checks it against this bridge's permissions.
+        let named = s.name.as_deref().filter(|_| s.ttl_ms > 0);
+        if named.is_some_and(|n| crate::rpc::procedure_key(&realm.name, n) != s.key) {
+            let msg = "the name is not the key's procedure".to_string();
+            return refuse("invalid", ErrorCode::MalformedBody, msg);
+        }
+        // A link whose credential restricts registrations must name the procedure
+        // (withdrawals are always allowed).
         if let Some(g) = from.grant.as_deref().filter(|_| s.ttl_ms > 0) {
             let action = crate::auth::Action::Register;
-            let named = s
-                .name
-                .as_deref()
-                .filter(|n| crate::rpc::procedure_key(&realm.name, n) == s.key);
             let checked = match named {
                 Some(n) => g.check(action, n),
                 None if g.permissions.rule(action).is_open() => Ok(()),
@@ -214,7 +229,15 @@ impl BridgeRpc {
         let now = Instant::now();
         let ttl = Duration::from_millis(s.ttl_ms.into());
         let result = self.with_index(realm, |ix| match record {
-            Some(r) => ix.store(from.key, s.key, s.publisher, r, ttl, now),
+            Some(record) => {
+                let copy = NewCopy {
+                    key: s.key,
+                    publisher: s.publisher,
+                    record,
+                    name: named.map(Arc::from),
+                };
+                ix.store(from.key, from.tenant, copy, ttl, now)
+            }
             None => Ok(ix.withdraw(from.key, s.key, s.publisher)),
         });
         match result {
@@ -231,7 +254,12 @@ impl BridgeRpc {
                     }));
                 }
             }
-            Err(e) => refuse("full", ErrorCode::LimitExceeded, e.to_string()),
+            Err(e) => {
+                if let IndexError::Quota(q) = &e {
+                    metrics.quota.refused(Table::Records, q);
+                }
+                refuse("full", ErrorCode::LimitExceeded, e.to_string())
+            }
         }
     }
 
@@ -378,7 +406,10 @@ impl BridgeRpc {
             return fail(RpcError::UNREACHABLE, "no route to the target");
         };
         let entry = Pending {
-            back: from.ctrl.clone(),
+            back: Back {
+                link: from.key,
+                tx: from.ctrl.clone(),
+            },
             back_call_id: call_id,
             out_link: out.key,
             target: Some(target),
@@ -389,12 +420,18 @@ impl BridgeRpc {
         };
         let inserted = {
             let mut calls = lock(&self.calls);
-            let r = calls.insert(entry);
+            let r = calls.insert(from.tenant, entry);
             metrics.rpc.pending.set(calls.len() as i64);
             r
         };
-        let Ok(id) = inserted else {
-            return fail(RpcError::OVERLOADED, "too many calls in flight");
+        let id = match inserted {
+            Ok(id) => id,
+            Err(e) => {
+                if let CallRefused::Quota(q) = &e {
+                    metrics.quota.refused(Table::Calls, q);
+                }
+                return fail(RpcError::OVERLOADED, &e.to_string());
+            }
         };
         let frame = Frame::Call(Call {
             call_id: id,
@@ -435,7 +472,11 @@ impl BridgeRpc {
                     call_id: p.back_call_id,
                     result: reply.result,
                 });
-                if p.back.try_send(Outbound::Frame(frame.to_bytes())).is_err() {
+                if p.back
+                    .tx
+                    .try_send(Outbound::Frame(frame.to_bytes()))
+                    .is_err()
+                {
                     metrics.dropped("queue_full");
                 }
             }
@@ -449,6 +490,8 @@ impl BridgeRpc {
         lock(&realm.links).remove(&key);
         let drained = {
             let mut calls = lock(&self.calls);
+            // Calls that came from this link have nobody to answer any more.
+            calls.drop_origin(key);
             let d = calls.drain_link(key);
             self.metrics.rpc.pending.set(calls.len() as i64);
             d
@@ -461,7 +504,7 @@ impl BridgeRpc {
                     "the link toward the target closed",
                 )),
             });
-            let _ = p.back.try_send(Outbound::Frame(frame.to_bytes()));
+            let _ = p.back.tx.try_send(Outbound::Frame(frame.to_bytes()));
         }
         let removal = self.with_index(realm, |ix| ix.remove_link(key));
         self.forget_providers(&removal);

@@ -507,3 +507,5 @@ async fn parent_failover_advertises_the_index_again() {
     street.shutdown(Duration::from_secs(2)).await;
     city2.shutdown(Duration::from_secs(2)).await;
 }
+
+mod quota;
