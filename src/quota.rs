@@ -226,6 +226,19 @@ impl Ledger {
         if empty {
             self.links.remove(&link);
         }
+        self.release_tenant(tenant, sub);
+    }
+
+    /// Charges `add` to `tenant` without a link (a table whose entries are freed one by one,
+    /// never a link at a time: a node's DHT store). Errors: [`QuotaError`]; nothing charged.
+    pub fn charge_tenant(&mut self, tenant: Tenant, add: Usage) -> Result<(), QuotaError> {
+        self.check(tenant, add)?;
+        self.apply_tenant(tenant, add);
+        Ok(())
+    }
+
+    /// Releases `sub` charged by [`Ledger::charge_tenant`] (saturating).
+    pub fn release_tenant(&mut self, tenant: Tenant, sub: Usage) {
         self.total.entries = self.total.entries.saturating_sub(sub.entries);
         self.total.bytes = self.total.bytes.saturating_sub(sub.bytes);
         if let Tenant::Subject(id) = tenant {
@@ -273,6 +286,10 @@ impl Ledger {
         let (_, held) = self.links.entry(link).or_insert((tenant, Usage::default()));
         held.entries += add.entries;
         held.bytes += add.bytes;
+        self.apply_tenant(tenant, add);
+    }
+
+    fn apply_tenant(&mut self, tenant: Tenant, add: Usage) {
         self.total.entries += add.entries;
         self.total.bytes += add.bytes;
         if let Tenant::Subject(id) = tenant {

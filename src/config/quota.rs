@@ -1,4 +1,4 @@
-//! `quota.*`: per-tenant quotas on the tables remote input grows ([`crate::quota`],
+//! `quota.*`: per-tenant quotas on the tables remote input grows at a bridge ([`crate::quota`],
 //! `docs/AUTH.md` "Quotas", `docs/CONFIG.md`). Defaults in [`crate::defaults`].
 
 use serde::{Deserialize, Serialize};
@@ -35,13 +35,6 @@ pub struct QuotaConfig {
     /// Calls one tenant may have in flight through a bridge; `rpc.max_pending` is the
     /// total. Default 4,096.
     pub calls_per_tenant: usize,
-    /// DHT records one mesh peer may have stored at a node, as their publisher. Default
-    /// 10,000.
-    pub dht_records_per_peer: usize,
-    /// Bytes of record values one mesh peer may have stored at a node. Default 16 MiB.
-    pub dht_bytes_per_peer: usize,
-    /// Bytes of record values a node's DHT store holds, all publishers. Default 128 MiB.
-    pub dht_bytes_total: usize,
 }
 
 impl Default for QuotaConfig {
@@ -56,9 +49,6 @@ impl Default for QuotaConfig {
             records_total: defaults::QUOTA_RECORDS_TOTAL,
             record_bytes_total: defaults::QUOTA_RECORD_BYTES_TOTAL,
             calls_per_tenant: defaults::QUOTA_CALLS_PER_TENANT,
-            dht_records_per_peer: defaults::QUOTA_DHT_RECORDS_PER_PEER,
-            dht_bytes_per_peer: defaults::QUOTA_DHT_BYTES_PER_PEER,
-            dht_bytes_total: defaults::QUOTA_DHT_BYTES_TOTAL,
         }
     }
 }
@@ -98,7 +88,7 @@ impl QuotaConfig {
     ///
     /// Errors: [`ConfigError::Invalid`] naming the key.
     pub(super) fn validate(&self, max_pending: usize) -> Result<(), ConfigError> {
-        let pairs: [(&'static str, usize, usize); 6] = [
+        let pairs: [(&'static str, usize, usize); 5] = [
             (
                 "quota.interest_per_tenant",
                 self.interest_per_tenant,
@@ -120,11 +110,6 @@ impl QuotaConfig {
                 self.record_bytes_total,
             ),
             ("quota.calls_per_tenant", self.calls_per_tenant, max_pending),
-            (
-                "quota.dht_bytes_per_peer",
-                self.dht_bytes_per_peer,
-                self.dht_bytes_total,
-            ),
         ];
         for (key, share, total) in pairs {
             if share == 0 {
@@ -133,9 +118,6 @@ impl QuotaConfig {
             if share > total {
                 return invalid(key, format!("{share} is above its total {total}"));
             }
-        }
-        if self.dht_records_per_peer == 0 {
-            return invalid("quota.dht_records_per_peer", "must be at least 1");
         }
         Ok(())
     }

@@ -220,6 +220,20 @@ impl DhtService {
     /// Returns the frame to send back on the same link, `None` for frames that are not DHT
     /// queries.
     pub fn handle_query(&self, from: Option<&Contact>, frame: &Frame) -> Option<Frame> {
+        self.handle_query_as(from.map(|c| c.id), from, frame)
+    }
+
+    /// [`DhtService::handle_query`] for a frame that came on a link authenticated as `peer`
+    /// (a mesh link: the id it proved, PROTOCOL §7a), whether or not the frame names a
+    /// contact to observe. A `store` from `peer` must name `peer` as its publisher (else
+    /// `MALFORMED_BODY`, `store_refused("invalid")`): a peer's quota share in the record
+    /// store (`dht::store`) cannot be multiplied by claiming other publishers.
+    pub fn handle_query_as(
+        &self,
+        peer: Option<Id>,
+        from: Option<&Contact>,
+        frame: &Frame,
+    ) -> Option<Frame> {
         let now = self.now();
         let mut st = self.state();
         if let Some(c) = from {
@@ -254,7 +268,7 @@ impl DhtService {
                     depth: 0,
                 })
             }
-            Frame::Store(q) => self.store_locked(&mut st, q, now),
+            Frame::Store(q) => self.store_locked(&mut st, peer, q, now),
             _ => return None,
         };
         Some(reply)
@@ -537,7 +551,7 @@ impl DhtService {
             .collect()
     }
 
-    fn store_locked(&self, st: &mut State, q: &Store, now: Timestamp) -> Frame {
+    fn store_locked(&self, st: &mut State, peer: Option<Id>, q: &Store, now: Timestamp) -> Frame {
         let key = Id::from_bytes(q.key);
         let publisher = Id::from_bytes(q.publisher);
         let ack = |stored| {
@@ -549,6 +563,16 @@ impl DhtService {
         if publisher == self.params.own.id {
             self.metrics.rpc.store_refused("invalid");
             return ack(false);
+        }
+        // A mesh peer stores its own records only (publishers store at the k closest
+        // themselves), so its quota share cannot be multiplied by naming other publishers.
+        if peer.is_some_and(|p| p != publisher) {
+            self.metrics.rpc.store_refused("invalid");
+            return Frame::Error(ErrorFrame {
+                code: ErrorCode::MalformedBody as u16,
+                message: "a peer stores only the records it publishes itself".into(),
+                correlation_id: Some(q.correlation_id),
+            });
         }
         let ttl_ms = u64::from(q.ttl_ms);
         if ttl_ms == 0 {
@@ -574,6 +598,12 @@ impl DhtService {
                 ("full", ErrorCode::LimitExceeded)
             }
             StoreError::ZeroTtl => ("invalid", ErrorCode::MalformedBody),
+            StoreError::Quota(q) => {
+                self.metrics
+                    .quota
+                    .refused(crate::metrics::quota::Table::Dht, &q);
+                ("full", ErrorCode::LimitExceeded)
+            }
         };
         self.metrics.rpc.store_refused(reason);
         debug!(key = ?key, reason, error = %e, "dht store refused");

@@ -18,15 +18,20 @@
 //! **Bounds** ([`StoreLimits`]): values up to [`MAX_VALUE_LEN`] bytes, TTL up to [`MAX_TTL_MS`],
 //! [`MAX_RECORDS_PER_KEY`] publishers per key (a newcomer evicts the soonest-expiring other
 //! publisher's record, or is refused if it would itself expire soonest), [`MAX_RECORDS`]
-//! records in total. Worst-case memory: `max_records × (max_value_len + ~150 bytes)`; with the
-//! defaults about 6.5 GB of values if every record were maximal, so deployments that accept
-//! STOREs from untrusted peers should lower `max_records` or `max_value_len` (provider records
-//! are a few hundred bytes: 100k of them is ~30 MB).
+//! records in total, and per-tenant quotas (issue 12): one publisher other than the local
+//! node holds at most [`crate::defaults::QUOTA_DHT_RECORDS_PER_PEER`] records and
+//! [`crate::defaults::QUOTA_DHT_BYTES_PER_PEER`] bytes of values, and all values together at
+//! most [`crate::defaults::QUOTA_DHT_BYTES_TOTAL`] bytes — so one peer cannot fill the store
+//! for the others ([`StoreError::Quota`]). Worst-case memory of values: `max_bytes`
+//! (128 MiB by default; before the byte bound, 100,000 records of 64 KiB could take 6.5 GB).
+//! The caller makes the publisher the authenticated sender (`dht::service`), so a peer's
+//! share cannot be multiplied by claiming other publishers.
 
 use std::collections::{BTreeSet, HashMap};
 
 use super::id::{Key, NodeId};
 use super::Timestamp;
+use crate::quota::{Ledger, QuotaLimits, Tenant, Usage};
 
 /// Largest value accepted, in bytes: 64 KiB (a provider record is an address list and some
 /// metadata; anything larger belongs in a blob store).
@@ -81,6 +86,15 @@ pub struct StoreLimits {
     pub max_records_per_key: usize,
     /// Records in total (default [`MAX_RECORDS`]; at least 1).
     pub max_records: usize,
+    /// Records one publisher other than the local node may hold (default
+    /// [`crate::defaults::QUOTA_DHT_RECORDS_PER_PEER`]).
+    pub max_records_per_publisher: usize,
+    /// Bytes of values one publisher other than the local node may hold (default
+    /// [`crate::defaults::QUOTA_DHT_BYTES_PER_PEER`]).
+    pub max_bytes_per_publisher: usize,
+    /// Bytes of values in total, ours included (default
+    /// [`crate::defaults::QUOTA_DHT_BYTES_TOTAL`]).
+    pub max_bytes: usize,
 }
 
 impl Default for StoreLimits {
@@ -90,6 +104,9 @@ impl Default for StoreLimits {
             max_ttl_ms: MAX_TTL_MS,
             max_records_per_key: MAX_RECORDS_PER_KEY,
             max_records: MAX_RECORDS,
+            max_records_per_publisher: crate::defaults::QUOTA_DHT_RECORDS_PER_PEER,
+            max_bytes_per_publisher: crate::defaults::QUOTA_DHT_BYTES_PER_PEER,
+            max_bytes: crate::defaults::QUOTA_DHT_BYTES_TOTAL,
         }
     }
 }
@@ -129,6 +146,11 @@ pub enum StoreError {
         /// The total limit.
         max: usize,
     },
+    /// The publisher's share, or the store's bytes, would be exceeded
+    /// ([`StoreLimits::max_records_per_publisher`], [`StoreLimits::max_bytes_per_publisher`],
+    /// [`StoreLimits::max_bytes`]).
+    #[error(transparent)]
+    Quota(#[from] crate::quota::QuotaError),
 }
 
 /// Records held by one node, with TTL enforcement and bounds (see the module doc).
@@ -140,6 +162,8 @@ pub struct RecordStore {
     /// Expiry index of the records of *other* publishers (ours are never expired away).
     by_expiry: BTreeSet<(Timestamp, Key, NodeId)>,
     len: usize,
+    /// Records and value bytes per publisher (ours exempt) and in total.
+    quota: Ledger,
 }
 
 impl RecordStore {
@@ -158,6 +182,12 @@ impl RecordStore {
             by_key: HashMap::new(),
             by_expiry: BTreeSet::new(),
             len: 0,
+            quota: Ledger::new(QuotaLimits {
+                tenant_entries: limits.max_records_per_publisher,
+                tenant_bytes: limits.max_bytes_per_publisher,
+                total_entries: usize::MAX,
+                total_bytes: limits.max_bytes,
+            }),
         }
     }
 
@@ -195,7 +225,16 @@ impl RecordStore {
         self.expire_key(&key, now);
         let records = self.by_key.entry(key).or_default();
         // Refresh of an existing record.
+        let tenant = if own {
+            Tenant::Exempt
+        } else {
+            Tenant::Subject(*publisher.as_bytes())
+        };
         if let Some(r) = records.iter_mut().find(|r| r.publisher == publisher) {
+            let grow = Usage::new(0, value.len().saturating_sub(r.value.len()));
+            self.quota.charge_tenant(tenant, grow)?;
+            let shrink = Usage::new(0, r.value.len().saturating_sub(value.len()));
+            self.quota.release_tenant(tenant, shrink);
             if !own {
                 self.by_expiry.remove(&(r.expires_at, key, publisher));
                 self.by_expiry.insert((expires_at, key, publisher));
@@ -231,12 +270,23 @@ impl RecordStore {
                 });
             }
         }
-        let records = self.by_key.entry(key).or_default();
+        // The evicted record (another publisher's) is released below: checking first is
+        // conservative by at most one record.
+        if let Err(e) = self.quota.check(tenant, Usage::new(1, value.len())) {
+            self.drop_if_empty(&key);
+            return Err(e.into());
+        }
         if let Some(i) = evict {
+            let records = self.by_key.entry(key).or_default();
             let old = records.swap_remove(i);
             self.by_expiry.remove(&(old.expires_at, key, old.publisher));
             self.len -= 1;
+            self.release(&old);
         }
+        let records = self.by_key.entry(key).or_default();
+        self.quota
+            .charge_tenant(tenant, Usage::new(1, value.len()))
+            .expect("checked above; an eviction only frees");
         records.push(Record {
             key,
             value,
@@ -280,6 +330,7 @@ impl RecordStore {
         let r = records.swap_remove(i);
         self.by_expiry.remove(&(r.expires_at, *key, r.publisher));
         self.len -= 1;
+        self.release(&r);
         self.drop_if_empty(key);
         Some(r)
     }
@@ -295,9 +346,10 @@ impl RecordStore {
             self.by_expiry.pop_first();
             if let Some(records) = self.by_key.get_mut(&key) {
                 if let Some(i) = records.iter().position(|r| r.publisher == publisher) {
-                    records.swap_remove(i);
+                    let r = records.swap_remove(i);
                     self.len -= 1;
                     n += 1;
+                    self.release(&r);
                 }
                 self.drop_if_empty(&key);
             }
@@ -343,17 +395,30 @@ impl RecordStore {
             return;
         };
         let local = self.local;
-        let by_expiry = &mut self.by_expiry;
+        let (by_expiry, quota) = (&mut self.by_expiry, &mut self.quota);
         let before = records.len();
         records.retain(|r| {
             let gone = r.publisher != local && r.is_expired(now);
             if gone {
                 by_expiry.remove(&(r.expires_at, r.key, r.publisher));
+                let tenant = Tenant::Subject(*r.publisher.as_bytes());
+                quota.release_tenant(tenant, Usage::new(1, r.value.len()));
             }
             !gone
         });
         self.len -= before - records.len();
         self.drop_if_empty(key);
+    }
+
+    /// Gives back the quota of a record leaving the store.
+    fn release(&mut self, r: &Record) {
+        let tenant = if r.publisher == self.local {
+            Tenant::Exempt
+        } else {
+            Tenant::Subject(*r.publisher.as_bytes())
+        };
+        self.quota
+            .release_tenant(tenant, Usage::new(1, r.value.len()));
     }
 
     fn drop_if_empty(&mut self, key: &Key) {
@@ -563,5 +628,45 @@ mod tests {
                 prop_assert_eq!(others, s.by_expiry.len(), "expiry index out of sync");
             }
         }
+    }
+
+    #[test]
+    fn one_publisher_at_its_quota_is_refused_while_another_stores() {
+        let key = |n: u8| Id([n; 32]);
+        let t = Timestamp::from_millis(1_000);
+        let mut s = RecordStore::with_limits(
+            node(LOCAL),
+            StoreLimits {
+                max_records_per_publisher: 2,
+                max_bytes_per_publisher: 100,
+                max_bytes: 250,
+                ..StoreLimits::default()
+            },
+        );
+        s.put(key(1), vec![0; 10], node(1), 60_000, t).unwrap();
+        s.put(key(2), vec![0; 10], node(1), 60_000, t).unwrap();
+        let e = s.put(key(3), vec![0; 10], node(1), 60_000, t).unwrap_err();
+        assert!(matches!(
+            e,
+            StoreError::Quota(crate::quota::QuotaError::TenantEntries { .. })
+        ));
+        // A refresh that grows past the bytes is refused; one within them passes.
+        assert!(s.put(key(1), vec![0; 91], node(1), 60_000, t).is_err());
+        s.put(key(1), vec![0; 90], node(1), 60_000, t).unwrap();
+        // Another publisher stores; the local node is exempt from the share.
+        s.put(key(3), vec![0; 100], node(2), 60_000, t).unwrap();
+        s.publish(key(4), vec![0; 40], 60_000, t).unwrap();
+        // The total bytes bind everyone: 100 + 100 + 40 held, 250 allowed.
+        let e = s.put(key(5), vec![0; 11], node(3), 60_000, t).unwrap_err();
+        assert!(matches!(
+            e,
+            StoreError::Quota(crate::quota::QuotaError::TotalBytes { .. })
+        ));
+        // Withdrawn and expired records give their share back.
+        s.remove(&key(1), &node(1));
+        s.put(key(5), vec![0; 10], node(1), 60_000, t).unwrap();
+        s.expire(t.plus_millis(60_000));
+        s.put(key(6), vec![0; 100], node(3), 60_000, t).unwrap();
+        assert_eq!(s.quota.total(), crate::quota::Usage::new(2, 140));
     }
 }

@@ -620,7 +620,8 @@ impl read::FrameHandler for MeshLink<'_> {
                         let from = sender
                             .filter(|s| s.node_id == peer_id)
                             .and_then(|s| Contact::try_from(s).ok());
-                        if let Some(reply) = shared.dht.handle_query(from.as_ref(), &f) {
+                        let peer = Some(crate::dht::Id::from_bytes(peer_id));
+                        if let Some(reply) = shared.dht.handle_query_as(peer, from.as_ref(), &f) {
                             me.send_ctrl(reply);
                         }
                     }

@@ -552,6 +552,58 @@ async fn store_full_is_refused_with_an_error() {
     assert_eq!(m.store_refused_total.with_label_values(&["full"]).get(), 1);
 }
 
+/// A mesh peer stores only as itself, and one peer at its share of the record store is
+/// refused (typed, counted) while another peer still stores.
+#[tokio::test(start_paused = true)]
+async fn a_peer_at_its_store_quota_is_refused_while_another_stores() {
+    let (net, peer) = lone(|_| {});
+    let s = &net.nodes[0];
+    s.state().store = RecordStore::with_limits(
+        s.own().id,
+        StoreLimits {
+            max_records_per_publisher: 1,
+            ..StoreLimits::default()
+        },
+    );
+    let other = Id([42; 32]);
+    let m = &net.metrics[0];
+    // Naming another publisher is refused.
+    let reply = s.handle_query_as(Some(peer.id), None, &store(1, key("a"), other, 1_000));
+    let Some(Frame::Error(e)) = reply else {
+        panic!("expected an error frame, got {reply:?}");
+    };
+    assert_eq!(e.code, ErrorCode::MalformedBody as u16);
+    assert_eq!(
+        m.rpc
+            .store_refused_total
+            .with_label_values(&["invalid"])
+            .get(),
+        1
+    );
+    // One record fits the peer's share, a second does not; another peer stores.
+    let ok = |r: Option<Frame>| matches!(r, Some(Frame::StoreAck(StoreAck { stored: true, .. })));
+    assert!(ok(s.handle_query_as(
+        Some(peer.id),
+        None,
+        &store(2, key("a"), peer.id, 1_000)
+    )));
+    let reply = s.handle_query_as(Some(peer.id), None, &store(3, key("b"), peer.id, 1_000));
+    let Some(Frame::Error(e)) = reply else {
+        panic!("expected an error frame, got {reply:?}");
+    };
+    assert_eq!(
+        (e.code, e.correlation_id),
+        (ErrorCode::LimitExceeded as u16, Some(3))
+    );
+    let quota = crate::metrics::quota::Table::Dht;
+    assert_eq!(m.quota.count(quota, "tenant_entries"), 1);
+    assert!(ok(s.handle_query_as(
+        Some(other),
+        None,
+        &store(4, key("b"), other, 1_000)
+    )));
+}
+
 #[tokio::test(start_paused = true)]
 async fn pending_queries_are_bounded_and_cleaned_up() {
     let (net, peer) = lone(|p| p.max_pending = 2);
