@@ -90,6 +90,21 @@ pub enum KeysCmd {
         /// `mc1.…` or a file path.
         credential: String,
     },
+    /// For development: create, in a new directory, an operator key and a realm governed by
+    /// it — a bridge's and a node's data directory with their identity keys and
+    /// credentials, a client key and credential, and `bridge.toml` / `node.toml` to run them
+    /// with (`--config`). Never overwrites a file. Keep real operator keys offline.
+    DevSetup {
+        /// The realm.
+        #[arg(long, default_value = macula::defaults::DEFAULT_REALM)]
+        realm: String,
+        /// The directory to create (must not exist, or be empty).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Lifetime of the credentials: a number with s, m, h or d.
+        #[arg(long, default_value = "30d")]
+        valid_for: String,
+    },
 }
 
 /// Runs a `keys` command.
@@ -191,6 +206,14 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
                 Revocations::to_text(&Revocations::issue(&op, &realm, seq, &all)?)
             );
         }
+        KeysCmd::DevSetup {
+            realm,
+            dir,
+            valid_for,
+        } => {
+            let made = dev_setup(&realm, &dir, parse_lifetime(&valid_for)?)?;
+            println!("{made}");
+        }
         KeysCmd::Inspect { credential } => {
             let text = if credential.starts_with(macula::auth::credential::TEXT_PREFIX) {
                 credential
@@ -218,6 +241,112 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What [`dev_setup`] made: the files, and how to use them.
+struct DevSetup {
+    dir: PathBuf,
+    realm: String,
+    operator: String,
+}
+
+impl std::fmt::Display for DevSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.dir.display();
+        writeln!(f, "development realm {:?} in {d}:", self.realm)?;
+        writeln!(
+            f,
+            "  operator.key          operator key (public {})",
+            self.operator
+        )?;
+        writeln!(
+            f,
+            "  bridge.toml           macula bridge --config {d}/bridge.toml"
+        )?;
+        writeln!(
+            f,
+            "  node.toml             macula node --config {d}/node.toml"
+        )?;
+        writeln!(
+            f,
+            "  bridge-data/, bridge.cred   the bridge's key and credential"
+        )?;
+        writeln!(
+            f,
+            "  node-data/, node.cred       the node's key and credential"
+        )?;
+        writeln!(
+            f,
+            "  client.key, client.cred     for an application (ClientOptions)"
+        )?;
+        write!(
+            f,
+            "only sessions with a credential this operator signed are admitted"
+        )
+    }
+}
+
+/// `macula keys dev-setup`: an operator key and a governed realm in `dir` (see the command's
+/// help), credentials valid for `valid_for` seconds. Errors: `dir` exists and is not empty,
+/// a file cannot be written, the realm name is invalid.
+fn dev_setup(realm: &str, dir: &Path, valid_for: u64) -> Result<DevSetup> {
+    if !macula::config::is_valid_realm(realm) {
+        bail!("realm {realm:?} is not a valid realm name");
+    }
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!("{} exists and is not empty", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let op = Identity::create(&dir.join("operator.key"))?;
+    let op_hex = hex(&op.public_key());
+    let now = macula::auth::credential::unix_now();
+    let issue = |subject: &Identity, role: Role, name: &str, file: &str| -> Result<PathBuf> {
+        let claims = Claims {
+            id: rand::random(),
+            realm: realm.to_string(),
+            subject: subject.public_key(),
+            role,
+            name: name.into(),
+            issued_at: now,
+            expires_at: now.saturating_add(valid_for),
+            permissions: Permissions::default(),
+        };
+        let path = dir.join(file);
+        let text = Credential::to_text(&Credential::issue(&op, &claims)?);
+        write_private(&path, format!("{text}\n").as_bytes())?;
+        Ok(path)
+    };
+    let toml_str = |p: &Path| format!("{:?}", p.display().to_string());
+    let operators = format!("operators = {{ {realm:?} = [\"{op_hex}\"] }}");
+    for (who, role) in [("bridge", Role::Bridge), ("node", Role::Node)] {
+        let data = dir.join(format!("{who}-data"));
+        std::fs::create_dir(&data)?;
+        let key = Identity::create(&data.join("identity.key"))?;
+        let cred = issue(&key, role, &format!("dev-{who}"), &format!("{who}.cred"))?;
+        let section = match role {
+            Role::Bridge => format!("[bridge]\nrealms = [{realm:?}]\n"),
+            _ => format!("[node]\nrealm = {realm:?}\n"),
+        };
+        let toml = format!(
+            "# Made by `macula keys dev-setup` (development only).\n\
+             data_dir = {}\n{section}[auth]\n{operators}\ncredential_file = {}\n",
+            toml_str(&data),
+            toml_str(&cred),
+        );
+        write_private(&dir.join(format!("{who}.toml")), toml.as_bytes())?;
+    }
+    let client = Identity::create(&dir.join("client.key"))?;
+    issue(&client, Role::Client, "dev-client", "client.cred")?;
+    Ok(DevSetup {
+        dir,
+        realm: realm.to_string(),
+        operator: op_hex,
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn print_identity(path: &Path, id: &Identity) {
@@ -270,4 +399,57 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("creating {} (never overwritten)", path.display()))?;
     f.write_all(bytes)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use macula::config::Config;
+
+    fn load(path: &Path) -> Config {
+        let cfg = Config::load(Some(path), &serde_json::json!({})).expect("loads");
+        cfg.validate().expect("valid");
+        cfg
+    }
+
+    #[test]
+    fn dev_setup_makes_a_governed_realm_whose_credentials_admit() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("dev");
+        let made = dev_setup("com.example", &dir, 3600).expect("made");
+        let text = made.to_string();
+        assert!(text.contains("bridge.toml"), "{text}");
+        let bridge = load(&dir.join("bridge.toml"));
+        let node = load(&dir.join("node.toml"));
+        assert_eq!(bridge.bridge.realms, vec!["com.example".to_string()]);
+        assert_eq!(node.node.realm, "com.example");
+        assert_eq!(bridge.auth.operators, node.auth.operators);
+        // Each credential admits its holder's key, in its role, under the operator listed.
+        let auth = macula::auth::Auth::from_config(&bridge.auth).expect("auth");
+        let now = macula::auth::credential::unix_now();
+        for (cred, key, role) in [
+            ("bridge.cred", "bridge-data/identity.key", Role::Bridge),
+            ("node.cred", "node-data/identity.key", Role::Node),
+            ("client.cred", "client.key", Role::Client),
+        ] {
+            let c = macula::auth::read_credential(&dir.join(cred)).expect("readable");
+            let k = Identity::load(&dir.join(key)).expect("key");
+            let admitted =
+                auth.admission
+                    .admit("com.example", &k.public_key(), Some(&c), role, now);
+            assert!(matches!(admitted, Ok(Some(_))), "{cred}: {admitted:?}");
+            // An anonymous session is refused.
+            let anon = auth
+                .admission
+                .admit("com.example", &k.public_key(), None, role, now);
+            assert!(anon.is_err());
+        }
+        assert_eq!(
+            bridge.data_dir,
+            dir.canonicalize().unwrap().join("bridge-data")
+        );
+        // Never over an existing setup.
+        assert!(dev_setup("com.example", &dir, 3600).is_err());
+        assert!(dev_setup("not a realm", &tmp.path().join("x"), 3600).is_err());
+    }
 }
