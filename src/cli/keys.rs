@@ -311,6 +311,7 @@ fn dev_setup(realm: &str, dir: &Path, valid_for: u64) -> Result<DevSetup> {
             issued_at: now,
             expires_at: now.saturating_add(valid_for),
             permissions: Permissions::default(),
+            limits: Default::default(),
         };
         let path = dir.join(file);
         let text = Credential::to_text(&Credential::issue(&op, &claims)?);

@@ -190,6 +190,7 @@ async fn a_restricted_child_bridges_permitted_records_reach_its_parent() {
         issued_at: now - 60,
         expires_at: now + 3600,
         permissions,
+        limits: Default::default(),
     };
     let cred = Credential::issue(&op, &claims).expect("issued");
     let cred_file = dirs[1].path().join("street.cred");
