@@ -71,6 +71,32 @@ pub fn revoked(remote: SocketAddr, id: &[u8; 16]) {
     );
 }
 
+/// A revocation list that peer `peer` sent on a link of `realm`: `Ok(closed)` when it was
+/// put in force (version `seq`, `closed` live sessions closed here), `Err(reason)` when it was
+/// refused as a forgery (`bad_signature`, `unknown_issuer`; `seq` is then 0).
+pub fn revocation_list(peer: &NodeId, realm: &str, seq: u64, decision: Result<usize, &str>) {
+    let node = crate::dht::Id(*peer).to_string();
+    match decision {
+        Ok(closed) => tracing::info!(
+            target: TARGET,
+            event = "revocation_list",
+            decision = "applied",
+            node_id = %node,
+            realm,
+            seq,
+            closed,
+        ),
+        Err(reason) => tracing::info!(
+            target: TARGET,
+            event = "revocation_list",
+            decision = "refused",
+            reason,
+            node_id = %node,
+            realm,
+        ),
+    }
+}
+
 /// A request refused by the session's permissions (`docs/AUTH.md`, "Permissions"):
 /// `action` on `name` by the holder of credential `grant`.
 pub fn denied(grant: &crate::auth::Grant, action: crate::auth::Action, name: &str) {

@@ -16,9 +16,11 @@ use std::sync::{Arc, Mutex};
 pub mod credential;
 pub mod permissions;
 pub mod revocation;
+mod spread;
 
 pub use credential::{Claims, Credential, CredentialError, Role};
 pub use permissions::{Action, Permissions};
+pub use spread::RevocationLink;
 
 /// Why a session was refused admission, with its wire code and counter label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,8 +163,8 @@ pub fn parse_public_key(s: &str) -> Result<[u8; 32], String> {
 }
 
 /// The admission rules and this process's own credential, parsed once from `auth.*`, with
-/// the revocation lists in force and the live sessions admitted on a credential (shared by
-/// clones).
+/// the revocation lists in force, the live sessions admitted on a credential and the links
+/// the lists spread over (shared by clones).
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     /// The operator keys of each realm.
@@ -170,16 +172,46 @@ pub struct Auth {
     /// The credential this process presents when it dials (`auth.credential_file`).
     pub credential: Option<bytes::Bytes>,
     revocations: Arc<Mutex<Revoked>>,
+    /// The links of every realm that `revocation_list` frames travel on ([`spread`]).
+    spread: Arc<spread::Links>,
 }
 
 /// The revoked ids of each realm, and the sessions that may need closing.
 #[derive(Debug, Default)]
 struct Revoked {
-    /// Realm → (seq of the list in force, its ids).
-    lists: HashMap<String, (u64, HashSet<[u8; 16]>)>,
+    /// Realm → the list in force.
+    lists: HashMap<String, InForce>,
     /// Credential id → the live sessions admitted on it, by token.
     live: HashMap<[u8; 16], HashMap<u64, quinn::Connection>>,
     next_token: u64,
+}
+
+/// A realm's list in force: its version, its ids and its signed bytes (passed on to peers).
+#[derive(Debug)]
+struct InForce {
+    seq: u64,
+    ids: HashSet<[u8; 16]>,
+    bytes: bytes::Bytes,
+}
+
+impl Revoked {
+    /// Whether `l` replaces its realm's list in force: there is none, or `l` has a higher
+    /// `seq`, or the same `seq` and greater bytes (a deterministic tie-break between two
+    /// different lists an operator signed with one `seq`, so every process keeps the same).
+    fn supersedes(&self, l: &revocation::Revocations) -> bool {
+        self.lists
+            .get(&l.realm)
+            .is_none_or(|f| (l.seq, &l.bytes[..]) > (f.seq, &f.bytes[..]))
+    }
+}
+
+/// What [`Auth::apply_revocations`] did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Live sessions closed.
+    pub closed: usize,
+    /// The lists newly put in force: (realm, signed bytes), to pass on to peers.
+    pub newer: Vec<(String, bytes::Bytes)>,
 }
 
 /// What admission gave a session: its permissions, and its entry among the live sessions
@@ -249,6 +281,7 @@ impl Auth {
             admission: Admission::new(operators),
             credential,
             revocations: Arc::default(),
+            spread: Arc::default(),
         };
         auth.apply_revocations(lists);
         Ok(auth)
@@ -280,10 +313,7 @@ impl Auth {
         let mut live = None;
         if let Ok(Some(c)) = &decided {
             let mut r = self.revocations.lock().expect("revocations lock");
-            if r.lists
-                .get(&c.realm)
-                .is_some_and(|(_, ids)| ids.contains(&c.id))
-            {
+            if r.lists.get(&c.realm).is_some_and(|f| f.ids.contains(&c.id)) {
                 decided = Err(CredentialError::Revoked.into());
             } else {
                 r.next_token += 1;
@@ -312,15 +342,17 @@ impl Auth {
     }
 
     /// Puts `lists` (verified, for realms with operator keys) in force, each replacing its
-    /// realm's list unless that has a higher `seq`, and closes every live session admitted on
-    /// a credential now revoked (application close code `UNAUTHENTICATED`, reason
-    /// `credential revoked`). Returns how many sessions it closed.
-    pub fn apply_revocations(&self, lists: Vec<revocation::Revocations>) -> usize {
+    /// realm's list if it supersedes it (a higher `seq`; for an equal `seq`, greater bytes),
+    /// and closes every live session admitted on a credential now revoked (application close
+    /// code `UNAUTHENTICATED`, reason `credential revoked`, audited). Returns how many
+    /// sessions it closed and which lists are newly in force.
+    pub fn apply_revocations(&self, lists: Vec<revocation::Revocations>) -> Applied {
         let mut closing = Vec::new();
+        let mut newer = Vec::new();
         {
             let mut r = self.revocations.lock().expect("revocations lock");
             for l in lists {
-                if r.lists.get(&l.realm).is_some_and(|(seq, _)| *seq > l.seq) {
+                if !r.supersedes(&l) {
                     continue;
                 }
                 for id in &l.ids {
@@ -328,7 +360,13 @@ impl Auth {
                         closing.extend(sessions.into_values().map(|c| (*id, c)));
                     }
                 }
-                r.lists.insert(l.realm, (l.seq, l.ids));
+                newer.push((l.realm.clone(), l.bytes.clone()));
+                let f = InForce {
+                    seq: l.seq,
+                    ids: l.ids,
+                    bytes: l.bytes,
+                };
+                r.lists.insert(l.realm, f);
             }
         }
         let code = crate::wire::ErrorCode::Unauthenticated as u32;
@@ -336,7 +374,16 @@ impl Auth {
             crate::audit::revoked(conn.remote_address(), id);
             conn.close(code.into(), b"credential revoked");
         }
-        closing.len()
+        Applied {
+            closed: closing.len(),
+            newer,
+        }
+    }
+
+    /// The signed bytes of `realm`'s list in force, if any.
+    pub fn revocation_list(&self, realm: &str) -> Option<bytes::Bytes> {
+        let r = self.revocations.lock().expect("revocations lock");
+        r.lists.get(realm).map(|f| f.bytes.clone())
     }
 }
 
@@ -361,7 +408,9 @@ pub fn revocation_watcher(
 
 /// Re-reads `path` every `every` and applies its lists ([`Auth::apply_revocations`]) until
 /// `cancel`; a file that fails to read or verify is logged and the lists in force are kept.
-/// Sessions closed are counted in `macula_connections_revoked_total`.
+/// Sessions closed are counted in `macula_connections_revoked_total`; a list newly in force
+/// counts in `macula_revocation_lists_total{outcome="applied"}` and is passed on to every
+/// link of its realm ([`Auth::revocation_link`]).
 pub async fn watch_revocations(
     auth: Auth,
     path: std::path::PathBuf,
@@ -381,8 +430,15 @@ pub async fn watch_revocations(
         match revocation::Revocations::read_file(&path, ops) {
             Ok(lists) => {
                 last_error = None;
-                let closed = auth.apply_revocations(lists);
-                metrics.connections_revoked_total.inc_by(closed as u64);
+                let applied = auth.apply_revocations(lists);
+                metrics
+                    .connections_revoked_total
+                    .inc_by(applied.closed as u64);
+                for (realm, bytes) in applied.newer {
+                    metrics.revocation.list("applied");
+                    tracing::info!(%realm, "revocation list from the file in force; passing it on");
+                    auth.spread(&realm, bytes, None, &metrics);
+                }
             }
             Err(e) if last_error.as_ref() != Some(&e) => {
                 tracing::warn!(error = %e, "revocation file refused; the lists in force stay");

@@ -581,6 +581,9 @@ async fn run_link(
         tx.send_ctrl(Frame::BridgePath(own_path(&shared, &realm)));
         lock(&realm.child_bridges).insert(key, tx.ctrl.clone());
     }
+    // Revocation lists spread over every child and peer link (dropped with the link).
+    let revocations =
+        (shared.auth).revocation_link(&realm.name, remote.node_id, &tx.ctrl, &metrics);
     let child_fleet = kind == LinkKind::ChildBridge && group != 0;
     if child_fleet {
         metrics.fleet.child_workers.inc();
@@ -624,6 +627,7 @@ async fn run_link(
             link: &link,
             child: &child,
             me: &tx,
+            revocations: &revocations,
         },
         scratch: Vec::new(),
         pending: pending.expect("a windowed link has a pending queue"),
@@ -635,6 +639,7 @@ async fn run_link(
         .await
         .orderly();
     drop(reader);
+    drop(revocations);
     let orderly = matches!(end, Ok(true));
     let mut handoff = false;
     if let Some(f) = &shared.fleet {
@@ -726,6 +731,8 @@ struct FrameCtx<'a> {
     link: &'a Link,
     child: &'a gossip::ChildInfo,
     me: &'a PeerTx,
+    /// The link's registration for revocation lists.
+    revocations: &'a crate::auth::RevocationLink,
 }
 
 /// Handles one frame from a child link; `Ok(true)` ends the session cleanly.
@@ -801,6 +808,14 @@ async fn handle_node_frame(
             }
         }
         MessageType::Pong | MessageType::SubAck => {}
+        MessageType::RevocationList => {
+            if let Err(e) = shared
+                .auth
+                .on_revocation_list(ctx.revocations, raw, metrics)
+            {
+                me.send_error(metrics, e.code(), e.to_string(), None);
+            }
+        }
         MessageType::FleetView if ctx.link.peer => {
             if let Err((code, msg)) = fleet::on_view(shared, &ctx.child.node_id, raw) {
                 me.send_error(metrics, code, msg, None);

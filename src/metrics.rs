@@ -10,12 +10,14 @@ use std::sync::Arc;
 
 pub mod fleet;
 pub mod gossip;
+pub mod revocation;
 pub mod rpc;
 // Per-tenant quotas (issue 12).
 pub mod quota;
 pub use fleet::FleetMetrics;
 pub use gossip::GossipMetrics;
 pub use quota::QuotaMetrics;
+pub use revocation::RevocationMetrics;
 pub use rpc::RpcMetrics;
 
 use prometheus::{
@@ -91,7 +93,7 @@ pub const ERROR_CODE_LABELS: [&str; 21] = [
 
 /// Message types of the wire protocol and their `type` label; any other byte counts as `other`.
 /// (A local copy: the wire module owns the numbers; this table must follow it.)
-pub const TYPE_LABELS: [(u8, &str); 29] = [
+pub const TYPE_LABELS: [(u8, &str); 30] = [
     (0x01, "connect"),
     (0x02, "disconnect"),
     (0x03, "ping"),
@@ -101,6 +103,7 @@ pub const TYPE_LABELS: [(u8, &str); 29] = [
     (0x07, "redirect"),
     (0x08, "fleet_view"),
     (0x09, "bridge_path"),
+    (0x0a, "revocation_list"),
     (0x10, "publish"),
     (0x11, "subscribe"),
     (0x12, "unsubscribe"),
@@ -188,7 +191,7 @@ pub struct Metrics {
     /// `register`, `state`).
     pub permission_denied_total: IntCounterVec,
     /// `macula_connections_revoked_total`: live sessions closed because their credential was
-    /// revoked (`auth.revocation_file`).
+    /// revoked (a list from `auth.revocation_file` or from a peer).
     pub connections_revoked_total: IntCounter,
     /// `macula_uplink_key_refused_total`: uplink sessions refused because the bridge proved
     /// another key than the one pinned for its address (trust on first use, development mode).
@@ -215,6 +218,9 @@ pub struct Metrics {
     pub fleet: FleetMetrics,
     /// Per-tenant quotas (`macula_quota_*`, [`QuotaMetrics`]).
     pub quota: QuotaMetrics,
+    /// Revocation lists spread between processes (`macula_revocation_*`,
+    /// [`RevocationMetrics`]).
+    pub revocation: RevocationMetrics,
 }
 
 /// Per-message-type frame and byte counters, pre-resolved so the hot path does no label
@@ -494,6 +500,7 @@ impl Metrics {
             gossip: GossipMetrics::new(r),
             fleet: FleetMetrics::new(r),
             quota: QuotaMetrics::new(r),
+            revocation: RevocationMetrics::new(r),
             cache: crate::escalation::CacheMetrics::new(r).expect("registered once"),
             registry,
         })

@@ -20,6 +20,7 @@ mod framing;
 mod gossip;
 mod msgpack;
 mod publish;
+mod revocation;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -28,6 +29,8 @@ mod tests_dht_rpc;
 mod tests_fleet;
 #[cfg(test)]
 mod tests_gossip;
+#[cfg(test)]
+mod tests_revocation;
 
 pub use codec::{encode_publish, publish_body_len, PublishView, RawFrame};
 pub use dht_rpc::{
@@ -43,6 +46,7 @@ pub use gossip::{
     GossipPull, GossipPullReply, GossipPush, GossipSync, GossipSyncReply, MAX_GOSSIP_KEY,
     MAX_GOSSIP_NAME, MAX_GOSSIP_STATE,
 };
+pub use revocation::{RevocationList, MAX_REVOCATION_LIST};
 
 /// The only protocol version this build speaks (header byte 0, `Connect.versions`).
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -154,6 +158,9 @@ pub enum MessageType {
     /// A bridge tells a child bridge the chain of bridges above it (loop detection). Body:
     /// [`BridgePath`].
     BridgePath = 0x09,
+    /// An operator-signed revocation list, spread between the bridges and nodes of a realm
+    /// (`docs/AUTH.md`, "Revocation"). Body: [`RevocationList`].
+    RevocationList = 0x0A,
     /// Publishes one message. Body: [`Publish`].
     Publish = 0x10,
     /// Adds subscription patterns. Body: [`Subscribe`].
@@ -198,7 +205,7 @@ pub enum MessageType {
 
 impl MessageType {
     /// Every message type v1 implements, in id order.
-    pub const ALL: [MessageType; 29] = [
+    pub const ALL: [MessageType; 30] = [
         MessageType::Connect,
         MessageType::Disconnect,
         MessageType::Ping,
@@ -208,6 +215,7 @@ impl MessageType {
         MessageType::Redirect,
         MessageType::FleetView,
         MessageType::BridgePath,
+        MessageType::RevocationList,
         MessageType::Publish,
         MessageType::Subscribe,
         MessageType::Unsubscribe,
@@ -247,6 +255,7 @@ impl MessageType {
             MessageType::Redirect => "redirect",
             MessageType::FleetView => "fleet_view",
             MessageType::BridgePath => "bridge_path",
+            MessageType::RevocationList => "revocation_list",
             MessageType::Publish => "publish",
             MessageType::Subscribe => "subscribe",
             MessageType::Unsubscribe => "unsubscribe",
@@ -631,6 +640,8 @@ pub enum Frame {
     FleetView(FleetView),
     /// See [`BridgePath`].
     BridgePath(BridgePath),
+    /// See [`RevocationList`].
+    RevocationList(RevocationList),
     /// See [`Publish`].
     Publish(Publish),
     /// See [`Subscribe`].
@@ -686,6 +697,7 @@ impl Frame {
             Frame::Redirect(_) => MessageType::Redirect,
             Frame::FleetView(_) => MessageType::FleetView,
             Frame::BridgePath(_) => MessageType::BridgePath,
+            Frame::RevocationList(_) => MessageType::RevocationList,
             Frame::Publish(_) => MessageType::Publish,
             Frame::Subscribe(_) => MessageType::Subscribe,
             Frame::Unsubscribe(_) => MessageType::Unsubscribe,

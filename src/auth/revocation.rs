@@ -32,6 +32,12 @@ pub const TEXT_PREFIX: &str = "mr1.";
 /// Most ids in one list.
 pub const MAX_REVOKED: usize = 10_000;
 
+/// Most bytes in one list (body and signature): [`MAX_REVOKED`] ids of 18 bytes each (a bin 8
+/// header and 16 bytes) and 1,024 bytes for the other keys and the signature. Longer input is
+/// [`RevocationError::Malformed`] before it is parsed; the `revocation_list` frame
+/// (`docs/PROTOCOL.md` §5.30) is bounded by the same value.
+pub const MAX_LIST_BYTES: usize = MAX_REVOKED * 18 + 1024;
+
 const SIGNATURE_LEN: usize = 64;
 
 /// A verified revocation list.
@@ -45,6 +51,9 @@ pub struct Revocations {
     pub seq: u64,
     /// The revoked credential ids.
     pub ids: HashSet<[u8; 16]>,
+    /// The signed bytes the list was decoded from (what travels in a `revocation_list`
+    /// frame).
+    pub bytes: bytes::Bytes,
 }
 
 /// Why a revocation list was refused.
@@ -59,6 +68,21 @@ pub enum RevocationError {
     /// Signed by a key that is not an operator of the realm.
     #[error("revocation list issuer is not an operator of realm {0:?}")]
     UnknownIssuer(String),
+    /// For a realm without operator keys here (an open realm revokes nothing).
+    #[error("revocation list for realm {0:?}, which has no operator keys here")]
+    UnknownRealm(String),
+}
+
+impl RevocationError {
+    /// The `outcome` label of `macula_revocation_lists_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RevocationError::Malformed(_) => "malformed",
+            RevocationError::BadSignature => "bad_signature",
+            RevocationError::UnknownIssuer(_) => "unknown_issuer",
+            RevocationError::UnknownRealm(_) => "unknown_realm",
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -125,7 +149,7 @@ impl Revocations {
         if bytes.len() <= SIGNATURE_LEN {
             return Err(malformed("shorter than a signature"));
         }
-        if bytes.len() > MAX_REVOKED * 18 + 1024 {
+        if bytes.len() > MAX_LIST_BYTES {
             return Err(malformed("too large"));
         }
         let (body, sig) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
@@ -148,7 +172,25 @@ impl Revocations {
             realm: b.realm,
             seq: b.seq,
             ids: b.ids.into_iter().map(|i| i.into_array()).collect(),
+            bytes: bytes::Bytes::copy_from_slice(bytes),
         })
+    }
+
+    /// Decodes `bytes` ([`Revocations::decode`]) and checks that the list's realm has
+    /// operator keys in `operators` (realm → keys) and that its issuer is one of them.
+    /// Errors: [`RevocationError`], every variant. Never panics.
+    pub fn verify(
+        bytes: &[u8],
+        operators: &std::collections::HashMap<String, Vec<[u8; 32]>>,
+    ) -> Result<Revocations, RevocationError> {
+        let list = Revocations::decode(bytes)?;
+        match operators.get(&list.realm).filter(|k| !k.is_empty()) {
+            None => Err(RevocationError::UnknownRealm(list.realm)),
+            Some(keys) if !keys.contains(&list.issuer) => {
+                Err(RevocationError::UnknownIssuer(list.realm))
+            }
+            Some(_) => Ok(list),
+        }
     }
 
     /// The text form of list bytes.
@@ -183,15 +225,8 @@ impl Revocations {
         let mut out = Vec::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let list = Revocations::from_text(line)
-                .and_then(|b| Revocations::decode(&b))
+                .and_then(|b| Revocations::verify(&b, operators))
                 .map_err(|e| format!("revocation file {}: {e}", path.display()))?;
-            if !operators
-                .get(&list.realm)
-                .is_some_and(|k| k.contains(&list.issuer))
-            {
-                let e = RevocationError::UnknownIssuer(list.realm.clone());
-                return Err(format!("revocation file {}: {e}", path.display()));
-            }
             out.push(list);
         }
         Ok(out)
@@ -239,6 +274,21 @@ mod tests {
         assert!(Revocations::read_file(&path, &ops)
             .unwrap_err()
             .contains("not an operator"));
+        let elsewhere = Revocations::issue(&op, "io.other", 3, &[[9; 16]]).unwrap();
+        assert_eq!(
+            Revocations::verify(&elsewhere, &ops),
+            Err(RevocationError::UnknownRealm("io.other".into()))
+        );
+        let forged = Revocations::issue(&other, "io.macula", 2, &[[9; 16]]).unwrap();
+        let e = Revocations::verify(&forged, &ops).unwrap_err();
+        assert_eq!(e.reason(), "unknown_issuer");
+        let mut flipped = forged.clone();
+        let n = flipped.len() - 1;
+        flipped[n] ^= 1;
+        assert_eq!(
+            Revocations::verify(&flipped, &ops),
+            Err(RevocationError::BadSignature)
+        );
     }
 
     proptest! {

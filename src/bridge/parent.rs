@@ -352,11 +352,13 @@ async fn serve(
     };
     let window = Some(welcome.max_inflight as usize);
     let (mut actor, _, pending) = LinkActor::start(io, peer, window, wcfg, tasks);
+    let revocations = (shared.auth).revocation_link(&realm.name, parent_id, &ctrl_tx, metrics);
     let link = ParentLink {
         session: &session,
         parent_id,
         me: &tx,
         follow,
+        revocations: &revocations,
     };
     let mut reader = ParentReader {
         shared,
@@ -460,6 +462,8 @@ struct ParentLink<'a> {
     me: &'a PeerTx,
     /// What the link knows of a parent fleet (directory, redirects).
     follow: &'a Mutex<Follower>,
+    /// The session's registration for revocation lists.
+    revocations: &'a crate::auth::RevocationLink,
 }
 
 /// Queues the realm's whole upward interest (its minimal cover) for a new session, the last
@@ -546,6 +550,14 @@ impl FrameHandler for ParentReader<'_> {
                 Ok(_) => {}
                 Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
             },
+            Some(MessageType::RevocationList) => {
+                if let Err(e) = shared
+                    .auth
+                    .on_revocation_list(link.revocations, raw, metrics)
+                {
+                    me.send_error(metrics, e.code(), e.to_string(), None);
+                }
+            }
             Some(MessageType::FleetView | MessageType::Redirect) => {
                 if on_fleet_frame(shared, link, raw) {
                     return Ok(Flow::Stop);

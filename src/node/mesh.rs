@@ -482,11 +482,14 @@ async fn run_link(
             dht.bootstrap().await;
         });
     }
+    let revocations =
+        (shared.auth).revocation_link(&shared.realm, peer_id, &tx.ctrl, &shared.metrics);
     let mut handler = MeshLink {
         shared: &shared,
         me: &tx,
         link,
         peer_id,
+        revocations,
         pending,
         ctx: super::pubsub::ReadCtx::new(),
         slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
@@ -534,6 +537,8 @@ struct MeshLink<'a> {
     /// The peer's relay link.
     link: LinkId,
     peer_id: NodeId,
+    /// The link's registration for revocation lists (dropped with the handler).
+    revocations: crate::auth::RevocationLink,
     /// Tracked publishes written to the peer, awaiting its `puback`.
     pending: mpsc::Receiver<Arc<AckTrack>>,
     ctx: super::pubsub::ReadCtx,
@@ -547,6 +552,7 @@ impl read::FrameHandler for MeshLink<'_> {
             me,
             link,
             peer_id,
+            revocations,
             pending,
             ctx,
             slow,
@@ -662,6 +668,11 @@ impl read::FrameHandler for MeshLink<'_> {
             | MessageType::GossipSyncReply => {
                 if let Err((code, msg)) = super::gossip::on_frame(shared, peer_id, raw) {
                     me.send_error(metrics, code, msg, None);
+                }
+            }
+            MessageType::RevocationList => {
+                if let Err(e) = shared.auth.on_revocation_list(revocations, raw, metrics) {
+                    me.send_error(metrics, e.code(), e.to_string(), None);
                 }
             }
             MessageType::Ping => me.pong(raw, &shared.metrics),

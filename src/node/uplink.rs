@@ -158,6 +158,10 @@ pub(super) async fn run_uplink(
             }
         }
         if ok {
+            let up = shared.uplink.as_ref().expect("the uplink task has queues");
+            // After the drain above: the list in force goes out on this session.
+            let revocations =
+                (shared.auth).revocation_link(&shared.realm, bridge_id, &up.ctrl, &shared.metrics);
             let mut link = UplinkLink {
                 shared: shared.clone(),
                 dedup,
@@ -165,6 +169,7 @@ pub(super) async fn run_uplink(
                 this: ThisSession {
                     bridge_id,
                     settle: settle.clone(),
+                    revocations,
                 },
                 ctx: ReadCtx::new(),
                 slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
@@ -276,6 +281,8 @@ impl Settle {
 struct ThisSession {
     bridge_id: NodeId,
     settle: Arc<Settle>,
+    /// The session's registration for revocation lists (dropped with the session).
+    revocations: crate::auth::RevocationLink,
 }
 
 /// The uplink's frame handler: reads what the bridge sends (publishes for local
@@ -320,7 +327,11 @@ impl FrameHandler for UplinkLink {
             .uplink
             .as_ref()
             .expect("uplink reader runs only with an uplink");
-        let ThisSession { bridge_id, settle } = &*this;
+        let ThisSession {
+            bridge_id,
+            settle,
+            revocations,
+        } = &*this;
         let bridge_id = *bridge_id;
         let metrics = &shared.metrics;
         match raw.msg_type() {
@@ -411,6 +422,11 @@ impl FrameHandler for UplinkLink {
                 _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
             },
             Some(MessageType::StoreAck) => {}
+            Some(MessageType::RevocationList) => {
+                if let Err(e) = shared.auth.on_revocation_list(revocations, raw, metrics) {
+                    answer_error(up, metrics, &e, None);
+                }
+            }
             Some(MessageType::SubAck) => {
                 if let Ok(Frame::SubAck(a)) = raw.decode() {
                     if a.correlation_id == session::interest::INTEREST_SYNC {

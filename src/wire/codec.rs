@@ -20,10 +20,12 @@ use gossip::{
     GossipPullDe, GossipPullReplyDe, GossipPullReplySer, GossipPullSer, GossipPushDe,
     GossipPushSer, GossipSyncDe, GossipSyncReplyDe, GossipSyncReplySer, GossipSyncSer,
 };
+use revocation::{RevocationListDe, RevocationListSer};
 
 mod dht_rpc;
 mod fleet;
 mod gossip;
+mod revocation;
 
 /// Appends a complete publish frame (header + body) to `dst` without building a [`Publish`];
 /// the only allocation is `dst` growing. `retain` is not written (false).
@@ -90,7 +92,8 @@ impl RawFrame {
     /// [`MAX_GOSSIP_NAME`](super::MAX_GOSSIP_NAME) bytes, a `from_key` / `to_key` over
     /// [`MAX_GOSSIP_KEY`](super::MAX_GOSSIP_KEY) bytes, a `state`, `digest` or `wants` over
     /// [`MAX_GOSSIP_STATE`](super::MAX_GOSSIP_STATE) bytes, `parts` 0 or `part` ≥ `parts`;
-    /// [`WireError::UnsupportedQos`] for qos ≥ 2.
+    /// [`WireError::UnsupportedQos`] for qos ≥ 2; for a `revocation_list`, a `list` that
+    /// is empty or over [`MAX_REVOCATION_LIST`](super::MAX_REVOCATION_LIST) bytes.
     pub fn decode(&self) -> Result<Frame, WireError> {
         let t = self.checked_type()?;
         let body = self.body_slice();
@@ -217,6 +220,9 @@ impl RawFrame {
             MessageType::Redirect => Frame::Redirect(de::<RedirectDe>(t, body)?.check()?),
             MessageType::FleetView => Frame::FleetView(de::<FleetViewDe>(t, body)?.check()?),
             MessageType::BridgePath => Frame::BridgePath(de::<BridgePathDe>(t, body)?.check()?),
+            MessageType::RevocationList => {
+                Frame::RevocationList(de::<RevocationListDe>(t, body)?.check(&self.bytes)?)
+            }
             MessageType::GossipPush => {
                 Frame::GossipPush(de::<GossipPushDe>(t, body)?.check(&self.bytes)?)
             }
@@ -465,6 +471,7 @@ fn serialize_body<W: std::io::Write>(f: &Frame, w: &mut W) {
         Frame::Redirect(m) => RedirectSer::from(m).serialize(&mut ser),
         Frame::FleetView(m) => FleetViewSer::from(m).serialize(&mut ser),
         Frame::BridgePath(m) => BridgePathSer::from(m).serialize(&mut ser),
+        Frame::RevocationList(m) => RevocationListSer::from(m).serialize(&mut ser),
         Frame::GossipPush(m) => GossipPushSer::from(m).serialize(&mut ser),
         Frame::GossipPull(m) => GossipPullSer::from(m).serialize(&mut ser),
         Frame::GossipPullReply(m) => GossipPullReplySer::from(m).serialize(&mut ser),

@@ -564,13 +564,15 @@ fn publish_s() -> impl Strategy<Value = Publish> {
         })
 }
 
-/// Every frame type: the pub/sub frames here, the DHT/RPC frames of `tests_dht_rpc` and the
-/// gossip frames of `tests_gossip`, weighted by how many types each group has.
+/// Every frame type: the pub/sub frames here, the DHT/RPC frames of `tests_dht_rpc`, the
+/// gossip frames of `tests_gossip` and `revocation_list`, weighted by how many types each
+/// group has.
 fn frame_s() -> impl Strategy<Value = Frame> {
     prop_oneof![
         11 => pubsub_frame_s(),
         10 => super::tests_dht_rpc::dht_rpc_frame_s(),
         5 => super::tests_gossip::gossip_frame_s(),
+        1 => super::tests_revocation::revocation_frame_s(),
     ]
 }
 
