@@ -812,6 +812,191 @@ async fn a_revoked_credentials_live_session_is_closed_within_the_bound() {
     witness.close(0u32.into(), b"done");
 }
 
+/// A session at `addr` as `who`, on a credential of `op` with id `id` and role `role`
+/// (`client`: an application client of a node; `node`: a node uplink at a bridge): the
+/// session's outcome (its streams kept inside: dropping them ends the session), the
+/// connection and its endpoint.
+async fn session_as(
+    addr: SocketAddr,
+    op: &Identity,
+    who: &Identity,
+    (id, role): (u8, Role),
+) -> (
+    Result<impl Sized, SessionError>,
+    quinn::Connection,
+    quinn::Endpoint,
+) {
+    let claims = Claims {
+        id: [id; 16],
+        realm: REALM.into(),
+        subject: who.public_key(),
+        role,
+        name: format!("{}-{id}", role.as_str()),
+        issued_at: now() - 60,
+        expires_at: now() + 3600,
+        permissions: Default::default(),
+        limits: Default::default(),
+    };
+    let credential = Bytes::from(Credential::issue(op, &claims).unwrap());
+    let (conn, ep) = common::quic_connect(addr).await;
+    let connect = Connect {
+        versions: vec![wire::PROTOCOL_VERSION],
+        node_id: who.node_id(),
+        realm: REALM.into(),
+        cluster: format!("c{id}"),
+        role: match role {
+            Role::Client => wire::Role::Client,
+            _ => wire::Role::Node,
+        },
+        capabilities: vec![],
+        max_frame_size: wire::DEFAULT_MAX_FRAME_SIZE,
+        correlation_id: 1,
+        proof: None,
+        credential: Some(credential),
+    };
+    let r = open_session(&conn, connect, wire::DEFAULT_MAX_FRAME_SIZE, who).await;
+    (r, conn, ep)
+}
+
+/// Issue 12: the revocation list spreads. Only the bridge has it in its `auth.revocation_file`;
+/// the node under it gets it over its uplink (`revocation_list`, PROTOCOL §5.30), closes the
+/// live session of a client on the revoked credential and refuses it at reconnect; a node that
+/// starts later gets the list when its uplink comes up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_list_at_the_bridge_reaches_the_nodes_and_closes_their_clients() {
+    use macula::auth::revocation::Revocations;
+    let mut f = fleet();
+    let op = Identity::generate();
+    let revoked_file = f.data_dir("rev").unwrap().join("revoked");
+    std::fs::write(&revoked_file, "").unwrap();
+    let extra = format!(
+        "revocation_file = \"{}\"\nrevocation_check_ms = 200\n",
+        revoked_file.display()
+    );
+    let (b, operators, _) = governed_bridge_with(&mut f, &op, &extra);
+    let baddr = f.procs[b].quic;
+    let audit = f.data_dir("audit").unwrap().join("node-a-audit.log");
+    let node_extra = format!("{operators}[audit]\nfile = \"{}\"\n", audit.display());
+    let (na, _) = credentialed_node(&mut f, ("a", "127.0.0.2"), baddr, &node_extra, |k| {
+        issue(&op, k, Role::Node, REALM, now() + 3600)
+    });
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (badmin, aaddr, aadmin) = (f.procs[b].admin, f.procs[na].quic, f.procs[na].admin);
+    poll(Duration::from_secs(20), "node a's uplink", || async {
+        (metric(aadmin, "macula_connections_open{role=\"uplink\"}") == 1.0).then_some(())
+    })
+    .await;
+
+    let (doomed_key, witness_key) = (Identity::generate(), Identity::generate());
+    let (r, doomed, _ep1) = session_as(aaddr, &op, &doomed_key, (7, Role::Client)).await;
+    let _doomed_streams = r.unwrap();
+    let (r, witness, _ep2) = session_as(aaddr, &op, &witness_key, (8, Role::Client)).await;
+    let _witness_streams = r.unwrap();
+    // A node-role credential with the same id at the bridge itself: its close marks the
+    // moment the bridge applied the list (the start of the propagation).
+    let (r, at_bridge, _ep0) = session_as(baddr, &op, &Identity::generate(), (7, Role::Node)).await;
+    let _bridge_streams = r.unwrap();
+
+    // The operator revokes credential 7; the list reaches the bridge's file only.
+    let list = Revocations::issue(&op, REALM, now(), &[[7; 16]]).unwrap();
+    let tmp = revoked_file.with_extension("tmp");
+    std::fs::write(&tmp, Revocations::to_text(&list)).unwrap();
+    std::fs::rename(&tmp, &revoked_file).unwrap();
+    let written = std::time::Instant::now();
+    let applied = "macula_revocation_lists_total{outcome=\"applied\"}";
+    let timed = |conn: quinn::Connection| async move {
+        let e = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .expect("the revoked session is closed within 10 s");
+        (e, std::time::Instant::now())
+    };
+    let ((_, bridge_at), (closed, node_at)) = tokio::join!(timed(at_bridge), timed(doomed.clone()));
+    let read_at_bridge = bridge_at - written;
+    let took = node_at - written;
+    let hop = node_at.saturating_duration_since(bridge_at);
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(
+                c.error_code,
+                (ErrorCode::Unauthenticated as u32).into(),
+                "{c:?}"
+            );
+            assert_eq!(&c.reason[..], b"credential revoked");
+        }
+        other => panic!("closed otherwise: {other:?}"),
+    }
+    eprintln!(
+        "list written; the bridge closed its own session after {read_at_bridge:?}, the node \
+         its client after {took:?}: propagation bridge -> node {hop:?}"
+    );
+    assert_eq!(
+        metric(badmin, applied),
+        1.0,
+        "the bridge applied its file's list"
+    );
+    assert!(
+        witness.close_reason().is_none(),
+        "another credential's session stays"
+    );
+    assert_eq!(
+        metric(aadmin, applied),
+        1.0,
+        "the node applied the list once"
+    );
+    assert_eq!(metric(aadmin, "macula_connections_revoked_total"), 1.0);
+    assert!(metric(badmin, "macula_revocation_frames_sent_total") >= 1.0);
+    // Re-reading the unchanged file every 200 ms sends nothing more.
+    assert_eq!(metric(badmin, applied), 1.0);
+
+    // The node refuses the credential at reconnect; the other one is still admitted.
+    let (r, _c, _ep3) = session_as(aaddr, &op, &doomed_key, (7, Role::Client)).await;
+    refused_with(
+        r.map(|_| ()),
+        ErrorCode::Unauthenticated,
+        "a revoked credential at the node",
+    );
+    let rejected = "macula_connections_rejected_total{reason=\"revoked\"}";
+    assert_eq!(metric(aadmin, rejected), 1.0);
+    let line = poll(Duration::from_secs(10), "the node's audit line", || async {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|l| l["event"] == "revocation_list")
+    })
+    .await;
+    assert_eq!(line["decision"], "applied");
+    let bridge_key = Identity::load_or_create(&f.data_dir("bridge").unwrap()).unwrap();
+    assert_eq!(
+        line["node_id"],
+        macula::dht::Id(bridge_key.node_id()).to_string()
+    );
+
+    // A node that starts now gets the list as its uplink comes up.
+    let (nb, _) = credentialed_node(&mut f, ("b", "127.0.0.3"), baddr, &operators, |k| {
+        issue(&op, k, Role::Node, REALM, now() + 3600)
+    });
+    f.wait_ready_one(nb, Duration::from_secs(20)).await.unwrap();
+    let (baddr_b, badmin_b) = (f.procs[nb].quic, f.procs[nb].admin);
+    poll(
+        Duration::from_secs(20),
+        "the late node gets the list at link-up",
+        || async { (metric(badmin_b, applied) == 1.0).then_some(()) },
+    )
+    .await;
+    let (r, _c, _ep4) = session_as(baddr_b, &op, &doomed_key, (7, Role::Client)).await;
+    refused_with(
+        r.map(|_| ()),
+        ErrorCode::Unauthenticated,
+        "a revoked credential at the late node",
+    );
+    let (r, late_witness, _ep5) = session_as(baddr_b, &op, &witness_key, (8, Role::Client)).await;
+    assert!(r.is_ok(), "another credential is admitted at the late node");
+    late_witness.close(0u32.into(), b"done");
+    witness.close(0u32.into(), b"done");
+    f.stop().await;
+}
+
 /// Trust on first use (development TLS mode): a node pins the key its bridge proved at an
 /// address, refuses another bridge that proves another key there, and accepts it only when
 /// told (`node.uplink_accept_new_key`).
