@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+pub mod api_key;
 pub mod credential;
 pub mod permissions;
 pub mod revocation;
@@ -54,21 +55,33 @@ impl AdmissionError {
     }
 }
 
-/// The operator keys of each realm (from `auth.operators`).
+/// The operator keys of each realm (from `auth.operators`) and its API keys (from
+/// `auth.api_keys`).
 #[derive(Debug, Clone, Default)]
 pub struct Admission {
     operators: HashMap<String, Vec<[u8; 32]>>,
+    api_keys: HashMap<String, Vec<api_key::ApiKey>>,
 }
 
 impl Admission {
     /// Admission over `operators` (realm → operator public keys).
     pub fn new(operators: HashMap<String, Vec<[u8; 32]>>) -> Admission {
-        Admission { operators }
+        Admission {
+            operators,
+            api_keys: HashMap::new(),
+        }
     }
 
-    /// Whether `realm` requires credentials.
+    /// This admission with `keys` (realm → API keys) accepted too.
+    pub fn with_api_keys(mut self, keys: HashMap<String, Vec<api_key::ApiKey>>) -> Admission {
+        self.api_keys = keys;
+        self
+    }
+
+    /// Whether `realm` requires credentials (it has operator keys or API keys).
     pub fn required(&self, realm: &str) -> bool {
         self.operators.get(realm).is_some_and(|k| !k.is_empty())
+            || self.api_keys.get(realm).is_some_and(|k| !k.is_empty())
     }
 
     /// Checks a session of `realm` whose node id was proven with `subject_key`, presenting
@@ -83,20 +96,40 @@ impl Admission {
         role: Role,
         now: u64,
     ) -> Result<Option<Claims>, AdmissionError> {
-        let Some(ops) = self.operators.get(realm).filter(|k| !k.is_empty()) else {
+        if !self.required(realm) {
             return Ok(None);
-        };
+        }
         let bytes = credential.ok_or_else(|| AdmissionError::Missing(realm.into()))?;
-        let c = Credential::decode(bytes)?;
-        c.check(realm, subject_key, ops, now)?;
-        if c.claims.role != role {
+        let claims = match self.api_keys.get(realm) {
+            Some(keys) if api_key::is_api_key(bytes) => {
+                let k = api_key::find(keys, bytes).ok_or(CredentialError::UnknownApiKey)?;
+                Claims {
+                    id: k.id(),
+                    realm: realm.into(),
+                    subject: *subject_key,
+                    role: k.role,
+                    name: k.name.clone(),
+                    issued_at: 0,
+                    expires_at: u64::MAX,
+                    permissions: Permissions::default(),
+                    limits: Default::default(),
+                }
+            }
+            _ => {
+                let ops = self.operators.get(realm).map_or(&[][..], Vec::as_slice);
+                let c = Credential::decode(bytes)?;
+                c.check(realm, subject_key, ops, now)?;
+                c.claims
+            }
+        };
+        if claims.role != role {
             return Err(CredentialError::WrongRole {
-                got: c.claims.role.as_str(),
+                got: claims.role.as_str(),
                 want: role.as_str(),
             }
             .into());
         }
-        Ok(Some(c.claims))
+        Ok(Some(claims))
     }
 }
 
@@ -264,11 +297,28 @@ impl Auth {
         Ok(operators)
     }
 
+    /// The API keys of `cfg` (realm → keys). Errors: a message naming the bad entry.
+    pub fn api_keys(
+        cfg: &crate::config::AuthConfig,
+    ) -> Result<HashMap<String, Vec<api_key::ApiKey>>, String> {
+        let mut out = HashMap::new();
+        for (realm, entries) in &cfg.api_keys {
+            let keys = entries
+                .iter()
+                .map(api_key::ApiKey::parse)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("auth.api_keys.{realm}: {e}"))?;
+            out.insert(realm.clone(), keys);
+        }
+        Ok(out)
+    }
+
     /// Parses `cfg`: operator keys (hex), the credential file (text form) and the revocation
     /// file. Errors: a message naming the key or file and the problem (the configuration is
     /// validated before this, so these are files that changed or failed to read).
     pub fn from_config(cfg: &crate::config::AuthConfig) -> Result<Auth, String> {
         let operators = Auth::operator_keys(cfg)?;
+        let api_keys = Auth::api_keys(cfg)?;
         let credential = match &cfg.credential_file {
             None => None,
             Some(path) => Some(read_credential(path)?.into()),
@@ -278,7 +328,7 @@ impl Auth {
             None => Vec::new(),
         };
         let auth = Auth {
-            admission: Admission::new(operators),
+            admission: Admission::new(operators).with_api_keys(api_keys),
             credential,
             revocations: Arc::default(),
             spread: Arc::default(),
@@ -449,11 +499,16 @@ pub async fn watch_revocations(
     }
 }
 
-/// Reads a credential file (text form, `mc1.…`) and checks that it decodes and its
-/// signature verifies. Errors: a message naming the file.
+/// Reads a credential file (text form, `mc1.…`, or an API key, `mk1.…`) and checks that a
+/// credential decodes and its signature verifies. Errors: a message naming the file.
 pub fn read_credential(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("credential file {}: {e}", path.display()))?;
+    // An API key (`mk1.…`) is presented as its text.
+    let trimmed = text.trim();
+    if api_key::is_api_key(trimmed.as_bytes()) {
+        return Ok(trimmed.as_bytes().to_vec());
+    }
     let bytes = Credential::from_text(&text)
         .map_err(|e| format!("credential file {}: {e}", path.display()))?;
     Credential::decode(&bytes).map_err(|e| format!("credential file {}: {e}", path.display()))?;

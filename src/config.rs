@@ -207,6 +207,11 @@ pub struct AuthConfig {
     /// sessions presenting a credential one of them signed. Default: none — every realm is
     /// open to anyone who proves a key, and the process says so at start.
     pub operators: std::collections::BTreeMap<String, Vec<String>>,
+    /// API keys per realm (`docs/AUTH.md`, "API keys"): a realm listed here admits, besides
+    /// credentials of its operators, sessions presenting a key whose SHA-256 is listed, in
+    /// the role given. Entries: `{ name, role, sha256 }` (`macula keys api-key` makes one).
+    /// Default: none.
+    pub api_keys: std::collections::BTreeMap<String, Vec<crate::auth::api_key::ApiKeyEntry>>,
     /// This process's credential (a file holding its text form, `mc1.…`), presented when it
     /// dials: a node's uplink and mesh links, a bridge's parent link and fleet peers.
     /// Default: none.
@@ -228,6 +233,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             operators: Default::default(),
+            api_keys: Default::default(),
             credential_file: None,
             admin_token_file: None,
             revocation_file: None,
@@ -704,6 +710,14 @@ impl Config {
                     return invalid("auth.operators", format!("realm {realm:?}: {e}"));
                 }
             }
+        }
+        for realm in self.auth.api_keys.keys() {
+            if let Err(e) = check_realm(realm) {
+                return invalid("auth.api_keys", format!("realm {realm:?}: {e}"));
+            }
+        }
+        if let Err(e) = crate::auth::Auth::api_keys(&self.auth) {
+            return invalid("auth.api_keys", e);
         }
         if let Some(path) = &self.auth.credential_file {
             if let Err(e) = crate::auth::read_credential(path) {

@@ -1106,3 +1106,95 @@ async fn a_nodes_credential_bounds_the_state_its_uplink_gossips() {
     assert!(log.contains("\"action\":\"state\""), "{log}");
     f.stop().await;
 }
+
+/// API keys, the simple alternative to signed credentials: a bridge whose configuration lists
+/// only the SHA-256 of a node key and of nothing else admits the node presenting that key
+/// (from its `credential_file`) and refuses a node without one; the node, listing a client
+/// key and that node key, admits a client presenting the client key and refuses a wrong key
+/// (`bad_credential`), no key (`no_credential`) and the node key (`wrong_role`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_admit_their_role_and_nothing_else() {
+    use macula::auth::api_key;
+    let mut f = fleet();
+    let (node_key, node_entry) = api_key::generate("node-a", Role::Node);
+    let (client_key, client_entry) = api_key::generate("app", Role::Client);
+    let entry = |e: &api_key::ApiKeyEntry| {
+        format!(
+            "[[auth.api_keys.\"{REALM}\"]]\nname = {:?}\nrole = \"{}\"\nsha256 = \"{}\"\n",
+            e.name,
+            e.role.as_str(),
+            e.sha256
+        )
+    };
+    let bcfg = f.write_file("bridge.toml", &entry(&node_entry)).unwrap();
+    let b = f
+        .bridge("bridge", "127.0.0.1", &["--config", bcfg.to_str().unwrap()])
+        .unwrap();
+    let baddr = f.procs[b].quic;
+    let dir = f.data_dir("keys").unwrap();
+    std::fs::write(dir.join("node-a.key"), format!("{node_key}\n")).unwrap();
+    let ncfg = f
+        .write_file(
+            "node-a.toml",
+            &format!(
+                "{}{}[auth]\ncredential_file = \"{}\"\n",
+                entry(&client_entry),
+                entry(&node_entry),
+                dir.join("node-a.key").display()
+            ),
+        )
+        .unwrap();
+    let na = f
+        .node(
+            "node-a",
+            "127.0.0.2",
+            "a",
+            baddr,
+            &["--config", ncfg.to_str().unwrap()],
+        )
+        .unwrap();
+    let nz = f.node("node-z", "127.0.0.4", "z", baddr, &[]).unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (badmin, aaddr, aadmin) = (f.procs[b].admin, f.procs[na].quic, f.procs[na].admin);
+    let up = "macula_connections_open{role=\"uplink\"}";
+    poll(Duration::from_secs(10), "node a's uplink", || async {
+        (metric(aadmin, up) == 1.0).then_some(())
+    })
+    .await;
+    let no_cred = "macula_connections_rejected_total{reason=\"no_credential\"}";
+    poll(Duration::from_secs(10), "node z refused", || async {
+        (metric(badmin, no_cred) >= 1.0).then_some(())
+    })
+    .await;
+    assert!(f.is_running(nz));
+
+    let with = |key: &str| ClientOptions {
+        credential: Some(Bytes::copy_from_slice(key.as_bytes())),
+        ..common::opts(aaddr, REALM)
+    };
+    let app = Client::connect(with(&client_key)).await.unwrap();
+    let mut sub = app.subscribe("k.t").await.unwrap();
+    app.publish("k.t", Bytes::from_static(b"in"), Qos::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(&recv(&mut sub).await.payload[..], b"in");
+    let mut wrong = client_key.clone().into_bytes();
+    wrong[8] ^= 1;
+    let wrong = String::from_utf8(wrong).unwrap();
+    assert!(Client::connect(with(&wrong)).await.is_err(), "a wrong key");
+    assert!(
+        Client::connect(common::opts(aaddr, REALM)).await.is_err(),
+        "no key"
+    );
+    let reasons = |r: &str| {
+        metric(
+            aadmin,
+            &format!("macula_connections_rejected_total{{reason=\"{r}\"}}"),
+        )
+    };
+    assert_eq!(reasons("bad_credential"), 1.0);
+    assert_eq!(reasons("no_credential"), 1.0);
+    // A node's key presented by a client: the right key, the wrong role.
+    assert!(Client::connect(with(&node_key)).await.is_err());
+    assert_eq!(reasons("wrong_role"), 1.0);
+}

@@ -160,6 +160,9 @@ pub enum CredentialError {
     /// Revoked by the operator.
     #[error("credential revoked")]
     Revoked,
+    /// An API key (`mk1.…`) that is not one of the realm's (`auth.api_keys`).
+    #[error("unknown API key")]
+    UnknownApiKey,
 }
 
 impl CredentialError {
@@ -173,6 +176,7 @@ impl CredentialError {
             CredentialError::Expired(_) | CredentialError::NotYetValid(_) => "expired",
             CredentialError::WrongRole { .. } => "wrong_role",
             CredentialError::Revoked => "revoked",
+            CredentialError::UnknownApiKey => "bad_credential",
         }
     }
 }

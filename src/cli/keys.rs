@@ -84,6 +84,20 @@ pub enum KeysCmd {
         #[arg(long)]
         merge: Option<PathBuf>,
     },
+    /// Make an API key (the simple alternative to signed credentials, `docs/AUTH.md`, "API
+    /// keys"): prints the key (give it to the client, once) on standard output and, on
+    /// standard error, the `auth.api_keys` entry holding only its SHA-256.
+    ApiKey {
+        /// The realm it admits to.
+        #[arg(long)]
+        realm: String,
+        /// The role it grants: client, node or bridge.
+        #[arg(long, default_value = "client")]
+        role: Role,
+        /// A label for logs and the audit trail.
+        #[arg(long)]
+        name: String,
+    },
     /// Decode a credential (its text, or a file holding it) and print its claims as JSON;
     /// exits 1 if its signature does not verify.
     Inspect {
@@ -213,6 +227,19 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
         } => {
             let made = dev_setup(&realm, &dir, parse_lifetime(&valid_for)?)?;
             println!("{made}");
+        }
+        KeysCmd::ApiKey { realm, role, name } => {
+            if !macula::config::is_valid_realm(&realm) {
+                bail!("realm {realm:?} is not a valid realm name");
+            }
+            let (text, entry) = macula::auth::api_key::generate(&name, role);
+            println!("{text}");
+            eprintln!(
+                "add to the configuration of the processes admitting it:\n[[auth.api_keys.\"{realm}\"]]\nname = {:?}\nrole = \"{}\"\nsha256 = \"{}\"",
+                entry.name,
+                role.as_str(),
+                entry.sha256
+            );
         }
         KeysCmd::Inspect { credential } => {
             let text = if credential.starts_with(macula::auth::credential::TEXT_PREFIX) {
