@@ -395,10 +395,14 @@ async fn scenario(
     let gauge = admin.map(|admin| OpenGauge::start(admin, until));
     let (flood, publish) = if a.kind == KindArg::Publish {
         eprintln!("publish flood: {} flat-out publishers", a.concurrency);
-        let report = publish_apart(opts.clone(), a.concurrency, until).await?;
+        let (o, n) = (opts.clone(), a.concurrency);
+        let report = apart(until, move |u| publishers::run(o, n, u)).await?;
         (None, Some(report))
     } else {
-        (Some(flood_apart(plan, until).await?), None)
+        (
+            Some(apart(until, move |u| attack::run(plan, u)).await?),
+            None,
+        )
     };
     let flood_secs = match (&flood, &publish) {
         (Some(f), _) => f.secs,
@@ -462,47 +466,27 @@ async fn scenario(
     })
 }
 
-/// Runs the flood on a runtime and threads of its own, so the witness's tasks do not queue
-/// behind hundreds of flood tasks in one scheduler (they still share the machine's cores).
-async fn flood_apart(plan: attack::Plan, until: Instant) -> Result<attack::FloodReport> {
+/// Runs the flood that `make` starts (given the flood's end) on a runtime and threads of its
+/// own, so the witness's tasks do not queue behind hundreds of flood tasks in one scheduler
+/// (they still share the machine's cores); its report.
+async fn apart<T, F, Fut>(until: Instant, make: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Instant) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let (tx, rx) = tokio::sync::oneshot::channel();
     let until = until.into_std();
     std::thread::Builder::new()
         .name("flood".into())
         .spawn(move || {
-            let run = || -> Result<attack::FloodReport> {
+            let run = || -> Result<T> {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(FLOOD_THREADS)
                     .thread_name("flood")
                     .enable_all()
                     .build()?;
-                rt.block_on(attack::run(plan, Instant::from_std(until)))
-            };
-            let _ = tx.send(run());
-        })
-        .context("start the flood thread")?;
-    rx.await
-        .context("the flood thread ended without a report")?
-}
-
-/// Runs the publish flood on a runtime and threads of its own (as [`flood_apart`]).
-async fn publish_apart(
-    opts: macula::client::ClientOptions,
-    publishers: usize,
-    until: Instant,
-) -> Result<publishers::PublishReport> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let until = until.into_std();
-    std::thread::Builder::new()
-        .name("flood".into())
-        .spawn(move || {
-            let run = || -> Result<publishers::PublishReport> {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(FLOOD_THREADS)
-                    .thread_name("flood")
-                    .enable_all()
-                    .build()?;
-                rt.block_on(publishers::run(opts, publishers, Instant::from_std(until)))
+                rt.block_on(make(Instant::from_std(until)))
             };
             let _ = tx.send(run());
         })

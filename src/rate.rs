@@ -140,8 +140,8 @@ impl Bucket {
         match self.limiter.check_n(n) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(not_until.wait_time_from(TokioClock.now())),
-            // Not reached: `n` is at most the burst.
-            Err(_) => Err(Duration::ZERO),
+            // Not reached: `n` is at most the burst. Were it, passing beats waiting for ever.
+            Err(_) => Ok(()),
         }
     }
 }

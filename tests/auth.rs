@@ -701,6 +701,17 @@ async fn a_credentials_rate_limit_paces_its_sessions_and_loses_nothing() {
     );
 }
 
+/// An empty revocation file re-read every 200 ms, and the `[auth]` lines naming it.
+fn revocation_file(f: &mut common::Fleet) -> (std::path::PathBuf, String) {
+    let path = f.data_dir("rev").unwrap().join("revoked");
+    std::fs::write(&path, "").unwrap();
+    let extra = format!(
+        "revocation_file = \"{}\"\nrevocation_check_ms = 200\n",
+        path.display()
+    );
+    (path, extra)
+}
+
 /// A revocation list in the bridge's `auth.revocation_file` closes the live session of the
 /// credential it names within the check interval, and refuses it at `connect` from then on;
 /// a session on another credential is untouched.
@@ -709,12 +720,7 @@ async fn a_revoked_credentials_live_session_is_closed_within_the_bound() {
     use macula::auth::revocation::Revocations;
     let mut f = fleet();
     let op = Identity::generate();
-    let revoked_file = f.data_dir("rev").unwrap().join("revoked");
-    std::fs::write(&revoked_file, "").unwrap();
-    let extra = format!(
-        "revocation_file = \"{}\"\nrevocation_check_ms = 200\n",
-        revoked_file.display()
-    );
+    let (revoked_file, extra) = revocation_file(&mut f);
     let (b, _, audit) = governed_bridge_with(&mut f, &op, &extra);
     f.wait_ready(Duration::from_secs(20)).await.unwrap();
     let (baddr, badmin) = (f.procs[b].quic, f.procs[b].admin);
@@ -867,12 +873,7 @@ async fn a_revocation_list_at_the_bridge_reaches_the_nodes_and_closes_their_clie
     use macula::auth::revocation::Revocations;
     let mut f = fleet();
     let op = Identity::generate();
-    let revoked_file = f.data_dir("rev").unwrap().join("revoked");
-    std::fs::write(&revoked_file, "").unwrap();
-    let extra = format!(
-        "revocation_file = \"{}\"\nrevocation_check_ms = 200\n",
-        revoked_file.display()
-    );
+    let (revoked_file, extra) = revocation_file(&mut f);
     let (b, operators, _) = governed_bridge_with(&mut f, &op, &extra);
     let baddr = f.procs[b].quic;
     let audit = f.data_dir("audit").unwrap().join("node-a-audit.log");
