@@ -30,6 +30,7 @@ fn bench(c: &mut Criterion) {
         expires_at: 1_900_000_000,
         permissions: Default::default(),
         limits: Default::default(),
+        cluster: None,
     };
     let cred = Credential::issue(&op, &claims).unwrap();
     let admission = Admission::new([("io.macula".to_string(), vec![op.public_key()])].into());
@@ -40,7 +41,7 @@ fn bench(c: &mut Criterion) {
                     "io.macula",
                     &me.public_key(),
                     Some(&cred),
-                    Role::Node,
+                    (Role::Node, "street-7"),
                     1_850_000_000,
                 )
                 .unwrap()

@@ -43,13 +43,13 @@ impl AdmissionError {
         }
     }
 
-    /// The error code sent: `PERMISSION_DENIED` for a valid credential of the wrong role,
-    /// `UNAUTHENTICATED` otherwise.
+    /// The error code sent: `PERMISSION_DENIED` for a valid credential of the wrong role or
+    /// cluster, `UNAUTHENTICATED` otherwise.
     pub fn code(&self) -> crate::wire::ErrorCode {
         match self {
-            AdmissionError::Credential(CredentialError::WrongRole { .. }) => {
-                crate::wire::ErrorCode::PermissionDenied
-            }
+            AdmissionError::Credential(
+                CredentialError::WrongRole { .. } | CredentialError::WrongCluster { .. },
+            ) => crate::wire::ErrorCode::PermissionDenied,
             _ => crate::wire::ErrorCode::Unauthenticated,
         }
     }
@@ -85,15 +85,17 @@ impl Admission {
     }
 
     /// Checks a session of `realm` whose node id was proven with `subject_key`, presenting
-    /// `credential`, for a link that needs `role`, at `now` (Unix seconds). `Ok(None)` for an
-    /// open realm (no credential needed; one presented is ignored), `Ok(Some(claims))` when
-    /// admitted on a credential. Errors: [`AdmissionError`].
+    /// `credential`, for a link that needs `role`, claiming `cluster` (`connect.cluster`),
+    /// at `now` (Unix seconds). `Ok(None)` for an open realm (no credential needed; one
+    /// presented is ignored), `Ok(Some(claims))` when admitted on a credential. Errors:
+    /// [`AdmissionError`]; a credential's `cluster` claim that is not `cluster` is
+    /// [`CredentialError::WrongCluster`].
     pub fn admit(
         &self,
         realm: &str,
         subject_key: &[u8; 32],
         credential: Option<&[u8]>,
-        role: Role,
+        (role, cluster): (Role, &str),
         now: u64,
     ) -> Result<Option<Claims>, AdmissionError> {
         if !self.required(realm) {
@@ -113,6 +115,7 @@ impl Admission {
                     expires_at: u64::MAX,
                     permissions: Permissions::default(),
                     limits: Default::default(),
+                    cluster: None,
                 }
             }
             _ => {
@@ -126,6 +129,13 @@ impl Admission {
             return Err(CredentialError::WrongRole {
                 got: claims.role.as_str(),
                 want: role.as_str(),
+            }
+            .into());
+        }
+        if let Some(c) = claims.cluster.as_deref().filter(|c| *c != cluster) {
+            return Err(CredentialError::WrongCluster {
+                got: c.into(),
+                want: cluster.into(),
             }
             .into());
         }
@@ -352,7 +362,7 @@ impl Auth {
                 &connect.realm,
                 &proof.public_key,
                 connect.credential.as_deref(),
-                role,
+                (role, &connect.cluster),
                 credential::unix_now(),
             ),
             // Not reached: the session refuses a connect without a proof first.

@@ -30,7 +30,7 @@ use prometheus::{
 pub const ROLES: [&str; 3] = ["client", "node", "uplink"];
 
 /// Values of the `reason` label of `macula_connections_rejected_total`.
-pub const REJECT_REASONS: [&str; 16] = [
+pub const REJECT_REASONS: [&str; 17] = [
     "max_connections",
     "handshake_rate",
     "handshake",
@@ -45,6 +45,7 @@ pub const REJECT_REASONS: [&str; 16] = [
     "wrong_realm",
     "expired",
     "wrong_role",
+    "wrong_cluster",
     "revoked",
     "other",
 ];

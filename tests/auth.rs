@@ -29,6 +29,17 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn issue(op: &Identity, subject: &Identity, role: Role, realm: &str, exp: u64) -> Vec<u8> {
+    issue_in(op, subject, (role, None), realm, exp)
+}
+
+/// [`issue`] with a `cluster` claim (node credentials only).
+fn issue_in(
+    op: &Identity,
+    subject: &Identity,
+    (role, cluster): (Role, Option<&str>),
+    realm: &str,
+    exp: u64,
+) -> Vec<u8> {
     let claims = Claims {
         id: [1; 16],
         realm: realm.into(),
@@ -39,6 +50,7 @@ fn issue(op: &Identity, subject: &Identity, role: Role, realm: &str, exp: u64) -
         expires_at: exp,
         permissions: Default::default(),
         limits: Default::default(),
+        cluster: cluster.map(Into::into),
     };
     Credential::issue(op, &claims).unwrap()
 }
@@ -273,6 +285,19 @@ async fn only_credentials_of_the_realms_operator_and_the_right_role_are_admitted
             "wrong_role",
         ),
         (
+            "a node's bound to another cluster",
+            false,
+            Some(issue_in(
+                &op,
+                &x,
+                (Role::Node, Some("a")),
+                REALM,
+                now() + 3600,
+            )),
+            ErrorCode::PermissionDenied,
+            "wrong_cluster",
+        ),
+        (
             "garbage",
             false,
             Some(vec![0xc1; 100]),
@@ -296,9 +321,18 @@ async fn only_credentials_of_the_realms_operator_and_the_right_role_are_admitted
             .unwrap();
         assert_eq!(&recv(&mut sub).await.payload[..], b"on", "{what}: witness");
     }
-    // A valid node credential for its own key is admitted.
+    // A valid node credential for its own key is admitted, unbound or bound to the
+    // cluster the session claims.
     let good = issue(&op, &x, Role::Node, REALM, now() + 3600);
     connect_as(baddr, &x, false, Some(good)).await.unwrap();
+    let bound = issue_in(
+        &op,
+        &x,
+        (Role::Node, Some("intruders")),
+        REALM,
+        now() + 3600,
+    );
+    connect_as(baddr, &x, false, Some(bound)).await.unwrap();
 
     // The bridge's audit log holds a JSON line for each decision, with who and why.
     let x_id = macula::dht::Id(x.node_id()).to_string();
@@ -328,6 +362,7 @@ async fn only_credentials_of_the_realms_operator_and_the_right_role_are_admitted
     assert_eq!(refused("expired"), 1);
     assert_eq!(refused("wrong_realm"), 1);
     assert_eq!(refused("wrong_role"), 2);
+    assert_eq!(refused("wrong_cluster"), 1);
     assert!(refused("bad_credential") >= 3);
     let a = lines
         .iter()
@@ -425,6 +460,7 @@ fn issue_limited(
         expires_at: now() + 3600,
         permissions,
         limits: Default::default(),
+        cluster: None,
     };
     Credential::issue(op, &claims).unwrap()
 }
@@ -655,6 +691,7 @@ async fn a_credentials_rate_limit_paces_its_sessions_and_loses_nothing() {
         expires_at: now() + 3600,
         permissions: Default::default(),
         limits: Default::default(),
+        cluster: None,
     };
     slow_claims.limits.msgs = 100;
     let slow_cred = Credential::issue(&op, &slow_claims).unwrap();
@@ -735,6 +772,7 @@ async fn a_revoked_credentials_live_session_is_closed_within_the_bound() {
             expires_at: now() + 3600,
             permissions: Default::default(),
             limits: Default::default(),
+            cluster: None,
         };
         Bytes::from(Credential::issue(&op, &claims).unwrap())
     };
@@ -842,6 +880,7 @@ async fn session_as(
         expires_at: now() + 3600,
         permissions: Default::default(),
         limits: Default::default(),
+        cluster: None,
     };
     let credential = Bytes::from(Credential::issue(op, &claims).unwrap());
     let (conn, ep) = common::quic_connect(addr).await;

@@ -20,5 +20,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let admission = Admission::new([("io.macula".to_string(), vec![[7u8; 32]])].into());
-    let _ = admission.admit("io.macula", &[1; 32], Some(data), Role::Node, 1);
+    let _ = admission.admit(
+        "io.macula",
+        &[1; 32],
+        Some(data),
+        (Role::Node, "street-7"),
+        1,
+    );
 });

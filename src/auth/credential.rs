@@ -20,6 +20,7 @@
 //! | `exp` | uint | expires at, Unix seconds (exclusive) |
 //! | `perm` | map | optional: what the subject may do ([`Permissions`]); absent: everything |
 //! | `lim` | map | optional: rate limits shared by the subject's sessions in one process ([`RateLimits`]: `msgs`, `bytes` per second); absent: the process's own |
+//! | `cluster` | str | optional, `node` role only: the one cluster the subject may join (its uplink's and mesh links' `connect.cluster`), 1–[`MAX_CLUSTER`] bytes; absent: any cluster of the realm |
 //!
 //! Keys this build does not know make the credential malformed: a restriction a verifier
 //! does not understand must never be ignored.
@@ -42,6 +43,9 @@ pub const MAX_CREDENTIAL_BYTES: usize = 2048;
 
 /// Longest `name`, bytes.
 pub const MAX_NAME: usize = 128;
+
+/// Longest `cluster` claim, bytes (the longest cluster name, `node.cluster`).
+pub const MAX_CLUSTER: usize = 64;
 
 /// How far in the future `iat` may be (clock skew between operator and verifier), seconds.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
@@ -105,6 +109,10 @@ pub struct Claims {
     /// Rate limits for all the subject's sessions together in one process (default: none
     /// beyond the process's own `[rate]`).
     pub limits: RateLimits,
+    /// The one cluster a `node` credential admits to (`None`: any cluster of the realm).
+    /// Only a `node` credential may carry one: a client's cluster is its node's, a bridge
+    /// has none.
+    pub cluster: Option<String>,
 }
 
 /// A decoded credential whose signature verified against its issuer key (which the caller
@@ -157,6 +165,14 @@ pub enum CredentialError {
         /// What the link needs.
         want: &'static str,
     },
+    /// A `node` credential bound to another cluster than the one the session claims.
+    #[error("credential admits to cluster {got:?}, not {want:?}")]
+    WrongCluster {
+        /// The credential's cluster.
+        got: String,
+        /// The cluster the session claimed (`connect.cluster`).
+        want: String,
+    },
     /// Revoked by the operator.
     #[error("credential revoked")]
     Revoked,
@@ -175,6 +191,7 @@ impl CredentialError {
             CredentialError::WrongSubject => "bad_credential",
             CredentialError::Expired(_) | CredentialError::NotYetValid(_) => "expired",
             CredentialError::WrongRole { .. } => "wrong_role",
+            CredentialError::WrongCluster { .. } => "wrong_cluster",
             CredentialError::Revoked => "revoked",
             CredentialError::UnknownApiKey => "bad_credential",
         }
@@ -199,6 +216,8 @@ struct BodySer<'a> {
     perm: &'a Permissions,
     #[serde(skip_serializing_if = "RateLimits::is_unlimited")]
     lim: &'a RateLimits,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -221,10 +240,28 @@ struct BodyDe<'a> {
     perm: Permissions,
     #[serde(default)]
     lim: RateLimits,
+    #[serde(default)]
+    cluster: Option<String>,
 }
 
 fn malformed(e: impl std::fmt::Display) -> CredentialError {
     CredentialError::Malformed(e.to_string())
+}
+
+/// A `cluster` claim is only for the `node` role and is 1–[`MAX_CLUSTER`] bytes.
+fn check_cluster(role: Role, cluster: Option<&str>) -> Result<(), CredentialError> {
+    match cluster {
+        None => Ok(()),
+        Some(_) if role != Role::Node => Err(malformed(format!(
+            "a cluster claim on a {} credential (only node credentials name a cluster)",
+            role.as_str()
+        ))),
+        Some(c) if c.is_empty() || c.len() > MAX_CLUSTER => Err(malformed(format!(
+            "cluster claim of {} bytes (1 to {MAX_CLUSTER})",
+            c.len()
+        ))),
+        Some(_) => Ok(()),
+    }
 }
 
 fn fixed<const N: usize>(field: &str, b: &[u8]) -> Result<[u8; N], CredentialError> {
@@ -239,6 +276,7 @@ impl Credential {
         if claims.name.len() > MAX_NAME {
             return Err(malformed(format!("name over {MAX_NAME} bytes")));
         }
+        check_cluster(claims.role, claims.cluster.as_deref())?;
         let issuer = operator.public_key();
         let body = rmp_serde::to_vec_named(&BodySer {
             v: 1,
@@ -252,6 +290,7 @@ impl Credential {
             exp: claims.expires_at,
             perm: &claims.permissions,
             lim: &claims.limits,
+            cluster: claims.cluster.as_deref(),
         })
         .map_err(malformed)?;
         let mut signed = Vec::with_capacity(SIGNING_CONTEXT.len() + body.len());
@@ -283,6 +322,7 @@ impl Credential {
         if b.name.len() > MAX_NAME {
             return Err(malformed(format!("name over {MAX_NAME} bytes")));
         }
+        check_cluster(b.role, b.cluster.as_deref())?;
         let issuer: [u8; 32] = fixed("iss", b.iss)?;
         let claims = Claims {
             id: fixed("jti", b.jti)?,
@@ -294,6 +334,7 @@ impl Credential {
             expires_at: b.exp,
             permissions: b.perm.normalised().map_err(malformed)?,
             limits: b.lim,
+            cluster: b.cluster,
         };
         let key = ed25519_dalek::VerifyingKey::from_bytes(&issuer)
             .map_err(|_| CredentialError::BadSignature)?;

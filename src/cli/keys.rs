@@ -62,6 +62,10 @@ pub enum KeysCmd {
         /// none).
         #[arg(long, default_value_t = 0)]
         max_bytes_per_sec: u32,
+        /// For a `node` credential: the one cluster it admits to (its uplink's and mesh
+        /// links' `connect.cluster`); without it, any cluster of the realm.
+        #[arg(long)]
+        cluster: Option<String>,
         /// Write the credential here (mode 0600) instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -141,6 +145,7 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
             deny,
             max_msgs_per_sec,
             max_bytes_per_sec,
+            cluster,
             out,
         } => {
             let mut permissions = Permissions::default();
@@ -176,6 +181,7 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
                     msgs: max_msgs_per_sec,
                     bytes: max_bytes_per_sec,
                 },
+                cluster,
             };
             let text = Credential::to_text(&Credential::issue(&op, &claims)?);
             match out {
@@ -262,6 +268,7 @@ pub fn run(cmd: KeysCmd) -> Result<()> {
                 "expires_at": c.claims.expires_at,
                 "permissions": c.claims.permissions,
                 "limits": c.claims.limits,
+                "cluster": c.claims.cluster,
                 "signature": "valid for its issuer",
             });
             println!("{}", serde_json::to_string_pretty(&json)?);
@@ -339,6 +346,7 @@ fn dev_setup(realm: &str, dir: &Path, valid_for: u64) -> Result<DevSetup> {
             expires_at: now.saturating_add(valid_for),
             permissions: Permissions::default(),
             limits: Default::default(),
+            cluster: None,
         };
         let path = dir.join(file);
         let text = Credential::to_text(&Credential::issue(&op, &claims)?);
@@ -464,12 +472,12 @@ mod tests {
             let k = Identity::load(&dir.join(key)).expect("key");
             let admitted =
                 auth.admission
-                    .admit("com.example", &k.public_key(), Some(&c), role, now);
+                    .admit("com.example", &k.public_key(), Some(&c), (role, ""), now);
             assert!(matches!(admitted, Ok(Some(_))), "{cred}: {admitted:?}");
             // An anonymous session is refused.
             let anon = auth
                 .admission
-                .admit("com.example", &k.public_key(), None, role, now);
+                .admit("com.example", &k.public_key(), None, (role, ""), now);
             assert!(anon.is_err());
         }
         assert_eq!(

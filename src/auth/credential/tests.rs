@@ -14,6 +14,7 @@ fn claims(subject: &Identity) -> Claims {
         expires_at: NOW + 3600,
         permissions: Default::default(),
         limits: Default::default(),
+        cluster: None,
     }
 }
 
@@ -212,4 +213,85 @@ struct BodyJson {
     sub: Vec<u8>,
     #[serde(flatten)]
     rest: serde_json::Map<String, serde_json::Value>,
+}
+
+#[test]
+fn a_cluster_claim_binds_a_node_credential_to_one_cluster() {
+    let (op, me) = (operator(), Identity::from_secret(&[2; 32]));
+    let bound = Claims {
+        cluster: Some("street-7".into()),
+        ..claims(&me)
+    };
+    let bytes = Credential::issue(&op, &bound).unwrap();
+    assert_eq!(Credential::decode(&bytes).unwrap().claims, bound);
+    let mut operators = std::collections::HashMap::new();
+    operators.insert("io.macula".to_string(), vec![op.public_key()]);
+    let adm = crate::auth::Admission::new(operators);
+    let admit = |cluster: &str| {
+        adm.admit(
+            "io.macula",
+            &me.public_key(),
+            Some(&bytes),
+            (Role::Node, cluster),
+            NOW,
+        )
+    };
+    assert!(admit("street-7").unwrap().is_some());
+    let e = admit("street-8").unwrap_err();
+    assert_eq!(e.reason(), "wrong_cluster");
+    assert_eq!(e.code(), crate::wire::ErrorCode::PermissionDenied);
+    // An unbound node credential admits to any cluster of the realm.
+    let open = Credential::issue(&op, &claims(&me)).unwrap();
+    let any = adm.admit(
+        "io.macula",
+        &me.public_key(),
+        Some(&open),
+        (Role::Node, "street-8"),
+        NOW,
+    );
+    assert!(any.unwrap().is_some());
+}
+
+#[test]
+fn a_cluster_claim_outside_the_node_role_or_its_bounds_is_malformed() {
+    let (op, me) = (operator(), Identity::from_secret(&[2; 32]));
+    for (role, cluster) in [
+        (Role::Client, "street-7".to_string()),
+        (Role::Bridge, "street-7".to_string()),
+        (Role::Node, String::new()),
+        (Role::Node, "c".repeat(MAX_CLUSTER + 1)),
+    ] {
+        let c = Claims {
+            role,
+            cluster: Some(cluster.clone()),
+            ..claims(&me)
+        };
+        assert!(
+            matches!(
+                Credential::issue(&op, &c),
+                Err(CredentialError::Malformed(_))
+            ),
+            "issued {role:?} {cluster:?}"
+        );
+        // Nor does a hand-signed body with it decode.
+        let body = rmp_serde::to_vec_named(&BodySer {
+            v: 1,
+            iss: &op.public_key(),
+            jti: &c.id,
+            realm: &c.realm,
+            sub: &c.subject,
+            role,
+            name: "",
+            iat: c.issued_at,
+            exp: c.expires_at,
+            perm: &c.permissions,
+            lim: &c.limits,
+            cluster: Some(&cluster),
+        })
+        .unwrap();
+        assert!(matches!(
+            Credential::decode(&sign_raw(&op, &body)),
+            Err(CredentialError::Malformed(_))
+        ));
+    }
 }

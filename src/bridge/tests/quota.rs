@@ -191,6 +191,7 @@ async fn a_restricted_child_bridges_permitted_records_reach_its_parent() {
         expires_at: now + 3600,
         permissions,
         limits: Default::default(),
+        cluster: None,
     };
     let cred = Credential::issue(&op, &claims).expect("issued");
     let cred_file = dirs[1].path().join("street.cred");
