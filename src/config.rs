@@ -79,74 +79,6 @@ pub struct Config {
     pub quota: quota::QuotaConfig,
 }
 
-// ---- crdt (issue 12, CRDT quotas): kept apart to ease merging ----
-
-/// Bounds of each replicated CRDT store (`[crdt]`; both modes). Every process of a realm
-/// should use the same values: `max_keys` also bounds the keys of one incoming state.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct CrdtSettings {
-    /// Most live keys in one store. Default [`defaults::CRDT_MAX_KEYS`] (4,096); in
-    /// [16, 1,048,576].
-    pub max_keys: usize,
-    /// Bound on one store's approximate size, bytes. Default
-    /// [`defaults::CRDT_MAX_STORE_BYTES`] (32 MiB); at least 64 KiB.
-    pub max_store_bytes: usize,
-    /// Bound on the element bytes of one OR-Set. Default [`defaults::CRDT_MAX_SET_BYTES`]
-    /// (1 MiB); at least 8 KiB and at most `max_store_bytes`.
-    pub max_set_bytes: usize,
-    /// Retired contexts of garbage-collected keys kept per store. Default
-    /// [`defaults::CRDT_MAX_RETIRED`] (16,384); at least 1.
-    pub max_retired: usize,
-}
-
-impl Default for CrdtSettings {
-    fn default() -> Self {
-        CrdtSettings {
-            max_keys: defaults::CRDT_MAX_KEYS,
-            max_store_bytes: defaults::CRDT_MAX_STORE_BYTES,
-            max_set_bytes: defaults::CRDT_MAX_SET_BYTES,
-            max_retired: defaults::CRDT_MAX_RETIRED,
-        }
-    }
-}
-
-impl CrdtSettings {
-    /// The store bounds these settings give (the others at [`crate::crdt::Limits`]'s
-    /// defaults).
-    pub fn limits(&self) -> crate::crdt::Limits {
-        crate::crdt::Limits {
-            max_keys: self.max_keys,
-            max_store_bytes: self.max_store_bytes,
-            max_set_bytes: self.max_set_bytes,
-            max_retired: self.max_retired,
-            ..crate::crdt::Limits::default()
-        }
-    }
-
-    /// Checks the ranges documented on each field.
-    fn validate(&self) -> Result<(), ConfigError> {
-        if !(16..=1 << 20).contains(&self.max_keys) {
-            return invalid("crdt.max_keys", "must be in [16, 1048576]");
-        }
-        if self.max_store_bytes < 64 << 10 {
-            return invalid("crdt.max_store_bytes", "must be at least 65536");
-        }
-        if self.max_set_bytes < 8 << 10 || self.max_set_bytes > self.max_store_bytes {
-            return invalid(
-                "crdt.max_set_bytes",
-                "must be at least 8192 and at most crdt.max_store_bytes",
-            );
-        }
-        if self.max_retired == 0 {
-            return invalid("crdt.max_retired", "must be at least 1");
-        }
-        Ok(())
-    }
-}
-
-// ---- end crdt ----
-
 /// The audit log: JSON lines of admission decisions and admin actions.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -991,7 +923,9 @@ impl Default for LogConfig {
 mod validate;
 
 // Per-tenant quotas (issue 12).
+mod crdt;
 pub mod quota;
+pub use crdt::CrdtSettings;
 mod rate;
 pub use rate::RateConfig;
 

@@ -31,6 +31,7 @@ mod own;
 mod tests;
 #[cfg(test)]
 mod tests_gc;
+pub mod writers;
 
 pub use clock::{Hlc, HlcClock, MAX_CLOCK_SKEW_MS};
 pub use counter::{GCounter, PnCounter};

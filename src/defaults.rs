@@ -327,6 +327,15 @@ pub const CRDT_MAX_SET_BYTES: usize = 1 << 20;
 /// it the oldest retirement is forgotten (`docs/GOSSIP.md`).
 pub const CRDT_MAX_RETIRED: usize = 16_384;
 
+/// Keys one client of a node may have created in its cluster's store and still hold
+/// (`crdt.writer_max_keys`): a quarter of [`CRDT_MAX_KEYS`], so one client leaves room for
+/// the others and for the product's own keys.
+pub const CRDT_WRITER_MAX_KEYS: usize = 1024;
+
+/// Bytes one client of a node may have written to its cluster's store and still hold
+/// (`crdt.writer_max_bytes`, 8 MiB): a quarter of [`CRDT_MAX_STORE_BYTES`].
+pub const CRDT_WRITER_MAX_BYTES: usize = 8 << 20;
+
 /// Bound on the encoded state or digest in one gossip frame, bytes: under the 64 KiB wire
 /// bound (`wire::MAX_GOSSIP_STATE`) with room for the frame's other fields.
 pub const GOSSIP_MAX_MESSAGE_BYTES: usize = 60_000;

@@ -194,6 +194,14 @@ impl Ledger {
         Ok(())
     }
 
+    /// Charges `add` to `link` whatever the bounds: for an amount checked ([`Ledger::check`])
+    /// as an upper bound before the change it measures was made, and known exactly only
+    /// after (a CRDT write, [`crate::crdt::writers`]).
+    pub fn force(&mut self, link: PeerKey, tenant: Tenant, add: Usage) {
+        let tenant = self.links.get(&link).map_or(tenant, |(t, _)| *t);
+        self.apply(link, tenant, add);
+    }
+
     /// Replaces `old` held by `link` with `new` (a refreshed entry whose size changed): only
     /// the growth is checked. Errors: [`QuotaError`]; nothing is changed.
     pub fn resize(

@@ -248,6 +248,14 @@ fn invalid_values_are_rejected_with_their_key() {
     let mut c = Config::default();
     c.tls.mode = TlsMode::Production;
     assert_eq!(invalid_key(&c), "tls.cert_file");
+
+    let mut c = Config::default();
+    c.crdt.writer_max_keys = c.crdt.max_keys + 1;
+    assert_eq!(invalid_key(&c), "crdt.writer_max_keys");
+
+    let mut c = Config::default();
+    c.crdt.writer_max_bytes = 100;
+    assert_eq!(invalid_key(&c), "crdt.writer_max_bytes");
 }
 
 #[test]

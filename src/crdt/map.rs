@@ -419,6 +419,22 @@ impl CrdtMap {
         }
         stats
     }
+    /// An upper bound of the bytes `op` on `key` adds to the store's size (what the write
+    /// is checked against `max_store_bytes` with); the per-writer quota checks it before the
+    /// write ([`super::writers`]).
+    pub fn growth_bound(&self, key: &str, op: &Op) -> usize {
+        let before = self.key_bytes(key);
+        let grown = match (self.entries.get(key), self.retired.get(key)) {
+            (Some(v), _) => op_growth(key, v, op),
+            (None, Some(ctx)) => op_growth(key, &retired_set(ctx), op),
+            (None, None) => op_growth(key, &Crdt::empty(op.kind()), op),
+        };
+        grown.saturating_sub(before.unwrap_or(0))
+    }
+    /// [`approx_size`] of `key` and its value, bytes, if present.
+    pub fn key_bytes(&self, key: &str) -> Option<usize> {
+        self.entries.get(key).map(|v| approx_size(key, v))
+    }
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<Value> {
         Some(match self.entries.get(key)? {

@@ -353,3 +353,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn growth_bound_is_at_least_what_a_write_adds() {
+    let l = Limits::default();
+    let mut m = CrdtMap::new();
+    let a = ActorId([1; 32]);
+    let ops = [
+        ("s", Op::SetAdd(Bytes::from_static(b"element-one"))),
+        ("s", Op::SetAdd(Bytes::from(vec![7u8; 300]))),
+        ("s", Op::SetRemove(Bytes::from_static(b"element-one"))),
+        ("r", Op::Put(Bytes::from(vec![1u8; 100]))),
+        ("r", Op::Put(Bytes::from(vec![2u8; 500]))),
+        ("c", Op::Increment(3)),
+        ("p", Op::Add(-2)),
+    ];
+    for (i, (key, op)) in ops.into_iter().enumerate() {
+        let (before, bound) = (m.key_bytes(key).unwrap_or(0), m.growth_bound(key, &op));
+        let ts = Hlc {
+            wall_ms: i as u64 + 1,
+            logical: 0,
+        };
+        m.apply(key, op, a, ts, &l).unwrap();
+        let after = m.key_bytes(key).unwrap();
+        assert!(
+            after.saturating_sub(before) <= bound,
+            "{key}: {before} -> {after}, bound {bound}"
+        );
+    }
+}
