@@ -128,7 +128,16 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
     let advertise = cfg.node.advertise.unwrap_or(local_addr);
     let (mesh, dial_rx) = mesh::Mesh::new();
     let (advert_tx, advert_rx) = mpsc::channel(rpc::ADVERT_QUEUE);
-    let (gossip_handle, gossip_rx) = gossip::GossipHandle::new();
+    let (gossip_handle, gossip_rx) = gossip::GossipHandle::new(gossip::GossipEnv {
+        realm: cfg.node.realm.clone(),
+        cluster: cfg.node.cluster.clone(),
+        node_id,
+        advertise,
+        engine: crate::state::engine_config(&cfg),
+        uplink: uplink.clone(),
+        metrics: metrics.clone(),
+        tasks: tracker.clone(),
+    });
     let gossip_handle = Arc::new(gossip_handle);
     let dht = crate::dht::service::DhtService::new(
         crate::dht::service::DhtParams::from_config(
@@ -241,7 +250,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
     let left = Arc::new(tokio::sync::Notify::new());
     tracker.spawn(
         gossip::run(
-            shared.clone(),
+            shared.gossip.clone(),
             gossip_rx,
             leave.clone(),
             left.clone(),
@@ -538,7 +547,7 @@ async fn handle_client_frame(
                 rpc::reply_link(me, c.call_id, Err(e));
             }
             Ok(Frame::Call(c)) if c.procedure.starts_with("$crdt.") => {
-                gossip::client_op(shared, me, c, granted.cloned())
+                gossip::client_op(&shared.gossip, me, c, granted.cloned())
             }
             Ok(Frame::Call(c)) => match grant.map(|g| g.check(Action::Call, &c.procedure)) {
                 Some(Err(m)) => {

@@ -6,6 +6,9 @@
 //! `gossip.push_interval_ms`, runs anti-entropy every `gossip.anti_entropy_interval_ms`, keeps
 //! this node in `$members` (re-adding itself if someone removed it while it was cut off) and
 //! removes members unreachable for [`MEMBER_TIMEOUT`].
+//!
+//! The handle is given, once, what the gossip code needs of the rest of the node
+//! ([`GossipEnv`]); no function here sees more of the node than that.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,11 +20,13 @@ use bytes::Bytes;
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-use super::Shared;
+use super::UplinkTx;
 use crate::crdt::{ActorId, CrdtError, Op, Value};
-use crate::gossip::{Gossip, GossipError, GossipStats, Message};
+use crate::gossip::{Gossip, GossipConfig, GossipError, GossipStats, Message};
+use crate::metrics::Metrics;
 use crate::session::{Outbound, PeerTx};
 use crate::state::{self, hex_id, MEMBERS_KEY, META_PREFIX, RPC_PREFIX, SUB_PREFIX};
 use crate::wire::{ErrorCode, NodeId, RawFrame};
@@ -74,7 +79,30 @@ pub enum Cmd {
     },
 }
 
-/// The queue into the gossip task, and what it publishes for other tasks.
+/// What the node's gossip needs of the rest of the node: who it is, the engine's tuning and
+/// the uplink it reaches the bridge over. Built once by `node::start`.
+pub struct GossipEnv {
+    /// The node's realm (`node.realm`): the store's scope with `cluster`.
+    pub realm: String,
+    /// The node's cluster (`node.cluster`): the store replicates among its nodes.
+    pub cluster: String,
+    /// This node's id (its actor in the store, its `$members` entry).
+    pub node_id: NodeId,
+    /// Where the other nodes of the cluster reach this one (its `$members` entry).
+    pub advertise: SocketAddr,
+    /// The engine's tuning (`gossip.*`).
+    pub engine: GossipConfig,
+    /// The uplink's queues, when an uplink is configured (the bridge is a gossip peer).
+    pub uplink: Option<UplinkTx>,
+    /// The process's metrics (`macula_gossip_*`).
+    pub metrics: Arc<Metrics>,
+    /// Where clients' `$crdt.*` calls run (the node's tracker, joined on shutdown).
+    pub tasks: TaskTracker,
+}
+
+/// The queue into the gossip task, what it publishes for other tasks, and what the gossip code
+/// needs of the node ([`GossipEnv`]). Built by `node::start`; shared by the links, pub/sub and
+/// RPC.
 pub struct GossipHandle {
     tx: mpsc::Sender<Cmd>,
     /// The cluster's members other than this node: id and address (the mesh maintainer dials
@@ -85,11 +113,12 @@ pub struct GossipHandle {
     /// The service registry (`$rpc/<procedure>` → providing nodes of this cluster), refreshed
     /// every push interval: the first place a call's lookup looks after the node itself.
     pub providers: ArcSwap<HashMap<String, Vec<NodeId>>>,
+    env: GossipEnv,
 }
 
 impl GossipHandle {
-    /// A handle and the receiver the task reads.
-    pub fn new() -> (GossipHandle, mpsc::Receiver<Cmd>) {
+    /// A handle over `env` and the receiver the task reads.
+    pub fn new(env: GossipEnv) -> (GossipHandle, mpsc::Receiver<Cmd>) {
         let (tx, rx) = mpsc::channel(GOSSIP_QUEUE);
         (
             GossipHandle {
@@ -97,6 +126,7 @@ impl GossipHandle {
                 members: ArcSwap::from_pointee(Vec::new()),
                 json: Arc::new(ArcSwap::from_pointee(serde_json::json!({}))),
                 providers: ArcSwap::from_pointee(HashMap::new()),
+                env,
             },
             rx,
         )
@@ -115,58 +145,60 @@ impl GossipHandle {
             reply: None,
         });
     }
-}
 
-/// Handles a gossip frame read from a link to `peer`: decodes it, checks that its sender is
-/// the link's authenticated peer and that it is for this node's realm and cluster, and
-/// queues it. Refusals are counted (`macula_gossip_refused_total{reason}`).
-pub fn on_frame(shared: &Shared, peer: NodeId, raw: &RawFrame) -> Result<(), (ErrorCode, String)> {
-    let metrics = &shared.metrics.gossip;
-    let Some(inc) = state::decode_gossip(raw, &peer, metrics)? else {
-        return Ok(());
-    };
-    if inc.realm != shared.realm || inc.scope != shared.cluster {
-        metrics.refused("wrong_scope");
-        return Err((
-            ErrorCode::UnknownRealm,
-            format!(
-                "gossip for {}/{}; this node replicates {}/{}",
-                inc.realm, inc.scope, shared.realm, shared.cluster
-            ),
-        ));
+    /// Handles a gossip frame read from a link to `peer`: decodes it, checks that its sender
+    /// is the link's authenticated peer and that it is for this node's realm and cluster, and
+    /// queues it. Refusals are counted (`macula_gossip_refused_total{reason}`).
+    pub fn on_frame(&self, peer: NodeId, raw: &RawFrame) -> Result<(), (ErrorCode, String)> {
+        let env = &self.env;
+        let metrics = &env.metrics.gossip;
+        let Some(inc) = state::decode_gossip(raw, &peer, metrics)? else {
+            return Ok(());
+        };
+        if inc.realm != env.realm || inc.scope != env.cluster {
+            metrics.refused("wrong_scope");
+            return Err((
+                ErrorCode::UnknownRealm,
+                format!(
+                    "gossip for {}/{}; this node replicates {}/{}",
+                    inc.realm, inc.scope, env.realm, env.cluster
+                ),
+            ));
+        }
+        if !self.send(Cmd::Message {
+            from: peer,
+            msg: inc.msg,
+        }) {
+            metrics.refused("overloaded");
+        }
+        Ok(())
     }
-    if !shared.gossip.send(Cmd::Message {
-        from: peer,
-        msg: inc.msg,
-    }) {
-        metrics.refused("overloaded");
-    }
-    Ok(())
 }
 
 /// The gossip task. `leave` starts the graceful leave (remove this node from `$members`, push
 /// it to the peers, then notify `left`); `cancel` ends the task.
 pub async fn run(
-    shared: Arc<Shared>,
+    handle: Arc<GossipHandle>,
     mut rx: mpsc::Receiver<Cmd>,
     leave: CancellationToken,
     left: Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
 ) {
-    let cfg = state::engine_config(&shared.cfg);
+    let env = &handle.env;
+    let cfg = env.engine.clone();
     let push_every = cfg.push_interval;
     let ae_every = cfg.anti_entropy_interval;
-    let me = shared.node_id;
+    let me = env.node_id;
     let mut g = Gossip::new(state::incarnation_actor(&me), cfg);
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let mut links: HashMap<NodeId, PeerLink> = HashMap::new();
     let mut mesh_keys: HashMap<NodeId, u64> = HashMap::new();
     let mut absent_since: HashMap<NodeId, Instant> = HashMap::new();
-    let me_elem = state::member_element(&me, shared.advertise);
+    let me_elem = state::member_element(&me, env.advertise);
     let meta = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "addr": shared.advertise.to_string(),
-        "cluster": shared.cluster,
+        "addr": env.advertise.to_string(),
+        "cluster": env.cluster,
         "started_ms": state::now_ms(),
     });
     let _ = g.apply(MEMBERS_KEY, Op::SetAdd(me_elem.clone()), state::now_ms());
@@ -183,7 +215,7 @@ pub async fn run(
     let mut ae = tokio::time::interval_at(tokio::time::Instant::now() + first, ae_every);
     ae.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prev = GossipStats::default();
-    shared.metrics.gossip.stores.set(1);
+    env.metrics.gossip.stores.set(1);
     let mut leaving = false;
     loop {
         tokio::select! {
@@ -196,20 +228,20 @@ pub async fn run(
                 let rounds = links.len().div_ceil(g.config().fanout.max(1)).max(1) + 1;
                 for _ in 0..rounds {
                     let out = g.on_push_tick(&mut rng);
-                    send_all(&shared, &links, out);
+                    send_all(env, &links, out);
                 }
                 info!("left the cluster's membership");
                 left.notify_one();
             }
             _ = push.tick() => {
                 let out = g.on_push_tick(&mut rng);
-                send_all(&shared, &links, out);
-                expire_members(&shared, &mut g, &links, &mut absent_since);
-                publish_view(&shared, &g, &links);
+                send_all(env, &links, out);
+                expire_members(me, &mut g, &links, &mut absent_since);
+                publish_view(&handle, &g, &links);
             }
             _ = ae.tick() => {
                 let out = g.on_anti_entropy_tick(state::now_ms(), &mut rng);
-                send_all(&shared, &links, out);
+                send_all(env, &links, out);
             }
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { return };
@@ -217,10 +249,10 @@ pub async fn run(
                     Cmd::Message { from, msg } => {
                         let now = state::now_ms();
                         match g.handle_with(ActorId(from), msg, now, &mut state::check_remote_key) {
-                            Ok(out) => send_all(&shared, &links, out),
+                            Ok(out) => send_all(env, &links, out),
                             Err(e) => {
                                 if let GossipError::Crdt(CrdtError::Forged { key }) = &e {
-                                    crate::audit::crdt_forged(&from, &shared.realm, &shared.cluster, key);
+                                    crate::audit::crdt_forged(&from, &env.realm, &env.cluster, key);
                                 }
                                 debug!(peer = %hex_id(&from), error = %e, "gossip refused");
                             }
@@ -245,15 +277,14 @@ pub async fn run(
                         // A new peer gets an anti-entropy exchange now (it may be new or back
                         // from a partition).
                         let out = g.on_anti_entropy_tick(state::now_ms(), &mut rng);
-                        send_all(&shared, &links, out);
+                        send_all(env, &links, out);
                     }
                     Cmd::PeerDown(id, key) => {
                         if key.is_none() || mesh_keys.get(&id) == key.as_ref() {
                             mesh_keys.remove(&id);
                             links.remove(&id);
                             g.remove_peer(&ActorId(id));
-                            shared
-                                .metrics
+                            env.metrics
                                 .gossip
                                 .anti_entropy_age_seconds
                                 .remove_label_values(&[&hex_id(&id)[..16]])
@@ -262,7 +293,7 @@ pub async fn run(
                     }
                     Cmd::Update { key, op, reply } => {
                         let r = g.apply(&key, op, state::now_ms()).inspect_err(|e| {
-                            shared.metrics.gossip.refused(e.as_str());
+                            env.metrics.gossip.refused(e.as_str());
                         });
                         if let Some(reply) = reply {
                             let _ = reply.send(r);
@@ -274,33 +305,33 @@ pub async fn run(
                 }
             }
         }
-        shared.metrics.gossip.record(&mut prev, g.stats());
+        env.metrics.gossip.record(&mut prev, g.stats());
     }
 }
 
 /// Sends the engine's output over the peers' links.
-fn send_all(shared: &Shared, links: &HashMap<NodeId, PeerLink>, out: Vec<(ActorId, Message)>) {
+fn send_all(env: &GossipEnv, links: &HashMap<NodeId, PeerLink>, out: Vec<(ActorId, Message)>) {
     for (peer, msg) in out {
         let Some(link) = links.get(&peer.0) else {
             continue;
         };
-        let bytes = state::to_frame(&shared.realm, &shared.cluster, shared.node_id, msg).to_bytes();
+        let bytes = state::to_frame(&env.realm, &env.cluster, env.node_id, msg).to_bytes();
         let sent = match link {
             PeerLink::Mesh(tx) => tx.ctrl.try_send(Outbound::Frame(bytes)).is_ok(),
-            PeerLink::Uplink => shared
+            PeerLink::Uplink => env
                 .uplink
                 .as_ref()
                 .is_some_and(|up| up.ctrl.try_send(Outbound::Frame(bytes)).is_ok()),
         };
         if !sent {
-            shared.metrics.gossip.refused("overloaded");
+            env.metrics.gossip.refused("overloaded");
         }
     }
 }
 
-/// Removes members that have had no link for [`MEMBER_TIMEOUT`].
+/// Removes members other than `me` that have had no link for [`MEMBER_TIMEOUT`].
 fn expire_members(
-    shared: &Shared,
+    me: NodeId,
     g: &mut Gossip,
     links: &HashMap<NodeId, PeerLink>,
     absent_since: &mut HashMap<NodeId, Instant>,
@@ -318,7 +349,7 @@ fn expire_members(
         let Some(id) = parse_hex_id(hex) else {
             continue;
         };
-        if id == shared.node_id || links.contains_key(&id) {
+        if id == me || links.contains_key(&id) {
             continue;
         }
         seen.push(id);
@@ -335,25 +366,22 @@ fn expire_members(
 }
 
 /// Publishes the member list (for the mesh maintainer) and the gauges.
-fn publish_view(shared: &Shared, g: &Gossip, links: &HashMap<NodeId, PeerLink>) {
+fn publish_view(handle: &GossipHandle, g: &Gossip, links: &HashMap<NodeId, PeerLink>) {
     let mut members = Vec::new();
     if let Some(crate::crdt::Crdt::OrSet(set)) = g.store().crdt(MEMBERS_KEY) {
         for elem in set.elements() {
             if let Some((hex, addr)) = state::parse_member(elem) {
                 if let Some(id) = parse_hex_id(hex) {
-                    if id != shared.node_id {
+                    if id != handle.env.node_id {
                         members.push((id, addr));
                     }
                 }
             }
         }
     }
-    shared.gossip.members.store(Arc::new(members));
-    shared
-        .gossip
-        .json
-        .store(Arc::new(state::store_json(g.store())));
-    let m = &shared.metrics.gossip;
+    handle.members.store(Arc::new(members));
+    handle.json.store(Arc::new(state::store_json(g.store())));
+    let m = &handle.env.metrics.gossip;
     m.state_bytes.set(g.state_bytes() as i64);
     m.keys.set(g.store().len() as i64);
     let now = state::now_ms();
@@ -400,8 +428,8 @@ pub fn sub_key(pattern: &str) -> String {
 /// The answer to a client request the gossip task cannot take now (its queue of
 /// [`GOSSIP_QUEUE`] commands is full): `OVERLOADED`, counted as `overloaded`. A flood of
 /// requests is refused rather than queued without bound.
-fn busy(shared: &Shared) -> crate::wire::RpcError {
-    shared.metrics.gossip.refused("overloaded");
+fn busy(metrics: &Metrics) -> crate::wire::RpcError {
+    metrics.gossip.refused("overloaded");
     crate::wire::RpcError::new(
         crate::wire::RpcError::OVERLOADED,
         "the node's gossip queue is full; retry later",
@@ -413,16 +441,16 @@ fn busy(shared: &Shared) -> crate::wire::RpcError {
 /// `INVALID` (bad args, bad key, type mismatch), `PERMISSION_DENIED`, `LIMIT_EXCEEDED` (a
 /// bound of the store: keys, bytes, elements, value size) or `OVERLOADED`.
 pub fn client_op(
-    shared: &Arc<Shared>,
+    gossip: &Arc<GossipHandle>,
     client: &PeerTx,
     call: crate::wire::Call,
     grant: Option<Arc<crate::auth::Grant>>,
 ) {
     use crate::auth::Action;
     use crate::wire::RpcError;
-    let shared = shared.clone();
+    let gossip = gossip.clone();
     let client = client.clone();
-    let tasks = shared.tasks.clone();
+    let tasks = gossip.env.tasks.clone();
     tasks.spawn(async move {
         let invalid = |m: String| RpcError::new(RpcError::INVALID, m);
         let result: Result<Bytes, RpcError> = async {
@@ -432,7 +460,7 @@ pub fn client_op(
                         rmp_serde::from_slice(&call.args).map_err(|e| invalid(e.to_string()))?;
                     state::validate_app_key(&a.key).map_err(invalid)?;
                     if let Some(Err(m)) = grant.map(|g| g.check(Action::State, &a.key)) {
-                        shared.metrics.permission_denied(Action::State);
+                        gossip.env.metrics.permission_denied(Action::State);
                         return Err(RpcError::new(RpcError::PERMISSION_DENIED, m));
                     }
                     let op = a.op().map_err(invalid)?;
@@ -442,8 +470,8 @@ pub fn client_op(
                         op,
                         reply: Some(tx),
                     };
-                    if !shared.gossip.send(cmd) {
-                        return Err(busy(&shared));
+                    if !gossip.send(cmd) {
+                        return Err(busy(&gossip.env.metrics));
                     }
                     match rx.await {
                         Ok(Ok(())) => Ok(Bytes::new()),
@@ -458,11 +486,11 @@ pub fn client_op(
                     let a: state::GetArgs =
                         rmp_serde::from_slice(&call.args).map_err(|e| invalid(e.to_string()))?;
                     let (tx, rx) = oneshot::channel();
-                    if !shared.gossip.send(Cmd::Get {
+                    if !gossip.send(Cmd::Get {
                         key: a.key,
                         reply: tx,
                     }) {
-                        return Err(busy(&shared));
+                        return Err(busy(&gossip.env.metrics));
                     }
                     let v = rx
                         .await

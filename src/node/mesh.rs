@@ -666,7 +666,7 @@ impl read::FrameHandler for MeshLink<'_> {
             | MessageType::GossipPullReply
             | MessageType::GossipSync
             | MessageType::GossipSyncReply => {
-                if let Err((code, msg)) = super::gossip::on_frame(shared, peer_id, raw) {
+                if let Err((code, msg)) = shared.gossip.on_frame(peer_id, raw) {
                     me.send_error(metrics, code, msg, None);
                 }
             }

@@ -460,7 +460,7 @@ impl FrameHandler for UplinkLink {
                 | MessageType::GossipSync
                 | MessageType::GossipSyncReply,
             ) => {
-                if let Err((code, msg)) = gossip::on_frame(shared, bridge_id, raw) {
+                if let Err((code, msg)) = shared.gossip.on_frame(bridge_id, raw) {
                     debug!(code = code.as_str(), %msg, "gossip frame from the bridge refused");
                 }
             }
