@@ -22,7 +22,6 @@ mod pubsub;
 mod rpc;
 mod uplink;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +43,60 @@ use pubsub::ReadCtx;
 /// A running node; see [`ServerHandle`].
 pub type NodeHandle = ServerHandle;
 
+/// Who this node is and how its links run: facts fixed when it starts, and the counter its
+/// link keys are drawn from. Built once by [`start`]; shared (`Arc`) by the contexts of the
+/// client sessions, the mesh and the uplink.
+struct NodeFacts {
+    /// This node's id (the hash of its key).
+    node_id: NodeId,
+    /// `node.realm`.
+    realm: String,
+    /// `node.cluster`.
+    cluster: String,
+    /// This process's key; proves `node_id` to every peer (`docs/AUTH.md`).
+    identity: crate::identity::Identity,
+    /// `limits.*`: frame sizes, windows, timeouts and backoffs of the node's links.
+    limits: crate::config::LimitsConfig,
+    /// `transport.keep_alive_ms`, announced to the peers this node accepts.
+    keep_alive_ms: u64,
+    /// The process's metrics.
+    metrics: Arc<Metrics>,
+    /// Every task the node starts, joined (within `limits.drain_grace_ms`) when it stops.
+    tasks: TaskTracker,
+    /// The next link key: client sessions, mesh links and mesh peers' relay links share one key
+    /// space (the relay's links and RPC's pending calls are keyed by it).
+    next_key: AtomicU64,
+}
+
+impl NodeFacts {
+    /// A fresh link key.
+    fn next_key(&self) -> crate::router::PeerKey {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Where a link's tasks run: the node's tracker, inside `span`.
+    fn link_tasks(&self, span: tracing::Span) -> LinkTasks {
+        LinkTasks {
+            tracker: self.tasks.clone(),
+            span,
+        }
+    }
+
+    /// How a link's writer runs: `limits.slow_consumer_timeout_ms` per write.
+    fn writer_config(&self) -> WriterConfig {
+        WriterConfig {
+            write_timeout: Duration::from_millis(self.limits.slow_consumer_timeout_ms.max(1)),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
 /// What local publishers and the uplink reader share.
 struct Shared {
+    /// Who this node is, its limits, metrics and tracker.
+    node: Arc<NodeFacts>,
+    /// The mesh's context: mesh sessions opened on the client listener are handed to it.
+    mesh_env: Arc<mesh::MeshEnv>,
     /// Admission rules and this node's own credential (`auth.*`).
     auth: crate::auth::Auth,
     /// The rate limits of client sessions (`rate.*`).
@@ -60,22 +111,11 @@ struct Shared {
     cfg: Config,
     metrics: Arc<Metrics>,
     /// Pub/sub: the relay over every link (clients, mesh peers, the uplink, the registry).
-    pubsub: pubsub::PubSub,
+    pubsub: Arc<pubsub::PubSub>,
     /// The uplink's queues (pub/sub custody, RPC and lookups going up).
     uplink: Option<UplinkTx>,
-    next_key: AtomicU64,
-    /// Where the other nodes of the cluster reach this one (its DHT contact address).
-    advertise: SocketAddr,
-    /// Links to the other nodes of the cluster.
-    mesh: Arc<mesh::Mesh>,
-    /// The cluster DHT.
-    dht: Arc<crate::dht::service::DhtService>,
     /// RPC: local providers, calls in flight, the lookup cache.
     rpc: Arc<rpc::NodeRpc>,
-    /// Cancelled when the node stops.
-    shutdown: CancellationToken,
-    /// Every task the node starts, joined (within `limits.drain_grace_ms`) when it stops.
-    tasks: TaskTracker,
     /// The queue into the gossip task (the cluster's replicated CRDT store).
     gossip: Arc<gossip::GossipHandle>,
     /// The bridge fleet as the uplink sees it (directory, redirects).
@@ -178,7 +218,39 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
     let dev_tls = cfg.tls.mode == crate::config::TlsMode::Development;
     let pins = (dev_tls && cfg.node.uplink_pin_key && cfg.node.uplink.is_some())
         .then(|| pins::KnownBridges::load(&cfg.data_dir, cfg.node.uplink_accept_new_key));
+    let node = Arc::new(NodeFacts {
+        node_id,
+        realm: cfg.node.realm.clone(),
+        cluster: cfg.node.cluster.clone(),
+        identity: identity.clone(),
+        limits: limits.clone(),
+        keep_alive_ms: cfg.transport.keep_alive_ms,
+        metrics: metrics.clone(),
+        tasks: tracker.clone(),
+        next_key: AtomicU64::new(1),
+    });
+    let pubsub = Arc::new(pubsub::PubSub::new(
+        node_relay(limits.max_subscriptions_per_connection, uplink.is_some()),
+        uplink.clone(),
+        gossip_handle.clone(),
+        &node_id,
+        metrics.clone(),
+    ));
+    let mesh_env = Arc::new(mesh::MeshEnv {
+        node: node.clone(),
+        auth: auth.clone(),
+        server_name: cfg.node.uplink_server_name.clone(),
+        advertise,
+        mesh: mesh.clone(),
+        dht: dht.clone(),
+        pubsub: pubsub.clone(),
+        rpc: rpc.clone(),
+        gossip: gossip_handle.clone(),
+        shutdown: shutdown.clone(),
+    });
     let shared = Arc::new(Shared {
+        node,
+        mesh_env: mesh_env.clone(),
         auth,
         rates: crate::rate::Rates::new(
             cfg.rate.client,
@@ -194,21 +266,9 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         cluster: cfg.node.cluster.clone(),
         node_id,
         metrics: metrics.clone(),
-        pubsub: pubsub::PubSub::new(
-            node_relay(limits.max_subscriptions_per_connection, uplink.is_some()),
-            uplink.clone(),
-            gossip_handle.clone(),
-            &node_id,
-            metrics.clone(),
-        ),
+        pubsub,
         uplink,
-        next_key: AtomicU64::new(1),
-        advertise,
-        mesh,
-        dht,
         rpc,
-        shutdown: shutdown.clone(),
-        tasks: tracker.clone(),
         gossip: gossip_handle,
         fleet: uplink::UplinkFleet::new(&cfg.node.realm, &cfg.node.cluster),
         cfg,
@@ -228,16 +288,12 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         );
     }
     tracker.spawn(
-        mesh::run_dialer(shared.clone(), client_ep, dial_rx, shutdown.clone())
+        mesh::run_dialer(mesh_env.clone(), client_ep, dial_rx, shutdown.clone())
             .instrument(info_span!("mesh")),
     );
     tracker.spawn(
-        mesh::run_maintainer(
-            shared.clone(),
-            shared.cfg.node.seeds.clone(),
-            shutdown.clone(),
-        )
-        .instrument(info_span!("mesh")),
+        mesh::run_maintainer(mesh_env, shared.cfg.node.seeds.clone(), shutdown.clone())
+            .instrument(info_span!("mesh")),
     );
     tracker.spawn(run_housekeeping(shared.clone(), shutdown.clone()));
     let auth_cfg = &shared.cfg.auth;
@@ -304,21 +360,6 @@ fn node_relay(max_patterns: usize, uplink: bool) -> Relay<PeerTx> {
     relay
 }
 
-/// Where a link's tasks run: the node's tracker, inside `span`.
-fn link_tasks(shared: &Shared, span: tracing::Span) -> LinkTasks {
-    LinkTasks {
-        tracker: shared.tasks.clone(),
-        span,
-    }
-}
-
-fn writer_config(shared: &Shared) -> WriterConfig {
-    WriterConfig {
-        write_timeout: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms.max(1)),
-        metrics: shared.metrics.clone(),
-    }
-}
-
 async fn serve_client(shared: Arc<Shared>, conn: Connection) {
     let metrics = shared.metrics.clone();
     let limits = &shared.cfg.limits;
@@ -329,7 +370,8 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         };
     metrics.frames_in.inc(MessageType::Connect as u8, 0);
     if connect.role == Role::Node && connect.versions.contains(&wire::PROTOCOL_VERSION) {
-        return mesh::serve_accepted(shared, conn, send, recv, decoder, connect).await;
+        return mesh::serve_accepted(shared.mesh_env.clone(), conn, send, recv, decoder, connect)
+            .await;
     }
     if let Err((code, msg)) = session::check_connect(&connect, Role::Client, |r| r == shared.realm)
     {
@@ -354,7 +396,7 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
             return session::refuse_admission(&conn, &mut send, &metrics, &e, corr).await;
         }
     };
-    let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
+    let key = shared.node.next_key();
     let peer = session::accept_peer(
         key,
         &conn,
@@ -374,8 +416,8 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         io,
         peer,
         None,
-        writer_config(&shared),
-        link_tasks(&shared, span),
+        shared.node.writer_config(),
+        shared.node.link_tasks(span),
     );
     shared
         .pubsub

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{rpc, Shared};
+use super::gossip::{self, GossipHandle};
+use super::pubsub::{PubSub, ReadCtx};
+use super::{rpc, NodeFacts};
 use crate::dht::service::DhtTransport;
 use crate::dht::{Contact, Id};
 use crate::relay::LinkId;
@@ -174,6 +176,33 @@ impl Mesh {
     }
 }
 
+/// What the mesh's dialer, maintainer and links need of the rest of the node: who it is, its
+/// credential, and the subsystems a mesh link carries traffic for (DHT, pub/sub, RPC, gossip).
+/// Built once by `node::start`; shared by the mesh tasks and the client listener, which hands
+/// it the mesh sessions peers open there.
+pub(super) struct MeshEnv {
+    /// Who this node is, its limits, metrics and tracker.
+    pub node: Arc<NodeFacts>,
+    /// Admission of accepted peers (role `node`) and the credential presented when dialling.
+    pub auth: crate::auth::Auth,
+    /// The TLS server name dialled (`node.uplink_server_name`).
+    pub server_name: String,
+    /// This node's own contact address (never dialled).
+    pub advertise: SocketAddr,
+    /// The open links and the dial queue.
+    pub mesh: Arc<Mesh>,
+    /// The cluster DHT, fed by the links.
+    pub dht: Arc<crate::dht::service::DhtService>,
+    /// Pub/sub: each peer is a relay link.
+    pub pubsub: Arc<PubSub>,
+    /// RPC: calls routed to and from the peers.
+    pub rpc: Arc<rpc::NodeRpc>,
+    /// The gossip task: each peer is a gossip peer; its members are dialled.
+    pub gossip: Arc<GossipHandle>,
+    /// Cancelled when the node stops (accepted links end with it).
+    pub shutdown: CancellationToken,
+}
+
 /// The DHT's transport: frames go over the mesh link to the contact; a contact without a link
 /// is dialled and the query fails at once (the lookup moves on to other contacts).
 pub struct MeshTransport {
@@ -208,12 +237,12 @@ struct Dials {
 /// time and, while an address stays unreachable, at most one per step of its backoff; runs
 /// each resulting link.
 pub async fn run_dialer(
-    shared: Arc<Shared>,
+    env: Arc<MeshEnv>,
     endpoint: Endpoint,
     mut dial_rx: mpsc::Receiver<SocketAddr>,
     cancel: CancellationToken,
 ) {
-    let limits = &shared.cfg.limits;
+    let limits = &env.node.limits;
     let dials = Arc::new(Mutex::new(Dials {
         busy: HashSet::new(),
         schedule: Schedule::new(
@@ -226,7 +255,7 @@ pub async fn run_dialer(
             _ = cancel.cancelled() => return,
             a = dial_rx.recv() => match a { Some(a) => a, None => return },
         };
-        if addr == shared.advertise {
+        if addr == env.advertise {
             continue;
         }
         {
@@ -240,11 +269,11 @@ pub async fn run_dialer(
             }
             d.busy.insert(addr);
         }
-        let s = shared.clone();
+        let s = env.clone();
         let ep = endpoint.clone();
         let dials = dials.clone();
         let cancel = cancel.clone();
-        shared.tasks.spawn(async move {
+        env.node.tasks.spawn(async move {
             let r = dial(&s, &ep, addr, &dials, &cancel).await;
             if let Err(e) = r {
                 debug!(peer = %addr, error = %e, "mesh dial failed");
@@ -255,7 +284,7 @@ pub async fn run_dialer(
 }
 
 async fn dial(
-    shared: &Arc<Shared>,
+    env: &Arc<MeshEnv>,
     endpoint: &Endpoint,
     addr: SocketAddr,
     dials: &Mutex<Dials>,
@@ -263,30 +292,30 @@ async fn dial(
 ) -> Result<(), DialError> {
     let conn = tokio::time::timeout(
         session::HANDSHAKE_TIMEOUT,
-        endpoint.connect(addr, &shared.cfg.node.uplink_server_name)?,
+        endpoint.connect(addr, &env.server_name)?,
     )
     .await
     .map_err(|_| DialError::Timeout)??;
     let connect = Connect {
         versions: vec![wire::PROTOCOL_VERSION],
-        node_id: shared.node_id,
-        realm: shared.realm.clone(),
-        cluster: shared.cluster.clone(),
+        node_id: env.node.node_id,
+        realm: env.node.realm.clone(),
+        cluster: env.node.cluster.clone(),
         role: Role::Node,
         capabilities: vec![MESH_CAPABILITY.into()],
-        max_frame_size: shared.cfg.limits.max_frame_size,
+        max_frame_size: env.node.limits.max_frame_size,
         correlation_id: 1,
         proof: None,
-        credential: shared.auth.credential.clone(),
+        credential: env.auth.credential.clone(),
     };
     let (send, recv, decoder, welcome) = open_session(
         &conn,
         connect,
-        shared.cfg.limits.max_frame_size,
-        &shared.identity,
+        env.node.limits.max_frame_size,
+        &env.node.identity,
     )
     .await?;
-    if welcome.node_id == shared.node_id {
+    if welcome.node_id == env.node.node_id {
         conn.close(0u32.into(), b"dialled myself");
         return Ok(());
     }
@@ -310,7 +339,7 @@ async fn dial(
     let window = welcome.max_inflight as usize;
     let peer_at = (welcome.node_id, Some(peer));
     run_link(
-        shared.clone(),
+        env.clone(),
         io,
         peer_at,
         (welcome.max_frame_size, window),
@@ -322,32 +351,32 @@ async fn dial(
 
 /// Serves a mesh session a peer opened on our listener (its `CONNECT` was read already).
 pub async fn serve_accepted(
-    shared: Arc<Shared>,
+    env: Arc<MeshEnv>,
     conn: Connection,
     mut send: SendStream,
     recv: RecvStream,
     decoder: FrameDecoder,
     connect: Connect,
 ) {
-    let metrics = &shared.metrics;
+    let metrics = &env.node.metrics;
     let refuse = |code, msg: String| (code, msg);
-    let problem = if connect.realm != shared.realm {
+    let problem = if connect.realm != env.node.realm {
         Some(refuse(
             ErrorCode::UnknownRealm,
             format!(
                 "mesh peer of realm {:?}, this node is in {:?}",
-                connect.realm, shared.realm
+                connect.realm, env.node.realm
             ),
         ))
-    } else if connect.cluster != shared.cluster {
+    } else if connect.cluster != env.node.cluster {
         Some(refuse(
             ErrorCode::Protocol,
             format!(
                 "mesh peer of cluster {:?}, this node is in {:?}",
-                connect.cluster, shared.cluster
+                connect.cluster, env.node.cluster
             ),
         ))
-    } else if connect.node_id == shared.node_id {
+    } else if connect.node_id == env.node.node_id {
         Some(refuse(
             ErrorCode::Protocol,
             "a node cannot mesh with itself".into(),
@@ -368,7 +397,7 @@ pub async fn serve_accepted(
         .await;
     }
     // Kept for the link's life: a revoked credential's link is closed.
-    let _admitted = match shared.auth.admit(&connect, crate::auth::Role::Node, &conn) {
+    let _admitted = match env.auth.admit(&connect, crate::auth::Role::Node, &conn) {
         Ok(a) => a,
         Err(e) => {
             let corr = connect.correlation_id;
@@ -378,13 +407,14 @@ pub async fn serve_accepted(
     // Answer CONNECTED first, then run the link like a dialled one.
     let welcome = Frame::Connected(wire::Connected {
         version: wire::PROTOCOL_VERSION,
-        node_id: shared.node_id,
-        realm: shared.realm.clone(),
-        max_frame_size: shared.cfg.limits.max_frame_size,
-        max_inflight: shared.cfg.limits.max_inflight,
-        keepalive_ms: shared.cfg.transport.keep_alive_ms.min(u64::from(u32::MAX)) as u32,
+        node_id: env.node.node_id,
+        realm: env.node.realm.clone(),
+        max_frame_size: env.node.limits.max_frame_size,
+        max_inflight: env.node.limits.max_inflight,
+        keepalive_ms: env.node.keep_alive_ms.min(u64::from(u32::MAX)) as u32,
         correlation_id: connect.correlation_id,
-        proof: shared
+        proof: env
+            .node
             .identity
             .prove_on(&conn, crate::identity::Side::Acceptor)
             .ok(),
@@ -393,7 +423,7 @@ pub async fn serve_accepted(
         return;
     }
     // `connect` carries no window: the peer is a node of this cluster, configured alike.
-    let window = shared.cfg.limits.max_inflight as usize;
+    let window = env.node.limits.max_inflight as usize;
     let io = LinkIo {
         conn,
         send,
@@ -402,7 +432,7 @@ pub async fn serve_accepted(
     };
     let limits = (connect.max_frame_size, window);
     let stop = CancellationToken::new();
-    run_link(shared.clone(), io, (connect.node_id, None), limits, &stop).await;
+    run_link(env.clone(), io, (connect.node_id, None), limits, &stop).await;
 }
 
 /// Runs one established mesh link until it ends: registers it, feeds the DHT, reads frames,
@@ -411,22 +441,20 @@ pub async fn serve_accepted(
 /// dialled it; `(max_frame_size, window)`: the largest frame body the peer accepts (bytes)
 /// and how many QoS 1 publishes it may owe acknowledgements for.
 async fn run_link(
-    shared: Arc<Shared>,
+    env: Arc<MeshEnv>,
     io: LinkIo,
     (peer_id, contact): (NodeId, Option<Contact>),
     (max_frame_size, window): (u32, usize),
     stop: &CancellationToken,
 ) {
-    let limits = &shared.cfg.limits;
-    let key = shared
-        .next_key
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let limits = &env.node.limits;
+    let key = env.node.next_key();
     // Both nodes may dial each other at once: of two links between the same pair, the one
     // dialled by the lower node id is kept and the other closed, so a pair has one link (one
     // copy of each publish, one place its interest lives).
     let dialled_by_me = contact.is_some();
-    let canonical = dialled_by_me == (shared.node_id < peer_id);
-    if let Some(existing) = shared.mesh.get(&peer_id) {
+    let canonical = dialled_by_me == (env.node.node_id < peer_id);
+    if let Some(existing) = env.mesh.get(&peer_id) {
         if !canonical {
             debug!(peer = %Id(peer_id), "duplicate mesh link; keeping the other one");
             io.conn.close(0u32.into(), b"duplicate mesh link");
@@ -447,57 +475,53 @@ async fn run_link(
         io,
         peer,
         Some(window),
-        super::writer_config(&shared),
-        super::link_tasks(&shared, span),
+        env.node.writer_config(),
+        env.node.link_tasks(span),
     );
     let pending = pending.expect("a windowed link has a pending queue");
-    shared.mesh.insert(peer_id, tx.clone());
+    env.mesh.insert(peer_id, tx.clone());
     // The peer's relay link (held from its last session, if any) now routes here; tell the
     // peer what our clients want. Later changes follow on the same queue.
-    let link = shared.mesh.attach(peer_id, key, || {
-        shared
-            .next_key
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    });
-    shared.pubsub.mesh_up(link, tx.clone());
-    shared.metrics.rpc.mesh_peers.set(shared.mesh.len() as i64);
-    shared.gossip.send(super::gossip::Cmd::PeerUp(
+    let link = env.mesh.attach(peer_id, key, || env.node.next_key());
+    env.pubsub.mesh_up(link, tx.clone());
+    env.node.metrics.rpc.mesh_peers.set(env.mesh.len() as i64);
+    env.gossip.send(gossip::Cmd::PeerUp(
         peer_id,
-        super::gossip::PeerLink::Mesh(tx.clone()),
+        gossip::PeerLink::Mesh(tx.clone()),
     ));
-    shared
+    env.node
         .metrics
         .connections_accepted_total
         .with_label_values(&["node"])
         .inc();
     info!(peer = %Id(peer_id), "mesh link up");
     if let Some(c) = contact {
-        shared.dht.observe(c);
+        env.dht.observe(c);
     }
     // Introduce ourselves to the peer's DHT: a FIND_NODE carries our contact (and teaches us
     // the peer's view of the cluster).
     {
-        let dht = shared.dht.clone();
-        shared.tasks.spawn(async move {
+        let dht = env.dht.clone();
+        env.node.tasks.spawn(async move {
             dht.bootstrap().await;
         });
     }
     let revocations =
-        (shared.auth).revocation_link(&shared.realm, peer_id, &tx.ctrl, &shared.metrics);
+        (env.auth).revocation_link(&env.node.realm, peer_id, &tx.ctrl, &env.node.metrics);
     let mut handler = MeshLink {
-        shared: &shared,
+        env: &env,
         me: &tx,
         link,
         peer_id,
         revocations,
         pending,
-        ctx: super::pubsub::ReadCtx::new(),
-        slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
+        ctx: ReadCtx::new(),
+        slow: Duration::from_millis(env.node.limits.slow_consumer_timeout_ms),
     };
     let stopped = async {
         tokio::select! {
             _ = stop.cancelled() => {}
-            _ = shared.shutdown.cancelled() => {}
+            _ = env.shutdown.cancelled() => {}
         }
     };
     let end = actor
@@ -505,22 +529,20 @@ async fn run_link(
         .await
         .orderly()
         .map(|_| ());
-    if shared.mesh.remove(&peer_id, key) {
+    if env.mesh.remove(&peer_id, key) {
         info!(peer = %Id(peer_id), "mesh link down");
     }
     // Publishes the peer had not acknowledged are dropped with `pending`: their publishers
     // still hold them and retransmit.
     drop(handler);
-    match shared.mesh.detach(&peer_id, key, Instant::now()) {
-        Some((link, true)) => shared.pubsub.mesh_down(link),
-        Some((link, false)) => shared.pubsub.remove_link(link),
+    match env.mesh.detach(&peer_id, key, Instant::now()) {
+        Some((link, true)) => env.pubsub.mesh_down(link),
+        Some((link, false)) => env.pubsub.remove_link(link),
         None => {}
     }
-    shared
-        .gossip
-        .send(super::gossip::Cmd::PeerDown(peer_id, Some(key)));
-    shared.metrics.rpc.mesh_peers.set(shared.mesh.len() as i64);
-    shared.rpc.link_closed(key);
+    env.gossip.send(gossip::Cmd::PeerDown(peer_id, Some(key)));
+    env.node.metrics.rpc.mesh_peers.set(env.mesh.len() as i64);
+    env.rpc.link_closed(key);
     if let Err((code, msg)) = &end {
         warn!(peer = %Id(peer_id), code = code.as_str(), %msg, "mesh link failed");
     }
@@ -532,7 +554,7 @@ use crate::session::read::{self, Fatal, Flow};
 
 /// A mesh link's frame handler.
 struct MeshLink<'a> {
-    shared: &'a Arc<Shared>,
+    env: &'a MeshEnv,
     me: &'a PeerTx,
     /// The peer's relay link.
     link: LinkId,
@@ -541,14 +563,14 @@ struct MeshLink<'a> {
     revocations: crate::auth::RevocationLink,
     /// Tracked publishes written to the peer, awaiting its `puback`.
     pending: mpsc::Receiver<Arc<AckTrack>>,
-    ctx: super::pubsub::ReadCtx,
+    ctx: ReadCtx,
     slow: Duration,
 }
 
 impl read::FrameHandler for MeshLink<'_> {
     async fn on_frame(&mut self, raw: &RawFrame) -> Result<Flow, Fatal> {
         let MeshLink {
-            shared,
+            env,
             me,
             link,
             peer_id,
@@ -557,8 +579,8 @@ impl read::FrameHandler for MeshLink<'_> {
             ctx,
             slow,
         } = self;
-        let (shared, me, link, peer_id, slow) = (*shared, *me, *link, *peer_id, *slow);
-        let metrics = &shared.metrics;
+        let (env, me, link, peer_id, slow) = (*env, *me, *link, *peer_id, *slow);
+        let metrics = &env.node.metrics;
         let Some(t) = me.msg_type(raw, metrics) else {
             return Ok(Flow::Continue);
         };
@@ -569,7 +591,7 @@ impl read::FrameHandler for MeshLink<'_> {
                 };
                 // Delivered here only: a mesh publish is never forwarded again. A QoS 1 one is
                 // acknowledged once queued for our clients (`no_route` when none wanted it).
-                let taken = shared
+                let taken = env
                     .pubsub
                     .forward(link, &raw.bytes, &view, ctx, slow, None)
                     .await;
@@ -590,7 +612,7 @@ impl read::FrameHandler for MeshLink<'_> {
                         return Ok(Flow::Continue);
                     }
                 };
-                if let Err(e) = shared
+                if let Err(e) = env
                     .pubsub
                     .change_interest(link, &req.patterns, req.subscribe)
                 {
@@ -608,7 +630,7 @@ impl read::FrameHandler for MeshLink<'_> {
             MessageType::SubAck => match raw.decode() {
                 Ok(Frame::SubAck(a)) if a.correlation_id == interest::INTEREST_SYNC => {
                     // Everything the peer's clients want has arrived.
-                    shared.pubsub.mesh_synced(link);
+                    env.pubsub.mesh_synced(link);
                 }
                 Ok(_) => {}
                 Err(e) => metrics.protocol_error(e.code().as_str()),
@@ -627,7 +649,7 @@ impl read::FrameHandler for MeshLink<'_> {
                             .filter(|s| s.node_id == peer_id)
                             .and_then(|s| Contact::try_from(s).ok());
                         let peer = Some(crate::dht::Id::from_bytes(peer_id));
-                        if let Some(reply) = shared.dht.handle_query_as(peer, from.as_ref(), &f) {
+                        if let Some(reply) = env.dht.handle_query_as(peer, from.as_ref(), &f) {
                             me.send_ctrl(reply);
                         }
                     }
@@ -639,7 +661,7 @@ impl read::FrameHandler for MeshLink<'_> {
             | MessageType::StoreAck
             | MessageType::Error => match raw.decode() {
                 Ok(f) => {
-                    if !shared.dht.handle_reply(&f) {
+                    if !env.dht.handle_reply(&f) {
                         if let Frame::Error(e) = &f {
                             debug!(code = e.code, message = %e.message, "mesh peer reported an error");
                         }
@@ -649,15 +671,14 @@ impl read::FrameHandler for MeshLink<'_> {
             },
             MessageType::Call => match raw.decode() {
                 Ok(Frame::Call(call)) => {
-                    shared
-                        .rpc
+                    env.rpc
                         .routed_call(rpc::Back::Link(me.clone()), call, false)
                 }
                 Ok(_) => unreachable!("decode follows the header type"),
                 Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
             },
             MessageType::Reply => match raw.decode() {
-                Ok(Frame::Reply(r)) => shared.rpc.reply_arrived(me.key, r),
+                Ok(Frame::Reply(r)) => env.rpc.reply_arrived(me.key, r),
                 Ok(_) => unreachable!("decode follows the header type"),
                 Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
             },
@@ -666,16 +687,16 @@ impl read::FrameHandler for MeshLink<'_> {
             | MessageType::GossipPullReply
             | MessageType::GossipSync
             | MessageType::GossipSyncReply => {
-                if let Err((code, msg)) = shared.gossip.on_frame(peer_id, raw) {
+                if let Err((code, msg)) = env.gossip.on_frame(peer_id, raw) {
                     me.send_error(metrics, code, msg, None);
                 }
             }
             MessageType::RevocationList => {
-                if let Err(e) = shared.auth.on_revocation_list(revocations, raw, metrics) {
+                if let Err(e) = env.auth.on_revocation_list(revocations, raw, metrics) {
                     me.send_error(metrics, e.code(), e.to_string(), None);
                 }
             }
-            MessageType::Ping => me.pong(raw, &shared.metrics),
+            MessageType::Ping => me.pong(raw, &env.node.metrics),
             MessageType::Pong => {}
             MessageType::Disconnect => return Ok(Flow::Stop),
             other => me.send_error(
@@ -696,7 +717,7 @@ impl read::FrameHandler for MeshLink<'_> {
 /// Keeps the mesh complete: dials the seeds until some link is up, then every
 /// [`MAINTAIN_INTERVAL`] dials each DHT contact without a link (clusters are small: every node
 /// links to every other), and runs the DHT's periodic work.
-pub async fn run_maintainer(shared: Arc<Shared>, seeds: Vec<String>, cancel: CancellationToken) {
+pub async fn run_maintainer(env: Arc<MeshEnv>, seeds: Vec<String>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(MAINTAIN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
@@ -708,40 +729,40 @@ pub async fn run_maintainer(shared: Arc<Shared>, seeds: Vec<String>, cancel: Can
         n += 1;
         // Learn the cluster: a FIND_NODE for our own id every tick while the mesh forms, then
         // every BOOTSTRAP_EVERY ticks (new nodes also announce themselves when they link).
-        if !shared.mesh.is_empty() && (n <= 5 || n % BOOTSTRAP_EVERY == 0) {
-            let dht = shared.dht.clone();
-            shared.tasks.spawn(async move { dht.bootstrap().await });
+        if !env.mesh.is_empty() && (n <= 5 || n % BOOTSTRAP_EVERY == 0) {
+            let dht = env.dht.clone();
+            env.node.tasks.spawn(async move { dht.bootstrap().await });
         }
-        if shared.mesh.is_empty() {
+        if env.mesh.is_empty() {
             for seed in &seeds {
                 match tokio::net::lookup_host(seed.as_str()).await {
                     Ok(mut addrs) => {
                         if let Some(a) = addrs.next() {
-                            shared.mesh.dial(a);
+                            env.mesh.dial(a);
                         }
                     }
                     Err(e) => debug!(seed = %seed, error = %e, "seed does not resolve"),
                 }
             }
         }
-        for c in shared.dht.contacts() {
-            if shared.mesh.get(&c.id.0).is_none() {
-                shared.mesh.dial(c.addr);
+        for c in env.dht.contacts() {
+            if env.mesh.get(&c.id.0).is_none() {
+                env.mesh.dial(c.addr);
             }
         }
         // Members learnt by gossip (through the bridge too) that the DHT has not shown yet.
-        for (id, addr) in shared.gossip.members.load().iter() {
-            if shared.mesh.get(id).is_none() {
-                shared.mesh.dial(*addr);
+        for (id, addr) in env.gossip.members.load().iter() {
+            if env.mesh.get(id).is_none() {
+                env.mesh.dial(*addr);
             }
         }
-        for link in shared.mesh.expire(Instant::now()) {
+        for link in env.mesh.expire(Instant::now()) {
             debug!(
                 link,
                 "mesh peer did not come back; its interest is forgotten"
             );
-            shared.pubsub.remove_link(link);
+            env.pubsub.remove_link(link);
         }
-        shared.dht.tick().await;
+        env.dht.tick().await;
     }
 }

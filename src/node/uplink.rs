@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::pubsub::{PubSub, ReadCtx, UPLINK_LINK};
-use super::{gossip, rpc, writer_config, Shared};
+use super::{gossip, rpc, Shared};
 use crate::dedup::DedupWindow;
 use crate::defaults;
 use crate::fleet::follow::{Followed, Follower};
@@ -67,7 +67,7 @@ pub(super) async fn run_uplink(
         defaults::UPLINK_CONNECT_TIMEOUT,
         defaults::UPLINK_CONNECT_TIMEOUT,
     );
-    let wcfg = writer_config(&shared);
+    let wcfg = shared.node.writer_config();
     let mut sessions: u64 = 0;
     loop {
         let opened = {
@@ -201,7 +201,7 @@ pub(super) async fn run_uplink(
                 &mut state,
                 &mut queues,
                 &wcfg,
-                &super::link_tasks(&shared, span),
+                &shared.node.link_tasks(span),
                 reader,
                 (cancel.cancelled(), on_stop),
             )
