@@ -101,13 +101,10 @@ struct Shared {
     auth: crate::auth::Auth,
     /// The rate limits of client sessions (`rate.*`).
     rates: crate::rate::Rates,
-    /// The uplink's pinned bridge keys (development TLS mode with `node.uplink_pin_key`).
-    pins: Option<pins::KnownBridges>,
     /// This process's key; proves `node_id` to every peer (`docs/AUTH.md`).
     identity: crate::identity::Identity,
     realm: String,
     cluster: String,
-    node_id: NodeId,
     cfg: Config,
     metrics: Arc<Metrics>,
     /// Pub/sub: the relay over every link (clients, mesh peers, the uplink, the registry).
@@ -118,8 +115,6 @@ struct Shared {
     rpc: Arc<rpc::NodeRpc>,
     /// The queue into the gossip task (the cluster's replicated CRDT store).
     gossip: Arc<gossip::GossipHandle>,
-    /// The bridge fleet as the uplink sees it (directory, redirects).
-    fleet: uplink::UplinkFleet,
 }
 
 /// Queues into the uplink task.
@@ -151,19 +146,21 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let limits = &cfg.limits;
-    let (uplink, uplink_rx) = if cfg.node.uplink.is_some() {
-        let (ctrl_tx, ctrl_rx) = mpsc::channel(limits.max_inflight as usize + 1024);
-        let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue);
-        (
-            Some(UplinkTx {
+    let (uplink, uplink_rx) = match &cfg.node.uplink {
+        Some(target) => {
+            let (ctrl_tx, ctrl_rx) = mpsc::channel(limits.max_inflight as usize + 1024);
+            let (data_tx, data_rx) = mpsc::channel(limits.outbound_queue);
+            let tx = UplinkTx {
                 ctrl: ctrl_tx,
                 data: data_tx,
                 connected: Arc::default(),
-            }),
-            Some((ctrl_rx, data_rx)),
-        )
-    } else {
-        (None, None)
+            };
+            (
+                Some(tx.clone()),
+                Some((target.clone(), tx, ctrl_rx, data_rx)),
+            )
+        }
+        None => (None, None),
     };
     let advertise = cfg.node.advertise.unwrap_or(local_addr);
     let (mesh, dial_rx) = mesh::Mesh::new();
@@ -248,6 +245,32 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         gossip: gossip_handle.clone(),
         shutdown: shutdown.clone(),
     });
+    let client_ep = crate::transport::client_endpoint(
+        "0.0.0.0:0".parse().expect("valid literal"),
+        &cfg.tls,
+        &cfg.transport,
+        &cfg.data_dir,
+    )?;
+    let fleet = uplink::UplinkFleet::new(&cfg.node.realm, &cfg.node.cluster);
+    let uplink_fleet = fleet.json.clone();
+    if let Some((target, queues, ctrl_rx, data_rx)) = uplink_rx {
+        let env = Arc::new(uplink::UplinkEnv {
+            node: node.clone(),
+            auth: auth.clone(),
+            pins,
+            target,
+            server_name: cfg.node.uplink_server_name.clone(),
+            queues,
+            fleet,
+            pubsub: pubsub.clone(),
+            rpc: rpc.clone(),
+            gossip: gossip_handle.clone(),
+        });
+        let (ep, cancel) = (client_ep.clone(), shutdown.clone());
+        tracker.spawn(
+            uplink::run_uplink(env, ep, ctrl_rx, data_rx, cancel).instrument(info_span!("uplink")),
+        );
+    }
     let shared = Arc::new(Shared {
         node,
         mesh_env: mesh_env.clone(),
@@ -260,33 +283,16 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
                 .max_frame_size
                 .saturating_add(crate::defaults::FRAME_HEADER_SIZE),
         ),
-        pins,
         identity,
         realm: cfg.node.realm.clone(),
         cluster: cfg.node.cluster.clone(),
-        node_id,
         metrics: metrics.clone(),
         pubsub,
         uplink,
         rpc,
         gossip: gossip_handle,
-        fleet: uplink::UplinkFleet::new(&cfg.node.realm, &cfg.node.cluster),
         cfg,
     });
-    let client_ep = crate::transport::client_endpoint(
-        "0.0.0.0:0".parse().expect("valid literal"),
-        &shared.cfg.tls,
-        &shared.cfg.transport,
-        &shared.cfg.data_dir,
-    )?;
-    if let Some((ctrl_rx, data_rx)) = uplink_rx {
-        let s = shared.clone();
-        let cancel = shutdown.clone();
-        let ep = client_ep.clone();
-        tracker.spawn(
-            uplink::run_uplink(s, ep, ctrl_rx, data_rx, cancel).instrument(info_span!("uplink")),
-        );
-    }
     tracker.spawn(
         mesh::run_dialer(mesh_env.clone(), client_ep, dial_rx, shutdown.clone())
             .instrument(info_span!("mesh")),
@@ -344,7 +350,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         state: shared.gossip.json.clone(),
         leave: Some((leave, left)),
         fleet: None,
-        uplink_fleet: Some(shared.fleet.json.clone()),
+        uplink_fleet: Some(uplink_fleet),
     })
 }
 

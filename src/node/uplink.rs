@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::gossip::{self, GossipHandle};
 use super::pubsub::{PubSub, ReadCtx, UPLINK_LINK};
-use super::{gossip, rpc, Shared};
+use super::{pins, rpc, NodeFacts, UplinkTx};
 use crate::dedup::DedupWindow;
 use crate::defaults;
 use crate::fleet::follow::{Followed, Follower};
@@ -29,22 +30,49 @@ use crate::wire::{
     RawFrame, Redirect, Role, WireError,
 };
 
+/// What the uplink task and its readers need of the rest of the node: who it is, where and how
+/// it dials, its queues and fleet view, and the subsystems that traffic from the bridge goes
+/// to. Built once by `node::start` when an uplink is configured; shared by the uplink task
+/// and each session's reader.
+pub(super) struct UplinkEnv {
+    /// Who this node is, its limits, metrics and tracker.
+    pub(super) node: Arc<NodeFacts>,
+    /// The credential presented to the bridge; revocation lists from it.
+    pub(super) auth: crate::auth::Auth,
+    /// The pinned bridge keys (development TLS mode with `node.uplink_pin_key`).
+    pub(super) pins: Option<pins::KnownBridges>,
+    /// The configured bridge (`node.uplink`).
+    pub(super) target: String,
+    /// The TLS server name dialled (`node.uplink_server_name`).
+    pub(super) server_name: String,
+    /// The queues the task drains (pub/sub custody, RPC and lookups going up).
+    pub(super) queues: UplinkTx,
+    /// The bridge fleet as the uplink sees it (directory, redirects).
+    pub(super) fleet: UplinkFleet,
+    /// Pub/sub: publishes and interest from the bridge.
+    pub(super) pubsub: Arc<PubSub>,
+    /// RPC: calls, replies and lookup answers from the bridge.
+    pub(super) rpc: Arc<rpc::NodeRpc>,
+    /// The gossip task: the bridge is a gossip peer.
+    pub(super) gossip: Arc<GossipHandle>,
+}
+
 /// The uplink task: connect, announce interest, relay, reconnect with backoff.
 pub(super) async fn run_uplink(
-    shared: Arc<Shared>,
+    env: Arc<UplinkEnv>,
     endpoint: Endpoint,
     ctrl_rx: mpsc::Receiver<Outbound>,
     data_rx: mpsc::Receiver<Outbound>,
     cancel: CancellationToken,
 ) {
-    let limits = shared.cfg.limits.clone();
-    let configured = shared.cfg.node.uplink.clone().unwrap_or_default();
-    let server_name = shared.cfg.node.uplink_server_name.clone();
+    let limits = env.node.limits.clone();
+    let configured = env.target.clone();
+    let server_name = env.server_name.clone();
     let mut state = ReliableState::new(
         limits.max_inflight as usize,
         Duration::from_millis(limits.ack_timeout_ms),
         Duration::from_millis(limits.uplink_settle_ms),
-        shared.metrics.clone(),
+        env.node.metrics.clone(),
     );
     let (acks_tx, acks_rx) = session::ack_channel(limits.max_inflight as usize);
     let mut queues = session::ReliableQueues {
@@ -55,40 +83,40 @@ pub(super) async fn run_uplink(
     let mut dedup = DedupWindow::new(limits.dedup_window);
     let mut redial = Redialer::new(
         vec![configured],
-        shared.fleet.follow.clone(),
+        env.fleet.follow.clone(),
         session::backoff::Backoff::new(
             limits.reconnect_initial_backoff(),
             limits.reconnect_max_backoff(),
         ),
-        shared.metrics.fleet.redirects_followed_total.clone(),
+        env.node.metrics.fleet.redirects_followed_total.clone(),
     )
-    .counting_retries(shared.metrics.uplink_reconnects_total.clone());
+    .counting_retries(env.node.metrics.uplink_reconnects_total.clone());
     let timeouts = (
         defaults::UPLINK_CONNECT_TIMEOUT,
         defaults::UPLINK_CONNECT_TIMEOUT,
     );
-    let wcfg = shared.node.writer_config();
+    let wcfg = env.node.writer_config();
     let mut sessions: u64 = 0;
     loop {
         let opened = {
-            let (shared, endpoint, server_name) = (&shared, &endpoint, &server_name);
+            let (env, endpoint, server_name) = (&env, &endpoint, &server_name);
             redial
                 .connect(&cancel, timeouts, |target, extra, timeout| async move {
                     let opened = async {
                         let conn = quic_connect(endpoint, &target, server_name, timeout).await?;
-                        let frame = connect_frame(shared, extra);
+                        let frame = connect_frame(env, extra);
                         match open_session(
                             &conn,
                             frame,
-                            shared.cfg.limits.max_frame_size,
-                            &shared.identity,
+                            env.node.limits.max_frame_size,
+                            &env.node.identity,
                         )
                         .await
                         {
                             Ok(s) => {
-                                match shared.pins.as_ref().map(|p| p.check(&target, &s.3.node_id)) {
+                                match env.pins.as_ref().map(|p| p.check(&target, &s.3.node_id)) {
                                     Some(Err(msg)) => {
-                                        shared.metrics.uplink_key_refused_total.inc();
+                                        env.node.metrics.uplink_key_refused_total.inc();
                                         tracing::error!(uplink = %target, "{msg}");
                                         let code = ErrorCode::Unauthenticated as u32;
                                         conn.close(code.into(), b"bridge key changed");
@@ -115,20 +143,17 @@ pub(super) async fn run_uplink(
         };
         redial.reset_backoff();
         state.window = (welcome.max_inflight as usize).max(1);
-        shared.rpc.set_uplink_up(true);
-        if let Some(u) = &shared.uplink {
-            u.connected.store(true, Ordering::Relaxed);
-        }
-        shared
+        env.rpc.set_uplink_up(true);
+        env.queues.connected.store(true, Ordering::Relaxed);
+        env.node
             .metrics
             .connections_open
             .with_label_values(&["uplink"])
             .inc();
         info!(uplink = %target, "uplink connected");
         let bridge_id = welcome.node_id;
-        shared.fleet.connected_to(Some(bridge_id), &shared.metrics);
-        shared
-            .gossip
+        env.fleet.connected_to(Some(bridge_id), &env.node.metrics);
+        env.gossip
             .send(gossip::Cmd::PeerUp(bridge_id, gossip::PeerLink::Uplink));
         // The settle window matters only after a reconnect: the bridge may have
         // restarted and still be relearning the realm's interest while we hold
@@ -142,7 +167,7 @@ pub(super) async fn run_uplink(
         // deltas) and take the told set under the relay's lock, so every later delta
         // follows this snapshot.
         let announce = {
-            let mut r = shared.pubsub.relay_mut();
+            let mut r = env.pubsub.relay_mut();
             let held = r.held(UPLINK_LINK);
             r.unsubscribe(UPLINK_LINK, &held);
             r.set_unknown(UPLINK_LINK, true);
@@ -151,19 +176,19 @@ pub(super) async fn run_uplink(
         };
         let settle = Arc::new(Settle::default());
         let mut ok = true;
-        for f in announce.into_iter().chain(shared.rpc.all_store_frames()) {
+        for f in announce.into_iter().chain(env.rpc.all_store_frames()) {
             if send.write_all(&f).await.is_err() {
                 ok = false;
                 break;
             }
         }
         if ok {
-            let up = shared.uplink.as_ref().expect("the uplink task has queues");
+            let up = &env.queues;
             // After the drain above: the list in force goes out on this session.
             let revocations =
-                (shared.auth).revocation_link(&shared.realm, bridge_id, &up.ctrl, &shared.metrics);
+                (env.auth).revocation_link(&env.node.realm, bridge_id, &up.ctrl, &env.node.metrics);
             let mut link = UplinkLink {
-                shared: shared.clone(),
+                env: env.clone(),
                 dedup,
                 acks_tx: acks_tx.clone(),
                 this: ThisSession {
@@ -172,15 +197,15 @@ pub(super) async fn run_uplink(
                     revocations,
                 },
                 ctx: ReadCtx::new(),
-                slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
+                slow: Duration::from_millis(env.node.limits.slow_consumer_timeout_ms),
             };
             let reader = async move {
-                let shared = link.shared.clone();
+                let env = link.env.clone();
                 let settled = async {
                     if let Some(t) = settle_until {
                         tokio::time::sleep_until(t.into()).await;
                     }
-                    settle.mark(&shared.pubsub, Settle::SETTLED);
+                    settle.mark(&env.pubsub, Settle::SETTLED);
                     std::future::pending::<()>().await
                 };
                 let read = link.read(recv, decoder);
@@ -201,7 +226,7 @@ pub(super) async fn run_uplink(
                 &mut state,
                 &mut queues,
                 &wcfg,
-                &shared.node.link_tasks(span),
+                &env.node.link_tasks(span),
                 reader,
                 (cancel.cancelled(), on_stop),
             )
@@ -218,18 +243,16 @@ pub(super) async fn run_uplink(
             };
             debug!(writer = ?w.err(), reader = ?r.err(), "uplink session ended");
         }
-        shared
+        env.node
             .metrics
             .connections_open
             .with_label_values(&["uplink"])
             .dec();
-        shared.rpc.set_uplink_up(false);
-        if let Some(u) = &shared.uplink {
-            u.connected.store(false, Ordering::Relaxed);
-        }
-        shared.fleet.connected_to(None, &shared.metrics);
-        shared.gossip.send(gossip::Cmd::PeerDown(bridge_id, None));
-        shared.rpc.uplink_lost();
+        env.rpc.set_uplink_up(false);
+        env.queues.connected.store(false, Ordering::Relaxed);
+        env.fleet.connected_to(None, &env.node.metrics);
+        env.gossip.send(gossip::Cmd::PeerDown(bridge_id, None));
+        env.rpc.uplink_lost();
         if redial.ended(&target) {
             info!(from = %target, unacked = state.unacked(), "redirected; moving");
         } else {
@@ -240,21 +263,21 @@ pub(super) async fn run_uplink(
 
 /// The uplink's `CONNECT`; `redirects`: the `redirects=N` capability when redirects were
 /// followed in a row.
-fn connect_frame(shared: &Shared, redirects: Option<String>) -> Connect {
+fn connect_frame(env: &UplinkEnv, redirects: Option<String>) -> Connect {
     Connect {
         versions: vec![wire::PROTOCOL_VERSION],
-        node_id: shared.node_id,
-        realm: shared.realm.clone(),
-        cluster: shared.cluster.clone(),
+        node_id: env.node.node_id,
+        realm: env.node.realm.clone(),
+        cluster: env.node.cluster.clone(),
         role: Role::Node,
         capabilities: ["pubsub".to_string(), "qos1".to_string()]
             .into_iter()
             .chain(redirects)
             .collect(),
-        max_frame_size: shared.cfg.limits.max_frame_size,
+        max_frame_size: env.node.limits.max_frame_size,
         correlation_id: 1,
         proof: None,
-        credential: shared.auth.credential.clone(),
+        credential: env.auth.credential.clone(),
     }
 }
 
@@ -290,7 +313,7 @@ struct ThisSession {
 /// needs, so it runs as its own task ([`run_reliable`]); the de-duplication window goes back
 /// to the uplink task with the session's end.
 struct UplinkLink {
-    shared: Arc<Shared>,
+    env: Arc<UplinkEnv>,
     dedup: DedupWindow,
     acks_tx: mpsc::Sender<Confirm>,
     this: ThisSession,
@@ -305,7 +328,7 @@ impl UplinkLink {
         mut recv: RecvStream,
         mut decoder: FrameDecoder,
     ) -> Result<(), SessionError> {
-        let metrics = self.shared.metrics.clone();
+        let metrics = self.env.node.metrics.clone();
         read_loop(&mut recv, &mut decoder, Some(&metrics), self)
             .await
             .into_session()
@@ -315,25 +338,22 @@ impl UplinkLink {
 impl FrameHandler for UplinkLink {
     async fn on_frame(&mut self, raw: &RawFrame) -> Result<Flow, Fatal> {
         let UplinkLink {
-            shared,
+            env,
             dedup,
             acks_tx,
             this,
             ctx,
             slow,
         } = self;
-        let (shared, acks_tx, slow) = (&*shared, &*acks_tx, *slow);
-        let up = shared
-            .uplink
-            .as_ref()
-            .expect("uplink reader runs only with an uplink");
+        let (env, acks_tx, slow) = (&*env, &*acks_tx, *slow);
+        let up = &env.queues;
         let ThisSession {
             bridge_id,
             settle,
             revocations,
         } = &*this;
         let bridge_id = *bridge_id;
-        let metrics = &shared.metrics;
+        let metrics = &env.node.metrics;
         match raw.msg_type() {
             Some(MessageType::Publish) => {
                 let view = match raw.publish_view() {
@@ -345,8 +365,7 @@ impl FrameHandler for UplinkLink {
                 };
                 let reliable = view.qos == Qos::AtLeastOnce;
                 if dedup.insert(view.message_id) {
-                    shared
-                        .pubsub
+                    env.pubsub
                         .forward(UPLINK_LINK, &raw.bytes, &view, ctx, slow, None)
                         .await;
                 } else {
@@ -371,12 +390,12 @@ impl FrameHandler for UplinkLink {
                         return Ok(Flow::Continue);
                     }
                 };
-                if let Err(e) = shared.pubsub.change_interest(UPLINK_LINK, &patterns, add) {
+                if let Err(e) = env.pubsub.change_interest(UPLINK_LINK, &patterns, add) {
                     // Too much interest to hold: treat it as unknown for the rest of the
                     // session (QoS 1 still goes up; the bridge routes it).
                     metrics.interest_refused_total.inc();
                     warn!(error = %e, "bridge interest refused; routing QoS 1 up regardless");
-                    shared.pubsub.relay_mut().set_unknown(UPLINK_LINK, true);
+                    env.pubsub.relay_mut().set_unknown(UPLINK_LINK, true);
                 }
             }
             Some(MessageType::Ping) => match raw.decode() {
@@ -392,7 +411,7 @@ impl FrameHandler for UplinkLink {
             Some(MessageType::Error) => {
                 if let Ok(Frame::Error(e)) = raw.decode() {
                     match e.correlation_id {
-                        Some(corr) => shared.rpc.escalation_answered(
+                        Some(corr) => env.rpc.escalation_answered(
                             corr,
                             Err(format!("bridge error {}: {}", e.code, e.message)),
                         ),
@@ -408,29 +427,29 @@ impl FrameHandler for UplinkLink {
                 }
             }
             Some(MessageType::Call) => match raw.decode() {
-                Ok(Frame::Call(c)) => shared.rpc.routed_call(rpc::Back::Uplink, c, true),
+                Ok(Frame::Call(c)) => env.rpc.routed_call(rpc::Back::Uplink, c, true),
                 _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
             },
             Some(MessageType::Reply) => match raw.decode() {
-                Ok(Frame::Reply(r)) => shared.rpc.reply_arrived(rpc::UPLINK_LINK, r),
+                Ok(Frame::Reply(r)) => env.rpc.reply_arrived(rpc::UPLINK_LINK, r),
                 _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
             },
             Some(MessageType::FindValueReply) => match raw.decode() {
                 Ok(Frame::FindValueReply(r)) => {
-                    shared.rpc.escalation_answered(r.correlation_id, Ok(r))
+                    env.rpc.escalation_answered(r.correlation_id, Ok(r))
                 }
                 _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
             },
             Some(MessageType::StoreAck) => {}
             Some(MessageType::RevocationList) => {
-                if let Err(e) = shared.auth.on_revocation_list(revocations, raw, metrics) {
+                if let Err(e) = env.auth.on_revocation_list(revocations, raw, metrics) {
                     answer_error(up, metrics, &e, None);
                 }
             }
             Some(MessageType::SubAck) => {
                 if let Ok(Frame::SubAck(a)) = raw.decode() {
                     if a.correlation_id == session::interest::INTEREST_SYNC {
-                        settle.mark(&shared.pubsub, Settle::SYNCED);
+                        settle.mark(&env.pubsub, Settle::SYNCED);
                     }
                 }
             }
@@ -441,13 +460,13 @@ impl FrameHandler for UplinkLink {
             }
             Some(MessageType::FleetView) => match raw.decode() {
                 Ok(Frame::FleetView(v)) if v.sender == bridge_id => {
-                    shared.fleet.on_view(v, Some(metrics))
+                    env.fleet.on_view(v, Some(metrics))
                 }
                 _ => metrics.protocol_error(ErrorCode::MalformedBody.as_str()),
             },
             Some(MessageType::Redirect) => match raw.decode() {
                 Ok(Frame::Redirect(r)) => {
-                    if shared.fleet.on_redirect(r, metrics) {
+                    if env.fleet.on_redirect(r, metrics) {
                         return Ok(Flow::Stop);
                     }
                 }
@@ -460,7 +479,7 @@ impl FrameHandler for UplinkLink {
                 | MessageType::GossipSync
                 | MessageType::GossipSyncReply,
             ) => {
-                if let Err((code, msg)) = shared.gossip.on_frame(bridge_id, raw) {
+                if let Err((code, msg)) = env.gossip.on_frame(bridge_id, raw) {
                     debug!(code = code.as_str(), %msg, "gossip frame from the bridge refused");
                 }
             }
@@ -477,7 +496,7 @@ impl FrameHandler for UplinkLink {
 /// Answers a frame from the bridge that does not decode with a non-fatal error frame
 /// (counted), carrying `corr` when the body's correlation id was readable.
 fn answer_error(
-    up: &super::UplinkTx,
+    up: &UplinkTx,
     metrics: &crate::metrics::Metrics,
     e: &WireError,
     corr: Option<u64>,
