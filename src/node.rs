@@ -14,6 +14,11 @@
 //! - QoS 1 publishes going up stay in the uplink's custody until the bridge
 //!   acknowledges them and are retransmitted after a timeout or a reconnect;
 //!   publishes coming down are de-duplicated by message id.
+//!
+//! Each subsystem owns its state and is given, once, what it uses: `NodeFacts` (who the
+//! node is, its limits, metrics and tracker) is shared by the contexts of the client
+//! sessions (`ClientEnv`), the mesh (`mesh::MeshEnv`) and the uplink (`uplink::UplinkEnv`);
+//! pub/sub, RPC (`rpc::RpcEnv`) and gossip (`gossip::GossipEnv`) hold their own handles.
 
 mod gossip;
 mod mesh;
@@ -91,30 +96,24 @@ impl NodeFacts {
     }
 }
 
-/// What local publishers and the uplink reader share.
-struct Shared {
+/// What a client session needs of the rest of the node: who it is, admission and rate
+/// limits, and the subsystems a client uses (pub/sub, RPC, the replicated store). Built once by
+/// [`start`]; shared by the sessions of the client listener.
+struct ClientEnv {
     /// Who this node is, its limits, metrics and tracker.
     node: Arc<NodeFacts>,
-    /// The mesh's context: mesh sessions opened on the client listener are handed to it.
-    mesh_env: Arc<mesh::MeshEnv>,
-    /// Admission rules and this node's own credential (`auth.*`).
+    /// Admission rules (`auth.*`).
     auth: crate::auth::Auth,
     /// The rate limits of client sessions (`rate.*`).
     rates: crate::rate::Rates,
-    /// This process's key; proves `node_id` to every peer (`docs/AUTH.md`).
-    identity: crate::identity::Identity,
-    realm: String,
-    cluster: String,
-    cfg: Config,
-    metrics: Arc<Metrics>,
     /// Pub/sub: the relay over every link (clients, mesh peers, the uplink, the registry).
     pubsub: Arc<pubsub::PubSub>,
-    /// The uplink's queues (pub/sub custody, RPC and lookups going up).
-    uplink: Option<UplinkTx>,
     /// RPC: local providers, calls in flight, the lookup cache.
     rpc: Arc<rpc::NodeRpc>,
-    /// The queue into the gossip task (the cluster's replicated CRDT store).
+    /// The gossip task (clients' `$crdt.*` calls).
     gossip: Arc<gossip::GossipHandle>,
+    /// The mesh's context: a mesh session a peer opens on the client listener is handed to it.
+    mesh: Arc<mesh::MeshEnv>,
 }
 
 /// Queues into the uplink task.
@@ -219,7 +218,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         node_id,
         realm: cfg.node.realm.clone(),
         cluster: cfg.node.cluster.clone(),
-        identity: identity.clone(),
+        identity,
         limits: limits.clone(),
         keep_alive_ms: cfg.transport.keep_alive_ms,
         metrics: metrics.clone(),
@@ -271,10 +270,9 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
             uplink::run_uplink(env, ep, ctrl_rx, data_rx, cancel).instrument(info_span!("uplink")),
         );
     }
-    let shared = Arc::new(Shared {
+    let client_env = Arc::new(ClientEnv {
         node,
-        mesh_env: mesh_env.clone(),
-        auth,
+        auth: auth.clone(),
         rates: crate::rate::Rates::new(
             cfg.rate.client,
             cfg.rate.realm,
@@ -283,36 +281,33 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
                 .max_frame_size
                 .saturating_add(crate::defaults::FRAME_HEADER_SIZE),
         ),
-        identity,
-        realm: cfg.node.realm.clone(),
-        cluster: cfg.node.cluster.clone(),
-        metrics: metrics.clone(),
         pubsub,
-        uplink,
-        rpc,
-        gossip: gossip_handle,
-        cfg,
+        rpc: rpc.clone(),
+        gossip: gossip_handle.clone(),
+        mesh: mesh_env.clone(),
     });
     tracker.spawn(
         mesh::run_dialer(mesh_env.clone(), client_ep, dial_rx, shutdown.clone())
             .instrument(info_span!("mesh")),
     );
     tracker.spawn(
-        mesh::run_maintainer(mesh_env, shared.cfg.node.seeds.clone(), shutdown.clone())
+        mesh::run_maintainer(mesh_env, cfg.node.seeds.clone(), shutdown.clone())
             .instrument(info_span!("mesh")),
     );
-    tracker.spawn(run_housekeeping(shared.clone(), shutdown.clone()));
-    let auth_cfg = &shared.cfg.auth;
-    if let Some(w) =
-        crate::auth::revocation_watcher(&shared.auth, auth_cfg, &shared.metrics, &shutdown)
-    {
+    tracker.spawn(run_housekeeping(
+        rpc.clone(),
+        uplink,
+        cfg.dht.record_ttl_ms,
+        shutdown.clone(),
+    ));
+    if let Some(w) = crate::auth::revocation_watcher(&auth, &cfg.auth, &metrics, &shutdown) {
         tracker.spawn(w);
     }
     let leave = CancellationToken::new();
     let left = Arc::new(tokio::sync::Notify::new());
     tracker.spawn(
         gossip::run(
-            shared.gossip.clone(),
+            gossip_handle.clone(),
             gossip_rx,
             leave.clone(),
             left.clone(),
@@ -320,34 +315,28 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         )
         .instrument(info_span!("gossip")),
     );
-    tracker.spawn(
-        shared
-            .rpc
-            .clone()
-            .run_advertiser(advert_rx, shutdown.clone()),
-    );
-    let s = shared.clone();
+    tracker.spawn(rpc.run_advertiser(advert_rx, shutdown.clone()));
     tracker.spawn(crate::server::accept_loop(
         endpoint.clone(),
-        crate::server::gate::GateLimits::of(&shared.cfg.limits),
+        crate::server::gate::GateLimits::of(&cfg.limits),
         "client",
         metrics,
         tracker.clone(),
         shutdown.clone(),
         move |conn| {
-            let s = s.clone();
+            let env = client_env.clone();
             let span = info_span!("client", remote.addr = %conn.remote_address());
-            async move { serve_client(s, conn).await }.instrument(span)
+            async move { serve_client(env, conn).await }.instrument(span)
         },
     ));
-    info!(listen = %local_addr, realm = %shared.realm, cluster = %shared.cluster, "node started");
+    info!(listen = %local_addr, realm = %cfg.node.realm, cluster = %cfg.node.cluster, "node started");
     Ok(NodeHandle {
         local_addr,
         node_id,
         shutdown,
         tracker,
         endpoint,
-        state: shared.gossip.json.clone(),
+        state: gossip_handle.json.clone(),
         leave: Some((leave, left)),
         fleet: None,
         uplink_fleet: Some(uplink_fleet),
@@ -366,9 +355,9 @@ fn node_relay(max_patterns: usize, uplink: bool) -> Relay<PeerTx> {
     relay
 }
 
-async fn serve_client(shared: Arc<Shared>, conn: Connection) {
-    let metrics = shared.metrics.clone();
-    let limits = &shared.cfg.limits;
+async fn serve_client(env: Arc<ClientEnv>, conn: Connection) {
+    let metrics = env.node.metrics.clone();
+    let limits = &env.node.limits;
     let (mut send, recv, decoder, connect) =
         match accept_session(&conn, limits.max_frame_size).await {
             Ok(s) => s,
@@ -376,10 +365,10 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         };
     metrics.frames_in.inc(MessageType::Connect as u8, 0);
     if connect.role == Role::Node && connect.versions.contains(&wire::PROTOCOL_VERSION) {
-        return mesh::serve_accepted(shared.mesh_env.clone(), conn, send, recv, decoder, connect)
-            .await;
+        return mesh::serve_accepted(env.mesh.clone(), conn, send, recv, decoder, connect).await;
     }
-    if let Err((code, msg)) = session::check_connect(&connect, Role::Client, |r| r == shared.realm)
+    if let Err((code, msg)) =
+        session::check_connect(&connect, Role::Client, |r| r == env.node.realm)
     {
         debug!(%msg, "connect refused");
         return session::refuse(
@@ -392,24 +381,21 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         )
         .await;
     }
-    let admitted = match shared
-        .auth
-        .admit(&connect, crate::auth::Role::Client, &conn)
-    {
+    let admitted = match env.auth.admit(&connect, crate::auth::Role::Client, &conn) {
         Ok(a) => a,
         Err(e) => {
             let corr = connect.correlation_id;
             return session::refuse_admission(&conn, &mut send, &metrics, &e, corr).await;
         }
     };
-    let key = shared.node.next_key();
+    let key = env.node.next_key();
     let peer = session::accept_peer(
         key,
         &conn,
         &connect,
-        &shared.identity,
+        &env.node.identity,
         limits,
-        shared.cfg.transport.keep_alive_ms,
+        env.node.keep_alive_ms,
     );
     let span = tracing::debug_span!("link", kind = "client", remote.addr = %conn.remote_address());
     let io = LinkIo {
@@ -422,26 +408,24 @@ async fn serve_client(shared: Arc<Shared>, conn: Connection) {
         io,
         peer,
         None,
-        shared.node.writer_config(),
-        shared.node.link_tasks(span),
+        env.node.writer_config(),
+        env.node.link_tasks(span),
     );
-    shared
-        .pubsub
-        .add_link(key, LinkKind::Client, Some(tx.clone()));
+    env.pubsub.add_link(key, LinkKind::Client, Some(tx.clone()));
     let mut link = ClientLink {
-        shared: &shared,
+        env: &env,
         me: &tx,
         ctx: ReadCtx::new(),
-        slow: Duration::from_millis(shared.cfg.limits.slow_consumer_timeout_ms),
+        slow: Duration::from_millis(env.node.limits.slow_consumer_timeout_ms),
         grant: admitted.grant.clone(),
-        throttle: shared.rates.throttle(&connect.realm, admitted.credential),
+        throttle: env.rates.throttle(&connect.realm, admitted.credential),
     };
     let end = actor
         .read(&mut link, std::future::pending())
         .await
         .orderly();
-    shared.pubsub.remove_link(key);
-    shared.rpc.client_gone(key);
+    env.pubsub.remove_link(key);
+    env.rpc.client_gone(key);
     actor.finish(end.map(|_| ())).await;
 }
 
@@ -450,7 +434,7 @@ use session::read::{Fatal, Flow, FrameHandler};
 
 /// A client session's frame handler.
 struct ClientLink<'a> {
-    shared: &'a Arc<Shared>,
+    env: &'a ClientEnv,
     me: &'a PeerTx,
     ctx: ReadCtx,
     slow: Duration,
@@ -464,7 +448,7 @@ impl FrameHandler for ClientLink<'_> {
     async fn on_frame(&mut self, raw: &RawFrame) -> Result<Flow, Fatal> {
         let grant = self.grant.as_ref();
         let end =
-            handle_client_frame(self.shared, self.me, raw, &mut self.ctx, self.slow, grant).await?;
+            handle_client_frame(self.env, self.me, raw, &mut self.ctx, self.slow, grant).await?;
         Ok(if end.is_some() {
             Flow::Stop
         } else {
@@ -483,7 +467,7 @@ impl FrameHandler for ClientLink<'_> {
 
 /// Handles one frame from a client. `Ok(Some(()))` ends the session cleanly.
 async fn handle_client_frame(
-    shared: &Arc<Shared>,
+    env: &ClientEnv,
     me: &PeerTx,
     raw: &RawFrame,
     ctx: &mut ReadCtx,
@@ -492,7 +476,7 @@ async fn handle_client_frame(
 ) -> Result<Option<()>, Fatal> {
     use crate::auth::Action;
     let grant = granted.map(|g| &**g);
-    let metrics = &shared.metrics;
+    let metrics = &env.node.metrics;
     let Some(t) = me.msg_type(raw, metrics) else {
         return Ok(None);
     };
@@ -507,7 +491,7 @@ async fn handle_client_frame(
             let reliable = view.qos == Qos::AtLeastOnce;
             metrics.messages_published_total.inc();
             let up = reliable.then_some(&me.ctrl);
-            let out = shared
+            let out = env
                 .pubsub
                 .forward(me.key, &raw.bytes, &view, ctx, slow, up)
                 .await;
@@ -551,7 +535,7 @@ async fn handle_client_frame(
             {
                 return Ok(None);
             }
-            let count = match shared
+            let count = match env
                 .pubsub
                 .change_interest(me.key, &req.patterns, req.subscribe)
             {
@@ -585,17 +569,17 @@ async fn handle_client_frame(
                     .iter()
                     .all(|p| me.permit(grant, Action::Register, p, metrics, corr))
                 {
-                    shared.rpc.on_register(me, r)
+                    env.rpc.on_register(me, r)
                 }
             }
-            Ok(Frame::Unregister(u)) => shared.rpc.on_unregister(me, u),
+            Ok(Frame::Unregister(u)) => env.rpc.on_unregister(me, u),
             Ok(Frame::Call(c)) if c.hops > wire::MAX_HOPS => {
                 metrics.rpc.call("rejected");
                 let e = wire::RpcError::new(wire::RpcError::HOPS_EXCEEDED, "hop limit exceeded");
                 rpc::reply_link(me, c.call_id, Err(e));
             }
             Ok(Frame::Call(c)) if c.procedure.starts_with("$crdt.") => {
-                gossip::client_op(&shared.gossip, me, c, granted.cloned())
+                gossip::client_op(&env.gossip, me, c, granted.cloned())
             }
             Ok(Frame::Call(c)) => match grant.map(|g| g.check(Action::Call, &c.procedure)) {
                 Some(Err(m)) => {
@@ -604,9 +588,9 @@ async fn handle_client_frame(
                     let e = wire::RpcError::new(wire::RpcError::PERMISSION_DENIED, m);
                     rpc::reply_link(me, c.call_id, Err(e));
                 }
-                _ => shared.rpc.client_call(me, c),
+                _ => env.rpc.client_call(me, c),
             },
-            Ok(Frame::Reply(r)) => shared.rpc.reply_arrived(me.key, r),
+            Ok(Frame::Reply(r)) => env.rpc.reply_arrived(me.key, r),
             Ok(_) => unreachable!("decode follows the header type"),
             Err(e) => me.send_error(metrics, e.code(), e.to_string(), raw.peek_correlation_id()),
         },
@@ -632,22 +616,27 @@ async fn handle_client_frame(
     Ok(None)
 }
 
-/// Periodic work: sweep calls past their deadline (every second) and re-advertise the local
-/// procedures to the bridge every `dht.record_ttl_ms / 2`.
-async fn run_housekeeping(shared: Arc<Shared>, cancel: CancellationToken) {
+/// Periodic work of `rpc`: sweep calls past their deadline (every second) and re-advertise the
+/// local procedures on `uplink` every `record_ttl_ms / 2` (`dht.record_ttl_ms`; at least 500 ms).
+async fn run_housekeeping(
+    rpc: Arc<rpc::NodeRpc>,
+    uplink: Option<UplinkTx>,
+    record_ttl_ms: u64,
+    cancel: CancellationToken,
+) {
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let refresh_every = Duration::from_millis((shared.cfg.dht.record_ttl_ms / 2).max(500));
+    let refresh_every = Duration::from_millis((record_ttl_ms / 2).max(500));
     let mut refresh =
         tokio::time::interval_at(tokio::time::Instant::now() + refresh_every, refresh_every);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = sweep.tick() => shared.rpc.sweep(),
+            _ = sweep.tick() => rpc.sweep(),
             _ = refresh.tick() => {
-                if let Some(up) = &shared.uplink {
-                    for f in shared.rpc.all_store_frames() {
+                if let Some(up) = &uplink {
+                    for f in rpc.all_store_frames() {
                         let _ = up.ctrl.try_send(Outbound::Frame(f));
                     }
                 }

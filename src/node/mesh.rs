@@ -182,25 +182,25 @@ impl Mesh {
 /// it the mesh sessions peers open there.
 pub(super) struct MeshEnv {
     /// Who this node is, its limits, metrics and tracker.
-    pub node: Arc<NodeFacts>,
+    pub(super) node: Arc<NodeFacts>,
     /// Admission of accepted peers (role `node`) and the credential presented when dialling.
-    pub auth: crate::auth::Auth,
+    pub(super) auth: crate::auth::Auth,
     /// The TLS server name dialled (`node.uplink_server_name`).
-    pub server_name: String,
+    pub(super) server_name: String,
     /// This node's own contact address (never dialled).
-    pub advertise: SocketAddr,
+    pub(super) advertise: SocketAddr,
     /// The open links and the dial queue.
-    pub mesh: Arc<Mesh>,
+    pub(super) mesh: Arc<Mesh>,
     /// The cluster DHT, fed by the links.
-    pub dht: Arc<crate::dht::service::DhtService>,
+    pub(super) dht: Arc<crate::dht::service::DhtService>,
     /// Pub/sub: each peer is a relay link.
-    pub pubsub: Arc<PubSub>,
+    pub(super) pubsub: Arc<PubSub>,
     /// RPC: calls routed to and from the peers.
-    pub rpc: Arc<rpc::NodeRpc>,
+    pub(super) rpc: Arc<rpc::NodeRpc>,
     /// The gossip task: each peer is a gossip peer; its members are dialled.
-    pub gossip: Arc<GossipHandle>,
+    pub(super) gossip: Arc<GossipHandle>,
     /// Cancelled when the node stops (accepted links end with it).
-    pub shutdown: CancellationToken,
+    pub(super) shutdown: CancellationToken,
 }
 
 /// The DHT's transport: frames go over the mesh link to the contact; a contact without a link

@@ -40,7 +40,7 @@ pub(super) const REGISTRY_LINK: LinkId = 0;
 
 /// The node's pub/sub: who holds which pattern on which link (clients, mesh peers, the
 /// uplink, the registry) and what the relay routes where. It owns its state; the node's
-/// links call it (`shared.pubsub`).
+/// links call it through their contexts.
 pub(super) struct PubSub {
     relay: RwLock<Relay<PeerTx>>,
     /// The uplink's queues (the reliable writer's custody), when an uplink is configured.

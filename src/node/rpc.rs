@@ -177,7 +177,7 @@ pub struct RpcEnv {
 
 /// The node's RPC: the registry of local providers, calls in flight, escalations, the lookup
 /// cache, and the routing of calls and replies over the node's links. It owns its state; the
-/// node's links call it (`shared.rpc`).
+/// node's links call it through their contexts.
 pub struct NodeRpc {
     registry: Mutex<Registry>,
     pending: Mutex<PendingCalls<Back>>,
