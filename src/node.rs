@@ -173,6 +173,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
         uplink: uplink.clone(),
         metrics: metrics.clone(),
         tasks: tracker.clone(),
+        writer_quota: (cfg.crdt.writer_max_keys, cfg.crdt.writer_max_bytes),
     });
     let gossip_handle = Arc::new(gossip_handle);
     let dht = crate::dht::service::DhtService::new(
@@ -418,6 +419,7 @@ async fn serve_client(env: Arc<ClientEnv>, conn: Connection) {
         ctx: ReadCtx::new(),
         slow: Duration::from_millis(env.node.limits.slow_consumer_timeout_ms),
         grant: admitted.grant.clone(),
+        client_id: connect.node_id,
         throttle: env.rates.throttle(&connect.realm, admitted.credential),
     };
     let end = actor
@@ -440,6 +442,8 @@ struct ClientLink<'a> {
     slow: Duration,
     /// What the client's credential permits (`None`: everything).
     grant: Option<Arc<crate::auth::Grant>>,
+    /// The client's proven node id (its share of the cluster's store is charged to it).
+    client_id: NodeId,
     /// The session's rate limits (`rate.client`, `rate.realm`, the credential's `lim`).
     throttle: crate::rate::Throttle,
 }
@@ -447,8 +451,15 @@ struct ClientLink<'a> {
 impl FrameHandler for ClientLink<'_> {
     async fn on_frame(&mut self, raw: &RawFrame) -> Result<Flow, Fatal> {
         let grant = self.grant.as_ref();
-        let end =
-            handle_client_frame(self.env, self.me, raw, &mut self.ctx, self.slow, grant).await?;
+        let end = handle_client_frame(
+            self.env,
+            (self.me, self.client_id),
+            raw,
+            &mut self.ctx,
+            self.slow,
+            grant,
+        )
+        .await?;
         Ok(if end.is_some() {
             Flow::Stop
         } else {
@@ -468,7 +479,7 @@ impl FrameHandler for ClientLink<'_> {
 /// Handles one frame from a client. `Ok(Some(()))` ends the session cleanly.
 async fn handle_client_frame(
     env: &ClientEnv,
-    me: &PeerTx,
+    (me, client_id): (&PeerTx, NodeId),
     raw: &RawFrame,
     ctx: &mut ReadCtx,
     slow: Duration,
@@ -579,7 +590,7 @@ async fn handle_client_frame(
                 rpc::reply_link(me, c.call_id, Err(e));
             }
             Ok(Frame::Call(c)) if c.procedure.starts_with("$crdt.") => {
-                gossip::client_op(&env.gossip, me, c, granted.cloned())
+                gossip::client_op(&env.gossip, (me, client_id), c, granted.cloned())
             }
             Ok(Frame::Call(c)) => match grant.map(|g| g.check(Action::Call, &c.procedure)) {
                 Some(Err(m)) => {

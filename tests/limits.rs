@@ -2,7 +2,8 @@
 //! most `limits.max_connections_per_source` connections (the next is refused and counted,
 //! other addresses are still served, a closed connection frees its slot), and with
 //! `limits.handshake_retry_above = 0` every unvalidated attempt is answered with a QUIC Retry
-//! that a real client follows.
+//! that a real client follows. And a client's share of its cluster's replicated store
+//! (`crdt.writer_max_keys` / `writer_max_bytes`, `src/crdt/writers.rs`).
 
 mod common;
 
@@ -150,4 +151,78 @@ async fn idle_sessions_are_evicted_when_the_listener_is_full_and_busy_ones_are_n
     stop.cancel();
     let busy = talker.await.unwrap();
     busy.close().await;
+}
+
+/// One client at its share of the cluster's store (`crdt.writer_max_keys` = 16,
+/// `crdt.writer_max_bytes` = 8 KiB) is refused `LIMIT_EXCEEDED` and counted, while another
+/// client of the same node keeps writing; a key the client empties leaves the store and frees
+/// its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holds_at_most_its_share_of_the_store() {
+    use macula::client::CallError;
+    use macula::crdt::Op;
+    let mut f = fleet();
+    f.env("MACULA_CRDT__WRITER_MAX_KEYS", "16");
+    f.env("MACULA_CRDT__WRITER_MAX_BYTES", "8192");
+    let n = common::lone_node(&mut f, "node", "127.0.0.6");
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (addr, admin) = (f.procs[n].quic, f.procs[n].admin);
+    let (greedy, other) = (common::client(addr).await, common::client(addr).await);
+    for i in 0..16 {
+        greedy
+            .crdt_update(&format!("g.{i}"), Op::SetAdd("x".into()))
+            .await
+            .expect("within the key share");
+    }
+    let over = greedy.crdt_update("g.16", Op::SetAdd("x".into())).await;
+    assert!(
+        matches!(&over, Err(CallError::LimitExceeded(m)) if m.contains("writer keys")),
+        "{over:?}"
+    );
+    // Growing a key it holds is within its share; another client is not affected.
+    greedy
+        .crdt_update("g.0", Op::SetAdd("y".into()))
+        .await
+        .unwrap();
+    for i in 0..16 {
+        other
+            .crdt_update(&format!("o.{i}"), Op::SetAdd("x".into()))
+            .await
+            .expect("another client's share is its own");
+    }
+    // Emptying a set removes the key (garbage collection) and frees the share.
+    greedy
+        .crdt_update("g.1", Op::SetRemove("x".into()))
+        .await
+        .unwrap();
+    greedy
+        .crdt_update("g.16", Op::SetAdd("x".into()))
+        .await
+        .expect("a freed key slot is usable again");
+    // Bytes: 8 KiB in all. Its 16 small sets hold about 2.3 KiB (the store's measure counts
+    // ~140 bytes of overhead per key); 5 KiB more fit, 2 KiB more then do not.
+    greedy
+        .crdt_update("g.0", Op::SetAdd(vec![7u8; 5 << 10].into()))
+        .await
+        .expect("within the byte share");
+    let over = greedy
+        .crdt_update("g.2", Op::SetAdd(vec![8u8; 2 << 10].into()))
+        .await;
+    assert!(
+        matches!(&over, Err(CallError::LimitExceeded(m)) if m.contains("writer bytes")),
+        "{over:?}"
+    );
+    other
+        .crdt_update("o.0", Op::SetAdd(vec![9u8; 5 << 10].into()))
+        .await
+        .expect("the other client's bytes are its own");
+    let refused = |reason: &str| {
+        metric(
+            admin,
+            &format!("macula_quota_refused_total{{reason=\"{reason}\",table=\"crdt_writer\"}}"),
+        )
+    };
+    assert_eq!(refused("tenant_entries"), 1.0);
+    assert_eq!(refused("tenant_bytes"), 1.0);
+    f.stop().await;
 }

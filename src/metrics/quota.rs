@@ -6,8 +6,9 @@ use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use crate::quota::{QuotaError, REFUSAL_REASONS};
 
 /// Values of the `table` label of `macula_quota_refused_total`: a bridge's interest patterns,
-/// its level index of provider records, its calls in flight, and a node's DHT record store.
-pub const TABLES: [&str; 4] = ["interest", "records", "calls", "dht"];
+/// its level index of provider records, its calls in flight, a node's DHT record store, and
+/// what each client of a node holds in its cluster's CRDT store.
+pub const TABLES: [&str; 5] = ["interest", "records", "calls", "dht", "crdt_writer"];
 
 /// A table [`QuotaMetrics::refused`] counts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +21,9 @@ pub enum Table {
     Calls = 2,
     /// A node's DHT record store.
     Dht = 3,
+    /// The keys and bytes one client of a node holds in its cluster's CRDT store
+    /// ([`crate::crdt::writers`]).
+    CrdtWriter = 4,
 }
 
 /// Quota metrics, registered in the process registry by [`super::Metrics::new`].

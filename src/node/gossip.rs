@@ -24,9 +24,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
 use super::UplinkTx;
+use crate::crdt::writers::WriterQuota;
 use crate::crdt::{ActorId, CrdtError, Op, Value};
 use crate::gossip::{Gossip, GossipConfig, GossipError, GossipStats, Message};
 use crate::metrics::Metrics;
+use crate::quota::QuotaError;
 use crate::session::{Outbound, PeerTx};
 use crate::state::{self, hex_id, MEMBERS_KEY, META_PREFIX, RPC_PREFIX, SUB_PREFIX};
 use crate::wire::{ErrorCode, NodeId, RawFrame};
@@ -67,6 +69,9 @@ pub enum Cmd {
         key: String,
         /// Operation.
         op: Op,
+        /// The client that asked (its proven node id), charged for what it adds
+        /// ([`WriterQuota`]); `None` for the node's own keys.
+        writer: Option<NodeId>,
         /// Where to answer.
         reply: Option<oneshot::Sender<Result<(), CrdtError>>>,
     },
@@ -98,6 +103,9 @@ pub struct GossipEnv {
     pub metrics: Arc<Metrics>,
     /// Where clients' `$crdt.*` calls run (the node's tracker, joined on shutdown).
     pub tasks: TaskTracker,
+    /// What one client may hold in the store: (keys it created, bytes it wrote)
+    /// (`crdt.writer_max_keys`, `crdt.writer_max_bytes`; [`crate::crdt::writers`]).
+    pub writer_quota: (usize, usize),
 }
 
 /// The queue into the gossip task, what it publishes for other tasks, and what the gossip code
@@ -142,6 +150,7 @@ impl GossipHandle {
         let _ = self.tx.try_send(Cmd::Update {
             key,
             op,
+            writer: None,
             reply: None,
         });
     }
@@ -215,6 +224,7 @@ pub async fn run(
     let mut ae = tokio::time::interval_at(tokio::time::Instant::now() + first, ae_every);
     ae.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prev = GossipStats::default();
+    let mut writers = WriterQuota::new(env.writer_quota.0, env.writer_quota.1);
     env.metrics.gossip.stores.set(1);
     let mut leaving = false;
     loop {
@@ -238,6 +248,10 @@ pub async fn run(
                 send_all(env, &links, out);
                 expire_members(me, &mut g, &links, &mut absent_since);
                 publish_view(&handle, &g, &links);
+                // Keys peers changed or removed no longer charge their local writers.
+                if writers.tracked_keys() > 0 {
+                    writers.reconcile_all(|k| g.store().key_bytes(k));
+                }
             }
             _ = ae.tick() => {
                 let out = g.on_anti_entropy_tick(state::now_ms(), &mut rng);
@@ -291,10 +305,12 @@ pub async fn run(
                                 .ok();
                         }
                     }
-                    Cmd::Update { key, op, reply } => {
-                        let r = g.apply(&key, op, state::now_ms()).inspect_err(|e| {
-                            env.metrics.gossip.refused(e.as_str());
-                        });
+                    Cmd::Update { key, op, writer, reply } => {
+                        let r = match writer {
+                            None => g.apply(&key, op, state::now_ms()),
+                            Some(w) => write_as(env, &mut g, &mut writers, w, &key, op),
+                        };
+                        let r = r.inspect_err(|e| env.metrics.gossip.refused(e.as_str()));
                         if let Some(reply) = reply {
                             let _ = reply.send(r);
                         }
@@ -307,6 +323,44 @@ pub async fn run(
         }
         env.metrics.gossip.record(&mut prev, g.stats());
     }
+}
+
+/// Applies a client's write, charged to `writer` ([`WriterQuota`]): refused whole with
+/// [`CrdtError::Quota`] (`writer keys` / `writer bytes`, counted in
+/// `macula_quota_refused_total{table="crdt_writer"}`) when the key it would create or the
+/// bytes it could add pass the client's share, re-checked once against the store as it is
+/// now (peers may have removed what the client held).
+fn write_as(
+    env: &GossipEnv,
+    g: &mut Gossip,
+    writers: &mut WriterQuota,
+    writer: NodeId,
+    key: &str,
+    op: Op,
+) -> Result<(), CrdtError> {
+    let before = g.store().key_bytes(key);
+    let bound = g.store().growth_bound(key, &op);
+    let mut checked = writers.check(writer, before.is_none(), bound);
+    if checked.is_err() {
+        writers.reconcile_all(|k| g.store().key_bytes(k));
+        checked = writers.check(writer, before.is_none(), bound);
+    }
+    if let Err(e) = checked {
+        use crate::metrics::quota::Table;
+        env.metrics.quota.refused(Table::CrdtWriter, &e);
+        let (what, limit) = match e {
+            QuotaError::TenantEntries { limit, .. } => ("writer keys", limit),
+            _ => ("writer bytes", env.writer_quota.1),
+        };
+        return Err(CrdtError::Quota { what, limit });
+    }
+    g.apply(key, op, state::now_ms())?;
+    match g.store().key_bytes(key) {
+        Some(after) => writers.written(writer, key, before, after),
+        // An emptied set leaves the store at once (garbage collection).
+        None => writers.reconcile(key, None),
+    }
+    Ok(())
 }
 
 /// Sends the engine's output over the peers' links.
@@ -437,12 +491,13 @@ fn busy(metrics: &Metrics) -> crate::wire::RpcError {
 }
 
 /// Serves a client's `$crdt.update` / `$crdt.get` call (the client API of named keys):
-/// decodes the args, asks the gossip task, and replies. Errors are answered as RPC errors
-/// `INVALID` (bad args, bad key, type mismatch), `PERMISSION_DENIED`, `LIMIT_EXCEEDED` (a
-/// bound of the store: keys, bytes, elements, value size) or `OVERLOADED`.
+/// decodes the args, asks the gossip task, and replies. A write is charged to `writer`, the
+/// client's proven node id ([`WriterQuota`]). Errors are answered as RPC errors `INVALID`
+/// (bad args, bad key, type mismatch), `PERMISSION_DENIED`, `LIMIT_EXCEEDED` (a bound of the
+/// store: keys, bytes, elements, value size; or the client's share of it) or `OVERLOADED`.
 pub fn client_op(
     gossip: &Arc<GossipHandle>,
-    client: &PeerTx,
+    (client, writer): (&PeerTx, NodeId),
     call: crate::wire::Call,
     grant: Option<Arc<crate::auth::Grant>>,
 ) {
@@ -468,6 +523,7 @@ pub fn client_op(
                     let cmd = Cmd::Update {
                         key: a.key,
                         op,
+                        writer: Some(writer),
                         reply: Some(tx),
                     };
                     if !gossip.send(cmd) {
