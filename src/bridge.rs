@@ -106,7 +106,7 @@ struct Shared {
     rpc: Arc<rpc::BridgeRpc>,
     tracker: TaskTracker,
     /// The queue into the gossip task (children's stores and the level store).
-    gossip: gossip::BridgeGossip,
+    gossip: Arc<gossip::BridgeGossip>,
     /// The fleet this bridge is a worker of (`bridge.fleet.name`), if any.
     fleet: Option<Arc<fleet::Fleet>>,
     /// The route-table group of peer links (held for the process's life, so it never changes).
@@ -215,7 +215,9 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         .collect();
     let level = cfg.bridge.level;
     let cache = LookupCache::new(level, cfg.cache.for_level(level), &metrics.cache);
-    let (gossip_handle, gossip_rx) = gossip::BridgeGossip::new();
+    let realm_names = cfg.bridge.realms.iter().map(|r| Arc::from(r.as_str()));
+    let (gossip_handle, gossip_task) =
+        gossip::BridgeGossip::new(&cfg, node_id, realm_names.collect(), metrics.clone());
     let state_json = gossip_handle.json.clone();
     let (fleet, fleet_task) = match fleet::Fleet::new(&cfg, node_id, local_addr) {
         Some((f, t)) => (Some(f), Some(t)),
@@ -249,14 +251,16 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
             tracker.clone(),
         )),
         tracker: tracker.clone(),
-        gossip: gossip_handle,
+        gossip: Arc::new(gossip_handle),
         fleet,
         fleet_group,
         shutdown: shutdown.clone(),
         cfg,
     });
     tracker.spawn(
-        gossip::run(shared.clone(), gossip_rx, shutdown.clone()).instrument(info_span!("gossip")),
+        gossip_task
+            .run(shutdown.clone())
+            .instrument(info_span!("gossip")),
     );
     let client_ep = if has_parent || fleet_task.is_some() {
         let bind: SocketAddr = if local_addr.is_ipv6() {
@@ -827,7 +831,7 @@ async fn handle_node_frame(
         | MessageType::GossipSync
         | MessageType::GossipSyncReply => {
             if let Err((code, msg)) =
-                gossip::on_child_frame(shared, &realm.name, ctx.child, me.key, &me.ctrl, raw)
+                (shared.gossip).on_child_frame(realm, ctx.child, me.key, &me.ctrl, raw)
             {
                 me.send_error(metrics, code, msg, None);
             }

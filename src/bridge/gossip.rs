@@ -8,7 +8,8 @@
 //! gossips with its parent bridge (scope `<its level>/<its id prefix>`). Realms never mix: every
 //! store belongs to one realm and frames of another realm are refused.
 //!
-//! One task owns every engine; link readers queue frames to it ([`BridgeGossip`]).
+//! One task owns every engine ([`GossipTask`]); link readers check frames and queue them to
+//! it through [`BridgeGossip`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,10 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::aggregate::{self, Change};
-use super::Shared;
+use super::Realm;
 use crate::auth::Grant;
 use crate::crdt::{ActorId, CrdtError, Kind};
-use crate::gossip::{Gossip, GossipError, GossipStats, Message};
+use crate::gossip::{Gossip, GossipConfig, GossipError, GossipStats, Message};
+use crate::metrics::Metrics;
 use crate::router::PeerKey;
 use crate::session::Outbound;
 use crate::state::{self, hex_id};
@@ -100,25 +102,71 @@ pub enum Cmd {
     },
 }
 
-/// The queue into the gossip task and the JSON view of the stores (admin `/state`).
+/// The gossip subsystem as the links see it: the queue into the gossip task, the JSON view
+/// of the stores, and what checking a frame takes (this bridge's level scope, the metrics).
+/// Built once with its task by [`BridgeGossip::new`] (from `bridge::start`); the child and
+/// parent links hold it.
 pub struct BridgeGossip {
     tx: mpsc::Sender<Cmd>,
     /// `{realm: {"level": {key: value}, "scope": "<level>/<id>", "children": {scope: keys}}}`,
     /// refreshed every push interval when something changed.
     pub json: Arc<ArcSwap<serde_json::Value>>,
+    /// This bridge's level store's scope ([`level_scope`]).
+    scope: String,
+    /// The process's metrics (`macula_gossip_*`).
+    metrics: Arc<Metrics>,
+}
+
+/// The gossip task: the receiving end of [`BridgeGossip`]'s queue and what its engines read.
+/// Built by [`BridgeGossip::new`]; [`GossipTask::run`] consumes it.
+pub struct GossipTask {
+    rx: mpsc::Receiver<Cmd>,
+    env: TaskEnv,
+}
+
+/// What the gossip task's steps read: fixed for the process's life.
+struct TaskEnv {
+    /// The engines' settings (`gossip.*`).
+    cfg: GossipConfig,
+    /// This bridge's id (the sender of its frames; its engines' actor).
+    node_id: NodeId,
+    /// This bridge's level store's scope ([`level_scope`]).
+    scope: String,
+    /// The realms served (one level store each).
+    realms: Vec<Arc<str>>,
+    /// The process's metrics (`macula_gossip_*`, permission denials).
+    metrics: Arc<Metrics>,
+    /// Where the JSON view is published (shared with [`BridgeGossip::json`]).
+    json: Arc<ArcSwap<serde_json::Value>>,
 }
 
 impl BridgeGossip {
-    /// A handle and the receiver the task reads.
-    pub fn new() -> (BridgeGossip, mpsc::Receiver<Cmd>) {
+    /// The handle and the task of bridge `node_id` serving `realms`, with the gossip
+    /// settings and level of `cfg`.
+    pub fn new(
+        cfg: &crate::config::Config,
+        node_id: NodeId,
+        realms: Vec<Arc<str>>,
+        metrics: Arc<Metrics>,
+    ) -> (BridgeGossip, GossipTask) {
         let (tx, rx) = mpsc::channel(GOSSIP_QUEUE);
-        (
-            BridgeGossip {
-                tx,
-                json: Arc::new(ArcSwap::from_pointee(serde_json::json!({}))),
-            },
-            rx,
-        )
+        let json = Arc::new(ArcSwap::from_pointee(serde_json::json!({})));
+        let scope = level_scope(cfg.bridge.level, &node_id);
+        let env = TaskEnv {
+            cfg: state::engine_config(cfg),
+            node_id,
+            scope: scope.clone(),
+            realms,
+            metrics: metrics.clone(),
+            json: json.clone(),
+        };
+        let handle = BridgeGossip {
+            tx,
+            json,
+            scope,
+            metrics,
+        };
+        (handle, GossipTask { rx, env })
     }
 
     /// Queues `cmd`; false when the queue is full.
@@ -127,13 +175,9 @@ impl BridgeGossip {
     }
 }
 
-/// The scope of this bridge's level store: `<level>/<first 8 hex digits of its id>`.
-pub fn level_scope(shared: &Shared) -> String {
-    format!(
-        "{}/{}",
-        shared.cfg.bridge.level,
-        &hex_id(&shared.node_id)[..8]
-    )
+/// The scope of a level store: `<level>/<first 8 hex digits of the bridge's id>`.
+fn level_scope(level: crate::escalation::Level, node_id: &NodeId) -> String {
+    format!("{level}/{}", &hex_id(node_id)[..8])
 }
 
 /// Who a child link is.
@@ -146,88 +190,89 @@ pub struct ChildInfo {
     pub is_bridge: bool,
 }
 
-/// Handles a gossip frame from a child link: decodes it and checks the sender, realm and
-/// scope, then queues it. Refusals are counted and answered with an error frame.
-pub fn on_child_frame(
-    shared: &Shared,
-    realm: &Arc<str>,
-    child: &ChildInfo,
-    key: PeerKey,
-    tx: &mpsc::Sender<Outbound>,
-    raw: &RawFrame,
-) -> Result<(), (ErrorCode, String)> {
-    let m = &shared.metrics.gossip;
-    let Some(inc) = state::decode_gossip(raw, &child.node_id, m)? else {
-        return Ok(());
-    };
-    let scope_ok = if child.is_bridge {
-        inc.scope
-            .rsplit_once('/')
-            .is_some_and(|(_, id)| id == &hex_id(&child.node_id)[..8])
-    } else {
-        inc.scope == child.cluster
-    };
-    if *inc.realm != **realm || !scope_ok {
-        m.refused("wrong_scope");
-        return Err((
-            ErrorCode::UnknownRealm,
-            format!(
-                "gossip for {}/{} is not accepted on this link",
-                inc.realm, inc.scope
-            ),
-        ));
-    }
-    // The link's grant, as the link table holds it (fleet peers have none).
-    let grant = shared.realms.get(&**realm).and_then(|r| {
-        super::lock(&r.links)
+impl BridgeGossip {
+    /// Handles a gossip frame from child link `key` of `realm`: decodes it and checks the
+    /// sender, realm and scope, then queues it. Refusals are counted and answered with an
+    /// error frame.
+    pub fn on_child_frame(
+        &self,
+        realm: &Realm,
+        child: &ChildInfo,
+        key: PeerKey,
+        tx: &mpsc::Sender<Outbound>,
+        raw: &RawFrame,
+    ) -> Result<(), (ErrorCode, String)> {
+        let m = &self.metrics.gossip;
+        let Some(inc) = state::decode_gossip(raw, &child.node_id, m)? else {
+            return Ok(());
+        };
+        let scope_ok = if child.is_bridge {
+            inc.scope
+                .rsplit_once('/')
+                .is_some_and(|(_, id)| id == &hex_id(&child.node_id)[..8])
+        } else {
+            inc.scope == child.cluster
+        };
+        if *inc.realm != *realm.name || !scope_ok {
+            m.refused("wrong_scope");
+            return Err((
+                ErrorCode::UnknownRealm,
+                format!(
+                    "gossip for {}/{} is not accepted on this link",
+                    inc.realm, inc.scope
+                ),
+            ));
+        }
+        // The link's grant, as the link table holds it (fleet peers have none).
+        let grant = super::lock(&realm.links)
             .get(&key)
-            .and_then(|l| l.grant.clone())
-    });
-    let ok = shared.gossip.send(Cmd::Child {
-        realm: realm.clone(),
-        scope: inc.scope,
-        is_bridge: child.is_bridge,
-        from: inc.sender,
-        key,
-        tx: tx.clone(),
-        grant,
-        msg: inc.msg,
-    });
-    if !ok {
-        m.refused("overloaded");
+            .and_then(|l| l.grant.clone());
+        let ok = self.send(Cmd::Child {
+            realm: realm.name.clone(),
+            scope: inc.scope,
+            is_bridge: child.is_bridge,
+            from: inc.sender,
+            key,
+            tx: tx.clone(),
+            grant,
+            msg: inc.msg,
+        });
+        if !ok {
+            m.refused("overloaded");
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Handles a gossip frame from the parent of `realm`.
-pub fn on_parent_frame(
-    shared: &Shared,
-    realm: &Arc<str>,
-    parent: NodeId,
-    raw: &RawFrame,
-) -> Result<(), (ErrorCode, String)> {
-    let m = &shared.metrics.gossip;
-    let Some(inc) = state::decode_gossip(raw, &parent, m)? else {
-        return Ok(());
-    };
-    if *inc.realm != **realm || inc.scope != level_scope(shared) {
-        m.refused("wrong_scope");
-        return Err((
-            ErrorCode::UnknownRealm,
-            format!(
-                "gossip for {}/{} is not accepted from the parent",
-                inc.realm, inc.scope
-            ),
-        ));
+    /// Handles a gossip frame from the parent of `realm`.
+    pub fn on_parent_frame(
+        &self,
+        realm: &Arc<str>,
+        parent: NodeId,
+        raw: &RawFrame,
+    ) -> Result<(), (ErrorCode, String)> {
+        let m = &self.metrics.gossip;
+        let Some(inc) = state::decode_gossip(raw, &parent, m)? else {
+            return Ok(());
+        };
+        if *inc.realm != **realm || inc.scope != self.scope {
+            m.refused("wrong_scope");
+            return Err((
+                ErrorCode::UnknownRealm,
+                format!(
+                    "gossip for {}/{} is not accepted from the parent",
+                    inc.realm, inc.scope
+                ),
+            ));
+        }
+        if !self.send(Cmd::Parent {
+            realm: realm.clone(),
+            from: parent,
+            msg: inc.msg,
+        }) {
+            m.refused("overloaded");
+        }
+        Ok(())
     }
-    if !shared.gossip.send(Cmd::Parent {
-        realm: realm.clone(),
-        from: parent,
-        msg: inc.msg,
-    }) {
-        m.refused("overloaded");
-    }
-    Ok(())
 }
 
 struct ChildStore {
@@ -247,19 +292,27 @@ struct LevelStore {
     prev: GossipStats,
 }
 
-/// The gossip task.
-pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationToken) {
-    let cfg = state::engine_config(&shared.cfg);
-    let me = state::incarnation_actor(&shared.node_id);
-    let scope = level_scope(&shared);
+impl GossipTask {
+    /// Runs the gossip task until `cancel` or until every [`BridgeGossip`] is dropped.
+    pub async fn run(self, cancel: CancellationToken) {
+        let GossipTask { rx, env } = self;
+        run(&env, rx, cancel).await
+    }
+}
+
+/// The gossip task's loop: pushes and anti-entropy on their timers, commands as they come.
+async fn run(env: &TaskEnv, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationToken) {
+    let cfg = env.cfg.clone();
+    let me = state::incarnation_actor(&env.node_id);
+    let scope = env.scope.clone();
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let mut children: HashMap<(Arc<str>, String), ChildStore> = HashMap::new();
-    let mut levels: HashMap<Arc<str>, LevelStore> = shared
+    let mut levels: HashMap<Arc<str>, LevelStore> = env
         .realms
-        .values()
+        .iter()
         .map(|r| {
             (
-                r.name.clone(),
+                r.clone(),
                 LevelStore {
                     g: Gossip::new(me, cfg.clone()),
                     parent: None,
@@ -282,15 +335,15 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
             _ = push.tick() => {
                 for ((realm, scope), c) in children.iter_mut() {
                     let out = c.g.on_push_tick(&mut rng);
-                    send_child(&shared, realm, scope, c, out);
+                    send_child(env, realm, scope, c, out);
                 }
-                changed |= fold(&shared, &mut children, &mut levels);
+                changed |= fold(env, &mut children, &mut levels);
                 for (realm, l) in levels.iter_mut() {
                     let out = l.g.on_push_tick(&mut rng);
-                    send_parent(&shared, realm, &scope, l, out);
+                    send_parent(env, realm, &scope, l, out);
                 }
                 if changed {
-                    publish_json(&shared, &children, &levels, &scope);
+                    publish_json(env, &children, &levels, &scope);
                     changed = false;
                 }
             }
@@ -298,11 +351,11 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
                 let now = state::now_ms();
                 for ((realm, scope), c) in children.iter_mut() {
                     let out = c.g.on_anti_entropy_tick(now, &mut rng);
-                    send_child(&shared, realm, scope, c, out);
+                    send_child(env, realm, scope, c, out);
                 }
                 for (realm, l) in levels.iter_mut() {
                     let out = l.g.on_anti_entropy_tick(now, &mut rng);
-                    send_parent(&shared, realm, &scope, l, out);
+                    send_parent(env, realm, &scope, l, out);
                 }
             }
             cmd = rx.recv() => {
@@ -313,7 +366,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
                         let k = (realm.clone(), child_scope.clone());
                         if !children.contains_key(&k) {
                             if children.len() >= MAX_CHILD_STORES {
-                                shared.metrics.gossip.refused("too_large");
+                                env.metrics.gossip.refused("too_large");
                                 continue;
                             }
                             children.insert(k.clone(), ChildStore {
@@ -331,16 +384,16 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
                         }
                         c.orphan_since = None;
                         let before = c.g.stats().deltas_merged;
-                        let mut policy = |k: &str, kind| child_policy(&shared, grant.as_deref(), k, kind);
+                        let mut policy = |k: &str, kind| child_policy(env, grant.as_deref(), k, kind);
                         match c.g.handle_with(ActorId(from), msg, state::now_ms(), &mut policy) {
-                            Ok(out) => send_child(&shared, &realm, &child_scope, c, out),
+                            Ok(out) => send_child(env, &realm, &child_scope, c, out),
                             Err(e) => {
                                 audit_forged(&e, &from, &realm, &child_scope);
                                 debug!(child = %child_scope, error = %e, "gossip refused");
                             }
                         }
                         c.dirty |= c.g.stats().deltas_merged != before;
-                        shared.metrics.gossip.record(&mut c.prev, c.g.stats());
+                        env.metrics.gossip.record(&mut c.prev, c.g.stats());
                     }
                     Cmd::ChildDown { realm, from, key } => {
                         for ((r, _), c) in children.iter_mut() {
@@ -364,7 +417,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
                             l.parent = Some((id, tx));
                             l.g.add_peer(ActorId(id));
                             let out = l.g.on_anti_entropy_tick(state::now_ms(), &mut rng);
-                            send_parent(&shared, &realm, &scope, l, out);
+                            send_parent(env, &realm, &scope, l, out);
                         }
                     }
                     Cmd::ParentDown { realm } => {
@@ -378,13 +431,13 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
                         if let Some(l) = levels.get_mut(&realm) {
                             let now = state::now_ms();
                             match l.g.handle_with(ActorId(from), msg, now, &mut state::check_remote_key) {
-                                Ok(out) => send_parent(&shared, &realm, &scope, l, out),
+                                Ok(out) => send_parent(env, &realm, &scope, l, out),
                                 Err(e) => {
                                     audit_forged(&e, &from, &realm, &scope);
                                     debug!(error = %e, "gossip from the parent refused");
                                 }
                             }
-                            shared.metrics.gossip.record(&mut l.prev, l.g.stats());
+                            env.metrics.gossip.record(&mut l.prev, l.g.stats());
                         }
                     }
                 }
@@ -399,7 +452,7 @@ pub async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Cmd>, cancel: Cance
 /// application key, `register` for `$rpc/<p>`, `subscribe` for `$sub/<pattern>`). A denial
 /// is audited by [`Grant::check`] and counted in `macula_permission_denied_total{action}`.
 fn child_policy(
-    shared: &Shared,
+    env: &TaskEnv,
     grant: Option<&Grant>,
     key: &str,
     kind: Kind,
@@ -409,7 +462,7 @@ fn child_policy(
         return Ok(());
     };
     g.check(action, name).map_err(|why| {
-        shared.metrics.permission_denied(action);
+        env.metrics.permission_denied(action);
         CrdtError::Denied {
             key: key.to_owned(),
             why,
@@ -427,7 +480,7 @@ fn audit_forged(e: &GossipError, from: &NodeId, realm: &str, scope: &str) {
 /// Folds every changed child store into its realm's level store, and withdraws (then drops)
 /// child stores that have had no link for [`CHILD_TIMEOUT`]. Returns whether anything changed.
 fn fold(
-    shared: &Shared,
+    env: &TaskEnv,
     children: &mut HashMap<(Arc<str>, String), ChildStore>,
     levels: &mut HashMap<Arc<str>, LevelStore>,
 ) -> bool {
@@ -450,13 +503,13 @@ fn fold(
             match change {
                 Change::Apply(key, op) => {
                     if let Err(e) = l.g.apply(&key, op, state::now_ms()) {
-                        shared.metrics.gossip.refused(e.as_str());
+                        env.metrics.gossip.refused(e.as_str());
                     }
                 }
                 Change::Merge(delta) => {
                     let stats = l.g.merge_local(&delta);
                     for (_, e) in &stats.refused {
-                        shared.metrics.gossip.refused(e.as_str());
+                        env.metrics.gossip.refused(e.as_str());
                     }
                 }
             }
@@ -470,7 +523,7 @@ fn fold(
     for k in gone {
         children.remove(&k);
     }
-    let m = &shared.metrics.gossip;
+    let m = &env.metrics.gossip;
     m.stores.set((children.len() + levels.len()) as i64);
     m.keys.set(
         (children.values().map(|c| c.g.store().len()).sum::<usize>()
@@ -494,36 +547,36 @@ fn fold(
 }
 
 fn send_child(
-    shared: &Shared,
+    env: &TaskEnv,
     realm: &str,
     scope: &str,
     c: &mut ChildStore,
     out: Vec<(ActorId, Message)>,
 ) {
-    send(shared, realm, scope, out, |id| {
+    send(env, realm, scope, out, |id| {
         c.links.get(id).map(|(_, tx)| tx)
     });
-    shared.metrics.gossip.record(&mut c.prev, c.g.stats());
+    env.metrics.gossip.record(&mut c.prev, c.g.stats());
 }
 
 fn send_parent(
-    shared: &Shared,
+    env: &TaskEnv,
     realm: &str,
     scope: &str,
     l: &mut LevelStore,
     out: Vec<(ActorId, Message)>,
 ) {
     let parent = &l.parent;
-    send(shared, realm, scope, out, |id| {
+    send(env, realm, scope, out, |id| {
         parent.as_ref().filter(|(p, _)| p == id).map(|(_, tx)| tx)
     });
-    shared.metrics.gossip.record(&mut l.prev, l.g.stats());
+    env.metrics.gossip.record(&mut l.prev, l.g.stats());
 }
 
 /// Sends each message to its peer's control queue (`link` finds it; messages for a peer
 /// without a link are dropped); a full queue is counted as `overloaded`.
 fn send<'a>(
-    shared: &Shared,
+    env: &TaskEnv,
     realm: &str,
     scope: &str,
     out: Vec<(ActorId, Message)>,
@@ -531,16 +584,16 @@ fn send<'a>(
 ) {
     for (peer, msg) in out {
         if let Some(tx) = link(&peer.0) {
-            let f = state::to_frame(realm, scope, shared.node_id, msg).to_bytes();
+            let f = state::to_frame(realm, scope, env.node_id, msg).to_bytes();
             if tx.try_send(Outbound::Frame(f)).is_err() {
-                shared.metrics.gossip.refused("overloaded");
+                env.metrics.gossip.refused("overloaded");
             }
         }
     }
 }
 
 fn publish_json(
-    shared: &Shared,
+    env: &TaskEnv,
     children: &HashMap<(Arc<str>, String), ChildStore>,
     levels: &HashMap<Arc<str>, LevelStore>,
     scope: &str,
@@ -561,8 +614,5 @@ fn publish_json(
             }),
         );
     }
-    shared
-        .gossip
-        .json
-        .store(Arc::new(serde_json::Value::Object(out)));
+    env.json.store(Arc::new(serde_json::Value::Object(out)));
 }

@@ -682,9 +682,7 @@ fn on_frame(
         | MessageType::GossipPullReply
         | MessageType::GossipSync
         | MessageType::GossipSyncReply => {
-            if let Err((code, msg)) =
-                super::gossip::on_parent_frame(shared, &realm.name, parent_id, raw)
-            {
+            if let Err((code, msg)) = (shared.gossip).on_parent_frame(&realm.name, parent_id, raw) {
                 link.send_error(metrics, code, msg, None);
             }
         }
