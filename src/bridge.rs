@@ -68,9 +68,7 @@ mod tests;
 use index::{IndexLimits, SubtreeIndex};
 use parent::ParentSession;
 pub use pubsub::PATTERNS_PER_FRAME;
-use pubsub::{
-    change_interest, own_path, relay_mut, relay_publish, remove_link, tell, FIRST_LINK_KEY,
-};
+use pubsub::{relay_mut, remove_link, tell, BridgePubSub, FIRST_LINK_KEY};
 use rpc::Link;
 
 /// A running bridge; see [`ServerHandle`].
@@ -96,7 +94,9 @@ struct Shared {
     node_id: NodeId,
     cfg: Config,
     metrics: Arc<Metrics>,
-    realms: HashMap<String, Arc<Realm>>,
+    realms: Arc<Realms>,
+    /// Pub/sub relaying and interest.
+    pubsub: Arc<BridgePubSub>,
     next_key: AtomicU64,
     /// Group numbers of the clusters connected (realm + cluster name → group): the nodes of
     /// one cluster share a group, so they neither hear each other's interest nor receive each
@@ -114,6 +114,9 @@ struct Shared {
     /// Cancelled when the bridge shuts down.
     shutdown: CancellationToken,
 }
+
+/// Every realm of a bridge, by name (`bridge.realms`).
+type Realms = HashMap<String, Arc<Realm>>;
 
 /// The state of one realm.
 struct Realm {
@@ -175,7 +178,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let has_parent = !cfg.bridge.parents.is_empty();
-    let realms = cfg
+    let realms: Arc<Realms> = cfg
         .bridge
         .realms
         .iter()
@@ -212,7 +215,8 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
             };
             (r.clone(), Arc::new(realm))
         })
-        .collect();
+        .collect::<Realms>()
+        .into();
     let level = cfg.bridge.level;
     let cache = LookupCache::new(level, cfg.cache.for_level(level), &metrics.cache);
     let realm_names = cfg.bridge.realms.iter().map(|r| Arc::from(r.as_str()));
@@ -238,6 +242,12 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         identity,
         node_id,
         metrics: metrics.clone(),
+        pubsub: Arc::new(BridgePubSub {
+            node_id,
+            fleet_group,
+            metrics: metrics.clone(),
+            realms: realms.clone(),
+        }),
         realms,
         next_key: AtomicU64::new(FIRST_LINK_KEY),
         groups: Mutex::new(groups),
@@ -582,7 +592,7 @@ async fn run_link(
         tell(&r, &[first]);
     }
     if kind == LinkKind::ChildBridge {
-        tx.send_ctrl(Frame::BridgePath(own_path(&shared, &realm)));
+        tx.send_ctrl(Frame::BridgePath(shared.pubsub.own_path(&realm)));
         lock(&realm.child_bridges).insert(key, tx.ctrl.clone());
     }
     // Revocation lists spread over every child and peer link (dropped with the link).
@@ -765,7 +775,9 @@ async fn handle_node_frame(
                 return Ok(false);
             }
             metrics.messages_published_total.inc();
-            relay_publish(shared, realm, me, raw, &view, scratch, slow).await;
+            (shared.pubsub)
+                .relay_publish(realm, me, raw, &view, scratch, slow)
+                .await;
         }
         MessageType::PubAck => me.on_tracked_puback(raw, pending, metrics),
         MessageType::Subscribe | MessageType::Unsubscribe => {
@@ -783,19 +795,20 @@ async fn handle_node_frame(
             if req.subscribe && grant.is_some() {
                 patterns.retain(|p| me.permit(grant, Action::Subscribe, p, metrics, corr));
             }
-            let count = match change_interest(shared, realm, me.key, &patterns, req.subscribe) {
-                Ok(n) => n,
-                Err(e) => {
-                    metrics.interest_refused_total.inc();
-                    me.send_error(
-                        metrics,
-                        ErrorCode::LimitExceeded,
-                        e.to_string(),
-                        Some(req.correlation_id),
-                    );
-                    return Ok(false);
-                }
-            };
+            let count =
+                match (shared.pubsub).change_interest(realm, me.key, &patterns, req.subscribe) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        metrics.interest_refused_total.inc();
+                        me.send_error(
+                            metrics,
+                            ErrorCode::LimitExceeded,
+                            e.to_string(),
+                            Some(req.correlation_id),
+                        );
+                        return Ok(false);
+                    }
+                };
             me.send_ctrl(Frame::SubAck(SubAck {
                 correlation_id: req.correlation_id,
                 count: count as u32,

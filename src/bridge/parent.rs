@@ -389,7 +389,7 @@ async fn serve(
     actor.finish(end).await;
     realm.parent.store(None);
     lock(&realm.ancestry).clear();
-    super::pubsub::push_path(shared, realm);
+    shared.pubsub.push_path(realm);
     {
         // The interest stays (unknown until the next snapshot); held QoS 1 waits for it.
         let mut r = super::pubsub::relay_mut(realm);
@@ -525,7 +525,9 @@ impl FrameHandler for ParentReader<'_> {
                 let Some(view) = me.accept_publish(raw, metrics) else {
                     return Ok(Flow::Continue);
                 };
-                super::pubsub::relay_publish(shared, realm, me, raw, &view, scratch, slow).await;
+                (shared.pubsub)
+                    .relay_publish(realm, me, raw, &view, scratch, slow)
+                    .await;
             }
             Some(MessageType::PubAck) => me.on_tracked_puback(raw, pending, metrics),
             Some(MessageType::Subscribe | MessageType::Unsubscribe) => {
@@ -545,7 +547,7 @@ impl FrameHandler for ParentReader<'_> {
                         return Err((ErrorCode::LoopDetected, "parent loop".into()));
                     }
                     *lock(&realm.ancestry) = p.path;
-                    super::pubsub::push_path(shared, realm);
+                    shared.pubsub.push_path(realm);
                 }
                 Ok(_) => {}
                 Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
@@ -613,7 +615,7 @@ fn on_interest(
         Ok(r) => r,
         Err((code, msg, corr)) => return me.send_error(metrics, code, msg, corr),
     };
-    match super::pubsub::change_interest(shared, realm, me.key, &req.patterns, req.subscribe) {
+    match (shared.pubsub).change_interest(realm, me.key, &req.patterns, req.subscribe) {
         Ok(_) => {
             for p in req.patterns {
                 if req.subscribe {
@@ -640,7 +642,7 @@ fn synced(shared: &Shared, realm: &Realm, key: u64, seen: &HashSet<String>) {
         .filter(|p| !seen.contains(p))
         .collect();
     if !stale.is_empty() {
-        let _ = super::pubsub::change_interest(shared, realm, key, &stale, false);
+        let _ = shared.pubsub.change_interest(realm, key, &stale, false);
     }
     super::pubsub::relay_mut(realm).set_unknown(key, false);
     debug!(
