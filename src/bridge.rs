@@ -109,8 +109,6 @@ struct Shared {
     gossip: Arc<gossip::BridgeGossip>,
     /// The fleet this bridge is a worker of (`bridge.fleet.name`), if any.
     fleet: Option<Arc<fleet::Fleet>>,
-    /// The route-table group of peer links (held for the process's life, so it never changes).
-    fleet_group: u32,
     /// Cancelled when the bridge shuts down.
     shutdown: CancellationToken,
 }
@@ -223,12 +221,14 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
     let (gossip_handle, gossip_task) =
         gossip::BridgeGossip::new(&cfg, node_id, realm_names.collect(), metrics.clone());
     let state_json = gossip_handle.json.clone();
-    let (fleet, fleet_task) = match fleet::Fleet::new(&cfg, node_id, local_addr) {
-        Some((f, t)) => (Some(f), Some(t)),
-        None => (None, None),
-    };
     let mut groups = crate::router::GroupNames::default();
+    // The route-table group of peer links, held for the process's life (it never changes).
     let fleet_group = groups.acquire(fleet::GROUP);
+    let (fleet, fleet_task) =
+        match fleet::Fleet::new(&cfg, node_id, local_addr, fleet_group, metrics.clone()) {
+            Some((f, t)) => (Some(f), Some(t)),
+            None => (None, None),
+        };
     let shared = Arc::new(Shared {
         rates: crate::rate::Rates::new(
             cfg.rate.link,
@@ -263,7 +263,6 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         tracker: tracker.clone(),
         gossip: Arc::new(gossip_handle),
         fleet,
-        fleet_group,
         shutdown: shutdown.clone(),
         cfg,
     });
@@ -397,7 +396,7 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     let kind = if fleet::is_peer(&connect) {
         if checked.is_ok() {
             checked = match &shared.fleet {
-                Some(f) => f.check_peer(&shared, &connect),
+                Some(f) => f.check_peer(&connect),
                 None => Err((
                     ErrorCode::FleetMismatch,
                     "this bridge is not a fleet worker".into(),
@@ -449,7 +448,7 @@ async fn serve_node(shared: Arc<Shared>, conn: Connection) {
     };
     if let (LinkKind::Node | LinkKind::ChildBridge, Some(f)) = (kind, &shared.fleet) {
         let (placement, name) = fleet::child_key(&connect, kind == LinkKind::ChildBridge);
-        if let Some(r) = f.admit(&shared, &connect, placement) {
+        if let Some(r) = f.admit(&connect, placement) {
             debug!(child = %name, owner = %r.addr, "redirecting a child to its owner");
             let _ = send.write_all(&Frame::Redirect(r).to_bytes()).await;
             let _ = send.finish();
@@ -610,7 +609,7 @@ async fn run_link(
             let placed = fleet::child_key(c, kind == LinkKind::ChildBridge);
             f.child_up(key, &realm.name, placed, &ctrl_tx, &conn)
         }
-        (LinkKind::Peer { .. }, Some(_), _) => fleet::sync_records(&shared, &realm, &link),
+        (LinkKind::Peer { .. }, Some(f), _) => f.sync_records(&realm, &link),
         _ => {}
     }
     info!(realm = %realm.name, cluster = %remote.cluster, kind = ?kind, "link up");
@@ -834,7 +833,9 @@ async fn handle_node_frame(
             }
         }
         MessageType::FleetView if ctx.link.peer => {
-            if let Err((code, msg)) = fleet::on_view(shared, &ctx.child.node_id, raw) {
+            if let Err((code, msg)) =
+                fleet::on_view(shared.fleet.as_deref(), &ctx.child.node_id, raw)
+            {
                 me.send_error(metrics, code, msg, None);
             }
         }

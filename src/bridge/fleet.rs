@@ -44,7 +44,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{lock, rpc::Link, Realm, Shared};
+use super::{lock, rpc::Link, Realm};
 use crate::config::Config;
 use crate::defaults;
 use crate::fleet::hash::{child_bridge_key, cluster_key, Placement};
@@ -128,7 +128,9 @@ enum Cmd {
     DialEnded(String, Arc<str>),
 }
 
-/// The fleet state shared by the accept path, the links and the fleet task.
+/// The fleet state shared by the accept path, the links and the fleet task, with what
+/// admission, rebalancing and record sync count and tell apart (the metrics, the peer links'
+/// route-table group). Built once by [`Fleet::new`] (from `bridge::start`).
 pub(super) struct Fleet {
     name: String,
     digest: u64,
@@ -148,6 +150,11 @@ pub(super) struct Fleet {
     pub(super) lingering: AtomicUsize,
     /// `/fleet` as JSON.
     pub(super) json: Arc<ArcSwap<serde_json::Value>>,
+    /// The route-table group of peer links ([`GROUP`]): records stored through them are
+    /// not this worker's own.
+    group: u32,
+    /// The process's metrics (`macula_fleet_*`).
+    metrics: Arc<Metrics>,
 }
 
 /// The settings digest two workers must share: FNV-1a over the fleet name, level, realms
@@ -242,11 +249,14 @@ pub use crate::state::hex_id as hex;
 
 impl Fleet {
     /// The fleet of a bridge whose `bridge.fleet.name` is set, and the receiving end of its
-    /// task's queue; `None` for a single bridge.
+    /// task's queue; `None` for a single bridge. `group` is the peer links' route-table
+    /// group ([`GROUP`]).
     pub(super) fn new(
         cfg: &Config,
         me: NodeId,
         local: SocketAddr,
+        group: u32,
+        metrics: Arc<Metrics>,
     ) -> Option<(Arc<Fleet>, FleetTask)> {
         let f = &cfg.bridge.fleet;
         let name = f.name.clone()?;
@@ -283,6 +293,8 @@ impl Fleet {
             peers: Mutex::new(HashMap::new()),
             lingering: AtomicUsize::new(0),
             json: Arc::new(ArcSwap::from_pointee(serde_json::Value::Null)),
+            group,
+            metrics,
         });
         let seeds = f.peers.clone();
         let dns = f
@@ -311,19 +323,14 @@ impl Fleet {
 
     /// Checks a peer's `connect`: same fleet, same settings. Errors: `FLEET_MISMATCH` with
     /// the reason (counted).
-    pub(super) fn check_peer(
-        &self,
-        shared: &Shared,
-        c: &Connect,
-    ) -> Result<(), (ErrorCode, String)> {
+    pub(super) fn check_peer(&self, c: &Connect) -> Result<(), (ErrorCode, String)> {
         let cap = |p: &str| {
             c.capabilities
                 .iter()
                 .find_map(|x| x.strip_prefix(p).map(str::to_string))
         };
         let refused = |reason: &'static str, msg: String| {
-            shared
-                .metrics
+            self.metrics
                 .fleet
                 .refused_total
                 .with_label_values(&[reason])
@@ -347,15 +354,14 @@ impl Fleet {
 
     /// Decides whether a child's `connect` (a node's or a child bridge's) is served here,
     /// given its placement `key` ([`child_key`]); `Some` is the redirect to send.
-    pub(super) fn admit(&self, shared: &Shared, c: &Connect, key: u64) -> Option<Redirect> {
+    pub(super) fn admit(&self, c: &Connect, key: u64) -> Option<Redirect> {
         let dir = self.dir.load();
         let owner = dir.placement.owner(key)?;
         if owner == self.me || !dir.reachable(&owner) {
             return None;
         }
         if redirects_of(c) >= defaults::FLEET_MAX_REDIRECTS {
-            shared
-                .metrics
+            self.metrics
                 .fleet
                 .refused_total
                 .with_label_values(&["redirect_loop"])
@@ -368,8 +374,7 @@ impl Fleet {
         } else {
             "connect"
         };
-        shared
-            .metrics
+        self.metrics
             .fleet
             .redirects_sent_total
             .with_label_values(&[reason])
@@ -525,11 +530,11 @@ fn build_directory(m: &Membership, linked: &HashSet<NodeId>, name: &str, digest:
 /// A view from a peer link, for the fleet task. Views for another fleet or with other
 /// settings are refused and counted; a full queue drops the view (the next one replaces it).
 pub(super) fn on_view(
-    shared: &Shared,
+    fleet: Option<&Fleet>,
     from: &NodeId,
     raw: &wire::RawFrame,
 ) -> Result<(), (ErrorCode, String)> {
-    let Some(fleet) = &shared.fleet else {
+    let Some(fleet) = fleet else {
         return Err((
             ErrorCode::Protocol,
             "this bridge is not a fleet worker".into(),
@@ -541,7 +546,7 @@ pub(super) fn on_view(
         Err(e) => return Err((e.code(), e.to_string())),
     };
     if v.fleet != fleet.name || v.config != fleet.digest || &v.sender != from {
-        shared
+        fleet
             .metrics
             .fleet
             .refused_total
@@ -558,7 +563,7 @@ pub(super) fn on_view(
 
 /// Redirects every node whose cluster another linked worker owns (all of them when
 /// draining), with jitter; closes links that ignored [`MAX_REDIRECT_TRIES`] redirects.
-fn rebalance(shared: &Shared, fleet: &Fleet) {
+fn rebalance(fleet: &Fleet) {
     let dir = fleet.dir.load();
     let now = Instant::now();
     let draining = fleet.is_draining();
@@ -580,7 +585,7 @@ fn rebalance(shared: &Shared, fleet: &Fleet) {
             None => 0,
         };
         if tries >= MAX_REDIRECT_TRIES {
-            shared
+            fleet
                 .metrics
                 .fleet
                 .refused_total
@@ -602,7 +607,7 @@ fn rebalance(shared: &Shared, fleet: &Fleet) {
         })
         .to_bytes();
         if c.ctrl.try_send(Outbound::Frame(frame)).is_ok() {
-            shared
+            fleet
                 .metrics
                 .fleet
                 .redirects_sent_total
@@ -657,29 +662,30 @@ fn publish_json(fleet: &Fleet) {
     )));
 }
 
-/// Provider records stored by this worker's own children, to send to a peer whose link just
-/// came up (it learns the rest from the nodes' refreshes).
-pub(super) fn sync_records(shared: &Shared, realm: &Realm, link: &Link) {
-    let own = |k: PeerKey| crate::router::group_of(k) != shared.fleet_group;
-    let records = lock(&realm.index).copies_where(own, Instant::now());
-    for c in records {
-        let store = Store {
-            key: c.key,
-            value: c.value,
-            publisher: c.publisher,
-            ttl_ms: c.remaining.as_millis().min(u128::from(u32::MAX)) as u32,
-            correlation_id: 0,
-            // Fleet peers are not bound by permissions, but the peer advertises the record
-            // upward too, where the name is checked.
-            name: c.name.as_deref().map(str::to_string),
-        };
-        if link.send(Frame::Store(store)) {
-            shared
-                .metrics
-                .fleet
-                .forwarded_total
-                .with_label_values(&["store"])
-                .inc();
+impl Fleet {
+    /// Provider records stored by this worker's own children, to send to a peer whose link just
+    /// came up (it learns the rest from the nodes' refreshes).
+    pub(super) fn sync_records(&self, realm: &Realm, link: &Link) {
+        let own = |k: PeerKey| crate::router::group_of(k) != self.group;
+        let records = lock(&realm.index).copies_where(own, Instant::now());
+        for c in records {
+            let store = Store {
+                key: c.key,
+                value: c.value,
+                publisher: c.publisher,
+                ttl_ms: c.remaining.as_millis().min(u128::from(u32::MAX)) as u32,
+                correlation_id: 0,
+                // Fleet peers are not bound by permissions, but the peer advertises the record
+                // upward too, where the name is checked.
+                name: c.name.as_deref().map(str::to_string),
+            };
+            if link.send(Frame::Store(store)) {
+                self.metrics
+                    .fleet
+                    .forwarded_total
+                    .with_label_values(&["store"])
+                    .inc();
+            }
         }
     }
 }

@@ -57,7 +57,7 @@ pub(in crate::bridge) async fn run(
         .fleet
         .clone()
         .expect("the fleet task runs only in a fleet");
-    let metrics = &shared.metrics.fleet;
+    let metrics = &fleet.metrics.fleet;
     let mut tick = tokio::time::interval(Duration::from_millis(defaults::FLEET_TICK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut linked: HashMap<NodeId, usize> = HashMap::new();
@@ -111,7 +111,7 @@ pub(in crate::bridge) async fn run(
                 }
                 dial_missing(&shared, &fleet, &task, &dns_addrs, &linked, &mut dialing, &endpoint, &shutdown);
                 fleet.to_peers(&fleet.dir.load().frame);
-                rebalance(&shared, &fleet);
+                rebalance(&fleet);
                 let (connected, owned) = cluster_counts(&fleet);
                 metrics.clusters_connected.set(connected as i64);
                 metrics.clusters_owned.set(owned as i64);
@@ -150,7 +150,7 @@ pub(in crate::bridge) async fn run(
                 fleet.to_peers(&frame);
                 fleet.to_children(&frame);
             }
-            rebalance(&shared, &fleet);
+            rebalance(&fleet);
             publish_json(&fleet);
         }
         metrics.peer_links.set(lock(&fleet.peers).len() as i64);
