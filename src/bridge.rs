@@ -293,11 +293,28 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<BridgeH
         );
     }
     if let (true, Some(client_ep)) = (has_parent, &client_ep) {
+        let cfg = &shared.cfg;
+        let parent_env = Arc::new(parent::ParentEnv {
+            node_id,
+            identity: shared.identity.clone(),
+            auth: shared.auth.clone(),
+            parents: cfg.bridge.parents.clone(),
+            server_name: cfg.bridge.parent_server_name.clone(),
+            level,
+            fleet_name: cfg.bridge.fleet.name.clone(),
+            record_ttl_ms: cfg.dht.record_ttl_ms,
+            limits: cfg.limits.clone(),
+            metrics: shared.metrics.clone(),
+            rpc: shared.rpc.clone(),
+            gossip: shared.gossip.clone(),
+            pubsub: shared.pubsub.clone(),
+            tracker: tracker.clone(),
+        });
         for realm in shared.realms.values() {
             let span = info_span!("parent", realm = %realm.name);
             tracker.spawn(
                 parent::run_parent(
-                    shared.clone(),
+                    parent_env.clone(),
                     realm.clone(),
                     client_ep.clone(),
                     shutdown.clone(),

@@ -46,12 +46,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
+use super::gossip::BridgeGossip;
 use super::index::{RecordKey, Upward};
+use super::pubsub::BridgePubSub;
+use super::rpc::BridgeRpc;
 use super::rpc::Link;
-use super::{lock, Realm, Shared};
+use super::{lock, Realm};
 use crate::defaults;
-use crate::escalation::{LookupError, ESCALATION_TIMEOUT};
+use crate::escalation::{Level, LookupError, ESCALATION_TIMEOUT};
 use crate::fleet::follow::{Followed, Follower};
+use crate::metrics::Metrics;
 use crate::session::link::{LinkActor, LinkIo, LinkTasks};
 use crate::session::read::{Fatal, Flow, FrameHandler, ReadEnd};
 use crate::session::redial::{quic_connect, Dial, DialError, Redialer};
@@ -68,6 +72,40 @@ pub const UPWARD_BATCH: usize = 256;
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 
 type Answer = Result<FindValueReply, String>;
+
+/// What the parent links of a bridge take: who this bridge is, the settings of the link, and
+/// the subsystems a parent session feeds (RPC, gossip, pub/sub). Built once by
+/// `bridge::start` and shared by the parent-link task of every realm.
+pub(super) struct ParentEnv {
+    /// This bridge's id (its `connect`, loop detection, its placement in a parent fleet).
+    pub(super) node_id: NodeId,
+    /// This process's key: proves `node_id` to the parent (`docs/AUTH.md`).
+    pub(super) identity: crate::identity::Identity,
+    /// This bridge's credential and the revocation lists spread over the link.
+    pub(super) auth: crate::auth::Auth,
+    /// `bridge.parents`: dialed in order.
+    pub(super) parents: Vec<String>,
+    /// `bridge.parent_server_name`: the name the parents' certificates are checked for.
+    pub(super) server_name: String,
+    /// `bridge.level` (the `connect`'s cluster is `bridge-<level>`).
+    pub(super) level: Level,
+    /// `bridge.fleet.name`, when this bridge is a fleet worker.
+    pub(super) fleet_name: Option<String>,
+    /// `dht.record_ttl_ms`: the TTL of advertised records; half of it the refresh period.
+    pub(super) record_ttl_ms: u64,
+    /// `limits.*`: frame size, queues, backoff, slow-consumer timeout.
+    pub(super) limits: crate::config::LimitsConfig,
+    /// The process's metrics.
+    pub(super) metrics: Arc<Metrics>,
+    /// Lookups and calls the parent answers or sends down.
+    pub(super) rpc: Arc<BridgeRpc>,
+    /// The queue into the gossip task (the level store's peer is the parent).
+    pub(super) gossip: Arc<BridgeGossip>,
+    /// Pub/sub relaying and interest (the parent link is each realm relay's uplink).
+    pub(super) pubsub: Arc<BridgePubSub>,
+    /// Where the link's writer runs (the bridge's tracker, joined on shutdown).
+    pub(super) tracker: tokio_util::task::TaskTracker,
+}
 
 /// One session with the parent, shared with lookups and call routing while it is up.
 pub(super) struct ParentSession {
@@ -157,35 +195,35 @@ impl Drop for Forget<'_> {
 
 /// The parent-link task of `realm`: dial, serve the session, reconnect, until `cancel`.
 pub(super) async fn run_parent(
-    shared: Arc<Shared>,
+    env: Arc<ParentEnv>,
     realm: Arc<Realm>,
     endpoint: Endpoint,
     cancel: CancellationToken,
 ) {
-    let limits = &shared.cfg.limits;
-    let own_fleet = shared.cfg.bridge.fleet.name.as_deref();
+    let limits = &env.limits;
+    let own_fleet = env.fleet_name.as_deref();
     let follow = Follower::new(crate::fleet::hash::child_bridge_key(
         &realm.name,
-        &shared.node_id,
+        &env.node_id,
         own_fleet,
     ));
     let mut redial = Redialer::new(
-        shared.cfg.bridge.parents.clone(),
+        env.parents.clone(),
         Arc::new(Mutex::new(follow)),
         session::backoff::Backoff::new(
             limits.reconnect_initial_backoff(),
             limits.reconnect_max_backoff(),
         ),
-        shared.metrics.fleet.redirects_followed_total.clone(),
+        env.metrics.fleet.redirects_followed_total.clone(),
     );
     // A dead fleet worker must not hold a re-homing bridge for the generic timeout.
     let timeouts = (session::HANDSHAKE_TIMEOUT, defaults::UPLINK_CONNECT_TIMEOUT);
     loop {
         let (parent, dialed) = {
-            let (shared, realm, endpoint) = (&shared, &realm, &endpoint);
+            let (env, realm, endpoint) = (&env, &realm, &endpoint);
             let opened = redial
                 .connect(&cancel, timeouts, |parent, extra, timeout| async move {
-                    Dial::from(dial(shared, realm, endpoint, &parent, extra, timeout).await)
+                    Dial::from(dial(env, realm, endpoint, &parent, extra, timeout).await)
                 })
                 .await;
             match opened {
@@ -199,7 +237,7 @@ pub(super) async fn run_parent(
             redial.reset_backoff();
         }
         info!(parent = %parent, "parent link connected");
-        serve(&shared, &realm, dialed, redial.follower(), &cancel).await;
+        serve(&env, &realm, dialed, redial.follower(), &cancel).await;
         if cancel.is_cancelled() {
             break;
         }
@@ -222,51 +260,34 @@ struct Dialed {
 }
 
 async fn dial(
-    shared: &Shared,
+    env: &ParentEnv,
     realm: &Realm,
     endpoint: &Endpoint,
     parent: &str,
     redirects: Option<String>,
     timeout: Duration,
 ) -> Result<Dialed, DialError> {
-    let conn = quic_connect(
-        endpoint,
-        parent,
-        &shared.cfg.bridge.parent_server_name,
-        timeout,
-    )
-    .await?;
+    let conn = quic_connect(endpoint, parent, &env.server_name, timeout).await?;
     let connect = Connect {
         versions: vec![wire::PROTOCOL_VERSION],
-        node_id: shared.node_id,
+        node_id: env.node_id,
         realm: realm.name.to_string(),
-        cluster: format!("bridge-{}", shared.cfg.bridge.level),
+        cluster: format!("bridge-{}", env.level),
         role: Role::Node,
         capabilities: std::iter::once("bridge".to_string())
             .chain(
-                shared
-                    .cfg
-                    .bridge
-                    .fleet
-                    .name
+                env.fleet_name
                     .as_ref()
                     .map(|f| format!("{}{f}", crate::fleet::CAP_FLEET)),
             )
             .chain(redirects)
             .collect(),
-        max_frame_size: shared.cfg.limits.max_frame_size,
+        max_frame_size: env.limits.max_frame_size,
         correlation_id: 1,
         proof: None,
-        credential: shared.auth.credential.clone(),
+        credential: env.auth.credential.clone(),
     };
-    match open_session(
-        &conn,
-        connect,
-        shared.cfg.limits.max_frame_size,
-        &shared.identity,
-    )
-    .await
-    {
+    match open_session(&conn, connect, env.limits.max_frame_size, &env.identity).await {
         Ok((send, recv, decoder, welcome)) => Ok(Dialed {
             conn,
             send,
@@ -284,7 +305,7 @@ async fn dial(
 /// Serves one parent session until it ends or `cancel`; then the parent is marked down,
 /// waiting lookups fail and calls forwarded up are answered `UNREACHABLE`.
 async fn serve(
-    shared: &Arc<Shared>,
+    env: &ParentEnv,
     realm: &Arc<Realm>,
     d: Dialed,
     follow: &Mutex<Follower>,
@@ -298,8 +319,8 @@ async fn serve(
         welcome,
         ..
     } = d;
-    let metrics = &shared.metrics;
-    let limits = &shared.cfg.limits;
+    let metrics = &env.metrics;
+    let limits = &env.limits;
     let key = realm
         .up
         .expect("a parent link runs only when a parent is configured");
@@ -326,7 +347,7 @@ async fn serve(
     realm.parent.store(Some(session.clone()));
     realm.upward.notify_one();
     let parent_id = welcome.node_id;
-    shared.gossip.send(super::gossip::Cmd::ParentUp {
+    env.gossip.send(super::gossip::Cmd::ParentUp {
         realm: realm.name.clone(),
         id: parent_id,
         tx: ctrl_tx.clone(),
@@ -341,7 +362,7 @@ async fn serve(
         peer.id = %crate::state::hex_id(&parent_id),
     );
     let tasks = LinkTasks {
-        tracker: shared.tracker.clone(),
+        tracker: env.tracker.clone(),
         span,
     };
     let io = LinkIo {
@@ -352,7 +373,7 @@ async fn serve(
     };
     let window = Some(welcome.max_inflight as usize);
     let (mut actor, _, pending) = LinkActor::start(io, peer, window, wcfg, tasks);
-    let revocations = (shared.auth).revocation_link(&realm.name, parent_id, &ctrl_tx, metrics);
+    let revocations = (env.auth).revocation_link(&realm.name, parent_id, &ctrl_tx, metrics);
     let link = ParentLink {
         session: &session,
         parent_id,
@@ -361,7 +382,7 @@ async fn serve(
         revocations: &revocations,
     };
     let mut reader = ParentReader {
-        shared,
+        env,
         realm,
         link: &link,
         pending: pending.expect("a windowed link has a pending queue"),
@@ -372,7 +393,7 @@ async fn serve(
     // The advertiser returns only when the session's queue closed.
     let stop = async {
         tokio::select! {
-            _ = advertise(shared, realm, &session) => {}
+            _ = advertise(env.record_ttl_ms, realm, &session) => {}
             _ = cancel.cancelled() => {}
         }
     };
@@ -389,25 +410,24 @@ async fn serve(
     actor.finish(end).await;
     realm.parent.store(None);
     lock(&realm.ancestry).clear();
-    shared.pubsub.push_path(realm);
+    env.pubsub.push_path(realm);
     {
         // The interest stays (unknown until the next snapshot); held QoS 1 waits for it.
         let mut r = super::pubsub::relay_mut(realm);
         r.set_target(key, None);
         r.set_unknown(key, true);
     }
-    shared.gossip.send(super::gossip::Cmd::ParentDown {
+    env.gossip.send(super::gossip::Cmd::ParentDown {
         realm: realm.name.clone(),
     });
     session.close();
-    shared.rpc.link_closed(realm, key);
+    env.rpc.link_closed(realm, key);
     open.dec();
 }
 
 /// Sends the index's changes to the parent as they come, and everything every
-/// `record_ttl_ms / 2`. Returns only when the session's queue closed.
-async fn advertise(shared: &Shared, realm: &Realm, session: &ParentSession) {
-    let record_ttl = shared.cfg.dht.record_ttl_ms;
+/// `record_ttl / 2` (`dht.record_ttl_ms`, ms). Returns only when the session's queue closed.
+async fn advertise(record_ttl: u64, realm: &Realm, session: &ParentSession) {
     let period = Duration::from_millis(record_ttl / 2).max(MIN_REFRESH);
     let ttl_ms = u32::try_from(record_ttl).unwrap_or(u32::MAX);
     let start = tokio::time::Instant::now() + period;
@@ -495,7 +515,7 @@ fn announce_interest(realm: &Realm, tx: &PeerTx) {
 
 /// The parent link's frame handler.
 struct ParentReader<'a> {
-    shared: &'a Arc<Shared>,
+    env: &'a ParentEnv,
     realm: &'a Arc<Realm>,
     link: &'a ParentLink<'a>,
     /// Tracked frames written to the parent, in order, awaiting its `puback`.
@@ -509,7 +529,7 @@ struct ParentReader<'a> {
 impl FrameHandler for ParentReader<'_> {
     async fn on_frame(&mut self, raw: &RawFrame) -> Result<Flow, Fatal> {
         let ParentReader {
-            shared,
+            env,
             realm,
             link,
             pending,
@@ -517,25 +537,25 @@ impl FrameHandler for ParentReader<'_> {
             seen,
             slow,
         } = self;
-        let (shared, realm, link, slow) = (*shared, *realm, *link, *slow);
-        let metrics = &shared.metrics;
+        let (env, realm, link, slow) = (*env, *realm, *link, *slow);
+        let metrics = &env.metrics;
         let me = link.me;
         match raw.msg_type() {
             Some(MessageType::Publish) => {
                 let Some(view) = me.accept_publish(raw, metrics) else {
                     return Ok(Flow::Continue);
                 };
-                (shared.pubsub)
+                (env.pubsub)
                     .relay_publish(realm, me, raw, &view, scratch, slow)
                     .await;
             }
             Some(MessageType::PubAck) => me.on_tracked_puback(raw, pending, metrics),
             Some(MessageType::Subscribe | MessageType::Unsubscribe) => {
-                on_interest(shared, realm, me, raw, seen)
+                on_interest(env, realm, me, raw, seen)
             }
             Some(MessageType::BridgePath) => match raw.decode() {
                 Ok(Frame::BridgePath(p)) => {
-                    if p.path.contains(&shared.node_id) {
+                    if p.path.contains(&env.node_id) {
                         metrics.protocol_error(ErrorCode::LoopDetected.as_str());
                         warn!("the parent's path names this bridge: a loop in the parent configuration; closing the parent link");
                         realm.looped.store(true, Ordering::Relaxed);
@@ -547,33 +567,30 @@ impl FrameHandler for ParentReader<'_> {
                         return Err((ErrorCode::LoopDetected, "parent loop".into()));
                     }
                     *lock(&realm.ancestry) = p.path;
-                    shared.pubsub.push_path(realm);
+                    env.pubsub.push_path(realm);
                 }
                 Ok(_) => {}
                 Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),
             },
             Some(MessageType::RevocationList) => {
-                if let Err(e) = shared
-                    .auth
-                    .on_revocation_list(link.revocations, raw, metrics)
-                {
+                if let Err(e) = env.auth.on_revocation_list(link.revocations, raw, metrics) {
                     me.send_error(metrics, e.code(), e.to_string(), None);
                 }
             }
             Some(MessageType::FleetView | MessageType::Redirect) => {
-                if on_fleet_frame(shared, link, raw) {
+                if on_fleet_frame(metrics, link, raw) {
                     return Ok(Flow::Stop);
                 }
             }
             Some(MessageType::SubAck) => {
                 if let Ok(Frame::SubAck(a)) = raw.decode() {
                     if a.correlation_id == super::pubsub::INTEREST_SYNC {
-                        synced(shared, realm, me.key, seen);
+                        synced(&env.pubsub, realm, me.key, seen);
                     }
                 }
             }
             _ => {
-                if on_frame(shared, realm, link.session, link.parent_id, raw) {
+                if on_frame(env, realm, link.session, link.parent_id, raw) {
                     return Ok(Flow::Stop);
                 }
             }
@@ -584,8 +601,7 @@ impl FrameHandler for ParentReader<'_> {
 
 /// A `fleet_view` (the parent fleet's directory) or a `redirect` from the parent; `true`:
 /// the redirect is taken and the session ends (the next dial goes to its target).
-fn on_fleet_frame(shared: &Shared, link: &ParentLink<'_>, raw: &RawFrame) -> bool {
-    let metrics = &shared.metrics;
+fn on_fleet_frame(metrics: &Metrics, link: &ParentLink<'_>, raw: &RawFrame) -> bool {
     match raw.decode() {
         Ok(Frame::FleetView(v)) => lock(link.follow).on_view(v.members),
         Ok(Frame::Redirect(r)) => {
@@ -604,18 +620,18 @@ fn on_fleet_frame(shared: &Shared, link: &ParentLink<'_>, raw: &RawFrame) -> boo
 
 /// The parent's interest changed (what the rest of the hierarchy wants through it).
 fn on_interest(
-    shared: &Shared,
+    env: &ParentEnv,
     realm: &Realm,
     me: &PeerTx,
     raw: &RawFrame,
     seen: &mut HashSet<String>,
 ) {
-    let metrics = &shared.metrics;
+    let metrics = &env.metrics;
     let req = match session::decode_interest(raw) {
         Ok(r) => r,
         Err((code, msg, corr)) => return me.send_error(metrics, code, msg, corr),
     };
-    match (shared.pubsub).change_interest(realm, me.key, &req.patterns, req.subscribe) {
+    match (env.pubsub).change_interest(realm, me.key, &req.patterns, req.subscribe) {
         Ok(_) => {
             for p in req.patterns {
                 if req.subscribe {
@@ -635,14 +651,14 @@ fn on_interest(
 
 /// The parent's interest snapshot of this session is complete: patterns kept from an earlier
 /// session that it no longer holds are withdrawn, and the link's interest is known again.
-fn synced(shared: &Shared, realm: &Realm, key: u64, seen: &HashSet<String>) {
+fn synced(pubsub: &BridgePubSub, realm: &Realm, key: u64, seen: &HashSet<String>) {
     let stale: Vec<String> = super::pubsub::relay_ref(realm)
         .held(key)
         .into_iter()
         .filter(|p| !seen.contains(p))
         .collect();
     if !stale.is_empty() {
-        let _ = shared.pubsub.change_interest(realm, key, &stale, false);
+        let _ = pubsub.change_interest(realm, key, &stale, false);
     }
     super::pubsub::relay_mut(realm).set_unknown(key, false);
     debug!(
@@ -654,13 +670,13 @@ fn synced(shared: &Shared, realm: &Realm, key: u64, seen: &HashSet<String>) {
 
 /// Handles one frame from the parent; `true` ends the session (the parent said goodbye).
 fn on_frame(
-    shared: &Arc<Shared>,
+    env: &ParentEnv,
     realm: &Arc<Realm>,
     session: &ParentSession,
     parent_id: NodeId,
     raw: &RawFrame,
 ) -> bool {
-    let metrics = &shared.metrics;
+    let metrics = &env.metrics;
     let link = &session.link;
     let Some(t) = raw.msg_type() else {
         let msg = format!("unknown message type 0x{:02x}", raw.header.msg_type);
@@ -684,7 +700,7 @@ fn on_frame(
         | MessageType::GossipPullReply
         | MessageType::GossipSync
         | MessageType::GossipSyncReply => {
-            if let Err((code, msg)) = (shared.gossip).on_parent_frame(&realm.name, parent_id, raw) {
+            if let Err((code, msg)) = (env.gossip).on_parent_frame(&realm.name, parent_id, raw) {
                 link.send_error(metrics, code, msg, None);
             }
         }
@@ -702,8 +718,8 @@ fn on_frame(
                     debug!(code = e.code, message = %e.message, "parent reported an error");
                 }
             }
-            Ok(Frame::Call(c)) => shared.rpc.on_call(realm, link, c),
-            Ok(Frame::Reply(r)) => shared.rpc.on_reply(link, r),
+            Ok(Frame::Call(c)) => env.rpc.on_call(realm, link, c),
+            Ok(Frame::Reply(r)) => env.rpc.on_reply(link, r),
             Ok(other) => {
                 let msg = format!(
                     "{} is not accepted from a parent",
