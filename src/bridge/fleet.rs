@@ -155,6 +155,9 @@ pub(super) struct Fleet {
     group: u32,
     /// The process's metrics (`macula_fleet_*`).
     metrics: Arc<Metrics>,
+    /// The name the other workers' certificates are checked for when this one dials them
+    /// (`bridge.parent_server_name`).
+    server_name: String,
 }
 
 /// The settings digest two workers must share: FNV-1a over the fleet name, level, realms
@@ -295,6 +298,7 @@ impl Fleet {
             json: Arc::new(ArcSwap::from_pointee(serde_json::Value::Null)),
             group,
             metrics,
+            server_name: cfg.bridge.parent_server_name.clone(),
         });
         let seeds = f.peers.clone();
         let dns = f

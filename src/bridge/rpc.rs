@@ -110,7 +110,7 @@ impl Link {
 
 /// A bridge's DHT and RPC: calls forwarded and not yet answered, the lookup cache of its
 /// level and the bound on lookups in flight. It owns that state; the links call it
-/// (`shared.rpc`) with the realm a frame belongs to.
+/// (`ChildEnv::rpc`, `ParentEnv::rpc`) with the realm a frame belongs to.
 pub(super) struct BridgeRpc {
     /// Calls forwarded by this bridge and not yet answered (`rpc.max_pending`), with each
     /// caller's quota share (`quota.calls_per_tenant`).

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::{build_directory, cluster_counts, hex, publish_json, rebalance, Cmd, Fleet};
-use crate::bridge::{lock, run_link, LinkKind, Realm, Remote, Shared};
+use crate::bridge::child::{run_link, ChildEnv, LinkKind, Remote};
+use crate::bridge::{lock, Realm};
 use crate::defaults;
 use crate::fleet::membership::{Change, Membership};
 use crate::session;
@@ -48,12 +49,12 @@ impl Default for Dialing {
 
 /// Runs the fleet task until `shutdown`: see the module docs.
 pub(in crate::bridge) async fn run(
-    shared: Arc<Shared>,
+    env: Arc<ChildEnv>,
     mut task: FleetTask,
     endpoint: Endpoint,
     shutdown: CancellationToken,
 ) {
-    let fleet = shared
+    let fleet = env
         .fleet
         .clone()
         .expect("the fleet task runs only in a fleet");
@@ -109,7 +110,7 @@ pub(in crate::bridge) async fn run(
                         dns_addrs = resolve(name).await;
                     }
                 }
-                dial_missing(&shared, &fleet, &task, &dns_addrs, &linked, &mut dialing, &endpoint, &shutdown);
+                dial_missing(&env, &fleet, &task, &dns_addrs, &linked, &mut dialing, &endpoint, &shutdown);
                 fleet.to_peers(&fleet.dir.load().frame);
                 rebalance(&fleet);
                 let (connected, owned) = cluster_counts(&fleet);
@@ -170,7 +171,7 @@ async fn resolve(name: &str) -> Vec<String> {
 /// Starts a dial (one task per address and realm) to every member and seed without a link.
 #[allow(clippy::too_many_arguments)]
 fn dial_missing(
-    shared: &Arc<Shared>,
+    env: &Arc<ChildEnv>,
     fleet: &Arc<Fleet>,
     task: &FleetTask,
     dns: &[String],
@@ -208,15 +209,15 @@ fn dial_missing(
         if !dialing.next.try_dial(addr.clone(), now) {
             continue;
         }
-        for realm in shared.realms.values() {
+        for realm in env.realms.values() {
             let busy = (addr.clone(), realm.name.clone());
             if !dialing.busy.insert(busy) {
                 continue;
             }
             let span = info_span!("peer", addr = %addr, realm = %realm.name);
-            shared.tracker.spawn(
+            env.tracker.spawn(
                 dial(
-                    shared.clone(),
+                    env.clone(),
                     fleet.clone(),
                     realm.clone(),
                     addr.clone(),
@@ -231,7 +232,7 @@ fn dial_missing(
 
 /// Dials one worker for one realm and runs the link until it ends.
 async fn dial(
-    shared: Arc<Shared>,
+    env: Arc<ChildEnv>,
     fleet: Arc<Fleet>,
     realm: Arc<Realm>,
     addr: String,
@@ -247,7 +248,7 @@ async fn dial(
             Some(a) => a,
             None => return,
         };
-        let connecting = match endpoint.connect(target, &shared.cfg.bridge.parent_server_name) {
+        let connecting = match endpoint.connect(target, &fleet.server_name) {
             Ok(c) => c,
             Err(e) => return debug!(error = %e, "peer dial failed"),
         };
@@ -262,22 +263,18 @@ async fn dial(
             cluster: "fleet".into(),
             role: Role::Node,
             capabilities: fleet.peer_capabilities(),
-            max_frame_size: shared.cfg.limits.max_frame_size,
+            max_frame_size: env.limits.max_frame_size,
             correlation_id: 1,
             proof: None,
-            credential: shared.auth.credential.clone(),
+            credential: env.auth.credential.clone(),
         };
-        let (send, recv, decoder, welcome) = match session::open_session(
-            &conn,
-            connect,
-            shared.cfg.limits.max_frame_size,
-            &shared.identity,
-        )
-        .await
-        {
-            Ok(s) => s,
-            Err(e) => return warn!(error = %e, "peer refused the link"),
-        };
+        let (send, recv, decoder, welcome) =
+            match session::open_session(&conn, connect, env.limits.max_frame_size, &env.identity)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => return warn!(error = %e, "peer refused the link"),
+            };
         if welcome.node_id == fleet.me {
             conn.close(0u32.into(), b"dialed myself");
             return;
@@ -295,7 +292,7 @@ async fn dial(
         };
         let kind = LinkKind::Peer { dialer: fleet.me };
         run_link(
-            shared.clone(),
+            env.clone(),
             realm.clone(),
             io,
             remote,
