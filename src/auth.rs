@@ -356,17 +356,46 @@ impl Auth {
         role: Role,
         conn: &quinn::Connection,
     ) -> Result<Admitted, AdmissionError> {
+        let who = (connect.node_id, connect.proof.as_ref());
+        let cred = connect.credential.as_deref();
+        let claim = (role, connect.cluster.as_str());
+        self.admit_session(&connect.realm, who, cred, claim, conn)
+    }
+
+    /// [`Auth::admit`] for the other side of a mesh link: the dialling node admits the node
+    /// that answered (`connected`, its proof and credential) as a `node` of `cluster`, the
+    /// dialler's own (PROTOCOL §7a). Errors: [`AdmissionError`], as for the acceptor.
+    pub fn admit_acceptor(
+        &self,
+        realm: &str,
+        welcome: &crate::wire::Connected,
+        cluster: &str,
+        conn: &quinn::Connection,
+    ) -> Result<Admitted, AdmissionError> {
+        let who = (welcome.node_id, welcome.proof.as_ref());
+        let cred = welcome.credential.as_deref();
+        self.admit_session(realm, who, cred, (Role::Node, cluster), conn)
+    }
+
+    fn admit_session(
+        &self,
+        realm: &str,
+        (node_id, proof): (crate::wire::NodeId, Option<&crate::wire::Proof>),
+        credential: Option<&[u8]>,
+        (role, cluster): (Role, &str),
+        conn: &quinn::Connection,
+    ) -> Result<Admitted, AdmissionError> {
         let remote = conn.remote_address();
-        let mut decided = match &connect.proof {
+        let mut decided = match proof {
             Some(proof) => self.admission.admit(
-                &connect.realm,
+                realm,
                 &proof.public_key,
-                connect.credential.as_deref(),
-                (role, &connect.cluster),
+                credential,
+                (role, cluster),
                 credential::unix_now(),
             ),
-            // Not reached: the session refuses a connect without a proof first.
-            None => Err(AdmissionError::Missing(connect.realm.clone())),
+            // Not reached: a session without a proof is refused before this.
+            None => Err(AdmissionError::Missing(realm.to_string())),
         };
         // Checked and registered under one lock, so a list applied meanwhile either refuses
         // this session or finds it live and closes it.
@@ -390,8 +419,7 @@ impl Auth {
             Ok(claims) => Ok(claims.as_ref()),
             Err(e) => Err(e.reason()),
         };
-        let (realm, id) = (&connect.realm, &connect.node_id);
-        crate::audit::admission(remote, realm, role.as_str(), id, outcome);
+        crate::audit::admission(remote, realm, role.as_str(), &node_id, outcome);
         let claims = decided?;
         let credential = claims.as_ref().map(|c| (c.id, c.limits));
         Ok(Admitted {

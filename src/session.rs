@@ -494,6 +494,7 @@ pub fn accept_peer(
         max_inflight: limits.max_inflight,
         keepalive_ms: keepalive_ms.min(u64::from(u32::MAX)) as u32,
         correlation_id: connect.correlation_id,
+        credential: None,
     }));
     peer
 }

@@ -134,6 +134,32 @@ pub fn permission_of(key: &str) -> Option<(Action, &str)> {
     key.strip_prefix(SUB_PREFIX).map(|p| (Action::Subscribe, p))
 }
 
+/// The rule for a key of a state from a link bounded by a credential (a bridge's child link,
+/// a node's mesh peer): a reserved name must be a system key of its kind
+/// ([`check_remote_key`]); through a link whose credential restricts something, the key must
+/// be permitted ([`permission_of`]: `state` for an application key, `register` for
+/// `$rpc/<p>`, `subscribe` for `$sub/<pattern>`). A denial is audited by
+/// [`crate::auth::Grant::check`] and counted in `macula_permission_denied_total{action}`.
+/// Errors: [`CrdtError::Reserved`], [`CrdtError::Denied`].
+pub fn link_policy(
+    grant: Option<&crate::auth::Grant>,
+    key: &str,
+    kind: Kind,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(), CrdtError> {
+    check_remote_key(key, kind)?;
+    let (Some(g), Some((action, name))) = (grant, permission_of(key)) else {
+        return Ok(());
+    };
+    g.check(action, name).map_err(|why| {
+        metrics.permission_denied(action);
+        CrdtError::Denied {
+            key: key.to_owned(),
+            why,
+        }
+    })
+}
+
 /// Arguments of [`UPDATE_PROCEDURE`] (MessagePack map).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UpdateArgs {

@@ -525,6 +525,10 @@ pub struct Connected {
     pub correlation_id: u64,
     /// `"public_key"` + `"proof"`: the acceptor's proof of `node_id`.
     pub proof: Option<Proof>,
+    /// `"credential"` (bin, optional, at most 2,048 bytes): the acceptor's credential, sent by
+    /// a node accepting a mesh link so that the dialling node admits it as the acceptor
+    /// admitted the dialler (PROTOCOL §7a, `docs/AUTH.md`). Absent elsewhere.
+    pub credential: Option<Bytes>,
 }
 
 /// `disconnect` (0x02): orderly close; the sender closes the connection after it.

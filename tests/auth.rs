@@ -1238,3 +1238,123 @@ async fn api_keys_admit_their_role_and_nothing_else() {
     assert!(Client::connect(with(&node_key)).await.is_err());
     assert_eq!(reasons("wrong_role"), 1.0);
 }
+
+/// The nodes of one cluster bound each other by their credentials, both ends of every mesh
+/// link (PROTOCOL §7a): node one may publish and write state only under `one.**`, node two
+/// only under `two.**`. A client of each (unrestricted itself) publishes and writes under both
+/// prefixes; across the mesh only what the forwarding node's credential allows arrives, the rest
+/// is dropped and counted at the receiving node, whichever of the two dialled the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_peers_are_bounded_by_each_others_credentials() {
+    use macula::crdt::{Op, Value};
+    let mut f = fleet();
+    let op = Identity::generate();
+    let (b, operators, _) = governed_bridge(&mut f, &op);
+    let baddr = f.procs[b].quic;
+    // Node `name` of cluster c at `ip`, allowed to publish and write state under `prefix.**`.
+    let spawn_node =
+        |f: &mut common::Fleet, (name, ip): (&str, &str), prefix: &str, seed: &[&str]| {
+            let key = Identity::load_or_create(&f.data_dir(name).unwrap()).unwrap();
+            let allow = format!("{prefix}.**");
+            let limits = [("publish", false, &allow[..]), ("state", false, &allow[..])];
+            let cred = issue_limited(&op, &key, Role::Node, &limits);
+            let cred = write_cred(
+                &f.data_dir("creds").unwrap(),
+                &format!("{name}.cred"),
+                &cred,
+            );
+            let cfg = format!("{operators}[auth]\ncredential_file = \"{cred}\"\n");
+            let cfg = f.write_file(&format!("{name}.toml"), &cfg).unwrap();
+            let mut args = vec!["--config", cfg.to_str().unwrap()];
+            args.extend_from_slice(seed);
+            f.node(name, ip, "c", baddr, &args).unwrap()
+        };
+    let one = spawn_node(&mut f, ("node-one", "127.0.0.2"), "one", &[]);
+    let one_addr = f.procs[one].quic.to_string();
+    let two = spawn_node(
+        &mut f,
+        ("node-two", "127.0.0.3"),
+        "two",
+        &["--seed", &one_addr],
+    );
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (a1, a2) = (f.procs[one].admin, f.procs[two].admin);
+    poll(Duration::from_secs(20), "the mesh link", || async move {
+        (metric(a1, "macula_mesh_peers") >= 1.0 && metric(a2, "macula_mesh_peers") >= 1.0)
+            .then_some(())
+    })
+    .await;
+    let client_of = |addr: SocketAddr| {
+        let me = Identity::generate();
+        let opts = ClientOptions {
+            identity: Some(me.clone()),
+            credential: Some(issue(&op, &me, Role::Client, REALM, now() + 3600).into()),
+            ..common::opts(addr, REALM)
+        };
+        async move { Client::connect(opts).await.unwrap() }
+    };
+    let (c1, c2) = (
+        client_of(f.procs[one].quic).await,
+        client_of(f.procs[two].quic).await,
+    );
+    let (mut s1, mut s2) = (
+        c1.subscribe("**").await.unwrap(),
+        c2.subscribe("**").await.unwrap(),
+    );
+    // Each side's allowed prefix crosses once the interest has: wait for that route.
+    common::wait_route(&c1, &mut s2, "one.probe").await;
+    common::wait_route(&c2, &mut s1, "two.probe").await;
+    let dropped = "macula_messages_dropped_total{reason=\"denied\"}";
+    let before = (metric(a1, dropped), metric(a2, dropped));
+    for (from, to, denied, allowed) in [
+        (&c1, &mut s2, "two.x", "one.x"),
+        (&c2, &mut s1, "one.y", "two.y"),
+    ] {
+        // In order on one link: the allowed one arriving next means the denied one was dropped.
+        for topic in [denied, allowed] {
+            from.publish(topic, Bytes::from_static(b"m"), Qos::AtLeastOnce)
+                .await
+                .unwrap();
+        }
+        loop {
+            let m = recv(to).await;
+            assert_ne!(
+                m.topic(),
+                denied,
+                "a node's credential bounds what it forwards"
+            );
+            if m.topic() == allowed {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        metric(a2, dropped) - before.1,
+        1.0,
+        "node two dropped two.x"
+    );
+    assert_eq!(
+        metric(a1, dropped) - before.0,
+        1.0,
+        "node one dropped one.y"
+    );
+
+    // State: each client adds 1 under both prefixes; a node takes from its peer only what the
+    // peer's credential allows, so each key counts 2 at the node of its prefix's peer...
+    for c in [&c1, &c2] {
+        for key in ["one.k", "two.k"] {
+            c.crdt_update(key, Op::Increment(1)).await.unwrap();
+        }
+    }
+    for (c, theirs) in [(&c1, "two.k"), (&c2, "one.k")] {
+        poll(Duration::from_secs(20), "the peer's allowed key", || async move {
+            (c.get(theirs).await.unwrap() == Some(Value::GCounter(2))).then_some(())
+        })
+        .await;
+    }
+    // ...and 1 (its own client's write only) under the peer's forbidden prefix.
+    assert_eq!(c1.get("one.k").await.unwrap(), Some(Value::GCounter(1)));
+    assert_eq!(c2.get("two.k").await.unwrap(), Some(Value::GCounter(1)));
+    let state_denied = "macula_permission_denied_total{action=\"state\"}";
+    assert!(metric(a1, state_denied) >= 1.0 && metric(a2, state_denied) >= 1.0);
+}

@@ -24,7 +24,7 @@ use tracing::debug;
 use super::aggregate::{self, Change};
 use super::Realm;
 use crate::auth::Grant;
-use crate::crdt::{ActorId, CrdtError, Kind};
+use crate::crdt::{ActorId, CrdtError};
 use crate::gossip::{Gossip, GossipConfig, GossipError, GossipStats, Message};
 use crate::metrics::Metrics;
 use crate::router::PeerKey;
@@ -384,7 +384,8 @@ async fn run(env: &TaskEnv, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationTok
                         }
                         c.orphan_since = None;
                         let before = c.g.stats().deltas_merged;
-                        let mut policy = |k: &str, kind| child_policy(env, grant.as_deref(), k, kind);
+                        let mut policy =
+                            |k: &str, kind| state::link_policy(grant.as_deref(), k, kind, &env.metrics);
                         match c.g.handle_with(ActorId(from), msg, state::now_ms(), &mut policy) {
                             Ok(out) => send_child(env, &realm, &child_scope, c, out),
                             Err(e) => {
@@ -444,30 +445,6 @@ async fn run(env: &TaskEnv, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationTok
             }
         }
     }
-}
-
-/// The bridge's rule for a key of a state from a child link: a reserved name must be a
-/// system key of its kind ([`state::check_remote_key`]); through a link whose credential
-/// restricts something, the key must be permitted ([`state::permission_of`]: `state` for an
-/// application key, `register` for `$rpc/<p>`, `subscribe` for `$sub/<pattern>`). A denial
-/// is audited by [`Grant::check`] and counted in `macula_permission_denied_total{action}`.
-fn child_policy(
-    env: &TaskEnv,
-    grant: Option<&Grant>,
-    key: &str,
-    kind: Kind,
-) -> Result<(), CrdtError> {
-    state::check_remote_key(key, kind)?;
-    let (Some(g), Some((action, name))) = (grant, state::permission_of(key)) else {
-        return Ok(());
-    };
-    g.check(action, name).map_err(|why| {
-        env.metrics.permission_denied(action);
-        CrdtError::Denied {
-            key: key.to_owned(),
-            why,
-        }
-    })
 }
 
 /// Writes the audit line of a state refused as forged (the other refusals are counted only).

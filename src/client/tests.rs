@@ -54,6 +54,7 @@ impl FakeNode {
                 me.prove_on(&conn, crate::identity::Side::Acceptor)
                     .expect("exporter"),
             ),
+            credential: None,
         });
         send.write_all(&welcome.to_bytes())
             .await

@@ -57,6 +57,9 @@ pub enum Cmd {
         from: NodeId,
         /// The message.
         msg: Message,
+        /// What the peer's credential permits (a mesh peer's; `None`: everything): the keys
+        /// of its states are checked against it ([`state::link_policy`]).
+        grant: Option<Arc<crate::auth::Grant>>,
     },
     /// A link to a peer came up.
     PeerUp(NodeId, PeerLink),
@@ -157,8 +160,14 @@ impl GossipHandle {
 
     /// Handles a gossip frame read from a link to `peer`: decodes it, checks that its sender
     /// is the link's authenticated peer and that it is for this node's realm and cluster, and
-    /// queues it. Refusals are counted (`macula_gossip_refused_total{reason}`).
-    pub fn on_frame(&self, peer: NodeId, raw: &RawFrame) -> Result<(), (ErrorCode, String)> {
+    /// queues it with `grant`, what the peer's credential permits (its state's keys are
+    /// checked against it). Refusals are counted (`macula_gossip_refused_total{reason}`).
+    pub fn on_frame(
+        &self,
+        peer: NodeId,
+        raw: &RawFrame,
+        grant: Option<&Arc<crate::auth::Grant>>,
+    ) -> Result<(), (ErrorCode, String)> {
         let env = &self.env;
         let metrics = &env.metrics.gossip;
         let Some(inc) = state::decode_gossip(raw, &peer, metrics)? else {
@@ -177,6 +186,7 @@ impl GossipHandle {
         if !self.send(Cmd::Message {
             from: peer,
             msg: inc.msg,
+            grant: grant.cloned(),
         }) {
             metrics.refused("overloaded");
         }
@@ -260,9 +270,11 @@ pub async fn run(
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { return };
                 match cmd {
-                    Cmd::Message { from, msg } => {
+                    Cmd::Message { from, msg, grant } => {
                         let now = state::now_ms();
-                        match g.handle_with(ActorId(from), msg, now, &mut state::check_remote_key) {
+                        let mut policy =
+                            |k: &str, kind| state::link_policy(grant.as_deref(), k, kind, &env.metrics);
+                        match g.handle_with(ActorId(from), msg, now, &mut policy) {
                             Ok(out) => send_all(env, &links, out),
                             Err(e) => {
                                 if let GossipError::Crdt(CrdtError::Forged { key }) = &e {

@@ -319,6 +319,23 @@ async fn dial(
         conn.close(0u32.into(), b"dialled myself");
         return Ok(());
     }
+    // The node that answered must hold a `node` credential of this cluster too: both ends
+    // of a mesh link admit each other (PROTOCOL §7a).
+    let (realm, cluster) = (&env.node.realm, &env.node.cluster);
+    let admitted = match env.auth.admit_acceptor(realm, &welcome, cluster, &conn) {
+        Ok(a) => a,
+        Err(e) => {
+            let metrics = &env.node.metrics;
+            let reason = e.reason();
+            metrics
+                .connections_rejected_total
+                .with_label_values(&[reason])
+                .inc();
+            debug!(peer = %Id(welcome.node_id), reason, error = %e, "mesh peer refused");
+            conn.close((e.code() as u32).into(), e.to_string().as_bytes());
+            return Err(DialError::Refused(e));
+        }
+    };
     // The address is known on this side (we dialled it): the peer becomes a DHT contact.
     let peer = Contact {
         id: Id(welcome.node_id),
@@ -341,7 +358,7 @@ async fn dial(
     run_link(
         env.clone(),
         io,
-        peer_at,
+        (peer_at, admitted),
         (welcome.max_frame_size, window),
         cancel,
     )
@@ -397,7 +414,7 @@ pub async fn serve_accepted(
         .await;
     }
     // Kept for the link's life: a revoked credential's link is closed.
-    let _admitted = match env.auth.admit(&connect, crate::auth::Role::Node, &conn) {
+    let admitted = match env.auth.admit(&connect, crate::auth::Role::Node, &conn) {
         Ok(a) => a,
         Err(e) => {
             let corr = connect.correlation_id;
@@ -418,6 +435,8 @@ pub async fn serve_accepted(
             .identity
             .prove_on(&conn, crate::identity::Side::Acceptor)
             .ok(),
+        // The dialler admits this node in turn.
+        credential: env.auth.credential.clone(),
     });
     if send.write_all(&welcome.to_bytes()).await.is_err() {
         return;
@@ -432,18 +451,20 @@ pub async fn serve_accepted(
     };
     let limits = (connect.max_frame_size, window);
     let stop = CancellationToken::new();
-    run_link(env.clone(), io, (connect.node_id, None), limits, &stop).await;
+    let peer_at = ((connect.node_id, None), admitted);
+    run_link(env.clone(), io, peer_at, limits, &stop).await;
 }
 
 /// Runs one established mesh link until it ends: registers it, feeds the DHT, reads frames,
 /// and on the end removes it, holds the peer's interest ([`MESH_HOLD`]) and fails the calls
 /// forwarded over it. `(peer_id, contact)`: the peer, and its DHT contact when this side
-/// dialled it; `(max_frame_size, window)`: the largest frame body the peer accepts (bytes)
-/// and how many QoS 1 publishes it may owe acknowledgements for.
+/// dialled it; `admitted`: what the peer's credential grants (kept for the link's life: a
+/// revoked credential's link is closed); `(max_frame_size, window)`: the largest frame body
+/// the peer accepts (bytes) and how many QoS 1 publishes it may owe acknowledgements for.
 async fn run_link(
     env: Arc<MeshEnv>,
     io: LinkIo,
-    (peer_id, contact): (NodeId, Option<Contact>),
+    ((peer_id, contact), admitted): ((NodeId, Option<Contact>), crate::auth::Admitted),
     (max_frame_size, window): (u32, usize),
     stop: &CancellationToken,
 ) {
@@ -513,6 +534,7 @@ async fn run_link(
         me: &tx,
         link,
         peer_id,
+        grant: admitted.grant.clone(),
         revocations,
         pending,
         ctx: ReadCtx::new(),
@@ -559,6 +581,9 @@ struct MeshLink<'a> {
     /// The peer's relay link.
     link: LinkId,
     peer_id: NodeId,
+    /// What the peer node's credential permits (`None`: everything): its publishes,
+    /// subscriptions and the state it gossips are bounded by it, as at a bridge.
+    grant: Option<Arc<crate::auth::Grant>>,
     /// The link's registration for revocation lists (dropped with the handler).
     revocations: crate::auth::RevocationLink,
     /// Tracked publishes written to the peer, awaiting its `puback`.
@@ -574,12 +599,14 @@ impl read::FrameHandler for MeshLink<'_> {
             me,
             link,
             peer_id,
+            grant,
             revocations,
             pending,
             ctx,
             slow,
         } = self;
         let (env, me, link, peer_id, slow) = (*env, *me, *link, *peer_id, *slow);
+        let (granted, grant) = (grant.as_ref(), grant.as_deref());
         let metrics = &env.node.metrics;
         let Some(t) = me.msg_type(raw, metrics) else {
             return Ok(Flow::Continue);
@@ -589,6 +616,9 @@ impl read::FrameHandler for MeshLink<'_> {
                 let Some(view) = me.accept_publish(raw, metrics) else {
                     return Ok(Flow::Continue);
                 };
+                if !me.permit_publish(grant, &view, metrics) {
+                    return Ok(Flow::Continue);
+                }
                 // Delivered here only: a mesh publish is never forwarded again. A QoS 1 one is
                 // acknowledged once queued for our clients (`no_route` when none wanted it).
                 let taken = env
@@ -605,13 +635,19 @@ impl read::FrameHandler for MeshLink<'_> {
             }
             MessageType::PubAck => me.on_tracked_puback(raw, pending, metrics),
             MessageType::Subscribe | MessageType::Unsubscribe => {
-                let req = match session::decode_interest(raw) {
+                let mut req = match session::decode_interest(raw) {
                     Ok(r) => r,
                     Err((code, msg, corr)) => {
                         me.send_error(metrics, code, msg, corr);
                         return Ok(Flow::Continue);
                     }
                 };
+                if req.subscribe && grant.is_some() {
+                    // Each refused pattern gets its own error; the others are taken.
+                    let (action, corr) = (crate::auth::Action::Subscribe, Some(req.correlation_id));
+                    req.patterns
+                        .retain(|p| me.permit(grant, action, p, metrics, corr));
+                }
                 if let Err(e) = env
                     .pubsub
                     .change_interest(link, &req.patterns, req.subscribe)
@@ -687,7 +723,7 @@ impl read::FrameHandler for MeshLink<'_> {
             | MessageType::GossipPullReply
             | MessageType::GossipSync
             | MessageType::GossipSyncReply => {
-                if let Err((code, msg)) = env.gossip.on_frame(peer_id, raw) {
+                if let Err((code, msg)) = env.gossip.on_frame(peer_id, raw, granted) {
                     me.send_error(metrics, code, msg, None);
                 }
             }

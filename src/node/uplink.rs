@@ -479,7 +479,7 @@ impl FrameHandler for UplinkLink {
                 | MessageType::GossipSync
                 | MessageType::GossipSyncReply,
             ) => {
-                if let Err((code, msg)) = env.gossip.on_frame(bridge_id, raw) {
+                if let Err((code, msg)) = env.gossip.on_frame(bridge_id, raw, None) {
                     debug!(code = code.as_str(), %msg, "gossip frame from the bridge refused");
                 }
             }

@@ -48,6 +48,10 @@ pub enum DialError {
     /// the handshake.
     #[error("session: {0}")]
     Session(#[from] SessionError),
+    /// The node that answered a mesh dial was refused admission (its credential, PROTOCOL
+    /// §7a); the connection was closed with the refusal's code.
+    #[error("peer refused: {0}")]
+    Refused(crate::auth::AdmissionError),
 }
 
 impl<T> From<Result<T, DialError>> for Dial<T, DialError> {

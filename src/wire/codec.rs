@@ -134,6 +134,7 @@ impl RawFrame {
                     keepalive_ms: w.keepalive_ms,
                     correlation_id: w.correlation_id,
                     proof: proof(w.public_key, w.proof)?,
+                    credential: credential(w.credential)?,
                 })
             }
             MessageType::Disconnect => {
@@ -416,6 +417,7 @@ fn serialize_body<W: std::io::Write>(f: &Frame, w: &mut W) {
             correlation_id: c.correlation_id,
             public_key: key_bin(&c.proof),
             proof: signature_bin(&c.proof),
+            credential: c.credential.as_deref().map(serde_bytes::Bytes::new),
         }
         .serialize(&mut ser),
         Frame::Disconnect(d) => DisconnectSer {
@@ -554,7 +556,7 @@ fn proof(
     }
 }
 
-/// `"credential"` of `connect`: at most [`MAX_CREDENTIAL_BYTES`](crate::auth::credential::MAX_CREDENTIAL_BYTES).
+/// `"credential"` of `connect` and `connected`: at most [`MAX_CREDENTIAL_BYTES`](crate::auth::credential::MAX_CREDENTIAL_BYTES).
 fn credential(c: Option<&serde_bytes::Bytes>) -> Result<Option<Bytes>, WireError> {
     use crate::auth::credential::MAX_CREDENTIAL_BYTES;
     match c {
@@ -652,6 +654,8 @@ struct ConnectedSer<'a> {
     public_key: Option<&'a serde_bytes::Bytes>,
     #[serde(skip_serializing_if = "Option::is_none")]
     proof: Option<&'a serde_bytes::Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<&'a serde_bytes::Bytes>,
 }
 
 #[derive(Deserialize)]
@@ -668,6 +672,8 @@ struct ConnectedDe<'a> {
     public_key: Option<&'a serde_bytes::Bytes>,
     #[serde(borrow, default)]
     proof: Option<&'a serde_bytes::Bytes>,
+    #[serde(borrow, default)]
+    credential: Option<&'a serde_bytes::Bytes>,
 }
 
 #[derive(Serialize)]

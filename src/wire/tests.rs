@@ -622,6 +622,8 @@ fn pubsub_frame_s() -> impl Strategy<Value = Frame> {
                         keepalive_ms,
                         correlation_id: cid,
                         proof: None,
+                        credential: (cid % 2 == 0)
+                            .then(|| bytes::Bytes::from(vec![7u8; (cid % 300) as usize])),
                     })
                 }
             ),
