@@ -112,6 +112,14 @@ async fn a_second_lookup_is_served_from_the_street_cache() {
     let upstream = metric(street2, UPSTREAM);
     let city_lookups = metric(city, CITY_LOOKUPS);
     let b2_escalations = metric(f.procs[b2].admin, "macula_escalations_total");
+    // A node is ready once it serves its clients, maybe before its uplink is up: a call made
+    // before that finds no provider (the first caller's retries hide it; this one has none).
+    let b2_admin = f.procs[b2].admin;
+    poll(Duration::from_secs(20), "node-b2's uplink", || async move {
+        let up = r#"macula_connections_open{role="uplink"}"#;
+        (metric(b2_admin, up) >= 1.0).then_some(())
+    })
+    .await;
 
     let second = client(f.procs[b2].quic).await;
     let args = Bytes::from_static(b"second caller");
