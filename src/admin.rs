@@ -45,8 +45,10 @@ use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
 pub struct AdminState {
     /// Metrics served at `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// Readiness reported by `/health/ready`: set by the mode once it serves traffic (for a node:
-    /// uplink settled), cleared when it starts draining.
+    /// Readiness reported by `/health/ready`: set by the mode once its QUIC listener serves
+    /// traffic (a node's local clients are served whether or not its uplink is up; watch
+    /// `macula_connections_open{role="uplink"}` for that), cleared when it starts draining
+    /// (`docs/OPERATIONS.md`).
     pub ready: Arc<AtomicBool>,
     /// The replicated state served at `/state` as JSON, once the mode has started (see
     /// [`crate::server::ServerHandle::state`]); `{}` before.

@@ -311,6 +311,9 @@ struct Inner {
     dropped: AtomicU64,
     reconnects: AtomicU64,
     subscription_buffer: usize,
+    /// Set by [`Client::close`] before it sends `DISCONNECT`: the session that ends then is
+    /// not redialled.
+    closing: std::sync::atomic::AtomicBool,
     cancel: CancellationToken,
     tasks: TaskTracker,
     max_frame: u32,
@@ -396,6 +399,7 @@ impl Client {
             dropped: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             subscription_buffer: opts.subscription_buffer.max(1),
+            closing: Default::default(),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             max_frame: welcome.max_frame_size,
@@ -584,20 +588,33 @@ impl Client {
         self.inner.cancel.is_cancelled()
     }
 
-    /// Sends `DISCONNECT`, closes the connection and waits for the background tasks.
+    /// Closes gracefully, as NATS's `drain` does, within
+    /// [`defaults::CLIENT_CLOSE_DRAIN`](crate::defaults::CLIENT_CLOSE_DRAIN) (2 s): waits
+    /// until the QoS 1 publishes made so far are acknowledged ([`Client::flush`]), queues
+    /// `DISCONNECT` behind the publishes still queued, and waits until the node — having read
+    /// everything before it — closes the connection (PROTOCOL §5.3). Then it closes the
+    /// connection itself and waits for the background tasks. What is still queued when the
+    /// bound passes, or when the connection is down, is never sent
+    /// ([`ClientStats::qos0_unconfirmed`]). Subscriptions end; handlers stop.
     pub async fn close(self) {
         let inner = &self.inner;
+        let deadline = tokio::time::Instant::now() + crate::defaults::CLIENT_CLOSE_DRAIN;
+        let _ = self.flush(crate::defaults::CLIENT_CLOSE_DRAIN).await;
+        let conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        inner.closing.store(true, Ordering::Release);
         let bye = Frame::Disconnect(wire::Disconnect {
             code: 0,
             reason: "bye".into(),
         });
-        let _ = inner.ctrl.try_send(Outbound::Frame(bye.to_bytes()));
+        // On the data queue: written after every publish queued before it.
+        let queued =
+            tokio::time::timeout_at(deadline, inner.data.send(Outbound::Frame(bye.to_bytes())))
+                .await;
+        if matches!(queued, Ok(Ok(()))) {
+            let _ = tokio::time::timeout_at(deadline, conn.closed()).await;
+        }
         inner.cancel.cancel();
-        inner
-            .conn
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .close(0u32.into(), b"bye");
+        conn.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(2), inner.tasks.wait()).await;
     }
 }
@@ -871,7 +888,10 @@ impl SessionManager {
             // The node forgot the calls of this session: fail them now, not at their timeout.
             inner.rpc.fail_calls();
             inner.acked_notify.notify_waiters();
-            if inner.cancel.is_cancelled() || !self.opts.reconnect {
+            if inner.cancel.is_cancelled()
+                || inner.closing.load(Ordering::Acquire)
+                || !self.opts.reconnect
+            {
                 break;
             }
             redial.ended(&self.opts.addr);

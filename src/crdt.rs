@@ -78,8 +78,8 @@ pub enum CrdtError {
     InvalidOp(&'static str),
     /// An incoming state claims more for the receiving replica's own actor than that replica
     /// has written (a counter entry above its own, a dot it never made, a register it never
-    /// wrote): only an actor writes its own entries, so the state is forged. The whole
-    /// message is refused.
+    /// wrote): only an actor writes its own entries, so the key is forged (by the sender or
+    /// by whoever it relays). That key is refused; the label of its count.
     #[error("key {key:?} claims entries of this replica's own actor that it never wrote")]
     Forged {
         /// The first key found forged.

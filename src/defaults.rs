@@ -322,7 +322,7 @@ pub const CRDT_MAX_STORE_BYTES: usize = 32 << 20;
 /// 16,384 elements of 8 KiB made a 128 MiB key.
 pub const CRDT_MAX_SET_BYTES: usize = 1 << 20;
 
-/// Retired contexts of garbage-collected keys (emptied OR-Sets) kept per store
+/// Garbage-collected keys (emptied OR-Sets, removed registers and counters) kept retired per store
 /// (`crdt.max_retired`): enough for a churn of subscriptions well beyond `CRDT_MAX_KEYS`; beyond
 /// it the oldest retirement is forgotten (`docs/GOSSIP.md`).
 pub const CRDT_MAX_RETIRED: usize = 16_384;
@@ -339,6 +339,10 @@ pub const CRDT_WRITER_MAX_BYTES: usize = 8 << 20;
 /// Bound on the encoded state or digest in one gossip frame, bytes: under the 64 KiB wire
 /// bound (`wire::MAX_GOSSIP_STATE`) with room for the frame's other fields.
 pub const GOSSIP_MAX_MESSAGE_BYTES: usize = 60_000;
+
+/// How long [`crate::client::Client::close`] waits for what is queued and unacknowledged to
+/// reach the node before it closes anyway.
+pub const CLIENT_CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Timeout of a client's `put` / `get` / `update` on a replicated key (answered by its own node:
 /// no network hop beyond the client's connection).

@@ -275,8 +275,8 @@ pub struct GossipStats {
     pub redundant: u64,
     /// Keys with concurrent updates met while merging incoming states.
     pub conflicts: u64,
-    /// Keys garbage-collected: OR-Sets left without elements, moved to the store's retired
-    /// contexts ([`CrdtMap::retire_empty`](crate::crdt::CrdtMap::retire_empty)).
+    /// Keys garbage-collected: keys left with no live content (emptied sets, removed
+    /// registers and counters), moved to the store's retired keys ([`CrdtMap::retire_dead`](crate::crdt::CrdtMap::retire_dead)).
     pub keys_retired: u64,
     /// Refusals by [`GossipError::as_str`] / [`CrdtError::as_str`] label: whole messages,
     /// and single keys (type mismatch, limits, clock skew) of otherwise merged states.

@@ -197,6 +197,10 @@ pub struct Metrics {
     /// `macula_uplink_key_refused_total`: uplink sessions refused because the bridge proved
     /// another key than the one pinned for its address (trust on first use, development mode).
     pub uplink_key_refused_total: IntCounter,
+    /// `macula_uplink_interest_resyncs_total`: uplink sessions ended because an interest
+    /// change could not be queued to the bridge (its control queue full); the next session
+    /// announces the whole interest again.
+    pub uplink_interest_resyncs_total: IntCounter,
     /// `macula_delivery_latency_seconds`: time from a message's acceptance to its delivery to a
     /// subscriber's outbound queue, seconds ([`LATENCY_BUCKETS`]).
     pub delivery_latency_seconds: Histogram,
@@ -450,6 +454,13 @@ impl Metrics {
                 counter(
                     "macula_uplink_key_refused_total",
                     "Uplink sessions refused: the bridge proved another key than the pinned one.",
+                ),
+            ),
+            uplink_interest_resyncs_total: register(
+                r,
+                counter(
+                    "macula_uplink_interest_resyncs_total",
+                    "Uplink sessions restarted because an interest change could not be queued.",
                 ),
             ),
             connections_revoked_total: register(

@@ -124,6 +124,10 @@ struct UplinkTx {
     /// Whether a session with the bridge is up (set by the uplink task): while it is down,
     /// nothing drains the custody queue.
     connected: Arc<std::sync::atomic::AtomicBool>,
+    /// Set (and notified) when an interest change could not be queued to the bridge: the
+    /// session's view of our interest is then wrong, so the uplink task ends the session and
+    /// the next one announces the whole interest again. Cleared at each announcement.
+    interest_lost: Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>,
 }
 
 /// Starts a node from `cfg`: binds the client listener and, if configured, starts
@@ -153,6 +157,7 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
                 ctrl: ctrl_tx,
                 data: data_tx,
                 connected: Arc::default(),
+                interest_lost: Arc::default(),
             };
             (
                 Some(tx.clone()),

@@ -166,7 +166,7 @@ pub struct UpdateArgs {
     /// The key.
     pub key: String,
     /// `"add"`, `"remove"` (OR-Set), `"put"` (LWW-Register), `"increment"` (G-Counter),
-    /// `"add_counter"` (PN-Counter).
+    /// `"add_counter"` (PN-Counter), `"delete"` (any kind: removes the key's content).
     pub op: String,
     /// The element or value (OR-Set, register).
     #[serde(with = "serde_bytes", default)]
@@ -189,6 +189,7 @@ impl UpdateArgs {
                 i64::try_from(*k).unwrap_or(i64::MAX),
             ),
             Op::Add(k) => ("add_counter", Vec::new(), *k),
+            Op::Delete => ("delete", Vec::new(), 0),
         };
         UpdateArgs {
             key: key.into(),
@@ -209,6 +210,7 @@ impl UpdateArgs {
                 u64::try_from(self.n).map_err(|_| "increment must be ≥ 0".to_string())?,
             ),
             "add_counter" => Op::Add(self.n),
+            "delete" => Op::Delete,
             other => return Err(format!("unknown op {other:?}")),
         })
     }

@@ -1279,11 +1279,7 @@ async fn mesh_peers_are_bounded_by_each_others_credentials() {
     );
     f.wait_ready(Duration::from_secs(20)).await.unwrap();
     let (a1, a2) = (f.procs[one].admin, f.procs[two].admin);
-    poll(Duration::from_secs(20), "the mesh link", || async move {
-        (metric(a1, "macula_mesh_peers") >= 1.0 && metric(a2, "macula_mesh_peers") >= 1.0)
-            .then_some(())
-    })
-    .await;
+    common::wait_mesh(&f, one, two).await;
     let client_of = |addr: SocketAddr| {
         let me = Identity::generate();
         let opts = ClientOptions {

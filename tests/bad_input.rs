@@ -904,7 +904,7 @@ async fn acks_errors_hops_and_slow_consumers_follow_the_protocol() {
 
 /// Issue 12's probe: a mesh peer set the node's own G-Counter entry to 2^64 − 1, after which
 /// every increment failed with "counter overflow". It learns the node's CRDT actor from the
-/// node's own anti-entropy digest, then pushes the forged entry: the state is refused whole
+/// node's own anti-entropy digest, then pushes the forged entry: the key is refused
 /// (`forged_actor`, an audit line) and the client's increments keep counting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mesh_peer_cannot_forge_the_nodes_own_counter() {
@@ -945,6 +945,7 @@ async fn a_mesh_peer_cannot_forge_the_nodes_own_counter() {
         "hits".into(),
         Crdt::GCounter(GCounter {
             counts: [(actor, u64::MAX)].into(),
+            base: Default::default(),
         }),
     );
     let mut state = Vec::new();

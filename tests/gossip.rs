@@ -273,6 +273,38 @@ async fn a_cluster_change_reaches_the_city_aggregated() {
         },
     )
     .await;
+    // Removing a counter and a register (whatever their kind) does the same, once the
+    // removing node has seen both increments: the key reads as absent on the other node,
+    // and leaves the street's and the city's aggregated state.
+    c1.put("color", "red".into()).await.unwrap();
+    poll(Duration::from_secs(30), "7 hits at node a0", || async {
+        (c1.get("hits").await.ok()?? == Value::GCounter(7)).then_some(())
+    })
+    .await;
+    c1.delete("hits").await.unwrap();
+    c1.delete("color").await.unwrap();
+    assert_eq!(c1.get("hits").await.unwrap(), None);
+    poll(Duration::from_secs(30), "removals at node a1", || async {
+        let gone = c2.get("hits").await.ok()?.is_none() && c2.get("color").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    for (admin, what) in [(street, "street"), (city, "city")] {
+        poll(Duration::from_secs(30), what, || async move {
+            let s = state(admin)?;
+            let level = s["io.macula"]["level"].as_object()?.clone();
+            (!level.contains_key("hits") && !level.contains_key("color")).then_some(())
+        })
+        .await;
+    }
+    // Counting again starts from 0 everywhere.
+    c2.crdt_update("hits", Op::Increment(1)).await.unwrap();
+    poll(
+        Duration::from_secs(30),
+        "a new count at the city",
+        || async move { (state(city)?["io.macula"]["level"]["hits"].as_u64()? == 1).then_some(()) },
+    )
+    .await;
     f.stop().await;
 }
 

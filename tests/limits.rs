@@ -155,8 +155,8 @@ async fn idle_sessions_are_evicted_when_the_listener_is_full_and_busy_ones_are_n
 
 /// One client at its share of the cluster's store (`crdt.writer_max_keys` = 16,
 /// `crdt.writer_max_bytes` = 8 KiB) is refused `LIMIT_EXCEEDED` and counted, while another
-/// client of the same node keeps writing; a key the client empties leaves the store and frees
-/// its share.
+/// client of the same node keeps writing; a key the client empties or removes leaves the store
+/// and frees its share.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_holds_at_most_its_share_of_the_store() {
     use macula::client::CallError;
@@ -199,6 +199,12 @@ async fn a_client_holds_at_most_its_share_of_the_store() {
         .crdt_update("g.16", Op::SetAdd("x".into()))
         .await
         .expect("a freed key slot is usable again");
+    // So does removing a key of any kind.
+    greedy.delete("g.3").await.unwrap();
+    greedy
+        .crdt_update("g.17", Op::Increment(1))
+        .await
+        .expect("a removed key's slot is usable again");
     // Bytes: 8 KiB in all. Its 16 small sets hold about 2.3 KiB (the store's measure counts
     // ~140 bytes of overhead per key); 5 KiB more fit, 2 KiB more then do not.
     greedy

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{bridge_and_two_nodes, client, fleet, metric, recv, wait_route};
+use common::{bridge_and_two_nodes, client, fleet, metric, recv, wait_mesh, wait_route};
 use macula::client::Client;
 use macula::wire::Qos;
 
@@ -38,6 +38,17 @@ async fn publish_crosses_two_nodes_through_the_bridge() {
     }
     assert!(metric(f.procs[b].admin, "macula_messages_relayed_total") >= 100.0);
     assert_eq!(sub_client.stats().duplicates, 0);
+    // The subscriber's node dies (it withdraws nothing): its link's patterns leave the
+    // bridge's relay and its `macula_subscriptions` gauge once the link is found dead.
+    let bridge_admin = f.procs[b].admin;
+    assert!(metric(bridge_admin, "macula_subscriptions") >= 1.0);
+    f.kill(nb).await;
+    common::poll(
+        Duration::from_secs(20),
+        "the bridge's gauge drops",
+        || async { (metric(bridge_admin, "macula_subscriptions") == 0.0).then_some(()) },
+    )
+    .await;
     f.stop().await;
 }
 
@@ -291,22 +302,6 @@ async fn clients_reconnect_resubscribe_and_retransmit_after_a_node_restart() {
 /// Two nodes of one cluster (the second joins through the first as its seed) and a node of
 /// another cluster, all under one bridge: a publish inside the cluster goes over the mesh and
 /// never through the bridge; one for the other cluster still goes through it.
-/// Waits until nodes `a` and `b` of `f` each have a mesh link.
-async fn wait_mesh(f: &common::Fleet, a: usize, b: usize) {
-    common::poll(
-        Duration::from_secs(20),
-        "the mesh links the two nodes",
-        || {
-            let (x, y) = (f.procs[a].admin, f.procs[b].admin);
-            async move {
-                (metric(x, "macula_mesh_peers") >= 1.0 && metric(y, "macula_mesh_peers") >= 1.0)
-                    .then_some(())
-            }
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_inside_a_cluster_never_crosses_the_bridge() {
     let mut f = fleet();
@@ -710,5 +705,106 @@ async fn a_node_whose_bridge_is_away_keeps_serving_qos1_locally() {
         || async { (metric(admin, open) == 0.0).then_some(()) },
     )
     .await;
+    f.stop().await;
+}
+
+/// Sends `sig` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// A node whose uplink control queue fills (the bridge stopped reading: SIGSTOP) cannot
+/// queue its later interest changes; it ends the session and announces its whole interest
+/// in the next one, so a subscription made meanwhile still receives what another cluster
+/// publishes once the bridge runs again. (Before, the change was dropped and the session
+/// went on without it.) Small windows and a one-message in-flight bound make the queue
+/// (1,025 frames) fill after about 2,000 one-pattern subscriptions; the links' idle timeout
+/// is raised so that only the full queue can end the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interest_changes_lost_to_a_stuck_uplink_are_announced_again() {
+    let mut f = fleet();
+    for (k, v) in [
+        ("MACULA_LIMITS__MAX_INFLIGHT", "1"),
+        ("MACULA_LIMITS__MAX_FRAME_SIZE", "65536"),
+        ("MACULA_TRANSPORT__STREAM_RECEIVE_WINDOW", "65536"),
+        ("MACULA_TRANSPORT__RECEIVE_WINDOW", "65536"),
+        ("MACULA_TRANSPORT__SEND_WINDOW", "65536"),
+        ("MACULA_TRANSPORT__LINK_IDLE_TIMEOUT_MS", "60000"),
+    ] {
+        f.env(k, v);
+    }
+    let b = f.bridge("bridge", "127.0.0.1", &[]).expect("spawn bridge");
+    let baddr = f.procs[b].quic;
+    let na = f.node("node-a", "127.0.0.2", "a", baddr, &[]).unwrap();
+    let nb = f.node("node-b", "127.0.0.3", "b", baddr, &[]).unwrap();
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (sub_client, publisher) = (
+        client(f.procs[na].quic).await,
+        client(f.procs[nb].quic).await,
+    );
+    let mut probe = sub_client.subscribe("probe").await.unwrap();
+    wait_route(&publisher, &mut probe, "probe").await;
+    let pid = f.pid(b).expect("bridge pid");
+    signal(pid, "STOP");
+    const N: usize = 2_500;
+    let mut subs = Vec::with_capacity(N);
+    for i in 0..N {
+        let topic = format!("stuck.uplink.interest.pattern.{i:05}");
+        subs.push(sub_client.subscribe(&topic).await.unwrap());
+    }
+    signal(pid, "CONT");
+    let resyncs = metric(f.procs[na].admin, "macula_uplink_interest_resyncs_total");
+    assert!(
+        resyncs >= 1.0,
+        "the full queue ended the session ({resyncs})"
+    );
+    eprintln!(
+        "node-a: resyncs {resyncs}, reconnects {}",
+        metric(f.procs[na].admin, "macula_uplink_reconnects_total")
+    );
+    let last = subs.last_mut().expect("a subscription");
+    let topic = format!("stuck.uplink.interest.pattern.{:05}", N - 1);
+    wait_route(&publisher, last, &topic).await;
+    f.stop().await;
+}
+
+/// `Client::close` drains: QoS 0 publishes still queued in the client when it closes reach
+/// the subscriber, and so do QoS 1 ones (acknowledged first). Before, the queue was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_delivers_what_was_queued() {
+    let mut f = fleet();
+    let n = common::lone_node(&mut f, "node", "127.0.0.7");
+    f.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let addr = f.procs[n].quic;
+    let sub_client = client(addr).await;
+    let mut sub = sub_client.subscribe("drain.**").await.unwrap();
+    let publisher = client(addr).await;
+    wait_route(&publisher, &mut sub, "drain.probe").await;
+    const N: u32 = 2_000;
+    for i in 0..N {
+        let qos = if i % 2 == 0 {
+            Qos::AtMostOnce
+        } else {
+            Qos::AtLeastOnce
+        };
+        publisher
+            .publish("drain.x", i.to_be_bytes().to_vec().into(), qos)
+            .await
+            .unwrap();
+    }
+    publisher.close().await;
+    let mut seen = HashSet::new();
+    while seen.len() < N as usize {
+        let m = recv(&mut sub).await;
+        if m.topic() == "drain.x" {
+            seen.insert(u32::from_be_bytes(m.payload[..4].try_into().unwrap()));
+        }
+    }
+    sub_client.close().await;
     f.stop().await;
 }

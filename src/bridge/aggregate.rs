@@ -11,10 +11,15 @@
 //!   the child's set is not empty (which children provide `p` / want `pattern`).
 //!   `$clusters` holds `child ‖ 0x00` while the child has members (a cluster: `$members` not
 //!   empty; a child bridge: its `$clusters` not empty).
-//! - **G-Counter** `K`: one entry per child (actor = SHA-256 of the child's name) holding the
-//!   child's total; **PN-Counter** likewise with the child's increments and decrements. The
-//!   totals only grow, so per-actor max merge keeps them right at every level.
-//! - **LWW-Register** `K`: the child's register merged as it is (the latest write wins).
+//! - **G-Counter** `K`: one entry per child (actor = SHA-256 of the child's name) whose value
+//!   (count − base) is the child's total; **PN-Counter** likewise with the child's increments
+//!   and decrements. A total that grows raises the count; one that shrinks (the child
+//!   removed the key, or part of it: an observed reset) raises the base to the count and the
+//!   count by the new total, so both stay monotone and per-actor max merge keeps the level
+//!   right at every level. A child that removed the key (it is retired there) contributes 0;
+//!   a child store that is gone (timed out) keeps its last totals, as before removals.
+//! - **LWW-Register** `K`: the child's register merged as it is (the latest write wins),
+//!   its removal (a tombstone, kept while the key is retired) too.
 //! - `$members`, `$meta/…`: not aggregated (node detail stays in the cluster).
 //!
 //! Elements are added and removed through the level store's own OR-Set operations, with the
@@ -103,11 +108,14 @@ pub fn reconcile(
     }
     expected.push((CLUSTERS_KEY.to_string(), clusters));
     set_keys.insert(CLUSTERS_KEY.to_string());
-    for (key, value) in child_store.iter() {
+    let me = child_actor(child);
+    for (key, value) in child_store.iter().chain(child_store.iter_retired()) {
         if skipped(key) {
             continue;
         }
+        let retired = child_store.crdt(key).is_none();
         match value {
+            Crdt::OrSet(_) if retired => {}
             Crdt::OrSet(s) => {
                 let want: BTreeSet<Bytes> = if is_system_set(key) {
                     if s.is_empty() {
@@ -131,19 +139,22 @@ pub fn reconcile(
                     merge.insert(key.clone(), Crdt::Lww(r.clone()));
                 }
             }
-            Crdt::GCounter(c) => {
-                if level_kind_ok(level, key, value) {
-                    let mut g = GCounter::default();
-                    g.counts.insert(child_actor(child), c.value());
-                    merge.insert(key.clone(), Crdt::GCounter(g));
+            Crdt::GCounter(_) | Crdt::PnCounter(_) => {
+                if !level_kind_ok(level, key, value) {
+                    continue;
                 }
-            }
-            Crdt::PnCounter(c) => {
-                if level_kind_ok(level, key, value) {
-                    let mut pn = PnCounter::default();
-                    pn.p.counts.insert(child_actor(child), c.p.value());
-                    pn.n.counts.insert(child_actor(child), c.n.value());
-                    merge.insert(key.clone(), Crdt::PnCounter(pn));
+                let (p, n, empty) = match value {
+                    Crdt::GCounter(c) => (c.value(), 0, Crdt::GCounter(GCounter::default())),
+                    Crdt::PnCounter(c) => (
+                        c.p.value(),
+                        c.n.value(),
+                        Crdt::PnCounter(PnCounter::default()),
+                    ),
+                    _ => unreachable!("matched above"),
+                };
+                let held = level.held(key).unwrap_or(&empty);
+                if let Some(d) = counter_change(held, &me, p, n) {
+                    merge.insert(key.clone(), d);
                 }
             }
         }
@@ -180,8 +191,47 @@ pub fn reconcile(
     out
 }
 
+/// The join that makes `actor`'s contribution to the level's counter `held` equal `p`
+/// (increments) and `n` (decrements; a G-Counter's is 0); `None` when it already does, or
+/// `held` is no counter. Counts and bases only grow: a contribution that must shrink gets
+/// its base raised to its count and its count raised by the new total. Skipped (`None`) at
+/// u64 overflow.
+fn counter_change(held: &Crdt, actor: &ActorId, p: u64, n: u64) -> Option<Crdt> {
+    fn half(level: Option<&GCounter>, actor: &ActorId, want: u64) -> Option<GCounter> {
+        let (count, base) = level.map_or((0, 0), |g| (g.get(actor), g.base_of(actor)));
+        let now = count - base;
+        let (count, base) = match want.cmp(&now) {
+            std::cmp::Ordering::Equal => return None,
+            std::cmp::Ordering::Greater => (base.checked_add(want)?, base),
+            std::cmp::Ordering::Less => (count.checked_add(want)?, count),
+        };
+        let mut g = GCounter::default();
+        if count > 0 {
+            g.counts.insert(*actor, count);
+            if base > 0 {
+                g.base.insert(*actor, base);
+            }
+        }
+        Some(g)
+    }
+    match held {
+        Crdt::GCounter(g) => half(Some(g), actor, p).map(Crdt::GCounter),
+        Crdt::PnCounter(c) => {
+            let (dp, dn) = (half(Some(&c.p), actor, p), half(Some(&c.n), actor, n));
+            if dp.is_none() && dn.is_none() {
+                return None;
+            }
+            Some(Crdt::PnCounter(PnCounter {
+                p: dp.unwrap_or_default(),
+                n: dn.unwrap_or_default(),
+            }))
+        }
+        _ => None,
+    }
+}
+
 fn level_kind_ok(level: &CrdtMap, key: &str, value: &Crdt) -> bool {
-    match level.crdt(key) {
+    match level.held(key) {
         None => true,
         Some(l) => std::mem::discriminant(l) == std::mem::discriminant(value),
     }
@@ -253,6 +303,7 @@ mod tests {
     fn set(level: &CrdtMap, key: &str) -> Vec<Bytes> {
         match level.get(key) {
             Some(Value::Set(v)) => v,
+            None => Vec::new(),
             other => panic!("{key}: {other:?}"),
         }
     }
@@ -305,6 +356,55 @@ mod tests {
         assert!(set(&level, "tags").is_empty());
         assert!(set(&level, CLUSTERS_KEY).is_empty());
         assert!(set(&level, "$rpc/echo").is_empty());
+        assert_eq!(level.get("hits"), Some(Value::GCounter(3)));
+    }
+
+    /// A child's removal of a counter or register reaches the level: the counter's
+    /// contribution drops to 0 (and grows again from there), the register's tombstone wins
+    /// over the older write; another child's contribution stays.
+    #[test]
+    fn a_childs_removals_reach_the_level() {
+        let l = Limits::default();
+        let at = |ms| Hlc {
+            wall_ms: ms,
+            logical: 0,
+        };
+        let mut level = CrdtMap::new();
+        let mut a = CrdtMap::new();
+        let mut b = CrdtMap::new();
+        a.apply("hits", Op::Increment(5), actor(1), at(1), &l)
+            .unwrap();
+        a.apply("bal", Op::Add(-4), actor(1), at(1), &l).unwrap();
+        a.apply("color", Op::Put("red".into()), actor(1), at(1), &l)
+            .unwrap();
+        b.apply("hits", Op::Increment(2), actor(2), at(1), &l)
+            .unwrap();
+        for (name, store) in [("a", &a), ("b", &b)] {
+            let c = reconcile(&level, name, store, false);
+            apply(&mut level, c);
+        }
+        assert_eq!(level.get("hits"), Some(Value::GCounter(7)));
+        assert_eq!(level.get("bal"), Some(Value::PnCounter(-4)));
+        for key in ["hits", "bal", "color"] {
+            a.apply(key, Op::Delete, actor(1), at(2), &l).unwrap();
+        }
+        assert_eq!(a.retire_dead(["hits", "bal", "color"], &l), 3);
+        let c = reconcile(&level, "a", &a, false);
+        apply(&mut level, c);
+        assert_eq!(level.get("hits"), Some(Value::GCounter(2)), "b's 2 stay");
+        assert_eq!(level.get("bal"), None, "nothing live: reads as absent");
+        assert_eq!(level.get("color"), None);
+        // Counting again after the removal starts from 0.
+        a.apply("hits", Op::Increment(1), actor(1), at(3), &l)
+            .unwrap();
+        let c = reconcile(&level, "a", &a, false);
+        apply(&mut level, c);
+        assert_eq!(level.get("hits"), Some(Value::GCounter(3)));
+        // Reconciling again changes nothing (idempotent).
+        let before = level.clone();
+        let c = reconcile(&level, "a", &a, false);
+        apply(&mut level, c);
+        assert_eq!(level, before);
     }
 
     #[test]

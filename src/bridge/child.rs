@@ -15,7 +15,7 @@ use tracing::{debug, info};
 
 use super::fleet::{self, Fleet};
 use super::gossip::{self, BridgeGossip};
-use super::pubsub::{relay_mut, remove_link, tell, BridgePubSub};
+use super::pubsub::{relay_mut, tell, BridgePubSub};
 use super::rpc::{BridgeRpc, Link};
 use super::{lock, Realm, Realms};
 use crate::metrics::Metrics;
@@ -439,7 +439,7 @@ pub(super) async fn run_link(
             _ = env.shutdown.cancelled() => {}
         }
     }
-    remove_link(&realm, key);
+    env.pubsub.remove_link(&realm, key);
     env.keys.release(group_name.as_deref());
     if linger {
         if let Some(f) = &env.fleet {

@@ -24,8 +24,8 @@ use tracing::debug;
 use super::aggregate::{self, Change};
 use super::Realm;
 use crate::auth::Grant;
-use crate::crdt::{ActorId, CrdtError};
-use crate::gossip::{Gossip, GossipConfig, GossipError, GossipStats, Message};
+use crate::crdt::ActorId;
+use crate::gossip::{Gossip, GossipConfig, GossipStats, Message};
 use crate::metrics::Metrics;
 use crate::router::PeerKey;
 use crate::session::Outbound;
@@ -388,11 +388,9 @@ async fn run(env: &TaskEnv, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationTok
                             |k: &str, kind| state::link_policy(grant.as_deref(), k, kind, &env.metrics);
                         match c.g.handle_with(ActorId(from), msg, state::now_ms(), &mut policy) {
                             Ok(out) => send_child(env, &realm, &child_scope, c, out),
-                            Err(e) => {
-                                audit_forged(&e, &from, &realm, &child_scope);
-                                debug!(child = %child_scope, error = %e, "gossip refused");
-                            }
+                            Err(e) => debug!(child = %child_scope, error = %e, "gossip refused"),
                         }
+                        audit_forged(&mut c.g, &from, &realm, &child_scope);
                         c.dirty |= c.g.stats().deltas_merged != before;
                         env.metrics.gossip.record(&mut c.prev, c.g.stats());
                     }
@@ -433,11 +431,9 @@ async fn run(env: &TaskEnv, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationTok
                             let now = state::now_ms();
                             match l.g.handle_with(ActorId(from), msg, now, &mut state::check_remote_key) {
                                 Ok(out) => send_parent(env, &realm, &scope, l, out),
-                                Err(e) => {
-                                    audit_forged(&e, &from, &realm, &scope);
-                                    debug!(error = %e, "gossip from the parent refused");
-                                }
+                                Err(e) => debug!(error = %e, "gossip from the parent refused"),
                             }
+                            audit_forged(&mut l.g, &from, &realm, &scope);
                             env.metrics.gossip.record(&mut l.prev, l.g.stats());
                         }
                     }
@@ -448,9 +444,9 @@ async fn run(env: &TaskEnv, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationTok
 }
 
 /// Writes the audit line of a state refused as forged (the other refusals are counted only).
-fn audit_forged(e: &GossipError, from: &NodeId, realm: &str, scope: &str) {
-    if let GossipError::Crdt(CrdtError::Forged { key }) = e {
-        crate::audit::crdt_forged(from, realm, scope, key);
+fn audit_forged(g: &mut Gossip, from: &NodeId, realm: &str, scope: &str) {
+    if let Some(key) = g.take_forged() {
+        crate::audit::crdt_forged(from, realm, scope, &key);
     }
 }
 

@@ -70,15 +70,6 @@ impl BridgePubSub {
     }
 }
 
-/// Removes a link from its realm's relay and tells the others what changed; its patterns
-/// leave its tenant's quota.
-pub(super) fn remove_link(realm: &Realm, key: LinkId) {
-    let mut r = relay_mut(realm);
-    let deltas = r.remove_link(key);
-    lock(&realm.interest_quota).release_link(key);
-    tell(&r, &deltas);
-}
-
 /// Write access to a realm's relay (a panic inside never leaves it half-changed: every
 /// mutation completes before the guard drops).
 pub(super) fn relay_mut(realm: &Realm) -> std::sync::RwLockWriteGuard<'_, Relay<PeerTx>> {
@@ -200,13 +191,30 @@ impl BridgePubSub {
             tell(&r, &deltas);
             held
         };
+        self.count_subscriptions();
+        Ok(held)
+    }
+
+    /// Removes a link from its realm's relay and tells the others what changed; its
+    /// patterns leave its tenant's quota and `macula_subscriptions`.
+    pub(super) fn remove_link(&self, realm: &Realm, key: LinkId) {
+        {
+            let mut r = relay_mut(realm);
+            let deltas = r.remove_link(key);
+            lock(&realm.interest_quota).release_link(key);
+            tell(&r, &deltas);
+        }
+        self.count_subscriptions();
+    }
+
+    /// Sets `macula_subscriptions` to the patterns held over all realms.
+    fn count_subscriptions(&self) {
         self.metrics.subscriptions.set(
             self.realms
                 .values()
                 .map(|r| relay_ref(r).patterns() as i64)
                 .sum(),
         );
-        Ok(held)
     }
 }
 

@@ -312,8 +312,9 @@ impl Client {
     }
 
     /// Updates the replicated key `key` of the client's cluster (`docs/GOSSIP.md`): an OR-Set
-    /// add or remove, a register write, a counter increment. The first operation on a key
-    /// fixes its type. The change is applied on the node at once and reaches every node of the
+    /// add or remove, a register write, a counter increment, or the removal of the key
+    /// ([`crate::crdt::Op::Delete`]). The first operation on a key fixes its type (while a
+    /// removed key's tombstone is kept, `docs/GOSSIP.md`, "Removing a key"). The change is applied on the node at once and reaches every node of the
     /// cluster by gossip (about a second), and the bridge levels in aggregated form.
     ///
     /// Errors: [`CallError::Invalid`] when the key is not a valid
@@ -334,6 +335,15 @@ impl Client {
     /// Writes `value` to the LWW-Register `key` (see [`Client::crdt_update`]).
     pub async fn put(&self, key: &str, value: Bytes) -> Result<(), CallError> {
         self.crdt_update(key, crate::crdt::Op::Put(value)).await
+    }
+
+    /// Removes the key `key` whatever its type (see [`Client::crdt_update`] and
+    /// [`crate::crdt::Op::Delete`]): it then reads as absent on every node of the cluster and
+    /// no longer counts against the store's or this client's bounds. A write the removal had
+    /// not seen (made concurrently on another node) still counts. Removing an absent key
+    /// succeeds and changes nothing.
+    pub async fn delete(&self, key: &str) -> Result<(), CallError> {
+        self.crdt_update(key, crate::crdt::Op::Delete).await
     }
 
     /// Reads `key` as the node sees it now: `None` when the key does not exist.

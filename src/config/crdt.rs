@@ -21,8 +21,8 @@ pub struct CrdtSettings {
     /// Bound on the element bytes of one OR-Set. Default [`defaults::CRDT_MAX_SET_BYTES`]
     /// (1 MiB); at least 8 KiB and at most `max_store_bytes`.
     pub max_set_bytes: usize,
-    /// Retired contexts of garbage-collected keys kept per store. Default
-    /// [`defaults::CRDT_MAX_RETIRED`] (16,384); at least 1.
+    /// Garbage-collected keys kept retired per store (also bounded by `max_store_bytes`).
+    /// Default [`defaults::CRDT_MAX_RETIRED`] (16,384); at least 1.
     pub max_retired: usize,
     /// Keys one client of a node may have created in its cluster's store and still hold
     /// ([`crate::crdt::writers`]). Default [`defaults::CRDT_WRITER_MAX_KEYS`] (1,024); in

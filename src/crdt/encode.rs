@@ -212,7 +212,11 @@ fn encode_map(entries: &[(&str, &Crdt)], out: &mut Vec<u8>) {
             Crdt::Lww(r) => {
                 w_uint(out, Kind::Lww as u64);
                 w_array(out, 3);
-                w_bin(out, &r.value);
+                if r.deleted {
+                    let _ = wr::write_nil(out);
+                } else {
+                    w_bin(out, &r.value);
+                }
                 w_hlc(out, &r.ts);
                 w_uint(out, table.index(&r.actor));
             }
@@ -271,9 +275,13 @@ impl ActorTable {
     fn write_counter(&self, out: &mut Vec<u8>, c: &GCounter) {
         w_array(out, c.counts.values().filter(|&&n| n > 0).count());
         for (a, &n) in c.counts.iter().filter(|(_, &n)| n > 0) {
-            w_array(out, 2);
+            let base = c.base_of(a).min(n);
+            w_array(out, if base > 0 { 3 } else { 2 });
             w_uint(out, self.index(a));
             w_uint(out, n);
+            if base > 0 {
+                w_uint(out, base);
+            }
         }
     }
     fn write_pn(&self, out: &mut Vec<u8>, c: &PnCounter) {
@@ -527,22 +535,34 @@ impl<'a> Reader<'a> {
             pairs.into_iter().collect(),
         ))
     }
-    /// `[value bin, hlc, idx]`.
+    /// `[value bin | nil, hlc, idx]`: nil is a tombstone (a removal), whose timestamp must
+    /// not be zero.
     fn lww(&mut self, actors: &[ActorId], limits: &Limits) -> Result<LwwRegister, CrdtError> {
         self.array_of(3, "lww")?;
-        let value = self.bin()?;
+        let deleted = self.buf.first() == Some(&0xc0);
+        let value = if deleted {
+            self.buf = &self.buf[1..];
+            &[][..]
+        } else {
+            self.bin()?
+        };
         if value.len() > limits.max_value_bytes {
             return Err(too_large("value bytes", limits.max_value_bytes));
         }
         let ts = self.hlc()?;
         let actor = self.actor(actors)?;
+        if deleted && ts == Hlc::default() {
+            return Err(malformed("tombstone at time zero"));
+        }
         Ok(LwwRegister {
             value: Bytes::copy_from_slice(value),
             ts,
             actor,
+            deleted,
         })
     }
-    /// `[[idx, count] ...]`: indices ascending, counts ≥ 1.
+    /// `[[idx, count] | [idx, count, base] ...]`: indices ascending, counts ≥ 1,
+    /// 1 ≤ base ≤ count.
     fn g_counter(&mut self, actors: &[ActorId], limits: &Limits) -> Result<GCounter, CrdtError> {
         let n = self.array()?;
         if n > limits.max_actors {
@@ -551,7 +571,10 @@ impl<'a> Reader<'a> {
         let mut c = GCounter::default();
         let mut last: Option<usize> = None;
         for _ in 0..n {
-            self.array_of(2, "count")?;
+            let len = self.array()?;
+            if len != 2 && len != 3 {
+                return Err(malformed("count: expected 2 or 3 items"));
+            }
             let idx = self.actor_index(actors)?;
             if last.is_some_and(|l| l >= idx) {
                 return Err(malformed("counter actors not ascending"));
@@ -562,6 +585,13 @@ impl<'a> Reader<'a> {
                 return Err(malformed("count 0"));
             }
             c.counts.insert(actors[idx], count);
+            if len == 3 {
+                let base = self.uint()?;
+                if base == 0 || base > count {
+                    return Err(malformed("counter base 0 or above the count"));
+                }
+                c.base.insert(actors[idx], base);
+            }
         }
         Ok(c)
     }

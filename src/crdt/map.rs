@@ -1,14 +1,13 @@
 //! A map of named CRDTs (one replicated store, e.g. one realm's state of one cluster), its
 //! digest for anti-entropy, and the operations clients apply through a node.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
 
 use super::encode::single_len;
-use super::gc::Retired;
+use super::gc::{Retired, RetiredBounds};
 use super::{ActorId, CrdtError, DotSet, GCounter, Hlc, LwwRegister, OrSet, PnCounter};
 
 /// The type of a key's value. Wire tags in parentheses.
@@ -92,6 +91,11 @@ pub struct Digest {
 /// An update a client applies to a key. The first operation on a key fixes its kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
+    /// Removes the key's content, whatever its kind (`docs/GOSSIP.md`, "Removing a key"): an
+    /// OR-Set's every element, a register's value (a tombstone write), a counter's every
+    /// observed count (observed reset). The key is then garbage-collected; writes the
+    /// removal had not seen still count.
+    Delete,
     /// OR-Set add.
     SetAdd(Bytes),
     /// OR-Set remove.
@@ -105,13 +109,14 @@ pub enum Op {
 }
 
 impl Op {
-    /// The kind of key this operation applies to.
-    pub fn kind(&self) -> Kind {
+    /// The kind of key this operation applies to; `None` for [`Op::Delete`] (any kind).
+    pub fn kind(&self) -> Option<Kind> {
         match self {
-            Op::SetAdd(_) | Op::SetRemove(_) => Kind::OrSet,
-            Op::Put(_) => Kind::Lww,
-            Op::Increment(_) => Kind::GCounter,
-            Op::Add(_) => Kind::PnCounter,
+            Op::Delete => None,
+            Op::SetAdd(_) | Op::SetRemove(_) => Some(Kind::OrSet),
+            Op::Put(_) => Some(Kind::Lww),
+            Op::Increment(_) => Some(Kind::GCounter),
+            Op::Add(_) => Some(Kind::PnCounter),
         }
     }
 }
@@ -154,9 +159,19 @@ pub struct Limits {
     /// `max_elements` (`set bytes`); without it `max_elements` × `max_value_bytes` allowed
     /// 128 MiB in one key.
     pub max_set_bytes: usize,
-    /// Most retired contexts of garbage-collected keys a store keeps (default 16,384;
-    /// `super::gc`); beyond it the key retired longest ago is forgotten.
+    /// Most garbage-collected keys a store keeps retired (default 16,384; `super::gc`);
+    /// beyond it, or beyond `max_store_bytes` of retired keys, the key retired longest ago
+    /// is forgotten.
     pub max_retired: usize,
+}
+
+impl Limits {
+    fn retired(&self) -> RetiredBounds {
+        RetiredBounds {
+            keys: self.max_retired,
+            bytes: self.max_store_bytes,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -189,14 +204,14 @@ pub struct MergeStats {
 
 /// A map of named CRDTs: the unit that gossip replicates.
 ///
-/// A store also keeps the contexts of its garbage-collected keys ([`CrdtMap::retire_empty`])
+/// A store also keeps its garbage-collected keys ([`CrdtMap::retire_dead`])
 /// and its approximate size ([`CrdtMap::approx_bytes`]). Two maps are equal when they hold
-/// the same keys and values and the same retired contexts.
+/// the same keys and values and the same retired keys.
 #[derive(Debug, Clone, Default)]
 pub struct CrdtMap {
     pub(crate) entries: BTreeMap<String, Crdt>,
     pub(crate) retired: Retired,
-    /// Σ [`approx_size`] over `entries` (kept by `apply`, `merge`, `insert`, `retire_empty`
+    /// Σ [`approx_size`] over `entries` (kept by `apply`, `merge`, `insert`, `retire_dead`
     /// and `decode`; maps built otherwise — deltas — do not use it).
     pub(crate) bytes: usize,
 }
@@ -214,9 +229,9 @@ impl CrdtMap {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Applies a local operation to `key` as `actor` at `ts` (used by [`Op::Put`] only)
-    /// and returns the delta to gossip: a map holding just `key`'s delta. A missing key is
-    /// created with the operation's kind.
+    /// Applies a local operation to `key` as `actor` at `ts` (used by [`Op::Put`] and
+    /// [`Op::Delete`] of a register) and returns the delta to gossip: a map holding just
+    /// `key`'s delta. A missing key is created with the operation's kind.
     ///
     /// [`Op::SetRemove`] of a present element also records a fresh dot of `actor` in the
     /// set's causal context (and the delta's): a remove is then visible in the context, so
@@ -224,9 +239,15 @@ impl CrdtMap {
     /// [`CrdtMap::delta_since`] / [`CrdtMap::wants`] (dots of one actor stay contiguous, so
     /// this costs no range).
     ///
-    /// A retired key ([`CrdtMap::retire_empty`]) is an OR-Set: an add brings it back with
-    /// its kept context (so its dots continue where they stopped), a remove changes nothing,
-    /// another kind of operation is a type mismatch.
+    /// [`Op::Delete`] removes a live key's content whatever its kind (an OR-Set's elements
+    /// as [`Op::SetRemove`] does, a register by a tombstone written at `ts`, a counter by
+    /// [`GCounter::reset`]); the key is then dead and [`CrdtMap::retire_dead`] collects it.
+    /// On a missing or retired key it changes nothing and returns an empty map.
+    ///
+    /// A retired key ([`CrdtMap::retire_dead`]) keeps its kind: a write of that kind brings
+    /// it back from its kept value (so an OR-Set's dots continue where they stopped, a
+    /// counter's bases still hide what was removed), a remove changes nothing, another kind
+    /// of operation is a type mismatch.
     ///
     /// Errors: [`CrdtError::TypeMismatch`] if `key` holds another kind;
     /// [`CrdtError::TooLarge`] for a limit; [`CrdtError::Quota`] when the store or the set
@@ -240,23 +261,22 @@ impl CrdtMap {
         ts: Hlc,
         limits: &Limits,
     ) -> Result<CrdtMap, CrdtError> {
-        let kind = op.kind();
-        if !self.entries.contains_key(key) && self.retired.get(key).is_some() {
-            match op {
-                Op::SetAdd(_) => {}
-                Op::SetRemove(_) => {
-                    let mut out = CrdtMap::new();
-                    out.entries
-                        .insert(key.to_owned(), Crdt::OrSet(OrSet::default()));
-                    return Ok(out);
-                }
-                _ => {
-                    return Err(CrdtError::TypeMismatch {
-                        key: key.to_owned(),
-                        have: Kind::OrSet,
-                        got: kind,
-                    })
-                }
+        let Some(kind) = op.kind() else {
+            return Ok(self.delete(key, actor, ts));
+        };
+        if let Some(dead) = self.retired_value(key) {
+            if dead.kind() != kind {
+                return Err(CrdtError::TypeMismatch {
+                    key: key.to_owned(),
+                    have: dead.kind(),
+                    got: kind,
+                });
+            }
+            if let Op::SetRemove(_) = op {
+                let mut out = CrdtMap::new();
+                out.entries
+                    .insert(key.to_owned(), Crdt::OrSet(OrSet::default()));
+                return Ok(out);
             }
         }
         match self.entries.get(key) {
@@ -277,8 +297,8 @@ impl CrdtMap {
                 }
             }
         }
-        let empty = match self.retired.get(key) {
-            Some(ctx) => Crdt::OrSet(OrSet::from_parts(BTreeMap::new(), ctx.clone())),
+        let empty = match self.retired_value(key) {
+            Some(dead) => dead.clone(),
             None => Crdt::empty(kind),
         };
         let current = self.entries.get(key).unwrap_or(&empty);
@@ -308,6 +328,24 @@ impl CrdtMap {
         out.entries.insert(key.to_owned(), delta);
         Ok(out)
     }
+    /// [`Op::Delete`] (see [`CrdtMap::apply`]): the delta, empty when `key` is not live.
+    fn delete(&mut self, key: &str, actor: ActorId, ts: Hlc) -> CrdtMap {
+        let mut out = CrdtMap::new();
+        let Some(value) = self.entries.get_mut(key) else {
+            return out;
+        };
+        let before = approx_size(key, value);
+        let delta = match value {
+            Crdt::OrSet(s) if !s.is_empty() => Crdt::OrSet(s.clear_as(actor)),
+            Crdt::Lww(r) if !r.deleted => Crdt::Lww(r.delete(ts, actor)),
+            Crdt::GCounter(c) if !c.is_dead() => Crdt::GCounter(c.reset()),
+            Crdt::PnCounter(c) if !c.is_dead() => Crdt::PnCounter(c.reset()),
+            _ => return out,
+        };
+        self.bytes = self.bytes - before + approx_size(key, value);
+        out.entries.insert(key.to_owned(), delta);
+        out
+    }
     /// Joins `other` into `self` key by key. Keys of another kind than the local one, and
     /// keys beyond `limits`, are refused (listed in [`MergeStats::refused`]) and left as
     /// they were; every other key is merged.
@@ -317,36 +355,36 @@ impl CrdtMap {
     /// value would exceed `max_elements`, `max_actors`, `max_ranges`, `max_value_bytes` or
     /// `max_set_bytes`, or when the store would pass `max_store_bytes`.
     ///
-    /// A retired key is joined against its kept context: the result stays retired while it
-    /// has no element, and becomes a live key again (under the same bounds as a new key) when
-    /// an add the context has not seen arrives.
+    /// A retired key is joined against its kept value: the result stays retired while it
+    /// holds no live content, and becomes a live key again (under the same bounds as a new
+    /// key) when a write the kept value has not seen arrives.
     pub fn merge(&mut self, other: &CrdtMap, limits: &Limits) -> MergeStats {
         let mut stats = MergeStats::default();
         for (key, theirs) in &other.entries {
             let Some(ours) = self.entries.get_mut(key) else {
                 let revived;
-                let value = match (self.retired.get(key), theirs) {
-                    (None, _) => theirs,
-                    (Some(ctx), Crdt::OrSet(t)) => {
-                        let mut s = OrSet::from_parts(BTreeMap::new(), ctx.clone());
-                        let changed = s.merge(t);
-                        if s.is_empty() {
+                let value = match self.retired.get(key) {
+                    None => theirs,
+                    Some(dead) if dead.kind() == theirs.kind() => {
+                        let mut v = dead.clone();
+                        let changed = v.merge(theirs);
+                        if v.is_dead() {
                             if changed {
-                                self.retired.update(key, s.context().clone());
+                                self.retired.update(key, v);
                                 stats.changed += 1;
                             }
                             continue;
                         }
-                        revived = Crdt::OrSet(s);
+                        revived = v;
                         &revived
                     }
-                    (Some(_), t) => {
+                    Some(dead) => {
                         stats.refused.push((
                             key.clone(),
                             CrdtError::TypeMismatch {
                                 key: key.clone(),
-                                have: Kind::OrSet,
-                                got: t.kind(),
+                                have: dead.kind(),
+                                got: theirs.kind(),
                             },
                         ));
                         continue;
@@ -424,10 +462,13 @@ impl CrdtMap {
     /// write ([`super::writers`]).
     pub fn growth_bound(&self, key: &str, op: &Op) -> usize {
         let before = self.key_bytes(key);
+        let Some(kind) = op.kind() else {
+            return 0;
+        };
         let grown = match (self.entries.get(key), self.retired.get(key)) {
             (Some(v), _) => op_growth(key, v, op),
-            (None, Some(ctx)) => op_growth(key, &retired_set(ctx), op),
-            (None, None) => op_growth(key, &Crdt::empty(op.kind()), op),
+            (None, Some(dead)) => op_growth(key, dead, op),
+            (None, None) => op_growth(key, &Crdt::empty(kind), op),
         };
         grown.saturating_sub(before.unwrap_or(0))
     }
@@ -435,9 +476,10 @@ impl CrdtMap {
     pub fn key_bytes(&self, key: &str) -> Option<usize> {
         self.entries.get(key).map(|v| approx_size(key, v))
     }
-    /// The value of `key`, if present.
+    /// The value of `key`, if present (a key with no live content — removed, not yet
+    /// collected — reads as absent).
     pub fn get(&self, key: &str) -> Option<Value> {
-        Some(match self.entries.get(key)? {
+        Some(match self.entries.get(key).filter(|v| !v.is_dead())? {
             Crdt::OrSet(s) => Value::Set(s.elements().cloned().collect()),
             Crdt::Lww(r) => Value::Register(r.value.clone(), r.ts),
             Crdt::GCounter(c) => Value::GCounter(c.value()),
@@ -457,48 +499,57 @@ impl CrdtMap {
         self.bytes += size;
     }
     /// Approximate size of the live keys, bytes: Σ over keys of [`approx_size`]. What
-    /// [`Limits::max_store_bytes`] bounds. (Retired contexts are bounded by count,
-    /// [`Limits::max_retired`].)
+    /// [`Limits::max_store_bytes`] bounds. (Retired keys are bounded apart,
+    /// [`CrdtMap::retired_bytes`].)
     pub fn approx_bytes(&self) -> usize {
         self.bytes
     }
-    /// Garbage collection (`super::gc`): every key of `keys` that holds an OR-Set with no
-    /// element leaves the key table; its causal context is kept as a retired context (at
-    /// most `limits.max_retired`, the oldest forgotten first). Returns how many keys were
-    /// retired.
+    /// Garbage collection (`super::gc`): every key of `keys` with no live content (an
+    /// OR-Set with no element, a register whose winning write is a removal, a counter whose
+    /// every count a removal observed) leaves the key table; its dead value is kept as a
+    /// retired key (at most `limits.max_retired` keys and `limits.max_store_bytes` bytes,
+    /// the oldest forgotten first). Returns how many keys were retired.
     ///
-    /// Meant for stores, after a change to `keys`: a delta's empty set is a removal to send,
-    /// not garbage.
-    pub fn retire_empty<'k>(
+    /// Meant for stores, after a change to `keys`: a delta's dead value is a removal to
+    /// send, not garbage.
+    pub fn retire_dead<'k>(
         &mut self,
         keys: impl IntoIterator<Item = &'k str>,
         limits: &Limits,
     ) -> usize {
         let mut n = 0;
         for key in keys {
-            let empty = matches!(self.entries.get(key), Some(Crdt::OrSet(s)) if s.is_empty());
-            if !empty {
+            if !self.entries.get(key).is_some_and(Crdt::is_dead) {
                 continue;
             }
             let Some((key, value)) = self.entries.remove_entry(key) else {
                 continue;
             };
             self.bytes -= approx_size(&key, &value);
-            let Crdt::OrSet(s) = value else {
-                continue;
-            };
-            self.retired.put(key, s.context, limits.max_retired);
+            self.retired.put(key, value, limits.retired());
             n += 1;
         }
         n
     }
-    /// The kept context of a retired key.
-    pub fn retired_context(&self, key: &str) -> Option<&DotSet> {
+    /// The dead value kept for a retired key.
+    pub fn retired_value(&self, key: &str) -> Option<&Crdt> {
         self.retired.get(key)
+    }
+    /// The value held for `key`, live or retired (dead): what a merge joins against.
+    pub fn held(&self, key: &str) -> Option<&Crdt> {
+        self.entries.get(key).or_else(|| self.retired.get(key))
+    }
+    /// The retired keys and their dead values, in key order.
+    pub fn iter_retired(&self) -> impl Iterator<Item = (&String, &Crdt)> + '_ {
+        self.retired.iter()
     }
     /// Number of retired keys.
     pub fn retired_len(&self) -> usize {
         self.retired.len()
+    }
+    /// Approximate size of the retired keys, bytes ([`approx_size`] of each dead value).
+    pub fn retired_bytes(&self) -> usize {
+        self.retired.bytes()
     }
     /// Iterates over keys and values in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Crdt)> + '_ {
@@ -514,15 +565,15 @@ impl CrdtMap {
     }
     /// A full digest: every key's summary.
     ///
-    /// A retired key is summarized by its kept context (as an empty OR-Set would be).
+    /// A retired key is summarized by its kept dead value.
     pub fn digest(&self) -> Digest {
         let mut entries: BTreeMap<String, Summary> = self
             .entries
             .iter()
             .map(|(k, v)| (k.clone(), v.summary()))
             .collect();
-        for (k, ctx) in self.retired.iter() {
-            entries.insert(k.clone(), Summary::OrSet(ctx.clone()));
+        for (k, dead) in self.retired.iter() {
+            entries.insert(k.clone(), dead.summary());
         }
         Digest { entries }
     }
@@ -536,19 +587,13 @@ impl CrdtMap {
     /// remote's ([`GCounter::delta_since`]). A key whose remote summary is of another kind
     /// is sent whole (the receiver refuses and counts it).
     ///
-    /// Retired keys take part as empty OR-Sets with their kept context (so a removal reaches
-    /// a replica that still holds the element).
+    /// Retired keys take part with their kept dead values (so a removal reaches a replica
+    /// that still holds the content).
     pub fn delta_since(&self, seen: &Digest) -> CrdtMap {
         let mut out = CrdtMap::new();
-        let retired = self.retired.iter().map(|(k, c)| (k, retired_set(c)));
-        for (key, value) in self
-            .entries
-            .iter()
-            .map(|(k, v)| (k, Cow::Borrowed(v)))
-            .chain(retired.map(|(k, v)| (k, Cow::Owned(v))))
-        {
+        for (key, value) in self.entries.iter().chain(self.retired.iter()) {
             let delta = match seen.entries.get(key) {
-                None => Some(value.into_owned()),
+                None => Some(value.clone()),
                 Some(summary) => value.delta_against(summary),
             };
             if let Some(delta) = delta {
@@ -562,12 +607,8 @@ impl CrdtMap {
     pub fn delta_for(&self, wants: &Digest) -> CrdtMap {
         let mut out = CrdtMap::new();
         for (key, summary) in &wants.entries {
-            let value = match self.entries.get(key) {
-                Some(v) => Cow::Borrowed(v),
-                None => match self.retired.get(key) {
-                    Some(ctx) => Cow::Owned(retired_set(ctx)),
-                    None => continue,
-                },
+            let Some(value) = self.entries.get(key).or_else(|| self.retired.get(key)) else {
+                continue;
             };
             if let Some(delta) = value.delta_against(summary) {
                 out.entries.insert(key.clone(), delta);
@@ -580,18 +621,10 @@ impl CrdtMap {
     pub fn wants(&self, remote: &Digest) -> Digest {
         let mut out = Digest::default();
         for (key, theirs) in &remote.entries {
-            let retired = self.retired.get(key);
-            let ours = match (self.entries.get(key), retired) {
-                (Some(v), _) => View::of_value(v),
-                (None, Some(ctx)) => View::OrSet(ctx),
-                (None, None) => View::Absent,
-            };
+            let held = self.entries.get(key).or_else(|| self.retired.get(key));
+            let ours = held.map_or(View::Absent, View::of_value);
             if !ours.covers(&View::of_summary(theirs)) {
-                let ours = match (self.entries.get(key), retired) {
-                    (Some(v), _) => v.summary(),
-                    (None, Some(ctx)) => Summary::OrSet(ctx.clone()),
-                    (None, None) => Summary::Absent,
-                };
+                let ours = held.map_or(Summary::Absent, Crdt::summary);
                 out.entries.insert(key.clone(), ours);
             }
         }
@@ -638,6 +671,16 @@ impl CrdtMap {
 }
 
 impl Crdt {
+    /// True when it holds nothing an application reads: an OR-Set with no element, a
+    /// register never written or removed, a counter with nothing above its bases.
+    pub fn is_dead(&self) -> bool {
+        match self {
+            Crdt::OrSet(s) => s.is_empty(),
+            Crdt::Lww(r) => r.is_dead(),
+            Crdt::GCounter(c) => c.is_dead(),
+            Crdt::PnCounter(c) => c.is_dead(),
+        }
+    }
     /// The kind of value.
     pub fn kind(&self) -> Kind {
         match self {
@@ -763,11 +806,6 @@ fn is_conflict(ours: &Crdt, theirs: &Crdt) -> bool {
     }
 }
 
-/// An empty OR-Set with a retired key's kept context.
-fn retired_set(ctx: &DotSet) -> Crdt {
-    Crdt::OrSet(OrSet::from_parts(BTreeMap::new(), ctx.clone()))
-}
-
 /// Approximate size of `key` and its value, bytes: the key and the element or value bytes,
 /// plus fixed costs of 64 per key, 48 per element or register, 24 per causal-context range
 /// and 40 per counter entry. What [`Limits::max_store_bytes`] is measured in.
@@ -786,7 +824,7 @@ fn op_growth(key: &str, current: &Crdt, op: &Op) -> usize {
     let base = approx_size(key, current);
     base + match op {
         Op::SetAdd(e) | Op::Put(e) => e.len() + 48 + 24,
-        Op::SetRemove(_) => 24,
+        Op::SetRemove(_) | Op::Delete => 24,
         Op::Increment(_) | Op::Add(_) => 40,
     }
 }

@@ -146,7 +146,26 @@ impl OrSet {
     /// in the causal context, so a peer whose context covers an older one still learns of
     /// it through digest-based anti-entropy ([`super::CrdtMap::apply`] removes this way).
     pub(crate) fn remove_as(&mut self, actor: ActorId, elem: &[u8]) -> OrSet {
-        let mut delta = self.remove(elem);
+        let delta = self.remove(elem);
+        self.mark_removal(actor, delta)
+    }
+    /// Removes every element (observed remove of the whole set), recording one fresh dot of
+    /// `actor` as [`OrSet::remove_as`] does; returns the delta (no element, a context with
+    /// every removed dot and the fresh one). Empty when the set was.
+    pub(crate) fn clear_as(&mut self, actor: ActorId) -> OrSet {
+        let mut delta = OrSet::default();
+        for (_, dots) in std::mem::take(&mut self.entries) {
+            for d in dots {
+                delta.context.insert(d);
+            }
+        }
+        self.index.clear();
+        self.bytes = 0;
+        self.mark_removal(actor, delta)
+    }
+    /// Mints a fresh dot of `actor` into the context and `delta`'s when `delta` removed
+    /// something; returns `delta`.
+    fn mark_removal(&mut self, actor: ActorId, mut delta: OrSet) -> OrSet {
         if !delta.context.is_empty() {
             let dot = Dot {
                 actor,

@@ -18,7 +18,7 @@ impl CrdtMap {
     /// ours. `None` when `incoming` claims nothing of `me` we have not written.
     ///
     /// A key of another kind than ours is not judged here (the merge refuses it). Retired
-    /// keys ([`CrdtMap::retire_empty`]) are judged against their kept context.
+    /// keys ([`CrdtMap::retire_dead`]) are judged against their kept value.
     pub fn forged_key<'a>(&self, incoming: &'a CrdtMap, me: &ActorId) -> Option<&'a str> {
         incoming
             .iter()
@@ -26,10 +26,20 @@ impl CrdtMap {
             .map(|(key, _)| key.as_str())
     }
 
+    /// Every key of `incoming` (in key order) that claims more for `me` than this store
+    /// holds ([`CrdtMap::forged_key`] finds the first).
+    pub fn forged_keys<'a>(&self, incoming: &'a CrdtMap, me: &ActorId) -> Vec<&'a str> {
+        incoming
+            .iter()
+            .filter(|(key, theirs)| self.claims_beyond(key, theirs, me))
+            .map(|(key, _)| key.as_str())
+            .collect()
+    }
+
     fn claims_beyond(&self, key: &str, theirs: &Crdt, me: &ActorId) -> bool {
         let empty_ctx = DotSet::new();
         let unset = LwwRegister::default();
-        let ours = self.crdt(key);
+        let ours = self.crdt(key).or_else(|| self.retired_value(key));
         match theirs {
             Crdt::GCounter(t) => {
                 let mine = match ours {
@@ -55,7 +65,7 @@ impl CrdtMap {
                 let ctx = match ours {
                     Some(Crdt::OrSet(o)) => o.context(),
                     Some(_) => return false,
-                    None => self.retired_context(key).unwrap_or(&empty_ctx),
+                    None => &empty_ctx,
                 };
                 let ranges_beyond =
                     t.context()
@@ -77,7 +87,7 @@ impl CrdtMap {
                     Some(_) => return false,
                     None => &unset,
                 };
-                (t.ts, &t.actor, &t.value) > (o.ts, &o.actor, &o.value)
+                (t.ts, &t.actor, t.deleted, &t.value) > (o.ts, &o.actor, o.deleted, &o.value)
             }
         }
     }

@@ -46,11 +46,14 @@ fn orset_world(steps: &[Step]) -> Vec<OrSet> {
     rs
 }
 
+/// Increments (selectors 0–3), removals (4: observed reset), merges (5–7).
 fn gcounter_world(steps: &[Step]) -> Vec<GCounter> {
     let mut rs = vec![GCounter::default(); REPLICAS];
     for &(r, k, e, o) in steps {
-        if k < 5 {
+        if k < 4 {
             rs[r].increment(actor(r), u64::from(e)).unwrap();
+        } else if k == 4 {
+            rs[r].reset();
         } else {
             let other = rs[o].clone();
             rs[r].merge(&other);
@@ -62,8 +65,10 @@ fn gcounter_world(steps: &[Step]) -> Vec<GCounter> {
 fn pncounter_world(steps: &[Step]) -> Vec<PnCounter> {
     let mut rs = vec![PnCounter::default(); REPLICAS];
     for &(r, k, e, o) in steps {
-        if k < 5 {
+        if k < 4 {
             rs[r].add(actor(r), i64::from(e) - 3).unwrap();
+        } else if k == 4 {
+            rs[r].reset();
         } else {
             let other = rs[o].clone();
             rs[r].merge(&other);
@@ -76,9 +81,12 @@ fn lww_world(steps: &[Step]) -> Vec<LwwRegister> {
     let mut rs = vec![LwwRegister::default(); REPLICAS];
     let mut clocks = vec![HlcClock::new(); REPLICAS];
     for (i, &(r, k, e, o)) in steps.iter().enumerate() {
-        if k < 5 {
+        if k < 4 {
             let ts = clocks[r].tick(i as u64 / 3);
             rs[r].set(elem(e), ts, actor(r));
+        } else if k == 4 {
+            let ts = clocks[r].tick(i as u64 / 3);
+            rs[r].delete(ts, actor(r));
         } else {
             let other = rs[o].clone();
             clocks[r].observe(other.ts, i as u64 / 3).unwrap();
@@ -88,13 +96,18 @@ fn lww_world(steps: &[Step]) -> Vec<LwwRegister> {
     rs
 }
 
-/// Applies one map operation chosen by `k` (0–5) as replica `r`.
+/// Applies one map operation chosen by `k` (0–5) as replica `r`; operand 5 of selectors
+/// 1–4 removes the key instead ([`Op::Delete`]).
 fn map_op(m: &mut CrdtMap, clock: &mut HlcClock, r: usize, k: u8, e: u8, now: u64) -> CrdtMap {
     let (key, op) = match k {
         0 => ("s", Op::SetAdd(elem(e))),
+        1 if e == 5 => ("s", Op::Delete),
         1 => ("s", Op::SetRemove(elem(e))),
+        2 if e == 5 => ("r", Op::Delete),
         2 => ("r", Op::Put(elem(e))),
+        3 if e == 5 => ("g", Op::Delete),
         3 => ("g", Op::Increment(u64::from(e))),
+        4 if e == 5 => ("p", Op::Delete),
         4 => ("p", Op::Add(i64::from(e) - 3)),
         _ => ("t", Op::SetAdd(elem(e))),
     };
@@ -289,13 +302,17 @@ fn orset_split_of_empty_set_is_its_context() {
 // ---------------------------------------------------------------- LWW
 
 fn register() -> impl Strategy<Value = LwwRegister> {
-    (0u8..3, 0u64..4, 0u32..2, 0..REPLICAS).prop_map(|(v, w, l, a)| LwwRegister {
-        value: elem(v),
-        ts: Hlc {
-            wall_ms: w,
-            logical: l,
-        },
-        actor: actor(a),
+    (0u8..3, 0u64..4, 0u32..2, 0..REPLICAS, any::<bool>()).prop_map(|(v, w, l, a, d)| {
+        let deleted = d && w > 0;
+        LwwRegister {
+            value: if deleted { Bytes::new() } else { elem(v) },
+            ts: Hlc {
+                wall_ms: w,
+                logical: l,
+            },
+            actor: actor(a),
+            deleted,
+        }
     })
 }
 
@@ -462,8 +479,10 @@ proptest! {
         let mut b = CrdtMap::new();
         let mut clock = HlcClock::new();
         for (i, &(r, k, e, _)) in st.iter().enumerate() {
+            let before = a.clone();
             let d = map_op(&mut a, &mut clock, r, k % 6, e, i as u64 / 3);
-            prop_assert_eq!(d.len(), 1);
+            // One key's delta; a removal of a key with nothing live sends nothing.
+            prop_assert!(d.len() == 1 || (d.is_empty() && a == before));
             map_merge(&mut b, &d);
         }
         prop_assert_eq!(&b, &a);
@@ -815,5 +834,56 @@ proptest! {
             }
         }
         prop_assert_eq!(u.is_empty(), mx.is_empty() && my.is_empty());
+    }
+}
+
+#[test]
+fn removals_encode_and_bad_ones_are_refused() {
+    let l = Limits::default();
+    let mut m = CrdtMap::new();
+    let ts = Hlc {
+        wall_ms: 5,
+        logical: 0,
+    };
+    m.apply("r", Op::Put(elem(1)), actor(0), ts, &l).unwrap();
+    m.apply("g", Op::Increment(4), actor(0), ts, &l).unwrap();
+    m.apply("g", Op::Delete, actor(0), ts, &l).unwrap();
+    m.apply("g", Op::Increment(1), actor(0), ts, &l).unwrap();
+    let later = Hlc {
+        wall_ms: 6,
+        logical: 0,
+    };
+    m.apply("r", Op::Delete, actor(0), later, &l).unwrap();
+    let mut bytes = Vec::new();
+    m.encode(&mut bytes);
+    let back = CrdtMap::decode(&bytes, &l).unwrap();
+    assert_eq!(back, m);
+    assert_eq!(back.get("g"), Some(Value::GCounter(1)));
+    assert_eq!(back.get("r"), None);
+    // A counter entry [idx, count, base] with base above the count, or 0.
+    let counter = |base: u64| {
+        let mut out = Vec::new();
+        let w = |o: &mut Vec<u8>, v: u64| rmp::encode::write_uint(o, v).unwrap();
+        rmp::encode::write_array_len(&mut out, 3).unwrap();
+        w(&mut out, 1);
+        rmp::encode::write_array_len(&mut out, 1).unwrap();
+        rmp::encode::write_bin(&mut out, &actor(0).0).unwrap();
+        rmp::encode::write_array_len(&mut out, 1).unwrap();
+        rmp::encode::write_array_len(&mut out, 3).unwrap();
+        rmp::encode::write_str(&mut out, "g").unwrap();
+        w(&mut out, Kind::GCounter as u64);
+        rmp::encode::write_array_len(&mut out, 1).unwrap();
+        rmp::encode::write_array_len(&mut out, 3).unwrap();
+        w(&mut out, 0);
+        w(&mut out, 3);
+        w(&mut out, base);
+        out
+    };
+    assert!(CrdtMap::decode(&counter(3), &l).is_ok());
+    for bad in [0, 4] {
+        assert!(matches!(
+            CrdtMap::decode(&counter(bad), &l),
+            Err(CrdtError::Malformed(_))
+        ));
     }
 }

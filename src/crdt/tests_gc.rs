@@ -1,5 +1,6 @@
-//! Garbage collection of empty OR-Sets (retired contexts), the byte quotas and the
-//! one-writer rule ([`CrdtMap::forged_key`]).
+//! Garbage collection of keys with no live content (retired keys: emptied sets, removed
+//! registers and counters), the byte quotas and the one-writer rule
+//! ([`CrdtMap::forged_key`]).
 
 use std::collections::BTreeMap;
 
@@ -44,7 +45,7 @@ fn an_emptied_set_is_retired_and_an_old_add_does_not_resurrect_it() {
     let mut m = CrdtMap::new();
     let old_add = add(&mut m, "$sub/a.*", 1, "node-1", &l);
     remove(&mut m, "$sub/a.*", 1, "node-1", &l);
-    assert_eq!(m.retire_empty(["$sub/a.*"], &l), 1);
+    assert_eq!(m.retire_dead(["$sub/a.*"], &l), 1);
     assert_eq!((m.len(), m.retired_len()), (0, 1));
     assert_eq!(m.get("$sub/a.*"), None);
     assert_eq!(m.approx_bytes(), 0, "a retired key costs no live bytes");
@@ -59,7 +60,8 @@ fn an_emptied_set_is_retired_and_an_old_add_does_not_resurrect_it() {
     peer.merge(&old_add, &l);
     let fix = m.delta_since(&peer.digest());
     peer.merge(&fix, &l);
-    assert_eq!(peer.get("$sub/a.*"), Some(Value::Set(vec![])));
+    assert_eq!(peer.get("$sub/a.*"), None, "an emptied set reads as absent");
+    assert!(peer.crdt("$sub/a.*").is_some_and(Crdt::is_dead));
     // A new add continues the actor's dots after the kept context.
     let again = add(&mut m, "$sub/a.*", 1, "node-1", &l);
     let Some(Crdt::OrSet(s)) = again.crdt("$sub/a.*") else {
@@ -74,14 +76,14 @@ fn an_emptied_set_is_retired_and_an_old_add_does_not_resurrect_it() {
     assert_eq!(m.get("$sub/a.*"), Some(Value::Set(vec!["node-1".into()])));
     // A remote add the context has not seen revives a retired key.
     remove(&mut m, "$sub/a.*", 1, "node-1", &l);
-    m.retire_empty(["$sub/a.*"], &l);
+    m.retire_dead(["$sub/a.*"], &l);
     let mut other = CrdtMap::new();
     let theirs = add(&mut other, "$sub/a.*", 2, "node-2", &l);
     assert_eq!(m.merge(&theirs, &l).changed, 1);
     assert_eq!(m.get("$sub/a.*"), Some(Value::Set(vec!["node-2".into()])));
     // Another kind on a retired key is a type mismatch, never a silent new key.
     remove(&mut m, "$sub/a.*", 2, "node-2", &l);
-    m.retire_empty(["$sub/a.*"], &l);
+    m.retire_dead(["$sub/a.*"], &l);
     let err = m
         .apply("$sub/a.*", Op::Increment(1), actor(1), ts(), &l)
         .unwrap_err();
@@ -100,7 +102,7 @@ fn subscribe_unsubscribe_churn_does_not_fill_the_key_table() {
         let key = format!("$sub/p{i}");
         add(&mut m, &key, 1, "node-1", &l);
         remove(&mut m, &key, 1, "node-1", &l);
-        m.retire_empty([key.as_str()], &l);
+        m.retire_dead([key.as_str()], &l);
     }
     assert_eq!((m.len(), m.retired_len()), (0, 100));
     // The key table is as free as at the start.
@@ -238,6 +240,7 @@ fn own_entries_beyond_ours_are_forged_and_ours_relayed_back_are_not() {
     };
     let counter = |a: ActorId, n: u64| GCounter {
         counts: BTreeMap::from([(a, n)]),
+        base: BTreeMap::new(),
     };
     let cases = [
         forged("hits", Crdt::GCounter(counter(me, u64::MAX))),
@@ -264,6 +267,7 @@ fn own_entries_beyond_ours_are_forged_and_ours_relayed_back_are_not() {
                     logical: 0,
                 },
                 actor: me,
+                deleted: false,
             }),
         ),
     ];
@@ -305,32 +309,42 @@ fn a_third_actors_saturated_counter_does_not_stop_honest_increments() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Garbage collection is invisible: two replicas that retire empty sets after every
+    /// Garbage collection is invisible: two replicas that retire dead keys after every
     /// change read exactly what two that never collect read, under any interleaving of
-    /// adds, removes and (re)deliveries of old deltas. A step is `(replica, op, key, element,
-    /// delta to deliver)`.
+    /// writes, removals (of elements and of whole keys, of every kind) and (re)deliveries
+    /// of old deltas. A step is `(replica, op, key, operand, delta to deliver)`; key `k0`
+    /// is an OR-Set, `k1` a register, `k2` a G-Counter, `k3` a PN-Counter.
     #[test]
-    fn collecting_empty_sets_changes_no_read(
-        script in proptest::collection::vec((0usize..2, 0u8..4, 0u8..3, 0u8..3, any::<usize>()), 0..80)
+    fn collecting_dead_keys_changes_no_read(
+        script in proptest::collection::vec((0usize..2, 0u8..5, 0u8..4, 0u8..3, any::<usize>()), 0..80)
     ) {
         let l = Limits { max_retired: 1000, ..Limits::default() };
         let mut gc = [CrdtMap::new(), CrdtMap::new()];
         let mut plain = [CrdtMap::new(), CrdtMap::new()];
         // Deltas each replica produced, for redelivery to the other: (gc world, plain world).
         let mut log: [Vec<(CrdtMap, CrdtMap)>; 2] = [Vec::new(), Vec::new()];
-        for (r, op, k, e, pick) in script {
+        for (i, (r, op, k, e, pick)) in script.into_iter().enumerate() {
             let key = format!("k{k}");
             let el = Bytes::from(vec![b'a' + e]);
             let who = actor(r as u8 + 1);
-            match op {
-                0 | 1 => {
-                    let o = if op == 0 { Op::SetAdd(el) } else { Op::SetRemove(el) };
-                    let d1 = gc[r].apply(&key, o.clone(), who, ts(), &l).unwrap();
-                    let d2 = plain[r].apply(&key, o, who, ts(), &l).unwrap();
-                    gc[r].retire_empty([key.as_str()], &l);
+            let at = Hlc { wall_ms: i as u64 + 1, logical: 0 };
+            let o = match (op, k) {
+                (0, 0) => Some(Op::SetAdd(el)),
+                (0, 1) => Some(Op::Put(el)),
+                (0, 2) => Some(Op::Increment(u64::from(e) + 1)),
+                (0, _) => Some(Op::Add(i64::from(e) - 1)),
+                (1, 0) => Some(Op::SetRemove(el)),
+                (1 | 2, _) => Some(Op::Delete),
+                _ => None,
+            };
+            match o {
+                Some(o) => {
+                    let d1 = gc[r].apply(&key, o.clone(), who, at, &l).unwrap();
+                    let d2 = plain[r].apply(&key, o, who, at, &l).unwrap();
+                    gc[r].retire_dead([key.as_str()], &l);
                     log[r].push((d1, d2));
                 }
-                _ => {
+                None => {
                     let from = 1 - r;
                     if log[from].is_empty() {
                         continue;
@@ -339,16 +353,15 @@ proptest! {
                     gc[r].merge(&d1, &l);
                     plain[r].merge(&d2, &l);
                     let keys: Vec<String> = d1.iter().map(|(k, _)| k.clone()).collect();
-                    gc[r].retire_empty(keys.iter().map(String::as_str), &l);
+                    gc[r].retire_dead(keys.iter().map(String::as_str), &l);
                 }
             }
             for i in 0..2 {
-                for k in 0..3 {
+                for k in 0..4 {
                     let key = format!("k{k}");
-                    let a = gc[i].get(&key).unwrap_or(Value::Set(vec![]));
-                    let b = plain[i].get(&key).unwrap_or(Value::Set(vec![]));
-                    prop_assert_eq!(a, b, "replica {} key {}", i, key);
+                    prop_assert_eq!(gc[i].get(&key), plain[i].get(&key), "replica {} key {}", i, key);
                 }
+                prop_assert!(gc[i].iter().all(|(_, v)| !v.is_dead()), "a dead key left live");
             }
         }
     }
@@ -381,4 +394,118 @@ fn growth_bound_is_at_least_what_a_write_adds() {
             "{key}: {before} -> {after}, bound {bound}"
         );
     }
+}
+
+/// A removed register or counter leaves the key table like an emptied set; a stale write
+/// (an older register write, increments the removal saw) does not bring it back; a newer
+/// write or an increment the removal had not seen does, counting from 0.
+#[test]
+fn removed_registers_and_counters_are_retired_and_stay_removed() {
+    let l = Limits::default();
+    let at = |ms| Hlc {
+        wall_ms: ms,
+        logical: 0,
+    };
+    let mut m = CrdtMap::new();
+    let old_put = m
+        .apply("color", Op::Put("red".into()), actor(1), at(10), &l)
+        .unwrap();
+    let old_inc = m
+        .apply("hits", Op::Increment(5), actor(1), at(10), &l)
+        .unwrap();
+    let old_add = m.apply("bal", Op::Add(-3), actor(1), at(10), &l).unwrap();
+    // A concurrent increment of another replica, not seen by the removal below.
+    let mut other = CrdtMap::new();
+    let concurrent = other
+        .apply("hits", Op::Increment(2), actor(2), at(11), &l)
+        .unwrap();
+    let mut removals = Vec::new();
+    for key in ["color", "hits", "bal"] {
+        let d = m.apply(key, Op::Delete, actor(1), at(20), &l).unwrap();
+        assert_eq!(d.len(), 1, "{key}: a removal to gossip");
+        removals.push(d);
+    }
+    assert_eq!(m.retire_dead(["color", "hits", "bal"], &l), 3);
+    assert_eq!((m.len(), m.retired_len(), m.approx_bytes()), (0, 3, 0));
+    assert!(m.retired_bytes() > 0);
+    // Removing what is already removed sends nothing.
+    assert!(m
+        .apply("hits", Op::Delete, actor(1), at(21), &l)
+        .unwrap()
+        .is_empty());
+    // Stale writes are joined into the kept values and change nothing.
+    for stale in [&old_put, &old_inc, &old_add] {
+        assert_eq!(m.merge(stale, &l).changed, 0);
+    }
+    assert_eq!((m.len(), m.get("color"), m.get("hits")), (0, None, None));
+    // A peer still holding the old values learns the removals by anti-entropy.
+    let mut peer = CrdtMap::new();
+    for d in [&old_put, &old_inc, &old_add] {
+        peer.merge(d, &l);
+    }
+    let fix = m.delta_since(&peer.digest());
+    peer.merge(&fix, &l);
+    assert_eq!(peer.retire_dead(["color", "hits", "bal"], &l), 3);
+    assert_eq!(peer, m);
+    // The increment the removal had not seen counts (add-wins), from 0.
+    assert_eq!(m.merge(&concurrent, &l).changed, 1);
+    assert_eq!(m.get("hits"), Some(Value::GCounter(2)));
+    // A local write to a retired key brings it back from its kept value.
+    m.apply("bal", Op::Add(1), actor(1), at(30), &l).unwrap();
+    assert_eq!(m.get("bal"), Some(Value::PnCounter(1)));
+    // A later write wins over the tombstone; another kind is a type mismatch meanwhile.
+    let err = m
+        .apply("color", Op::Increment(1), actor(1), at(31), &l)
+        .unwrap_err();
+    assert!(matches!(err, CrdtError::TypeMismatch { .. }), "{err}");
+    m.apply("color", Op::Put("blue".into()), actor(2), at(32), &l)
+        .unwrap();
+    assert_eq!(m.get("color"), Some(Value::Register("blue".into(), at(32))));
+}
+
+/// The retired table is bounded in bytes as well as keys: the oldest retirement goes first.
+#[test]
+fn retired_keys_are_bounded_in_bytes() {
+    let l = Limits {
+        max_store_bytes: 4_000,
+        ..Limits::default()
+    };
+    let mut m = CrdtMap::new();
+    for i in 0..100u8 {
+        let key = format!("c{i:03}");
+        m.apply(&key, Op::Increment(1), actor(i), ts(), &l).unwrap();
+        m.apply(&key, Op::Delete, actor(i), ts(), &l).unwrap();
+        m.retire_dead([key.as_str()], &l);
+        assert!(m.retired_bytes() <= l.max_store_bytes);
+    }
+    assert!(m.retired_len() < 100);
+    assert!(m.retired_value("c099").is_some(), "the newest stays");
+    assert!(m.retired_value("c000").is_none(), "the oldest went first");
+}
+
+/// A register stamped by the receiver's own actor beyond its tombstone is forged, also
+/// once the key is retired.
+#[test]
+fn own_entries_of_retired_keys_are_judged_against_the_kept_value() {
+    let l = Limits::default();
+    let me = actor(1);
+    let at = |ms| Hlc {
+        wall_ms: ms,
+        logical: 0,
+    };
+    let mut m = CrdtMap::new();
+    m.apply("color", Op::Put("red".into()), me, at(10), &l)
+        .unwrap();
+    let tomb = m.apply("color", Op::Delete, me, at(20), &l).unwrap();
+    m.retire_dead(["color"], &l);
+    assert_eq!(
+        m.forged_key(&tomb, &me),
+        None,
+        "our own tombstone relayed back"
+    );
+    let mut later = CrdtMap::new();
+    later
+        .apply("color", Op::Put("x".into()), me, at(30), &l)
+        .unwrap();
+    assert_eq!(m.forged_key(&later, &me), Some("color"));
 }

@@ -188,6 +188,7 @@ impl DhtService {
                 pending: HashMap::new(),
                 next_cid: rand::random::<u64>() >> 1,
                 pings: VecDeque::new(),
+                names: HashMap::new(),
             }),
             me: me.clone(),
             tasks: TaskTracker::new(),
@@ -379,14 +380,32 @@ impl DhtService {
     /// `record_ttl / 2` until [`withdraw`](Self::withdraw)n. Returns the STOREs acknowledged
     /// with `stored: true` (0..=k); 0 as well when the value is over 64 KiB (nothing stored).
     pub async fn publish(&self, key: Key, value: Bytes) -> usize {
+        self.publish_as(key, value, None).await
+    }
+
+    /// [`publish`](Self::publish) of a provider record for procedure `name`: every STORE of
+    /// it, re-publishes included, carries the name (PROTOCOL §5.18), so a receiver whose
+    /// link to this node is bounded by a credential can check `register` of it
+    /// (`docs/AUTH.md`, "Permissions"). A later `publish` of the key without a name drops it.
+    pub async fn publish_named(&self, key: Key, value: Bytes, name: &str) -> usize {
+        self.publish_as(key, value, Some(name.into())).await
+    }
+
+    async fn publish_as(&self, key: Key, value: Bytes, name: Option<Arc<str>>) -> usize {
         let now = self.now();
         let ttl_ms = millis(self.params.record_ttl);
-        let put = self.state().store.publish(key, value.to_vec(), ttl_ms, now);
-        if let Err(e) = put {
-            debug!(key = ?key, error = %e, "dht publish refused by the own store");
-            return 0;
+        {
+            let mut st = self.state();
+            if let Err(e) = st.store.publish(key, value.to_vec(), ttl_ms, now) {
+                debug!(key = ?key, error = %e, "dht publish refused by the own store");
+                return 0;
+            }
+            match &name {
+                Some(n) => st.names.insert(key, n.clone()),
+                None => st.names.remove(&key),
+            };
         }
-        self.store_at_closest(key, Some(value), ttl_ms).await
+        self.store_at_closest(key, Some(value), ttl_ms, name).await
     }
 
     /// Withdraws this node's record under `key`: forgets it (no more re-publishing) and sends
@@ -394,8 +413,15 @@ impl DhtService {
     /// Nodes that do not answer keep it until its TTL runs out.
     pub async fn withdraw(&self, key: Key) {
         let own = self.params.own.id;
-        self.state().store.remove(&key, &own);
-        let acked = self.store_at_closest(key, Some(Bytes::new()), 0).await;
+        {
+            let mut st = self.state();
+            st.store.remove(&key, &own);
+            st.names.remove(&key);
+        }
+        // A withdrawal needs no name: it is accepted whatever the credential permits.
+        let acked = self
+            .store_at_closest(key, Some(Bytes::new()), 0, None)
+            .await;
         debug!(key = ?key, acked, "dht record withdrawn");
     }
 
@@ -425,6 +451,10 @@ impl DhtService {
                 // Refresh locally now, so the record is not due again for record_ttl / 2.
                 let _ = st.store.publish(r.key, r.value.clone(), ttl_ms, now);
             }
+            let due: Vec<(Key, Option<Arc<str>>)> = due
+                .into_iter()
+                .map(|r| (r.key, st.names.get(&r.key).cloned()))
+                .collect();
             let pings: Vec<Contact> = st.pings.drain(..).collect();
             self.metrics
                 .rpc
@@ -436,10 +466,9 @@ impl DhtService {
                 .set(i64::try_from(st.table.len()).unwrap_or(i64::MAX));
             (due, pings)
         };
-        for r in due {
-            let key = r.key;
+        for (key, name) in due {
             self.spawn(move |me| async move {
-                let acked = me.store_at_closest(key, None, ttl_ms).await;
+                let acked = me.store_at_closest(key, None, ttl_ms, name).await;
                 debug!(key = ?key, acked, "dht record re-published");
             });
         }
@@ -488,6 +517,10 @@ struct State {
     next_cid: u64,
     /// Oldest contacts of full buckets to ping at the next tick; at most one per bucket.
     pings: VecDeque<Contact>,
+    /// The procedure names of own records published with one
+    /// ([`DhtService::publish_named`]), sent with each of their STOREs; at most one per own
+    /// record (removed on withdraw).
+    names: HashMap<Key, Arc<str>>,
 }
 
 /// Why a query got no usable answer.
@@ -810,8 +843,15 @@ impl DhtService {
     /// FIND_NODE(`key`), then STORE (`value`, `ttl_ms`, publisher = this node) at the nodes
     /// found, all in parallel. `value = None` (a re-publish) reads the own record after the
     /// lookup, so a record withdrawn or replaced meanwhile is not sent stale; nothing is sent
-    /// when it is gone. Returns the acknowledgements with `stored: true`.
-    async fn store_at_closest(&self, key: Key, value: Option<Bytes>, ttl_ms: u64) -> usize {
+    /// when it is gone. `name`: the procedure the record advertises, sent in each STORE.
+    /// Returns the acknowledgements with `stored: true`.
+    async fn store_at_closest(
+        &self,
+        key: Key,
+        value: Option<Bytes>,
+        ttl_ms: u64,
+        name: Option<Arc<str>>,
+    ) -> usize {
         let nodes = self.find_nodes(key).await;
         let own = self.params.own.id;
         let value = match value {
@@ -840,7 +880,7 @@ impl DhtService {
                     value: value.clone(),
                     ttl_ms,
                     publisher: *own.as_bytes(),
-                    name: None,
+                    name: name.as_deref().map(str::to_owned),
                 })
             })
         });

@@ -70,6 +70,8 @@ pub struct Gossip {
     in_rounds: BTreeMap<(PeerId, u64), u64>,
     next_round: u64,
     stats: GossipStats,
+    /// The first key of the last incoming state refused as forged ([`Gossip::take_forged`]).
+    forged: Option<String>,
     /// Cached encoded size of the store; `usize::MAX` = not computed since the last change
     /// was noticed at a push tick.
     state_bytes: AtomicUsize,
@@ -92,9 +94,16 @@ impl Gossip {
             in_rounds: BTreeMap::new(),
             next_round: 1,
             stats: GossipStats::default(),
+            forged: None,
             state_bytes: AtomicUsize::new(usize::MAX),
             changed_since_tick: false,
         }
+    }
+
+    /// The first key of the last incoming state found forging this replica's own entries,
+    /// if one was since the last call (for the driver's audit line).
+    pub fn take_forged(&mut self) -> Option<String> {
+        self.forged.take()
     }
 
     /// This replica's id (the actor of its local updates).
@@ -125,7 +134,7 @@ impl Gossip {
         let delta = self
             .store
             .apply(key, op, self.actor, ts, &self.config.limits)?;
-        self.stats.keys_retired += self.store.retire_empty([key], &self.config.limits) as u64;
+        self.stats.keys_retired += self.store.retire_dead([key], &self.config.limits) as u64;
         self.changed_since_tick = true;
         self.pending.merge(&delta, &self.config.limits);
         Ok(())
@@ -143,7 +152,7 @@ impl Gossip {
         }
         let stats = self.store.merge(delta, &self.config.limits);
         let keys = delta.iter().map(|(k, _)| k.as_str());
-        self.stats.keys_retired += self.store.retire_empty(keys, &self.config.limits) as u64;
+        self.stats.keys_retired += self.store.retire_dead(keys, &self.config.limits) as u64;
         if stats.changed > 0 {
             self.changed_since_tick = true;
             let kept = without_keys(delta, &stats.refused);
@@ -379,9 +388,11 @@ impl Gossip {
     /// label) while the others merge — a permission or a reserved name is a property of one
     /// key, and gossip relays other writers' keys alongside the sender's own.
     ///
-    /// Before the policy, a state claiming entries of this replica's own actor beyond what
-    /// it holds ([`CrdtMap::forged_key`]) is refused as a whole with
-    /// [`CrdtError::Forged`]: the peer that sent it is lying, so nothing of it is taken.
+    /// Before the policy, each key claiming entries of this replica's own actor beyond what
+    /// it holds ([`CrdtMap::forged_keys`]) is left out the same way (`forged_actor`; the
+    /// first such key is kept for [`Gossip::take_forged`], for the audit log). Only the key:
+    /// the sender may be an honest peer relaying what a third one forged, and refusing its
+    /// whole message would cut this replica off from everything else it relays.
     pub fn handle_with(
         &mut self,
         from: PeerId,
@@ -609,8 +620,8 @@ impl Gossip {
     /// Decodes an incoming state under the limits and drops (counting `clock_skew`) every
     /// register stamped more than [`MAX_CLOCK_SKEW_MS`] ahead of `now_ms`.
     ///
-    /// Then refuses the whole state when it forges this replica's own entries
-    /// ([`CrdtMap::forged_key`]), and leaves out (counting each) the keys `policy` refuses.
+    /// Then leaves out (counting each) the keys that forge this replica's own entries
+    /// ([`CrdtMap::forged_keys`]) and the keys `policy` refuses.
     fn decode_state(
         &mut self,
         bytes: &[u8],
@@ -618,17 +629,21 @@ impl Gossip {
         policy: &mut dyn FnMut(&str, Kind) -> Result<(), CrdtError>,
     ) -> Result<CrdtMap, GossipError> {
         let map = CrdtMap::decode(bytes, &self.config.limits)?;
-        if let Some(key) = self.store.forged_key(&map, &self.actor) {
-            return Err(CrdtError::Forged {
-                key: key.to_owned(),
-            }
-            .into());
+        let forged: std::collections::BTreeSet<&str> = self
+            .store
+            .forged_keys(&map, &self.actor)
+            .into_iter()
+            .collect();
+        if let Some(first) = forged.first() {
+            self.forged = Some((*first).to_owned());
         }
         let bound = now_ms.saturating_add(MAX_CLOCK_SKEW_MS);
         let skewed = |c: &Crdt| matches!(c, Crdt::Lww(r) if r.ts.wall_ms > bound);
         let mut verdicts = Vec::new();
         for (k, c) in map.iter() {
-            let v = if skewed(c) {
+            let v = if forged.contains(k.as_str()) {
+                Err("forged_actor")
+            } else if skewed(c) {
                 Err("clock_skew")
             } else {
                 policy(k, c.kind()).map_err(|e| e.as_str())
@@ -666,7 +681,7 @@ impl Gossip {
         // carry the whole store). Computed per key against our value, without copying it.
         let mut novel = CrdtMap::new();
         for (k, theirs) in map.iter() {
-            if let Some(d) = novel_part(self.store.crdt(k), theirs) {
+            if let Some(d) = novel_part(self.store.held(k), theirs) {
                 novel.insert(k.clone(), d);
             }
         }
@@ -677,7 +692,7 @@ impl Gossip {
         let map = novel;
         let ms = self.store.merge(&map, &self.config.limits);
         let keys = map.iter().map(|(k, _)| k.as_str());
-        self.stats.keys_retired += self.store.retire_empty(keys, &self.config.limits) as u64;
+        self.stats.keys_retired += self.store.retire_dead(keys, &self.config.limits) as u64;
         self.stats.conflicts += ms.conflicts as u64;
         for (_, e) in &ms.refused {
             self.stats.refuse(e.as_str());
@@ -717,11 +732,12 @@ fn novel_part(ours: Option<&Crdt>, theirs: &Crdt) -> Option<Crdt> {
             (!d.context().is_empty() || !d.is_empty()).then_some(Crdt::OrSet(d))
         }
         (Crdt::Lww(o), Crdt::Lww(t)) => {
-            ((t.ts, t.actor) > (o.ts, o.actor)).then(|| Crdt::Lww(t.clone()))
+            let key = |r: &crate::crdt::LwwRegister| (r.ts, r.actor, r.deleted);
+            (key(t) > key(o)).then(|| Crdt::Lww(t.clone()))
         }
         (Crdt::GCounter(o), Crdt::GCounter(t)) => {
             let d = t.delta_since(o);
-            (!d.counts.is_empty()).then_some(Crdt::GCounter(d))
+            (!d.counts.is_empty() || !d.base.is_empty()).then_some(Crdt::GCounter(d))
         }
         (Crdt::PnCounter(o), Crdt::PnCounter(t)) => {
             let p = t.p.delta_since(&o.p);

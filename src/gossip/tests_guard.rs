@@ -30,7 +30,8 @@ fn node(me: u8, peer: u8) -> Gossip {
 }
 
 /// The probe of issue 12: a mesh peer set the node's own G-Counter entry to 2^64 − 1, after
-/// which every increment failed with "counter overflow". The state is refused whole.
+/// which every increment failed with "counter overflow". That key is refused (and kept for
+/// the audit line); the rest of the message, which an honest peer may be relaying, merges.
 #[test]
 fn a_peer_cannot_forge_our_own_counter_entry() {
     let mut a = node(1, 2);
@@ -40,23 +41,23 @@ fn a_peer_cannot_forge_our_own_counter_entry() {
         "hits".into(),
         Crdt::GCounter(GCounter {
             counts: BTreeMap::from([(id(1), u64::MAX)]),
+            base: BTreeMap::new(),
         }),
     );
-    // An honest key in the same message is not taken either.
+    // An honest key in the same message is taken.
     forged.insert(
         "color".into(),
         Crdt::GCounter(GCounter {
             counts: BTreeMap::from([(id(2), 7)]),
+            base: BTreeMap::new(),
         }),
     );
-    let err = a.handle(id(2), push(&forged), NOW).unwrap_err();
-    assert_eq!(
-        err,
-        GossipError::Crdt(crate::crdt::CrdtError::Forged { key: "hits".into() })
-    );
+    a.handle(id(2), push(&forged), NOW).unwrap();
+    assert_eq!(a.take_forged().as_deref(), Some("hits"));
+    assert_eq!(a.take_forged(), None, "taken once");
     assert_eq!(a.stats().refused.get("forged_actor"), Some(&1));
     assert_eq!(a.store().get("hits"), Some(Value::GCounter(1)));
-    assert_eq!(a.store().get("color"), None, "refused as a whole");
+    assert_eq!(a.store().get("color"), Some(Value::GCounter(7)), "merged");
     a.apply("hits", Op::Increment(1), NOW)
         .expect("increments keep working");
     assert_eq!(a.store().get("hits"), Some(Value::GCounter(2)));
@@ -73,7 +74,8 @@ fn a_peer_cannot_forge_our_dots_or_registers() {
     s.add(id(1), "planted".into());
     let mut forged = CrdtMap::new();
     forged.insert("tags".into(), Crdt::OrSet(s));
-    assert!(a.handle(id(2), push(&forged), NOW).is_err());
+    a.handle(id(2), push(&forged), NOW).unwrap();
+    assert_eq!(a.take_forged().as_deref(), Some("tags"));
     assert_eq!(
         a.store().get("tags"),
         Some(Value::Set(vec![Bytes::from("mine")]))
@@ -90,7 +92,8 @@ fn a_peer_cannot_forge_our_dots_or_registers() {
         &Default::default(),
     )
     .unwrap();
-    assert!(a.handle(id(2), push(&reg), NOW).is_err());
+    a.handle(id(2), push(&reg), NOW).unwrap();
+    assert_eq!(a.take_forged().as_deref(), Some("color"));
     assert_eq!(a.store().get("color"), None);
     assert_eq!(a.stats().refused.get("forged_actor"), Some(&2));
 }

@@ -62,8 +62,9 @@ pub struct GossipMetrics {
     /// `macula_gossip_anti_entropy_max_age_seconds`: the largest of those ages over every
     /// peer of every store (both modes; bridges do not export per-peer series).
     pub anti_entropy_max_age_seconds: Gauge,
-    /// `macula_gossip_keys_retired_total`: keys garbage-collected (OR-Sets left without
-    /// elements; their causal context is kept as a retired context, `docs/GOSSIP.md`).
+    /// `macula_gossip_keys_retired_total`: keys garbage-collected (keys left with no live
+    /// content: emptied sets, removed registers and counters; their dead value is kept as a
+    /// retired key, `docs/GOSSIP.md`).
     pub keys_retired_total: IntCounter,
     /// `macula_gossip_registry_lookups_total`: provider lookups answered from the cluster's
     /// gossiped service registry (`$rpc/<procedure>`), without a DHT query.
@@ -150,7 +151,7 @@ impl GossipMetrics {
             anti_entropy_max_age_seconds,
             keys_retired_total: counter(
                 "macula_gossip_keys_retired_total",
-                "Keys garbage-collected: OR-Sets left without elements.",
+                "Keys garbage-collected: emptied sets, removed registers and counters.",
             ),
             registry_lookups_total: counter(
                 "macula_gossip_registry_lookups_total",

@@ -26,7 +26,7 @@ use tracing::{debug, info};
 use super::UplinkTx;
 use crate::crdt::writers::WriterQuota;
 use crate::crdt::{ActorId, CrdtError, Op, Value};
-use crate::gossip::{Gossip, GossipConfig, GossipError, GossipStats, Message};
+use crate::gossip::{Gossip, GossipConfig, GossipStats, Message};
 use crate::metrics::Metrics;
 use crate::quota::QuotaError;
 use crate::session::{Outbound, PeerTx};
@@ -276,12 +276,10 @@ pub async fn run(
                             |k: &str, kind| state::link_policy(grant.as_deref(), k, kind, &env.metrics);
                         match g.handle_with(ActorId(from), msg, now, &mut policy) {
                             Ok(out) => send_all(env, &links, out),
-                            Err(e) => {
-                                if let GossipError::Crdt(CrdtError::Forged { key }) = &e {
-                                    crate::audit::crdt_forged(&from, &env.realm, &env.cluster, key);
-                                }
-                                debug!(peer = %hex_id(&from), error = %e, "gossip refused");
-                            }
+                            Err(e) => debug!(peer = %hex_id(&from), error = %e, "gossip refused"),
+                        }
+                        if let Some(key) = g.take_forged() {
+                            crate::audit::crdt_forged(&from, &env.realm, &env.cluster, &key);
                         }
                         // Refute a removal that happened while we were cut off.
                         let present = matches!(

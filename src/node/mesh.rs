@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,10 +66,18 @@ struct RelayLink {
     down_since: Option<Instant>,
 }
 
+/// An open mesh link: its queues and what the peer's credential grants (`None`: everything).
+struct Linked {
+    tx: PeerTx,
+    grant: Option<Arc<crate::auth::Grant>>,
+}
+
 /// The open mesh links by peer node id (the newest link wins when both sides dialled), and the
 /// dial queue. Shared by the DHT transport, the call router and the link tasks.
 pub struct Mesh {
-    links: Mutex<HashMap<NodeId, PeerTx>>,
+    links: Mutex<HashMap<NodeId, Linked>>,
+    /// How many open links have a grant (0: [`Mesh::may_provide`] checks nothing).
+    restricted: AtomicUsize,
     relay_links: Mutex<HashMap<NodeId, RelayLink>>,
     dial_tx: mpsc::Sender<SocketAddr>,
 }
@@ -80,6 +89,7 @@ impl Mesh {
         (
             Arc::new(Mesh {
                 links: Mutex::new(HashMap::new()),
+                restricted: AtomicUsize::new(0),
                 relay_links: Mutex::new(HashMap::new()),
                 dial_tx,
             }),
@@ -89,7 +99,22 @@ impl Mesh {
 
     /// The link to `id`, if one is open.
     pub fn get(&self, id: &NodeId) -> Option<PeerTx> {
-        self.links.lock().expect("mesh lock").get(id).cloned()
+        let links = self.links.lock().expect("mesh lock");
+        links.get(id).map(|l| l.tx.clone())
+    }
+
+    /// Whether node `id` may be handed calls of `procedure`: `false` only while it has a link
+    /// whose credential does not permit `register` of it (`rpc::bound::may_provide`). Takes
+    /// no lock while no link has a grant.
+    pub fn may_provide(&self, id: &NodeId, procedure: &str) -> bool {
+        if self.restricted.load(Ordering::Relaxed) == 0 {
+            return true;
+        }
+        let links = self.links.lock().expect("mesh lock");
+        match links.get(id).and_then(|l| l.grant.as_deref()) {
+            Some(g) => rpc::bound::may_provide(g, procedure),
+            None => true,
+        }
     }
 
     /// Peers with an open link.
@@ -102,20 +127,29 @@ impl Mesh {
         self.len() == 0
     }
 
-    fn insert(&self, id: NodeId, tx: PeerTx) {
-        self.links.lock().expect("mesh lock").insert(id, tx);
+    fn insert(&self, id: NodeId, tx: PeerTx, grant: Option<Arc<crate::auth::Grant>>) {
+        let mut links = self.links.lock().expect("mesh lock");
+        links.insert(id, Linked { tx, grant });
+        self.count_restricted(&links);
     }
 
     /// Removes the link to `id` if it is still the one keyed `key` (an older duplicate link
     /// closing leaves the newer one in place). Returns whether it was removed.
     fn remove(&self, id: &NodeId, key: PeerKey) -> bool {
         let mut links = self.links.lock().expect("mesh lock");
-        if links.get(id).map(|t| t.key) == Some(key) {
+        if links.get(id).map(|l| l.tx.key) == Some(key) {
             links.remove(id);
+            self.count_restricted(&links);
             true
         } else {
             false
         }
+    }
+
+    /// Recounts the links with a grant (under the links' lock; links change rarely).
+    fn count_restricted(&self, links: &HashMap<NodeId, Linked>) {
+        let n = links.values().filter(|l| l.grant.is_some()).count();
+        self.restricted.store(n, Ordering::Relaxed);
     }
 
     /// The relay link of peer `id`, now owned by the session keyed `key`: the held one when
@@ -500,7 +534,7 @@ async fn run_link(
         env.node.link_tasks(span),
     );
     let pending = pending.expect("a windowed link has a pending queue");
-    env.mesh.insert(peer_id, tx.clone());
+    env.mesh.insert(peer_id, tx.clone(), admitted.grant.clone());
     // The peer's relay link (held from its last session, if any) now routes here; tell the
     // peer what our clients want. Later changes follow on the same queue.
     let link = env.mesh.attach(peer_id, key, || env.node.next_key());
@@ -582,7 +616,8 @@ struct MeshLink<'a> {
     link: LinkId,
     peer_id: NodeId,
     /// What the peer node's credential permits (`None`: everything): its publishes,
-    /// subscriptions and the state it gossips are bounded by it, as at a bridge.
+    /// subscriptions, the state it gossips, the provider records it stores and the calls it
+    /// routes here are bounded by it, as at a bridge (`rpc::bound`).
     grant: Option<Arc<crate::auth::Grant>>,
     /// The link's registration for revocation lists (dropped with the handler).
     revocations: crate::auth::RevocationLink,
@@ -606,6 +641,7 @@ impl read::FrameHandler for MeshLink<'_> {
             slow,
         } = self;
         let (env, me, link, peer_id, slow) = (*env, *me, *link, *peer_id, *slow);
+        let realm = env.node.realm.as_str();
         let (granted, grant) = (grant.as_ref(), grant.as_deref());
         let metrics = &env.node.metrics;
         let Some(t) = me.msg_type(raw, metrics) else {
@@ -684,6 +720,19 @@ impl read::FrameHandler for MeshLink<'_> {
                         let from = sender
                             .filter(|s| s.node_id == peer_id)
                             .and_then(|s| Contact::try_from(s).ok());
+                        // A peer bounded by a credential stores only records of procedures
+                        // it may register (withdrawals always).
+                        if let (Some(g), Frame::Store(s)) = (grant, &f) {
+                            if let Err(e) = rpc::bound::check_store(g, realm, &peer_id, s) {
+                                metrics.rpc.store_refused(e.reason);
+                                if e.code == ErrorCode::PermissionDenied {
+                                    metrics.permission_denied(crate::auth::Action::Register);
+                                }
+                                let corr = Some(s.correlation_id);
+                                me.send_error(metrics, e.code, e.message, corr);
+                                return Ok(Flow::Continue);
+                            }
+                        }
                         let peer = Some(crate::dht::Id::from_bytes(peer_id));
                         if let Some(reply) = env.dht.handle_query_as(peer, from.as_ref(), &f) {
                             me.send_ctrl(reply);
@@ -707,8 +756,16 @@ impl read::FrameHandler for MeshLink<'_> {
             },
             MessageType::Call => match raw.decode() {
                 Ok(Frame::Call(call)) => {
-                    env.rpc
-                        .routed_call(rpc::Back::Link(me.clone()), call, false)
+                    // A peer bounded by a credential routes here only calls it may make.
+                    match grant.map(|g| rpc::bound::check_call(g, &call.procedure)) {
+                        Some(Err(e)) => {
+                            metrics.permission_denied(crate::auth::Action::Call);
+                            rpc::reply_link(me, call.call_id, Err(e));
+                        }
+                        _ => env
+                            .rpc
+                            .routed_call(rpc::Back::Link(me.clone()), call, false),
+                    }
                 }
                 Ok(_) => unreachable!("decode follows the header type"),
                 Err(e) => me.send_error(metrics, e.code(), e.to_string(), None),

@@ -92,9 +92,18 @@ impl PubSub {
                 UPLINK_LINK => {
                     if let Some(up) = &self.uplink {
                         for f in interest::delta_frames(d) {
-                            // A full control queue means the session is stuck; the next session
-                            // re-announces the whole interest.
-                            let _ = up.ctrl.try_send(Outbound::Frame(f));
+                            // A full control queue: this change is lost to the session, so
+                            // the session ends and the next one announces the whole interest.
+                            if up.ctrl.try_send(Outbound::Frame(f)).is_err() {
+                                let (lost, wake) = &*up.interest_lost;
+                                use std::sync::atomic::Ordering;
+                                let connected = up.connected.load(Ordering::Acquire);
+                                if !lost.swap(true, Ordering::AcqRel) && connected {
+                                    self.metrics.uplink_interest_resyncs_total.inc();
+                                    wake.notify_one();
+                                }
+                                break;
+                            }
                         }
                     }
                 }

@@ -373,7 +373,11 @@ impl NodeRpc {
                     .try_send(Outbound::Frame(self.store_frame(&proc, ttl)));
             }
             if provided {
-                let acked = self.env.dht.publish(Id(key), self.record()).await;
+                let acked = self
+                    .env
+                    .dht
+                    .publish_named(Id(key), self.record(), &proc)
+                    .await;
                 debug!(procedure = %proc, acked, "provider record published");
             } else {
                 self.env.dht.withdraw(Id(key)).await;
@@ -788,6 +792,7 @@ impl NodeRpc {
     }
 }
 
+pub(super) mod bound;
 mod lookup;
 
 fn err(code: u16, msg: impl Into<String>) -> RpcError {

@@ -172,6 +172,8 @@ pub(super) async fn run_uplink(
             r.unsubscribe(UPLINK_LINK, &held);
             r.set_unknown(UPLINK_LINK, true);
             while queues.ctrl.try_recv().is_ok() {}
+            // Announced whole below: nothing is lost to this session yet.
+            env.queues.interest_lost.0.store(false, Ordering::Release);
             session::interest::snapshot_frames(&r.told(UPLINK_LINK))
         };
         let settle = Arc::new(Settle::default());
@@ -208,10 +210,20 @@ pub(super) async fn run_uplink(
                     settle.mark(&env.pubsub, Settle::SETTLED);
                     std::future::pending::<()>().await
                 };
+                let lost = async {
+                    let (flag, wake) = &*env.queues.interest_lost;
+                    while !flag.load(Ordering::Acquire) {
+                        wake.notified().await;
+                    }
+                };
                 let read = link.read(recv, decoder);
                 let r = tokio::select! {
                     r = read => r,
                     () = settled => unreachable!("pending never completes"),
+                    () = lost => {
+                        warn!("an interest change could not be queued; re-announcing in a new session");
+                        Err(SessionError::Protocol("interest change lost (control queue full)".into()))
+                    }
                 };
                 (r, link.dedup)
             };

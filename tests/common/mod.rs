@@ -222,3 +222,18 @@ pub async fn expect_each_once(
     }
     Ok(())
 }
+
+/// Waits (at most 20 s) until nodes `a` and `b` of `f` each have a mesh link
+/// (`macula_mesh_peers` ≥ 1).
+pub async fn wait_mesh(f: &Fleet, a: usize, b: usize) {
+    let (x, y) = (f.procs[a].admin, f.procs[b].admin);
+    poll(
+        Duration::from_secs(20),
+        "the mesh links the two nodes",
+        || async move {
+            (metric(x, "macula_mesh_peers") >= 1.0 && metric(y, "macula_mesh_peers") >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+}

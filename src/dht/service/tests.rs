@@ -23,6 +23,8 @@ struct NetInner {
     outstanding: Mutex<HashMap<NodeId, HashMap<u64, Instant>>>,
     /// Per querier: the most queries outstanding at once.
     max_outstanding: Mutex<HashMap<NodeId, usize>>,
+    /// Every STORE sent: its key, TTL and name.
+    stores: Mutex<Vec<(Key, u32, Option<String>)>>,
     tasks: TaskTracker,
 }
 
@@ -88,6 +90,10 @@ impl DhtTransport for NetTransport {
         let (from, to, net) = (self.own, *to, self.net.clone());
         if let Some(cid) = query_cid(&frame) {
             net.sent(from.id, cid);
+        }
+        if let Frame::Store(q) = &frame {
+            let sent = (Id::from_bytes(q.key), q.ttl_ms, q.name.clone());
+            net.stores.lock().unwrap().push(sent);
         }
         if net.is_dead(&to.id) {
             return true; // queued, then lost on the way
@@ -394,6 +400,44 @@ async fn ttl_expires_without_republish_and_tick_keeps_records_alive() {
     // Gauges were updated by tick.
     assert!(net.metrics[0].rpc.records.get() >= 2);
     assert!(net.metrics[0].rpc.contacts.get() >= 11);
+}
+
+/// A record published with a procedure name carries it in every STORE, re-publishes
+/// included (a peer bounded by a credential checks `register` of it); a withdrawal carries
+/// none (always accepted); a record published without one sends none.
+#[tokio::test(start_paused = true)]
+async fn a_named_record_carries_its_name_in_every_store() {
+    let net = TestNet::new(6, 8);
+    net.join().await;
+    let (named, plain) = (key("svc.named"), key("svc.plain"));
+    let n0 = &net.nodes[0];
+    assert_eq!(
+        n0.publish_named(named, Bytes::from_static(b"v"), "svc.named")
+            .await,
+        5
+    );
+    assert_eq!(n0.publish(plain, Bytes::from_static(b"v")).await, 5);
+    let stores = |k: Key| -> Vec<(u32, Option<String>)> {
+        let all = net.inner.stores.lock().unwrap();
+        all.iter()
+            .filter(|s| s.0 == k)
+            .map(|s| (s.1, s.2.clone()))
+            .collect()
+    };
+    let ttl = TTL.as_millis() as u32;
+    let name = Some("svc.named".to_string());
+    assert_eq!(stores(named), vec![(ttl, name.clone()); 5]);
+    assert_eq!(stores(plain), vec![(ttl, None); 5]);
+    // Past half the TTL the records are re-published, each as it was first.
+    tokio::time::sleep(TTL / 2 + TIMEOUT).await;
+    n0.tick().await;
+    net.settle().await;
+    assert_eq!(stores(named), vec![(ttl, name.clone()); 10]);
+    assert_eq!(stores(plain), vec![(ttl, None); 10]);
+    n0.withdraw(named).await;
+    assert_eq!(stores(named)[10..], vec![(0, None); 5]);
+    // Withdrawn: never re-published, and its name is forgotten.
+    assert!(n0.state().names.is_empty());
 }
 
 #[tokio::test(start_paused = true)]

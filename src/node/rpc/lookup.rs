@@ -28,7 +28,7 @@ impl NodeRpc {
         if let Some(nodes) = self.env.gossip.providers.load().get(procedure) {
             let reachable: Vec<ProviderRecord> = nodes
                 .iter()
-                .filter(|id| self.env.mesh.get(id).is_some())
+                .filter(|id| self.env.mesh.get(id).is_some() && self.may_provide(id, procedure))
                 .map(|id| ProviderRecord {
                     node_id: *id,
                     cluster: self.env.cluster.clone(),
@@ -44,9 +44,12 @@ impl NodeRpc {
         let started = Instant::now();
         let realm: Arc<str> = self.env.realm.as_str().into();
         let s = self.clone();
+        let name: Arc<str> = procedure.into();
         let res = self
             .cache
-            .get_or_escalate(realm, Id(key), move || async move { s.resolve(key).await })
+            .get_or_escalate(realm, Id(key), move || async move {
+                s.resolve(&name, key).await
+            })
             .await;
         match &res {
             Ok((answer, source)) => {
@@ -64,9 +67,11 @@ impl NodeRpc {
             Err(_) => metrics.lookup("error"),
         }
         let (answer, _) = res?;
+        // Answers cached before a peer's link (and grant) changed are filtered again.
         Ok(match answer {
             Answer::Found(list) => list
                 .iter()
+                .filter(|p| self.may_provide(&p.node_id, procedure))
                 .map(|p| ProviderRecord {
                     node_id: p.node_id,
                     cluster: p.cluster.clone(),
@@ -77,11 +82,16 @@ impl NodeRpc {
     }
 }
 
-fn to_answer<'a>(values: impl IntoIterator<Item = &'a Bytes>) -> Answer {
+/// The providers the record `values` name, those `keep` accepts.
+fn to_answer<'a>(
+    values: impl IntoIterator<Item = &'a Bytes>,
+    keep: impl Fn(&NodeId) -> bool,
+) -> Answer {
     Answer::found(
         values
             .into_iter()
             .filter_map(|v| ProviderRecord::decode(v).ok())
+            .filter(|p| keep(&p.node_id))
             .map(|p| Provider {
                 node_id: p.node_id,
                 cluster: p.cluster,
@@ -92,11 +102,26 @@ fn to_answer<'a>(values: impl IntoIterator<Item = &'a Bytes>) -> Answer {
 }
 
 impl NodeRpc {
-    /// The cache's upstream: the cluster DHT, then the uplink.
-    async fn resolve(self: &Arc<Self>, key: [u8; 32]) -> Result<Answer, LookupError> {
+    /// Whether provider `node` may be handed calls of `procedure`: this node, a node without
+    /// a mesh link (reached through the bridge, which bounds it) or a peer whose credential
+    /// permits `register` of it ([`super::bound::may_provide`]). A peer denied it keeps its
+    /// own record in its own store and answers `find_value` with it, so refusing its `store`
+    /// here is not enough.
+    pub(super) fn may_provide(&self, node: &NodeId, procedure: &str) -> bool {
+        *node == self.env.node_id || self.env.mesh.may_provide(node, procedure)
+    }
+
+    /// The cache's upstream for `procedure` (key `key`): the cluster DHT, then the uplink.
+    /// Providers [`NodeRpc::may_provide`] refuses are left out before either is believed.
+    async fn resolve(
+        self: &Arc<Self>,
+        procedure: &str,
+        key: [u8; 32],
+    ) -> Result<Answer, LookupError> {
         let metrics = &self.env.metrics.rpc;
+        let keep = |id: &NodeId| self.may_provide(id, procedure);
         let records = self.env.dht.find_value(Id(key)).await;
-        let local = to_answer(records.iter().map(|r| &r.value));
+        let local = to_answer(records.iter().map(|r| &r.value), keep);
         // A record in the cluster's DHT names a node of this cluster; one without a mesh link is
         // gone (crashed before withdrawing, its record not yet expired) and must not stop the
         // lookup from asking the bridges.
@@ -158,7 +183,7 @@ impl NodeRpc {
                 // The bridges' answer, plus what the cluster knew (tried last if unreachable).
                 let values = r.values.iter().map(|r| &r.value);
                 let cluster = records.iter().map(|r| &r.value);
-                Ok(to_answer(values.chain(cluster)))
+                Ok(to_answer(values.chain(cluster), keep))
             }
             Ok(Ok(Err(msg))) => Err(LookupError::Upstream(msg)),
             Ok(Err(_)) => Err(LookupError::Upstream("uplink lost".into())),
