@@ -455,6 +455,9 @@ pub struct LimitsConfig {
     pub max_inflight: u32,
     /// Outbound queue capacity per connection, frames. Default 8192.
     pub outbound_queue: usize,
+    /// Longest wait of a QoS 0 publish for room in one consumer's full outbound queue, ms;
+    /// 0: drop at once. Default 50 ([`defaults::QOS0_STALL_MS`]).
+    pub qos0_stall_ms: u64,
     /// Most concurrent connections, handshakes in progress included. Default 10000.
     pub max_connections: usize,
     /// Most concurrent connections (handshakes included) from one source IP address.
@@ -894,6 +897,7 @@ impl Default for LimitsConfig {
             max_frame_size: defaults::MAX_FRAME_SIZE,
             max_inflight: defaults::MAX_INFLIGHT,
             outbound_queue: defaults::OUTBOUND_QUEUE,
+            qos0_stall_ms: defaults::QOS0_STALL_MS,
             max_connections: defaults::MAX_CONNECTIONS,
             max_connections_per_source: defaults::MAX_CONNECTIONS_PER_SOURCE,
             handshake_retry_above: defaults::HANDSHAKE_RETRY_ABOVE,

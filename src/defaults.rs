@@ -89,9 +89,21 @@ pub const FRAME_HEADER_SIZE: u32 = 8;
 /// 8192. Past this the sender backpressures instead of buffering without bound.
 pub const MAX_INFLIGHT: u32 = 8192;
 
-/// Capacity of the outbound queue of one connection, in frames: 8192. A full queue is a slow
-/// consumer: QoS 0 frames are dropped and counted, QoS 1 backpressures (lessons, 3).
+/// Capacity of the outbound queue of one connection, in frames: 8192. A QoS 0 publish that
+/// finds it full waits up to [`QOS0_STALL_MS`] (the publisher is slowed, nothing is lost); a
+/// consumer still full after that sheds its own QoS 0 messages; QoS 1 waits up to
+/// [`SLOW_CONSUMER_TIMEOUT_MS`] (lessons, 3).
 pub const OUTBOUND_QUEUE: usize = 8192;
+
+/// How long a QoS 0 publish may wait for room in one consumer's full outbound queue, in
+/// milliseconds: 50. A consumer that keeps up frees room within microseconds, so a burst slows
+/// its publisher (QUIC flow control) instead of losing messages; a consumer whose queue stays
+/// full this long is *shedding*: its QoS 0 messages are dropped without waiting
+/// (`dropped{reason="queue_full"}`) until its queue has drained to half, so a slow consumer
+/// costs each publisher at most one stall per half queue it drains, and loses only its own
+/// messages. 0: never wait (drop at once, the behaviour before issue 13). nats-server stalls a
+/// producer for a fast consumer's full buffer in the same way (lessons, 3).
+pub const QOS0_STALL_MS: u64 = 50;
 
 /// Most concurrent connections one process accepts: 10,000, the v1.0 roadmap target. Further
 /// connections are refused (and counted) rather than degrading everyone.

@@ -201,6 +201,12 @@ pub struct Metrics {
     /// change could not be queued to the bridge (its control queue full); the next session
     /// announces the whole interest again.
     pub uplink_interest_resyncs_total: IntCounter,
+    /// `macula_publish_stalls_total`: QoS 0 publishes that found a consumer's outbound queue
+    /// full and waited for room (up to `limits.qos0_stall_ms`), slowing their publisher.
+    pub publish_stalls_total: IntCounter,
+    /// `macula_slow_consumer_sheds_total`: consumers whose outbound queue stayed full for
+    /// `limits.qos0_stall_ms` and began shedding their own QoS 0 messages.
+    pub slow_consumer_sheds_total: IntCounter,
     /// `macula_delivery_latency_seconds`: time from a message's acceptance to its delivery to a
     /// subscriber's outbound queue, seconds ([`LATENCY_BUCKETS`]).
     pub delivery_latency_seconds: Histogram,
@@ -456,6 +462,20 @@ impl Metrics {
                     "Uplink sessions refused: the bridge proved another key than the pinned one.",
                 ),
             ),
+            publish_stalls_total: register(
+                r,
+                counter(
+                    "macula_publish_stalls_total",
+                    "QoS 0 publishes that waited for room in a consumer's full outbound queue.",
+                ),
+            ),
+            slow_consumer_sheds_total: register(
+                r,
+                counter(
+                    "macula_slow_consumer_sheds_total",
+                    "Consumers whose queue stayed full past limits.qos0_stall_ms and shed QoS 0.",
+                ),
+            ),
             uplink_interest_resyncs_total: register(
                 r,
                 counter(
@@ -617,6 +637,8 @@ mod tests {
             "macula_messages_delivered_total",
             "macula_messages_deduplicated_total",
             "macula_messages_dropped_total",
+            "macula_publish_stalls_total",
+            "macula_slow_consumer_sheds_total",
             "macula_qos1_retransmissions_total",
             "macula_protocol_errors_total",
             "macula_subscriptions",

@@ -128,6 +128,11 @@ struct UplinkTx {
     /// session's view of our interest is then wrong, so the uplink task ends the session and
     /// the next one announces the whole interest again. Cleared at each announcement.
     interest_lost: Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>,
+    /// `limits.qos0_stall_ms`: how long a QoS 0 publish waits for room in `data` while the
+    /// session is up ([`crate::session::offer_best_effort`]).
+    qos0_stall: Duration,
+    /// Set while the uplink sheds QoS 0 (its queue stayed full for `qos0_stall`).
+    shedding: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts a node from `cfg`: binds the client listener and, if configured, starts
@@ -158,6 +163,8 @@ pub async fn start(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<NodeHan
                 data: data_tx,
                 connected: Arc::default(),
                 interest_lost: Arc::default(),
+                qos0_stall: Duration::from_millis(cfg.limits.qos0_stall_ms),
+                shedding: Arc::default(),
             };
             (
                 Some(tx.clone()),

@@ -10,7 +10,7 @@
 //! costs one stream write rather than one per message. Acknowledgements queued for
 //! the peer are coalesced into as few `PUBACK` frames as possible.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,6 +122,13 @@ pub struct PeerTx {
     pub conn: Connection,
     /// Largest frame the peer accepts, in bytes including the header.
     pub max_frame: usize,
+    /// Longest wait of a QoS 0 offer for room in the full data queue
+    /// (`limits.qos0_stall_ms`); zero: drop at once.
+    pub qos0_stall: Duration,
+    /// Set while this peer is shedding: its data queue stayed full for `qos0_stall`, so QoS 0
+    /// offers that find it full are dropped without waiting until it has drained to half.
+    /// Shared by every clone of this handle.
+    pub shedding: Arc<AtomicBool>,
 }
 
 impl PeerTx {
@@ -464,6 +471,8 @@ pub fn peer_queues(
         data: data_tx,
         conn: conn.clone(),
         max_frame: peer_max_frame_size as usize + wire::HEADER_LEN,
+        qos0_stall: Duration::from_millis(limits.qos0_stall_ms),
+        shedding: Arc::new(AtomicBool::new(false)),
     };
     AcceptedPeer {
         tx,
@@ -504,7 +513,8 @@ pub fn accept_peer(
 pub enum Offer {
     /// Queued.
     Queued,
-    /// QoS 0 and the queue was full: dropped.
+    /// QoS 0 and the queue stayed full (past `qos0_stall`, or at once while the peer is
+    /// shedding): dropped for this peer only.
     QueueFull,
     /// QoS 1 and the queue stayed full past the slow-consumer timeout: the peer
     /// was disconnected.
@@ -516,9 +526,10 @@ pub enum Offer {
 }
 
 impl PeerTx {
-    /// Offers `item` to the data queue: QoS 0 never waits (drop when full);
-    /// QoS 1 waits up to `slow_timeout`, then closes the peer as a slow consumer
-    /// ([`close_slow_consumer`], counted in `metrics`).
+    /// Offers `item` to the data queue. When it is full:
+    /// - QoS 0 waits up to `qos0_stall` for room ([`offer_best_effort`]);
+    /// - QoS 1 waits up to `slow_timeout`, then closes the peer as a slow consumer
+    ///   ([`close_slow_consumer`], counted in `metrics`).
     pub async fn offer(
         &self,
         item: Outbound,
@@ -526,13 +537,14 @@ impl PeerTx {
         slow_timeout: Duration,
         metrics: &Metrics,
     ) -> Offer {
+        if !reliable {
+            return offer_best_effort(&self.data, item, self.qos0_stall, &self.shedding, metrics)
+                .await;
+        }
         match self.data.try_send(item) {
             Ok(()) => Offer::Queued,
             Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
             Err(mpsc::error::TrySendError::Full(item)) => {
-                if !reliable {
-                    return Offer::QueueFull;
-                }
                 match tokio::time::timeout(slow_timeout, self.data.send(item)).await {
                     Ok(Ok(())) => Offer::Queued,
                     Ok(Err(_)) => Offer::Closed,
@@ -540,6 +552,48 @@ impl PeerTx {
                         close_slow_consumer(&self.conn, metrics, "outbound queue full");
                         Offer::SlowConsumer
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Offers a QoS 0 `item` to the bounded queue `data` of one consumer. When it is full, waits
+/// up to `stall` for room, so a consumer that keeps up slows the publisher (whose read loop
+/// stops, and QUIC flow control reaches its sender) rather than losing messages. A queue still
+/// full after `stall` sets `shedding` (counted in `macula_slow_consumer_sheds_total`): from
+/// then on, offers that find it full are dropped at once ([`Offer::QueueFull`]) until the queue
+/// has drained to half. So a slow consumer loses only its own messages and costs a publisher at
+/// most one stall per half queue it drains (`defaults::QOS0_STALL_MS`). A zero `stall` drops
+/// at once.
+pub async fn offer_best_effort(
+    data: &mpsc::Sender<Outbound>,
+    item: Outbound,
+    stall: Duration,
+    shedding: &AtomicBool,
+    metrics: &Metrics,
+) -> Offer {
+    match data.try_send(item) {
+        Ok(()) => {
+            if shedding.load(Ordering::Relaxed) && data.capacity() * 2 >= data.max_capacity() {
+                shedding.store(false, Ordering::Relaxed);
+            }
+            Offer::Queued
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+        Err(mpsc::error::TrySendError::Full(item)) => {
+            if stall.is_zero() || shedding.load(Ordering::Relaxed) {
+                return Offer::QueueFull;
+            }
+            metrics.publish_stalls_total.inc();
+            match tokio::time::timeout(stall, data.send(item)).await {
+                Ok(Ok(())) => Offer::Queued,
+                Ok(Err(_)) => Offer::Closed,
+                Err(_) => {
+                    if !shedding.swap(true, Ordering::Relaxed) {
+                        metrics.slow_consumer_sheds_total.inc();
+                    }
+                    Offer::QueueFull
                 }
             }
         }
@@ -860,5 +914,102 @@ mod tests {
         // 1 was skipped: never acknowledged upstream (its origin retransmits); 3 and 4 wait.
         assert_eq!(acked(&mut up), vec![id(2)]);
         assert_eq!(pending.try_recv().unwrap().id, id(3));
+    }
+
+    fn frame(n: u8) -> Outbound {
+        Outbound::Frame(Bytes::from(vec![n]))
+    }
+
+    /// A consumer that drains within the stall: the QoS 0 offer waits and is queued, nothing
+    /// is lost, and the stall is counted.
+    #[tokio::test(start_paused = true)]
+    async fn a_qos0_offer_waits_for_a_consumer_that_keeps_up() {
+        let m = Metrics::new();
+        let (tx, mut rx) = mpsc::channel(2);
+        let shedding = AtomicBool::new(false);
+        let stall = Duration::from_millis(50);
+        for i in 0..2 {
+            assert_eq!(
+                offer_best_effort(&tx, frame(i), stall, &shedding, &m).await,
+                Offer::Queued
+            );
+        }
+        let drain = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            rx.recv().await.unwrap();
+            rx
+        });
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(
+            offer_best_effort(&tx, frame(2), stall, &shedding, &m).await,
+            Offer::Queued
+        );
+        assert_eq!(t0.elapsed(), Duration::from_millis(10));
+        assert_eq!(m.publish_stalls_total.get(), 1);
+        assert_eq!(m.slow_consumer_sheds_total.get(), 0);
+        assert!(!shedding.load(Ordering::Relaxed));
+        drop(drain.await.unwrap());
+    }
+
+    /// A consumer that stays full: one stall, then it sheds at once (no more waiting) until it
+    /// has drained to half, and then it is waited for again.
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_consumer_sheds_its_own_qos0_until_it_drains_to_half() {
+        let m = Metrics::new();
+        let (tx, mut rx) = mpsc::channel(4);
+        let shedding = AtomicBool::new(false);
+        let stall = Duration::from_millis(50);
+        for i in 0..4 {
+            offer_best_effort(&tx, frame(i), stall, &shedding, &m).await;
+        }
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(
+            offer_best_effort(&tx, frame(4), stall, &shedding, &m).await,
+            Offer::QueueFull
+        );
+        assert_eq!(t0.elapsed(), stall);
+        assert!(shedding.load(Ordering::Relaxed));
+        assert_eq!(m.slow_consumer_sheds_total.get(), 1);
+        // Shedding: dropped without waiting.
+        let t1 = tokio::time::Instant::now();
+        for i in 5..10 {
+            assert_eq!(
+                offer_best_effort(&tx, frame(i), stall, &shedding, &m).await,
+                Offer::QueueFull
+            );
+        }
+        assert_eq!(t1.elapsed(), Duration::ZERO);
+        assert_eq!(m.publish_stalls_total.get(), 1);
+        // One slot free: accepted, still shedding (less than half free).
+        rx.recv().await.unwrap();
+        assert_eq!(
+            offer_best_effort(&tx, frame(10), stall, &shedding, &m).await,
+            Offer::Queued
+        );
+        assert!(shedding.load(Ordering::Relaxed));
+        // Drained to half: the next offer ends the shedding.
+        for _ in 0..3 {
+            rx.recv().await.unwrap();
+        }
+        assert_eq!(
+            offer_best_effort(&tx, frame(11), stall, &shedding, &m).await,
+            Offer::Queued
+        );
+        assert!(!shedding.load(Ordering::Relaxed));
+        assert_eq!(m.slow_consumer_sheds_total.get(), 1);
+    }
+
+    /// A zero stall drops at once, as before issue 13.
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_stall_drops_at_once() {
+        let m = Metrics::new();
+        let (tx, _rx) = mpsc::channel(1);
+        let shedding = AtomicBool::new(false);
+        offer_best_effort(&tx, frame(0), Duration::ZERO, &shedding, &m).await;
+        assert_eq!(
+            offer_best_effort(&tx, frame(1), Duration::ZERO, &shedding, &m).await,
+            Offer::QueueFull
+        );
+        assert_eq!(m.publish_stalls_total.get(), 0);
     }
 }

@@ -234,6 +234,10 @@ fn invalid_values_are_rejected_with_their_key() {
     assert_eq!(invalid_key(&c), "limits.outbound_queue");
 
     let mut c = Config::default();
+    c.limits.qos0_stall_ms = c.limits.slow_consumer_timeout_ms + 1;
+    assert_eq!(invalid_key(&c), "limits.qos0_stall_ms");
+
+    let mut c = Config::default();
     c.node.uplink = Some("no-port".into());
     assert_eq!(invalid_key(&c), "node.uplink");
 

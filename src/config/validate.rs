@@ -308,6 +308,16 @@ impl Config {
                 return invalid(key, "must be > 0");
             }
         }
+        if l.qos0_stall_ms > l.slow_consumer_timeout_ms {
+            return invalid(
+                "limits.qos0_stall_ms",
+                format!(
+                    "{} ms is longer than limits.slow_consumer_timeout_ms ({} ms): a QoS 0 \
+                     publish would wait longer than a QoS 1 one",
+                    l.qos0_stall_ms, l.slow_consumer_timeout_ms
+                ),
+            );
+        }
         if l.reconnect_initial_backoff_ms > l.reconnect_max_backoff_ms {
             return invalid(
                 "limits.reconnect_initial_backoff_ms",

@@ -292,7 +292,8 @@ impl PubSub {
         out
     }
 
-    /// Hands one publish to the uplink: QoS 1 into its custody, QoS 0 queued or dropped.
+    /// Hands one publish to the uplink: QoS 1 into its custody, QoS 0 queued (waiting up to
+    /// `limits.qos0_stall_ms` for room while the session is up) or dropped.
     /// `Some(1)` when taken, `Some(0)` when not (QoS 0, or the uplink is gone). A QoS 1
     /// publish that finds the custody queue full waits up to `slow` for room while the bridge
     /// session is up (the publisher is slowed, nothing is lost); while it is down, or past
@@ -312,10 +313,19 @@ impl PubSub {
         };
         let metrics = &self.metrics;
         if !reliable {
-            if up.data.try_send(Outbound::Frame(frame.clone())).is_ok() {
-                metrics.messages_relayed_total.inc();
+            // While the bridge session is down nothing drains the queue: no waiting then.
+            let connected = up.connected.load(std::sync::atomic::Ordering::Relaxed);
+            let stall = if connected {
+                up.qos0_stall
             } else {
-                metrics.dropped("queue_full");
+                Duration::ZERO
+            };
+            let item = Outbound::Frame(frame.clone());
+            match crate::session::offer_best_effort(&up.data, item, stall, &up.shedding, metrics)
+                .await
+            {
+                Offer::Queued => metrics.messages_relayed_total.inc(),
+                _ => metrics.dropped("queue_full"),
             }
             return Some(0);
         }
