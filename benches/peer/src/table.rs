@@ -14,12 +14,15 @@ use anyhow::{Context, Result};
 pub struct Args {
     /// The directory of reports.
     dir: PathBuf,
-    /// The system every other column is divided by (a ratio column per system).
+    /// The peer each measured system is divided by (a ratio column per measured system).
     #[arg(long, default_value = "nats-tcp")]
     against: String,
-    /// The ceiling (its own ratio column).
+    /// The ceiling (a second ratio column per measured system).
     #[arg(long, default_value = "quic-copy")]
     ceiling: String,
+    /// Systems whose names start with this get the ratio columns.
+    #[arg(long, default_value = "macula")]
+    measured: String,
 }
 
 #[derive(Default)]
@@ -83,6 +86,11 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     systems.sort();
+    let measured: Vec<String> = systems
+        .iter()
+        .filter(|s| s.starts_with(&a.measured))
+        .cloned()
+        .collect();
     let mut scenario = String::new();
     for ((sc, payload), row) in &mut cells {
         if *sc != scenario {
@@ -92,14 +100,14 @@ pub fn run(a: Args) -> Result<()> {
             for s in &systems {
                 print!(" {s} |");
             }
-            for s in systems.iter().filter(|s| **s != a.against) {
+            for s in &measured {
                 print!(" {s} / {} |", a.against);
             }
-            for s in systems.iter().filter(|s| **s != a.ceiling) {
+            for s in &measured {
                 print!(" {s} / {} |", a.ceiling);
             }
             println!();
-            let cols = systems.len() * 3 - 2;
+            let cols = systems.len() + 2 * measured.len();
             println!("|---|{}", "---|".repeat(cols));
         }
         let mut med = BTreeMap::new();
@@ -129,10 +137,10 @@ pub fn run(a: Args) -> Result<()> {
             (Some(x), Some(y)) if *y > 0.0 => format!(" {:.2}× |", x / y),
             _ => " – |".to_string(),
         };
-        for s in systems.iter().filter(|s| **s != a.against) {
+        for s in &measured {
             print!("{}", ratio(s, &a.against));
         }
-        for s in systems.iter().filter(|s| **s != a.ceiling) {
+        for s in &measured {
             print!("{}", ratio(s, &a.ceiling));
         }
         println!();
