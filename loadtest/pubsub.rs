@@ -868,6 +868,10 @@ async fn subscriber(mut s: Subscription, watch: SubWatch) -> SubResult {
         }
         live.fetch_add(n as u64, Ordering::Relaxed);
         r.last = Some(Instant::now());
+        // Past the drain: a backlog still arriving is not read on (it is what was lost).
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
     }
     r
 }

@@ -132,9 +132,11 @@ async fn scenario(a: &Args, server: &Server) -> Result<measure::Report> {
                             Some(b) => t.record(b.iter().map(|m| &m.payload[..])),
                             None => break,
                         },
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => {
-                            if live.stop.load(Ordering::Acquire) { break; }
-                        }
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
+                    // Past the drain: a backlog still arriving is not read on (it was lost).
+                    if live.stop.load(Ordering::Acquire) {
+                        break;
                     }
                 }
                 t
