@@ -98,6 +98,11 @@ pub struct Args {
     /// succeeds.
     #[arg(long)]
     keep_logs: bool,
+    /// All clients connect through one QUIC endpoint (one UDP socket,
+    /// `ClientOptions::endpoint`) instead of one each: thousands of subscribers cost the load
+    /// generator far less memory.
+    #[arg(long)]
+    shared_endpoint: bool,
 }
 
 impl Args {
@@ -200,6 +205,9 @@ const PROBE_TOPIC: &str = "loadtest.probe";
 const PATTERN: &str = "loadtest.**";
 /// `--clusters` when not given.
 const DEFAULT_CLUSTERS: usize = 12;
+/// UDP socket buffer requested for `--shared-endpoint`, bytes: 32 MiB (the kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`, and the client logs a warning then).
+const SHARED_SOCKET_BUFFER: usize = 32 << 20;
 
 /// Who publishes and subscribes where.
 struct Plan {
@@ -462,10 +470,28 @@ async fn scenario(
     } else {
         Qos::AtMostOnce
     };
+    let shared = match (a.shared_endpoint, plan.subs.first()) {
+        (true, Some(spec)) => {
+            // One socket takes every client's bursts (a fan-out publish arrives as one
+            // datagram per subscriber at once): ask for a larger buffer than one client's.
+            let mut o = opts(&spec.addr, a);
+            o.transport.udp_socket_buffer = SHARED_SOCKET_BUFFER;
+            Some(
+                Client::shared_endpoint(&o)
+                    .await
+                    .context("shared endpoint")?,
+            )
+        }
+        _ => None,
+    };
+    let opts = |addr: &str| ClientOptions {
+        endpoint: shared.clone(),
+        ..opts(addr, a)
+    };
     let mut subs = Vec::new();
     let mut sub_clients = Vec::new();
     for spec in &plan.subs {
-        let c = Client::connect(opts(&spec.addr, a))
+        let c = Client::connect(opts(&spec.addr))
             .await
             .with_context(|| format!("subscriber connect to {}", spec.addr))?;
         subs.push(c.subscribe(&spec.pattern).await.context("subscribe")?);
@@ -474,7 +500,7 @@ async fn scenario(
     let mut pubs = Vec::new();
     for spec in &plan.pubs {
         pubs.push(
-            Client::connect(opts(&spec.addr, a))
+            Client::connect(opts(&spec.addr))
                 .await
                 .with_context(|| format!("publisher connect to {}", spec.addr))?,
         );

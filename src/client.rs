@@ -117,6 +117,13 @@ pub struct ClientOptions {
     /// The operator-signed credential presented at `connect` (bytes; `auth::Credential::from_text`
     /// reads the `mc1.…` form). Needed by nodes whose realm has operator keys. Default `None`.
     pub credential: Option<bytes::Bytes>,
+    /// A QUIC endpoint to connect through instead of binding a UDP socket of its own. Default
+    /// `None`: each [`Client`] binds one (about 250–400 KB of process memory and a socket
+    /// each). Many clients may share one endpoint, with one socket and one quinn endpoint
+    /// driver for all of them; a load generator with thousands of clients needs this.
+    /// [`Client::shared_endpoint`] makes one. The endpoint's default client configuration is
+    /// used, so `tls`, `transport` and `data_dir` are not read when this is set.
+    pub endpoint: Option<Endpoint>,
 }
 
 impl Default for ClientOptions {
@@ -143,6 +150,7 @@ impl Default for ClientOptions {
             rpc_max_pending: DEFAULT_MAX_PENDING_CALLS,
             identity: None,
             credential: None,
+            endpoint: None,
         }
     }
 }
@@ -327,6 +335,33 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client QUIC endpoint for `opts` (its TLS, transport and data directory), bound to an
+    /// ephemeral port on every IPv4 address (IPv6 when `opts.addr` resolves to IPv6), for
+    /// many clients to share through [`ClientOptions::endpoint`]. The clients' connections
+    /// are multiplexed on its one UDP socket by connection ID (RFC 9000 §5.2).
+    ///
+    /// Errors: [`ClientError::Connect`] (resolve, bind or TLS setup).
+    pub async fn shared_endpoint(opts: &ClientOptions) -> Result<Endpoint, ClientError> {
+        let addr = resolve(&opts.addr).await?;
+        Self::bind_endpoint(opts, addr.is_ipv6()).map_err(|e| ClientError::Connect {
+            addr: opts.addr.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn bind_endpoint(
+        opts: &ClientOptions,
+        ipv6: bool,
+    ) -> Result<Endpoint, crate::transport::TransportError> {
+        let bind = if ipv6 { "[::]:0" } else { "0.0.0.0:0" };
+        crate::transport::client_endpoint(
+            bind.parse().expect("valid literal"),
+            &opts.tls,
+            &opts.transport,
+            &opts.data_dir,
+        )
+    }
+
     /// Connects and completes the `CONNECT`/`CONNECTED` handshake.
     ///
     /// Errors: [`ClientError::Connect`] (resolve/bind/QUIC), [`ClientError::Session`]
@@ -336,19 +371,13 @@ impl Client {
             addr: opts.addr.clone(),
             reason,
         };
-        let addr = resolve(&opts.addr).await?;
-        let bind = if addr.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
+        let endpoint = match &opts.endpoint {
+            Some(shared) => shared.clone(),
+            None => {
+                let addr = resolve(&opts.addr).await?;
+                Self::bind_endpoint(&opts, addr.is_ipv6()).map_err(|e| cerr(e.to_string()))?
+            }
         };
-        let endpoint = crate::transport::client_endpoint(
-            bind.parse().expect("valid literal"),
-            &opts.tls,
-            &opts.transport,
-            &opts.data_dir,
-        )
-        .map_err(|e| cerr(e.to_string()))?;
         let identity = opts
             .identity
             .clone()

@@ -455,7 +455,8 @@ pub struct LimitsConfig {
     pub max_inflight: u32,
     /// Outbound queue capacity per connection, frames. Default 8192.
     pub outbound_queue: usize,
-    /// Longest wait of a QoS 0 publish for room in one consumer's full outbound queue, ms;
+    /// Longest wait of a QoS 0 publish, in total over all its consumers, for room in full
+    /// outbound queues, ms;
     /// 0: drop at once. Default 50 ([`defaults::QOS0_STALL_MS`]).
     pub qos0_stall_ms: u64,
     /// Most concurrent connections, handshakes in progress included. Default 10000.

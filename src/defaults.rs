@@ -95,8 +95,8 @@ pub const MAX_INFLIGHT: u32 = 8192;
 /// [`SLOW_CONSUMER_TIMEOUT_MS`] (lessons, 3).
 pub const OUTBOUND_QUEUE: usize = 8192;
 
-/// How long a QoS 0 publish may wait for room in one consumer's full outbound queue, in
-/// milliseconds: 50. A consumer that keeps up frees room within microseconds, so a burst slows
+/// How long a QoS 0 publish may wait, in total over all its consumers, for room in full
+/// outbound queues, in milliseconds: 50. A consumer that keeps up frees room within microseconds, so a burst slows
 /// its publisher (QUIC flow control) instead of losing messages; a consumer whose queue stays
 /// full this long is *shedding*: its QoS 0 messages are dropped without waiting
 /// (`dropped{reason="queue_full"}`) until its queue has drained to half, so a slow consumer

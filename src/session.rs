@@ -122,8 +122,8 @@ pub struct PeerTx {
     pub conn: Connection,
     /// Largest frame the peer accepts, in bytes including the header.
     pub max_frame: usize,
-    /// Longest wait of a QoS 0 offer for room in the full data queue
-    /// (`limits.qos0_stall_ms`); zero: drop at once.
+    /// `limits.qos0_stall_ms`: the [`StallBudget`] a publish routed here starts with when it
+    /// meets its first full queue; zero: drop at once.
     pub qos0_stall: Duration,
     /// Set while this peer is shedding: its data queue stayed full for `qos0_stall`, so QoS 0
     /// offers that find it full are dropped without waiting until it has drained to half.
@@ -527,7 +527,8 @@ pub enum Offer {
 
 impl PeerTx {
     /// Offers `item` to the data queue. When it is full:
-    /// - QoS 0 waits up to `qos0_stall` for room ([`offer_best_effort`]);
+    /// - QoS 0 waits for room within what is left of this publish's `budget`
+    ///   ([`offer_best_effort`]);
     /// - QoS 1 waits up to `slow_timeout`, then closes the peer as a slow consumer
     ///   ([`close_slow_consumer`], counted in `metrics`).
     pub async fn offer(
@@ -535,11 +536,11 @@ impl PeerTx {
         item: Outbound,
         reliable: bool,
         slow_timeout: Duration,
+        budget: &mut StallBudget,
         metrics: &Metrics,
     ) -> Offer {
         if !reliable {
-            return offer_best_effort(&self.data, item, self.qos0_stall, &self.shedding, metrics)
-                .await;
+            return offer_best_effort(&self.data, item, budget, &self.shedding, metrics).await;
         }
         match self.data.try_send(item) {
             Ok(()) => Offer::Queued,
@@ -558,18 +559,48 @@ impl PeerTx {
     }
 }
 
+/// How long one publish may still wait, in total over all its consumers, for room in full
+/// outbound queues (`limits.qos0_stall_ms`). Made per publish; the clock is read only when a
+/// queue is found full, so the common path costs nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct StallBudget {
+    stall: Duration,
+    until: Option<tokio::time::Instant>,
+}
+
+impl StallBudget {
+    /// A whole budget of `stall` (zero: never wait).
+    pub fn new(stall: Duration) -> Self {
+        StallBudget { stall, until: None }
+    }
+
+    /// Whether waiting is configured at all.
+    fn enabled(&self) -> bool {
+        !self.stall.is_zero()
+    }
+
+    /// The deadline of this publish's waiting, fixed the first time a queue is found full.
+    fn deadline(&mut self) -> tokio::time::Instant {
+        *self
+            .until
+            .get_or_insert_with(|| tokio::time::Instant::now() + self.stall)
+    }
+}
+
 /// Offers a QoS 0 `item` to the bounded queue `data` of one consumer. When it is full, waits
-/// up to `stall` for room, so a consumer that keeps up slows the publisher (whose read loop
-/// stops, and QUIC flow control reaches its sender) rather than losing messages. A queue still
-/// full after `stall` sets `shedding` (counted in `macula_slow_consumer_sheds_total`): from
-/// then on, offers that find it full are dropped at once ([`Offer::QueueFull`]) until the queue
-/// has drained to half. So a slow consumer loses only its own messages and costs a publisher at
-/// most one stall per half queue it drains (`defaults::QOS0_STALL_MS`). A zero `stall` drops
-/// at once.
+/// for room until `budget`'s deadline (`limits.qos0_stall_ms` after the first full queue this
+/// publish met), so consumers that keep up slow the publisher (whose read loop stops, and QUIC
+/// flow control reaches its sender) rather than losing messages, and one publish stalls at
+/// most `qos0_stall_ms` however many of its consumers are full. A queue still full at the
+/// deadline sets `shedding` (counted in `macula_slow_consumer_sheds_total`): from then on,
+/// offers that find it full are dropped at once ([`Offer::QueueFull`]) until the queue has
+/// drained to half. So a slow consumer loses only its own messages and costs a publisher at
+/// most one stall per half queue it drains (`defaults::QOS0_STALL_MS`). A zero budget drops at
+/// once.
 pub async fn offer_best_effort(
     data: &mpsc::Sender<Outbound>,
     item: Outbound,
-    stall: Duration,
+    budget: &mut StallBudget,
     shedding: &AtomicBool,
     metrics: &Metrics,
 ) -> Offer {
@@ -582,11 +613,11 @@ pub async fn offer_best_effort(
         }
         Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
         Err(mpsc::error::TrySendError::Full(item)) => {
-            if stall.is_zero() || shedding.load(Ordering::Relaxed) {
+            if !budget.enabled() || shedding.load(Ordering::Relaxed) {
                 return Offer::QueueFull;
             }
             metrics.publish_stalls_total.inc();
-            match tokio::time::timeout(stall, data.send(item)).await {
+            match tokio::time::timeout_at(budget.deadline(), data.send(item)).await {
                 Ok(Ok(())) => Offer::Queued,
                 Ok(Err(_)) => Offer::Closed,
                 Err(_) => {
@@ -930,7 +961,7 @@ mod tests {
         let stall = Duration::from_millis(50);
         for i in 0..2 {
             assert_eq!(
-                offer_best_effort(&tx, frame(i), stall, &shedding, &m).await,
+                offer_best_effort(&tx, frame(i), &mut StallBudget::new(stall), &shedding, &m).await,
                 Offer::Queued
             );
         }
@@ -941,7 +972,7 @@ mod tests {
         });
         let t0 = tokio::time::Instant::now();
         assert_eq!(
-            offer_best_effort(&tx, frame(2), stall, &shedding, &m).await,
+            offer_best_effort(&tx, frame(2), &mut StallBudget::new(stall), &shedding, &m).await,
             Offer::Queued
         );
         assert_eq!(t0.elapsed(), Duration::from_millis(10));
@@ -960,11 +991,11 @@ mod tests {
         let shedding = AtomicBool::new(false);
         let stall = Duration::from_millis(50);
         for i in 0..4 {
-            offer_best_effort(&tx, frame(i), stall, &shedding, &m).await;
+            offer_best_effort(&tx, frame(i), &mut StallBudget::new(stall), &shedding, &m).await;
         }
         let t0 = tokio::time::Instant::now();
         assert_eq!(
-            offer_best_effort(&tx, frame(4), stall, &shedding, &m).await,
+            offer_best_effort(&tx, frame(4), &mut StallBudget::new(stall), &shedding, &m).await,
             Offer::QueueFull
         );
         assert_eq!(t0.elapsed(), stall);
@@ -974,7 +1005,7 @@ mod tests {
         let t1 = tokio::time::Instant::now();
         for i in 5..10 {
             assert_eq!(
-                offer_best_effort(&tx, frame(i), stall, &shedding, &m).await,
+                offer_best_effort(&tx, frame(i), &mut StallBudget::new(stall), &shedding, &m).await,
                 Offer::QueueFull
             );
         }
@@ -983,7 +1014,7 @@ mod tests {
         // One slot free: accepted, still shedding (less than half free).
         rx.recv().await.unwrap();
         assert_eq!(
-            offer_best_effort(&tx, frame(10), stall, &shedding, &m).await,
+            offer_best_effort(&tx, frame(10), &mut StallBudget::new(stall), &shedding, &m).await,
             Offer::Queued
         );
         assert!(shedding.load(Ordering::Relaxed));
@@ -992,7 +1023,7 @@ mod tests {
             rx.recv().await.unwrap();
         }
         assert_eq!(
-            offer_best_effort(&tx, frame(11), stall, &shedding, &m).await,
+            offer_best_effort(&tx, frame(11), &mut StallBudget::new(stall), &shedding, &m).await,
             Offer::Queued
         );
         assert!(!shedding.load(Ordering::Relaxed));
@@ -1005,11 +1036,51 @@ mod tests {
         let m = Metrics::new();
         let (tx, _rx) = mpsc::channel(1);
         let shedding = AtomicBool::new(false);
-        offer_best_effort(&tx, frame(0), Duration::ZERO, &shedding, &m).await;
+        offer_best_effort(
+            &tx,
+            frame(0),
+            &mut StallBudget::new(Duration::ZERO),
+            &shedding,
+            &m,
+        )
+        .await;
         assert_eq!(
-            offer_best_effort(&tx, frame(1), Duration::ZERO, &shedding, &m).await,
+            offer_best_effort(
+                &tx,
+                frame(1),
+                &mut StallBudget::new(Duration::ZERO),
+                &shedding,
+                &m
+            )
+            .await,
             Offer::QueueFull
         );
         assert_eq!(m.publish_stalls_total.get(), 0);
+    }
+
+    /// One publish, two stuck consumers: the publish waits once, for the budget in total (not
+    /// per consumer), and both consumers then shed.
+    #[tokio::test(start_paused = true)]
+    async fn one_publish_stalls_at_most_its_budget_over_all_consumers() {
+        let m = Metrics::new();
+        let stall = Duration::from_millis(50);
+        let (a, _ra) = mpsc::channel(1);
+        let (b, _rb) = mpsc::channel(1);
+        let (sa, sb) = (AtomicBool::new(false), AtomicBool::new(false));
+        for (q, sh) in [(&a, &sa), (&b, &sb)] {
+            let mut whole = StallBudget::new(stall);
+            offer_best_effort(q, frame(0), &mut whole, sh, &m).await;
+        }
+        let mut budget = StallBudget::new(stall);
+        let t0 = tokio::time::Instant::now();
+        for (q, sh) in [(&a, &sa), (&b, &sb)] {
+            assert_eq!(
+                offer_best_effort(q, frame(1), &mut budget, sh, &m).await,
+                Offer::QueueFull
+            );
+        }
+        assert_eq!(t0.elapsed(), stall, "one stall in total");
+        assert!(sa.load(Ordering::Relaxed) && sb.load(Ordering::Relaxed));
+        assert_eq!(m.slow_consumer_sheds_total.get(), 2);
     }
 }

@@ -11,7 +11,7 @@ use crate::metrics::quota::Table;
 use crate::metrics::Metrics;
 use crate::quota::{QuotaError, Tenant, Usage};
 use crate::relay::{Delta, LinkId, Relay, Route};
-use crate::session::{close, AckTrack, Offer, Outbound, PeerTx};
+use crate::session::{close, AckTrack, Offer, Outbound, PeerTx, StallBudget};
 use crate::wire::{ErrorCode, Frame, NodeId, Qos, RawFrame};
 
 pub use crate::session::interest::PATTERNS_PER_FRAME;
@@ -114,6 +114,8 @@ impl BridgePubSub {
         if held {
             metrics.dropped("parent_down");
         }
+        // One QoS 0 stall budget for the whole publish, however many consumers are full.
+        let mut budget: Option<StallBudget> = None;
         for r in scratch.drain(..) {
             let Some(tx) = r.target else { continue };
             if raw.bytes.len() > tx.max_frame {
@@ -129,7 +131,8 @@ impl BridgePubSub {
                 Some(t) => Outbound::Tracked(raw.bytes.clone(), t.clone()),
                 None => Outbound::Frame(raw.bytes.clone()),
             };
-            match tx.offer(item, reliable, slow, metrics).await {
+            let b = budget.get_or_insert_with(|| StallBudget::new(tx.qos0_stall));
+            match tx.offer(item, reliable, slow, b, metrics).await {
                 Offer::Queued => {
                     metrics.messages_relayed_total.inc();
                     if crate::router::group_of(tx.key) == self.fleet_group {

@@ -707,3 +707,31 @@ async fn publish_qos0(client: &Client, n: u8) {
             .expect("accepted");
     }
 }
+
+/// Clients given one [`Client::shared_endpoint`] share its UDP socket: the node sees both
+/// connections from the same address, each is its own session, and closing one leaves the
+/// other working.
+#[tokio::test]
+async fn clients_share_one_endpoint() {
+    let s = server();
+    let mut opts = options(&s);
+    opts.endpoint = Some(Client::shared_endpoint(&opts).await.expect("endpoint"));
+    let (a, node_a) = connected(opts.clone(), &s, wire::DEFAULT_MAX_FRAME_SIZE).await;
+    let (b, mut node_b) = connected(opts.clone(), &s, wire::DEFAULT_MAX_FRAME_SIZE).await;
+    assert_eq!(
+        node_a.conn.remote_address(),
+        node_b.conn.remote_address(),
+        "one socket"
+    );
+    assert_ne!(node_a.conn.stable_id(), node_b.conn.stable_id());
+    a.close().await;
+    publish_qos0(&b, 1).await;
+    match node_b.frame().await {
+        Frame::Publish(p) => assert_eq!(p.payload, Bytes::from(vec![0u8])),
+        other => panic!("expected publish, got {other:?}"),
+    }
+    // The endpoint the closed client shared still takes new clients.
+    let (c, mut node_c) = connected(opts, &s, wire::DEFAULT_MAX_FRAME_SIZE).await;
+    publish_qos0(&c, 1).await;
+    assert!(matches!(node_c.frame().await, Frame::Publish(_)));
+}

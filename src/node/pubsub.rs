@@ -29,7 +29,9 @@ use crate::relay::{Delta, LinkId, LinkKind, Relay, Route};
 use crate::wire::NodeId;
 use tokio::sync::mpsc;
 
-use crate::session::{self, interest, observe_latency, AckTrack, Offer, Outbound, PeerTx};
+use crate::session::{
+    self, interest, observe_latency, AckTrack, Offer, Outbound, PeerTx, StallBudget,
+};
 use crate::wire::PublishView;
 
 pub(super) use super::rpc::UPLINK_LINK;
@@ -236,6 +238,8 @@ impl PubSub {
         self.relay_ref()
             .route(from, view.topic, reliable, &mut routes);
         let mut out = Forwarded::default();
+        // One QoS 0 stall budget for the whole publish, however many consumers are full.
+        let mut budget: Option<StallBudget> = None;
         if reliable {
             if let Some(up) = upstream {
                 let mesh = routes.iter().filter(|r| r.kind == LinkKind::Mesh).count() as u32;
@@ -246,7 +250,10 @@ impl PubSub {
         }
         for r in routes.drain(..) {
             if r.link == UPLINK_LINK {
-                match self.up(frame, view.message_id, reliable, slow).await {
+                match self
+                    .up(frame, view.message_id, reliable, slow, &mut budget)
+                    .await
+                {
                     Some(n) => out.now += n,
                     None => out.unacked = true,
                 }
@@ -270,7 +277,8 @@ impl PubSub {
                 (LinkKind::Mesh, Some(t)) => Outbound::Tracked(frame.clone(), t.clone()),
                 _ => Outbound::Frame(frame.clone()),
             };
-            match tx.offer(item, reliable, slow, metrics).await {
+            let b = budget.get_or_insert_with(|| StallBudget::new(tx.qos0_stall));
+            match tx.offer(item, reliable, slow, b, metrics).await {
                 Offer::Queued => {
                     if r.kind == LinkKind::Client {
                         out.now += 1;
@@ -306,6 +314,7 @@ impl PubSub {
         message_id: crate::wire::MessageId,
         reliable: bool,
         slow: Duration,
+        budget: &mut Option<StallBudget>,
     ) -> Option<u64> {
         use tokio::sync::mpsc::error::TrySendError;
         let Some(up) = &self.uplink else {
@@ -315,14 +324,14 @@ impl PubSub {
         if !reliable {
             // While the bridge session is down nothing drains the queue: no waiting then.
             let connected = up.connected.load(std::sync::atomic::Ordering::Relaxed);
-            let stall = if connected {
-                up.qos0_stall
+            let mut down = StallBudget::new(Duration::ZERO);
+            let b = if connected {
+                budget.get_or_insert_with(|| StallBudget::new(up.qos0_stall))
             } else {
-                Duration::ZERO
+                &mut down
             };
             let item = Outbound::Frame(frame.clone());
-            match crate::session::offer_best_effort(&up.data, item, stall, &up.shedding, metrics)
-                .await
+            match crate::session::offer_best_effort(&up.data, item, b, &up.shedding, metrics).await
             {
                 Offer::Queued => metrics.messages_relayed_total.inc(),
                 _ => metrics.dropped("queue_full"),
