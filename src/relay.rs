@@ -31,6 +31,7 @@
 //! anyway (the caller holds their acknowledgement, so the origin keeps custody) instead of
 //! being judged unwanted.
 
+pub mod cache;
 pub mod cover;
 
 use std::collections::{HashMap, HashSet};
@@ -39,6 +40,7 @@ use std::sync::Arc;
 use crate::router::{same_group, PeerKey};
 use crate::topic::PatternTrie;
 
+pub use cache::{RouteCache, ROUTE_CACHE_ENTRIES};
 pub use cover::{covers, Cover};
 
 /// A link of the relay: the process-local key of a connection (its group in the upper 32
@@ -149,7 +151,14 @@ pub struct Relay<T> {
     unknown: Vec<LinkId>,
     holders: PatternTrie<Vec<Holder<T>>>,
     max_patterns: usize,
+    /// Unique per relay of the process ([`RouteCache`] tells relays apart by it).
+    id: u64,
+    /// Counts every change that can change a route: links, targets, unknown marks, patterns.
+    generation: u64,
 }
+
+/// Source of [`Relay::id`].
+static NEXT_RELAY_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl<T> Relay<T> {
     /// An empty relay; each link may hold at most `max_patterns` patterns
@@ -161,7 +170,16 @@ impl<T> Relay<T> {
             unknown: Vec::new(),
             holders: PatternTrie::new(),
             max_patterns,
+            id: NEXT_RELAY_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            generation: 0,
         }
+    }
+
+    /// How many changes that can change a route this relay has seen (links added or removed,
+    /// targets replaced, interest marked unknown or known, patterns held or dropped). Routes
+    /// computed at one generation hold until it moves ([`RouteCache`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Number of distinct patterns held by any link.
@@ -207,6 +225,7 @@ impl<T> Relay<T> {
     /// Adds a link (replacing nothing: `link` must be new) and returns what it must be told
     /// first: the interest it can forward to, as one [`Delta`] (empty for clients).
     pub fn add_link(&mut self, link: LinkId, kind: LinkKind, target: Option<Arc<T>>) -> Delta {
+        self.generation += 1;
         let cover = (kind == LinkKind::Uplink).then(Cover::new);
         self.links.insert(
             link,
@@ -264,6 +283,7 @@ impl<T> Relay<T> {
     /// Replaces the sending half of `link` (a new session of an uplink: `Some`; its session
     /// ended but its interest is kept: `None`). O(patterns it holds).
     pub fn set_target(&mut self, link: LinkId, target: Option<Arc<T>>) {
+        self.generation += 1;
         let Some(state) = self.links.get_mut(&link) else {
             return;
         };
@@ -280,6 +300,7 @@ impl<T> Relay<T> {
     /// Marks the interest of `link` unknown (QoS 1 publishes are routed to it whatever it
     /// holds) or known again.
     pub fn set_unknown(&mut self, link: LinkId, unknown: bool) {
+        self.generation += 1;
         let Some(state) = self.links.get_mut(&link) else {
             return;
         };
@@ -292,6 +313,7 @@ impl<T> Relay<T> {
 
     /// Removes `link` with all its patterns; returns what the others must be told.
     pub fn remove_link(&mut self, link: LinkId) -> Vec<Delta> {
+        self.generation += 1;
         let Some(state) = self.links.get(&link) else {
             return Vec::new();
         };
@@ -312,6 +334,7 @@ impl<T> Relay<T> {
         link: LinkId,
         patterns: &[String],
     ) -> Result<(usize, Vec<Delta>), RelayError> {
+        self.generation += 1;
         let state = self.links.get(&link).ok_or(RelayError::UnknownLink(link))?;
         let mut new: Vec<&String> = patterns
             .iter()
@@ -352,6 +375,7 @@ impl<T> Relay<T> {
     /// `link` no longer holds `patterns` (unknown ones are ignored). Returns what the other
     /// links must be told.
     pub fn unsubscribe(&mut self, link: LinkId, patterns: &[String]) -> Vec<Delta> {
+        self.generation += 1;
         let Some(state) = self.links.get_mut(&link) else {
             return Vec::new();
         };

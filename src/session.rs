@@ -585,7 +585,7 @@ pub fn error_frame(
 pub async fn fill(recv: &mut RecvStream, decoder: &mut FrameDecoder) -> Result<bool, SessionError> {
     match recv.read_chunk(READ_CHUNK, true).await? {
         Some(chunk) => {
-            decoder.extend(&chunk.bytes);
+            decoder.extend_bytes(chunk.bytes);
             Ok(true)
         }
         None => {

@@ -35,8 +35,15 @@ fuzz_target!(|data: &[u8]| {
     // Same bytes in chunks sized by the first byte: framing must not depend on read sizes.
     let step = usize::from(data.first().copied().unwrap_or(1)).max(1);
     let mut split = FrameDecoder::new(64 * 1024);
-    for chunk in data.chunks(step) {
-        split.extend(chunk);
+    let all = bytes::Bytes::copy_from_slice(data);
+    for (i, chunk) in data.chunks(step).enumerate() {
+        // Alternately copied and handed over whole (zero-copy framing).
+        if i % 2 == 0 {
+            split.extend(chunk);
+        } else {
+            let start = i * step;
+            split.extend_bytes(all.slice(start..start + chunk.len()));
+        }
         while let Ok(Some(frame)) = split.next_frame() {
             exercise(&frame);
         }

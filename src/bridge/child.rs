@@ -19,7 +19,7 @@ use super::pubsub::{relay_mut, tell, BridgePubSub};
 use super::rpc::{BridgeRpc, Link};
 use super::{lock, Realm, Realms};
 use crate::metrics::Metrics;
-use crate::relay::Route;
+use crate::relay::RouteCache;
 use crate::router::{GroupNames, PeerKey};
 use crate::session::link::{LinkActor, LinkIo, LinkTasks};
 use crate::session::read::{Fatal, Flow, FrameHandler};
@@ -377,7 +377,7 @@ pub(super) async fn run_link(
             me: &tx,
             revocations: &revocations,
         },
-        scratch: Vec::new(),
+        scratch: RouteCache::new(),
         pending: pending.expect("a windowed link has a pending queue"),
         slow: Duration::from_millis(limits.slow_consumer_timeout_ms),
         throttle,
@@ -452,7 +452,7 @@ pub(super) async fn run_link(
 /// A child link's frame handler.
 struct ChildReader<'a> {
     ctx: FrameCtx<'a>,
-    scratch: Vec<Route<PeerTx>>,
+    scratch: RouteCache<PeerTx>,
     /// Tracked frames written to the child, in order, awaiting its `puback`.
     pending: mpsc::Receiver<Arc<AckTrack>>,
     slow: Duration,
@@ -487,7 +487,7 @@ struct FrameCtx<'a> {
 async fn handle_node_frame(
     ctx: &FrameCtx<'_>,
     raw: &RawFrame,
-    scratch: &mut Vec<Route<PeerTx>>,
+    scratch: &mut RouteCache<PeerTx>,
     pending: &mut mpsc::Receiver<Arc<AckTrack>>,
     slow: Duration,
 ) -> Result<bool, Fatal> {

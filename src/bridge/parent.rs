@@ -386,7 +386,7 @@ async fn serve(
         realm,
         link: &link,
         pending: pending.expect("a windowed link has a pending queue"),
-        scratch: Vec::new(),
+        scratch: crate::relay::RouteCache::new(),
         seen: HashSet::new(),
         slow: Duration::from_millis(limits.slow_consumer_timeout_ms),
     };
@@ -520,7 +520,7 @@ struct ParentReader<'a> {
     link: &'a ParentLink<'a>,
     /// Tracked frames written to the parent, in order, awaiting its `puback`.
     pending: mpsc::Receiver<Arc<AckTrack>>,
-    scratch: Vec<crate::relay::Route<PeerTx>>,
+    scratch: crate::relay::RouteCache<PeerTx>,
     /// Patterns the parent announced on this session (what survives its snapshot).
     seen: HashSet<String>,
     slow: Duration,

@@ -10,7 +10,7 @@ use super::{lock, Realm, Realms};
 use crate::metrics::quota::Table;
 use crate::metrics::Metrics;
 use crate::quota::{QuotaError, Tenant, Usage};
-use crate::relay::{Delta, LinkId, Relay, Route};
+use crate::relay::{Delta, LinkId, Relay, RouteCache};
 use crate::session::{close, AckTrack, Offer, Outbound, PeerTx, StallBudget};
 use crate::wire::{ErrorCode, Frame, NodeId, Qos, RawFrame};
 
@@ -93,21 +93,24 @@ impl BridgePubSub {
         me: &PeerTx,
         raw: &RawFrame,
         view: &crate::wire::PublishView<'_>,
-        scratch: &mut Vec<Route<PeerTx>>,
+        scratch: &mut RouteCache<PeerTx>,
         slow: Duration,
     ) {
         let metrics = &self.metrics;
         let reliable = view.qos == Qos::AtLeastOnce;
-        relay_ref(realm).route(me.key, view.topic, reliable, scratch);
-        if scratch.is_empty() {
+        let routes = {
+            let relay = relay_ref(realm);
+            scratch.routes(&relay, me.key, view.topic, reliable)
+        };
+        if routes.is_empty() {
             metrics.dropped("no_route");
             if reliable {
                 let _ = me.ctrl.try_send(Outbound::NoRoute(view.message_id));
             }
             return;
         }
-        let live = scratch.iter().filter(|r| r.target.is_some()).count() as u32;
-        let held = live < scratch.len() as u32;
+        let live = routes.iter().filter(|r| r.target.is_some()).count() as u32;
+        let held = live < routes.len() as u32;
         // A held recipient is counted but never acknowledges: the origin resends.
         let track = reliable
             .then(|| AckTrack::new(view.message_id, live + u32::from(held), me.ctrl.clone()));
@@ -116,8 +119,8 @@ impl BridgePubSub {
         }
         // One QoS 0 stall budget for the whole publish, however many consumers are full.
         let mut budget: Option<StallBudget> = None;
-        for r in scratch.drain(..) {
-            let Some(tx) = r.target else { continue };
+        for r in routes {
+            let Some(tx) = &r.target else { continue };
             if raw.bytes.len() > tx.max_frame {
                 // It can never be delivered on this link: count it, and do not make the origin
                 // resend it forever.

@@ -26,7 +26,7 @@ pub(super) async fn reader(
         dedup,
         acks_tx,
         subs: inner.subs_snap.load_full(),
-        reliable_targets: Vec::new(),
+        last: None,
     };
     match read_loop(&mut recv, &mut decoder, None, &mut link).await {
         ReadEnd::Stopped | ReadEnd::Eof => Ok(()),
@@ -40,14 +40,49 @@ fn fatal(e: WireError) -> Fatal {
 }
 
 /// The client's frame handler. The subscription snapshot is loaded once per received chunk
-/// (and again after each SUBACK, so messages right after a new subscription are not missed);
-/// QoS 1 targets are collected into a reused vector: no allocation per message.
+/// (and again after each SUBACK, so messages right after a new subscription are not missed).
+/// The subscriptions matching the last topic delivered are kept ([`LastMatch`]): a stream of
+/// messages on one topic is matched once, not once per message, and costs no allocation.
 struct NodeLink<'a> {
     inner: &'a Arc<Inner>,
     dedup: &'a mut DedupWindow,
     acks_tx: &'a mpsc::Sender<Confirm>,
     subs: Arc<SubTrie>,
-    reliable_targets: Vec<mpsc::Sender<Message>>,
+    last: Option<LastMatch>,
+}
+
+/// The subscriptions matching `topic` in the snapshot `subs` (held, so its address cannot be
+/// reused by a later snapshot while this compares against it).
+struct LastMatch {
+    subs: Arc<SubTrie>,
+    topic: String,
+    targets: Vec<mpsc::Sender<Message>>,
+}
+
+impl LastMatch {
+    /// The subscriptions of `subs` matching `topic`: those kept when both are the same as last
+    /// time, else matched anew (reusing the buffers).
+    fn targets<'m>(
+        last: &'m mut Option<LastMatch>,
+        subs: &Arc<SubTrie>,
+        topic: &str,
+    ) -> &'m [mpsc::Sender<Message>] {
+        let m = last.get_or_insert_with(|| LastMatch {
+            subs: subs.clone(),
+            topic: String::new(),
+            targets: Vec::new(),
+        });
+        if !Arc::ptr_eq(&m.subs, subs) || m.topic != topic || m.targets.is_empty() {
+            m.subs = subs.clone();
+            m.topic.clear();
+            m.topic.push_str(topic);
+            m.targets.clear();
+            subs.for_each_match(topic, |v| {
+                m.targets.extend(v.iter().map(|(_, tx)| tx.clone()))
+            });
+        }
+        &m.targets
+    }
 }
 
 impl FrameHandler for NodeLink<'_> {
@@ -57,7 +92,7 @@ impl FrameHandler for NodeLink<'_> {
             dedup,
             acks_tx,
             subs,
-            reliable_targets,
+            last,
         } = self;
         let (inner, acks_tx) = (*inner, *acks_tx);
         match raw.msg_type() {
@@ -72,26 +107,21 @@ impl FrameHandler for NodeLink<'_> {
                         message_id: view.message_id,
                         ts_us: view.ts_us,
                     };
+                    let targets = LastMatch::targets(last, subs, view.topic);
                     if reliable {
-                        reliable_targets.clear();
-                        subs.for_each_match(view.topic, |v| {
-                            reliable_targets.extend(v.iter().map(|(_, tx)| tx.clone()))
-                        });
-                        for tx in reliable_targets.drain(..) {
+                        for tx in targets {
                             if tx.send(msg.clone()).await.is_ok() {
                                 inner.received.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     } else {
                         let (mut ok, mut full) = (0, 0);
-                        subs.for_each_match(view.topic, |v| {
-                            for (_, tx) in v {
-                                match tx.try_send(msg.clone()) {
-                                    Ok(()) => ok += 1,
-                                    Err(_) => full += 1,
-                                }
+                        for tx in targets {
+                            match tx.try_send(msg.clone()) {
+                                Ok(()) => ok += 1,
+                                Err(_) => full += 1,
                             }
-                        });
+                        }
                         inner.received.fetch_add(ok, Ordering::Relaxed);
                         inner.dropped.fetch_add(full, Ordering::Relaxed);
                     }

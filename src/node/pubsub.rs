@@ -25,7 +25,7 @@ use bytes::Bytes;
 
 use super::{gossip, UplinkTx};
 use crate::metrics::Metrics;
-use crate::relay::{Delta, LinkId, LinkKind, Relay, Route};
+use crate::relay::{Delta, LinkId, LinkKind, Relay, RouteCache};
 use crate::wire::NodeId;
 use tokio::sync::mpsc;
 
@@ -234,9 +234,10 @@ impl PubSub {
     ) -> Forwarded {
         let metrics = &self.metrics;
         let reliable = view.qos == crate::wire::Qos::AtLeastOnce;
-        let mut routes = std::mem::take(&mut ctx.routes);
-        self.relay_ref()
-            .route(from, view.topic, reliable, &mut routes);
+        let routes = {
+            let relay = self.relay_ref();
+            ctx.routes.routes(&relay, from, view.topic, reliable)
+        };
         let mut out = Forwarded::default();
         // One QoS 0 stall budget for the whole publish, however many consumers are full.
         let mut budget: Option<StallBudget> = None;
@@ -248,7 +249,7 @@ impl PubSub {
                 }
             }
         }
-        for r in routes.drain(..) {
+        for r in routes {
             if r.link == UPLINK_LINK {
                 match self
                     .up(frame, view.message_id, reliable, slow, &mut budget)
@@ -259,7 +260,7 @@ impl PubSub {
                 }
                 continue;
             }
-            let Some(tx) = r.target else {
+            let Some(tx) = &r.target else {
                 // A mesh peer whose session is down, its interest held: a tracked publish is
                 // never acknowledged by it, so the publisher retransmits.
                 metrics.dropped("peer_down");
@@ -296,7 +297,6 @@ impl PubSub {
                 Offer::Closed | Offer::TooLarge => metrics.dropped("closed"),
             }
         }
-        ctx.routes = routes;
         out
     }
 
@@ -367,8 +367,8 @@ impl PubSub {
 /// Per-reader scratch state for the delivery path, reused across frames so the hot path
 /// neither allocates nor reads the clock per message.
 pub(super) struct ReadCtx {
-    /// Where the current publish goes (cleared per publish).
-    routes: Vec<Route<PeerTx>>,
+    /// Recent routing results of this reader ([`RouteCache`]).
+    routes: RouteCache<PeerTx>,
     /// Wall clock (µs since the Unix epoch) when the current chunk was received.
     pub(super) now_us: u64,
 }
@@ -376,7 +376,7 @@ pub(super) struct ReadCtx {
 impl ReadCtx {
     pub(super) fn new() -> Self {
         ReadCtx {
-            routes: Vec::new(),
+            routes: RouteCache::new(),
             now_us: session::now_us(),
         }
     }

@@ -2,7 +2,7 @@
 //! (the mini-redis `Connection` loop). Never assumes one read is one frame (Macula v0.16
 //! defect 1).
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::{Header, RawFrame, WireError, HEADER_LEN, PROTOCOL_VERSION};
 
@@ -13,9 +13,15 @@ use super::{Header, RawFrame, WireError, HEADER_LEN, PROTOCOL_VERSION};
 /// memory from a declared length: the buffer only grows by what [`FrameDecoder::extend`]
 /// is given. After an error the decoder is poisoned (the stream can no longer be trusted):
 /// `next_frame` and `finish` keep returning that error and `extend` discards its input.
+///
+/// A chunk handed over whole ([`FrameDecoder::extend_bytes`]) while nothing is buffered is not
+/// copied: the frames it holds are cut from it (`Bytes::split_to`, a reference count), and only
+/// a partial frame at its end is copied into the buffer to wait for the rest.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: BytesMut,
+    /// A received chunk not yet cut into frames; non-empty only while `buf` is empty.
+    chunk: Bytes,
     max_frame_size: u32,
     poisoned: Option<WireError>,
 }
@@ -26,15 +32,40 @@ impl FrameDecoder {
     pub fn new(max_frame_size: u32) -> Self {
         FrameDecoder {
             buf: BytesMut::new(),
+            chunk: Bytes::new(),
             max_frame_size,
             poisoned: None,
         }
     }
 
-    /// Appends bytes received from the stream (ignored once poisoned).
+    /// Appends bytes received from the stream (ignored once poisoned), copying them.
     pub fn extend(&mut self, data: &[u8]) {
         if self.poisoned.is_none() {
+            self.spill();
             self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// Appends a chunk received from the stream (ignored once poisoned). When nothing is
+    /// buffered the chunk is kept as it is and frames are cut from it without copying; else
+    /// it is copied after what is buffered, as [`FrameDecoder::extend`] does.
+    pub fn extend_bytes(&mut self, data: Bytes) {
+        if self.poisoned.is_some() || data.is_empty() {
+            return;
+        }
+        if self.buf.is_empty() && self.chunk.is_empty() {
+            self.chunk = data;
+        } else {
+            self.extend(&data);
+        }
+    }
+
+    /// Moves the unconsumed rest of `chunk` into `buf` (a copy of less than one frame when
+    /// called from `next_frame`).
+    fn spill(&mut self) {
+        if !self.chunk.is_empty() {
+            self.buf.extend_from_slice(&self.chunk);
+            self.chunk = Bytes::new();
         }
     }
 
@@ -50,26 +81,48 @@ impl FrameDecoder {
         if let Some(err) = &self.poisoned {
             return Err(err.clone());
         }
-        let Some(head) = self.buf.first_chunk::<HEADER_LEN>() else {
-            return Ok(None);
-        };
-        let header = Header::decode(head);
+        if !self.chunk.is_empty() {
+            match self.whole_frame(self.chunk.first_chunk::<HEADER_LEN>().copied())? {
+                Some((header, total)) if self.chunk.len() >= total => {
+                    let bytes = self.chunk.split_to(total);
+                    return Ok(Some(RawFrame { header, bytes }));
+                }
+                // A partial frame: keep it in the buffer until the rest arrives.
+                _ => {
+                    self.spill();
+                    return Ok(None);
+                }
+            }
+        }
+        match self.whole_frame(self.buf.first_chunk::<HEADER_LEN>().copied())? {
+            Some((header, total)) if self.buf.len() >= total => {
+                let bytes = self.buf.split_to(total).freeze();
+                Ok(Some(RawFrame { header, bytes }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The header `head` (if 8 bytes are there) and its frame's total length, validated; an
+    /// invalid one poisons the decoder.
+    fn whole_frame(
+        &mut self,
+        head: Option<[u8; HEADER_LEN]>,
+    ) -> Result<Option<(Header, usize)>, WireError> {
+        let Some(head) = head else { return Ok(None) };
+        let header = Header::decode(&head);
         if let Err(err) = validate(&header, head[3], self.max_frame_size) {
             self.buf = BytesMut::new();
+            self.chunk = Bytes::new();
             self.poisoned = Some(err.clone());
             return Err(err);
         }
-        let total = HEADER_LEN + header.body_len as usize;
-        if self.buf.len() < total {
-            return Ok(None);
-        }
-        let bytes = self.buf.split_to(total).freeze();
-        Ok(Some(RawFrame { header, bytes }))
+        Ok(Some((header, HEADER_LEN + header.body_len as usize)))
     }
 
     /// Bytes buffered and not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.chunk.len()
     }
 
     /// Call at end of stream. Errors: [`WireError::Truncated`] if a partial frame remains,
@@ -78,7 +131,7 @@ impl FrameDecoder {
         if let Some(err) = &self.poisoned {
             return Err(err.clone());
         }
-        match self.buf.len() {
+        match self.buffered() {
             0 => Ok(()),
             buffered => Err(WireError::Truncated { buffered }),
         }

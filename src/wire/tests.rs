@@ -666,14 +666,31 @@ fn pubsub_frame_s() -> impl Strategy<Value = Frame> {
     ]
 }
 
-/// Feeds `stream` to a decoder in the given chunk sizes and decodes every frame.
+/// Feeds `stream` to a decoder in the given chunk sizes and decodes every frame; chunks are
+/// handed over alternately copied (`extend`) and whole (`extend_bytes`), so both paths and
+/// every switch between them are exercised. The result is checked against the copying path
+/// alone.
 fn decode_chunked(stream: &[u8], cuts: &[usize]) -> Vec<Frame> {
+    let mixed = decode_chunks(stream, cuts, |i| i % 2 == 1);
+    let zero_copy = decode_chunks(stream, cuts, |_| true);
+    let copied = decode_chunks(stream, cuts, |_| false);
+    assert_eq!(mixed, copied);
+    assert_eq!(zero_copy, copied);
+    copied
+}
+
+fn decode_chunks(stream: &[u8], cuts: &[usize], whole: impl Fn(usize) -> bool) -> Vec<Frame> {
+    let stream = Bytes::copy_from_slice(stream);
     let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
     let mut out = Vec::new();
     let mut pos = 0usize;
-    for &n in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+    for (i, &n) in cuts.iter().chain(std::iter::once(&usize::MAX)).enumerate() {
         let end = pos.saturating_add(n).min(stream.len());
-        d.extend(&stream[pos..end]);
+        if whole(i) {
+            d.extend_bytes(stream.slice(pos..end));
+        } else {
+            d.extend(&stream[pos..end]);
+        }
         pos = end;
         while let Some(raw) = d.next_frame().expect("valid stream") {
             out.push(raw.decode().expect("valid frame"));
