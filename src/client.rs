@@ -91,7 +91,9 @@ pub struct ClientOptions {
     /// Buffer of each subscription, in messages. QoS 0 deliveries beyond it are
     /// dropped (counted in [`ClientStats::dropped`]); QoS 1 deliveries wait.
     pub subscription_buffer: usize,
-    /// Message ids remembered for de-duplication.
+    /// De-duplication window per publisher session, in sequence numbers: a duplicate
+    /// delivery is dropped while its sequence is less than this behind the highest seen
+    /// from its publisher's session ([`DedupWindow`]).
     pub dedup_window: usize,
     /// Retransmit an unacknowledged QoS 1 publish after this long.
     pub ack_timeout: Duration,

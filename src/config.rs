@@ -477,7 +477,9 @@ pub struct LimitsConfig {
     pub idle_evict_after_ms: u64,
     /// Most subscriptions per connection. Default 10000.
     pub max_subscriptions_per_connection: usize,
-    /// Seen-message-id window for de-duplication, ids. Default 65536.
+    /// De-duplication window per publisher session, in sequence numbers: how far behind the
+    /// highest sequence seen from a session a duplicate id is still recognised
+    /// ([`crate::dedup::DedupWindow`]). Default 65536.
     pub dedup_window: usize,
     /// Blocked-write time before a peer is a slow consumer, ms. Default 2000.
     pub slow_consumer_timeout_ms: u64,

@@ -161,8 +161,9 @@ pub const RATE_REALM: crate::rate::RateLimits = crate::rate::RateLimits { msgs: 
 /// least one message and one largest frame).
 pub const RATE_BURST_MS: u64 = 1_000;
 
-/// Size of the seen-message-id window used to deliver each message once, in message ids: 65,536
-/// (defect 4 and lessons, 9: loops and duplicates are the recurring hierarchy bug).
+/// De-duplication window used to deliver each message once, in sequence numbers per publisher
+/// session: 65,536 (defect 4 and lessons, 9: loops and duplicates are the recurring hierarchy
+/// bug). It bounds memory at 4,096 sessions and 512 KiB of bitmaps (`crate::dedup`).
 pub const DEDUP_WINDOW: usize = 65_536;
 
 // ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@
 //! - [`relay`] — the pub/sub relay core: every link's interest, where a publish goes
 //!   (no echo, no re-fan-out, groups), the interest each link is told (minimal cover upward),
 //!   for every level from a node's clients to a bridge's parent.
-//! - [`dedup`] — the bounded window of seen message ids.
+//! - [`dedup`] — per-publisher-session sliding windows of seen message ids.
 //! - [`dht`] — the Kademlia core: ids (SHA-256 of the public key, realm-scoped keys), the
 //!   k-bucket [`dht::RoutingTable`], the iterative [`dht::Lookup`] state machine and the
 //!   TTL-enforcing [`dht::RecordStore`]; [`dht::service`] drives them over the cluster mesh.
