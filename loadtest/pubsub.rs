@@ -103,6 +103,11 @@ pub struct Args {
     /// generator far less memory.
     #[arg(long)]
     shared_endpoint: bool,
+    /// The QUIC ACK frequency the clients ask of their node (`transport.ack_eliciting_threshold`
+    /// of their `ClientOptions`; 0: off). Spawned processes take theirs from
+    /// `MACULA_TRANSPORT__ACK_ELICITING_THRESHOLD` in the environment, as any setting.
+    #[arg(long)]
+    ack_eliciting_threshold: Option<u64>,
 }
 
 impl Args {
@@ -299,7 +304,11 @@ impl Spawned {
 }
 
 fn opts(addr: &str, a: &Args) -> ClientOptions {
-    client_opts(addr, &a.server_name, &a.realm)
+    let mut o = client_opts(addr, &a.server_name, &a.realm);
+    if let Some(t) = a.ack_eliciting_threshold {
+        o.transport.ack_eliciting_threshold = t;
+    }
+    o
 }
 
 /// Options of a load-generating client of `realm` at `addr` (TLS name `server_name`).

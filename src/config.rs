@@ -443,6 +443,13 @@ pub struct TransportConfig {
     /// QUIC acknowledges keep-alives below the application, so a peer busy with a backlog is
     /// never declared dead. Default 3000.
     pub link_idle_timeout_ms: u64,
+    /// ACK-eliciting packets the peer may receive before it must acknowledge (the QUIC ACK
+    /// frequency extension, draft-ietf-quic-ack-frequency); 0: off, the peer acknowledges every
+    /// second packet (RFC 9000 §13.2.2). Fewer ACKs cost both ends fewer packets to build,
+    /// encrypt, send, receive and process. Default [`defaults::ACK_ELICITING_THRESHOLD`].
+    pub ack_eliciting_threshold: u64,
+    /// `max_ack_delay` asked of the peer with it, ms, in [1, 16383]. Default 25.
+    pub ack_max_delay_ms: u64,
 }
 
 /// Protocol and resource limits, and protocol timers; see [`crate::defaults`].
@@ -890,6 +897,8 @@ impl Default for TransportConfig {
             max_concurrent_bidi_streams: defaults::MAX_CONCURRENT_BIDI_STREAMS,
             link_keep_alive_ms: defaults::LINK_KEEP_ALIVE_MS,
             link_idle_timeout_ms: defaults::LINK_IDLE_TIMEOUT_MS,
+            ack_eliciting_threshold: defaults::ACK_ELICITING_THRESHOLD,
+            ack_max_delay_ms: defaults::ACK_MAX_DELAY_MS,
         }
     }
 }

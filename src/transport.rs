@@ -266,7 +266,8 @@ pub fn link_transport_config(t: &TransportConfig) -> quinn::TransportConfig {
 
 /// quinn transport parameters from `t`: keep-alive, idle timeout, stream/connection receive
 /// windows, send window, at most `max_concurrent_bidi_streams` bidirectional and no
-/// unidirectional streams, datagrams off; GSO stays on (quinn's default). Out-of-range values
+/// unidirectional streams, datagrams off; GSO stays on (quinn's default); the ACK frequency
+/// asked of the peer when `ack_eliciting_threshold` is set. Out-of-range values
 /// (which [`crate::config::Config::validate`] refuses) are clamped rather than panicking.
 pub fn transport_config(t: &TransportConfig) -> quinn::TransportConfig {
     let varint = |v: u64| VarInt::from_u64(v).unwrap_or(VarInt::MAX);
@@ -284,6 +285,12 @@ pub fn transport_config(t: &TransportConfig) -> quinn::TransportConfig {
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .datagram_receive_buffer_size(None)
         .enable_segmentation_offload(true);
+    if t.ack_eliciting_threshold > 0 {
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.ack_eliciting_threshold(varint(t.ack_eliciting_threshold))
+            .max_ack_delay(Some(Duration::from_millis(t.ack_max_delay_ms.max(1))));
+        config.ack_frequency_config(Some(ack));
+    }
     config
 }
 
@@ -938,6 +945,8 @@ mod tests {
             max_concurrent_bidi_streams: u64::MAX,
             link_keep_alive_ms: 0,
             link_idle_timeout_ms: u64::MAX,
+            ack_eliciting_threshold: u64::MAX,
+            ack_max_delay_ms: u64::MAX,
         };
         let _ = link_transport_config(&extreme);
         let _ = transport_config(&extreme);

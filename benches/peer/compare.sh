@@ -12,8 +12,11 @@
 #                     (the behaviour before back-pressure; not in the default set)
 #   macula-bridge-q0  client -> node -> bridge -> node -> client, QoS 0
 #   quic-copy         a quinn relay that only copies stream chunks (the ceiling)
-#   base-q0, base-q1  macula-q0/q1 with the node built from BASELINE_MACULA (a path to an
-#                     older `macula` binary), for before/after in the same run
+#   base-q0, base-q1, base-bridge-q0
+#                     macula-q0/q1/bridge-q0 with the processes built from BASELINE_MACULA (a
+#                     path to an older `macula` binary), for before/after in the same run; the
+#                     clients are the current load generator's unless BASELINE_LOADTEST names an
+#                     older `macula-loadtest` too (then client-side changes are compared as well)
 # Scenarios (SCENARIOS): 1-1, 1-1000 (fan-out), 10-10 (publishers-subscribers; each subscriber
 # receives every publisher). Payloads (PAYLOADS): 16 128 1024 16384 bytes. ROUNDS (5) rounds of
 # DURATION (3) seconds each, flat out (RATE=0) unless RATE is set. Every run starts its own
@@ -30,7 +33,7 @@ scenarios=${SCENARIOS:-"1-1 1-1000 10-10"}
 payloads=${PAYLOADS:-"16 128 1024 16384"}
 systems=${SYSTEMS:-"nats-tcp nats-tls macula-q0 macula-q1 macula-bridge-q0 quic-copy"}
 if [ -n "${BASELINE_MACULA:-}" ]; then
-  systems="$systems base-q0 base-q1"
+  systems="$systems base-q0 base-q1 base-bridge-q0"
 fi
 mkdir -p "$out"
 
@@ -39,6 +42,7 @@ if [ -z "${NO_BUILD:-}" ]; then
   cargo build --release --manifest-path "$root/benches/peer/Cargo.toml"
 fi
 loadtest=$root/target/release/macula-loadtest
+base_loadtest=${BASELINE_LOADTEST:-$loadtest}
 peer=$root/benches/peer/target/release/macula-peer
 command -v nats-server >/dev/null || echo "nats-server not found: apt-get install nats-server" >&2
 
@@ -57,8 +61,9 @@ run() { # system scenario payload round
     macula-q1) cmd=("$loadtest" pubsub --spawn --same-node --qos 1 "${load[@]}") ;;
     macula-q0-nostall) cmd=(env MACULA_LIMITS__QOS0_STALL_MS=0 "$loadtest" pubsub --spawn --same-node --qos 0 "${load[@]}") ;;
     macula-bridge-q0) cmd=("$loadtest" pubsub --spawn --qos 0 "${load[@]}") ;;
-    base-q0) cmd=(env LOADTEST_MACULA_BIN="$BASELINE_MACULA" "$loadtest" pubsub --spawn --same-node --qos 0 "${load[@]}") ;;
-    base-q1) cmd=(env LOADTEST_MACULA_BIN="$BASELINE_MACULA" "$loadtest" pubsub --spawn --same-node --qos 1 "${load[@]}") ;;
+    base-q0) cmd=(env LOADTEST_MACULA_BIN="$BASELINE_MACULA" "$base_loadtest" pubsub --spawn --same-node --qos 0 "${load[@]}") ;;
+    base-q1) cmd=(env LOADTEST_MACULA_BIN="$BASELINE_MACULA" "$base_loadtest" pubsub --spawn --same-node --qos 1 "${load[@]}") ;;
+    base-bridge-q0) cmd=(env LOADTEST_MACULA_BIN="$BASELINE_MACULA" "$base_loadtest" pubsub --spawn --qos 0 "${load[@]}") ;;
     *) echo "unknown system $system" >&2; return 1 ;;
   esac
   if timeout 300 "${cmd[@]}" >/dev/null 2>"$out/${system}__${scenario}__${payload}__${round}.log"; then

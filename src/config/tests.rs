@@ -215,6 +215,22 @@ fn invalid_values_are_rejected_with_their_key() {
     c.transport.send_window = 0;
     assert_eq!(invalid_key(&c), "transport.send_window");
 
+    let ack: [(fn(&mut Config), &str); 2] = [
+        (
+            |c| c.transport.ack_eliciting_threshold = 1025,
+            "transport.ack_eliciting_threshold",
+        ),
+        (
+            |c| c.transport.ack_max_delay_ms = 0,
+            "transport.ack_max_delay_ms",
+        ),
+    ];
+    for (spoil, key) in ack {
+        let mut c = Config::default();
+        spoil(&mut c);
+        assert_eq!(invalid_key(&c), key);
+    }
+
     let mut c = Config::default();
     c.bridge.realms.clear();
     assert_eq!(invalid_key(&c), "bridge.realms");

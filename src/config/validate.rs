@@ -250,6 +250,18 @@ impl Config {
                 "must be < 2 GiB (0 = OS default)",
             );
         }
+        if t.ack_eliciting_threshold > 1024 {
+            return invalid(
+                "transport.ack_eliciting_threshold",
+                "must be in [0, 1024] (0 = off)",
+            );
+        }
+        if !(1..=16_383).contains(&t.ack_max_delay_ms) {
+            return invalid(
+                "transport.ack_max_delay_ms",
+                "must be in [1, 16383] (RFC 9000 §18.2: max_ack_delay < 2^14 ms)",
+            );
+        }
         if !(1..=1024).contains(&t.max_concurrent_bidi_streams) {
             return invalid(
                 "transport.max_concurrent_bidi_streams",

@@ -2,7 +2,7 @@
 //! (the mini-redis `Connection` loop). Never assumes one read is one frame (Macula v0.16
 //! defect 1).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::{Header, RawFrame, WireError, HEADER_LEN, PROTOCOL_VERSION};
 
@@ -14,13 +14,17 @@ use super::{Header, RawFrame, WireError, HEADER_LEN, PROTOCOL_VERSION};
 /// is given. After an error the decoder is poisoned (the stream can no longer be trusted):
 /// `next_frame` and `finish` keep returning that error and `extend` discards its input.
 ///
-/// A chunk handed over whole ([`FrameDecoder::extend_bytes`]) while nothing is buffered is not
-/// copied: the frames it holds are cut from it (`Bytes::split_to`, a reference count), and only
-/// a partial frame at its end is copied into the buffer to wait for the rest.
+/// A chunk handed over whole ([`FrameDecoder::extend_bytes`]) is not copied: the whole frames
+/// it holds are cut from it (`Bytes::split_to`, a reference count). Only a frame split across
+/// chunks is copied: its start into the buffer, then just the bytes that complete it from the
+/// next chunk, whose remaining frames are again cut without copying. QUIC hands a stream over
+/// in chunks of about one packet, so most frames of a few hundred bytes are never copied.
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// Bytes received before `chunk`: at most the start of one frame after `next_frame` ran,
+    /// more only while [`FrameDecoder::extend`] is fed faster than frames are taken.
     buf: BytesMut,
-    /// A received chunk not yet cut into frames; non-empty only while `buf` is empty.
+    /// The rest of the last chunk handed over whole, after `buf`.
     chunk: Bytes,
     max_frame_size: u32,
     poisoned: Option<WireError>,
@@ -46,27 +50,32 @@ impl FrameDecoder {
         }
     }
 
-    /// Appends a chunk received from the stream (ignored once poisoned). When nothing is
-    /// buffered the chunk is kept as it is and frames are cut from it without copying; else
-    /// it is copied after what is buffered, as [`FrameDecoder::extend`] does.
+    /// Appends a chunk received from the stream (ignored once poisoned), without copying it
+    /// when the previous chunk has been consumed (see the type's docs).
     pub fn extend_bytes(&mut self, data: Bytes) {
         if self.poisoned.is_some() || data.is_empty() {
             return;
         }
-        if self.buf.is_empty() && self.chunk.is_empty() {
+        if self.chunk.is_empty() {
             self.chunk = data;
         } else {
             self.extend(&data);
         }
     }
 
-    /// Moves the unconsumed rest of `chunk` into `buf` (a copy of less than one frame when
-    /// called from `next_frame`).
+    /// Moves the unconsumed rest of `chunk` to the end of `buf`.
     fn spill(&mut self) {
         if !self.chunk.is_empty() {
             self.buf.extend_from_slice(&self.chunk);
             self.chunk = Bytes::new();
         }
+    }
+
+    /// Moves up to `n` bytes from the front of `chunk` to the end of `buf`.
+    fn top_up(&mut self, n: usize) {
+        let n = n.min(self.chunk.len());
+        self.buf.extend_from_slice(&self.chunk[..n]);
+        self.chunk.advance(n);
     }
 
     /// The next whole frame, or `Ok(None)` if more bytes are needed.
@@ -81,25 +90,31 @@ impl FrameDecoder {
         if let Some(err) = &self.poisoned {
             return Err(err.clone());
         }
-        if !self.chunk.is_empty() {
-            match self.whole_frame(self.chunk.first_chunk::<HEADER_LEN>().copied())? {
-                Some((header, total)) if self.chunk.len() >= total => {
-                    let bytes = self.chunk.split_to(total);
-                    return Ok(Some(RawFrame { header, bytes }));
-                }
-                // A partial frame: keep it in the buffer until the rest arrives.
-                _ => {
-                    self.spill();
-                    return Ok(None);
-                }
+        if !self.buf.is_empty() {
+            // A frame begun in an earlier chunk: complete it from this one.
+            self.top_up(HEADER_LEN.saturating_sub(self.buf.len()));
+            let Some((header, total)) =
+                self.whole_frame(self.buf.first_chunk::<HEADER_LEN>().copied())?
+            else {
+                return Ok(None);
+            };
+            self.top_up(total.saturating_sub(self.buf.len()));
+            if self.buf.len() < total {
+                return Ok(None);
             }
+            let bytes = self.buf.split_to(total).freeze();
+            return Ok(Some(RawFrame { header, bytes }));
         }
-        match self.whole_frame(self.buf.first_chunk::<HEADER_LEN>().copied())? {
-            Some((header, total)) if self.buf.len() >= total => {
-                let bytes = self.buf.split_to(total).freeze();
+        match self.whole_frame(self.chunk.first_chunk::<HEADER_LEN>().copied())? {
+            Some((header, total)) if self.chunk.len() >= total => {
+                let bytes = self.chunk.split_to(total);
                 Ok(Some(RawFrame { header, bytes }))
             }
-            _ => Ok(None),
+            // A partial frame: keep it in the buffer until the rest arrives.
+            _ => {
+                self.spill();
+                Ok(None)
+            }
         }
     }
 
