@@ -215,7 +215,8 @@ fn invalid_values_are_rejected_with_their_key() {
     c.transport.send_window = 0;
     assert_eq!(invalid_key(&c), "transport.send_window");
 
-    let ack: [(fn(&mut Config), &str); 2] = [
+    type Spoil = fn(&mut Config);
+    let ack: [(Spoil, &str); 2] = [
         (
             |c| c.transport.ack_eliciting_threshold = 1025,
             "transport.ack_eliciting_threshold",
