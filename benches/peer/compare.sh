@@ -32,7 +32,9 @@ rate=${RATE:-0}
 scenarios=${SCENARIOS:-"1-1 1-1000 10-10"}
 payloads=${PAYLOADS:-"16 128 1024 16384"}
 systems=${SYSTEMS:-"nats-tcp nats-tls macula-q0 macula-q1 macula-bridge-q0 quic-copy"}
-if [ -n "${BASELINE_MACULA:-}" ]; then
+# With BASELINE_MACULA and no SYSTEMS, the base-* systems join the default set; with SYSTEMS,
+# list the base-* systems wanted there.
+if [ -n "${BASELINE_MACULA:-}" ] && [ -z "${SYSTEMS:-}" ]; then
   systems="$systems base-q0 base-q1 base-bridge-q0"
 fi
 mkdir -p "$out"
