@@ -145,6 +145,8 @@ impl FrameHandler for NodeLink<'_> {
             Some(MessageType::SubAck) => {
                 if let Frame::SubAck(a) = raw.decode().map_err(fatal)? {
                     *subs = inner.subs_snap.load_full();
+                    // Let go of the senders of subscriptions that may have just ended.
+                    *last = None;
                     inner.resolve(a.correlation_id, Ok(a.count));
                 }
             }
@@ -192,6 +194,11 @@ impl FrameHandler for NodeLink<'_> {
     }
 
     fn on_chunk(&mut self) {
-        self.subs = self.inner.subs_snap.load_full();
+        let subs = self.inner.subs_snap.load_full();
+        if !Arc::ptr_eq(&subs, &self.subs) {
+            // A subscription ended or began: hold no sender of an ended one.
+            self.last = None;
+        }
+        self.subs = subs;
     }
 }
